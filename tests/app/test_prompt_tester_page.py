@@ -1,0 +1,102 @@
+"""AppTest of the prompt tester page and of the sidebar model picker (through app.py)."""
+
+import html
+import re
+
+from headscope.tokens import tokenize_prompt
+
+
+def _token_table(app):
+    return next(df.value for df in app.dataframe if "top-1 next" in df.value.columns)
+
+
+def test_prompt_gives_one_table_row_per_token(run_page, embedded_model):
+    app = run_page("pages/prompt_tester.py")
+    assert not app.exception
+    app.text_area(key="pt_prompt").input("January February March April").run()
+    assert not app.exception and not app.error
+    table = _token_table(app)
+    expected = tokenize_prompt(embedded_model, "January February March April")
+    assert len(table) == len(expected) == 5
+    assert list(table["token"]) == [t.display for t in expected.tokens]
+    assert app.subheader[0].value == "5 tokens"
+
+
+def test_top_k_table_and_chart_follow_the_chosen_k(run_page):
+    app = run_page("pages/prompt_tester.py")
+    app.number_input(key="pt_topk").set_value(7).run()
+    topk = next(df.value for df in app.dataframe if "logprob" in df.value.columns)
+    assert len(topk) == 7
+    charts = app.get("plotly_chart")
+    assert charts, "the top-k bar chart is missing"
+
+
+def test_default_prompt_shows_answer_rank_one_and_positive_logit_diff(run_page):
+    app = run_page("pages/prompt_tester.py")
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Rank of answer"] == "1"
+    assert float(metrics["Logit difference"]) > 0
+
+
+def test_empty_prompt_shows_an_error_and_keeps_the_last_result(run_page):
+    app = run_page("pages/prompt_tester.py")
+    app.text_area(key="pt_prompt").input("").run()
+    assert not app.exception
+    assert any("empty" in e.value for e in app.error)
+    assert _token_table(app) is not None  # the last good result stays on the page
+    app.text_area(key="pt_prompt").input("1 2 3").run()
+    assert not app.error and len(_token_table(app)) == 6
+
+
+def test_overlong_prompt_shows_an_error_and_the_app_keeps_working(run_page, embedded_model):
+    app = run_page("pages/prompt_tester.py")
+    app.text_area(key="pt_prompt").input("1 " * (embedded_model.info.n_ctx // 2 + 50)).run()
+    assert not app.exception
+    assert any("context length" in e.value for e in app.error)
+    app.text_area(key="pt_prompt").input("one two").run()
+    assert not app.error and len(_token_table(app)) == 3
+
+
+def _sidebar_and_prompt_tester():
+    """What app.py composes for the default page (AppTest cannot follow st.navigation across reruns)."""
+    import runpy
+
+    from components.model_state import model_sidebar
+
+    model_sidebar()
+    runpy.run_path("pages/prompt_tester.py")
+
+
+def test_unknown_model_id_shows_an_error_and_the_previous_model_stays():
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_function(_sidebar_and_prompt_tester, default_timeout=180).run()
+    assert not app.exception
+    app.sidebar.radio(key="model_kind").set_value("Hub id or local folder").run()
+    app.sidebar.text_input(key="model_source_text").input("nobody-here/no-such-model").run()
+    app.sidebar.button(key="model_load").click().run()
+    assert not app.exception
+    errors = [e.value for e in app.sidebar.error]
+    assert any("nobody-here/no-such-model" in e and "local cache" in e for e in errors)
+    assert "active_model_request" not in app.session_state  # still the default (embedded) model
+    app.text_area(key="pt_prompt").input("1 2 3 4 ").run()  # the page still works on the embedded model
+    assert not app.exception and len(_token_table(app)) == 9
+
+
+def test_html_prompt_is_shown_as_text(run_page):
+    app = run_page("pages/prompt_tester.py")
+    app.text_area(key="pt_prompt").input("<b>bold</b><script>x</script>").run()
+    assert not app.exception
+    strip = next(h.proto.body for h in app.get("html") if "hs-token-strip" in h.proto.body)
+    assert "<script>" not in strip and "<b>" not in strip
+    shown = re.findall(r'<div class="hs-text">(.*?)</div>', strip)
+    assert "".join(html.unescape(text) for text in shown[1:]) == "<b>bold</b><script>x</script>"
+
+
+def test_app_entry_runs_the_default_page():
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file("../../app.py", default_timeout=180).run()
+    assert not app.exception
+    assert app.title[0].value == "Prompt tester"
+    assert [s.key for s in app.sidebar.selectbox] == ["model_device", "model_dtype"]

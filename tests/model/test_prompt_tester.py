@@ -1,0 +1,101 @@
+"""The embedded model's real tokenization and predictions: the traps the prompt tester exists to show."""
+
+import pytest
+import torch
+
+from headscope.errors import InputError
+from headscope.predict import analyze_prompt
+from headscope.tokens import is_whitespace_token, tokenize_prompt
+
+
+def test_digits_are_split_into_digit_and_space_tokens(embedded_model):
+    tokenized = tokenize_prompt(embedded_model, "1 2 3 4")
+    assert [t.text for t in tokenized.tokens[1:]] == ["1", " ", "2", " ", "3", " ", "4"]
+    assert [t.display for t in tokenized.tokens[1:]] == ["1", "·", "2", "·", "3", "·", "4"]
+
+
+def test_bos_is_position_zero_and_matches_the_bridge(embedded_model):
+    tokenized = tokenize_prompt(embedded_model, "1 2 3 4 ")
+    assert tokenized.bos_prepended
+    assert tokenized.tokens[0].special and tokenized.tokens[0].id == embedded_model.tokenizer.bos_token_id
+    assert tokenized.tokens[0].char_start is None
+    # the positions we label are the model's real input, exactly what TransformerLens feeds it
+    assert tokenized.ids == embedded_model.bridge.to_tokens("1 2 3 4 ")[0].tolist()
+
+
+def test_character_spans_point_into_the_prompt(embedded_model):
+    prompt = "one two three"
+    tokenized = tokenize_prompt(embedded_model, prompt)
+    for token in tokenized.tokens[1:]:
+        assert prompt[token.char_start : token.char_end].strip() == token.text.strip()
+
+
+def test_without_trailing_space_the_top_prediction_is_whitespace(embedded_model):
+    result = analyze_prompt(embedded_model, "1 2 3 4", answer="5", contrast="4")
+    assert is_whitespace_token(result.top_k[0].text)
+    assert any("whitespace token" in w for w in result.warnings)
+
+
+def test_with_trailing_space_the_top_prediction_is_five(embedded_model):
+    result = analyze_prompt(embedded_model, "1 2 3 4 ", answer="5", contrast="4")
+    assert result.top_k[0].text == "5"
+    assert result.answer.typed.rank == 1
+    assert result.logit_diff == pytest.approx(result.answer.typed.logit - result.contrast.typed.logit)
+    assert result.logit_diff > 0
+    assert not any("whitespace token" in w for w in result.warnings)
+
+
+def test_answer_with_leading_space_is_reported_with_both_ranks(embedded_model):
+    result = analyze_prompt(embedded_model, "1 2 3 4", answer="5")
+    typed, alternate = result.answer.typed, result.answer.alternate
+    assert typed.text == "5" and alternate.text == " 5"
+    assert alternate.multi_token  # ' 5' is a bare space token followed by '5'
+    assert alternate.rank == 1  # the space is what the model predicts here
+    assert typed.rank > 1
+
+
+def test_multi_token_answer_warns_and_uses_first_token(embedded_model):
+    result = analyze_prompt(embedded_model, "1 2 3 4 ", answer="56")
+    assert result.answer.typed.ids[0] == embedded_model.encode("5")[0]
+    assert result.answer.typed.multi_token
+    assert any("is 2 tokens" in w for w in result.warnings)
+
+
+def test_top_k_logits_equal_a_direct_transformers_forward(embedded_model):
+    from transformers import AutoModelForCausalLM
+
+    from headscope.loading import embedded_converted_folder
+
+    reference = AutoModelForCausalLM.from_pretrained(embedded_converted_folder()[0], dtype=torch.float32).eval()
+    result = analyze_prompt(embedded_model, "January February March April", top_k=10)
+    with torch.no_grad():
+        logits = reference(torch.tensor([result.tokenized.ids])).logits[0, -1]
+    values, ids = logits.topk(10)
+    assert [p.id for p in result.top_k] == ids.tolist()
+    assert torch.allclose(torch.tensor([p.logit for p in result.top_k]), values, atol=1e-4)
+    probs = torch.softmax(logits, -1)[ids]
+    assert torch.allclose(torch.tensor([p.prob for p in result.top_k]), probs, atol=1e-5)
+
+
+def test_any_position_can_be_read(embedded_model):
+    result = analyze_prompt(embedded_model, "1 2 3 4 ", position=2)
+    assert result.position == 2
+    assert result.top_k[0].id == result.top1_per_position[2].id
+
+
+def test_doubled_bos_is_flagged(embedded_model):
+    bos = embedded_model.tokenizer.bos_token
+    result = analyze_prompt(embedded_model, f"{bos}1 2 3")
+    assert any("BOS is doubled" in w for w in result.warnings)
+
+
+def test_empty_and_overlong_prompts_are_refused(embedded_model):
+    with pytest.raises(InputError, match="empty"):
+        analyze_prompt(embedded_model, "")
+    with pytest.raises(InputError, match="context length"):
+        analyze_prompt(embedded_model, "1 " * (embedded_model.info.n_ctx // 2 + 10))
+
+
+def test_html_in_prompt_is_kept_as_plain_token_text(embedded_model):
+    result = analyze_prompt(embedded_model, "<script>alert(1)</script>")
+    assert "".join(t.text for t in result.tokens[1:]) == "<script>alert(1)</script>"
