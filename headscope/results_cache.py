@@ -1,0 +1,101 @@
+"""Results on disk under cache/results/<kind>/, keyed by everything that changes a result.
+
+A key is a dict (model source and revision, dtype, device, dataset content hash, method, metric, ...); its SHA-256
+names the file. Each file stores its key and a checksum of its payload; writes are atomic (temp file + rename). A file
+that does not parse, whose checksum or key does not match, is treated as absent, removed, and recomputed by the
+caller: it is never shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from headscope.paths import cache_dir
+
+FORMAT = 1
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _checksum(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedEntry:
+    key: dict[str, Any]
+    payload: Any
+    path: Path
+
+
+class ResultsCache:
+    """JSON results by kind ("ablation", "head-scores", ...) and key."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root if root is not None else cache_dir() / "results"
+
+    def path(self, kind: str, key: dict[str, Any]) -> Path:
+        return self.root / kind / f"{key_digest(key)}.json"
+
+    def load(self, kind: str, key: dict[str, Any]) -> Any | None:
+        """The payload stored under `key`, or None (absent, partial or corrupt; a bad file is removed)."""
+        entry = self._read(self.path(kind, key))
+        if entry is None or entry.key != key:
+            return None
+        return entry.payload
+
+    def store(self, kind: str, key: dict[str, Any], payload: Any) -> Path:
+        path = self.path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"format": FORMAT, "key": key, "checksum": _checksum(payload), "payload": payload},
+                          ensure_ascii=False)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(body)}.tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        return path
+
+    def entries(self, kind: str) -> list[CachedEntry]:
+        """Every valid entry of a kind, newest first."""
+        folder = self.root / kind
+        if not folder.is_dir():
+            return []
+        files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        return [entry for entry in (self._read(p) for p in files) if entry is not None]
+
+    def clear(self, kind: str | None = None) -> int:
+        """Remove stored results (of one kind, or all); returns how many files went."""
+        folders = [self.root / kind] if kind else [p for p in self.root.glob("*") if p.is_dir()]
+        removed = 0
+        for folder in folders:
+            for file in folder.glob("*.json"):
+                file.unlink(missing_ok=True)
+                removed += 1
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+        return removed
+
+    @staticmethod
+    def _read(path: Path) -> CachedEntry | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            ok = (isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("key"), dict)
+                  and data.get("checksum") == _checksum(data.get("payload"))
+                  and path.stem == key_digest(data["key"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            path.unlink(missing_ok=True)
+            return None
+        return CachedEntry(data["key"], data["payload"], path)

@@ -1,0 +1,407 @@
+"""Sequence-continuation tasks and user datasets, encoded on the model's real input tokens (BOS included).
+
+Built-in tasks follow the sequence-continuation circuit studies on GPT-2 small and Llama-2-7B: each prompt shows
+consecutive members of an ordinal list; the correct answer is the next member, the incorrect one is the last member
+shown. A corrupted prompt uses random members of the same type, the last never the successor of the one before it.
+
+Prompts are written in their natural form ("1 2 3 4" -> " 5") and fitted to the tokenizer: where the answer's first
+token would be a bare space (Llama-style tokenizers), the space moves into the prompt ("1 2 3 4 " -> "5").
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from headscope.errors import InputError
+from headscope.tokens import continuation_ids, is_whitespace_token, token_text
+
+if TYPE_CHECKING:
+    from headscope.adapter import ModelAdapter
+
+DIGITS = [str(i) for i in range(10)]
+NUMBER_WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+                "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+TEMPLATE_NOUNS = ["Van", "Hat", "Ring", "Desk", "Sun", "Cup", "Door", "Lamp", "Tree", "Book", "Car", "Box", "Pen",
+                  "Bed", "Map", "Key", "Shoe", "Fork", "Bell", "Rock"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A built-in task: an ordinal list and how a prompt is written from consecutive members."""
+
+    name: str
+    title: str
+    members: tuple[str, ...]
+    cyclic: bool  # December -> January, Sunday -> Monday
+    example: str
+
+    def max_start(self, length: int) -> int:
+        return len(self.members) - 1 if self.cyclic else len(self.members) - length - 1
+
+
+TASKS: dict[str, TaskSpec] = {
+    "digits": TaskSpec("digits", "Digits", tuple(DIGITS), False, '"1 2 3 4 " -> "5"'),
+    "number-words": TaskSpec("number-words", "Number words", tuple(NUMBER_WORDS), False,
+                             '"one two three four" -> " five"'),
+    "months": TaskSpec("months", "Months", tuple(MONTHS), True, '"January February March April" -> " May"'),
+    "days": TaskSpec("days", "Days of the week", tuple(DAYS), True, '"Monday Tuesday Wednesday Thursday" -> " Friday"'),
+    "template": TaskSpec("template", "Template (X done in N.)", tuple(str(i) for i in range(1, 10)), False,
+                         '"Van done in 1. Hat done in 2. Ring done in 3. Desk done in 4. Sun done in" -> " 5"'),
+}
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One prompt of a dataset, with its answers; member spans locate the sequence members (built-in tasks)."""
+
+    prompt: str
+    correct: str
+    incorrect: str
+    corrupted_prompt: str | None = None
+    member_spans: tuple[tuple[int, int], ...] = ()  # character spans of the members shown in `prompt`
+
+    def to_json(self) -> dict:
+        return {"prompt": self.prompt, "correct": self.correct, "incorrect": self.incorrect,
+                "corrupted_prompt": self.corrupted_prompt}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Prompts for one run. `content_hash` names the content for result-cache keys."""
+
+    name: str
+    items: tuple[PromptItem, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def content_hash(self) -> str:
+        canonical = json.dumps([item.to_json() for item in self.items], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def has_corrupted(self) -> bool:
+        return all(item.corrupted_prompt for item in self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class EncodedDataset:
+    """A dataset as token ids: clean[prompt, pos], corrupted[prompt, pos] (or None), answer ids per prompt."""
+
+    dataset: Dataset
+    clean: torch.Tensor  # [prompt, pos] long, on the model's device
+    corrupted: torch.Tensor | None  # [prompt, pos]
+    correct_ids: torch.Tensor  # [prompt]
+    incorrect_ids: torch.Tensor  # [prompt]
+    token_labels: tuple[str, ...]  # display form of the first prompt's tokens, position by position (BOS included)
+    member_positions: tuple[tuple[int, ...], ...]  # per prompt: token positions of the members shown
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self.clean.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.clean.shape[1])
+
+
+def task_names() -> list[str]:
+    return list(TASKS)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Built-in tasks
+
+
+def _render(task: TaskSpec, shown: Sequence[str], nouns: Sequence[str]) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """The natural prompt text for members `shown`, and each member's character span."""
+    parts: list[str] = []
+    spans = []
+    cursor = 0
+    for i, member in enumerate(shown):
+        if task.name == "template":
+            prefix = ("" if i == 0 else " ") + f"{nouns[i]} done in "
+        else:
+            prefix = "" if i == 0 else " "
+        cursor += len(prefix)
+        spans.append((cursor, cursor + len(member)))
+        cursor += len(member)
+        parts.append(prefix + member)
+        if task.name == "template":
+            parts.append(".")
+            cursor += 1
+    if task.name == "template":
+        parts.append(f" {nouns[len(shown)]} done in")
+    return "".join(parts), tuple(spans)
+
+
+def _member(task: TaskSpec, index: int) -> str:
+    return task.members[index % len(task.members)]
+
+
+def _corrupted_members(members: Sequence[str], task: TaskSpec, length: int, rng: random.Random) -> list[str]:
+    """Random members; the last is never the successor of the one before it (so the task has no answer)."""
+    while True:
+        picks = [rng.choice(members) for _ in range(length)]
+        before = task.members.index(picks[-2])
+        successor = task.members[(before + 1) % len(task.members)] if task.cyclic or before + 1 < len(
+            task.members) else None
+        if picks[-1] != successor:
+            return picks
+
+
+def _most_common_shape(words: Sequence[str], model: ModelAdapter | None) -> set[str]:
+    """Words whose token counts (alone, and after a space) are the most common among `words`: prompts built only
+    from them have one token length. Without a model every word is usable."""
+    if model is None:
+        return set(words)
+    shapes = {w: (len(model.encode(w)), len(model.encode(" " + w))) for w in words}
+    common = Counter(shapes.values()).most_common(1)[0][0]
+    return {w for w, shape in shapes.items() if shape == common}
+
+
+def build_task_dataset(
+    task_name: str, n_prompts: int = 16, length: int = 4, seed: int = 0, model: ModelAdapter | None = None
+) -> Dataset:
+    """The task's prompts in natural form. With a model, only members (and template nouns) that tokenize alike are
+    used, so that the prompts share one token length; tokenizer fitting happens in encode_dataset."""
+    if task_name not in TASKS:
+        raise InputError(f"Unknown task {task_name!r}: choose one of {', '.join(TASKS)}.")
+    if not 1 <= n_prompts <= 4096:
+        raise InputError(f"The number of prompts must be from 1 to 4096, got {n_prompts}.")
+    task = TASKS[task_name]
+    if not 2 <= length <= len(task.members) - 1:
+        raise InputError(f"Sequence length for {task_name} must be from 2 to {len(task.members) - 1}, got {length}.")
+    rng = random.Random(seed)
+    usable = _most_common_shape(task.members, model)
+    nouns = sorted(_most_common_shape(TEMPLATE_NOUNS, model)) if task.name == "template" else TEMPLATE_NOUNS
+    starts = [start for start in range(task.max_start(length) + 1)
+              if all(_member(task, start + k) in usable for k in range(length + 1))]
+    if not starts:
+        raise InputError(f"No run of {length + 1} consecutive {task.title.lower()} tokenizes alike for this model: "
+                         "try a shorter sequence length.")
+    rng.shuffle(starts)
+    notes = []
+    if len(usable) < len(task.members):
+        notes.append(f"Members left out because this tokenizer splits them differently: "
+                     f"{', '.join(m for m in task.members if m not in usable)}.")
+    if len(starts) < n_prompts:
+        notes.append(f"{task.title} has {len(starts)} distinct prompts of {length} members; they repeat (with "
+                     f"different corrupted prompts) to make {n_prompts}.")
+    pool = [m for m in task.members if m in usable]
+    items = []
+    for i in range(n_prompts):
+        start = starts[i % len(starts)]
+        shown = [_member(task, start + k) for k in range(length)]
+        chosen_nouns = rng.sample(list(nouns), length + 1) if task.name == "template" else []
+        prompt, spans = _render(task, shown, chosen_nouns)
+        corrupted, _ = _render(task, _corrupted_members(pool, task, length, rng), chosen_nouns)
+        items.append(PromptItem(
+            prompt=prompt,
+            correct=" " + _member(task, start + length),
+            incorrect=" " + shown[-1],
+            corrupted_prompt=corrupted,
+            member_spans=spans,
+        ))
+    return Dataset(name=task_name, items=tuple(items), notes=tuple(notes))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# User datasets
+
+REQUIRED_COLUMNS = ("prompt", "correct", "incorrect")
+
+
+def load_dataset_text(text: str, filename: str) -> Dataset:
+    """Parse a CSV or JSON dataset (fields prompt, correct, incorrect, optional corrupted_prompt)."""
+    suffix = Path(filename).suffix.lower()
+    if suffix == ".csv":
+        try:
+            rows = list(csv.DictReader(io.StringIO(text)))
+        except csv.Error as error:
+            raise InputError(f"{filename}: not valid CSV ({error}).") from error
+        header = next(csv.reader(io.StringIO(text)), [])
+    elif suffix in (".json", ".jsonl"):
+        try:
+            data = json.loads(text) if suffix == ".json" else [json.loads(line) for line in text.splitlines()
+                                                                if line.strip()]
+        except json.JSONDecodeError as error:
+            raise InputError(f"{filename}: not valid JSON ({error.msg} at line {error.lineno}).") from error
+        if isinstance(data, dict) and isinstance(data.get("prompts"), list):
+            data = data["prompts"]
+        if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+            raise InputError(f"{filename}: expected a list of objects with {', '.join(REQUIRED_COLUMNS)}.")
+        rows = data
+        header = sorted({key for row in rows for key in row})
+    else:
+        raise InputError(f"{filename}: unsupported file type {suffix or '(none)'}: use .csv or .json.")
+    if not rows:
+        raise InputError(f"{filename}: the dataset has no rows.")
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise InputError(f"{filename}: missing column(s) {', '.join(missing)}; expected prompt, correct, incorrect "
+                         "and optionally corrupted_prompt.")
+    items = []
+    problems = []
+    for number, row in enumerate(rows, start=1):
+        values = {key: row.get(key) for key in (*REQUIRED_COLUMNS, "corrupted_prompt")}
+        empty = [key for key in REQUIRED_COLUMNS if not isinstance(values[key], str) or values[key] == ""]
+        if empty:
+            problems.append(f"row {number}: empty {', '.join(empty)}")
+            continue
+        corrupted = values["corrupted_prompt"] if isinstance(values["corrupted_prompt"], str) else None
+        items.append(PromptItem(values["prompt"], values["correct"], values["incorrect"], corrupted or None))
+    if problems:
+        raise InputError(f"{filename}: " + "; ".join(problems[:10]) + (" …" if len(problems) > 10 else ""))
+    with_corrupted = sum(1 for item in items if item.corrupted_prompt)
+    if 0 < with_corrupted < len(items):
+        raise InputError(f"{filename}: corrupted_prompt is given for {with_corrupted} of {len(items)} rows: give it "
+                         "for every row or for none.")
+    return Dataset(name=Path(filename).name, items=tuple(items))
+
+
+def load_dataset_file(path: str | Path) -> Dataset:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"Cannot read dataset {str(path)!r}: {error.strerror}.") from error
+    return load_dataset_text(text, path.name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Encoding on the model's tokens
+
+
+def fit_to_tokenizer(model: ModelAdapter, item: PromptItem) -> PromptItem:
+    """Move a leading space from the answers into the prompts where the tokenizer would emit it as its own token."""
+    ids, _ = continuation_ids(model, item.prompt, item.correct)
+    first = token_text(model.raw_tokens(ids[:1])[0], True) if ids else ""
+    if not (item.correct.startswith(" ") and len(ids) > 1 and is_whitespace_token(first)):
+        return item
+    return replace(
+        item,
+        prompt=item.prompt + " ",
+        correct=item.correct[1:],
+        incorrect=item.incorrect[1:] if item.incorrect.startswith(" ") else item.incorrect,
+        corrupted_prompt=item.corrupted_prompt + " " if item.corrupted_prompt else None,
+    )
+
+
+def _first_token(model: ModelAdapter, prompt: str, answer: str, row: int, role: str, warnings: list[str]) -> int:
+    ids, _ = continuation_ids(model, prompt, answer)
+    if not ids:
+        raise InputError(f"Row {row}: the {role} answer {answer!r} has no tokens.")
+    if len(ids) > 1 and len(warnings) < 5:
+        warnings.append(f"Row {row}: the {role} answer {answer!r} is {len(ids)} tokens; its first token is used.")
+    return ids[0]
+
+
+def _member_positions(model: ModelAdapter, prompt: str, spans: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+    """Token positions (BOS included) of the tokens that hold each member's last character."""
+    if not spans:
+        return ()
+    _, offsets = model.encode_with_offsets(prompt)
+    shift = 1 if model.prepends_bos else 0
+    positions = []
+    for _, end in spans:
+        hits = [i for i, (a, b) in enumerate(offsets) if a < end <= b]
+        positions.append(hits[0] + shift if hits else -1)
+    return tuple(positions)
+
+
+def encode_dataset(model: ModelAdapter, dataset: Dataset, fit: bool = True, drop_uneven: bool = False) -> EncodedDataset:
+    """Token ids for a run. All prompts (and corrupted prompts) must have one token length.
+
+    Built-in tasks pass drop_uneven=True: prompts whose length differs from the most common one are dropped (their
+    members tokenize differently), and the drop is reported. For user datasets a mismatch is an error naming rows.
+    """
+    items = [fit_to_tokenizer(model, item) if fit else item for item in dataset.items]
+    clean_ids = [model.input_ids(item.prompt) for item in items]
+    corrupted_ids = [model.input_ids(item.corrupted_prompt) if item.corrupted_prompt else None for item in items]
+    lengths = [len(ids) for ids in clean_ids]
+    common = Counter(lengths).most_common(1)[0][0]
+    uneven = [i for i, ids in enumerate(clean_ids)
+              if len(ids) != common or (corrupted_ids[i] is not None and len(corrupted_ids[i]) != common)]
+    notes = list(dataset.notes)
+    if uneven and not drop_uneven:
+        details = []
+        for i in uneven[:10]:
+            detail = f"row {i + 1} ({lengths[i]} tokens"
+            if corrupted_ids[i] is not None and len(corrupted_ids[i]) != lengths[i]:
+                detail += f", corrupted {len(corrupted_ids[i])}"
+            details.append(detail + ")")
+        raise InputError(
+            f"Prompts in one run must have equal token length (BOS included); most have {common} tokens, but "
+            + ", ".join(details) + (" …" if len(uneven) > 10 else "") + " differ."
+        )
+    if uneven:
+        notes.append(f"Dropped {len(uneven)} prompt(s) whose token length differs from {common}.")
+        keep = [i for i in range(len(items)) if i not in set(uneven)]
+        items = [items[i] for i in keep]
+        clean_ids = [clean_ids[i] for i in keep]
+        corrupted_ids = [corrupted_ids[i] for i in keep]
+    if not items:
+        raise InputError("No prompts are left to run.")
+    if model.info.n_ctx < common:
+        raise InputError(f"The prompts are {common} tokens long, more than the model's context ({model.info.n_ctx}).")
+    warnings: list[str] = []
+    correct = [_first_token(model, it.prompt, it.correct, n, "correct", warnings) for n, it in enumerate(items, 1)]
+    incorrect = [_first_token(model, it.prompt, it.incorrect, n, "incorrect", warnings)
+                 for n, it in enumerate(items, 1)]
+    same = [n for n, (c, i) in enumerate(zip(correct, incorrect, strict=True), 1) if c == i]
+    if same:
+        raise InputError(f"Rows {', '.join(map(str, same[:10]))}: correct and incorrect answers start with the same "
+                         "token, so their logit difference is always 0.")
+    labels = tuple(t.display for t in _describe(model, clean_ids[0]))
+    fitted = Dataset(name=dataset.name, items=tuple(items), notes=tuple(notes))
+    has_corrupted = all(ids is not None for ids in corrupted_ids)
+    return EncodedDataset(
+        dataset=fitted,
+        clean=model.tensor(clean_ids),
+        corrupted=model.tensor(corrupted_ids) if has_corrupted else None,
+        correct_ids=torch.tensor(correct, device=model.device),
+        incorrect_ids=torch.tensor(incorrect, device=model.device),
+        token_labels=labels,
+        member_positions=tuple(_member_positions(model, it.prompt, it.member_spans) for it in items),
+        warnings=tuple(warnings),
+    )
+
+
+def _describe(model: ModelAdapter, ids: list[int]):
+    from headscope.tokens import TokenDescriber
+
+    return TokenDescriber(model).describe(ids)
+
+
+def subset(encoded: EncodedDataset, keep: Sequence[int], note: str) -> EncodedDataset:
+    """The encoded dataset restricted to prompts `keep` (e.g. those the model gets right)."""
+    index = torch.tensor(list(keep), dtype=torch.long, device=encoded.clean.device)
+    items = tuple(encoded.dataset.items[i] for i in keep)
+    dataset = Dataset(encoded.dataset.name, items, (*encoded.dataset.notes, note))
+    return replace(
+        encoded,
+        dataset=dataset,
+        clean=encoded.clean[index],
+        corrupted=encoded.corrupted[index] if encoded.corrupted is not None else None,
+        correct_ids=encoded.correct_ids[index],
+        incorrect_ids=encoded.incorrect_ids[index],
+        member_positions=tuple(encoded.member_positions[i] for i in keep),
+    )
