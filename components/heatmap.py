@@ -97,9 +97,9 @@ def layer_head_figure(
     tick_x = list(range(n_heads)) + ([n_heads + 0.6] if extra_column is not None else [])
     tick_text = [str(h) for h in range(n_heads)] + ([extra_label] if extra_column is not None else [])
     figure.update_layout(
-        title={"text": title},
+        title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 14}},
         height=height,
-        margin={"l": 50, "r": 20, "t": 50 if title else 20, "b": 50},
+        margin={"l": 50, "r": 20, "t": 70 if title else 30, "b": 50},
         xaxis={"title": "head", "tickvals": tick_x, "ticktext": tick_text, "showgrid": False, "zeroline": False,
                "range": [-0.7, (n_heads + 1.3) if extra_column is not None else n_heads - 0.3]},
         yaxis={"title": "layer", "showgrid": False, "zeroline": False, "range": [-0.7, n_layers - 0.3],
@@ -132,6 +132,21 @@ def click_from_event(event) -> CellClick | None:
         return None
     for point in points:
         data = point.get("customdata")
-        if data and len(data) >= 2:
-            return CellClick(int(round(data[0])), int(round(data[1])))
+        if isinstance(data, dict):  # Streamlit hands customdata back as {"0": layer, "1": head, ...}
+            data = [data.get(str(i), data.get(i)) for i in range(len(data))]
+        if data and len(data) >= 2 and data[0] is not None and data[1] is not None:
+            return CellClick(round(float(data[0])), round(float(data[1])))
     return None
+
+
+def png_download(container, figure: go.Figure, file_name: str, key: str) -> None:
+    """A PNG of the figure, rendered server-side by kaleido (headless Chromium) when the button is clicked.
+
+    The chart's own toolbar (camera icon) also saves a PNG, in the browser.
+    """
+    import plotly.io as pio
+
+    def render() -> bytes:
+        return pio.to_image(figure, format="png", width=1000, height=figure.layout.height or 700, scale=2)
+
+    container.download_button("Download figure (PNG)", render, file_name=file_name, mime="image/png", key=key)

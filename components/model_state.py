@@ -88,8 +88,21 @@ def model_sidebar() -> None:
         sidebar.error(failed[1])
 
 
+def leave_legacy_pages_mode() -> None:
+    """Streamlit treats a pages/ folder beside app.py as a legacy multipage app until app.py's st.navigation has run
+    once in the server process. A first visit straight to /ablation would then run that page alone (no sidebar
+    picker, file-name labels); switching the process-wide flag off and rerunning lets app.py's navigation take over.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def require_model() -> ModelAdapter:
     """The active model, loading it (with progress) if this process has not yet; stops the page on failure."""
+    leave_legacy_pages_mode()
     request = active_request()
     try:
         model = _load_with_progress(request)

@@ -290,6 +290,27 @@ class ModelAdapter:
         return self.run_blocks(tokens, until_layer=wanted[-1] + 1, pattern_layers=wanted)["pattern"]
 
     @torch.inference_mode()
+    def reduce_attention_patterns(
+        self, tokens: torch.Tensor, reduce: Callable[[int, torch.Tensor], Any], layers: Iterable[int] | None = None
+    ) -> dict[int, Any]:
+        """reduce(layer, pattern[batch, head, dest, src]) for each layer asked for (all when None), called as soon as
+        the layer has run; only the reductions are kept, so scoring every head of a long prompt holds one layer's
+        pattern at a time. Blocks above the highest layer asked for are not run."""
+        wanted = set(range(self.info.n_layers)) if layers is None else set(layers)
+        if not wanted:
+            return {}
+        reduced: dict[int, Any] = {}
+        with self.lock:
+            resid = self.embed(tokens)
+            kwargs = self.block_kwargs(resid)
+            for layer in range(max(wanted) + 1):
+                out = self.run_block(layer, resid, kwargs, capture_pattern=layer in wanted)
+                resid = out.resid
+                if layer in wanted:
+                    reduced[layer] = reduce(layer, out.pattern)
+        return reduced
+
+    @torch.inference_mode()
     def logits_with_patches(
         self,
         tokens: torch.Tensor,

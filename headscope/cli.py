@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 
 from headscope.errors import HeadscopeError, InputError
+from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES
 
 EXIT_BAD_INPUT = 2
 
@@ -47,6 +48,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(tokens)
     tokens.set_defaults(handler=_cmd_tokens)
 
+    ablate = sub.add_parser("ablate", help="ablate every head and MLP on a task; writes the cache the app reads")
+    source = ablate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", help="built-in task: digits, number-words, months, days, template")
+    source.add_argument("--dataset", metavar="FILE",
+                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
+    ablate.add_argument("--method", default="mean", help="zero, mean (default, the study's) or resample")
+    ablate.add_argument("--n-prompts", type=int, default=16, help="prompts generated for a built-in task (default 16)")
+    ablate.add_argument("--seed", type=int, default=0, help="seed for the task's prompts and corrupted prompts")
+    ablate.add_argument("--only-correct", action="store_true",
+                        help="keep only prompts the model gets right (top-1 correct, P(correct) > 2·P(incorrect))")
+    ablate.add_argument("--estimate", action="store_true",
+                        help="attribution patching: an instant first-order estimate instead of exact ablation")
+    ablate.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
+    _add_model_options(ablate)
+    ablate.set_defaults(handler=_cmd_ablate)
+
+    heads = sub.add_parser("heads", help="score every head: previous-token, duplicate-token, induction, sequence, "
+                                         "successor or copying")
+    heads.add_argument("--score", required=True, choices=SCORE_NAMES, metavar="SCORE",
+                       help="one of: " + ", ".join(SCORE_NAMES))
+    heads.add_argument("--prompt", default=None,
+                       help="score the pattern scores on this prompt instead of generated sequences "
+                            "(detect_head's defaults: error measure 'mul', nothing excluded)")
+    heads.add_argument("--task", default="digits", help="task prompts for the sequence score (default digits)")
+    heads.add_argument("--top", type=int, default=10, help="how many top heads the table lists (default 10)")
+    heads.add_argument("--no-cache", action="store_true", help="recompute even when the results cache holds it")
+    _add_model_options(heads)
+    heads.set_defaults(handler=_cmd_heads)
+
+    patterns = sub.add_parser("patterns", help="attention patterns of chosen heads as a standalone offline HTML file")
+    patterns.add_argument("--prompt", required=True)
+    patterns.add_argument("--heads", required=True, metavar="L.H[,L.H...]", help="e.g. 3.24,5.25")
+    patterns.add_argument("--html", required=True, metavar="FILE", help="write the offline HTML view here")
+    patterns.add_argument("--csv", default=None, metavar="FILE", help="also write the pattern values as CSV")
+    patterns.add_argument("--single", default=None, metavar="L.H",
+                          help="head of the single-head view (default: the first)")
+    _add_model_options(patterns)
+    patterns.set_defaults(handler=_cmd_patterns)
+
     prepare = sub.add_parser("prepare", help="convert the embedded model's GGUF once, so later starts are fast")
     prepare.set_defaults(handler=_cmd_prepare)
     return parser
@@ -67,6 +107,52 @@ def load_for_cli(args: argparse.Namespace):
     from headscope.loading import ModelRequest, load_model
 
     return load_model(ModelRequest(args.model, args.device, args.dtype))
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from headscope.ablation import METHODS, run_sweep
+    from headscope.tasks import TASKS, build_task_dataset, load_dataset_file
+
+    if args.method not in METHODS:
+        raise InputError(f"Unknown ablation method {args.method!r}: choose zero, mean or resample.")
+    if args.task is not None and args.task not in TASKS:
+        raise InputError(f"Unknown task {args.task!r}: choose one of {', '.join(TASKS)}.")
+    if not 1 <= args.n_prompts <= 4096:
+        raise InputError(f"--n-prompts must be from 1 to 4096, got {args.n_prompts}.")
+    dataset = load_dataset_file(args.dataset) if args.dataset else None  # parse errors before the model loads
+    model = load_for_cli(args)
+    if dataset is None:
+        dataset = build_task_dataset(args.task, args.n_prompts, seed=args.seed, model=model)
+
+    def progress(update) -> None:
+        if sys.stderr.isatty() and not args.json:
+            eta = f", about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""
+            sys.stderr.write(f"\r{100 * update.fraction:5.1f}%{eta}   ")
+
+    result = run_sweep(model, dataset, args.method, estimate=args.estimate, only_correct=args.only_correct,
+                       use_cache=not args.no_cache, progress=progress)
+    if sys.stderr.isatty() and not args.json:
+        sys.stderr.write("\r" + " " * 40 + "\r")
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    kind = "attribution-patching ESTIMATE" if result.estimate else "exact"
+    print(f"model: {result.model}   task: {result.task}   method: {result.method} ({kind})")
+    print(f"prompts: {result.n_prompts} of {result.seq_len} tokens (BOS included); first: {result.first_prompt!r}")
+    corrupt = "n/a" if result.corrupt_ld is None else f"{result.corrupt_ld:.3f}"
+    print(f"clean LD {result.clean_ld:.3f}   corrupted LD {corrupt}   "
+          f"{result.seconds:.1f} s{'  (from cache)' if result.cached else ''}")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"\n{'head':>7}  {'ablated LD':>10}  {'% of clean':>10}  {'change':>8}")
+    for layer, head in result.top_heads(10):
+        print(f"{layer:>3}.{head:<3}  {result.ablated_ld[layer, head]:>10.3f}  "
+              f"{result.percent_of_clean[layer, head]:>10.1f}  {result.change[layer, head]:>8.3f}")
+    mlp_order = sorted(range(result.n_layers), key=lambda i: -abs(result.mlp_ablated_ld[i] - result.clean_ld))[:3]
+    for layer in mlp_order:
+        print(f"MLP{layer:<4}  {result.mlp_ablated_ld[layer]:>10.3f}  {result.mlp_percent_of_clean[layer]:>10.1f}  "
+              f"{result.mlp_ablated_ld[layer] - result.clean_ld:>8.3f}")
+    return 0
 
 
 def _cmd_tokens(args: argparse.Namespace) -> int:
@@ -103,6 +189,74 @@ def _cmd_tokens(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     for warning in result.warnings:
         print(f"warning: {warning}")
+    return 0
+
+
+def _cmd_heads(args: argparse.Namespace) -> int:
+    from headscope.scores import score_heads
+
+    if args.top < 1:
+        raise InputError(f"--top must be at least 1, got {args.top}.")
+    if args.prompt == "":
+        raise InputError("The prompt is empty: give some text to score the heads on, or leave out --prompt.")
+    if args.prompt is not None and args.score not in PATTERN_SCORE_NAMES:
+        raise InputError(f"--prompt applies to the pattern scores ({', '.join(PATTERN_SCORE_NAMES)}), not to "
+                         f"{args.score}: leave it out.")
+    model = load_for_cli(args)
+    result = score_heads(model, args.score, prompt=args.prompt, task=args.task, use_cache=not args.no_cache)
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    origin = "from the results cache" if result.cached else f"computed in {result.compute_seconds:.1f} s"
+    print(f"model: {result.model}   score: {result.score}   {result.n_layers} layers × {result.n_heads} heads   "
+          f"({origin})")
+    print(f"on: {result.inputs}")
+    for usage in result.lists:
+        print(f"list {usage.name}: " + ("usable" if usage.usable else f"not usable, {usage.reason}"))
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"\ntop {min(args.top, result.n_layers * result.n_heads)} heads:")
+    print(f"{'rank':>4}  {'head':>6}  {'kv':>3}  {'score':>8}")
+    for rank, row in enumerate(result.rows()[: args.top], start=1):
+        print(f"{rank:>4}  {row['layer']:>3}.{row['head']:<2}  {row['kv_head']:>3}  {row['score']:>8.4f}")
+    return 0
+
+
+def _cmd_patterns(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from headscope.heads import check_heads, parse_head_list
+
+    requested = parse_head_list(args.heads)  # syntax checked before the model loads
+    single = parse_head_list(args.single)[0] if args.single is not None else requested[0]
+    if single not in requested:
+        raise InputError(f"--single {single} is not among --heads ({args.heads}).")
+    if args.prompt == "":
+        raise InputError("The prompt is empty: give some text to show the attention patterns on.")
+    outputs = [Path(args.html)] + ([Path(args.csv)] if args.csv else [])
+    for path in outputs:
+        if not path.parent.is_dir():
+            raise InputError(f"Cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist.")
+    model = load_for_cli(args)
+    check_heads(requested, model.info)
+
+    from headscope.patterns import compute_patterns, patterns_csv, standalone_html
+
+    result = compute_patterns(model, args.prompt, requested)
+    page = standalone_html(result, result.heads.index(single))
+    try:
+        Path(args.html).write_text(page, encoding="utf-8")
+        if args.csv:
+            Path(args.csv).write_text(patterns_csv(result), encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"Cannot write the output: {error.strerror} ({error.filename}).") from error
+    if args.json:
+        print(json.dumps({"model": result.model, "prompt": result.prompt, "heads": [h.label for h in result.heads],
+                          "kv_heads": list(result.kv_heads), "tokens": [t.display for t in result.tokens],
+                          "html": args.html, "csv": args.csv, "seconds": result.seconds}))
+        return 0
+    print(f"wrote {args.html}: {len(result.heads)} heads ({', '.join(h.label for h in result.heads)}) on "
+          f"{len(result.tokens)} tokens of {result.model}" + (f"; values in {args.csv}" if args.csv else ""))
     return 0
 
 

@@ -12,3 +12,9 @@ def cache_dir() -> Path:
     path = Path(override).expanduser() if override else REPO_ROOT / "cache"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def results_dir() -> Path:
+    """Where computed results (sweeps, head scores) live; HEADSCOPE_RESULTS_DIR overrides it (tests use a temp dir)."""
+    override = os.environ.get("HEADSCOPE_RESULTS_DIR")
+    return Path(override).expanduser() if override else cache_dir() / "results"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from headscope.paths import cache_dir
+from headscope.paths import results_dir
 
 FORMAT = 1
 
@@ -39,7 +39,7 @@ class ResultsCache:
     """JSON results by kind ("ablation", "head-scores", ...) and key."""
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root if root is not None else cache_dir() / "results"
+        self.root = root if root is not None else results_dir()
 
     def path(self, kind: str, key: dict[str, Any]) -> Path:
         return self.root / kind / f"{key_digest(key)}.json"

@@ -136,10 +136,7 @@ def _render(task: TaskSpec, shown: Sequence[str], nouns: Sequence[str]) -> tuple
     spans = []
     cursor = 0
     for i, member in enumerate(shown):
-        if task.name == "template":
-            prefix = ("" if i == 0 else " ") + f"{nouns[i]} done in "
-        else:
-            prefix = "" if i == 0 else " "
+        prefix = ("" if i == 0 else " ") + f"{nouns[i]} done in " if task.name == "template" else "" if i == 0 else " "
         cursor += len(prefix)
         spans.append((cursor, cursor + len(member)))
         cursor += len(member)
@@ -327,7 +324,9 @@ def _member_positions(model: ModelAdapter, prompt: str, spans: tuple[tuple[int, 
     return tuple(positions)
 
 
-def encode_dataset(model: ModelAdapter, dataset: Dataset, fit: bool = True, drop_uneven: bool = False) -> EncodedDataset:
+def encode_dataset(
+    model: ModelAdapter, dataset: Dataset, fit: bool = True, drop_uneven: bool = False
+) -> EncodedDataset:
     """Token ids for a run. All prompts (and corrupted prompts) must have one token length.
 
     Built-in tasks pass drop_uneven=True: prompts whose length differs from the most common one are dropped (their

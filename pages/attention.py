@@ -1,3 +1,167 @@
+"""Attention patterns: what the candidate heads do on a prompt, and head-type scores to find such heads in any model."""
+
+from __future__ import annotations
+
 import streamlit as st
 
-st.title("coming")
+from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
+from components.head_scores import head_scores_panel
+from components.model_state import require_model
+from headscope.errors import HeadscopeError, InputError
+from headscope.heads import (
+    PATTERN_SCORE_NAMES,
+    SCORE_NAMES,
+    SCORE_TITLES,
+    HeadRef,
+    format_heads,
+    model_presets,
+    parse_heads,
+)
+from headscope.patterns import (
+    compute_patterns,
+    default_prompt,
+    grid_view,
+    patterns_csv,
+    single_head_view,
+    standalone_html,
+)
+from headscope.scores import score_heads
+from headscope.tasks import task_names
+
+TOP_K = 8
+HEADS_BOX = "ap_heads"
+PENDING_HEADS = "ap_pending_heads"  # set by a heatmap click; moved into the heads box before it is drawn
+
+
+def ablation_sweeps(model) -> list:
+    """Cached ablation sweeps of this model (objects with .label and .top_heads(k)); none until the ablation
+    engine provides them."""
+    try:
+        from headscope import ablation
+    except ImportError:
+        return []
+    finder = getattr(ablation, "cached_sweeps", None)
+    return list(finder(model)) if finder is not None else []
+
+
+def preset_heads(model, choice: str, sweeps: list) -> tuple[HeadRef, ...]:
+    """The heads of a preset; a score preset computes its score (or loads it from the results cache)."""
+    for preset in model_presets(model.info):
+        if choice == preset.name:
+            return preset.heads
+    for sweep in sweeps:
+        if choice == f"Top {TOP_K} by ablation effect: {sweep.label}":
+            return tuple(HeadRef(layer, head) for layer, head in sweep.top_heads(TOP_K))
+    for score in SCORE_NAMES:
+        if choice == f"Top {TOP_K} by {SCORE_TITLES[score].lower()}":
+            with st.spinner(f"Scoring every head: {SCORE_TITLES[score].lower()}…"):
+                return score_heads(model, score).top_heads(TOP_K)
+    raise InputError(f"Unknown preset {choice!r}.")
+
+
+st.title("Attention patterns")
+st.caption("Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →. "
+           "Views are drawn offline (circuitsvis, inlined).")
+model = require_model()
+info = model.info
+if PENDING_HEADS in st.session_state:
+    st.session_state[HEADS_BOX] = st.session_state.pop(PENDING_HEADS)
+
+prompt = st.text_area("Prompt", value=default_prompt(model), key="ap_prompt", height=80,
+                      help="Default: a digits prompt from the built-in task, fitted to this tokenizer.")
+sweeps = ablation_sweeps(model)
+preset_names = [preset.name for preset in model_presets(info)]
+preset_names += [f"Top {TOP_K} by ablation effect: {sweep.label}" for sweep in sweeps]
+score_presets = [f"Top {TOP_K} by {SCORE_TITLES[score].lower()}" for score in SCORE_NAMES]
+preset_names += sorted(score_presets, key=lambda name: "sequence" not in name)  # sequence-member first: cheap
+preset_col, free_col = st.columns([2, 3])
+preset = preset_col.selectbox("Heads preset", preset_names, key="ap_preset",
+                              help="Published candidates for this model where there are any, the top heads by a "
+                                   "head-type score, or by ablation effect from a cached sweep.")
+typed = free_col.text_input("Heads (layer.head, …) — overrides the preset", key=HEADS_BOX,
+                            placeholder="e.g. 3.24, 5.25, 16.0, 20.17",
+                            help=f"Layers 0–{info.n_layers - 1}, heads 0–{info.n_heads - 1}. Clicking a cell of "
+                                 "a score heatmap below adds that head here.")
+
+heads: tuple[HeadRef, ...] = ()
+try:
+    heads = parse_heads(typed, info) if typed.strip() else preset_heads(model, preset, sweeps)
+    if not typed.strip():
+        st.caption(f"Preset heads: {format_heads(heads)}")
+except HeadscopeError as error:
+    st.error(str(error))
+
+result = None
+if heads:
+    memo_key = (str(model.identity), prompt, heads)
+    memo = st.session_state.get("ap_patterns")
+    try:
+        if memo is not None and memo[0] == memo_key:
+            result = memo[1]
+        else:
+            result = compute_patterns(model, prompt, heads)
+            st.session_state["ap_patterns"] = (memo_key, result)
+    except InputError as error:
+        st.error(str(error))
+
+if result is not None:
+    st.subheader(f"{len(result.heads)} heads on {len(result.tokens)} tokens")
+    circuits_frame(grid_view(result), description="Attention patterns of the selected heads")
+    if result.grouped_query:
+        st.caption(f"Grouped-query attention: {info.n_heads} query heads share {info.n_kv_heads} key/value heads; "
+                   "each query head's KV head is in its name and below.")
+        st.dataframe(result.kv_rows(), hide_index=True, width="stretch")
+    names = [result.head_name(i) for i in range(len(result.heads))]
+    single = st.selectbox("Single-head view", range(len(names)), format_func=lambda i: names[i],
+                          key=f"ap_single_{format_heads(result.heads)}")
+    circuits_frame(single_head_view(result, single), max_width=SINGLE_MAX_WIDTH,
+                   description=f"Attention pattern of head {names[single]} with token labels")
+    html_col, csv_col = st.columns(2)
+    html_col.download_button(
+        "Download view as offline HTML (for slides)",
+        data=lambda: standalone_html(result, single),
+        file_name="attention-patterns.html",
+        mime="text/html",
+        key="ap_download_html",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+    csv_col.download_button(
+        "Download pattern values (CSV)",
+        data=lambda: patterns_csv(result),
+        file_name="attention-patterns.csv",
+        mime="text/csv",
+        key="ap_download_csv",
+        on_click="ignore",
+        icon=":material/table:",
+    )
+
+st.header("Head-type scores")
+score_col, option_col = st.columns([2, 3])
+score = score_col.selectbox("Score", SCORE_NAMES, format_func=lambda name: SCORE_TITLES[name], key="ap_score")
+score_prompt: str | None = None
+task = "digits"
+if score in PATTERN_SCORE_NAMES:
+    scored_on = option_col.radio("Scored on", ["Generated sequences (repeated random tokens)", "The prompt above"],
+                                 key="ap_scored_on", horizontal=True)
+    score_prompt = prompt if scored_on == "The prompt above" else None
+elif score == "sequence":
+    task = option_col.selectbox("Task prompts", task_names(), key="ap_task")
+try:
+    scores = score_heads(model, score, prompt=score_prompt, task=task, compute=False)
+    if scores is None:
+        st.info(f"{SCORE_TITLES[score]} has not been computed for {info.name} on these inputs yet.")
+        if st.button("Compute", type="primary", key="ap_compute"):
+            with st.spinner(f"Scoring all {info.n_layers * info.n_heads} heads…"):
+                scores = score_heads(model, score, prompt=score_prompt, task=task)
+except HeadscopeError as error:
+    st.error(str(error))
+    scores = None
+
+if scores is not None:
+    picked = head_scores_panel(scores, key="ap_scores")
+    current = list(heads)
+    added = [head for head in picked if head not in current]
+    if added:
+        st.session_state[PENDING_HEADS] = format_heads(current + added)
+        st.rerun()
