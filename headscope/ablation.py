@@ -157,12 +157,14 @@ class Replacements:
     """What an ablated component's output becomes, per layer.
 
     z[layer]: [prompt, pos, head, d_head] (resample), [1, pos, head, d_head] (mean) or None (zero);
-    mlp[layer]: [prompt, pos, d_model], [1, pos, d_model] or None.
+    mlp[layer]: [prompt, pos, d_model], [1, pos, d_model] or None. corrupt_final: the corrupted run's residual after
+    the last block (for the corrupted baseline LD), None without corrupted prompts.
     """
 
     method: str
     z: list[torch.Tensor | None]
     mlp: list[torch.Tensor | None]
+    corrupt_final: torch.Tensor | None = None
 
 
 def _reduce_corrupted(method: str, z: torch.Tensor, mlp: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -386,11 +388,14 @@ def exact_sweep(
 def corrupted_replacements(model: ModelAdapter, encoded: EncodedDataset, method: str) -> Replacements:
     """Per-layer replacement values from one corrupted run that keeps only z and MLP outputs."""
     check_method(method, encoded)
+    n_layers = model.info.n_layers
+    if encoded.corrupted is None:
+        return Replacements(method, [None] * n_layers, [None] * n_layers)
+    run = model.run_blocks(encoded.corrupted, capture_z=method != "zero", capture_mlp=method != "zero")
     if method == "zero":
-        return Replacements(method, [None] * model.info.n_layers, [None] * model.info.n_layers)
-    run = model.run_blocks(encoded.corrupted, capture_z=True, capture_mlp=True)
+        return Replacements(method, [None] * n_layers, [None] * n_layers, run["resid"])
     pairs = [_reduce_corrupted(method, z, mlp) for z, mlp in zip(run["z"], run["mlp_out"], strict=True)]
-    return Replacements(method, [p[0] for p in pairs], [p[1] for p in pairs])
+    return Replacements(method, [p[0] for p in pairs], [p[1] for p in pairs], run["resid"])
 
 
 def naive_sweep(
@@ -443,10 +448,11 @@ def attribution_sweep(
     info = model.info
     values = corrupted_replacements(model, encoded, method)
     corrupt_ld = None
-    if encoded.corrupted is not None:
-        with model.lock, torch.inference_mode():
-            final = model.run_blocks(encoded.corrupted)["resid"]
-            corrupt_ld = float(_logit_diff(model, final, encoded.correct_ids, encoded.incorrect_ids, 1)[0])
+    if values.corrupt_final is not None:
+        with torch.inference_mode():
+            corrupt_ld = float(
+                _logit_diff(model, values.corrupt_final, encoded.correct_ids, encoded.incorrect_ids, 1)[0]
+            )
     with model.lock, torch.enable_grad():
         resid = model.embed(encoded.clean).detach().requires_grad_(True)
         kwargs = model.block_kwargs(resid)
