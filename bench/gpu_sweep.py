@@ -23,14 +23,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def fake_tokenizer(vocab_size: int):
-    """A word-level tokenizer over t0…tN: the adapter needs one (BOS, special ids), the bench feeds ids directly."""
+    """A word-level tokenizer over t0…tN, saved to a temporary folder (TransformerLens reloads tokenizers from their
+    folder): the adapter needs one (BOS, special ids); the bench feeds token ids directly."""
+    import tempfile
+
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     vocab = {"<s>": 0, "<unk>": 1, **{f"t{i}": i for i in range(2, vocab_size)}}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", unk_token="<unk>")
+    folder = tempfile.mkdtemp(prefix="headscope-bench-tokenizer-")
+    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", unk_token="<unk>").save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def build_model(small: bool, device: str, dtype: torch.dtype):
@@ -134,8 +139,8 @@ def main() -> None:
         sync(model)
         times.append(time.perf_counter() - started)
     t_exact = float(np.median(times))
-    print(f"exact batched sweep: {t_exact:.3f} s (median of {args.repeats}); {flops / 1e15:.3f} PFLOP → "
-          f"{flops / t_exact / 1e12:.0f} TFLOP/s")
+    print(f"exact batched sweep: {t_exact:.3f} s (median of {args.repeats}); {flops / 1e12:.2f} TFLOP of matmuls → "
+          f"{flops / t_exact / 1e12:.2f} TFLOP/s")
     if model.device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(model.device) - base_memory
         print(f"peak GPU memory above the weights: {peak / 2**30:.2f} GiB")
