@@ -4,7 +4,7 @@ import streamlit as st
 
 from components.model_state import model_sidebar
 
-st.set_page_config(page_title="headscope", page_icon=":material/biotech:", layout="wide")
+st.set_page_config(page_title="headscope", page_icon="docs/icon.png", layout="wide")
 
 navigation = st.navigation(
     [

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -393,9 +393,9 @@ def corrupted_replacements(model: ModelAdapter, encoded: EncodedDataset, method:
         return Replacements(method, [None] * n_layers, [None] * n_layers)
     run = model.run_blocks(encoded.corrupted, capture_z=method != "zero", capture_mlp=method != "zero")
     if method == "zero":
-        return Replacements(method, [None] * n_layers, [None] * n_layers, run["resid"])
-    pairs = [_reduce_corrupted(method, z, mlp) for z, mlp in zip(run["z"], run["mlp_out"], strict=True)]
-    return Replacements(method, [p[0] for p in pairs], [p[1] for p in pairs], run["resid"])
+        return Replacements(method, [None] * n_layers, [None] * n_layers, run.resid)
+    pairs = [_reduce_corrupted(method, z, mlp) for z, mlp in zip(run.z, run.mlp_out, strict=True)]
+    return Replacements(method, [p[0] for p in pairs], [p[1] for p in pairs], run.resid)
 
 
 def naive_sweep(
@@ -581,6 +581,3 @@ def cached_sweeps(model: ModelAdapter, cache: ResultsCache | None = None) -> lis
         if all(entry.key.get(k) == v for k, v in identity.items())
     ]
 
-
-def with_notes(result: SweepResult, *notes: str) -> SweepResult:
-    return replace(result, notes=(*result.notes, *notes))

@@ -58,6 +58,16 @@ class BlockOutput:
     pattern: torch.Tensor | None = None  # pattern[batch, head, dest, src]
 
 
+@dataclass(frozen=True)
+class BlockRun:
+    """A run through every block: the final residual `resid[batch, pos, d_model]` and, where asked,
+    z[layer][batch, pos, head, d_head] and mlp_out[layer][batch, pos, d_model]."""
+
+    resid: torch.Tensor
+    z: tuple[torch.Tensor, ...] = ()
+    mlp_out: tuple[torch.Tensor, ...] = ()
+
+
 class ModelAdapter:
     """A loaded model: TransformerBridge plus its tokenizer, identity and a lock."""
 
@@ -224,13 +234,6 @@ class ModelAdapter:
     def final_norm(self, resid: torch.Tensor) -> torch.Tensor:
         return self.bridge.ln_final(resid)
 
-    def unembed_columns(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """W_U[:, ids] (d_model × n) and the matching unembedding bias, for logits of a few tokens only."""
-        weight = self.bridge.unembed.original_component.weight  # [vocab, d_model]
-        bias = getattr(self.bridge.unembed.original_component, "bias", None)
-        ids = token_ids.to(weight.device)
-        return weight[ids].T, (bias[ids] if bias is not None else None)
-
     def logits_of(self, resid_last: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """Logits of chosen tokens from final-position residuals: resid_last[batch, d_model], token_ids[batch, k]
         -> logits[batch, k] (float32). Avoids the full unembedding, which costs as much as several blocks."""
@@ -244,50 +247,20 @@ class ModelAdapter:
         return out.float()
 
     @torch.inference_mode()
-    def run_blocks(
-        self,
-        tokens: torch.Tensor,
-        until_layer: int | None = None,
-        capture_z: bool = False,
-        capture_mlp: bool = False,
-        pattern_layers: Iterable[int] = (),
-    ) -> dict[str, Any]:
-        """Run the blocks up to `until_layer` (exclusive; all when None) and keep only what is asked for.
-
-        Returns resid (the residual after the last block run), and where asked, z[layer] (list of
-        [batch, pos, head, d_head]), mlp_out[layer] and pattern{layer: [batch, head, dest, src]}.
-        """
-        wanted = set(pattern_layers)
-        stop = self.info.n_layers if until_layer is None else until_layer
+    def run_blocks(self, tokens: torch.Tensor, capture_z: bool = False, capture_mlp: bool = False) -> BlockRun:
+        """Run every block and keep only what is asked for (never a full activation cache)."""
         with self.lock:
             resid = self.embed(tokens)
             kwargs = self.block_kwargs(resid)
-            z_all, mlp_all, patterns = [], [], {}
-            for layer in range(stop):
-                out = self.run_block(
-                    layer,
-                    resid,
-                    kwargs,
-                    capture_z=capture_z,
-                    capture_mlp=capture_mlp,
-                    capture_pattern=layer in wanted,
-                )
+            z_all, mlp_all = [], []
+            for layer in range(self.info.n_layers):
+                out = self.run_block(layer, resid, kwargs, capture_z=capture_z, capture_mlp=capture_mlp)
                 resid = out.resid
                 if capture_z:
                     z_all.append(out.z)
                 if capture_mlp:
                     mlp_all.append(out.mlp_out)
-                if layer in wanted:
-                    patterns[layer] = out.pattern
-        return {"resid": resid, "z": z_all, "mlp_out": mlp_all, "pattern": patterns}
-
-    @torch.inference_mode()
-    def attention_patterns(self, tokens: torch.Tensor, layers: Iterable[int]) -> dict[int, torch.Tensor]:
-        """pattern[batch, head, dest, src] for the given layers only; blocks above the highest are not run."""
-        wanted = sorted(set(layers))
-        if not wanted:
-            return {}
-        return self.run_blocks(tokens, until_layer=wanted[-1] + 1, pattern_layers=wanted)["pattern"]
+        return BlockRun(resid, tuple(z_all), tuple(mlp_all))
 
     @torch.inference_mode()
     def reduce_attention_patterns(

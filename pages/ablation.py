@@ -81,9 +81,12 @@ if encoded is not None:
         if stored is not None:
             result = SweepResult.from_json(stored, key, cached=True)
             break
+    if st.session_state.pop("ab_cancelled", False):
+        st.info("The sweep was cancelled; nothing was stored.")
     if run_exact or run_preview:
         bar = st.progress(0.0, text="Starting…")
-        st.caption("Clicking anything on the page cancels a running sweep.")
+        # A click reruns the page, which stops the running sweep at its next progress report.
+        st.button("Cancel", key="ab_cancel", on_click=lambda: st.session_state.update(ab_cancelled=True))
 
         def progress(update: SweepProgress) -> None:
             eta = f" · about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""

@@ -7,6 +7,7 @@ import streamlit as st
 from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
 from components.head_scores import head_scores_panel
 from components.model_state import require_model
+from headscope.ablation import cached_sweeps
 from headscope.errors import HeadscopeError, InputError
 from headscope.heads import (
     PATTERN_SCORE_NAMES,
@@ -31,17 +32,6 @@ from headscope.tasks import task_names
 TOP_K = 8
 HEADS_BOX = "ap_heads"
 PENDING_HEADS = "ap_pending_heads"  # set by a heatmap click; moved into the heads box before it is drawn
-
-
-def ablation_sweeps(model) -> list:
-    """Cached ablation sweeps of this model (objects with .label and .top_heads(k)); none until the ablation
-    engine provides them."""
-    try:
-        from headscope import ablation
-    except ImportError:
-        return []
-    finder = getattr(ablation, "cached_sweeps", None)
-    return list(finder(model)) if finder is not None else []
 
 
 def preset_heads(model, choice: str, sweeps: list) -> tuple[HeadRef, ...]:
@@ -69,7 +59,7 @@ if PENDING_HEADS in st.session_state:
 
 prompt = st.text_area("Prompt", value=default_prompt(model), key="ap_prompt", height=80,
                       help="Default: a digits prompt from the built-in task, fitted to this tokenizer.")
-sweeps = ablation_sweeps(model)
+sweeps = cached_sweeps(model)
 preset_names = [preset.name for preset in model_presets(info)]
 preset_names += [f"Top {TOP_K} by ablation effect: {sweep.label}" for sweep in sweeps]
 score_presets = [f"Top {TOP_K} by {SCORE_TITLES[score].lower()}" for score in SCORE_NAMES]

@@ -38,3 +38,22 @@ def test_run_sweep_click_cell_see_pattern(page, app_url):
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "ablation-heatmap.png"))
     assert "Head 5.2" in page.inner_text("body")
+
+
+def test_a_running_sweep_can_be_cancelled(page, app_url):
+    wait_for_app(page, f"{app_url}/ablation")
+    page.wait_for_selector("text=Run exact sweep", timeout=180_000)
+    seed = page.get_by_role("spinbutton", name="Seed")
+    seed.fill("41")  # prompts no earlier run has cached
+    seed.press("Enter")
+    page.wait_for_timeout(3000)  # the rerun for the new seed settles
+    page.get_by_role("button", name="Run exact sweep").first.click()
+    page.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("The sweep was cancelled").wait_for(timeout=60_000)
+    # nothing half-done is shown: at most the earlier sweep of this session, labelled as such
+    if page.locator('[data-testid="stMetric"]').count():
+        assert page.get_by_text("Showing the last sweep").count() == 1
+    page.get_by_role("button", name="Instant estimate (attribution)").first.click()  # and the page still works
+    page.get_by_text("Estimate", exact=True).wait_for(timeout=120_000)
+    assert page.get_by_text("Showing the last sweep").count() == 0

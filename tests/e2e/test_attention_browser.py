@@ -1,8 +1,5 @@
 """The attention-patterns page and its exported HTML in a real browser, offline: circuitsvis draws, nothing is fetched
 from elsewhere, the console stays clean. Screenshots are kept in test-artifacts/.
-
-The app shell's favicon (st.set_page_config's material icon) is requested from fonts.gstatic.com by Streamlit itself;
-it is answered locally here so that it neither fails in the console nor hides a request this page would make.
 """
 
 from urllib.parse import urlparse
@@ -25,20 +22,15 @@ def _foreign(urls: list[str], allowed_host: str | None) -> list[str]:
         parsed = urlparse(url)
         if parsed.scheme in ("data", "about", "blob", "file"):
             continue
-        if parsed.netloc == FAVICON_HOST or (allowed_host is not None and parsed.netloc == allowed_host):
+        if allowed_host is not None and parsed.netloc == allowed_host:
             continue
         out.append(url)
     return out
 
 
-FAVICON_HOST = "fonts.gstatic.com"
-EMPTY_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="24" height="24"/>'
-
-
 def _open_attention_page(page, app_url):
     """Through the navigation, as a user does (loading /attention directly makes Streamlit probe
     /attention/_stcore/..., which 404s)."""
-    page.route(f"https://{FAVICON_HOST}/**", lambda route: route.fulfill(body=EMPTY_SVG, content_type="image/svg+xml"))
     wait_for_app(page, app_url)
     page.get_by_role("link", name="Attention patterns").click()
     page.wait_for_selector(FRAME, timeout=180_000)
