@@ -39,6 +39,16 @@ def test_run_sweep_click_cell_see_pattern(page, app_url):
     page.screenshot(path=str(ARTIFACTS / "ablation-heatmap.png"))
     assert "Head 5.2" in page.inner_text("body")
 
+    with page.expect_download(timeout=120_000) as png:
+        page.get_by_role("button", name="Download figure (PNG)").click()
+    assert png.value.suggested_filename.endswith(".png")
+    assert open(png.value.path(), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    with page.expect_download(timeout=60_000) as csv:
+        page.get_by_role("button", name="Download grid (CSV)").click()
+    rows = open(csv.value.path(), encoding="utf-8").read().splitlines()
+    assert rows[1] == "layer,component,head,ablated_ld,percent_of_clean,change,normalized"
+    assert len(rows) == 2 + 30 * 9 + 30  # comment line, header, every head and every MLP
+
 
 def test_a_running_sweep_can_be_cancelled(page, app_url):
     wait_for_app(page, f"{app_url}/ablation")
