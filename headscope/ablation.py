@@ -520,9 +520,24 @@ def prepare_dataset(model: ModelAdapter, dataset: Dataset) -> EncodedDataset:
     return encode_dataset(model, dataset, fit=dataset.name in TASKS, drop_uneven=dataset.name in TASKS)
 
 
+def load_sweep(
+    model: ModelAdapter,
+    encoded: EncodedDataset,
+    method: str,
+    estimate: bool,
+    only_correct: bool,
+    cache: ResultsCache | None = None,
+) -> SweepResult | None:
+    """The stored sweep for exactly this configuration, or None."""
+    cache = cache if cache is not None else ResultsCache()
+    key = sweep_key(model, encoded, method, estimate, only_correct)
+    stored = cache.load(CACHE_KIND, key)
+    return None if stored is None else SweepResult.from_json(stored, key, cached=True)
+
+
 def run_sweep(
     model: ModelAdapter,
-    dataset: Dataset,
+    dataset: Dataset | EncodedDataset,
     method: str = "mean",
     *,
     estimate: bool = False,
@@ -532,15 +547,18 @@ def run_sweep(
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> SweepResult:
-    """A whole sweep: from the results cache when it holds one for exactly this key, else computed and stored."""
-    encoded = prepare_dataset(model, dataset)
+    """A whole sweep: from the results cache when it holds one for exactly this key, else computed and stored.
+
+    `dataset` may already be encoded for this model (the page encodes it to validate it before any run).
+    """
+    encoded = dataset if isinstance(dataset, EncodedDataset) else prepare_dataset(model, dataset)
     check_method(method, encoded)
     cache = cache if cache is not None else ResultsCache()
-    key = sweep_key(model, encoded, method, estimate, only_correct)
     if use_cache:
-        stored = cache.load(CACHE_KIND, key)
+        stored = load_sweep(model, encoded, method, estimate, only_correct, cache)
         if stored is not None:
-            return SweepResult.from_json(stored, key, cached=True)
+            return stored
+    key = sweep_key(model, encoded, method, estimate, only_correct)
     started = time.perf_counter()
     if only_correct:
         encoded = filter_correct(model, encoded)
@@ -552,7 +570,7 @@ def run_sweep(
         )
     result = SweepResult(
         model=model.info.name,
-        task=dataset.name,
+        task=encoded.dataset.name,
         method=method,
         estimate=estimate,
         n_prompts=encoded.n_prompts,

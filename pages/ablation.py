@@ -13,7 +13,7 @@ from components.ablation_view import (
 )
 from components.heatmap import EXTRA, clickable_heatmap, layer_head_figure, png_download
 from components.model_state import require_model
-from headscope.ablation import CACHE_KIND, METHODS, SweepProgress, SweepResult, prepare_dataset, run_sweep, sweep_key
+from headscope.ablation import CACHE_KIND, METHODS, SweepProgress, load_sweep, prepare_dataset, run_sweep
 from headscope.errors import HeadscopeError
 from headscope.results_cache import ResultsCache
 from headscope.tasks import TASKS, build_task_dataset, load_dataset_text
@@ -75,12 +75,8 @@ if clear_col.button("Clear cached results", key="ab_clear"):
 result = None
 if encoded is not None:
     # A sweep already on disk for exactly this configuration shows at once (e.g. precomputed from the CLI).
-    for estimate in (False, True):
-        key = sweep_key(model, encoded, method, estimate, only_correct)
-        stored = cache.load(CACHE_KIND, key)
-        if stored is not None:
-            result = SweepResult.from_json(stored, key, cached=True)
-            break
+    result = (load_sweep(model, encoded, method, False, only_correct, cache)
+              or load_sweep(model, encoded, method, True, only_correct, cache))
     if st.session_state.pop("ab_cancelled", False):
         st.info("The sweep was cancelled; nothing was stored.")
     if run_exact or run_preview:
@@ -93,7 +89,7 @@ if encoded is not None:
             bar.progress(update.fraction, text=f"{100 * update.fraction:.0f}%{eta} · {update.message}")
 
         try:
-            result = run_sweep(model, dataset, method, estimate=bool(run_preview), only_correct=only_correct,
+            result = run_sweep(model, encoded, method, estimate=bool(run_preview), only_correct=only_correct,
                                cache=cache, progress=progress)
         except HeadscopeError as error:
             st.error(str(error))

@@ -1,5 +1,7 @@
 """The ablation page in a real browser: run a sweep, click a heatmap cell, see that head's attention pattern."""
 
+from pathlib import Path
+
 from conftest import ARTIFACTS, wait_for_app
 
 
@@ -42,10 +44,10 @@ def test_run_sweep_click_cell_see_pattern(page, app_url):
     with page.expect_download(timeout=120_000) as png:
         page.get_by_role("button", name="Download figure (PNG)").click()
     assert png.value.suggested_filename.endswith(".png")
-    assert open(png.value.path(), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(png.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with page.expect_download(timeout=60_000) as csv:
         page.get_by_role("button", name="Download grid (CSV)").click()
-    rows = open(csv.value.path(), encoding="utf-8").read().splitlines()
+    rows = Path(csv.value.path()).read_text(encoding="utf-8").splitlines()
     assert rows[1] == "layer,component,head,ablated_ld,percent_of_clean,change,normalized"
     assert len(rows) == 2 + 30 * 9 + 30  # comment line, header, every head and every MLP
 
