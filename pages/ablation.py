@@ -82,7 +82,8 @@ if encoded is not None:
     if run_exact or run_preview:
         bar = st.progress(0.0, text="Starting…")
         # A click reruns the page, which stops the running sweep at its next progress report.
-        st.button("Cancel", key="ab_cancel", on_click=lambda: st.session_state.update(ab_cancelled=True))
+        cancel_slot = st.empty()
+        cancel_slot.button("Cancel", key="ab_cancel", on_click=lambda: st.session_state.update(ab_cancelled=True))
 
         def progress(update: SweepProgress) -> None:
             eta = f" · about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""
@@ -94,6 +95,7 @@ if encoded is not None:
         except HeadscopeError as error:
             st.error(str(error))
         bar.empty()
+        cancel_slot.empty()  # the run is over: nothing left to cancel
     if result is not None:
         st.session_state["ab_result"] = result
 
