@@ -39,10 +39,10 @@ def fake_tokenizer(vocab_size: int):
 
 
 def build_model(small: bool, device: str, dtype: torch.dtype):
+    from headscope.adapter import ModelAdapter
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from headscope.adapter import ModelAdapter
     from headscope.loading import Placement
 
     if small:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from headscope.adapter import ModelAdapter
+from headscope.backends.base import Backend
 from headscope.errors import HeadscopeError
 from headscope.loading import DEVICE_CHOICES, DTYPE_CHOICES, EMBEDDED, EMBEDDED_NAME, ModelRequest
 from headscope.registry import ModelRegistry
@@ -23,7 +23,7 @@ def active_request() -> ModelRequest:
     return st.session_state.get(ACTIVE) or ModelRequest()
 
 
-def _load_with_progress(request: ModelRequest) -> ModelAdapter:
+def _load_with_progress(request: ModelRequest) -> Backend:
     registry = model_registry()
     cached = registry.loaded(request)
     if cached is not None:
@@ -100,7 +100,7 @@ def leave_legacy_pages_mode() -> None:
         st.rerun()
 
 
-def require_model() -> ModelAdapter:
+def require_model() -> Backend:
     """The active model, loading it (with progress) if this process has not yet; stops the page on failure."""
     leave_legacy_pages_mode()
     request = active_request()

@@ -17,34 +17,36 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
-from headscope.errors import Cancelled, InputError
+from headscope.backends.base import AblationGroups, BlockRunner, LogitDiffTask
+from headscope.engine import (
+    LayerValues,
+    Progress,
+    ProgressCallback,
+    WorkTimer,
+    groups_per_chunk,
+    joined_work_units,
+    run_joined_groups,
+    run_with_ablations,
+)
+from headscope.errors import InputError
+from headscope.memory import block_bytes_per_token, plan_chunks
+from headscope.methods import METHOD_NAMES, AblationMethod, get_method
 from headscope.results_cache import ResultsCache
 from headscope.tasks import TASKS, Dataset, EncodedDataset, encode_dataset, subset
 
 if TYPE_CHECKING:
-    from headscope.adapter import ModelAdapter
+    from headscope.backends.base import Backend
 
-METHODS = ("zero", "mean", "resample")
+METHODS = METHOD_NAMES
 METRIC = "logit_diff_last_position"
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2
 CACHE_KIND = "ablation"
-
-
-@dataclass(frozen=True)
-class SweepProgress:
-    """Reported while a sweep runs: fraction of the work done and the estimated seconds left."""
-
-    fraction: float
-    eta_seconds: float | None
-    message: str
-
-
-ProgressCallback = Callable[[SweepProgress], None]
+SweepProgress = Progress  # the name pages and the CLI use
 
 
 @dataclass(frozen=True)
@@ -148,85 +150,22 @@ class SweepResult:
         )
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Replacement values
+class SweepNumbers(NamedTuple):
+    """What a sweep computes: ablated_ld[layer, head], mlp_ablated_ld[layer], the clean LD and the corrupted LD."""
+
+    ablated_ld: np.ndarray
+    mlp_ablated_ld: np.ndarray
+    clean_ld: float
+    corrupt_ld: float | None
 
 
-@dataclass(frozen=True)
-class Replacements:
-    """What an ablated component's output becomes, per layer.
-
-    z[layer]: [prompt, pos, head, d_head] (resample), [1, pos, head, d_head] (mean) or None (zero);
-    mlp[layer]: [prompt, pos, d_model], [1, pos, d_model] or None. corrupt_final: the corrupted run's residual after
-    the last block (for the corrupted baseline LD), None without corrupted prompts.
-    """
-
-    method: str
-    z: list[torch.Tensor | None]
-    mlp: list[torch.Tensor | None]
-    corrupt_final: torch.Tensor | None = None
-
-
-def _reduce_corrupted(method: str, z: torch.Tensor, mlp: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    if method == "zero":
-        return None, None
-    if method == "mean":
-        return z.mean(0, keepdim=True), mlp.mean(0, keepdim=True)
-    return z, mlp
-
-
-def check_method(method: str, encoded: EncodedDataset) -> None:
-    if method not in METHODS:
-        raise InputError(f"Unknown ablation method {method!r}: choose zero, mean or resample.")
-    if method != "zero" and encoded.corrupted is None:
+def check_method(method: str, encoded: EncodedDataset) -> AblationMethod:
+    spec = get_method(method)
+    if spec.needs_corrupted and encoded.corrupted is None:
         raise InputError(
             f"{method} ablation needs corrupted prompts: add a corrupted_prompt column to the dataset, or use zero."
         )
-
-
-def _z_patch(values: torch.Tensor | None, heads: list[int], n_prompts: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Replace head heads[i]'s z in the i-th group of n_prompts sequences of the batch."""
-
-    def patch(z: torch.Tensor) -> torch.Tensor:
-        z = z.clone()
-        grouped = z.view(-1, n_prompts, *z.shape[1:])  # [group, prompt, pos, head, d_head]
-        for group, head in enumerate(heads):
-            if values is None:
-                grouped[group, :, :, head] = 0
-            else:
-                grouped[group, :, :, head] = values[:, :, head].to(z.dtype)
-        return z
-
-    return patch
-
-
-def _mlp_patch(values: torch.Tensor | None, group: int, n_prompts: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Replace the MLP output of the `group`-th group of n_prompts sequences (the other groups keep theirs)."""
-
-    def patch(out: torch.Tensor) -> torch.Tensor:
-        out = out.clone()
-        rows = slice(group * n_prompts, (group + 1) * n_prompts)
-        out[rows] = 0 if values is None else values.to(out.dtype)
-        return out
-
-    return patch
-
-
-def _logit_diff(
-    model: ModelAdapter,
-    resid: torch.Tensor,
-    correct: torch.Tensor,
-    incorrect: torch.Tensor,
-    groups: int,
-    weights: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Per group, the (weighted) mean over prompts of logit[correct] − logit[incorrect] at the last position."""
-    ids = torch.stack([correct, incorrect], dim=1).repeat(groups, 1)  # [group*prompt, 2]
-    logits = model.logits_of(resid[:, -1, :], ids)
-    diff = (logits[:, 0] - logits[:, 1]).view(groups, -1)
-    if weights is None:
-        return diff.mean(1)
-    return (diff * weights.to(diff.device)).sum(1)
+    return spec
 
 
 @dataclass(frozen=True)
@@ -238,168 +177,225 @@ class _DistinctRuns:
     weights: torch.Tensor  # [distinct] count / n_prompts
 
 
-def _distinct_runs(encoded: EncodedDataset, method: str) -> _DistinctRuns:
+def _distinct_runs(encoded: EncodedDataset, method: AblationMethod) -> _DistinctRuns:
     parts = [encoded.clean, encoded.correct_ids[:, None], encoded.incorrect_ids[:, None]]
-    if method == "resample":
+    if method.pairs_prompts and encoded.corrupted is not None:
         parts.append(encoded.corrupted)
     rows = torch.cat([p.to("cpu") for p in parts], dim=1)
     _, inverse, counts = torch.unique(rows, dim=0, return_inverse=True, return_counts=True)
     first = torch.full((len(counts),), rows.shape[0], dtype=torch.long)
     first = first.scatter_reduce(0, inverse, torch.arange(rows.shape[0]), reduce="amin")
     order = torch.argsort(first)
-    return _DistinctRuns(first[order].to(encoded.clean.device), counts[order].double() / rows.shape[0])
+    return _DistinctRuns(first[order], counts[order].double() / rows.shape[0])
+
+
+def logit_diff_task(encoded: EncodedDataset, method: AblationMethod, deduplicate: bool = True) -> LogitDiffTask:
+    """The encoded dataset as a backend task: distinct runs weighted by their counts (deduplicate), or every prompt.
+
+    Mean ablation averages over every corrupted prompt; resample keeps each distinct run's paired corrupted prompt."""
+    if deduplicate:
+        runs = _distinct_runs(encoded, method)
+        index, weights = runs.index, runs.weights.to(torch.float32)
+    else:
+        index = torch.arange(encoded.n_prompts)
+        weights = torch.full((encoded.n_prompts,), 1.0 / encoded.n_prompts)
+    device = encoded.clean.device
+    index = index.to(device)
+    corrupted = None
+    if encoded.corrupted is not None:
+        corrupted = encoded.corrupted[index] if method.pairs_prompts else encoded.corrupted
+    return LogitDiffTask(encoded.clean[index], corrupted, encoded.correct_ids[index].to(device),
+                         encoded.incorrect_ids[index].to(device), weights)
+
+
+def corrupted_ld(model: Backend, encoded: EncodedDataset) -> float | None:
+    """Mean LD of the corrupted prompts, each with its row's answers (None without corrupted prompts)."""
+    if encoded.corrupted is None:
+        return None
+    ids = torch.stack([encoded.correct_ids, encoded.incorrect_ids], dim=1)
+    logits = model.answer_logits(encoded.corrupted, ids)
+    return float((logits[:, 0] - logits[:, 1]).double().mean())
+
+
+def sweep_components(n_layers: int, n_heads: int, include_mlp: bool) -> list[tuple[int, int | None]]:
+    """Every head (layer, head) and, with include_mlp, every MLP (layer, None), layer by layer."""
+    out: list[tuple[int, int | None]] = []
+    for layer in range(n_layers):
+        out += [(layer, head) for head in range(n_heads)]
+        if include_mlp:
+            out.append((layer, None))
+    return out
+
+
+def _numbers_from(components: list[tuple[int, int | None]], lds: np.ndarray, n_layers: int, n_heads: int,
+                  clean_ld: float, corrupt: float | None) -> SweepNumbers:
+    ablated = np.full((n_layers, n_heads), np.nan)
+    mlp_ablated = np.full(n_layers, np.nan)
+    for (layer, head), value in zip(components, lds, strict=True):
+        if head is None:
+            mlp_ablated[layer] = value
+        else:
+            ablated[layer, head] = value
+    return SweepNumbers(ablated, mlp_ablated, clean_ld, corrupt)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The exact batched engine
-
-
-def _activation_bytes_per_sequence(model: ModelAdapter, seq_len: int) -> int:
-    """Rough peak activation memory of one sequence through one block (residual copies, MLP hidden, scores)."""
-    info = model.info
-    element = torch.tensor([], dtype=model.dtype).element_size()
-    per_token = 12 * info.d_model + 4 * max(info.d_mlp, info.d_model) + 3 * info.n_heads * seq_len
-    return seq_len * per_token * element
-
-
-def heads_per_chunk(model: ModelAdapter, n_prompts: int, seq_len: int, budget_bytes: int | None = None) -> int:
-    """How many heads' ablations to stack in one batch, from the memory available for activations."""
-    if budget_bytes is None:
-        if model.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(model.device)
-            budget_bytes = int(free * 0.5)
-        else:
-            budget_bytes = 2 * 2**30
-    per_group = _activation_bytes_per_sequence(model, seq_len) * n_prompts
-    return int(max(1, min(model.info.n_heads + 1, budget_bytes // max(per_group, 1))))
-
-
-class _Timer:
-    """Progress with an ETA over units of work (sequence-blocks)."""
-
-    def __init__(self, total: float, progress: ProgressCallback | None, should_cancel: Callable[[], bool] | None):
-        self.total = max(total, 1.0)
-        self.done = 0.0
-        self.started = time.perf_counter()
-        self.progress = progress
-        self.should_cancel = should_cancel
-
-    def advance(self, units: float, message: str) -> None:
-        self.done += units
-        if self.should_cancel is not None and self.should_cancel():
-            raise Cancelled("The sweep was cancelled.")
-        if self.progress is not None:
-            elapsed = time.perf_counter() - self.started
-            fraction = min(self.done / self.total, 1.0)
-            eta = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-            self.progress(SweepProgress(fraction, eta, message))
+# The exact engine
 
 
 def exact_sweep(
-    model: ModelAdapter,
+    model: Backend,
     encoded: EncodedDataset,
     method: str,
     *,
     include_mlp: bool = True,
     chunk: int | None = None,
     deduplicate: bool = True,
+    path: str = "auto",
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
-) -> tuple[np.ndarray, np.ndarray, float, float | None]:
-    """Exact ablation of every head (and MLP): (ablated_ld[layer, head], mlp_ablated_ld[layer], clean, corrupt).
+) -> SweepNumbers:
+    """Exact ablation of every head (and MLP), one at a time.
 
-    Per layer L: the clean residual entering L is copied once per ablated head (up to `chunk` heads a batch), each
-    copy gets its head's z replaced inside block L, and blocks L..N-1 run on the stack; the clean run then advances
-    one block. The corrupted run advances alongside, providing the replacement values layer by layer, so nothing
-    but the current residuals is kept.
+    path "auto" takes the backend's fast path (one pass over the layers, headscope.engine) where it offers one, else
+    the general path (batched full forwards, one batch per layer); "fast" and "general" force one. `chunk` caps the
+    number of ablations in one batch (default: what fits the memory budget).
     """
-    check_method(method, encoded)
+    spec = check_method(method, encoded)
     info = model.info
-    if deduplicate:
-        runs = _distinct_runs(encoded, method)
-        index, weights = runs.index, runs.weights.to(torch.float32)
-    else:
-        index = torch.arange(encoded.n_prompts, device=encoded.clean.device)
-        weights = torch.full((encoded.n_prompts,), 1.0 / encoded.n_prompts)
-    n_runs, seq_len = len(index), encoded.seq_len
-    chunk = chunk or heads_per_chunk(model, n_runs, seq_len)
-    correct, incorrect = encoded.correct_ids[index], encoded.incorrect_ids[index]
-    # mean ablation averages over every corrupted prompt; resample pairs each distinct run with its own
-    corrupted_rows = None
-    if encoded.corrupted is not None:
-        corrupted_rows = encoded.corrupted[index] if method == "resample" else encoded.corrupted
-    ablated = np.zeros((info.n_layers, info.n_heads))
-    mlp_ablated = np.full(info.n_layers, np.nan)
-    copies_per_layer = info.n_heads + (1 if include_mlp else 0)
-    total = sum((copies_per_layer + 2) * (info.n_layers - layer) for layer in range(info.n_layers))
-    timer = _Timer(total, progress, should_cancel)
+    task = logit_diff_task(encoded, spec, deduplicate)
+    components = sweep_components(info.n_layers, info.n_heads, include_mlp)
+    runner = model.block_runner
+    if path == "fast" and runner is None:
+        raise InputError(f"The {info.backend_label} backend offers no fast path for {info.name}.")
+    with model.gate.job("an exact ablation sweep"):
+        if runner is not None and path != "general":
+            lds, clean_ld = _fast_sweep(model, runner, task, spec, components, chunk, progress, should_cancel)
+        else:
+            lds, clean_ld = _general_sweep(model, task, spec, components, chunk, progress, should_cancel)
+        corrupt = corrupted_ld(model, encoded)
+    return _numbers_from(components, lds, info.n_layers, info.n_heads, clean_ld, corrupt)
 
-    with model.lock, torch.inference_mode():
-        clean = model.embed(encoded.clean[index])
-        kwargs = model.block_kwargs(clean)
-        corrupt = model.embed(corrupted_rows) if corrupted_rows is not None else None
-        for layer in range(info.n_layers):
-            z_values = mlp_values = None
-            if corrupt is not None:
-                out = model.run_block(layer, corrupt, kwargs, capture_z=True, capture_mlp=True)
-                z_values, mlp_values = _reduce_corrupted(method, out.z, out.mlp_out)
-                corrupt = out.resid
-            # Work list: each head, then the MLP, stacked `chunk` groups at a time.
-            jobs: list[int | None] = list(range(info.n_heads)) + ([None] if include_mlp else [])
-            for start in range(0, len(jobs), chunk):
-                group_jobs = jobs[start : start + chunk]
-                heads = [j for j in group_jobs if j is not None]
-                batch = clean.repeat(len(group_jobs), 1, 1)
-                patch_mlp = None
-                if None in group_jobs:
-                    patch_mlp = _mlp_patch(mlp_values, group_jobs.index(None), n_runs)
-                resid = model.run_block(
-                    layer, batch, kwargs,
-                    patch_z=_z_patch(z_values, heads, n_runs) if heads else None,
-                    patch_mlp=patch_mlp,
-                ).resid
-                for later in range(layer + 1, info.n_layers):
-                    resid = model.run_block(later, resid, kwargs).resid
-                lds = _logit_diff(model, resid, correct, incorrect, len(group_jobs), weights).cpu().numpy()
-                for group, job in enumerate(group_jobs):
-                    if job is None:
-                        mlp_ablated[layer] = lds[group]
-                    else:
-                        ablated[layer, job] = lds[group]
-                timer.advance(len(group_jobs) * (info.n_layers - layer), f"layer {layer}: heads {heads}")
-            clean = model.run_block(layer, clean, kwargs).resid
-            timer.advance(2 * (info.n_layers - layer), f"layer {layer} done")
-        clean_ld = float(_logit_diff(model, clean, correct, incorrect, 1, weights)[0])
-        corrupt_ld = None
-        if corrupt is not None:
-            corrupt_weights = weights if method == "resample" else None
-            corrupt_correct = correct if method == "resample" else encoded.correct_ids
-            corrupt_incorrect = incorrect if method == "resample" else encoded.incorrect_ids
-            corrupt_ld = float(
-                _logit_diff(model, corrupt, corrupt_correct, corrupt_incorrect, 1, corrupt_weights)[0]
-            )
-    return ablated, mlp_ablated, clean_ld, corrupt_ld
+
+def _fast_sweep(
+    model: Backend,
+    runner: BlockRunner,
+    task: LogitDiffTask,
+    method: AblationMethod,
+    components: list[tuple[int, int | None]],
+    chunk: int | None,
+    progress: ProgressCallback | None,
+    should_cancel: Callable[[], bool] | None,
+) -> tuple[np.ndarray, float]:
+    info = model.info
+    n_layers = info.n_layers
+    groups = AblationGroups.single_components(components, n_layers, info.n_heads)
+    join = [layer for layer, _ in components]
+    prompt_chunks = _prompt_chunks(model, task, method, len(components))
+    timer = WorkTimer(0, progress, should_cancel, model, "The sweep")
+    for _ in prompt_chunks:
+        timer.add_total(joined_work_units(join, n_layers) + (2 if method.needs_corrupted else 1) * n_layers)
+    shared_values = None
+    if method.needs_corrupted and not method.pairs_prompts:
+        shared_values = _shared_values(model, runner, task, method, timer)
+    lds = np.zeros(len(components))
+    clean_ld = 0.0
+    for rows in prompt_chunks:
+        clean = task.clean[rows]
+        if method.pairs_prompts and task.corrupted is not None:
+            _, values = run_with_ablations(model, runner, task.corrupted[rows], LayerValues([], []), method=method,
+                                           keep_entries=False)
+            timer.advance(n_layers, "the corrupted run")
+        else:
+            values = shared_values
+        values = values or LayerValues([None] * n_layers, [None] * n_layers)
+        entries, _ = run_with_ablations(model, runner, clean, values)
+        timer.advance(n_layers, "the clean run")
+        ids = task.answer_ids[rows]
+        weights = task.weights[rows]
+        with model.gate.hold(), torch.inference_mode():
+            logits = runner.answer_logits(entries.final[:, -1, :], ids.to(entries.final.device))
+        clean_ld += float(((logits[:, 0] - logits[:, 1]) * weights.to(logits.device)).sum())
+        lds += run_joined_groups(model, runner, entries, groups, join, values, ids, weights, max_groups=chunk,
+                                 timer=timer)
+    return lds, clean_ld
+
+
+def _prompt_chunks(model: Backend, task: LogitDiffTask, method: AblationMethod, n_groups: int) -> list[torch.Tensor]:
+    """Prompts per pass: all at once where the stored residuals (and paired values) fit next to a batch of at least
+    a few ablations, else in chunks. Raises MemoryRefused when a single prompt does not fit."""
+    info = model.info
+    element = torch.tensor([], dtype=model.dtype).element_size()
+    seq = task.seq_len
+    stored = (info.n_layers + 1) * seq * info.d_model * element
+    if method.pairs_prompts:
+        stored += info.n_layers * seq * (info.n_heads * info.d_head + info.d_model) * element
+    in_flight = block_bytes_per_token(info, model.dtype, seq) * seq * min(n_groups, 8)
+    plan = plan_chunks("An exact sweep", task.n_prompts, stored + in_flight, model.budget_bytes())
+    return [torch.arange(start, min(start + plan.per_chunk, task.n_prompts))
+            for start in range(0, task.n_prompts, plan.per_chunk)]
+
+
+def _shared_values(model: Backend, runner: BlockRunner, task: LogitDiffTask, method: AblationMethod,
+                   timer: WorkTimer) -> LayerValues:
+    """Replacement values over every corrupted prompt (mean ablation), streamed in chunks that fit memory."""
+    assert task.corrupted is not None
+    n_layers = model.info.n_layers
+    z_builders = [method.builder() for _ in range(n_layers)]
+    mlp_builders = [method.builder() for _ in range(n_layers)]
+    rows = groups_per_chunk(model, 1, task.seq_len, task.corrupted.shape[0], what="The corrupted run")
+    for start in range(0, task.corrupted.shape[0], rows):
+        tokens = task.corrupted[start:start + rows]
+        with torch.inference_mode():
+            with model.gate.hold():
+                resid = runner.embed(tokens)
+            context = runner.context(resid)
+            for layer in range(n_layers):
+                with model.gate.hold():
+                    out = runner.run_block(layer, resid, context, capture_z=True, capture_mlp=True)
+                z_builders[layer].add(out.z)
+                mlp_builders[layer].add(out.mlp_out)
+                resid = out.resid
+        timer.advance(n_layers * tokens.shape[0] / task.corrupted.shape[0], "the corrupted run")
+
+    def finish(builder: Any) -> torch.Tensor | None:
+        value = builder.result()
+        return None if value is None else value.to(model.dtype)
+
+    return LayerValues([finish(b) for b in z_builders], [finish(b) for b in mlp_builders])
+
+
+def _general_sweep(
+    model: Backend,
+    task: LogitDiffTask,
+    method: AblationMethod,
+    components: list[tuple[int, int | None]],
+    chunk: int | None,
+    progress: ProgressCallback | None,
+    should_cancel: Callable[[], bool] | None,
+) -> tuple[np.ndarray, float]:
+    """One backend call per layer (its heads and MLP as groups of one batch), plus one for the clean LD."""
+    info = model.info
+    timer = WorkTimer(len(components) + 1, progress, should_cancel, model, "The sweep")
+    clean = model.ablated_logit_diffs(task, method, AblationGroups.empty(1, info.n_layers, info.n_heads))
+    timer.advance(1, "the clean run")
+    lds = np.zeros(len(components))
+    for layer in range(info.n_layers):
+        positions = [i for i, (at, _) in enumerate(components) if at == layer]
+        for start in range(0, len(positions), chunk or len(positions)):
+            part = positions[start:start + (chunk or len(positions))]
+            groups = AblationGroups.single_components([components[i] for i in part], info.n_layers, info.n_heads)
+            lds[part] = model.ablated_logit_diffs(task, method, groups)
+            timer.advance(len(part), f"layer {layer}")
+    return lds, float(clean[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The reference: one full forward per component
 
 
-def corrupted_replacements(model: ModelAdapter, encoded: EncodedDataset, method: str) -> Replacements:
-    """Per-layer replacement values from one corrupted run that keeps only z and MLP outputs."""
-    check_method(method, encoded)
-    n_layers = model.info.n_layers
-    if encoded.corrupted is None:
-        return Replacements(method, [None] * n_layers, [None] * n_layers)
-    run = model.run_blocks(encoded.corrupted, capture_z=method != "zero", capture_mlp=method != "zero")
-    if method == "zero":
-        return Replacements(method, [None] * n_layers, [None] * n_layers, run.resid)
-    pairs = [_reduce_corrupted(method, z, mlp) for z, mlp in zip(run.z, run.mlp_out, strict=True)]
-    return Replacements(method, [p[0] for p in pairs], [p[1] for p in pairs], run.resid)
-
-
 def naive_sweep(
-    model: ModelAdapter,
+    model: Backend,
     encoded: EncodedDataset,
     method: str,
     *,
@@ -407,84 +403,48 @@ def naive_sweep(
     layers: list[int] | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """One full forward pass (the bridge's own) per head and per MLP. Slow; kept as the engine's reference.
+    """One full forward pass per head and per MLP, every prompt (no deduplication). Slow; kept as a reference.
 
     `layers` restricts the loop (the other rows stay NaN), so tests can check a sample of a large model.
     """
+    spec = check_method(method, encoded)
     info = model.info
-    layers = list(range(info.n_layers)) if layers is None else layers
-    values = corrupted_replacements(model, encoded, method)
-    ids = torch.stack([encoded.correct_ids, encoded.incorrect_ids], dim=1)
-
-    def ld(logits: torch.Tensor) -> float:
-        last = logits[:, -1, :].gather(1, ids.to(logits.device))
-        return float((last[:, 0] - last[:, 1]).mean())
-
-    ablated = np.full((info.n_layers, info.n_heads), np.nan)
-    mlp_ablated = np.full(info.n_layers, np.nan)
-    total = len(layers) * (info.n_heads + int(include_mlp))
-    timer = _Timer(total, progress, None)
-    for layer in layers:
-        for head in range(info.n_heads):
-            patch = _z_patch(values.z[layer], [head], encoded.n_prompts)
-            ablated[layer, head] = ld(model.logits_with_patches(encoded.clean, z_patches={layer: patch}))
-            timer.advance(1, f"layer {layer} head {head}")
-        if include_mlp:
-            patch = _mlp_patch(values.mlp[layer], 0, encoded.n_prompts)
-            mlp_ablated[layer] = ld(model.logits_with_patches(encoded.clean, mlp_patches={layer: patch}))
-            timer.advance(1, f"layer {layer} MLP")
-    return ablated, mlp_ablated, ld(model.logits(encoded.clean))
+    task = logit_diff_task(encoded, spec, deduplicate=False)
+    wanted = list(range(info.n_layers)) if layers is None else layers
+    components = [c for c in sweep_components(info.n_layers, info.n_heads, include_mlp) if c[0] in wanted]
+    timer = WorkTimer(len(components), progress, None, model, "The naive sweep")
+    lds = []
+    for component in components:
+        groups = AblationGroups.single_components([component], info.n_layers, info.n_heads)
+        lds.append(float(model.ablated_logit_diffs(task, spec, groups)[0]))
+        timer.advance(1, f"{component}")
+    clean = float(model.ablated_logit_diffs(task, spec, AblationGroups.empty(1, info.n_layers, info.n_heads))[0])
+    numbers = _numbers_from(components, np.asarray(lds), info.n_layers, info.n_heads, clean, None)
+    return numbers.ablated_ld, numbers.mlp_ablated_ld, clean
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Attribution patching: a first-order estimate from one forward and one backward pass
 
 
-def attribution_sweep(
-    model: ModelAdapter, encoded: EncodedDataset, method: str
-) -> tuple[np.ndarray, np.ndarray, float, float | None]:
+def attribution_sweep(model: Backend, encoded: EncodedDataset, method: str) -> SweepNumbers:
     """Estimate LD_ablated ≈ LD_clean + Σ (replacement − clean) · ∂LD/∂activation for every head and MLP."""
-    check_method(method, encoded)
-    info = model.info
-    values = corrupted_replacements(model, encoded, method)
-    corrupt_ld = None
-    if values.corrupt_final is not None:
-        with torch.inference_mode():
-            corrupt_ld = float(
-                _logit_diff(model, values.corrupt_final, encoded.correct_ids, encoded.incorrect_ids, 1)[0]
-            )
-    with model.lock, torch.enable_grad():
-        resid = model.embed(encoded.clean).detach().requires_grad_(True)
-        kwargs = model.block_kwargs(resid)
-        zs, mlps = [], []
-        for layer in range(info.n_layers):
-            out = model.run_block(layer, resid, kwargs, capture_z=True, capture_mlp=True, retain_grad=True)
-            zs.append(out.z)
-            mlps.append(out.mlp_out)
-            resid = out.resid
-        clean_ld = _logit_diff(model, resid, encoded.correct_ids, encoded.incorrect_ids, 1)[0]
-        clean_ld.backward()
-    ablated = np.zeros((info.n_layers, info.n_heads))
-    mlp_ablated = np.zeros(info.n_layers)
-    with torch.no_grad():
-        for layer in range(info.n_layers):
-            z, grad = zs[layer].detach(), zs[layer].grad
-            target = torch.zeros_like(z) if values.z[layer] is None else values.z[layer].expand_as(z)
-            ablated[layer] = (((target - z) * grad).sum(dim=(0, 1, 3))).float().cpu().numpy()
-            out, grad = mlps[layer].detach(), mlps[layer].grad
-            target = torch.zeros_like(out) if values.mlp[layer] is None else values.mlp[layer].expand_as(out)
-            mlp_ablated[layer] = float(((target - out) * grad).sum())
-    value = float(clean_ld.detach())
-    return ablated + value, mlp_ablated + value, value, corrupt_ld
+    spec = check_method(method, encoded)
+    task = logit_diff_task(encoded, spec, deduplicate=True)
+    with model.gate.job("an attribution estimate"):
+        effects = model.attribution_effects(task, spec)
+        corrupt = corrupted_ld(model, encoded)
+    return SweepNumbers(effects.head_effect + effects.clean_ld, effects.mlp_effect + effects.clean_ld,
+                        effects.clean_ld, corrupt)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Running a sweep the way the app and the CLI do: encode, look in the cache, compute, store.
 
 
-def filter_correct(model: ModelAdapter, encoded: EncodedDataset) -> EncodedDataset:
+def filter_correct(model: Backend, encoded: EncodedDataset) -> EncodedDataset:
     """Keep the prompts the model gets right: top-1 is the correct answer and P(correct) > 2·P(incorrect)."""
-    logits = model.logits(encoded.clean)[:, -1, :]
+    logits = model.last_logits(encoded.clean)
     probs = torch.softmax(logits, dim=-1)
     rows = torch.arange(encoded.n_prompts, device=probs.device)
     p_correct = probs[rows, encoded.correct_ids.to(probs.device)]
@@ -501,7 +461,7 @@ def filter_correct(model: ModelAdapter, encoded: EncodedDataset) -> EncodedDatas
                                  f"(top-1 correct, P(correct) > 2·P(incorrect)); dropped {dropped}.")
 
 
-def sweep_key(model: ModelAdapter, encoded: EncodedDataset, method: str, estimate: bool, only_correct: bool) -> dict:
+def sweep_key(model: Backend, encoded: EncodedDataset, method: str, estimate: bool, only_correct: bool) -> dict:
     """Everything that changes a sweep's result."""
     return {
         **model.identity,
@@ -515,13 +475,13 @@ def sweep_key(model: ModelAdapter, encoded: EncodedDataset, method: str, estimat
     }
 
 
-def prepare_dataset(model: ModelAdapter, dataset: Dataset) -> EncodedDataset:
+def prepare_dataset(model: Backend, dataset: Dataset) -> EncodedDataset:
     """Encode for this model; built-in tasks drop prompts of another token length, user datasets must be even."""
     return encode_dataset(model, dataset, fit=dataset.name in TASKS, drop_uneven=dataset.name in TASKS)
 
 
 def load_sweep(
-    model: ModelAdapter,
+    model: Backend,
     encoded: EncodedDataset,
     method: str,
     estimate: bool,
@@ -536,7 +496,7 @@ def load_sweep(
 
 
 def run_sweep(
-    model: ModelAdapter,
+    model: Backend,
     dataset: Dataset | EncodedDataset,
     method: str = "mean",
     *,
@@ -589,7 +549,7 @@ def run_sweep(
     return result
 
 
-def cached_sweeps(model: ModelAdapter, cache: ResultsCache | None = None) -> list[SweepResult]:
+def cached_sweeps(model: Backend, cache: ResultsCache | None = None) -> list[SweepResult]:
     """Sweeps already on disk for this model (same source, revision, dtype, device), newest first."""
     cache = cache if cache is not None else ResultsCache()
     identity = model.identity

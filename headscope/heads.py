@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from headscope.errors import InputError
 
 if TYPE_CHECKING:
-    from headscope.adapter import ModelInfo
+    from headscope.backends.base import ModelInfo
 
 MAX_SELECTED_HEADS = 64  # more would make an unreadable grid (and a slow export)
 

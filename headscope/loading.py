@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from headscope.backends.base import Backend, Placement
 from headscope.errors import ModelLoadError
 from headscope.paths import cache_dir
 
@@ -43,29 +44,19 @@ ProgressCallback = Callable[[str, float], None]
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """What the user asked for. `key` names everything that makes two loaded models differ."""
+    """What the user asked for. `key` names everything that makes two loaded models differ, the backend included.
+
+    backend: "bridge" (TransformerLens, local), "nnsight" (nnsight, local) or "ndif" (nnsight on NDIF, remote).
+    """
 
     source: str = EMBEDDED
     device: str = "auto"
     dtype: str = "auto"
+    backend: str = "bridge"
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.source.strip(), self.device, self.dtype)
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the weights go: one torch device, or an accelerate device map over several GPUs."""
-
-    device: str  # the device inputs are sent to ("cpu", "cuda:0", ...)
-    device_map: str | None  # "auto" when the model is split over several GPUs
-    dtype: torch.dtype
-
-    @property
-    def label(self) -> str:
-        where = f"{torch.cuda.device_count()} GPUs" if self.device_map else self.device
-        return f"{where}, {str(self.dtype).removeprefix('torch.')}"
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.source.strip(), self.device, self.dtype, self.backend)
 
 
 @dataclass(frozen=True)
@@ -331,12 +322,17 @@ def _report(progress: ProgressCallback | None, stage: str, fraction: float) -> N
         progress(stage, fraction)
 
 
-def load_model(request: ModelRequest, progress: ProgressCallback | None = None):
-    """Load a model as a ModelAdapter. Raises ModelLoadError with an actionable message on any failure."""
-    from headscope.adapter import ModelAdapter
+def load_model(request: ModelRequest, progress: ProgressCallback | None = None) -> Backend:
+    """Load a model behind the requested backend. Raises ModelLoadError with an actionable message on any failure."""
+    from headscope.backends import check_backend_name
 
+    check_backend_name(request.backend)
     started = time.perf_counter()
     _silence_transformers()
+    if request.backend == "ndif":
+        from headscope.backends.nnsight import load_remote
+
+        return load_remote(request, progress)
     placement = resolve_placement(request.device, request.dtype)
     source = resolve_source(request.source)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -384,30 +380,22 @@ def load_model(request: ModelRequest, progress: ProgressCallback | None = None):
             raise _hub_failure(source, online, error) from error
         raise ModelLoadError(f"Could not load the model in {location!r}: {error}") from error
 
-    _report(progress, "Wrapping the model in TransformerLens' TransformerBridge", 0.9)
-    from transformer_lens.model_bridge import TransformerBridge
+    from headscope.backends import wrap_local_model
 
-    with contextlib.redirect_stdout(None):
-        bridge = TransformerBridge.boot_transformers(
-            source.name,
-            hf_model=hf_model,
-            tokenizer=tokenizer,
-            device=None if placement.device_map else placement.device,
-            dtype=placement.dtype,
-        )
-    bridge.eval()
-    bridge.requires_grad_(False)
-    adapter = ModelAdapter(
-        bridge=bridge,
-        source=request.source.strip() or EMBEDDED,
+    backend = wrap_local_model(
+        request.backend,
+        hf_model,
+        tokenizer,
         name=source.name,
+        source=request.source.strip() or EMBEDDED,
         revision=revision,
         placement=placement,
         n_params=n_params,
-        load_seconds=time.perf_counter() - started,
+        started=started,
+        progress=progress,
     )
     _report(progress, "Ready", 1.0)
-    return adapter
+    return backend
 
 
 def _folder_revision(path: Path) -> str:

@@ -26,7 +26,7 @@ from headscope.heads import HeadRef, check_heads, kv_head_of
 from headscope.tokens import TokenInfo, tokenize_prompt
 
 if TYPE_CHECKING:
-    from headscope.adapter import ModelAdapter
+    from headscope.backends.base import Backend
 
 CSV_COLUMNS = ("layer", "head", "kv_head", "dest", "dest_token", "src", "src_token", "weight")
 
@@ -68,7 +68,7 @@ class AttentionPatterns:
                 for head, kv in zip(self.heads, self.kv_heads, strict=True)]
 
 
-def compute_patterns(model: ModelAdapter, prompt: str, heads: Iterable[HeadRef | tuple[int, int]]) -> AttentionPatterns:
+def compute_patterns(model: Backend, prompt: str, heads: Iterable[HeadRef | tuple[int, int]]) -> AttentionPatterns:
     """The chosen heads' patterns on `prompt`: blocks above the highest chosen layer are not run, and each layer's
     pattern is cut down to the chosen heads as soon as it exists."""
     started = time.perf_counter()
@@ -79,10 +79,10 @@ def compute_patterns(model: ModelAdapter, prompt: str, heads: Iterable[HeadRef |
     for head in chosen:
         by_layer.setdefault(head.layer, []).append(head.head)
 
-    def keep_chosen(layer: int, pattern):  # pattern[batch, head, dest, src]
-        return {h: pattern[0, h].float().cpu().numpy() for h in by_layer[layer]}
+    def keep_chosen(layer: int, pattern):  # pattern[batch, chosen head, dest, src]: only this layer's chosen heads
+        return {h: pattern[0, i].float().cpu().numpy() for i, h in enumerate(by_layer[layer])}
 
-    kept = model.reduce_attention_patterns(tokens, keep_chosen, layers=by_layer)
+    kept = model.reduce_attention_patterns(tokens, keep_chosen, layers=by_layer, heads=by_layer)
     stacked = np.stack([kept[head.layer][head.head] for head in chosen]).astype(np.float32)
     info = model.info
     return AttentionPatterns(
@@ -98,7 +98,7 @@ def compute_patterns(model: ModelAdapter, prompt: str, heads: Iterable[HeadRef |
     )
 
 
-def default_prompt(model: ModelAdapter) -> str:
+def default_prompt(model: Backend) -> str:
     """A digits prompt from the built-in task, fitted to the tokenizer ('1 2 3 4 ' where the space is its own
     token): the prompt the candidate heads were found on."""
     from headscope.tasks import build_task_dataset, fit_to_tokenizer

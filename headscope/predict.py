@@ -3,6 +3,7 @@ diagnostics for the tokenization traps (whitespace predictions, BOS, context len
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from headscope.tokens import (
 )
 
 if TYPE_CHECKING:
-    from headscope.adapter import ModelAdapter
+    from headscope.backends.base import Backend
 
 MAX_TOP_K = 200
 
@@ -147,7 +148,7 @@ def toggle_trailing_space(prompt: str) -> str:
 
 
 def analyze_prompt(
-    model: ModelAdapter,
+    model: Backend,
     prompt: str,
     answer: str | None = None,
     contrast: str | None = None,
@@ -159,27 +160,26 @@ def analyze_prompt(
     describer = TokenDescriber(model)
     tokenized = tokenize_prompt(model, prompt, describer)
     pos = resolve_position(position, len(tokenized))
-    logits = model.logits(model.tensor([tokenized.ids]))[0].cpu()  # [pos, vocab]
-    logprobs = torch.log_softmax(logits, dim=-1)
+    summary = model.next_tokens(model.tensor([tokenized.ids]), pos)
+    logits_at = summary.logits_at.float()  # [vocab] at `pos`
+    logprobs_at = torch.log_softmax(logits_at, dim=-1)
     warnings: list[str] = []
     notes: list[str] = []
 
-    def predictions(at: int, k: int) -> tuple[Prediction, ...]:
-        values, ids = logits[at].topk(k)
-        out = []
-        for rank, (value, token_id) in enumerate(zip(values.tolist(), ids.tolist(), strict=True), start=1):
-            info = describer.one(token_id)
-            lp = float(logprobs[at, token_id])
-            out.append(Prediction(rank, token_id, info.text, info.display, value, float(torch.exp(torch.tensor(lp))),
-                                  lp))
-        return tuple(out)
-
-    top = predictions(pos, top_k)
-    per_position = tuple(predictions(at, 1)[0] for at in range(len(tokenized)))
+    values, ids = logits_at.topk(top_k)
+    top = tuple(
+        _prediction(describer, rank, token_id, value, float(logprobs_at[token_id]))
+        for rank, (value, token_id) in enumerate(zip(values.tolist(), ids.tolist(), strict=True), start=1)
+    )
+    per_position = tuple(
+        _prediction(describer, 1, int(token_id), float(logit), float(logprob))
+        for token_id, logit, logprob in zip(summary.top1_id.tolist(), summary.top1_logit.tolist(),
+                                            summary.top1_logprob.tolist(), strict=True)
+    )
 
     prefix = _prefix_before(tokenized, pos, prompt)
-    answer_report = _score_answer(model, describer, logits[pos], prefix, answer, "answer", warnings)
-    contrast_report = _score_answer(model, describer, logits[pos], prefix, contrast, "contrast", warnings)
+    answer_report = _score_answer(model, describer, logits_at, prefix, answer, "answer", warnings)
+    contrast_report = _score_answer(model, describer, logits_at, prefix, contrast, "contrast", warnings)
     logit_diff = None
     if answer_report and contrast_report:
         logit_diff = answer_report.typed.logit - contrast_report.typed.logit
@@ -202,6 +202,11 @@ def analyze_prompt(
     )
 
 
+def _prediction(describer: TokenDescriber, rank: int, token_id: int, logit: float, logprob: float) -> Prediction:
+    info = describer.one(token_id)
+    return Prediction(rank, token_id, info.text, info.display, logit, math.exp(logprob), logprob)
+
+
 def _prefix_before(tokenized: TokenizedPrompt, pos: int, prompt: str) -> str:
     """The prompt text up to and including token `pos` (what the prediction at `pos` continues)."""
     if pos == len(tokenized) - 1:
@@ -211,7 +216,7 @@ def _prefix_before(tokenized: TokenizedPrompt, pos: int, prompt: str) -> str:
 
 
 def _score_answer(
-    model: ModelAdapter,
+    model: Backend,
     describer: TokenDescriber,
     logits_at: torch.Tensor,
     prefix: str,
@@ -265,7 +270,7 @@ def _score_answer(
 
 
 def _diagnose(
-    model: ModelAdapter, tokenized: TokenizedPrompt, pos: int, top1: Prediction, warnings: list[str], notes: list[str]
+    model: Backend, tokenized: TokenizedPrompt, pos: int, top1: Prediction, warnings: list[str], notes: list[str]
 ) -> None:
     tokens = tokenized.tokens
     bos_id = model.tokenizer.bos_token_id

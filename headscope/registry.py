@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from headscope.adapter import ModelAdapter
+from headscope.backends.base import Backend
 from headscope.loading import ModelRequest, ProgressCallback, load_model
 
 
@@ -18,11 +18,11 @@ class ModelRegistry:
 
     def __init__(self, max_models: int = 2) -> None:
         self.max_models = max_models
-        self._models: OrderedDict[tuple[str, str, str], ModelAdapter] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str, str, str], Backend] = OrderedDict()
         self._guard = threading.Lock()
-        self._loading: dict[tuple[str, str, str], threading.Lock] = {}
+        self._loading: dict[tuple[str, str, str, str], threading.Lock] = {}
 
-    def get(self, request: ModelRequest, progress: ProgressCallback | None = None) -> ModelAdapter:
+    def get(self, request: ModelRequest, progress: ProgressCallback | None = None) -> Backend:
         key = request.key
         with self._guard:
             if key in self._models:
@@ -41,6 +41,6 @@ class ModelRegistry:
                 self._loading.pop(key, None)
             return model
 
-    def loaded(self, request: ModelRequest) -> ModelAdapter | None:
+    def loaded(self, request: ModelRequest) -> Backend | None:
         with self._guard:
             return self._models.get(request.key)

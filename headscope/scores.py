@@ -35,7 +35,7 @@ from headscope.results_cache import ResultsCache
 from headscope.tokens import continuation_ids
 
 if TYPE_CHECKING:
-    from headscope.adapter import ModelAdapter
+    from headscope.backends.base import Backend
 
 CACHE_KIND = "head-scores"
 ENGINE_VERSION = "head-scores-1"
@@ -161,7 +161,7 @@ def detection_pattern(name: str, tokens: torch.Tensor) -> torch.Tensor:
     return builders[name](tokens.cpu())
 
 
-def pattern_scores_on(model: ModelAdapter, name: str, texts: Sequence[str]) -> np.ndarray:
+def pattern_scores_on(model: Backend, name: str, texts: Sequence[str]) -> np.ndarray:
     """scores[layer, head] = mean over texts of sum(pattern · detection) / sum(pattern): detect_head's "mul"."""
     per_text = []
     for text in texts:
@@ -179,7 +179,7 @@ def pattern_scores_on(model: ModelAdapter, name: str, texts: Sequence[str]) -> n
     return torch.stack(per_text).mean(0).double().numpy()
 
 
-def check_detector_length(model: ModelAdapter, n_tokens: int) -> None:
+def check_detector_length(model: Backend, n_tokens: int) -> None:
     """detect_head's own limit: 1 < tokens (BOS included) < context length."""
     if not 1 < n_tokens < model.info.n_ctx:
         raise InputError(
@@ -195,7 +195,7 @@ def _word_token_ids(tokenizer: Any) -> tuple[int, ...]:
 
 
 def generated_sequences(
-    model: ModelAdapter,
+    model: Backend,
     n_sequences: int = DEFAULT_N_SEQUENCES,
     repeat_length: int = DEFAULT_REPEAT_LENGTH,
     seed: int = DEFAULT_SEED,
@@ -224,7 +224,7 @@ def generated_sequences(
     return tuple(texts)
 
 
-def _round_trip_text(model: ModelAdapter, ids: list[int]) -> str | None:
+def _round_trip_text(model: Backend, ids: list[int]) -> str | None:
     """A text whose tokens are exactly `ids`, or None. SentencePiece tokenizers add the first word's space
     themselves, so the text without its leading space is tried too."""
     from headscope.tokens import token_text
@@ -240,7 +240,7 @@ def _round_trip_text(model: ModelAdapter, ids: list[int]) -> str | None:
 # Sequence-member score: attention from each member of a task prompt to the member before it
 
 
-def task_prompts(model: ModelAdapter, task: str = "digits", n_prompts: int = 16, length: int = 4, seed: int = 0):
+def task_prompts(model: Backend, task: str = "digits", n_prompts: int = 16, length: int = 4, seed: int = 0):
     """The task's distinct prompts, encoded on the model's real input (BOS included), members located."""
     from headscope.tasks import Dataset, build_task_dataset, encode_dataset
 
@@ -254,7 +254,7 @@ def task_prompts(model: ModelAdapter, task: str = "digits", n_prompts: int = 16,
     return encode_dataset(model, Dataset(dataset.name, tuple(distinct), dataset.notes), drop_uneven=True)
 
 
-def sequence_member_scores(model: ModelAdapter, encoded) -> tuple[np.ndarray, int]:
+def sequence_member_scores(model: Backend, encoded) -> tuple[np.ndarray, int]:
     """scores[layer, head] = mean over prompts p and members i ≥ 1 of pattern[p, dest=pos(member i),
     src=pos(member i−1)]; returns the scores and the number of (member, previous member) pairs."""
     batch, dest, src = [], [], []
@@ -282,7 +282,7 @@ def sequence_member_scores(model: ModelAdapter, encoded) -> tuple[np.ndarray, in
 # Successor and copying scores: the effective OV circuit on ordinal lists
 
 
-def list_usage(model: ModelAdapter, lists: Mapping[str, Sequence[str]] | None = None) -> tuple[ListUsage, ...]:
+def list_usage(model: Backend, lists: Mapping[str, Sequence[str]] | None = None) -> tuple[ListUsage, ...]:
     """Each list with its members' token ids, or why it cannot be used (a member that is not one token)."""
     usages = []
     for name, members in (lists or ORDINAL_LISTS).items():
@@ -308,7 +308,7 @@ def list_usage(model: ModelAdapter, lists: Mapping[str, Sequence[str]] | None = 
     return tuple(usages)
 
 
-def ov_list_scores(model: ModelAdapter, usages: Sequence[ListUsage]) -> tuple[np.ndarray, np.ndarray]:
+def ov_list_scores(model: Backend, usages: Sequence[ListUsage]) -> tuple[np.ndarray, np.ndarray]:
     """(successor[layer, head], copying[layer, head]) over the usable lists.
 
     For each member t: out = OV_head(MLP0(W_E[t])) (layer 0's attention left out), logits = W_U · final_norm(out)
@@ -359,7 +359,7 @@ def _content_hash(value: Any) -> str:
 
 
 def _plan(
-    model: ModelAdapter,
+    model: Backend,
     score: str,
     prompt: str | None,
     task: str,
@@ -422,12 +422,12 @@ def _plan(
     )
 
 
-def cache_key(model: ModelAdapter, score: str, plan_inputs: dict) -> dict:
+def cache_key(model: Backend, score: str, plan_inputs: dict) -> dict:
     return {**model.identity, "score": score, "inputs": _content_hash(plan_inputs), "engine": ENGINE_VERSION}
 
 
 def score_heads(
-    model: ModelAdapter,
+    model: Backend,
     score: str,
     *,
     prompt: str | None = None,

@@ -27,7 +27,7 @@ from headscope.errors import InputError
 from headscope.tokens import continuation_ids, is_whitespace_token, token_text
 
 if TYPE_CHECKING:
-    from headscope.adapter import ModelAdapter
+    from headscope.backends.base import Backend
 
 DIGITS = [str(i) for i in range(10)]
 NUMBER_WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
@@ -164,7 +164,7 @@ def _corrupted_members(members: Sequence[str], task: TaskSpec, length: int, rng:
             return picks
 
 
-def _most_common_shape(words: Sequence[str], model: ModelAdapter | None) -> set[str]:
+def _most_common_shape(words: Sequence[str], model: Backend | None) -> set[str]:
     """Words whose token counts (alone, and after a space) are the most common among `words`: prompts built only
     from them have one token length. Without a model every word is usable."""
     if model is None:
@@ -175,7 +175,7 @@ def _most_common_shape(words: Sequence[str], model: ModelAdapter | None) -> set[
 
 
 def build_task_dataset(
-    task_name: str, n_prompts: int = 16, length: int = 4, seed: int = 0, model: ModelAdapter | None = None
+    task_name: str, n_prompts: int = 16, length: int = 4, seed: int = 0, model: Backend | None = None
 ) -> Dataset:
     """The task's prompts in natural form. With a model, only members (and template nouns) that tokenize alike are
     used, so that the prompts share one token length; tokenizer fitting happens in encode_dataset."""
@@ -287,7 +287,7 @@ def load_dataset_file(path: str | Path) -> Dataset:
 # Encoding on the model's tokens
 
 
-def fit_to_tokenizer(model: ModelAdapter, item: PromptItem) -> PromptItem:
+def fit_to_tokenizer(model: Backend, item: PromptItem) -> PromptItem:
     """Move a leading space from the answers into the prompts where the tokenizer would emit it as its own token."""
     ids, _ = continuation_ids(model, item.prompt, item.correct)
     first = token_text(model.raw_tokens(ids[:1])[0], True) if ids else ""
@@ -302,7 +302,7 @@ def fit_to_tokenizer(model: ModelAdapter, item: PromptItem) -> PromptItem:
     )
 
 
-def _first_token(model: ModelAdapter, prompt: str, answer: str, row: int, role: str, warnings: list[str]) -> int:
+def _first_token(model: Backend, prompt: str, answer: str, row: int, role: str, warnings: list[str]) -> int:
     ids, _ = continuation_ids(model, prompt, answer)
     if not ids:
         raise InputError(f"Row {row}: the {role} answer {answer!r} has no tokens.")
@@ -311,7 +311,7 @@ def _first_token(model: ModelAdapter, prompt: str, answer: str, row: int, role: 
     return ids[0]
 
 
-def _member_positions(model: ModelAdapter, prompt: str, spans: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+def _member_positions(model: Backend, prompt: str, spans: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
     """Token positions (BOS included) of the tokens that hold each member's last character."""
     if not spans:
         return ()
@@ -325,7 +325,7 @@ def _member_positions(model: ModelAdapter, prompt: str, spans: tuple[tuple[int, 
 
 
 def encode_dataset(
-    model: ModelAdapter, dataset: Dataset, fit: bool = True, drop_uneven: bool = False
+    model: Backend, dataset: Dataset, fit: bool = True, drop_uneven: bool = False
 ) -> EncodedDataset:
     """Token ids for a run. All prompts (and corrupted prompts) must have one token length.
 
@@ -384,7 +384,7 @@ def encode_dataset(
     )
 
 
-def _describe(model: ModelAdapter, ids: list[int]):
+def _describe(model: Backend, ids: list[int]):
     from headscope.tokens import TokenDescriber
 
     return TokenDescriber(model).describe(ids)

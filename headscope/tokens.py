@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from headscope.errors import InputError
 
 if TYPE_CHECKING:
-    from headscope.adapter import ModelAdapter
+    from headscope.backends.base import Backend
 
 VISIBLE_WHITESPACE = {" ": "·", "\n": "↵", "\t": "→", "\r": "⏎"}
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -99,7 +99,7 @@ class TokenizedPrompt:
 class TokenDescriber:
     """Turns ids into TokenInfo for one tokenizer (detects byte-level BPE once)."""
 
-    def __init__(self, model: ModelAdapter) -> None:
+    def __init__(self, model: Backend) -> None:
         self.model = model
         vocab = model.tokenizer.get_vocab()
         self.byte_level = "Ġ" in vocab or "Ċ" in vocab
@@ -128,7 +128,7 @@ class TokenDescriber:
         return self.describe([token_id])[0]
 
 
-def tokenize_prompt(model: ModelAdapter, prompt: str, describer: TokenDescriber | None = None) -> TokenizedPrompt:
+def tokenize_prompt(model: Backend, prompt: str, describer: TokenDescriber | None = None) -> TokenizedPrompt:
     """The model's real input for `prompt`, position by position, with character spans."""
     if prompt is None or prompt == "":
         raise InputError("The prompt is empty: type some text to tokenize.")
@@ -146,7 +146,7 @@ def tokenize_prompt(model: ModelAdapter, prompt: str, describer: TokenDescriber 
     return TokenizedPrompt(prompt=prompt, tokens=describer.describe(ids, all_spans), bos_prepended=model.prepends_bos)
 
 
-def continuation_ids(model: ModelAdapter, prefix: str, continuation: str) -> tuple[list[int], bool]:
+def continuation_ids(model: Backend, prefix: str, continuation: str) -> tuple[list[int], bool]:
     """Token ids of `continuation` as the tokenizer would emit them right after `prefix`.
 
     Tokenized in context, because tokenizing an answer on its own can add a leading-space marker (SentencePiece) or

@@ -2,7 +2,7 @@
 
 import pytest
 
-from headscope.adapter import ModelInfo
+from headscope.backends.base import ModelInfo
 from headscope.errors import InputError
 from headscope.heads import (
     LLAMA2_7B_PRESETS,

@@ -1,0 +1,559 @@
+"""The TransformerLens backend: TransformerBridge over a local Hugging Face model.
+
+Hooks are the bridge's own hook points (`blocks.L.attn.hook_z` = the output projection's input, per head;
+`blocks.L.mlp.hook_out`), and weights are read through TransformerLens' public `W_V`, `W_O`, `b_V`, `b_O`, `W_U`, `b_U`,
+which have one layout for every architecture (GPT-2's Conv1D stores its matrices transposed; reading a module's
+`weight` directly would silently give wrong numbers there).
+
+The fast path (`block_runner`) runs `bridge.blocks[L]` one at a time. It is offered only when, at load, a short input
+run block by block gives the bridge's own full-forward logits; otherwise the engines use the general path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from headscope.backends.base import (
+    AblationGroups,
+    AttributionEffects,
+    Backend,
+    BlockOutput,
+    LogitDiffTask,
+    MlpEdit,
+    ModelInfo,
+    NextTokenSummary,
+    Placement,
+    ZEdit,
+)
+from headscope.memory import block_bytes_per_token, plan_chunks
+
+if TYPE_CHECKING:
+    from headscope.methods import AblationMethod
+
+UNEMBED_CHUNK_TOKENS = 512  # positions unembedded at a time: a long prompt never holds [pos, vocab] at once
+
+
+class _StopForward(Exception):
+    """Raised from a hook to end a forward pass once the residual before the final norm is captured."""
+
+
+class BridgeBackend(Backend):
+    """A TransformerBridge and its tokenizer, identity and gate."""
+
+    name = "bridge"
+
+    def __init__(self, bridge: Any, info: ModelInfo, placement: Placement, *, check_fast_path: bool = True) -> None:
+        tokenizer = bridge.tokenizer
+        prepends_bos = bool(getattr(bridge.cfg, "default_prepend_bos", True)) and tokenizer.bos_token_id is not None
+        super().__init__(tokenizer, info, placement, prepends_bos)
+        self.bridge = bridge
+        cfg = bridge.cfg
+        self._logit_cap = float(getattr(cfg, "output_logits_soft_cap", 0) or 0)
+        self._runner: BridgeBlockRunner | None = None
+        self._replacement_memo: tuple[Any, Any] | None = None
+        self.fast_path_error: float | None = None
+        if check_fast_path:
+            self._runner = self._checked_runner()
+
+    # ------------------------------------------------------------------------------------------------ basics
+
+    @property
+    def hf_model(self) -> Any:
+        return self.bridge.original_model
+
+    @property
+    def block_runner(self) -> BridgeBlockRunner | None:
+        return self._runner
+
+    def _checked_runner(self) -> BridgeBlockRunner | None:
+        """The block loop, if it reproduces the bridge's own forward on a short input (else None: general path)."""
+        runner = BridgeBlockRunner(self)
+        vocab = min(self.info.vocab_size, len(self.tokenizer))
+        generator = torch.Generator().manual_seed(0)
+        tokens = torch.randint(0, vocab, (2, 7), generator=generator).to(self.device)
+        ids = torch.randint(0, vocab, (2, 5), generator=generator).to(self.device)
+        try:
+            with self.gate.hold(), torch.inference_mode():
+                reference = self.bridge(tokens)[:, -1, :].float().gather(1, ids)
+                resid = runner.embed(tokens)
+                context = runner.context(resid)
+                for layer in range(self.info.n_layers):
+                    resid = runner.run_block(layer, resid, context).resid
+                mine = runner.answer_logits(resid[:, -1, :], ids)
+        except Exception:
+            return None
+        scale = float(reference.abs().max()) or 1.0
+        error = float((mine - reference).abs().max()) / scale
+        self.fast_path_error = error
+        tolerance = 1e-4 if self.dtype == torch.float32 else 2e-2
+        return runner if error <= tolerance else None
+
+    def _soft_cap(self, logits: torch.Tensor) -> torch.Tensor:
+        if self._logit_cap > 0:
+            return self._logit_cap * torch.tanh(logits / self._logit_cap)
+        return logits
+
+    def unembed_columns(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """W_U[:, ids] as columns[..., d_model] and b_U[ids] (or None), through TransformerLens' public weights."""
+        w_u = self.bridge.W_U  # [d_model, vocab]
+        columns = w_u.T[token_ids.to(w_u.device)]
+        b_u = getattr(self.bridge, "b_U", None)
+        bias = b_u[token_ids.to(b_u.device)] if b_u is not None and bool(b_u.any()) else None
+        return columns, bias
+
+    def final_norm(self, resid: torch.Tensor) -> torch.Tensor:
+        return self.bridge.ln_final(resid)
+
+    def _final_resid(self, tokens: torch.Tensor, hooks: list[tuple[str, Callable]] | None = None) -> torch.Tensor:
+        """resid[batch, pos, d_model] entering the final norm, from the bridge's own forward (stopped there)."""
+        captured: dict[str, torch.Tensor] = {}
+
+        def capture(resid: torch.Tensor, hook: Any) -> None:
+            captured["resid"] = resid
+            raise _StopForward
+
+        all_hooks = [*(hooks or []), ("ln_final.hook_in", capture)]
+        with self.bridge.hooks(fwd_hooks=all_hooks), contextlib.suppress(_StopForward):
+            self.bridge(tokens)
+        return captured["resid"]
+
+    def _answer_from_resid(self, resid_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """logits[batch, k] of ids[batch, k] from resid_last[batch, d_model] (float32)."""
+        normed = self.final_norm(resid_last.unsqueeze(1)).squeeze(1)
+        columns, bias = self.unembed_columns(ids)
+        out = torch.einsum("bd,bkd->bk", normed.to(columns.device), columns)
+        if bias is not None:
+            out = out + bias
+        return self._soft_cap(out.float())
+
+    def _rows_per_chunk(self, seq_len: int, n_rows: int, what: str) -> int:
+        unit = block_bytes_per_token(self.info, self.dtype, seq_len) * seq_len
+        return plan_chunks(what, n_rows, unit, self.budget_bytes()).per_chunk
+
+    # ------------------------------------------------------------------------------------------------ forward
+
+    @torch.inference_mode()
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        with self.gate.hold():
+            return self._soft_capped_full(tokens)
+
+    def _soft_capped_full(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.bridge(tokens).float()  # the bridge applies the model's own soft-capping
+
+    @torch.inference_mode()
+    def next_tokens(self, tokens: torch.Tensor, position: int) -> NextTokenSummary:
+        with self.gate.hold():
+            resid = self._final_resid(tokens)[0]  # [pos, d_model]
+            normed = self.final_norm(resid.unsqueeze(0)).squeeze(0)
+            w_u = self.bridge.W_U
+            b_u = getattr(self.bridge, "b_U", None)
+            top_ids, top_logits, top_logprobs = [], [], []
+            logits_at = None
+            for start in range(0, normed.shape[0], UNEMBED_CHUNK_TOKENS):
+                chunk = normed[start:start + UNEMBED_CHUNK_TOKENS] @ w_u
+                if b_u is not None:
+                    chunk = chunk + b_u
+                chunk = self._soft_cap(chunk.float())
+                values, ids = chunk.max(-1)
+                top_ids.append(ids)
+                top_logits.append(values)
+                top_logprobs.append(values - torch.logsumexp(chunk, -1))
+                if start <= position < start + chunk.shape[0]:
+                    logits_at = chunk[position - start].clone()
+        assert logits_at is not None
+        return NextTokenSummary(logits_at.cpu(), torch.cat(top_ids).cpu(), torch.cat(top_logits).cpu(),
+                                torch.cat(top_logprobs).cpu())
+
+    @torch.inference_mode()
+    def last_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = []
+        rows = self._rows_per_chunk(tokens.shape[1], tokens.shape[0], "A forward pass")
+        for start in range(0, tokens.shape[0], rows):
+            with self.gate.hold():
+                resid = self._final_resid(tokens[start:start + rows])[:, -1, :]
+                normed = self.final_norm(resid.unsqueeze(1)).squeeze(1)
+                logits = normed @ self.bridge.W_U
+                b_u = getattr(self.bridge, "b_U", None)
+                if b_u is not None:
+                    logits = logits + b_u
+                out.append(self._soft_cap(logits.float()))
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def answer_logits(self, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        out = []
+        rows = self._rows_per_chunk(tokens.shape[1], tokens.shape[0], "A forward pass")
+        for start in range(0, tokens.shape[0], rows):
+            with self.gate.hold():
+                resid = self._final_resid(tokens[start:start + rows])[:, -1, :]
+                out.append(self._answer_from_resid(resid, ids[start:start + rows].to(resid.device)))
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------------------------------------ ablation
+
+    def replacement_values(self, task: LogitDiffTask, method: AblationMethod) -> tuple[list, list]:
+        """(z[layer], mlp[layer]): the method's replacements from the corrupted run, z [1|prompt, pos, head, d_head],
+        mlp [1|prompt, pos, d_model], or None (zeros), in the model's dtype. The corrupted prompts run in chunks that
+        fit the memory budget; the last (tokens, method) is remembered (a circuit search asks many times)."""
+        n_layers = self.info.n_layers
+        if not method.needs_corrupted or task.corrupted is None:
+            return [None] * n_layers, [None] * n_layers
+        memo_key = (method.name, tuple(task.corrupted.shape), hash(task.corrupted.cpu().numpy().tobytes()))
+        if self._replacement_memo is not None and self._replacement_memo[0] == memo_key:
+            return self._replacement_memo[1]
+        z_builders = [method.builder() for _ in range(n_layers)]
+        mlp_builders = [method.builder() for _ in range(n_layers)]
+
+        def keep_z(z: torch.Tensor, hook: Any) -> None:
+            z_builders[int(hook.name.split(".")[1])].add(z.detach())
+
+        def keep_mlp(out: torch.Tensor, hook: Any) -> None:
+            mlp_builders[int(hook.name.split(".")[1])].add(out.detach())
+
+        hooks = [(f"blocks.{layer}.attn.hook_z", keep_z) for layer in range(n_layers)]
+        hooks += [(f"blocks.{layer}.mlp.hook_out", keep_mlp) for layer in range(n_layers)]
+        rows = self._rows_per_chunk(task.seq_len, task.corrupted.shape[0], "The corrupted run")
+        for start in range(0, task.corrupted.shape[0], rows):
+            with self.gate.hold(), torch.inference_mode():
+                self._final_resid(task.corrupted[start:start + rows], hooks)
+
+        def finish(builder: Any) -> torch.Tensor | None:
+            value = builder.result()
+            return None if value is None else value.to(self.dtype)
+
+        values = ([finish(b) for b in z_builders], [finish(b) for b in mlp_builders])
+        self._replacement_memo = (memo_key, values)
+        return values
+
+    @torch.inference_mode()
+    def ablated_logit_diffs(
+        self,
+        task: LogitDiffTask,
+        method: AblationMethod,
+        groups: AblationGroups,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        z_values, mlp_values = self.replacement_values(task, method)
+        n = task.n_prompts
+        groups_per_batch = max(1, self._rows_per_chunk(task.seq_len, n * len(groups), "An ablated forward pass") // n)
+        weights = task.weights.to(self.device, torch.float32)
+        ids = task.answer_ids.to(self.device)
+        out = np.zeros(len(groups))
+        done = 0
+        for start in range(0, len(groups), groups_per_batch):
+            part = groups.select(slice(start, start + groups_per_batch))
+            g = len(part)
+            hooks = []
+            for layer in part.layers_touched():
+                head_rows = part.heads[:, layer, :].to(self.device).repeat_interleave(n, dim=0)  # [row, head]
+                if bool(head_rows.any()):
+                    hooks.append((f"blocks.{layer}.attn.hook_z",
+                                  _z_hook(ZEdit(head_rows, _tile(z_values[layer], g, n)))))
+                mlp_rows = part.mlps[:, layer].to(self.device).repeat_interleave(n)
+                if bool(mlp_rows.any()):
+                    hooks.append((f"blocks.{layer}.mlp.hook_out",
+                                  _mlp_hook(MlpEdit(mlp_rows, _tile(mlp_values[layer], g, n)))))
+            with self.gate.hold():
+                resid = self._final_resid(task.clean.repeat(g, 1), hooks)[:, -1, :]
+                logits = self._answer_from_resid(resid, ids.repeat(g, 1))
+            diff = (logits[:, 0] - logits[:, 1]).view(g, n)
+            out[start:start + g] = (diff * weights).sum(1).double().cpu().numpy()
+            done += g
+            if progress is not None:
+                progress(done)
+        return out
+
+    def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:
+        info = self.info
+        z_values, mlp_values = self.replacement_values(task, method)
+        head_effect = np.zeros((info.n_layers, info.n_heads))
+        mlp_effect = np.zeros(info.n_layers)
+        n = task.n_prompts
+        rows = max(1, self._rows_per_chunk(task.seq_len, n, "The attribution estimate") // 3)  # activations + grads
+        clean_ld = 0.0
+        weights_all = task.weights.to(self.device, torch.float32)
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            zs: dict[int, torch.Tensor] = {}
+            mlps: dict[int, torch.Tensor] = {}
+
+            def keep_z(z: torch.Tensor, hook: Any, kept: dict = zs) -> torch.Tensor:
+                z.retain_grad()
+                kept[int(hook.name.split(".")[1])] = z
+                return z
+
+            def keep_mlp(out: torch.Tensor, hook: Any, kept: dict = mlps) -> torch.Tensor:
+                out.retain_grad()
+                kept[int(hook.name.split(".")[1])] = out
+                return out
+
+            def grad_from_embed(embedded: torch.Tensor, hook: Any) -> torch.Tensor:
+                return embedded.detach().requires_grad_(True)
+
+            hooks = [("embed.hook_out", grad_from_embed)]
+            hooks += [(f"blocks.{layer}.attn.hook_z", keep_z) for layer in range(info.n_layers)]
+            hooks += [(f"blocks.{layer}.mlp.hook_out", keep_mlp) for layer in range(info.n_layers)]
+            with self.gate.hold(), torch.enable_grad():
+                resid = self._final_resid(task.clean[start:stop], hooks)[:, -1, :]
+                logits = self._answer_from_resid(resid, task.answer_ids[start:stop].to(self.device))
+                ld = ((logits[:, 0] - logits[:, 1]) * weights_all[start:stop]).sum()
+                ld.backward()
+            clean_ld += float(ld.detach())
+            with torch.no_grad():
+                for layer in range(info.n_layers):
+                    z, grad = zs[layer].detach(), zs[layer].grad
+                    target = _rows_of(z_values[layer], start, stop, z)
+                    head_effect[layer] += ((target - z) * grad).sum(dim=(0, 1, 3)).double().cpu().numpy()
+                    out, grad = mlps[layer].detach(), mlps[layer].grad
+                    target = _rows_of(mlp_values[layer], start, stop, out)
+                    mlp_effect[layer] += float(((target - out) * grad).sum())
+        return AttributionEffects(clean_ld, None, head_effect, mlp_effect)
+
+    # ------------------------------------------------------------------------------------------------ patterns
+
+    @torch.inference_mode()
+    def reduce_attention_patterns(
+        self,
+        tokens: torch.Tensor,
+        reduce: Callable[[int, torch.Tensor], Any],
+        layers: Iterable[int] | None = None,
+        heads: dict[int, Sequence[int]] | None = None,
+    ) -> dict[int, Any]:
+        wanted = set(range(self.info.n_layers)) if layers is None else {int(layer) for layer in layers}
+        if not wanted:
+            return {}
+        top = max(wanted)
+        reduced: dict[int, Any] = {}
+
+        def on_pattern(pattern: torch.Tensor, hook: Any) -> None:
+            layer = int(hook.name.split(".")[1])
+            chosen = pattern.detach()
+            if heads is not None and layer in heads:
+                chosen = chosen[:, list(heads[layer])]
+            reduced[layer] = reduce(layer, chosen)
+
+        def stop(resid: torch.Tensor, hook: Any) -> None:
+            raise _StopForward
+
+        hooks: list[tuple[str, Callable]] = [(f"blocks.{layer}.attn.hook_pattern", on_pattern) for layer in wanted]
+        if top + 1 < self.info.n_layers:
+            hooks.append((f"blocks.{top + 1}.hook_in", stop))
+        with self.gate.hold(), self.bridge.hooks(fwd_hooks=hooks), contextlib.suppress(_StopForward):
+            self.bridge(tokens)
+        return reduced
+
+    # ------------------------------------------------------------------------------------------------ weights
+
+    def embedding_rows(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """The embedding of tokens token_ids[n] (with the model's own embedding scale) -> [n, d_model]."""
+        return self.bridge.embed(token_ids.to(self.device).unsqueeze(0)).squeeze(0)
+
+    def mlp0_effective_embedding(self, token_ids: torch.Tensor) -> torch.Tensor:
+        with self.gate.hold(), torch.inference_mode():
+            embedded = self.embedding_rows(token_ids).unsqueeze(0)  # [1, n, d_model]
+            block = self.bridge.blocks[0]
+            return (embedded + block.mlp(block.ln2(embedded))).squeeze(0)
+
+    def ov_outputs(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
+        info = self.info
+        with self.gate.hold(), torch.inference_mode():
+            block = self.bridge.blocks[layer]
+            normed = block.ln1(resid.unsqueeze(0)).squeeze(0)  # [n, d_model]
+            attn = block.attn
+            w_v, w_o = attn.W_V, attn.W_O  # [kv, d_model, d_head], [head, d_head, d_model]
+            kv_of_head = torch.arange(info.n_heads, device=w_v.device) // info.heads_per_kv
+            values = torch.einsum("nd,hde->hne", normed.to(w_v.dtype), w_v[kv_of_head])  # [head, n, d_head]
+            b_v = getattr(attn, "b_V", None)
+            if b_v is not None:
+                values = values + b_v[kv_of_head].unsqueeze(1)
+            out = torch.einsum("hne,hed->hnd", values, w_o)
+            b_o = getattr(attn, "b_O", None)
+            if b_o is not None:
+                out = out + b_o / info.n_heads
+            return out
+
+    def unembed_logits(self, resid: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
+        with self.gate.hold(), torch.inference_mode():
+            normed = self.final_norm(resid)
+            if token_ids is None:
+                w_u = self.bridge.W_U
+                out = normed.to(w_u.dtype) @ w_u
+                b_u = getattr(self.bridge, "b_U", None)
+                if b_u is not None:
+                    out = out + b_u
+            else:
+                columns, bias = self.unembed_columns(token_ids)
+                out = normed.to(columns.dtype) @ columns.T
+                if bias is not None:
+                    out = out + bias
+            return self._soft_cap(out.float())
+
+
+def _tile(values: torch.Tensor | None, groups: int, n_prompts: int) -> torch.Tensor | None:
+    """Replacement values laid out for group-major rows: [1, ...] stays (broadcast); [prompt, ...] repeats per group."""
+    if values is None or values.shape[0] == 1:
+        return values
+    if values.shape[0] != n_prompts:
+        raise ValueError(f"replacement values for {values.shape[0]} prompts, batch has {n_prompts}")
+    return values.repeat(groups, *([1] * (values.ndim - 1)))
+
+
+def _rows_of(values: torch.Tensor | None, start: int, stop: int, like: torch.Tensor) -> torch.Tensor:
+    if values is None:
+        return torch.zeros_like(like)
+    if values.shape[0] == 1:
+        return values.expand_as(like)
+    return values[start:stop]
+
+
+def apply_z_edit(z: torch.Tensor, edit: ZEdit) -> torch.Tensor:
+    """z[batch, pos, head, d_head] with the edited heads replaced (zeros where values is None)."""
+    mask = edit.rows.to(z.device)[:, None, :, None]
+    values = torch.zeros((), dtype=z.dtype, device=z.device) if edit.values is None else edit.values.to(z)
+    return torch.where(mask, values, z)
+
+
+def apply_mlp_edit(out: torch.Tensor, edit: MlpEdit) -> torch.Tensor:
+    mask = edit.rows.to(out.device)[:, None, None]
+    values = torch.zeros((), dtype=out.dtype, device=out.device) if edit.values is None else edit.values.to(out)
+    return torch.where(mask, values, out)
+
+
+def _z_hook(edit: ZEdit) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    return lambda z, hook: apply_z_edit(z, edit)
+
+
+def _mlp_hook(edit: MlpEdit) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    return lambda out, hook: apply_mlp_edit(out, edit)
+
+
+class BridgeBlockRunner:
+    """The bridge's blocks run one at a time (the fast path)."""
+
+    def __init__(self, backend: BridgeBackend) -> None:
+        self.backend = backend
+        self.bridge = backend.bridge
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        bridge = self.bridge
+        resid = bridge.embed(tokens)
+        if hasattr(bridge, "pos_embed") and not hasattr(bridge, "rotary_emb"):
+            positions = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)
+            resid = resid + bridge.pos_embed(positions)
+        return resid
+
+    def context(self, resid: torch.Tensor) -> dict[str, Any]:
+        if not hasattr(self.bridge, "rotary_emb"):
+            return {}
+        positions = torch.arange(resid.shape[1], device=resid.device).unsqueeze(0)
+        return {"position_embeddings": self.bridge.rotary_emb(resid, positions)}
+
+    def run_block(
+        self,
+        layer: int,
+        resid: torch.Tensor,
+        context: Any,
+        *,
+        z_edit: ZEdit | None = None,
+        mlp_edit: MlpEdit | None = None,
+        capture_z: bool = False,
+        capture_mlp: bool = False,
+        capture_pattern: bool = False,
+    ) -> BlockOutput:
+        captured: dict[str, torch.Tensor] = {}
+        hooks = []
+
+        def on_z(z: torch.Tensor, hook: Any) -> torch.Tensor:
+            if z_edit is not None:
+                z = apply_z_edit(z, z_edit)
+            if capture_z:
+                captured["z"] = z
+            return z
+
+        def on_mlp(out: torch.Tensor, hook: Any) -> torch.Tensor:
+            if mlp_edit is not None:
+                out = apply_mlp_edit(out, mlp_edit)
+            if capture_mlp:
+                captured["mlp"] = out
+            return out
+
+        def on_pattern(pattern: torch.Tensor, hook: Any) -> None:
+            captured["pattern"] = pattern.detach()
+
+        if z_edit is not None or capture_z:
+            hooks.append((f"blocks.{layer}.attn.hook_z", on_z))
+        if mlp_edit is not None or capture_mlp:
+            hooks.append((f"blocks.{layer}.mlp.hook_out", on_mlp))
+        if capture_pattern:
+            hooks.append((f"blocks.{layer}.attn.hook_pattern", on_pattern))
+        block = self.bridge.blocks[layer]
+        if hooks:
+            with self.bridge.hooks(fwd_hooks=hooks):
+                out = block(resid, **context)
+        else:
+            out = block(resid, **context)
+        if isinstance(out, tuple):
+            out = out[0]
+        return BlockOutput(out, captured.get("z"), captured.get("mlp"), captured.get("pattern"))
+
+    def answer_logits(self, resid_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self.backend._answer_from_resid(resid_last, ids)
+
+
+def bridge_info(bridge: Any, *, name: str, source: str, revision: str, placement: Placement, n_params: int,
+                load_seconds: float, backend: str = "bridge") -> ModelInfo:
+    """ModelInfo read off a bridge's config."""
+    cfg = bridge.cfg
+    tokenizer = bridge.tokenizer
+    n_heads = int(cfg.n_heads)
+    n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
+    unique = {id(t): t for t in list(bridge.parameters()) + list(bridge.buffers())}.values()
+    prepends = bool(getattr(cfg, "default_prepend_bos", True)) and tokenizer.bos_token_id is not None
+    return ModelInfo(
+        name=name,
+        source=source,
+        revision=revision,
+        n_layers=int(cfg.n_layers),
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        d_head=int(cfg.d_head),
+        d_model=int(cfg.d_model),
+        d_mlp=int(getattr(cfg, "d_mlp", 0) or 0),
+        n_ctx=int(cfg.n_ctx),
+        vocab_size=int(cfg.d_vocab),
+        n_params=n_params,
+        device=placement.device,
+        dtype=placement.dtype_name,
+        memory_bytes=sum(t.numel() * t.element_size() for t in unique),
+        load_seconds=load_seconds,
+        bos_token=tokenizer.bos_token if prepends else None,
+        backend=backend,
+        architecture=str(getattr(cfg, "architecture", "") or ""),
+    )
+
+
+def wrap_in_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placement) -> Any:
+    """TransformerBridge around an already loaded model (no hub call)."""
+    import contextlib
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    with contextlib.redirect_stdout(None):
+        bridge = TransformerBridge.boot_transformers(
+            name,
+            hf_model=hf_model,
+            tokenizer=tokenizer,
+            device=None if placement.device_map else placement.device,
+            dtype=placement.dtype,
+        )
+    bridge.eval()
+    bridge.requires_grad_(False)
+    return bridge
+
+
+__all__ = ["BridgeBackend", "BridgeBlockRunner", "apply_mlp_edit", "apply_z_edit", "bridge_info", "wrap_in_bridge"]

@@ -1,0 +1,96 @@
+"""Memory bounds: every computation estimates its activation memory before it runs and chunks to fit a budget.
+
+The budget is a share of the memory free where the activations live (CPU MemAvailable, or free CUDA memory), capped by
+HEADSCOPE_MEMORY_BUDGET_MB where set. A computation whose smallest chunk does not fit is refused with both figures, so a
+run either completes within the budget or is refused before it starts; the server never runs out of memory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from headscope.errors import HeadscopeError
+
+if TYPE_CHECKING:
+    from headscope.backends.base import ModelInfo, Placement
+
+CPU_SHARE = 0.5  # of MemAvailable
+CPU_CAP_BYTES = 2 * 2**30  # keeps the embedded model's server under 4 GB resident with every session together
+CUDA_SHARE = 0.8  # of free GPU memory
+MIB = 2**20
+
+
+class MemoryRefused(HeadscopeError):
+    """A computation that would not fit its memory budget, refused before it ran."""
+
+
+def _mem_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def activation_budget(placement: Placement) -> int:
+    """Bytes a computation may use for activations now."""
+    override = os.environ.get("HEADSCOPE_MEMORY_BUDGET_MB")
+    cap = int(float(override) * MIB) if override else None
+    if placement.device == "cpu" or placement.device.startswith("meta"):
+        available = _mem_available()
+        budget = CPU_CAP_BYTES if available is None else min(int(available * CPU_SHARE), CPU_CAP_BYTES)
+    elif placement.device_map:
+        budget = int(min(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())) * CUDA_SHARE)
+    else:
+        budget = int(torch.cuda.mem_get_info(torch.device(placement.device))[0] * CUDA_SHARE)
+    return min(budget, cap) if cap is not None else budget
+
+
+def element_size(dtype: torch.dtype) -> int:
+    return torch.tensor([], dtype=dtype).element_size()
+
+
+def block_bytes_per_token(info: ModelInfo, dtype: torch.dtype, seq_len: int) -> int:
+    """Peak activation bytes per token while one block runs: residual copies, q/k/v, MLP hidden states (gate, up,
+    activation) and the attention scores (eager attention keeps [head, dest, src] in float32)."""
+    d_mlp = max(info.d_mlp, 4 * info.d_model)
+    per_token = (8 * info.d_model + 4 * info.n_heads * info.d_head + 3 * d_mlp) * element_size(dtype)
+    per_token += 3 * info.n_heads * seq_len * 4  # scores, softmax and mask in float32, per destination token
+    return int(per_token)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How a computation is cut: `per_chunk` units at a time, each unit `unit_bytes`, within `budget` bytes."""
+
+    per_chunk: int
+    unit_bytes: int
+    fixed_bytes: int
+    budget: int
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.fixed_bytes + self.per_chunk * self.unit_bytes
+
+
+def plan_chunks(what: str, n_units: int, unit_bytes: int, budget: int, fixed_bytes: int = 0,
+                max_per_chunk: int | None = None) -> ChunkPlan:
+    """Units per chunk so that fixed_bytes + per_chunk · unit_bytes ≤ budget; refuse when one unit does not fit."""
+    room = budget - fixed_bytes
+    if room < unit_bytes:
+        raise MemoryRefused(
+            f"{what} needs at least {(fixed_bytes + unit_bytes) / MIB:,.0f} MiB of working memory but only "
+            f"{budget / MIB:,.0f} MiB are available for it now: use fewer or shorter prompts, a smaller model, "
+            "or free memory (HEADSCOPE_MEMORY_BUDGET_MB sets the budget)."
+        )
+    per_chunk = max(1, min(n_units, room // max(unit_bytes, 1)))
+    if max_per_chunk is not None:
+        per_chunk = max(1, min(per_chunk, max_per_chunk))
+    return ChunkPlan(int(per_chunk), int(unit_bytes), int(fixed_bytes), int(budget))
