@@ -39,11 +39,11 @@ def fake_tokenizer(vocab_size: int):
 
 
 def build_model(small: bool, device: str, dtype: torch.dtype):
-    from headscope.adapter import ModelAdapter
-    from transformer_lens.model_bridge import TransformerBridge
+    """A Llama-2-7B-shaped (or small) model with random weights behind headscope's TransformerLens backend."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from headscope.loading import Placement
+    from headscope.backends.base import Placement
+    from headscope.backends.bridge import BridgeBackend, bridge_info, wrap_in_bridge
 
     if small:
         config = LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=6, num_attention_heads=8,
@@ -60,14 +60,15 @@ def build_model(small: bool, device: str, dtype: torch.dtype):
             hf_model = LlamaForCausalLM(config).eval()
     finally:
         torch.set_default_dtype(default)
-    bridge = TransformerBridge.boot_transformers("llama-2-7b-shaped-random", hf_model=hf_model,
-                                                 tokenizer=fake_tokenizer(config.vocab_size), device=device,
-                                                 dtype=dtype)
-    bridge.eval()
-    bridge.requires_grad_(False)
+    placement = Placement(device, None, dtype)
+    bridge = wrap_in_bridge(hf_model, fake_tokenizer(config.vocab_size), "llama-2-7b-shaped-random", placement)
     n_params = sum(p.numel() for p in hf_model.parameters())
-    model = ModelAdapter(bridge, "random", "llama-2-7b-shaped-random", "random", Placement(device, None, dtype),
-                         n_params, time.perf_counter() - started)
+    info = bridge_info(bridge, name="llama-2-7b-shaped-random", source="random", revision="random",
+                       placement=placement, n_params=n_params, load_seconds=time.perf_counter() - started)
+    model = BridgeBackend(bridge, info, placement)
+    print(f"model built and wrapped in {time.perf_counter() - started:.1f} s; fast path "
+          f"{'on' if model.block_runner else 'OFF'} (error {model.fast_path_error}), last block at the last "
+          f"position only: {bool(model.block_runner and model.block_runner.supports_last_position_only)}")
     return model, config
 
 
@@ -102,7 +103,20 @@ def sync(model) -> None:
         torch.cuda.synchronize(model.device)
 
 
+def timed(model, fn, repeats: int = 1):
+    """(median seconds, last value) of fn() with the device synchronized around each run."""
+    times, value = [], None
+    for _ in range(repeats):
+        sync(model)
+        started = time.perf_counter()
+        value = fn()
+        sync(model)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times)), value
+
+
 def main() -> None:
+    from headscope import memory
     from headscope.ablation import attribution_sweep, exact_sweep, naive_sweep
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,6 +129,9 @@ def main() -> None:
     parser.add_argument("--naive-layers", type=int, default=None,
                         help="run the naive loop on this many layers only and scale up (saves device time)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--targets", default="", help="comma-separated chunk targets in GiB to compare, e.g. 1,2,4")
+    parser.add_argument("--large", default="", help="also time PROMPTSxTOKENS, e.g. 64x20")
+    parser.add_argument("--profile", action="store_true", help="print the top kernels of one exact sweep")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if args.device != "cpu" else torch.float32)
 
@@ -126,38 +143,60 @@ def main() -> None:
     print(f"{name}: {info.n_layers} layers × {info.n_heads} heads = {info.n_layers * info.n_heads} heads, "
           f"d_model {info.d_model}, {dtype}, {args.prompts} prompts × {args.seq_len} tokens, {args.method} ablation; "
           f"weights {info.memory_bytes / 2**30:.2f} GiB")
-    if model.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(model.device)
-        base_memory = torch.cuda.memory_allocated(model.device)
+    cuda = model.device.type == "cuda"
+    base_memory = torch.cuda.memory_allocated(model.device) if cuda else 0
 
-    exact_sweep(model, encoded, args.method, include_mlp=False)  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        sync(model)
-        started = time.perf_counter()
-        exact, _, clean, _ = exact_sweep(model, encoded, args.method, include_mlp=False, deduplicate=False)
-        sync(model)
-        times.append(time.perf_counter() - started)
-    t_exact = float(np.median(times))
-    print(f"exact batched sweep: {t_exact:.3f} s (median of {args.repeats}); {flops / 1e12:.2f} TFLOP of matmuls → "
-          f"{flops / t_exact / 1e12:.2f} TFLOP/s")
-    if model.device.type == "cuda":
+    def sweep(enc=encoded, mlp=False):
+        return exact_sweep(model, enc, args.method, include_mlp=mlp, deduplicate=False)
+
+    sweep()  # warm-up
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(model.device)
+    t_exact, exact_numbers = timed(model, sweep, args.repeats)
+    exact, clean = exact_numbers.ablated_ld, exact_numbers.clean_ld
+    print(f"exact sweep (one pass): {t_exact:.3f} s (median of {args.repeats}); {flops / 1e12:.2f} TFLOP of "
+          f"matmuls → {flops / t_exact / 1e12:.1f} TFLOP/s")
+    if cuda:
         peak = torch.cuda.max_memory_allocated(model.device) - base_memory
         print(f"peak GPU memory above the weights: {peak / 2**30:.2f} GiB")
+    t_mlp, _ = timed(model, lambda: sweep(mlp=True), 1)
+    print(f"exact sweep with MLP rows: {t_mlp:.3f} s")
+    for target in [float(x) for x in args.targets.split(",") if x]:
+        memory.CHUNK_TARGET_BYTES = int(target * 2**30)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(model.device)
+        t_target, _ = timed(model, sweep, 2)
+        peak = (torch.cuda.max_memory_allocated(model.device) - base_memory) / 2**30 if cuda else 0.0
+        print(f"  chunk target {target:g} GiB: {t_target:.3f} s, {flops / t_target / 1e12:.1f} TFLOP/s, "
+              f"peak +{peak:.2f} GiB")
+    memory.CHUNK_TARGET_BYTES = 2 * 2**30
 
-    sync(model)
-    started = time.perf_counter()
-    attribution_sweep(model, encoded, args.method)
-    sync(model)
-    t_attr = time.perf_counter() - started
+    attribution_sweep(model, encoded, args.method)  # warm-up
+    t_attr, _ = timed(model, lambda: attribution_sweep(model, encoded, args.method), args.repeats)
     print(f"attribution estimate: {t_attr:.3f} s ({t_exact / t_attr:.0f}× faster than exact)")
 
+    if args.profile and cuda:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            sweep()
+            sync(model)
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=48))
+
+    if args.large:
+        n_large, len_large = (int(x) for x in args.large.lower().split("x"))
+        large = random_dataset(model, n_large, len_large, seed=1)
+        sweep(large)
+        t_large, _ = timed(model, lambda: sweep(large), 1)
+        large_flops = sweep_flops(info, n_large, len_large, info.n_heads)
+        print(f"exact sweep {n_large} prompts × {len_large} tokens: {t_large:.3f} s, "
+              f"{large_flops / t_large / 1e12:.1f} TFLOP/s")
+
     layers = list(range(info.n_layers if args.naive_layers is None else min(args.naive_layers, info.n_layers)))
-    sync(model)
-    started = time.perf_counter()
-    naive, _, _ = naive_sweep(model, encoded, args.method, include_mlp=False, layers=layers)
-    sync(model)
-    t_naive = (time.perf_counter() - started) * info.n_layers / len(layers)
+    t_naive, naive_numbers = timed(model, lambda: naive_sweep(model, encoded, args.method, include_mlp=False,
+                                                              layers=layers), 1)
+    naive = naive_numbers[0]
+    t_naive *= info.n_layers / len(layers)
     scaled = "" if len(layers) == info.n_layers else f" (scaled from {len(layers)} layers)"
     print(f"naive loop, one forward per head: {t_naive:.2f} s{scaled} → exact is {t_naive / t_exact:.1f}× faster")
     diff = float(np.nanmax(np.abs(exact[layers] - naive[layers])))

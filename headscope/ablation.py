@@ -403,7 +403,9 @@ def naive_sweep(
     layers: list[int] | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """One full forward pass per head and per MLP, every prompt (no deduplication). Slow; kept as a reference.
+    """One full forward pass per head and per MLP to the logits of every position, every prompt (no
+    deduplication), as a notebook loop or TransformerLens' patching functions run it. Slow; kept as the reference
+    and the baseline of the benchmarks.
 
     `layers` restricts the loop (the other rows stay NaN), so tests can check a sample of a large model.
     """
@@ -416,7 +418,7 @@ def naive_sweep(
     lds = []
     for component in components:
         groups = AblationGroups.single_components([component], info.n_layers, info.n_heads)
-        lds.append(float(model.ablated_logit_diffs(task, spec, groups)[0]))
+        lds.append(float(model.ablated_logit_diffs(task, spec, groups, full_forward=True)[0]))
         timer.advance(1, f"{component}")
     clean = float(model.ablated_logit_diffs(task, spec, AblationGroups.empty(1, info.n_layers, info.n_heads))[0])
     numbers = _numbers_from(components, np.asarray(lds), info.n_layers, info.n_heads, clean, None)

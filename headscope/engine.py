@@ -213,8 +213,10 @@ def run_joined_groups(
                 if bool(mlp_mask.any()):
                     mlp_edit = MlpEdit(mlp_mask.to(device).repeat_interleave(n_prompts),
                                        _tile_rows(values.mlp[layer], len(joined)))
+                cut = layer == n_layers - 1 and runner.supports_last_position_only
                 with model.gate.hold():
-                    resid = runner.run_block(layer, resid, context, z_edit=z_edit, mlp_edit=mlp_edit).resid
+                    resid = runner.run_block(layer, resid, context, z_edit=z_edit, mlp_edit=mlp_edit,
+                                             last_position_only=cut).resid
                 if timer is not None:
                     timer.advance(len(joined), f"layer {layer}: {len(joined)} ablations in flight")
             assert resid is not None

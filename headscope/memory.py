@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 CPU_SHARE = 0.5  # of MemAvailable
 CPU_CAP_BYTES = 2 * 2**30  # keeps the embedded model's server under 4 GB resident with every session together
 CUDA_SHARE = 0.8  # of free GPU memory
+CHUNK_TARGET_BYTES = 2 * 2**30  # bigger batches stop paying off beyond this; a single larger unit may still run
 MIB = 2**20
 
 
@@ -40,7 +41,7 @@ def _mem_available() -> int | None:
 
 
 def activation_budget(placement: Placement) -> int:
-    """Bytes a computation may use for activations now."""
+    """Bytes a computation may use for activations now (a hard limit: a run needing more is refused)."""
     override = os.environ.get("HEADSCOPE_MEMORY_BUDGET_MB")
     cap = int(float(override) * MIB) if override else None
     if placement.device == "cpu" or placement.device.startswith("meta"):
@@ -81,8 +82,10 @@ class ChunkPlan:
 
 
 def plan_chunks(what: str, n_units: int, unit_bytes: int, budget: int, fixed_bytes: int = 0,
-                max_per_chunk: int | None = None) -> ChunkPlan:
-    """Units per chunk so that fixed_bytes + per_chunk · unit_bytes ≤ budget; refuse when one unit does not fit."""
+                max_per_chunk: int | None = None, target: int | None = CHUNK_TARGET_BYTES) -> ChunkPlan:
+    """Units per chunk so that fixed_bytes + per_chunk · unit_bytes ≤ min(budget, target); refuse (MemoryRefused,
+    with both figures) when even one unit exceeds the budget. `target` keeps batches at a size past which larger ones
+    no longer run faster, so a computation's peak stays low on a large GPU; one unit above the target still runs."""
     room = budget - fixed_bytes
     if room < unit_bytes:
         raise MemoryRefused(
@@ -90,6 +93,8 @@ def plan_chunks(what: str, n_units: int, unit_bytes: int, budget: int, fixed_byt
             f"{budget / MIB:,.0f} MiB are available for it now: use fewer or shorter prompts, a smaller model, "
             "or free memory (HEADSCOPE_MEMORY_BUDGET_MB sets the budget)."
         )
+    if target is not None:
+        room = min(room, max(target - fixed_bytes, unit_bytes))
     per_chunk = max(1, min(n_units, room // max(unit_bytes, 1)))
     if max_per_chunk is not None:
         per_chunk = max(1, min(per_chunk, max_per_chunk))

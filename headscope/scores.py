@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -358,54 +358,66 @@ def _content_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def _plan(
-    model: Backend,
-    score: str,
-    prompt: str | None,
-    task: str,
-    lists: Mapping[str, Sequence[str]] | None,
-    n_sequences: int,
-    repeat_length: int,
-    seed: int,
-) -> _Plan:
-    if score not in SCORE_NAMES:
-        raise InputError(f"Unknown score {score!r}: choose one of {', '.join(SCORE_NAMES)}.")
-    if score in PATTERN_SCORE_NAMES:
-        if prompt is not None:
-            if prompt == "":
-                raise InputError("The prompt is empty: give some text to score the heads on.")
-            check_detector_length(model, len(model.input_ids(prompt)))
-            texts: tuple[str, ...] = (prompt,)
-            description = f"the prompt {prompt!r} (detect_head defaults: error measure 'mul', nothing excluded)"
-        else:
-            texts = generated_sequences(model, n_sequences, repeat_length, seed)
-            description = (f"{len(texts)} generated sequences: BOS + {repeat_length} random word tokens repeated "
-                           f"twice (seed {seed}); mean of the per-sequence scores")
-        token_ids = [model.input_ids(text) for text in texts]
-        return _Plan(
-            inputs={"texts": _content_hash([list(texts), token_ids])},
-            description=description,
-            compute=lambda: (pattern_scores_on(model, score, texts), ()),
-        )
-    if prompt is not None:
+@dataclass(frozen=True)
+class ScoreInputs:
+    """What the caller chose to score on; each score reads the part it needs."""
+
+    prompt: str | None
+    task: str
+    lists: Mapping[str, Sequence[str]] | None
+    n_sequences: int
+    repeat_length: int
+    seed: int
+
+
+def _pattern_plan(model: Backend, score: str, inputs: ScoreInputs) -> _Plan:
+    """detect_head's scores on generated sequences (default) or on the user's prompt."""
+    if inputs.prompt is not None:
+        if inputs.prompt == "":
+            raise InputError("The prompt is empty: give some text to score the heads on.")
+        check_detector_length(model, len(model.input_ids(inputs.prompt)))
+        texts: tuple[str, ...] = (inputs.prompt,)
+        description = f"the prompt {inputs.prompt!r} (detect_head defaults: error measure 'mul', nothing excluded)"
+    else:
+        texts = generated_sequences(model, inputs.n_sequences, inputs.repeat_length, inputs.seed)
+        description = (f"{len(texts)} generated sequences: BOS + {inputs.repeat_length} random word tokens repeated "
+                       f"twice (seed {inputs.seed}); mean of the per-sequence scores")
+    token_ids = [model.input_ids(text) for text in texts]
+    return _Plan(
+        inputs={"texts": _content_hash([list(texts), token_ids])},
+        description=description,
+        compute=lambda: (pattern_scores_on(model, score, texts), ()),
+    )
+
+
+def _no_prompt(score: str, inputs: ScoreInputs, reads: str) -> None:
+    if inputs.prompt is not None:
         raise InputError(f"--prompt applies to the pattern scores ({', '.join(PATTERN_SCORE_NAMES)}); the {score} "
-                         "score reads " + ("the task prompts (choose them with the task)." if score == "sequence"
-                                           else "ordinal lists through each head's OV circuit."))
-    if score == "sequence":
-        encoded = task_prompts(model, task)
+                         f"score reads {reads}.")
 
-        def compute_sequence() -> tuple[np.ndarray, tuple[str, ...]]:
-            scores, n_pairs = sequence_member_scores(model, encoded)
-            return scores, (f"{n_pairs} (member, previous member) pairs",)
 
-        return _Plan(
-            inputs={"task": task, "prompts": encoded.dataset.content_hash,
-                    "tokens": _content_hash(encoded.clean.tolist()), "members": list(encoded.member_positions)},
-            description=(f"{encoded.n_prompts} distinct {task} prompts of {encoded.seq_len} tokens (BOS included): "
-                         "attention from each member to the member before it"),
-            compute=compute_sequence,
-        )
-    usages = list_usage(model, lists)
+def _sequence_plan(model: Backend, score: str, inputs: ScoreInputs) -> _Plan:
+    """Attention from each member of a task prompt to the member before it."""
+    _no_prompt(score, inputs, "the task prompts (choose them with the task).")
+    encoded = task_prompts(model, inputs.task)
+
+    def compute_sequence() -> tuple[np.ndarray, tuple[str, ...]]:
+        scores, n_pairs = sequence_member_scores(model, encoded)
+        return scores, (f"{n_pairs} (member, previous member) pairs",)
+
+    return _Plan(
+        inputs={"task": inputs.task, "prompts": encoded.dataset.content_hash,
+                "tokens": _content_hash(encoded.clean.tolist()), "members": list(encoded.member_positions)},
+        description=(f"{encoded.n_prompts} distinct {inputs.task} prompts of {encoded.seq_len} tokens (BOS "
+                     "included): attention from each member to the member before it"),
+        compute=compute_sequence,
+    )
+
+
+def _ov_plan(model: Backend, score: str, inputs: ScoreInputs) -> _Plan:
+    """The effective OV circuit W_U·OV·MLP0(W_E) on the ordinal lists usable for this tokenizer."""
+    _no_prompt(score, inputs, "ordinal lists through each head's OV circuit.")
+    usages = list_usage(model, inputs.lists)
     usable = [usage.name for usage in usages if usage.usable]
 
     def compute_ov() -> tuple[np.ndarray, tuple[str, ...]]:
@@ -420,6 +432,36 @@ def _plan(
         compute=compute_ov,
         lists=usages,
     )
+
+
+ScoreKind = Literal["pattern", "task", "ov"]
+
+
+@dataclass(frozen=True)
+class HeadScoreSpec:
+    """A head-type score: its name and title (headscope.heads), what kind of input it reads, and how it is planned."""
+
+    name: str
+    title: str
+    kind: ScoreKind
+    plan: Callable[[Backend, str, ScoreInputs], _Plan]
+
+
+_PLANNERS: dict[ScoreKind, Callable[[Backend, str, ScoreInputs], _Plan]] = {
+    "pattern": _pattern_plan, "task": _sequence_plan, "ov": _ov_plan,
+}
+_KINDS: dict[str, ScoreKind] = {"previous-token": "pattern", "duplicate-token": "pattern", "induction": "pattern",
+                                "sequence": "task", "successor": "ov", "copying": "ov"}
+HEAD_SCORES: dict[str, HeadScoreSpec] = {
+    name: HeadScoreSpec(name, SCORE_TITLES[name], _KINDS[name], _PLANNERS[_KINDS[name]]) for name in SCORE_NAMES
+}
+
+
+def _plan(model: Backend, score: str, inputs: ScoreInputs) -> _Plan:
+    spec = HEAD_SCORES.get(score)
+    if spec is None:
+        raise InputError(f"Unknown score {score!r}: choose one of {', '.join(SCORE_NAMES)}.")
+    return spec.plan(model, score, inputs)
 
 
 def cache_key(model: Backend, score: str, plan_inputs: dict) -> dict:
@@ -446,7 +488,7 @@ def score_heads(
     on every page render. `prompt` scores the pattern scores on that prompt instead of generated sequences.
     """
     started = time.perf_counter()
-    plan = _plan(model, score, prompt, task, lists, n_sequences, repeat_length, seed)
+    plan = _plan(model, score, ScoreInputs(prompt, task, lists, n_sequences, repeat_length, seed))
     cache = cache or ResultsCache()
     key = cache_key(model, score, plan.inputs)
     expected_shape = (model.info.n_layers, model.info.n_heads)

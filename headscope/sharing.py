@@ -127,6 +127,23 @@ class ModelGate:
                 self._job = None
                 self._changed.notify_all()
 
+    def release_all(self) -> int:
+        """Release a re-entrant hold completely (to hand the model over mid-job); returns the depth to restore."""
+        with self._mutex:
+            if self._holder != threading.get_ident():
+                raise RuntimeError("ModelGate released by a thread that does not hold it")
+            depth, self._depth = self._depth, 0
+            self._holder = None
+            self._job = None
+            self._changed.notify_all()
+            return depth
+
+    def restore_depth(self, depth: int) -> None:
+        """After release_all() and a fresh acquire(): back to the re-entrant depth held before."""
+        with self._mutex:
+            if self._holder == threading.get_ident():
+                self._depth = depth
+
     @contextlib.contextmanager
     def hold(self, on_wait: WaitCallback | None = None) -> Iterator[None]:
         """Hold the model for one chunk of work (re-entrant)."""

@@ -236,13 +236,23 @@ class BlockRunner(Protocol):
         capture_z: bool = False,
         capture_mlp: bool = False,
         capture_pattern: bool = False,
+        last_position_only: bool = False,
     ) -> BlockOutput:
-        """Block `layer` on resid[batch, pos, d_model], optionally replacing or capturing z and the MLP output."""
+        """Block `layer` on resid[batch, pos, d_model], optionally replacing or capturing z and the MLP output.
+
+        last_position_only (for the last block, when only the final position's residual is read): the output
+        projection and the MLP run on the last position alone (keys and values still see every position); only
+        resid[:, -1] of the result is meaningful. A runner may ignore it (`supports_last_position_only`)."""
         ...
 
     def answer_logits(self, resid_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """logits[batch, k] (float32) of tokens ids[batch, k] from final-position residuals resid_last[batch, d_model]
         (final norm and unembedding of only those tokens; soft-capping where the model has it)."""
+        ...
+
+    @property
+    def supports_last_position_only(self) -> bool:
+        """Whether run_block honours last_position_only (checked against the full forward at load)."""
         ...
 
 
@@ -352,12 +362,16 @@ class Backend(ABC):
         method: AblationMethod,
         groups: AblationGroups,
         progress: Callable[[int], None] | None = None,
+        *,
+        full_forward: bool = False,
     ) -> np.ndarray:
         """ld[group] (float64): LD with each group's components ablated at every position (the general path).
 
         Replacement values come from the task's corrupted prompts through `method`; they stay inside the backend.
         A group ablating nothing gives the clean LD. `progress(groups_done)` is called between batches, and the
-        model is held only per batch, so other sessions' short requests get in between.
+        model is held only per batch, so other sessions' short requests get in between. `full_forward` runs the
+        model's own forward to the logits of every position, as a notebook loop does (the naive reference);
+        otherwise a backend may stop at the final residual and compute only the two answer logits.
         """
 
     @abstractmethod

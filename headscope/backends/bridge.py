@@ -12,7 +12,7 @@ run block by block gives the bridge's own full-forward logits; otherwise the eng
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -56,9 +56,13 @@ class BridgeBackend(Backend):
         self._logit_cap = float(getattr(cfg, "output_logits_soft_cap", 0) or 0)
         self._runner: BridgeBlockRunner | None = None
         self._replacement_memo: tuple[Any, Any] | None = None
+        self._slots: list[tuple[Any, str, Any]] | None = None
+        self._bridge_attn_implementation = getattr(self.hf_model.config, "_attn_implementation", None)
+        self._native_ok = False
         self.fast_path_error: float | None = None
         if check_fast_path:
             self._runner = self._checked_runner()
+            self._check_native()
 
     # ------------------------------------------------------------------------------------------------ basics
 
@@ -77,21 +81,30 @@ class BridgeBackend(Backend):
         generator = torch.Generator().manual_seed(0)
         tokens = torch.randint(0, vocab, (2, 7), generator=generator).to(self.device)
         ids = torch.randint(0, vocab, (2, 5), generator=generator).to(self.device)
+        tolerance = 1e-4 if self.dtype == torch.float32 else 2e-2
+        last = self.info.n_layers - 1
         try:
             with self.gate.hold(), torch.inference_mode():
                 reference = self.bridge(tokens)[:, -1, :].float().gather(1, ids)
+                scale = float(reference.abs().max()) or 1.0
                 resid = runner.embed(tokens)
                 context = runner.context(resid)
-                for layer in range(self.info.n_layers):
+                for layer in range(last):
                     resid = runner.run_block(layer, resid, context).resid
-                mine = runner.answer_logits(resid[:, -1, :], ids)
+                full = runner.run_block(last, resid, context).resid
+                mine = runner.answer_logits(full[:, -1, :], ids)
+                self.fast_path_error = float((mine - reference).abs().max()) / scale
+                if self.fast_path_error > tolerance:
+                    return None
+                try:
+                    cut = runner.run_block(last, resid, context, last_position_only=True).resid
+                    cut_error = float((runner.answer_logits(cut[:, -1, :], ids) - reference).abs().max()) / scale
+                    runner.last_position_ok = cut_error <= tolerance
+                except Exception:
+                    runner.last_position_ok = False
         except Exception:
             return None
-        scale = float(reference.abs().max()) or 1.0
-        error = float((mine - reference).abs().max()) / scale
-        self.fast_path_error = error
-        tolerance = 1e-4 if self.dtype == torch.float32 else 2e-2
-        return runner if error <= tolerance else None
+        return runner
 
     def _soft_cap(self, logits: torch.Tensor) -> torch.Tensor:
         if self._logit_cap > 0:
@@ -136,29 +149,145 @@ class BridgeBackend(Backend):
         return plan_chunks(what, n_rows, unit, self.budget_bytes()).per_chunk
 
     # ------------------------------------------------------------------------------------------------ forward
+    #
+    # Plain forwards (no hooks) run the model's own attention kernel (SDPA) instead of the bridge's attention, which
+    # materializes every [head, dest, src] score to offer hook_pattern: on a 4,000-token prompt that costs several
+    # times the rest of the forward. The swap is checked against the bridge's forward at load, and the model is
+    # handed over between layers to anyone waiting (the swap undone meanwhile), so a long prompt never blocks the
+    # other sessions for its whole forward.
+
+    def _attention_slots(self) -> list[tuple[Any, str, Any]]:
+        """(HF decoder layer, attribute name, bridge attention) for each layer, found by identity."""
+        if self._slots is None:
+            slots = []
+            for block in self.bridge.blocks:
+                layer = getattr(block, "original_component", None)
+                name = next((n for n, child in layer.named_children() if child is block.attn), None) if layer else None
+                if name is None:
+                    slots = []
+                    break
+                slots.append((layer, name, block.attn))
+            self._slots = slots
+        return self._slots
+
+    @contextlib.contextmanager
+    def _native_attention(self, keep: Iterable[int] = ()) -> Iterator[bool]:
+        """HF's own attention modules (SDPA) in every layer but `keep` for the duration; yields False (nothing
+        swapped) where that is not possible or was found to differ from the bridge at load."""
+        slots = self._attention_slots() if self._native_ok else []
+        keep = set(keep)
+        config = self.hf_model.config
+        swapped: list[tuple[Any, str, Any]] = []
+        previous = getattr(config, "_attn_implementation", None)
+        try:
+            if slots:
+                for index, (layer, name, attention) in enumerate(slots):
+                    if index not in keep:
+                        setattr(layer, name, attention.original_component)
+                        swapped.append((layer, name, attention))
+                config._attn_implementation = "sdpa"
+            yield bool(swapped)
+        finally:
+            if slots:
+                config._attn_implementation = previous
+            for layer, name, attention in swapped:
+                setattr(layer, name, attention)
+
+    @contextlib.contextmanager
+    def _turns_between_layers(self, progress: Callable[[float], None] | None = None) -> Iterator[None]:
+        """While a plain forward runs: report progress per layer, and hand the model to waiting callers between
+        layers (re-entrant gate: released to depth 0 and re-taken, the attention swap undone in between)."""
+        n_layers = self.info.n_layers
+        handles = []
+
+        def before_layer(index: int) -> Callable:
+            def hook(module: Any, args: tuple) -> None:
+                if progress is not None:
+                    progress(index / n_layers)
+                if index and self.gate.has_waiters():
+                    self._hand_over()
+            return hook
+
+        for index, block in enumerate(self.bridge.blocks):
+            layer = getattr(block, "original_component", block)
+            handles.append(layer.register_forward_pre_hook(before_layer(index)))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _hand_over(self) -> None:
+        """Let the callers queued on the gate run, then continue (the native-attention swap undone meanwhile)."""
+        slots = self._attention_slots()
+        native = [(layer, name, attention) for layer, name, attention in slots
+                  if getattr(layer, name) is attention.original_component]
+        config = self.hf_model.config
+        mine = config._attn_implementation
+        for layer, name, attention in native:
+            setattr(layer, name, attention)
+        config._attn_implementation = self._bridge_attn_implementation
+        depth = self.gate.release_all()
+        try:
+            self.gate.acquire()  # FIFO: the queued callers go first
+        finally:
+            self.gate.restore_depth(depth)
+            config._attn_implementation = mine
+            for layer, name, attention in native:
+                setattr(layer, name, attention.original_component)
+
+    def _check_native(self) -> None:
+        """Enable the native-attention plain forward only where it gives the bridge's logits (within tolerance)."""
+        self._native_ok = True
+        vocab = min(self.info.vocab_size, len(self.tokenizer))
+        tokens = torch.randint(0, vocab, (2, 11), generator=torch.Generator().manual_seed(1)).to(self.device)
+        try:
+            with self.gate.hold(), torch.inference_mode():
+                reference = self.bridge(tokens).float()
+                with self._native_attention() as swapped:
+                    if not swapped:
+                        raise RuntimeError("nothing to swap")
+                    mine = self._unembed_all(self._final_normed(tokens)).float()
+            scale = float(reference.abs().max()) or 1.0
+            ok = float((mine - reference).abs().max()) / scale <= (1e-4 if self.dtype == torch.float32 else 2e-2)
+        except Exception:
+            ok = False
+        self._native_ok = ok
+
+    def _final_normed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """normed[batch, pos, d_model]: the final residual after the final norm, from the model's own forward."""
+        base = self.hf_model.base_model
+        return base(input_ids=tokens, use_cache=False).last_hidden_state
+
+    def _unembed_all(self, normed: torch.Tensor) -> torch.Tensor:
+        out = normed @ self.bridge.W_U
+        b_u = getattr(self.bridge, "b_U", None)
+        if b_u is not None:
+            out = out + b_u
+        return self._soft_cap(out)
+
+    def _plain_normed(self, tokens: torch.Tensor, progress: Callable[[float], None] | None = None) -> torch.Tensor:
+        """normed[batch, pos, d_model] of a forward with no hooks, on the fastest checked route."""
+        with self.gate.hold(), self._native_attention() as native:
+            if native:
+                with self._turns_between_layers(progress):
+                    return self._final_normed(tokens)
+            return self.final_norm(self._final_resid(tokens))
 
     @torch.inference_mode()
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         with self.gate.hold():
-            return self._soft_capped_full(tokens)
-
-    def _soft_capped_full(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.bridge(tokens).float()  # the bridge applies the model's own soft-capping
+            return self.bridge(tokens).float()  # the bridge applies the model's own soft-capping
 
     @torch.inference_mode()
-    def next_tokens(self, tokens: torch.Tensor, position: int) -> NextTokenSummary:
+    def next_tokens(self, tokens: torch.Tensor, position: int,
+                    progress: Callable[[float], None] | None = None) -> NextTokenSummary:
+        normed = self._plain_normed(tokens, progress)[0]  # [pos, d_model]
+        top_ids, top_logits, top_logprobs = [], [], []
+        logits_at = None
         with self.gate.hold():
-            resid = self._final_resid(tokens)[0]  # [pos, d_model]
-            normed = self.final_norm(resid.unsqueeze(0)).squeeze(0)
-            w_u = self.bridge.W_U
-            b_u = getattr(self.bridge, "b_U", None)
-            top_ids, top_logits, top_logprobs = [], [], []
-            logits_at = None
             for start in range(0, normed.shape[0], UNEMBED_CHUNK_TOKENS):
-                chunk = normed[start:start + UNEMBED_CHUNK_TOKENS] @ w_u
-                if b_u is not None:
-                    chunk = chunk + b_u
-                chunk = self._soft_cap(chunk.float())
+                chunk = self._unembed_all(normed[start:start + UNEMBED_CHUNK_TOKENS]).float()
                 values, ids = chunk.max(-1)
                 top_ids.append(ids)
                 top_logits.append(values)
@@ -166,6 +295,8 @@ class BridgeBackend(Backend):
                 if start <= position < start + chunk.shape[0]:
                     logits_at = chunk[position - start].clone()
         assert logits_at is not None
+        if progress is not None:
+            progress(1.0)
         return NextTokenSummary(logits_at.cpu(), torch.cat(top_ids).cpu(), torch.cat(top_logits).cpu(),
                                 torch.cat(top_logprobs).cpu())
 
@@ -174,14 +305,8 @@ class BridgeBackend(Backend):
         out = []
         rows = self._rows_per_chunk(tokens.shape[1], tokens.shape[0], "A forward pass")
         for start in range(0, tokens.shape[0], rows):
-            with self.gate.hold():
-                resid = self._final_resid(tokens[start:start + rows])[:, -1, :]
-                normed = self.final_norm(resid.unsqueeze(1)).squeeze(1)
-                logits = normed @ self.bridge.W_U
-                b_u = getattr(self.bridge, "b_U", None)
-                if b_u is not None:
-                    logits = logits + b_u
-                out.append(self._soft_cap(logits.float()))
+            normed = self._plain_normed(tokens[start:start + rows])[:, -1, :]
+            out.append(self._unembed_all(normed).float())
         return torch.cat(out)
 
     @torch.inference_mode()
@@ -189,9 +314,12 @@ class BridgeBackend(Backend):
         out = []
         rows = self._rows_per_chunk(tokens.shape[1], tokens.shape[0], "A forward pass")
         for start in range(0, tokens.shape[0], rows):
-            with self.gate.hold():
-                resid = self._final_resid(tokens[start:start + rows])[:, -1, :]
-                out.append(self._answer_from_resid(resid, ids[start:start + rows].to(resid.device)))
+            normed = self._plain_normed(tokens[start:start + rows])[:, -1, :]
+            columns, bias = self.unembed_columns(ids[start:start + rows].to(normed.device))
+            logits = torch.einsum("bd,bkd->bk", normed.to(columns.dtype), columns)
+            if bias is not None:
+                logits = logits + bias
+            out.append(self._soft_cap(logits.float()))
         return torch.cat(out)
 
     # ------------------------------------------------------------------------------------------------ ablation
@@ -237,6 +365,8 @@ class BridgeBackend(Backend):
         method: AblationMethod,
         groups: AblationGroups,
         progress: Callable[[int], None] | None = None,
+        *,
+        full_forward: bool = False,
     ) -> np.ndarray:
         z_values, mlp_values = self.replacement_values(task, method)
         n = task.n_prompts
@@ -259,8 +389,13 @@ class BridgeBackend(Backend):
                     hooks.append((f"blocks.{layer}.mlp.hook_out",
                                   _mlp_hook(MlpEdit(mlp_rows, _tile(mlp_values[layer], g, n)))))
             with self.gate.hold():
-                resid = self._final_resid(task.clean.repeat(g, 1), hooks)[:, -1, :]
-                logits = self._answer_from_resid(resid, ids.repeat(g, 1))
+                if full_forward:
+                    with self.bridge.hooks(fwd_hooks=hooks):
+                        every = self.bridge(task.clean.repeat(g, 1))[:, -1, :].float()
+                    logits = every.gather(1, ids.repeat(g, 1))
+                else:
+                    resid = self._final_resid(task.clean.repeat(g, 1), hooks)[:, -1, :]
+                    logits = self._answer_from_resid(resid, ids.repeat(g, 1))
             diff = (logits[:, 0] - logits[:, 1]).view(g, n)
             out[start:start + g] = (diff * weights).sum(1).double().cpu().numpy()
             done += g
@@ -432,12 +567,23 @@ def _mlp_hook(edit: MlpEdit) -> Callable[[torch.Tensor, Any], torch.Tensor]:
     return lambda out, hook: apply_mlp_edit(out, edit)
 
 
+def _last_position(module: Any, args: tuple) -> tuple:
+    """Forward pre-hook: the module's input cut to the last position (hidden[batch, pos, ...] -> [batch, 1, ...])."""
+    hidden = args[0]
+    return (hidden[:, -1:], *args[1:])
+
+
 class BridgeBlockRunner:
     """The bridge's blocks run one at a time (the fast path)."""
 
     def __init__(self, backend: BridgeBackend) -> None:
         self.backend = backend
         self.bridge = backend.bridge
+        self.last_position_ok = False  # set by the backend's check at load
+
+    @property
+    def supports_last_position_only(self) -> bool:
+        return self.last_position_ok
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         bridge = self.bridge
@@ -464,6 +610,7 @@ class BridgeBlockRunner:
         capture_z: bool = False,
         capture_mlp: bool = False,
         capture_pattern: bool = False,
+        last_position_only: bool = False,
     ) -> BlockOutput:
         captured: dict[str, torch.Tensor] = {}
         hooks = []
@@ -492,11 +639,19 @@ class BridgeBlockRunner:
         if capture_pattern:
             hooks.append((f"blocks.{layer}.attn.hook_pattern", on_pattern))
         block = self.bridge.blocks[layer]
-        if hooks:
-            with self.bridge.hooks(fwd_hooks=hooks):
+        cuts = []
+        if last_position_only:  # output projection and MLP on the last position; residual adds broadcast
+            cuts = [block.attn.o.original_component.register_forward_pre_hook(_last_position),
+                    block.mlp.register_forward_pre_hook(_last_position)]
+        try:
+            if hooks:
+                with self.bridge.hooks(fwd_hooks=hooks):
+                    out = block(resid, **context)
+            else:
                 out = block(resid, **context)
-        else:
-            out = block(resid, **context)
+        finally:
+            for handle in cuts:
+                handle.remove()
         if isinstance(out, tuple):
             out = out[0]
         return BlockOutput(out, captured.get("z"), captured.get("mlp"), captured.get("pattern"))

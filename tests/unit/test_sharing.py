@@ -1,0 +1,137 @@
+"""The model gate: FIFO turns, re-entrancy, hand-over mid-job, what a waiting caller is told, giving up."""
+
+import threading
+import time
+
+import pytest
+
+from headscope.sharing import GateStatus, ModelGate, caller
+
+
+def test_reentrant_hold_by_one_thread():
+    gate = ModelGate()
+    with gate.hold(), gate.hold():
+        assert gate.status().busy
+    assert not gate.status().busy
+
+
+def test_waiters_are_served_in_arrival_order():
+    gate = ModelGate()
+    order: list[int] = []
+    gate.acquire()
+    threads = []
+    for index in range(4):
+        def run(index: int = index) -> None:
+            with gate.hold():
+                order.append(index)
+        thread = threading.Thread(target=run)
+        thread.start()
+        threads.append(thread)
+        while gate.status().waiting < index + 1:  # queue them one after another
+            time.sleep(0.005)
+    gate.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == [0, 1, 2, 3]
+
+
+def test_a_long_job_lets_a_short_request_in_between_chunks_and_says_what_it_is():
+    gate = ModelGate()
+    seen: list[GateStatus] = []
+    served_at: list[int] = []
+    chunk_done: list[int] = []
+    started = threading.Event()
+
+    def long_job() -> None:
+        with caller(owner="session-a"), gate.job("an exact ablation sweep"):
+            for chunk in range(20):
+                with gate.hold():
+                    started.set()
+                    time.sleep(0.02)
+                gate.report((chunk + 1) / 20)
+                chunk_done.append(chunk)
+
+    worker = threading.Thread(target=long_job)
+    worker.start()
+    started.wait(5)
+    time.sleep(0.05)
+    with caller(owner="session-b", on_wait=seen.append), gate.hold():
+        served_at.append(len(chunk_done))
+    worker.join(5)
+    assert served_at[0] < 19  # served between chunks, long before the job ended
+    busy = [status for status in seen if status.busy]
+    assert busy, "the waiting caller was told what it waits for"
+    assert busy[-1].job == "an exact ablation sweep" and busy[-1].owner == "session-a"
+    assert "another session" in busy[-1].describe("session-b")
+    assert "this session" in busy[-1].describe("session-a")
+
+
+def test_giving_up_leaves_the_queue():
+    gate = ModelGate()
+    gate.acquire()
+
+    class GiveUp(Exception):
+        pass
+
+    def impatient(status: GateStatus) -> None:
+        raise GiveUp
+
+    result: list[str] = []
+
+    def wait() -> None:
+        try:
+            gate.acquire(on_wait=impatient)
+        except GiveUp:
+            result.append("gave up")
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    thread.join(5)
+    assert result == ["gave up"]
+    assert gate.status().waiting == 0
+    gate.release()
+    with gate.hold():  # the gate still works
+        pass
+
+
+def test_hand_over_restores_the_depth():
+    gate = ModelGate()
+    gate.acquire()
+    gate.acquire()
+    depth = gate.release_all()
+    assert depth == 2 and not gate.status().busy
+    gate.acquire()
+    gate.restore_depth(depth)
+    gate.release()
+    assert gate.status().busy
+    gate.release()
+    assert not gate.status().busy
+
+
+def test_release_by_another_thread_is_an_error():
+    gate = ModelGate()
+    gate.acquire()
+    errors: list[Exception] = []
+
+    def other() -> None:
+        try:
+            gate.release()
+        except RuntimeError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join(5)
+    gate.release()
+    assert errors
+
+
+def test_eta_from_reported_progress():
+    gate = ModelGate()
+    with gate.job("a sweep"), gate.hold():
+        gate.report(0.1)
+        time.sleep(0.05)
+        gate.report(0.5)
+        status = gate.status()
+    assert status.eta_seconds is not None and status.eta_seconds == pytest.approx(status.eta_seconds)
+    assert status.eta_seconds > 0
