@@ -357,13 +357,14 @@ class BridgeBackend(Backend):
         with self.gate.hold(), torch.inference_mode():
             embedded = self.embedding_rows(token_ids).unsqueeze(0)  # [1, n, d_model]
             block = self.bridge.blocks[0]
-            return (embedded + block.mlp(block.ln2(embedded))).squeeze(0)
+            mlp_out = block.mlp(_block_norm(block, "ln2", embedded))
+            return (embedded + _block_norm(block, "ln2_post", mlp_out)).squeeze(0)
 
     def ov_outputs(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
         info = self.info
         with self.gate.hold(), torch.inference_mode():
             block = self.bridge.blocks[layer]
-            normed = block.ln1(resid.unsqueeze(0)).squeeze(0)  # [n, d_model]
+            normed = _block_norm(block, "ln1", resid.unsqueeze(0)).squeeze(0)  # [n, d_model]
             attn = block.attn
             w_v, w_o = attn.W_V, attn.W_O  # [kv, d_model, d_head], [head, d_head, d_model]
             kv_of_head = torch.arange(info.n_heads, device=w_v.device) // info.heads_per_kv
@@ -375,7 +376,10 @@ class BridgeBackend(Backend):
             b_o = getattr(attn, "b_O", None)
             if b_o is not None:
                 out = out + b_o / info.n_heads
-            return out
+            # A norm after attention (Gemma-2, OLMo-2): each head's output through it on its own, as if it were the
+            # layer's whole attention output (the norm's gain reaches the residual; its scale leaves the argmax of
+            # final-norm logits unchanged).
+            return _block_norm(block, "ln1_post", out)
 
     def unembed_logits(self, resid: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
         with self.gate.hold(), torch.inference_mode():
@@ -392,6 +396,13 @@ class BridgeBackend(Backend):
                 if bias is not None:
                     out = out + bias
             return self._soft_cap(out.float())
+
+
+def _block_norm(block: Any, name: str, x: torch.Tensor) -> torch.Tensor:
+    """A block's norm `name` ("ln1", "ln2", or the post-norms "ln1_post", "ln2_post") applied to x, or x itself where
+    the architecture has no such norm (pre-norms are absent in OLMo-2, post-norms in most families)."""
+    norm = getattr(block, name, None)
+    return norm(x) if isinstance(norm, torch.nn.Module) else x
 
 
 def _tile(values: torch.Tensor | None, groups: int, n_prompts: int) -> torch.Tensor | None:
