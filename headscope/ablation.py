@@ -268,6 +268,12 @@ def exact_sweep(
     runner = model.block_runner
     if path == "fast" and runner is None:
         raise InputError(f"The {info.backend_label} backend offers no fast path for {info.name}.")
+    span = getattr(runner, "max_seq_len", None)  # sliding-window attention: the block loop is exact only up to it
+    if runner is not None and span is not None and task.seq_len > span:
+        if path == "fast":
+            raise InputError(f"{info.name} attends within a sliding window of {span} positions, which the fast path "
+                             f"does not apply: these prompts are {task.seq_len} tokens. Use the general path.")
+        runner = None
     with model.gate.job("an exact ablation sweep"):
         if runner is not None and path != "general":
             lds, clean_ld = _fast_sweep(model, runner, task, spec, components, chunk, progress, should_cancel)

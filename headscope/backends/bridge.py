@@ -30,6 +30,7 @@ from headscope.backends.base import (
     Placement,
     ZEdit,
 )
+from headscope.errors import InputError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
 if TYPE_CHECKING:
@@ -449,6 +450,7 @@ class BridgeBlockRunner:
     def __init__(self, backend: BridgeBackend) -> None:
         self.backend = backend
         self.bridge = backend.bridge
+        self.max_seq_len = attention_span_limit(backend.hf_model.config)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         bridge = self.bridge
@@ -459,6 +461,12 @@ class BridgeBlockRunner:
         return resid
 
     def context(self, resid: torch.Tensor) -> dict[str, Any]:
+        if self.max_seq_len is not None and resid.shape[1] > self.max_seq_len:
+            raise InputError(
+                f"{self.backend.info.name} attends within a window of {self.max_seq_len} positions in some layers "
+                f"(sliding window), which the block-by-block fast path does not apply: prompts of {resid.shape[1]} "
+                "tokens run on the general path."
+            )
         if not hasattr(self.bridge, "rotary_emb"):
             return {}
         positions = torch.arange(resid.shape[1], device=resid.device).unsqueeze(0)
@@ -516,6 +524,28 @@ class BridgeBlockRunner:
         return self.backend._answer_from_resid(resid_last, ids)
 
 
+def attention_span_limit(config: Any) -> int | None:
+    """The longest sequence on which every layer's attention mask is plainly causal, or None (no limit).
+
+    Narrower masks (sliding windows: Gemma-2/3, Mistral, some Qwen2; chunked attention: Llama-4) are built by the
+    model's own forward loop, which the block loop bypasses, so beyond this length the fast path would attend too
+    far back."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(config, "sliding_window", None)
+    chunk = getattr(config, "attention_chunk_size", None)
+    types = getattr(config, "layer_types", None)
+    limits = []
+    if types is None:
+        if window and getattr(config, "use_sliding_window", True):
+            limits.append(int(window))
+    else:
+        if window and "sliding_attention" in types:
+            limits.append(int(window))
+        if chunk and "chunked_attention" in types:
+            limits.append(int(chunk))
+    return min(limits) if limits else None
+
+
 def bridge_info(bridge: Any, *, name: str, source: str, revision: str, placement: Placement, n_params: int,
                 load_seconds: float, backend: str = "bridge") -> ModelInfo:
     """ModelInfo read off a bridge's config."""
@@ -567,4 +597,5 @@ def wrap_in_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placemen
     return bridge
 
 
-__all__ = ["BridgeBackend", "BridgeBlockRunner", "apply_mlp_edit", "apply_z_edit", "bridge_info", "wrap_in_bridge"]
+__all__ = ["BridgeBackend", "BridgeBlockRunner", "apply_mlp_edit", "apply_z_edit", "attention_span_limit",
+           "bridge_info", "wrap_in_bridge"]

@@ -18,13 +18,13 @@ from torch import nn
 from transformer_lens.head_detector import detect_head
 
 from headscope.ablation import exact_sweep, prepare_dataset
-from headscope.errors import ModelLoadError
+from headscope.errors import InputError, ModelLoadError
 from headscope.loading import ModelRequest, load_model
 from headscope.predict import analyze_prompt
 from headscope.results_cache import ResultsCache
 from headscope.scores import generated_sequences, list_usage, ov_list_scores, score_heads
 from headscope.tasks import build_task_dataset
-from tests.model.tiny_families import D_MODEL, save_tiny_model
+from tests.model.tiny_families import D_MODEL, GEMMA2_WINDOW, save_tiny_model
 
 FAMILIES = ("llama", "gpt2", "neox", "qwen2", "gemma2")
 DETECTOR_NAMES = {"previous-token": "previous_token_head", "duplicate-token": "duplicate_token_head",
@@ -125,6 +125,7 @@ class Reference:
         self.layout = LAYOUTS[name]
         self.hf = hf
         self.config = hf.config
+        self._captured: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def part(self, path: str, root: nn.Module | None = None) -> nn.Module:
         return (root or self.hf).get_submodule(path)
@@ -195,7 +196,10 @@ class Reference:
 
     @torch.no_grad()
     def captured(self, tokens: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z[prompt, pos, n_heads * d_head], mlp_out[prompt, pos, d_model]) of `layer` on tokens."""
+        """(z[prompt, pos, n_heads * d_head], mlp_out[prompt, pos, d_model]) of `layer` on tokens (remembered)."""
+        key = (layer, tuple(tokens.shape), tuple(tokens.flatten().tolist()))
+        if key in self._captured:
+            return self._captured[key]
         block = self.block(layer)
         seen: dict[str, torch.Tensor] = {}
         handles = [
@@ -209,7 +213,8 @@ class Reference:
         finally:
             for handle in handles:
                 handle.remove()
-        return seen["z"], seen["mlp"]
+        self._captured[key] = seen["z"], seen["mlp"]
+        return self._captured[key]
 
     def ablated_ld(self, encoded: Any, method: str, layer: int, head: int | None) -> float:
         """LD with one head (its slice of the output projection's input) or one MLP (its output) replaced: zero,
@@ -303,6 +308,24 @@ def test_exact_sweep_equals_one_hooked_forward_per_component(family, digits, met
         np.testing.assert_allclose(mlp, expected_mlp, atol=ATOL, rtol=0, err_msg=f"{name} {path} MLPs")
     # every head and MLP moves the LD (so the equalities above are not trivial)
     assert np.abs(expected - clean).min() > 1e-4 and np.abs(expected_mlp - clean).min() > 1e-4
+
+
+def test_prompts_longer_than_a_sliding_window_never_take_the_block_loop(tiny_family_loader):
+    """Sliding-window masks come from the model's own forward loop, which the block loop bypasses: beyond the window
+    the fast path would attend too far back. The sweep then takes the general path; forcing the fast one is refused."""
+    loaded = tiny_family_loader("gemma2")
+    model, ref = loaded.backend, Reference("gemma2", loaded.reference)
+    long_digits = prepare_dataset(model, build_task_dataset("digits", 4, length=7, seed=1, model=model))
+    assert long_digits.seq_len > GEMMA2_WINDOW
+    assert model.block_runner is not None and model.block_runner.max_seq_len == GEMMA2_WINDOW
+    expected = np.array([[ref.ablated_ld(long_digits, "mean", layer, head) for head in range(model.info.n_heads)]
+                         for layer in range(model.info.n_layers)])
+    ablated, _, clean, _ = exact_sweep(model, long_digits, "mean")
+    np.testing.assert_allclose(ablated, expected, atol=ATOL, rtol=0)
+    assert clean == pytest.approx(ref.answer_ld(long_digits.clean, long_digits.correct_ids,
+                                                long_digits.incorrect_ids), abs=ATOL)
+    with pytest.raises(InputError, match="sliding window"):
+        exact_sweep(model, long_digits, "mean", path="fast")
 
 
 # ---------------------------------------------------------------------------------------------------------------

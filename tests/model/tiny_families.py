@@ -11,6 +11,7 @@ import torch
 D_MODEL = 64
 N_HEADS = 4
 D_HEAD = 16
+GEMMA2_WINDOW = 10
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,12 @@ def _gemma2(vocab: int, bos: int | None, eos: int | None) -> Any:
     from transformers import Gemma2Config
 
     # Soft caps far below Gemma-2's own (50, 30) so that these tiny weights reach them: a backend that skipped
-    # either cap would give visibly different numbers.
+    # either cap would give visibly different numbers. Layer 0 attends within a sliding window of GEMMA2_WINDOW
+    # positions (Gemma-2's is 4096): the digit prompts fit in it, longer prompts do not.
     return Gemma2Config(vocab_size=vocab, hidden_size=D_MODEL, num_hidden_layers=2, num_attention_heads=N_HEADS,
                         num_key_value_heads=2, head_dim=D_HEAD, intermediate_size=128, max_position_embeddings=128,
                         query_pre_attn_scalar=D_HEAD, attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
-                        bos_token_id=bos, eos_token_id=eos, pad_token_id=eos)
+                        sliding_window=GEMMA2_WINDOW, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos)
 
 
 TINY_FAMILIES: dict[str, TinyFamily] = {
