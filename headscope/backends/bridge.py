@@ -578,6 +578,17 @@ def bridge_info(bridge: Any, *, name: str, source: str, revision: str, placement
     )
 
 
+def bridge_supports(config: Any) -> bool:
+    """Whether TransformerLens has an architecture adapter for a transformers config (its own look-up, read only)."""
+    from transformer_lens.model_bridge.sources.transformers import determine_architecture_from_hf_config
+
+    try:
+        determine_architecture_from_hf_config(config)
+    except ValueError:
+        return False
+    return True
+
+
 def wrap_in_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placement) -> Any:
     """TransformerBridge around an already loaded model (no hub call)."""
     import contextlib
@@ -598,4 +609,4 @@ def wrap_in_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placemen
 
 
 __all__ = ["BridgeBackend", "BridgeBlockRunner", "apply_mlp_edit", "apply_z_edit", "attention_span_limit",
-           "bridge_info", "wrap_in_bridge"]
+           "bridge_info", "bridge_supports", "wrap_in_bridge"]
