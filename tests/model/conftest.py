@@ -52,7 +52,7 @@ def tiny_family_loader(tmp_path_factory, embedded_tokenizer, tiny_model_dir):
                 config = family.config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
                 folder = save_tiny_model(tmp_path_factory.mktemp(f"tiny-{name}-"), config, family.model_class,
                                          tokenizer)
-            backend = load_model(ModelRequest(str(folder)))
+            backend = load_model(ModelRequest(str(folder), device="cpu"))  # float32 on any machine
             reference = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
                                                              attn_implementation="eager").eval()
             loaded[name] = LoadedFamily(name, folder, backend, reference)
