@@ -25,6 +25,7 @@ import torch
 from headscope.backends.base import AblationGroups, BlockRunner, LogitDiffTask
 from headscope.engine import (
     LayerValues,
+    fast_runner,
     Progress,
     ProgressCallback,
     WorkTimer,
@@ -265,9 +266,7 @@ def exact_sweep(
     info = model.info
     task = logit_diff_task(encoded, spec, deduplicate)
     components = sweep_components(info.n_layers, info.n_heads, include_mlp)
-    runner = model.block_runner
-    if path == "fast" and runner is None:
-        raise InputError(f"The {info.backend_label} backend offers no fast path for {info.name}.")
+    runner = fast_runner(model, task.seq_len, required=path == "fast")
     with model.gate.job("an exact ablation sweep"):
         if runner is not None and path != "general":
             lds, clean_ld = _fast_sweep(model, runner, task, spec, components, chunk, progress, should_cancel)

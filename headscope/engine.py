@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from headscope.backends.base import AblationGroups, BlockRunner, MlpEdit, ZEdit
-from headscope.errors import Cancelled
+from headscope.errors import Cancelled, InputError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
 if TYPE_CHECKING:
@@ -97,6 +97,25 @@ class EntryResiduals:
     @property
     def final(self) -> torch.Tensor:
         return self.resid[-1]
+
+
+def fast_runner(model: Backend, seq_len: int, *, required: bool = False) -> BlockRunner | None:
+    """The backend's fast path if it offers one that is exact for prompts of seq_len tokens (sliding-window
+    attention limits the block loop), else None: the engine then takes the general path. required=True raises
+    instead of returning None."""
+    runner = model.block_runner
+    span = getattr(runner, "max_seq_len", None)
+    reason = None
+    if runner is None:
+        reason = f"The {model.info.backend_label} backend offers no fast path for {model.info.name}."
+    elif span is not None and seq_len > span:
+        reason = (f"{model.info.name} attends within a sliding window of {span} positions, which the fast path does "
+                  f"not apply: these prompts are {seq_len} tokens. Use the general path.")
+    if reason is None:
+        return runner
+    if required:
+        raise InputError(reason)
+    return None
 
 
 def run_with_ablations(

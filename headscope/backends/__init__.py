@@ -50,6 +50,7 @@ def check_backend_name(name: str) -> BackendSpec:
 
 
 ProgressCallback = Callable[[str, float], None]
+SUPPORTED_FAMILIES_HINT = "Llama, Mistral, Qwen2, Gemma, GPT-2, GPT-NeoX/Pythia, Phi, OLMo, …"
 
 
 def wrap_local_model(
@@ -67,18 +68,23 @@ def wrap_local_model(
 ) -> Backend:
     """The requested backend around a transformers model already loaded on this machine."""
     if backend == "bridge":
-        from headscope.backends.bridge import BridgeBackend, bridge_info, wrap_in_bridge
+        from headscope.backends.bridge import BridgeBackend, bridge_info, bridge_supports, wrap_in_bridge
 
         if progress is not None:
             progress("Wrapping the model in TransformerLens' TransformerBridge", 0.9)
+        architecture = ", ".join(getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__])
+        if not bridge_supports(hf_model.config):
+            raise ModelLoadError(
+                f"TransformerLens has no adapter for {name}'s architecture ({architecture}): choose a model of a "
+                f"family it supports ({SUPPORTED_FAMILIES_HINT}) or the nnsight backend."
+            )
         try:
             bridge = wrap_in_bridge(hf_model, tokenizer, name, placement)
         except Exception as error:
-            architecture = ", ".join(getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__])
+            reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
             raise ModelLoadError(
-                f"TransformerLens cannot serve {name} (architecture {architecture}): {error}. Choose a model of a "
-                "family TransformerLens supports (Llama, Mistral, Qwen2, Gemma, GPT-2, GPT-NeoX/Pythia, …) or the "
-                "nnsight backend."
+                f"TransformerLens cannot serve {name} (architecture {architecture}): {reason}. Choose a model of a "
+                f"family TransformerLens supports ({SUPPORTED_FAMILIES_HINT}) or the nnsight backend."
             ) from error
         info = bridge_info(bridge, name=name, source=source, revision=revision, placement=placement,
                            n_params=n_params, load_seconds=time.perf_counter() - started)

@@ -217,6 +217,10 @@ class BlockOutput:
 class BlockRunner(Protocol):
     """Block-by-block execution (the fast path). Tensors stay on the backend's device."""
 
+    # The longest sequence the block loop reproduces exactly (sliding-window attention), or None for no limit:
+    # engines take the general path for longer prompts.
+    max_seq_len: int | None
+
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """resid[batch, pos, d_model] entering block 0 for tokens[batch, pos]."""
         ...

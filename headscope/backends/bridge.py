@@ -30,6 +30,7 @@ from headscope.backends.base import (
     Placement,
     ZEdit,
 )
+from headscope.errors import InputError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
 if TYPE_CHECKING:
@@ -492,13 +493,14 @@ class BridgeBackend(Backend):
         with self.gate.hold(), torch.inference_mode():
             embedded = self.embedding_rows(token_ids).unsqueeze(0)  # [1, n, d_model]
             block = self.bridge.blocks[0]
-            return (embedded + block.mlp(block.ln2(embedded))).squeeze(0)
+            mlp_out = block.mlp(_block_norm(block, "ln2", embedded))
+            return (embedded + _block_norm(block, "ln2_post", mlp_out)).squeeze(0)
 
     def ov_outputs(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
         info = self.info
         with self.gate.hold(), torch.inference_mode():
             block = self.bridge.blocks[layer]
-            normed = block.ln1(resid.unsqueeze(0)).squeeze(0)  # [n, d_model]
+            normed = _block_norm(block, "ln1", resid.unsqueeze(0)).squeeze(0)  # [n, d_model]
             attn = block.attn
             w_v, w_o = attn.W_V, attn.W_O  # [kv, d_model, d_head], [head, d_head, d_model]
             kv_of_head = torch.arange(info.n_heads, device=w_v.device) // info.heads_per_kv
@@ -510,7 +512,10 @@ class BridgeBackend(Backend):
             b_o = getattr(attn, "b_O", None)
             if b_o is not None:
                 out = out + b_o / info.n_heads
-            return out
+            # A norm after attention (Gemma-2, OLMo-2): each head's output through it on its own, as if it were the
+            # layer's whole attention output (the norm's gain reaches the residual; its scale leaves the argmax of
+            # final-norm logits unchanged).
+            return _block_norm(block, "ln1_post", out)
 
     def unembed_logits(self, resid: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
         with self.gate.hold(), torch.inference_mode():
@@ -527,6 +532,13 @@ class BridgeBackend(Backend):
                 if bias is not None:
                     out = out + bias
             return self._soft_cap(out.float())
+
+
+def _block_norm(block: Any, name: str, x: torch.Tensor) -> torch.Tensor:
+    """A block's norm `name` ("ln1", "ln2", or the post-norms "ln1_post", "ln2_post") applied to x, or x itself where
+    the architecture has no such norm (pre-norms are absent in OLMo-2, post-norms in most families)."""
+    norm = getattr(block, name, None)
+    return norm(x) if isinstance(norm, torch.nn.Module) else x
 
 
 def _tile(values: torch.Tensor | None, groups: int, n_prompts: int) -> torch.Tensor | None:
@@ -580,6 +592,7 @@ class BridgeBlockRunner:
         self.backend = backend
         self.bridge = backend.bridge
         self.last_position_ok = False  # set by the backend's check at load
+        self.max_seq_len = attention_span_limit(backend.hf_model.config)
 
     @property
     def supports_last_position_only(self) -> bool:
@@ -594,6 +607,12 @@ class BridgeBlockRunner:
         return resid
 
     def context(self, resid: torch.Tensor) -> dict[str, Any]:
+        if self.max_seq_len is not None and resid.shape[1] > self.max_seq_len:
+            raise InputError(
+                f"{self.backend.info.name} attends within a window of {self.max_seq_len} positions in some layers "
+                f"(sliding window), which the block-by-block fast path does not apply: prompts of {resid.shape[1]} "
+                "tokens run on the general path."
+            )
         if not hasattr(self.bridge, "rotary_emb"):
             return {}
         positions = torch.arange(resid.shape[1], device=resid.device).unsqueeze(0)
@@ -660,6 +679,28 @@ class BridgeBlockRunner:
         return self.backend._answer_from_resid(resid_last, ids)
 
 
+def attention_span_limit(config: Any) -> int | None:
+    """The longest sequence on which every layer's attention mask is plainly causal, or None (no limit).
+
+    Narrower masks (sliding windows: Gemma-2/3, Mistral, some Qwen2; chunked attention: Llama-4) are built by the
+    model's own forward loop, which the block loop bypasses, so beyond this length the fast path would attend too
+    far back."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(config, "sliding_window", None)
+    chunk = getattr(config, "attention_chunk_size", None)
+    types = getattr(config, "layer_types", None)
+    limits = []
+    if types is None:
+        if window and getattr(config, "use_sliding_window", True):
+            limits.append(int(window))
+    else:
+        if window and "sliding_attention" in types:
+            limits.append(int(window))
+        if chunk and "chunked_attention" in types:
+            limits.append(int(chunk))
+    return min(limits) if limits else None
+
+
 def bridge_info(bridge: Any, *, name: str, source: str, revision: str, placement: Placement, n_params: int,
                 load_seconds: float, backend: str = "bridge") -> ModelInfo:
     """ModelInfo read off a bridge's config."""
@@ -692,6 +733,17 @@ def bridge_info(bridge: Any, *, name: str, source: str, revision: str, placement
     )
 
 
+def bridge_supports(config: Any) -> bool:
+    """Whether TransformerLens has an architecture adapter for a transformers config (its own look-up, read only)."""
+    from transformer_lens.model_bridge.sources.transformers import determine_architecture_from_hf_config
+
+    try:
+        determine_architecture_from_hf_config(config)
+    except ValueError:
+        return False
+    return True
+
+
 def wrap_in_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placement) -> Any:
     """TransformerBridge around an already loaded model (no hub call)."""
     import contextlib
@@ -711,4 +763,5 @@ def wrap_in_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placemen
     return bridge
 
 
-__all__ = ["BridgeBackend", "BridgeBlockRunner", "apply_mlp_edit", "apply_z_edit", "bridge_info", "wrap_in_bridge"]
+__all__ = ["BridgeBackend", "BridgeBlockRunner", "apply_mlp_edit", "apply_z_edit", "attention_span_limit",
+           "bridge_info", "bridge_supports", "wrap_in_bridge"]
