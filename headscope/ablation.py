@@ -25,10 +25,10 @@ import torch
 from headscope.backends.base import AblationGroups, BlockRunner, LogitDiffTask
 from headscope.engine import (
     LayerValues,
-    fast_runner,
     Progress,
     ProgressCallback,
     WorkTimer,
+    fast_runner,
     groups_per_chunk,
     joined_work_units,
     run_joined_groups,
