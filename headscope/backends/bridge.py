@@ -62,8 +62,12 @@ class BridgeBackend(Backend):
         self._native_ok = False
         self.fast_path_error: float | None = None
         if check_fast_path:
-            self._runner = self._checked_runner()
             self._check_native()
+            self._runner = self._checked_runner()
+            if self._runner is None and self._native_ok:  # try the block loop on the bridge's own attention
+                self._native_ok = False
+                self._runner = self._checked_runner()
+                self._check_native()
 
     # ------------------------------------------------------------------------------------------------ basics
 
@@ -136,14 +140,110 @@ class BridgeBackend(Backend):
             self.bridge(tokens)
         return captured["resid"]
 
-    def _answer_from_resid(self, resid_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """logits[batch, k] of ids[batch, k] from resid_last[batch, d_model] (float32)."""
-        normed = self.final_norm(resid_last.unsqueeze(1)).squeeze(1)
-        columns, bias = self.unembed_columns(ids)
-        out = torch.einsum("bd,bkd->bk", normed.to(columns.device), columns)
+    def _answer_from_normed(self, normed_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """logits[batch, k] (float32) of ids[batch, k] from final-normed residuals normed_last[batch, d_model]: one
+        small matrix product with the columns of the distinct ids (a batched product per row is far slower)."""
+        distinct, inverse = torch.unique(ids, return_inverse=True)
+        columns, bias = self.unembed_columns(distinct)  # [distinct, d_model]
+        logits = (normed_last.to(columns.dtype) @ columns.T).float()  # [batch, distinct]
+        out = logits.gather(1, inverse.to(logits.device))
         if bias is not None:
-            out = out + bias
-        return self._soft_cap(out.float())
+            out = out + bias.float()[inverse.to(bias.device)]
+        return self._soft_cap(out)
+
+    def _answer_from_resid(self, resid_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """logits[batch, k] of ids[batch, k] from resid_last[batch, d_model] (before the final norm), float32."""
+        return self._answer_from_normed(self.final_norm(resid_last.unsqueeze(1)).squeeze(1), ids)
+
+    # ------------------------------------------------------------------------------------------------ hooks
+    #
+    # Ablations and captures use plain torch hooks on each layer's output projection (its input is z, per head:
+    # [batch, pos, n_heads · d_head], head-major in every transformers family) and on the MLP module (its output).
+    # They fire the same whether the bridge's attention or the model's own runs, so hooked runs can use the model's
+    # own attention kernel too (see _native_attention).
+
+    @contextlib.contextmanager
+    def _module_hooks(
+        self,
+        *,
+        z_edits: dict[int, ZEdit] | None = None,
+        mlp_edits: dict[int, MlpEdit] | None = None,
+        capture_z: Iterable[int] = (),
+        capture_mlp: Iterable[int] = (),
+        captured: dict[str, dict[int, torch.Tensor]] | None = None,
+        retain_grad: bool = False,
+        grad_from_embeddings: bool = False,
+        cut_last_position: Iterable[int] = (),
+    ) -> Iterator[None]:
+        """Hooks for one forward: edits, captures (into captured["z"][layer], captured["mlp"][layer]), gradients
+        retained on them, embeddings made to require grad, and the output projection and MLP of some layers cut to
+        the last position."""
+        z_edits, mlp_edits = z_edits or {}, mlp_edits or {}
+        capture_z, capture_mlp, cut = set(capture_z), set(capture_mlp), set(cut_last_position)
+        store = captured if captured is not None else {}
+        store.setdefault("z", {})
+        store.setdefault("mlp", {})
+        n_heads, d_head = self.info.n_heads, self.info.d_head
+        handles = []
+
+        def z_hook(layer: int) -> Callable:
+            def hook(module: Any, args: tuple) -> tuple:
+                flat = args[0]
+                if layer in cut:
+                    flat = flat[:, -1:]
+                z = flat.view(*flat.shape[:-1], n_heads, d_head)
+                if layer in z_edits:
+                    edit = z_edits[layer]
+                    values = edit.values[:, -1:] if layer in cut and edit.values is not None else edit.values
+                    z = apply_z_edit(z, ZEdit(edit.rows, values))
+                if retain_grad and z.requires_grad:
+                    z.retain_grad()
+                if layer in capture_z:
+                    store["z"][layer] = z
+                return (z.reshape(flat.shape), *args[1:])
+            return hook
+
+        def mlp_pre(module: Any, args: tuple) -> tuple:
+            return (args[0][:, -1:], *args[1:])
+
+        def mlp_hook(layer: int) -> Callable:
+            def hook(module: Any, args: tuple, output: Any) -> Any:
+                out = output[0] if isinstance(output, tuple) else output
+                if layer in mlp_edits:
+                    edit = mlp_edits[layer]
+                    values = edit.values[:, -1:] if layer in cut and edit.values is not None else edit.values
+                    out = apply_mlp_edit(out, MlpEdit(edit.rows, values))
+                if retain_grad and out.requires_grad:
+                    out.retain_grad()
+                if layer in capture_mlp:
+                    store["mlp"][layer] = out
+                return (out, *output[1:]) if isinstance(output, tuple) else out
+            return hook
+
+        try:
+            if grad_from_embeddings:
+                embeddings = self.hf_model.get_input_embeddings()
+                handles.append(embeddings.register_forward_hook(
+                    lambda module, args, output: output.detach().requires_grad_(True)))
+            for layer in set(z_edits) | capture_z | cut:
+                handles.append(self.bridge.blocks[layer].attn.o.original_component.register_forward_pre_hook(
+                    z_hook(layer)))
+            for layer in cut:
+                handles.append(self.bridge.blocks[layer].mlp.register_forward_pre_hook(mlp_pre))
+            for layer in set(mlp_edits) | capture_mlp:
+                handles.append(self.bridge.blocks[layer].mlp.register_forward_hook(mlp_hook(layer)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _normed_final(self, tokens: torch.Tensor) -> torch.Tensor:
+        """normed[batch, pos, d_model] after the final norm, with whatever hooks are registered, on the fastest
+        checked route (the model's own attention kernel where checked at load)."""
+        with self._native_attention() as native:
+            if native:
+                return self._final_normed(tokens)
+        return self.final_norm(self._final_resid(tokens))
 
     def _rows_per_chunk(self, seq_len: int, n_rows: int, what: str) -> int:
         unit = block_bytes_per_token(self.info, self.dtype, seq_len) * seq_len
@@ -337,19 +437,16 @@ class BridgeBackend(Backend):
             return self._replacement_memo[1]
         z_builders = [method.builder() for _ in range(n_layers)]
         mlp_builders = [method.builder() for _ in range(n_layers)]
-
-        def keep_z(z: torch.Tensor, hook: Any) -> None:
-            z_builders[int(hook.name.split(".")[1])].add(z.detach())
-
-        def keep_mlp(out: torch.Tensor, hook: Any) -> None:
-            mlp_builders[int(hook.name.split(".")[1])].add(out.detach())
-
-        hooks = [(f"blocks.{layer}.attn.hook_z", keep_z) for layer in range(n_layers)]
-        hooks += [(f"blocks.{layer}.mlp.hook_out", keep_mlp) for layer in range(n_layers)]
         rows = self._rows_per_chunk(task.seq_len, task.corrupted.shape[0], "The corrupted run")
+        every = range(n_layers)
         for start in range(0, task.corrupted.shape[0], rows):
-            with self.gate.hold(), torch.inference_mode():
-                self._final_resid(task.corrupted[start:start + rows], hooks)
+            captured: dict[str, dict[int, torch.Tensor]] = {}
+            with self.gate.hold(), torch.inference_mode(), \
+                    self._module_hooks(capture_z=every, capture_mlp=every, captured=captured):
+                self._normed_final(task.corrupted[start:start + rows])
+            for layer in every:
+                z_builders[layer].add(captured["z"][layer])
+                mlp_builders[layer].add(captured["mlp"][layer])
 
         def finish(builder: Any) -> torch.Tensor | None:
             value = builder.result()
@@ -379,24 +476,28 @@ class BridgeBackend(Backend):
         for start in range(0, len(groups), groups_per_batch):
             part = groups.select(slice(start, start + groups_per_batch))
             g = len(part)
-            hooks = []
+            z_edits: dict[int, ZEdit] = {}
+            mlp_edits: dict[int, MlpEdit] = {}
+            bridge_hooks = []
             for layer in part.layers_touched():
                 head_rows = part.heads[:, layer, :].to(self.device).repeat_interleave(n, dim=0)  # [row, head]
                 if bool(head_rows.any()):
-                    hooks.append((f"blocks.{layer}.attn.hook_z",
-                                  _z_hook(ZEdit(head_rows, _tile(z_values[layer], g, n)))))
+                    z_edits[layer] = ZEdit(head_rows, _tile(z_values[layer], g, n))
+                    bridge_hooks.append((f"blocks.{layer}.attn.hook_z", _z_hook(z_edits[layer])))
                 mlp_rows = part.mlps[:, layer].to(self.device).repeat_interleave(n)
                 if bool(mlp_rows.any()):
-                    hooks.append((f"blocks.{layer}.mlp.hook_out",
-                                  _mlp_hook(MlpEdit(mlp_rows, _tile(mlp_values[layer], g, n)))))
+                    mlp_edits[layer] = MlpEdit(mlp_rows, _tile(mlp_values[layer], g, n))
+                    bridge_hooks.append((f"blocks.{layer}.mlp.hook_out", _mlp_hook(mlp_edits[layer])))
+            tokens = task.clean.repeat(g, 1)
             with self.gate.hold():
-                if full_forward:
-                    with self.bridge.hooks(fwd_hooks=hooks):
-                        every = self.bridge(task.clean.repeat(g, 1))[:, -1, :].float()
+                if full_forward:  # the naive reference: the bridge's own forward and hooks, every logit
+                    with self.bridge.hooks(fwd_hooks=bridge_hooks):
+                        every = self.bridge(tokens)[:, -1, :].float()
                     logits = every.gather(1, ids.repeat(g, 1))
                 else:
-                    resid = self._final_resid(task.clean.repeat(g, 1), hooks)[:, -1, :]
-                    logits = self._answer_from_resid(resid, ids.repeat(g, 1))
+                    with self._module_hooks(z_edits=z_edits, mlp_edits=mlp_edits):
+                        normed = self._normed_final(tokens)[:, -1, :]
+                    logits = self._answer_from_normed(normed, ids.repeat(g, 1))
             diff = (logits[:, 0] - logits[:, 1]).view(g, n)
             out[start:start + g] = (diff * weights).sum(1).double().cpu().numpy()
             done += g
@@ -413,41 +514,26 @@ class BridgeBackend(Backend):
         rows = max(1, self._rows_per_chunk(task.seq_len, n, "The attribution estimate") // 3)  # activations + grads
         clean_ld = 0.0
         weights_all = task.weights.to(self.device, torch.float32)
+        every = range(info.n_layers)
         for start in range(0, n, rows):
             stop = min(n, start + rows)
-            zs: dict[int, torch.Tensor] = {}
-            mlps: dict[int, torch.Tensor] = {}
-
-            def keep_z(z: torch.Tensor, hook: Any, kept: dict = zs) -> torch.Tensor:
-                z.retain_grad()
-                kept[int(hook.name.split(".")[1])] = z
-                return z
-
-            def keep_mlp(out: torch.Tensor, hook: Any, kept: dict = mlps) -> torch.Tensor:
-                out.retain_grad()
-                kept[int(hook.name.split(".")[1])] = out
-                return out
-
-            def grad_from_embed(embedded: torch.Tensor, hook: Any) -> torch.Tensor:
-                return embedded.detach().requires_grad_(True)
-
-            hooks = [("embed.hook_out", grad_from_embed)]
-            hooks += [(f"blocks.{layer}.attn.hook_z", keep_z) for layer in range(info.n_layers)]
-            hooks += [(f"blocks.{layer}.mlp.hook_out", keep_mlp) for layer in range(info.n_layers)]
-            with self.gate.hold(), torch.enable_grad():
-                resid = self._final_resid(task.clean[start:stop], hooks)[:, -1, :]
-                logits = self._answer_from_resid(resid, task.answer_ids[start:stop].to(self.device))
+            captured: dict[str, dict[int, torch.Tensor]] = {}
+            with self.gate.hold(), torch.enable_grad(), \
+                    self._module_hooks(capture_z=every, capture_mlp=every, captured=captured, retain_grad=True,
+                                       grad_from_embeddings=True):
+                normed = self._normed_final(task.clean[start:stop])[:, -1, :]
+                logits = self._answer_from_normed(normed, task.answer_ids[start:stop].to(self.device))
                 ld = ((logits[:, 0] - logits[:, 1]) * weights_all[start:stop]).sum()
                 ld.backward()
             clean_ld += float(ld.detach())
             with torch.no_grad():
-                for layer in range(info.n_layers):
-                    z, grad = zs[layer].detach(), zs[layer].grad
+                for layer in every:
+                    z = captured["z"][layer]
                     target = _rows_of(z_values[layer], start, stop, z)
-                    head_effect[layer] += ((target - z) * grad).sum(dim=(0, 1, 3)).double().cpu().numpy()
-                    out, grad = mlps[layer].detach(), mlps[layer].grad
+                    head_effect[layer] += ((target - z.detach()) * z.grad).sum(dim=(0, 1, 3)).double().cpu().numpy()
+                    out = captured["mlp"][layer]
                     target = _rows_of(mlp_values[layer], start, stop, out)
-                    mlp_effect[layer] += float(((target - out) * grad).sum())
+                    mlp_effect[layer] += float(((target - out.detach()) * out.grad).sum())
         return AttributionEffects(clean_ld, None, head_effect, mlp_effect)
 
     # ------------------------------------------------------------------------------------------------ patterns
@@ -463,6 +549,11 @@ class BridgeBackend(Backend):
         wanted = set(range(self.info.n_layers)) if layers is None else {int(layer) for layer in layers}
         if not wanted:
             return {}
+        batch, seq = int(tokens.shape[0]), int(tokens.shape[1])
+        # a layer whose pattern is read materializes scores, softmax and mask [batch, head, dest, src] in float32
+        scores = 3 * 4 * batch * self.info.n_heads * seq * seq
+        plan_chunks(f"Attention patterns of {seq:,} tokens", 1,
+                    scores + block_bytes_per_token(self.info, self.dtype, 1) * batch * seq, self.budget_bytes())
         top = max(wanted)
         reduced: dict[int, Any] = {}
 
@@ -479,7 +570,8 @@ class BridgeBackend(Backend):
         hooks: list[tuple[str, Callable]] = [(f"blocks.{layer}.attn.hook_pattern", on_pattern) for layer in wanted]
         if top + 1 < self.info.n_layers:
             hooks.append((f"blocks.{top + 1}.hook_in", stop))
-        with self.gate.hold(), self.bridge.hooks(fwd_hooks=hooks), contextlib.suppress(_StopForward):
+        with self.gate.hold(), self.bridge.hooks(fwd_hooks=hooks), self._native_attention(keep=wanted), \
+                contextlib.suppress(_StopForward):
             self.bridge(tokens)
         return reduced
 
@@ -579,12 +671,6 @@ def _mlp_hook(edit: MlpEdit) -> Callable[[torch.Tensor, Any], torch.Tensor]:
     return lambda out, hook: apply_mlp_edit(out, edit)
 
 
-def _last_position(module: Any, args: tuple) -> tuple:
-    """Forward pre-hook: the module's input cut to the last position (hidden[batch, pos, ...] -> [batch, 1, ...])."""
-    hidden = args[0]
-    return (hidden[:, -1:], *args[1:])
-
-
 class BridgeBlockRunner:
     """The bridge's blocks run one at a time (the fast path)."""
 
@@ -631,49 +717,34 @@ class BridgeBlockRunner:
         capture_pattern: bool = False,
         last_position_only: bool = False,
     ) -> BlockOutput:
-        captured: dict[str, torch.Tensor] = {}
-        hooks = []
+        backend = self.backend
+        captured: dict[str, dict[int, torch.Tensor]] = {}
+        pattern: dict[str, torch.Tensor] = {}
 
-        def on_z(z: torch.Tensor, hook: Any) -> torch.Tensor:
-            if z_edit is not None:
-                z = apply_z_edit(z, z_edit)
-            if capture_z:
-                captured["z"] = z
-            return z
+        def on_pattern(value: torch.Tensor, hook: Any) -> None:
+            pattern["pattern"] = value.detach()
 
-        def on_mlp(out: torch.Tensor, hook: Any) -> torch.Tensor:
-            if mlp_edit is not None:
-                out = apply_mlp_edit(out, mlp_edit)
-            if capture_mlp:
-                captured["mlp"] = out
-            return out
-
-        def on_pattern(pattern: torch.Tensor, hook: Any) -> None:
-            captured["pattern"] = pattern.detach()
-
-        if z_edit is not None or capture_z:
-            hooks.append((f"blocks.{layer}.attn.hook_z", on_z))
-        if mlp_edit is not None or capture_mlp:
-            hooks.append((f"blocks.{layer}.mlp.hook_out", on_mlp))
-        if capture_pattern:
-            hooks.append((f"blocks.{layer}.attn.hook_pattern", on_pattern))
         block = self.bridge.blocks[layer]
-        cuts = []
-        if last_position_only:  # output projection and MLP on the last position; residual adds broadcast
-            cuts = [block.attn.o.original_component.register_forward_pre_hook(_last_position),
-                    block.mlp.register_forward_pre_hook(_last_position)]
-        try:
-            if hooks:
-                with self.bridge.hooks(fwd_hooks=hooks):
+        hooks = backend._module_hooks(
+            z_edits={layer: z_edit} if z_edit is not None else None,
+            mlp_edits={layer: mlp_edit} if mlp_edit is not None else None,
+            capture_z=[layer] if capture_z else (),
+            capture_mlp=[layer] if capture_mlp else (),
+            captured=captured,
+            cut_last_position=[layer] if last_position_only else (),
+        )
+        # the bridge's attention only where its pattern is wanted; elsewhere the model's own (checked at load)
+        keep = range(backend.info.n_layers) if capture_pattern else [i for i in range(backend.info.n_layers)
+                                                                     if i != layer]
+        with hooks, backend._native_attention(keep=keep):
+            if capture_pattern:
+                with self.bridge.hooks(fwd_hooks=[(f"blocks.{layer}.attn.hook_pattern", on_pattern)]):
                     out = block(resid, **context)
             else:
                 out = block(resid, **context)
-        finally:
-            for handle in cuts:
-                handle.remove()
         if isinstance(out, tuple):
             out = out[0]
-        return BlockOutput(out, captured.get("z"), captured.get("mlp"), captured.get("pattern"))
+        return BlockOutput(out, captured["z"].get(layer), captured["mlp"].get(layer), pattern.get("pattern"))
 
     def answer_logits(self, resid_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return self.backend._answer_from_resid(resid_last, ids)
