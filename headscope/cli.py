@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     import time
 
-    from headscope.loading import embedded_converted_folder
+    from headscope.embedded import embedded_converted_folder  # torch-free: instant when already converted
 
     started = time.perf_counter()
     folder, _ = embedded_converted_folder(lambda stage, fraction: print(stage, file=sys.stderr))

