@@ -20,10 +20,11 @@ $(STAMP): requirements.txt requirements-dev.txt | $(PY)
 
 setup: $(STAMP)
 
-# Converts the embedded GGUF once (cached under cache/), then serves http://localhost:$(PORT).
+# Converts the embedded GGUF once (cached under cache/), then serves http://localhost:$(PORT); the default model
+# starts loading at once, while Streamlit starts (headscope/serve.py).
 run: setup
 	$(PY) -m headscope prepare
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT)
+	$(PY) -m headscope.serve --server.port $(PORT)
 
 # A real browser for the end-to-end tests (Debian's Chromium; needs root for apt-get).
 browser:

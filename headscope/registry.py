@@ -44,3 +44,16 @@ class ModelRegistry:
     def loaded(self, request: ModelRequest) -> Backend | None:
         with self._guard:
             return self._models.get(request.key)
+
+
+_SHARED: ModelRegistry | None = None
+_SHARED_GUARD = threading.Lock()
+
+
+def shared_registry() -> ModelRegistry:
+    """The registry of this process: the app's sessions and a preload at server start share it."""
+    global _SHARED
+    with _SHARED_GUARD:
+        if _SHARED is None:
+            _SHARED = ModelRegistry()
+        return _SHARED
