@@ -66,11 +66,22 @@ def test_batched_equals_naive_on_embedded_model(embedded_model, embedded_digits,
     assert np.isfinite(ablated).all()
 
 
-def _hand_written_ld(model, encoded, layer, head, method):
+@pytest.fixture(scope="module")
+def plain_embedded():
+    """The embedded model loaded a second time by plain transformers: untouched by TransformerLens (which swaps the
+    submodules of the model it wraps), so the hooks below run Hugging Face's own code."""
+    from transformers import AutoModelForCausalLM
+
+    from headscope.loading import embedded_converted_folder
+
+    return AutoModelForCausalLM.from_pretrained(embedded_converted_folder()[0], dtype=torch.float32,
+                                                attn_implementation="eager").eval()
+
+
+def _hand_written_ld(hf, encoded, layer, head, method):
     """The head's slice of o_proj's input replaced by a plain PyTorch pre-hook on the HF module; HF's own forward."""
-    hf = model.bridge.original_model
-    o_proj = model.bridge.blocks[layer].attn.o.original_component
-    d_head = model.info.d_head
+    o_proj = hf.model.layers[layer].self_attn.o_proj
+    d_head = hf.config.hidden_size // hf.config.num_attention_heads
     cols = slice(head * d_head, (head + 1) * d_head)
     seen = {}
 
@@ -99,13 +110,14 @@ def _hand_written_ld(model, encoded, layer, head, method):
 
 @pytest.mark.parametrize("method", ["mean", "resample"])
 def test_mean_and_resample_match_a_hand_written_hook(embedded_model, embedded_digits, embedded_exact, tiny_model,
-                                                      tiny_digits, method):
-    for model, encoded, heads, ablated in (
-        (tiny_model, tiny_digits, [(0, 1), (2, 3)], exact_sweep(tiny_model, tiny_digits, method)[0]),
-        (embedded_model, embedded_digits, [(5, 2), (16, 0)], embedded_exact(method)[0]),
+                                                      tiny_digits, tiny_family_loader, plain_embedded, method):
+    for model, hf, encoded, heads, ablated in (
+        (tiny_model, tiny_family_loader("llama").reference, tiny_digits, [(0, 1), (2, 3)],
+         exact_sweep(tiny_model, tiny_digits, method)[0]),
+        (embedded_model, plain_embedded, embedded_digits, [(5, 2), (16, 0)], embedded_exact(method)[0]),
     ):
         for layer, head in heads:
-            expected = _hand_written_ld(model, encoded, layer, head, method)
+            expected = _hand_written_ld(hf, encoded, layer, head, method)
             assert ablated[layer, head] == pytest.approx(expected, abs=1e-4)
 
 
