@@ -109,12 +109,12 @@ def _hand_written_ld(hf, encoded, layer, head, method):
 
 
 @pytest.mark.parametrize("method", ["mean", "resample"])
-def test_mean_and_resample_match_a_hand_written_hook(embedded_model, embedded_digits, embedded_exact, tiny_model,
-                                                      tiny_digits, tiny_family_loader, plain_embedded, method):
-    for model, hf, encoded, heads, ablated in (
-        (tiny_model, tiny_family_loader("llama").reference, tiny_digits, [(0, 1), (2, 3)],
+def test_mean_and_resample_match_a_hand_written_hook(embedded_digits, embedded_exact, tiny_model, tiny_digits,
+                                                      tiny_family_loader, plain_embedded, method):
+    for hf, encoded, heads, ablated in (
+        (tiny_family_loader("llama").reference, tiny_digits, [(0, 1), (2, 3)],
          exact_sweep(tiny_model, tiny_digits, method)[0]),
-        (embedded_model, plain_embedded, embedded_digits, [(5, 2), (16, 0)], embedded_exact(method)[0]),
+        (plain_embedded, embedded_digits, [(5, 2), (16, 0)], embedded_exact(method)[0]),
     ):
         for layer, head in heads:
             expected = _hand_written_ld(hf, encoded, layer, head, method)
