@@ -34,6 +34,7 @@ browser:
 	  else echo "Install Chromium (e.g. sudo apt-get install chromium) for the browser tests"; fi; }
 
 test: setup browser
+	$(VENV)/bin/ruff check .
 	$(PY) -m headscope prepare
 	$(PY) -m pytest tests
 
