@@ -12,7 +12,7 @@ from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
 from components.head_scores import head_scores_panel
 from components.model_state import require_model
 from components.share import BOUND, copy_link
-from components.text import md, plain, plural
+from components.text import md, plain, plural, quoted
 from headscope.ablation import cached_sweeps
 from headscope.errors import HeadscopeError, InputError
 from headscope.heads import (
@@ -83,17 +83,19 @@ typed = free_col.text_input("Heads (layer.head, …) — overrides the preset", 
                                  "of a score heatmap below adds that head here.")
 
 heads: tuple[HeadRef, ...] = ()
+failed = False
 try:
     heads = parse_heads(typed, info) if typed.strip() else preset_heads(model, preset, sweeps)
     if not typed.strip():
         st.caption(f"Preset heads: {md(format_heads(heads))}")
 except HeadscopeError as error:
     st.error(md(str(error)))
+    failed = True
 
 result = None
+memo = st.session_state.get("ap_patterns")
 if heads:
     memo_key = (str(model.identity), prompt, heads)
-    memo = st.session_state.get("ap_patterns")
     try:
         if memo is not None and memo[0] == memo_key:
             result = memo[1]
@@ -102,6 +104,10 @@ if heads:
             st.session_state["ap_patterns"] = (memo_key, result)
     except HeadscopeError as error:
         st.error(md(str(error)))
+        failed = True
+if failed and memo is not None and memo[0][0] == str(model.identity):
+    result = memo[1]  # nothing computed is lost: the last view stays, labelled as such
+    st.caption(f"Showing the last view: heads {md(format_heads(result.heads))} on the prompt {quoted(result.prompt)}.")
 
 if result is not None:
     st.subheader(f"{plural(len(result.heads), 'head')} on {plural(len(result.tokens), 'token')}")

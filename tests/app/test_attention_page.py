@@ -51,11 +51,14 @@ def test_typed_heads_override_the_preset_and_show_their_kv_heads(run_page):
 
 def test_bad_head_lists_show_an_error_and_the_page_keeps_working(run_page):
     app = run_page("pages/attention.py")
+    preset = next(shown(c.value) for c in app.caption if c.value.startswith("Preset heads: "))
     app.text_input(key="heads").input("31.0").run()
     assert not app.exception
     assert [shown(e.value) for e in app.error] == [
         "Head 31.0 is out of range: SmolLM2-135M-Instruct has layers 0–29 and heads 0–8."]
-    assert _frames(app) == []
+    assert len(_frames(app)) == 2  # the last view stays, labelled as such
+    last_view = preset.replace("Preset heads: ", "Showing the last view: heads ")
+    assert any(shown(c.value).startswith(last_view + " on the prompt '1 2 3 4 '") for c in app.caption)
     assert app.selectbox(key="score") is not None  # the scores section still renders
     app.text_input(key="heads").input("3-4").run()
     assert "Cannot read '3-4' as a head" in shown(app.error[0].value)
