@@ -67,25 +67,20 @@ def upload_limits() -> UploadLimits:
     return UploadLimits(limits.max_rows, min(limits.max_bytes, server_bytes))
 
 
-def forget_removed_upload() -> None:
-    """The user removed the file from the uploader: stop using it (a page switch, which also empties the uploader,
-    keeps it)."""
-    if st.session_state.get("ab_upload") is None:
-        st.session_state.pop(UPLOADED, None)
-
-
 def uploaded_dataset(limits: UploadLimits) -> Dataset | None:
     """The uploader with its limits stated; a file that is not a usable dataset gets a message naming the problem."""
     upload = st.file_uploader(
         "CSV or JSON: prompt, correct, incorrect, optional corrupted_prompt", type=["csv", "json"], key="ab_upload",
         max_upload_size=max(1, math.ceil(limits.max_bytes / 2**20)),
-        on_change=forget_removed_upload,
     )
     st.caption(md(f"Limits on this server: {limits.describe()} per dataset."))
-    if upload is None:
+    if upload is None:  # none now (e.g. after a page switch): the last one uploaded in this session, if any
         previous = st.session_state.get(UPLOADED)
         if previous is not None:
-            st.caption(f"Using {quoted(previous.name)}, uploaded earlier in this session; upload a file to replace it.")
+            note_col, forget_col = st.columns([4, 1], vertical_alignment="center")
+            note_col.caption(f"Using {quoted(previous.name)}, uploaded earlier in this session; upload a file to "
+                             "replace it.")
+            forget_col.button("Forget it", key="ab_forget_upload", on_click=lambda: st.session_state.pop(UPLOADED))
         return previous
     try:
         dataset = load_dataset_bytes(upload.getvalue(), upload.name, limits)
