@@ -255,7 +255,10 @@ class UploadLimits:
 
 
 def _megabytes(n_bytes: float) -> str:
+    """'5 MB', '1.5 MB', '3,401 bytes'."""
     value = n_bytes / 2**20
+    if value < 0.1:
+        return f"{n_bytes:,.0f} bytes"
     return f"{value:.0f} MB" if value >= 10 or value == int(value) else f"{value:.1f} MB"
 
 

@@ -54,7 +54,8 @@ def test_row_limit_applies_to_json_too():
 def test_byte_limit_is_checked_before_parsing():
     data = _csv(200).encode()
     limits = UploadLimits(max_rows=10_000, max_bytes=len(data) - 1)
-    with pytest.raises(InputError, match=r"d\.csv: the file is .* MB, more than the .*HEADSCOPE_UPLOAD_MAX_MB"):
+    shown = rf"the file is {len(data):,} bytes, more than the {len(data) - 1:,} bytes .*HEADSCOPE_UPLOAD_MAX_MB"
+    with pytest.raises(InputError, match=r"d\.csv: " + shown):
         load_dataset_bytes(data, "d.csv", limits)
     assert len(load_dataset_bytes(data, "d.csv", UploadLimits(max_bytes=len(data)))) == 200
 
