@@ -40,6 +40,7 @@ class WaitingNotice:
         self.text_slot = st.empty()
         self.button_slot = st.empty()
         self.started: float | None = None  # when this run first waited
+        self.waited_until = 0.0  # the last time it was still waiting
         self.last: str = ""  # what it waited for, last seen
         self.button_shown = False
         self.closed = False  # a message took the notice's place
@@ -48,8 +49,12 @@ class WaitingNotice:
         what = status.describe(self.me)
         if self.gave_up:
             raise Cancelled(f"You gave up waiting for {what}. Change anything on the page to try again.")
+        now = time.perf_counter()
         if self.started is None:
-            self.started = time.perf_counter()
+            self.started = now
+        self.waited_until = now
+        if not status.busy:  # the holder has just let go: this request is next
+            return
         self.last = what
         self.text_slot.info(md(f"Waiting for {what}…"), icon=":material/hourglass_top:")
         if not self.button_shown:
@@ -71,7 +76,7 @@ class WaitingNotice:
         if self.started is None:
             self.text_slot.empty()
             return
-        waited = time.perf_counter() - self.started
+        waited = self.waited_until - self.started + sharing.WAIT_POLL_SECONDS
         self.text_slot.caption(md(f"Waited {waited:.1f} s for {self.last}."))
 
 
