@@ -47,8 +47,10 @@ def summary(result: SweepResult) -> None:
     cols[1].metric("Corrupted LD", "n/a" if result.corrupt_ld is None else f"{result.corrupt_ld:.3f}")
     cols[2].metric("Prompts", f"{result.n_prompts:d}")
     cols[3].metric("Tokens each", f"{result.seq_len:d}", help="BOS included")
-    cols[4].metric("Method", md(result.method) + (" (estimate)" if result.estimate else ""))
-    cols[5].metric("Time", f"{result.seconds:.1f} s", "from cache" if result.cached else None, delta_color="off")
+    cols[4].metric("Method", md(result.method), "estimate" if result.estimate else "exact", delta_color="off",
+                   delta_arrow="off")
+    cols[5].metric("Time", f"{result.seconds:.1f} s", "from cache" if result.cached else None, delta_color="off",
+                   delta_arrow="off")
     with st.expander(f"Prompts and notes · first prompt {quoted(result.first_prompt)}"):
         st.text(plain("Tokens of the first prompt (BOS included): " + " | ".join(result.token_labels)))
         for note in result.notes:

@@ -166,7 +166,7 @@ if encoded is not None:
     result = (load_sweep(model, encoded, method, False, only_correct, cache)
               or load_sweep(model, encoded, method, True, only_correct, cache))
     if run_exact or run_preview:
-        what = "instant estimate" if run_preview else "exact sweep"
+        what = "estimate" if run_preview else "sweep"
         st.session_state[RUNNING] = what
         bar = st.progress(0.0, text="Starting…")
         # A click reruns the page, which stops the running sweep at its next progress report.

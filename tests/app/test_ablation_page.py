@@ -39,7 +39,8 @@ def test_estimate_is_labelled_as_such(run_page):
     app.button(key="ab_preview").click().run(timeout=300)
     assert not app.exception
     assert any("Estimate" in w.value for w in app.warning)
-    assert shown({m.label: m.value for m in app.metric}["Method"]) == "mean (estimate)"
+    method = next(m for m in app.metric if m.label == "Method")
+    assert (shown(method.value), method.proto.delta) == ("mean", "estimate")
 
 
 def test_task_the_model_never_gets_right_shows_an_error_and_the_page_keeps_working(run_page):
