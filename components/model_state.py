@@ -44,12 +44,15 @@ def backend_missing(name: str) -> str | None:
 
 
 def _load_with_progress(request: ModelRequest) -> Backend:
+    # One slot, loading or not: the elements after it keep their places from run to run (a status box present only
+    # in the first run would shift them, and Streamlit would show each twice while the next run draws)
+    slot = st.empty()
     registry = model_registry()
     cached = registry.loaded(request)
     if cached is not None:
         return cached
     label = EMBEDDED_NAME if request.source == EMBEDDED else request.source
-    with st.status(md(f"Loading {label}…"), expanded=True) as status:
+    with slot.container(), st.status(md(f"Loading {label}…"), expanded=True) as status:
         bar = st.progress(0.0)
 
         def progress(stage: str, fraction: float) -> None:
