@@ -116,6 +116,10 @@ def model_sidebar() -> None:
             placeholder="meta-llama/Llama-2-7b-hf" if remote else "meta-llama/Llama-2-7b-hf or /path/to/model",
             key="model_source_text",
         )
+    if kind.startswith("Hub") and network_mode():
+        policy = source_policy()
+        where = ", ".join(policy.roots) if policy.roots else "none on this server"
+        sidebar.caption(md(f"Local folders: inside {where}." + ("" if policy.allow_hub else " Hub loading is off.")))
     if remote:
         device, dtype = "auto", "auto"
         api_key = _ndif_key(sidebar)

@@ -74,7 +74,7 @@ preset_names += [f"Top {TOP_K} by ablation effect: {sweep.label}" for sweep in s
 score_presets = [f"Top {TOP_K} by {SCORE_TITLES[score].lower()}" for score in SCORE_NAMES]
 preset_names += sorted(score_presets, key=lambda name: "sequence" not in name)  # sequence-member first: cheap
 preset_col, free_col = st.columns([2, 3])
-preset = preset_col.selectbox("Heads preset", preset_names, key="preset", **BOUND,
+preset = preset_col.selectbox("Heads preset", preset_names, key="preset", format_func=plain, **BOUND,
                               help="Published candidates for this model where there are any, the top heads by a "
                                    "head-type score, or by ablation effect from a cached sweep.")
 typed = free_col.text_input("Heads (layer.head, …) — overrides the preset", key=HEADS_BOX, **BOUND,
