@@ -118,8 +118,8 @@ def model_sidebar() -> None:
         )
     if kind.startswith("Hub") and network_mode():
         policy = source_policy()
-        where = ", ".join(policy.roots) if policy.roots else "none on this server"
-        sidebar.caption(md(f"Local folders: inside {where}." + ("" if policy.allow_hub else " Hub loading is off.")))
+        where = f"only inside {', '.join(policy.roots)}" if policy.roots else "none on this server"
+        sidebar.caption(md(f"Local folders: {where}." + ("" if policy.allow_hub else " Hub loading is off.")))
     if remote:
         device, dtype = "auto", "auto"
         api_key = _ndif_key(sidebar)
