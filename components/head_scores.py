@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from components.heatmap import clickable_heatmap, layer_head_figure
+from components.text import md, plain
 from headscope.heads import HeadRef
 from headscope.scores import HeadScores
 
@@ -16,8 +17,8 @@ from headscope.scores import HeadScores
 def list_usage_table(result: HeadScores) -> None:
     """Which ordinal lists the successor and copying scores could use for this tokenizer, and why not."""
     st.dataframe(
-        pd.DataFrame([{"list": usage.name, "members": len(usage.members), "usable": usage.usable,
-                       "why not": usage.reason} for usage in result.lists]),
+        pd.DataFrame([{"list": plain(usage.name), "members": len(usage.members), "usable": usage.usable,
+                       "why not": plain(usage.reason)} for usage in result.lists]),
         hide_index=True,
         width="stretch",
     )
@@ -25,15 +26,16 @@ def list_usage_table(result: HeadScores) -> None:
 
 def head_scores_panel(result: HeadScores, key: str) -> list[HeadRef]:
     """Render the score; returns the heads newly picked in this run (a heatmap click, table rows selected)."""
-    origin = "loaded from the results cache" if result.cached else f"computed in {result.compute_seconds:.1f} s"
-    st.caption(f"{result.title} on {result.inputs}. {origin.capitalize()}.")
+    origin = "Loaded from the results cache" if result.cached else f"Computed in {result.compute_seconds:.1f} s"
+    st.caption(md(f"{result.title} on {result.inputs}.") + " " + md(origin) + ". Click a cell of the map (or select "
+               "rows of the table) to add that head to the pattern view.")
     for note in result.notes:
-        st.caption(f":material/info: {note}")
+        st.caption(":material/info: " + md(note))
     if result.lists:
         list_usage_table(result)
     figure = layer_head_figure(
         result.scores,
-        title=f"{result.title} — click a cell to add the head to the pattern view",
+        title=result.title,
         colorbar_title=result.score,
         center=None,
         diverging=False,

@@ -7,11 +7,14 @@ st.plotly_chart(on_select="rerun") returns it. An optional extra column (e.g. ea
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+
+from components.text import plotly_text
 
 EXTRA = -1  # the head index reported for a click in the extra column
 
@@ -20,6 +23,40 @@ EXTRA = -1  # the head index reported for a click in the extra column
 class CellClick:
     layer: int
     head: int  # EXTRA for the extra column
+
+
+# Pixel layout: one data unit is `cell` px on both axes, so markers of `cell` px are squares that tile the grid.
+_PLOT_MAX_HEIGHT = 640
+_PLOT_MAX_WIDTH = 560
+_MARGIN_LEFT, _MARGIN_BOTTOM = 56, 50
+_COLORBAR_SPACE = 120  # right margin: colour bar (its title written sideways) and its tick labels
+_TITLE_CHAR_PX = 7.6  # a 14 px title character, for widening the margin so the title is not cut off
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Cell size and figure size in pixels for an n_layers × n_columns grid (x and y spans in data units)."""
+
+    cell: int
+    x_span: float
+    y_span: float
+    width: int
+    height: int
+    margin_right: int
+    margin_top: int
+
+
+def grid_layout(n_layers: int, n_heads: int, extra_column: bool, title: str = "") -> GridLayout:
+    """Square cells: the plot area is `cell` px per unit on both axes; a long title widens the right margin, never
+    the plot, so the cells stay square."""
+    x_span = n_heads + (2.0 if extra_column else 0.4)  # ranges below: [-0.7, n_heads + 1.3] or [-0.7, n_heads - 0.3]
+    y_span = n_layers + 0.4
+    cell = int(max(8, min(28, _PLOT_MAX_HEIGHT / y_span, _PLOT_MAX_WIDTH / x_span)))
+    plot_width, plot_height = round(cell * x_span), round(cell * y_span)
+    margin_top = 60 if title else 24
+    margin_right = max(_COLORBAR_SPACE, round(len(title) * _TITLE_CHAR_PX) - plot_width - _MARGIN_LEFT + 20)
+    return GridLayout(cell, x_span, y_span, _MARGIN_LEFT + plot_width + margin_right,
+                      margin_top + plot_height + _MARGIN_BOTTOM, margin_right, margin_top)
 
 
 def layer_head_figure(
@@ -32,10 +69,11 @@ def layer_head_figure(
     extra_label: str = "MLP",
     selected: tuple[int, int] | None = None,
     value_format: str = ".3f",
-    height: int | None = None,
     diverging: bool = True,
 ) -> go.Figure:
-    """values[layer, head] as square markers, layer 0 at the bottom; a diverging scale centred on `center`."""
+    """values[layer, head] as square markers, layer 0 at the bottom; a diverging scale centred on `center`.
+
+    `title` and `colorbar_title` are shown as typed (Plotly's pseudo-HTML escaped)."""
     n_layers, n_heads = values.shape
     layers, heads = np.meshgrid(np.arange(n_layers), np.arange(n_heads), indexing="ij")
     xs = heads.ravel().astype(float)
@@ -58,11 +96,12 @@ def layer_head_figure(
     else:
         color_range = {"cmin": float(finite.min()) if finite.size else 0.0,
                        "cmax": float(finite.max()) if finite.size else 1.0, "colorscale": "Viridis"}
-    height = height or int(min(1100, max(360, 22 * n_layers + 120)))
-    plot_height = height - 90
-    cell = max(6, min(40, int(plot_height / max(n_layers, 1)) - 1))
+    shown_title = plotly_text(title)
+    shown_bar_title = plotly_text(colorbar_title)
+    layout = grid_layout(n_layers, n_heads, extra_column is not None, title)
+    cell = layout.cell
     hover = (
-        "layer %{customdata[0]:.0f}, head %{customdata[1]:.0f}<br>" f"{colorbar_title or 'value'} "
+        "layer %{customdata[0]:.0f}, head %{customdata[1]:.0f}<br>" f"{shown_bar_title or 'value'} "
         f"%{{customdata[2]:{value_format}}}<extra></extra>"
     )
     figure = go.Figure(
@@ -74,10 +113,11 @@ def layer_head_figure(
             hovertemplate=hover,
             marker={
                 "symbol": "square",
-                "size": cell,
+                "size": max(cell - 1, 4),  # a 1 px seam between cells
                 "color": colors,
                 **color_range,
-                "colorbar": {"title": {"text": colorbar_title}},
+                "colorbar": {"title": {"text": shown_bar_title, "side": "right"}, "thickness": 14, "x": 1.0,
+                             "xanchor": "left", "xpad": 12, "len": 1.0},
                 "line": {"width": 0},
             },
             selected={"marker": {"opacity": 1.0}},
@@ -85,8 +125,8 @@ def layer_head_figure(
         )
     )
     if extra_column is not None:
-        figure.data[0].hovertemplate = hover  # the extra column's hover shows head -1; relabelled below
-        figure.add_annotation(x=n_heads + 0.6, y=n_layers - 0.3, text=extra_label, showarrow=False, yshift=14)
+        figure.add_annotation(x=n_heads + 0.6, y=n_layers - 0.3, text=plotly_text(extra_label), showarrow=False,
+                              yshift=14)
     if selected is not None:
         sel_layer, sel_head = selected
         sel_x = n_heads + 0.6 if sel_head == EXTRA else sel_head
@@ -95,15 +135,17 @@ def layer_head_figure(
             marker={"symbol": "square-open", "size": cell + 2, "color": "#111", "line": {"width": 2}},
         ))
     tick_x = list(range(n_heads)) + ([n_heads + 0.6] if extra_column is not None else [])
-    tick_text = [str(h) for h in range(n_heads)] + ([extra_label] if extra_column is not None else [])
+    tick_text = [str(h) for h in range(n_heads)] + ([plotly_text(extra_label)] if extra_column is not None else [])
     figure.update_layout(
-        title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 14}},
-        height=height,
-        margin={"l": 50, "r": 20, "t": 70 if title else 30, "b": 50},
+        title={"text": shown_title, "x": 0, "xref": "paper", "xanchor": "left", "font": {"size": 14}},
+        width=layout.width,
+        height=layout.height,
+        margin={"l": _MARGIN_LEFT, "r": layout.margin_right, "t": layout.margin_top, "b": _MARGIN_BOTTOM,
+                "autoexpand": False},
         xaxis={"title": "head", "tickvals": tick_x, "ticktext": tick_text, "showgrid": False, "zeroline": False,
-               "range": [-0.7, (n_heads + 1.3) if extra_column is not None else n_heads - 0.3]},
+               "range": [-0.7, (n_heads + 1.3) if extra_column is not None else n_heads - 0.3], "fixedrange": True},
         yaxis={"title": "layer", "showgrid": False, "zeroline": False, "range": [-0.7, n_layers - 0.3],
-               "dtick": 1 if n_layers <= 40 else 4},
+               "dtick": 1 if n_layers <= 40 else 4, "fixedrange": True},
         plot_bgcolor="#f4f5f7",
         clickmode="event+select",
         dragmode=False,
@@ -119,7 +161,7 @@ def clickable_heatmap(figure: go.Figure, key: str, filename: str = "heatmap") ->
         key=key,
         on_select="rerun",
         selection_mode="points",
-        width="stretch",
+        width="content",  # the figure's own width: cells stay square
         config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2}},
     )
     return click_from_event(event)
@@ -139,14 +181,22 @@ def click_from_event(event) -> CellClick | None:
     return None
 
 
-def png_download(container, figure: go.Figure, file_name: str, key: str) -> None:
-    """A PNG of the figure, rendered server-side by kaleido (headless Chromium) when the button is clicked.
-
-    The chart's own toolbar (camera icon) also saves a PNG, in the browser.
-    """
+@functools.lru_cache(maxsize=16)
+def figure_png(figure_json: str) -> bytes:
+    """The figure as a PNG (kaleido, headless Chromium), at its own size ×2; cached per figure (the download runs in
+    the server's request thread, outside any script run)."""
     import plotly.io as pio
 
-    def render() -> bytes:
-        return pio.to_image(figure, format="png", width=1000, height=figure.layout.height or 700, scale=2)
+    figure = pio.from_json(figure_json)
+    return pio.to_image(figure, format="png", scale=2)
 
-    container.download_button("Download figure (PNG)", render, file_name=file_name, mime="image/png", key=key)
+
+def png_download(container, figure: go.Figure, file_name: str, key: str) -> None:
+    """A PNG of the figure, rendered server-side when the button is clicked (the chart's camera icon also saves one).
+
+    The button does not rerun the page (on_click="ignore"), and neither does the page's CSV button: a rerun gives
+    every deferred download a new file id, and a click on the old id in between fails ("Deferred file not found").
+    """
+    figure_json = figure.to_json()
+    container.download_button("Download figure (PNG)", lambda: figure_png(figure_json), file_name=file_name,
+                              mime="image/png", key=key, on_click="ignore", icon=":material/image:")

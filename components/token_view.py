@@ -1,6 +1,7 @@
 """Token strip, token table, top-k table and chart, answer panel: the prompt tester's pieces.
 
-Every token string reaches the page either through st.dataframe (rendered as text) or through html.escape.
+Every token string reaches the page through st.dataframe (rendered as text), html.escape (the strip), Plotly-escaped
+labels (the chart) or components.text (Markdown); invisible characters show as ⟨U+XXXX⟩ (headscope.tokens).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from components.text import md, plain, plotly_text
 from headscope.predict import AnswerReport, Prediction, PromptAnalysis
 
 STRIP_CSS = """
@@ -66,7 +68,7 @@ def token_frame(analysis: PromptAnalysis) -> pd.DataFrame:
             "position": token.position,
             "id": token.id,
             "token": token.display,
-            "raw": token.raw,
+            "raw": plain(token.raw),
             "special": token.special,
             "span": "" if token.char_start is None else f"{token.char_start}–{token.char_end}",
             "top-1 next": predicted.display,
@@ -107,7 +109,7 @@ def topk_table(predictions: tuple[Prediction, ...]) -> None:
 def topk_chart(predictions: tuple[Prediction, ...], highlight_ids: set[int] | None = None) -> go.Figure:
     """Horizontal bars of probability, best at the top; answer tokens highlighted."""
     highlight_ids = highlight_ids or set()
-    labels = [f"{p.rank}. {p.display}" for p in predictions]
+    labels = [plotly_text(f"{p.rank}. {p.display}") for p in predictions]
     colors = ["#e4572e" if p.id in highlight_ids else "#4c78a8" for p in predictions]
     figure = go.Figure(go.Bar(
         x=[p.prob for p in predictions],
@@ -133,7 +135,7 @@ def answer_panel(label: str, report: AnswerReport) -> None:
         if variant is None:
             continue
         rows.append({
-            label: repr(variant.text),
+            label: repr(plain(variant.text)),
             "tokens": " ".join(variant.tokens_display),
             "first id": variant.first_id,
             "rank": variant.rank,
@@ -153,6 +155,6 @@ def answer_panel(label: str, report: AnswerReport) -> None:
 
 def diagnostics(analysis: PromptAnalysis) -> None:
     for warning in analysis.warnings:
-        st.warning(warning, icon=":material/warning:")
+        st.warning(md(warning), icon=":material/warning:")
     for note in analysis.notes:
-        st.caption(f":material/info: {note}")
+        st.caption(":material/info: " + md(note))

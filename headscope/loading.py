@@ -13,7 +13,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class ModelRequest:
     device: str = "auto"
     dtype: str = "auto"
     backend: str = "bridge"
+    api_key: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -127,25 +128,97 @@ def _no_cuda_message(device: str) -> str:
     )
 
 
-def resolve_source(source: str) -> ResolvedSource:
-    """Classify a source string: 'embedded', an existing folder, or a hub id."""
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    """Which sources may be loaded. The command line and a server on localhost: any folder (roots None) and the hub
+    unless switched off. A server bound beyond localhost: only folders under `roots` (resolved paths), so nobody on
+    the network can load, or find out about, any other folder the server can read."""
+
+    roots: tuple[str, ...] | None = None
+    allow_hub: bool = True
+
+    @classmethod
+    def from_env(cls, network: bool = False) -> SourcePolicy:
+        """HEADSCOPE_ALLOW_HUB=0 switches hub loading off; on a network, HEADSCOPE_MODEL_DIRS (os.pathsep-separated)
+        names the folders whose models may be loaded (none when unset)."""
+        allow_hub = os.environ.get("HEADSCOPE_ALLOW_HUB", "1").strip().lower() not in _FALSE
+        if not network:
+            return cls(None, allow_hub)
+        roots = tuple(
+            os.path.realpath(os.path.expanduser(root.strip()))
+            for root in os.environ.get("HEADSCOPE_MODEL_DIRS", "").split(os.pathsep)
+            if root.strip()
+        )
+        return cls(roots, allow_hub)
+
+    def inside_roots(self, real_path: str) -> bool:
+        return self.roots is None or any(
+            real_path == root or real_path.startswith(root.rstrip(os.sep) + os.sep) for root in self.roots
+        )
+
+    def outside_message(self) -> str:
+        """The one answer for every folder outside the roots, whether it exists or not: nothing about the server's
+        folders can be learnt from it."""
+        if not self.roots:
+            return ("Local folders cannot be loaded on this server: choose the embedded model" +
+                    (" or a hub id." if self.allow_hub else ".") +
+                    " (The server's administrator can allow folders with HEADSCOPE_MODEL_DIRS.)")
+        return (f"Only folders inside this server's model folders can be loaded: {', '.join(self.roots)}. Give the "
+                "path of a model folder inside one of them" + (", a hub id" if self.allow_hub else "") +
+                ", or 'embedded'.")
+
+
+def _hub_off_message(policy: SourcePolicy) -> str:
+    folders = "" if policy.roots == () else " or a local folder"
+    return (f"Loading from the Hugging Face hub is switched off here (HEADSCOPE_ALLOW_HUB=0): choose the embedded "
+            f"model{folders}.")
+
+
+def resolve_source(source: str, policy: SourcePolicy | None = None) -> ResolvedSource:
+    """Classify a source string: 'embedded', an existing folder, or a hub id, as `policy` allows.
+
+    Under a policy with roots, a path is resolved (symlinks and '..' followed) before anything about it is checked,
+    and every path outside the roots gets the same message; strings that look like hub ids are never looked up on
+    disk there.
+    """
+    policy = policy or SourcePolicy.from_env()
     text = (source or "").strip()
     if not text or text.lower() == EMBEDDED:
         return ResolvedSource(EMBEDDED, EMBEDDED_NAME, EMBEDDED)
-    path = Path(text).expanduser()
-    if text.startswith(("/", ".", "~")) or path.exists():
-        if not path.is_dir():
+    if "\x00" in text:
+        raise ModelLoadError("A model source cannot hold a NUL character: give a folder path, a hub id or 'embedded'.")
+    if policy.roots is not None:
+        looks_like_path = text.startswith(("/", ".", "~", "\\")) or not _HUB_ID.match(text)
+        if looks_like_path:
+            real = os.path.realpath(os.path.expanduser(text))
+            if not policy.inside_roots(real):
+                raise ModelLoadError(policy.outside_message())
+            return _local_source(Path(real), text)
+    else:
+        path = Path(text).expanduser()
+        if text.startswith(("/", ".", "~")) or path.exists():
+            return _local_source(path, text)
+        if not _HUB_ID.match(text):
             raise ModelLoadError(
-                f"Model folder {text!r} does not exist (or is not a folder). Give the path of a folder that holds "
-                "a transformers model (config.json and weights), a hub id like meta-llama/Llama-2-7b-hf, or 'embedded'."
+                f"{text!r} is neither an existing folder nor a valid hub id (owner/name, e.g. "
+                "meta-llama/Llama-2-7b-hf)."
             )
-        _check_model_folder(path)
-        return ResolvedSource("local", path.resolve().name, str(path.resolve()))
-    if not _HUB_ID.match(text):
-        raise ModelLoadError(
-            f"{text!r} is neither an existing folder nor a valid hub id (owner/name, e.g. meta-llama/Llama-2-7b-hf)."
-        )
+    if not policy.allow_hub:
+        raise ModelLoadError(_hub_off_message(policy))
     return ResolvedSource("hub", text, text)
+
+
+def _local_source(path: Path, text: str) -> ResolvedSource:
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"Model folder {text!r} does not exist (or is not a folder). Give the path of a folder that holds "
+            "a transformers model (config.json and weights), a hub id like meta-llama/Llama-2-7b-hf, or 'embedded'."
+        )
+    _check_model_folder(path)
+    return ResolvedSource("local", path.resolve().name, str(path.resolve()))
 
 
 def _check_model_folder(path: Path) -> None:
@@ -247,19 +320,25 @@ def _report(progress: ProgressCallback | None, stage: str, fraction: float) -> N
         progress(stage, fraction)
 
 
-def load_model(request: ModelRequest, progress: ProgressCallback | None = None) -> Backend:
-    """Load a model behind the requested backend. Raises ModelLoadError with an actionable message on any failure."""
+def load_model(
+    request: ModelRequest, progress: ProgressCallback | None = None, policy: SourcePolicy | None = None
+) -> Backend:
+    """Load a model behind the requested backend, as `policy` allows (default: SourcePolicy.from_env()). Raises
+    ModelLoadError with an actionable message on any failure."""
     from headscope.backends import check_backend_name
 
     check_backend_name(request.backend)
+    policy = policy or SourcePolicy.from_env()
     started = time.perf_counter()
     _silence_transformers()
+    if request.backend == "ndif" and not policy.allow_hub:  # NDIF reads the model's config and tokenizer from the hub
+        raise ModelLoadError(_hub_off_message(policy))
     if request.backend == "ndif":
         from headscope.backends.nnsight import load_remote
 
         return load_remote(request, progress)
     placement = resolve_placement(request.device, request.dtype)
-    source = resolve_source(request.source)
+    source = resolve_source(request.source, policy)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     hub_kwargs: dict[str, Any] = {}

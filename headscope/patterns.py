@@ -182,7 +182,7 @@ def grid_view(result: AttentionPatterns) -> CircuitsView:
         max_value=1.0,
         min_value=0.0,
     )
-    return _view_from_rendered(rendered.local_src, f"{len(result.heads)} heads")
+    return _view_from_rendered(rendered.local_src, f"{len(result.heads)} head{'' if len(result.heads) == 1 else 's'}")
 
 
 def single_head_view(result: AttentionPatterns, index: int) -> CircuitsView:

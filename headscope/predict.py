@@ -286,7 +286,18 @@ def _diagnose(
     elif bos_id is not None and tokens[0].id != bos_id:
         notes.append("This model's input has no BOS token: position 0 is the prompt's first token.")
     if is_whitespace_token(top1.text):
-        if tokenized.prompt.endswith((" ", "\n", "\t")) and pos == len(tokens) - 1:
+        at_end = pos == len(tokens) - 1
+        if "\n" in top1.text or "\r" in top1.text:
+            # a line break is not the space before the next word: a trailing space does not "fix" it
+            prompt = tokenized.prompt
+            if "\n" in prompt.rstrip("\n") and not prompt.endswith("\n") and at_end:
+                hint = ("the prompt's items are on separate lines: end it with a line break (not a space) to read the "
+                        "prediction that follows it")
+            else:
+                hint = ("the model expects a line break, as if the line were finished; a trailing space would not "
+                        "change that. Make the prompt read as unfinished (e.g. more items of the pattern), or read the "
+                        "expected answer's rank")
+        elif tokenized.prompt.endswith((" ", "\t")) and at_end:
             hint = "the prompt already ends in whitespace: try removing the trailing space"
         else:
             hint = ("tokenizers like Llama's emit the space before a word or number as its own token: add a trailing "

@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 
 from headscope.backends.base import Backend
-from headscope.loading import ModelRequest, ProgressCallback, load_model
+from headscope.loading import ModelRequest, ProgressCallback, SourcePolicy, load_model
 
 
 class ModelRegistry:
@@ -22,7 +22,10 @@ class ModelRegistry:
         self._guard = threading.Lock()
         self._loading: dict[tuple[str, str, str, str], threading.Lock] = {}
 
-    def get(self, request: ModelRequest, progress: ProgressCallback | None = None) -> Backend:
+    def get(
+        self, request: ModelRequest, progress: ProgressCallback | None = None, policy: SourcePolicy | None = None
+    ) -> Backend:
+        """The loaded model for `request`; a model not loaded yet is loaded as `policy` allows."""
         key = request.key
         with self._guard:
             if key in self._models:
@@ -33,7 +36,7 @@ class ModelRegistry:
             with self._guard:
                 if key in self._models:
                     return self._models[key]
-            model = load_model(request, progress)
+            model = load_model(request, progress, policy)
             with self._guard:
                 self._models[key] = model
                 while len(self._models) > self.max_models:

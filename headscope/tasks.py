@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -224,33 +225,116 @@ def build_task_dataset(
 # User datasets
 
 REQUIRED_COLUMNS = ("prompt", "correct", "incorrect")
+DEFAULT_MAX_ROWS = 2_000
+DEFAULT_MAX_MB = 5.0
 
 
-def load_dataset_text(text: str, filename: str) -> Dataset:
-    """Parse a CSV or JSON dataset (fields prompt, correct, incorrect, optional corrupted_prompt)."""
+@dataclass(frozen=True)
+class UploadLimits:
+    """How large a user dataset may be (rows, bytes): from HEADSCOPE_UPLOAD_MAX_ROWS and HEADSCOPE_UPLOAD_MAX_MB.
+
+    One bound for the app's uploads and the CLI's --dataset, so a file that runs from the command line also runs
+    on the page, and no upload can make the server parse or encode an unbounded file."""
+
+    max_rows: int = DEFAULT_MAX_ROWS
+    max_bytes: int = int(DEFAULT_MAX_MB * 2**20)
+
+    @classmethod
+    def from_env(cls) -> UploadLimits:
+        rows = _positive_env("HEADSCOPE_UPLOAD_MAX_ROWS", DEFAULT_MAX_ROWS, whole=True)
+        megabytes = _positive_env("HEADSCOPE_UPLOAD_MAX_MB", DEFAULT_MAX_MB, whole=False)
+        return cls(int(rows), int(megabytes * 2**20))
+
+    @property
+    def max_mb(self) -> float:
+        return self.max_bytes / 2**20
+
+    def describe(self) -> str:
+        """'at most 2,000 rows and 5 MB'"""
+        return f"at most {self.max_rows:,} rows and {_megabytes(self.max_bytes)}"
+
+
+def _megabytes(n_bytes: float) -> str:
+    """'5 MB', '1.5 MB', '3,401 bytes'."""
+    value = n_bytes / 2**20
+    if value < 0.1:
+        return f"{n_bytes:,.0f} bytes"
+    return f"{value:.0f} MB" if value >= 10 or value == int(value) else f"{value:.1f} MB"
+
+
+def _positive_env(name: str, default: float, whole: bool) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        value = 0
+    if not value > 0:
+        kind = "a whole number" if whole else "a number"
+        raise InputError(f"{name} must be {kind} above 0, got {raw!r}.")
+    return value
+
+
+def load_dataset_bytes(data: bytes, filename: str, limits: UploadLimits | None = None) -> Dataset:
+    """A dataset from a file's bytes: empty, oversized, binary and non-UTF-8 files are refused with a message that
+    says what is wrong with the file, before anything is parsed."""
+    limits = limits or UploadLimits.from_env()
+    if not data:
+        raise InputError(f"{filename}: the file is empty.")
+    if len(data) > limits.max_bytes:
+        raise InputError(f"{filename}: the file is {_megabytes(len(data))}, more than the "
+                         f"{_megabytes(limits.max_bytes)} a dataset may have here (HEADSCOPE_UPLOAD_MAX_MB): split it "
+                         "or keep fewer rows.")
+    if b"\x00" in data:
+        raise InputError(f"{filename}: this is not a text file (it holds NUL bytes): save the dataset as UTF-8 CSV or "
+                         "JSON.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{filename}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start:,}): "
+                         "save the dataset as UTF-8 CSV or JSON.") from None
+    return load_dataset_text(text, filename, limits)
+
+
+def load_dataset_text(text: str, filename: str, limits: UploadLimits | None = None) -> Dataset:
+    """Parse a CSV or JSON dataset (fields prompt, correct, incorrect, optional corrupted_prompt) of at most
+    `limits.max_rows` rows (default: from the environment)."""
+    limits = limits or UploadLimits.from_env()
     suffix = Path(filename).suffix.lower()
+    if not text.strip():
+        raise InputError(f"{filename}: the file is empty.")
+    if len(text) > limits.max_bytes:  # characters: a lower bound of the bytes
+        raise InputError(f"{filename}: the text is longer than the {_megabytes(limits.max_bytes)} a dataset may have "
+                         "here (HEADSCOPE_UPLOAD_MAX_MB): split it or keep fewer rows.")
     if suffix == ".csv":
         try:
             rows = list(csv.DictReader(io.StringIO(text)))
+            header = next(csv.reader(io.StringIO(text)), [])
         except csv.Error as error:
             raise InputError(f"{filename}: not valid CSV ({error}).") from error
-        header = next(csv.reader(io.StringIO(text)), [])
     elif suffix in (".json", ".jsonl"):
         try:
             data = json.loads(text) if suffix == ".json" else [json.loads(line) for line in text.splitlines()
                                                                 if line.strip()]
         except json.JSONDecodeError as error:
             raise InputError(f"{filename}: not valid JSON ({error.msg} at line {error.lineno}).") from error
+        except RecursionError:
+            raise InputError(f"{filename}: not valid JSON (nested too deeply).") from None
         if isinstance(data, dict) and isinstance(data.get("prompts"), list):
             data = data["prompts"]
         if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
-            raise InputError(f"{filename}: expected a list of objects with {', '.join(REQUIRED_COLUMNS)}.")
+            raise InputError(f"{filename}: expected a list of objects with {', '.join(REQUIRED_COLUMNS)}, e.g. "
+                             '[{"prompt": "1 2 3 4 ", "correct": "5", "incorrect": "4"}].')
         rows = data
         header = sorted({key for row in rows for key in row})
     else:
         raise InputError(f"{filename}: unsupported file type {suffix or '(none)'}: use .csv or .json.")
     if not rows:
         raise InputError(f"{filename}: the dataset has no rows.")
+    if len(rows) > limits.max_rows:
+        raise InputError(f"{filename}: {len(rows):,} rows, more than the {limits.max_rows:,} a dataset may have here "
+                         "(HEADSCOPE_UPLOAD_MAX_ROWS): keep fewer rows.")
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise InputError(f"{filename}: missing column(s) {', '.join(missing)}; expected prompt, correct, incorrect "
@@ -259,11 +343,17 @@ def load_dataset_text(text: str, filename: str) -> Dataset:
     problems = []
     for number, row in enumerate(rows, start=1):
         values = {key: row.get(key) for key in (*REQUIRED_COLUMNS, "corrupted_prompt")}
-        empty = [key for key in REQUIRED_COLUMNS if not isinstance(values[key], str) or values[key] == ""]
+        not_text = [key for key in (*REQUIRED_COLUMNS, "corrupted_prompt")
+                    if values[key] is not None and not isinstance(values[key], str)]
+        if not_text:
+            problems.append(f"row {number}: {', '.join(not_text)} must be text in quotes, not "
+                            f"{json.dumps(values[not_text[0]])[:40]}")
+            continue
+        empty = [key for key in REQUIRED_COLUMNS if not values[key]]
         if empty:
             problems.append(f"row {number}: empty {', '.join(empty)}")
             continue
-        corrupted = values["corrupted_prompt"] if isinstance(values["corrupted_prompt"], str) else None
+        corrupted = values["corrupted_prompt"]
         items.append(PromptItem(values["prompt"], values["correct"], values["incorrect"], corrupted or None))
     if problems:
         raise InputError(f"{filename}: " + "; ".join(problems[:10]) + (" …" if len(problems) > 10 else ""))
@@ -274,13 +364,20 @@ def load_dataset_text(text: str, filename: str) -> Dataset:
     return Dataset(name=Path(filename).name, items=tuple(items))
 
 
-def load_dataset_file(path: str | Path) -> Dataset:
+def load_dataset_file(path: str | Path, limits: UploadLimits | None = None) -> Dataset:
+    """A dataset file from disk (the CLI's --dataset), under the same limits as an upload; never more than the byte
+    limit is read."""
     path = Path(path)
+    limits = limits or UploadLimits.from_env()
     try:
-        text = path.read_text(encoding="utf-8")
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+            raise InputError(f"Cannot read dataset {str(path)!r}: it {what}.")
+        with path.open("rb") as handle:
+            data = handle.read(limits.max_bytes + 1)
     except OSError as error:
         raise InputError(f"Cannot read dataset {str(path)!r}: {error.strerror}.") from error
-    return load_dataset_text(text, path.name)
+    return load_dataset_bytes(data, path.name, limits)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -367,8 +464,9 @@ def encode_dataset(
                  for n, it in enumerate(items, 1)]
     same = [n for n, (c, i) in enumerate(zip(correct, incorrect, strict=True), 1) if c == i]
     if same:
-        raise InputError(f"Rows {', '.join(map(str, same[:10]))}: correct and incorrect answers start with the same "
-                         "token, so their logit difference is always 0.")
+        rows = f"Row {same[0]}" if len(same) == 1 else f"Rows {', '.join(map(str, same[:10]))}"
+        raise InputError(f"{rows}: correct and incorrect answers start with the same token, so their logit difference "
+                         "is always 0.")
     labels = tuple(t.display for t in _describe(model, clean_ids[0]))
     fitted = Dataset(name=dataset.name, items=tuple(items), notes=tuple(notes))
     has_corrupted = all(ids is not None for ids in corrupted_ids)

@@ -7,6 +7,7 @@ ids cannot count positions one token early.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -51,11 +52,36 @@ def token_text(raw: str, byte_level: bool) -> str:
     return raw.replace(SENTENCEPIECE_SPACE, " ")
 
 
+# Characters that draw nothing (or nothing distinguishable from a space) outside the categories checked below:
+# variation selectors (U+FE0F turns ❤ into an emoji), the grapheme joiner, Hangul fillers, the blank Braille cell.
+_INVISIBLE_EXTRA = frozenset(
+    [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0), 0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800, 0x180E]
+)
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})  # format, control, spaces, separators
+
+
+def is_invisible(ch: str) -> bool:
+    """True for a character that shows as nothing or as a plain-looking blank: zero-width and format characters
+    (U+200B, RTL/LTR marks, U+FEFF), controls, spaces other than ' ', variation selectors."""
+    if ch == " ":
+        return False
+    return ord(ch) in _INVISIBLE_EXTRA or unicodedata.category(ch) in _INVISIBLE_CATEGORIES
+
+
+def reveal_invisible(text: str) -> str:
+    """Invisible characters as ⟨U+XXXX⟩, so that a token or an answer holding one never looks empty or identical to
+    another (U+FE0F, U+200B, U+200F, U+00A0 ...). Space, newline and tab are left alone."""
+    return "".join(
+        f"⟨U+{ord(ch):04X}⟩" if ch not in "\n\t" and is_invisible(ch) else ch for ch in text
+    )
+
+
 def display_form(text: str) -> str:
-    """Whitespace made visible: space ·, newline ↵, tab →, carriage return ⏎. Empty text shows as ∅."""
+    """Whitespace made visible (space ·, newline ↵, tab →, carriage return ⏎) and invisible characters shown as
+    ⟨U+XXXX⟩ (a lone U+FE0F token would otherwise be a blank chip). Empty text shows as ∅."""
     if text == "":
         return "∅"
-    return "".join(VISIBLE_WHITESPACE.get(ch, ch) for ch in text)
+    return reveal_invisible("".join(VISIBLE_WHITESPACE.get(ch, ch) for ch in text))
 
 
 def is_whitespace_token(text: str) -> bool:

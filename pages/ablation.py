@@ -1,10 +1,19 @@
-"""Ablation heatmap: which heads matter for a task, as a clickable layer×head map of a logit-difference metric."""
+"""Ablation heatmap: which heads matter for a task, as a clickable layer×head map of a logit-difference metric.
+
+The inputs live in the URL (source, task, n, seed, method, show, only_correct; for an upload the dataset's name and
+content hash) and so does the selected head (`head=23.3`, `head=mlp12`): a link reopens the view, its sweep read
+back from the results cache.
+"""
+
+import math
 
 import numpy as np
 import streamlit as st
 
 from components.ablation_view import (
+    NORMALIZATION_HELP,
     NORMALIZATIONS,
+    TOP_EFFECTS_COLUMNS,
     grid_values,
     head_pattern,
     results_csv,
@@ -13,12 +22,77 @@ from components.ablation_view import (
 )
 from components.heatmap import EXTRA, clickable_heatmap, layer_head_figure, png_download
 from components.model_state import require_model
-from headscope.ablation import CACHE_KIND, METHODS, SweepProgress, load_sweep, prepare_dataset, run_sweep
+from components.share import BOUND, copy_link, set_url_value, url_value
+from components.text import md, plural, quoted
+from headscope.ablation import CACHE_KIND, METHODS, SweepProgress, cached_sweeps, load_sweep, prepare_dataset, run_sweep
 from headscope.errors import HeadscopeError
 from headscope.results_cache import ResultsCache
-from headscope.tasks import TASKS, build_task_dataset, load_dataset_text
+from headscope.tasks import TASKS, Dataset, UploadLimits, build_task_dataset, load_dataset_bytes
 
-st.title("Ablation heatmap")
+BUILT_IN, UPLOAD = "Built-in task", "Upload a dataset"
+RUNNING = "ab_running"  # set while a sweep runs: still there on the next run means the run was interrupted
+UPLOADED = "ab_uploaded"  # the last uploaded dataset of this session (the uploader forgets it on a page switch)
+SELECTED = "ab_selected"  # (layer, head) or (layer, EXTRA), mirrored in the URL as head=
+
+
+def parse_head(text: str, n_layers: int, n_heads: int) -> tuple[int, int] | None:
+    """'23.3' -> (23, 3); 'mlp12' -> (12, EXTRA); anything else or out of range -> None."""
+    text = text.strip().lower()
+    try:
+        if text.startswith("mlp"):
+            layer, head = int(text[3:]), EXTRA
+        else:
+            layer_text, head_text = text.split(".")
+            layer, head = int(layer_text), int(head_text)
+    except ValueError:
+        return None
+    if not 0 <= layer < n_layers or not (head == EXTRA or 0 <= head < n_heads):
+        return None
+    return layer, head
+
+
+def show_head(selected: tuple[int, int]) -> str:
+    layer, head = selected
+    return f"mlp{layer}" if head == EXTRA else f"{layer}.{head}"
+
+
+def upload_limits() -> UploadLimits:
+    """HEADSCOPE_UPLOAD_MAX_ROWS/MB, and no more bytes than Streamlit's server.maxUploadSize accepts."""
+    try:
+        limits = UploadLimits.from_env()
+    except HeadscopeError as error:
+        st.error(md(f"{error} Using the defaults."))
+        limits = UploadLimits()
+    server_bytes = int(st.get_option("server.maxUploadSize") * 2**20)
+    return UploadLimits(limits.max_rows, min(limits.max_bytes, server_bytes))
+
+
+def uploaded_dataset(limits: UploadLimits) -> Dataset | None:
+    """The uploader with its limits stated; a file that is not a usable dataset gets a message naming the problem."""
+    upload = st.file_uploader(
+        "CSV or JSON: prompt, correct, incorrect, optional corrupted_prompt", type=["csv", "json"], key="ab_upload",
+        max_upload_size=max(1, math.ceil(limits.max_bytes / 2**20)),
+    )
+    st.caption(md(f"Limits on this server: {limits.describe()} per dataset."))
+    if upload is None:  # none now (e.g. after a page switch): the last one uploaded in this session, if any
+        previous = st.session_state.get(UPLOADED)
+        if previous is not None:
+            note_col, forget_col = st.columns([4, 1], vertical_alignment="center")
+            note_col.caption(f"Using {quoted(previous.name)}, uploaded earlier in this session; upload a file to "
+                             "replace it.")
+            forget_col.button("Forget it", key="ab_forget_upload", on_click=lambda: st.session_state.pop(UPLOADED))
+        return previous
+    try:
+        dataset = load_dataset_bytes(upload.getvalue(), upload.name, limits)
+    except HeadscopeError as error:
+        st.error(md(str(error)))
+        return None
+    st.session_state[UPLOADED] = dataset
+    return dataset
+
+
+title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col.title("Ablation heatmap")
 st.caption(
     "LD = mean over prompts of logit[correct] − logit[incorrect] at the last input position (BOS included in the "
     "positions). Each cell ablates one head's output at every position; the MLP column ablates each layer's MLP."
@@ -27,59 +101,73 @@ model = require_model()
 info = model.info
 cache = ResultsCache()
 
-source_col, method_col, view_col = st.columns([2, 1, 1])
-with source_col:
-    source = st.radio("Source of prompts", ["Built-in task", "Upload a dataset"], horizontal=True, key="ab_source")
-    dataset = None
-    try:
-        if source == "Built-in task":
-            task_col, n_col, seed_col = st.columns([2, 1, 1])
-            task = task_col.selectbox("Task", list(TASKS), format_func=lambda name: f"{TASKS[name].title}: "
-                                      f"{TASKS[name].example}", key="ab_task")
-            n_prompts = n_col.number_input("Prompts", min_value=1, max_value=512, value=16, key="ab_n")
-            seed = seed_col.number_input("Seed", min_value=0, value=0, key="ab_seed")
+interrupted = st.session_state.pop(RUNNING, None)
+by_button = st.session_state.pop("ab_cancelled", False)
+if interrupted:
+    reason = "" if by_button else " because a control changed (or the page was left) while it ran"
+    st.info(md(f"The {interrupted} was cancelled{reason}; nothing was stored."), icon=":material/cancel:")
+
+source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key="source", **BOUND)
+inputs_col, method_col, view_col = st.columns([3, 1, 1.3])
+dataset = None
+with inputs_col:
+    if source == BUILT_IN:
+        task_col, n_col, seed_col = st.columns([2, 1, 1])
+        task = task_col.selectbox("Task", list(TASKS), key="task", **BOUND,
+                                  help=md(" · ".join(f"{name}: {spec.example}" for name, spec in TASKS.items())))
+        n_prompts = n_col.number_input("Prompts", min_value=1, max_value=512, value=16, key="n", **BOUND)
+        seed = seed_col.number_input("Seed", min_value=0, value=0, key="seed", **BOUND)
+        st.caption(md(f"{TASKS[task].title}: {TASKS[task].example}"))
+        try:
             dataset = build_task_dataset(task, int(n_prompts), seed=int(seed), model=model)
-        else:
-            upload = st.file_uploader(
-                "CSV or JSON: prompt, correct, incorrect, optional corrupted_prompt", type=["csv", "json"],
-                key="ab_upload",
-            )
-            if upload is not None:
-                dataset = load_dataset_text(upload.getvalue().decode("utf-8", errors="replace"), upload.name)
-    except HeadscopeError as error:
-        st.error(str(error))
+        except HeadscopeError as error:
+            st.error(md(str(error)))
+    else:
+        dataset = uploaded_dataset(upload_limits())
 with method_col:
-    method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="ab_method",
+    method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
                           help="zero: output set to 0 · mean: position-wise mean over the corrupted prompts (the "
                                "study's choice) · resample: the paired corrupted prompt's output (patching)")
-    only_correct = st.checkbox("Only prompts the model gets right", value=False, key="ab_only_correct",
-                               help="top-1 is the correct answer and P(correct) > 2·P(incorrect)")
 with view_col:
-    normalization = st.selectbox("Show", list(NORMALIZATIONS), key="ab_norm")
+    normalization = st.selectbox("Show", list(NORMALIZATIONS), key="show", help=md(NORMALIZATION_HELP), **BOUND)
+only_correct = st.checkbox("Only prompts the model gets right", value=False, key="only_correct", **BOUND,
+                           help="top-1 is the correct answer and P(correct) > 2·P(incorrect)")
 
 encoded = None
 if dataset is not None:
     try:
         encoded = prepare_dataset(model, dataset)
     except HeadscopeError as error:
-        st.error(str(error))
+        st.error(md(str(error)))
 
-run_col, preview_col, clear_col, _ = st.columns([1, 1.3, 1, 2])
+# An uploaded dataset is named in the URL by its name and content hash: a link opens its sweep from the cache.
+linked_hash = None
+if source == UPLOAD:
+    if encoded is not None:
+        st.query_params["dataset"] = encoded.dataset.name
+        st.query_params["data"] = encoded.dataset.content_hash[:12]
+    linked_hash = st.query_params.get("data")
+else:
+    for param in ("dataset", "data"):
+        if param in st.query_params:
+            del st.query_params[param]
+
+run_col, preview_col, clear_col, _ = st.columns([1.2, 1.7, 1.4, 2])
 run_exact = run_col.button("Run exact sweep", type="primary", disabled=encoded is None, key="ab_run")
 run_preview = preview_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ab_preview")
 if clear_col.button("Clear cached results", key="ab_clear"):
     removed = cache.clear(CACHE_KIND)
     st.session_state.pop("ab_result", None)
-    st.toast(f"Removed {removed} cached sweep(s).")
+    st.toast(f"Removed {plural(removed, 'cached sweep')}.")
 
 result = None
 if encoded is not None:
     # A sweep already on disk for exactly this configuration shows at once (e.g. precomputed from the CLI).
     result = (load_sweep(model, encoded, method, False, only_correct, cache)
               or load_sweep(model, encoded, method, True, only_correct, cache))
-    if st.session_state.pop("ab_cancelled", False):
-        st.info("The sweep was cancelled; nothing was stored.")
     if run_exact or run_preview:
+        what = "estimate" if run_preview else "sweep"
+        st.session_state[RUNNING] = what
         bar = st.progress(0.0, text="Starting…")
         # A click reruns the page, which stops the running sweep at its next progress report.
         cancel_slot = st.empty()
@@ -87,22 +175,37 @@ if encoded is not None:
 
         def progress(update: SweepProgress) -> None:
             eta = f" · about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""
-            bar.progress(update.fraction, text=f"{100 * update.fraction:.0f}%{eta} · {update.message}")
+            bar.progress(update.fraction, text=md(f"{100 * update.fraction:.0f}%{eta} · {update.message}"))
 
         try:
             result = run_sweep(model, encoded, method, estimate=bool(run_preview), only_correct=only_correct,
                                cache=cache, progress=progress)
         except HeadscopeError as error:
-            st.error(str(error))
+            st.error(md(str(error)))
+        st.session_state.pop(RUNNING, None)
         bar.empty()
         cancel_slot.empty()  # the run is over: nothing left to cancel
     if result is not None:
         st.session_state["ab_result"] = result
+elif linked_hash:
+    name = st.query_params.get("dataset", "the uploaded dataset")
+    matches = [sweep for sweep in cached_sweeps(model, cache)
+               if sweep.key.get("dataset_hash", "").startswith(linked_hash) and sweep.method == method
+               and bool(sweep.key.get("only_correct")) == only_correct]
+    result = min(matches, key=lambda sweep: sweep.estimate, default=None)  # exact before estimate
+    if result is not None:
+        st.caption(f"The sweep of {quoted(name)} from the results cache. Upload the file again to rerun it.")
+    else:
+        st.info(f"This link shows a sweep of {quoted(name)}, which is not in this server's results cache: upload "
+                "the file to compute it.")
 
 if result is None:
     result = st.session_state.get("ab_result")
     if result is not None:
         st.caption("Showing the last sweep (its configuration differs from the controls above).")
+
+selected = url_value("head", SELECTED, lambda text: parse_head(text, info.n_layers, info.n_heads), show_head)
+copy_link(link_col)
 
 if result is None:
     st.info("Choose a task and press **Run exact sweep** (or the instant estimate). Results are cached on disk, so "
@@ -113,44 +216,43 @@ summary(result)
 values, mlp_values, center, label, fmt = grid_values(result, normalization)
 if values is None:
     st.warning("Normalization to the corrupted baseline needs corrupted prompts; showing % of clean instead.")
-    values, mlp_values, center, label, fmt = grid_values(result, "% of clean LD (study's score)")
+    values, mlp_values, center, label, fmt = grid_values(result, "% of clean LD")
 
-selected = st.session_state.get("ab_selected")
 figure = layer_head_figure(values, colorbar_title=label, center=center, extra_column=mlp_values,
                            selected=selected, value_format=fmt,
                            title=f"{result.model} · {result.task} · {result.method}"
                                  f"{' (estimate)' if result.estimate else ''}")
-map_col, detail_col = st.columns([3, 2])
+map_col, detail_col = st.columns([1, 1])
 with map_col:
     # one chart key per sweep, the same whether the sweep was just computed or read back from the cache
     chart_key = f"ab_map_{result.key.get('dataset_hash', '')[:16]}_{result.method}_{result.estimate}"
-    click = clickable_heatmap(figure, key=chart_key,
-                              filename=f"ablation-{result.task}-{result.method}")
+    click = clickable_heatmap(figure, key=chart_key, filename=f"ablation-{result.task}-{result.method}")
     if click is not None and (click.layer, click.head) != selected:
-        st.session_state["ab_selected"] = (click.layer, click.head)
+        set_url_value("head", SELECTED, (click.layer, click.head), show_head)
         st.rerun()
     grid_name = f"ablation-{result.task}-{result.method}{'-estimate' if result.estimate else ''}"
     down_csv, down_png = st.columns(2)
     down_csv.download_button("Download grid (CSV)", results_csv(result), file_name=f"{grid_name}.csv",
-                             mime="text/csv", key="ab_csv")
+                             mime="text/csv", key="ab_csv", on_click="ignore", icon=":material/table:")
     png_download(down_png, figure, f"{grid_name}.png", key="ab_png")
 with detail_col:
     st.markdown("**Largest effects**")
-    st.dataframe(top_effects_frame(result, info.n_heads // info.n_kv_heads, 12), hide_index=True, width="stretch")
+    st.dataframe(top_effects_frame(result, info.n_heads // info.n_kv_heads, 12), hide_index=True, width="stretch",
+                 column_config=TOP_EFFECTS_COLUMNS)
     if selected is None:
         st.caption("Click a cell to see that head's attention pattern on the first prompt.")
     elif selected[1] == EXTRA:
         layer = selected[0]
-        st.markdown(f"**MLP {layer}**: ablated LD {result.mlp_ablated_ld[layer]:.3f} "
+        st.markdown(f"**MLP {layer:d}**: ablated LD {result.mlp_ablated_ld[layer]:.3f} "
                     f"({result.mlp_percent_of_clean[layer]:.1f}% of clean)")
     else:
         layer, head = selected
-        st.markdown(f"**Head {layer}.{head}** (KV head {head // (info.n_heads // info.n_kv_heads)}): ablated LD "
+        st.markdown(f"**Head {layer:d}.{head:d}** (KV head {head // (info.n_heads // info.n_kv_heads):d}): ablated LD "
                     f"{result.ablated_ld[layer, head]:.3f}, {result.percent_of_clean[layer, head]:.1f}% of clean, "
                     f"change {result.change[layer, head]:+.3f}")
 
 if selected is not None and selected[1] != EXTRA and result.first_prompt:
     layer, head = selected
-    if layer < info.n_layers and head < info.n_heads and not np.isnan(result.ablated_ld[layer, head]):
-        st.subheader(f"Attention pattern of head {layer}.{head} on {result.first_prompt!r}")
+    if layer < result.n_layers and head < result.n_heads and not np.isnan(result.ablated_ld[layer, head]):
+        st.subheader(f"Attention pattern of head {layer:d}.{head:d} on {quoted(result.first_prompt)}")
         head_pattern(model, result.first_prompt, layer, head)

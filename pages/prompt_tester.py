@@ -1,51 +1,59 @@
-"""Prompt tester: per-position tokens, top-k next tokens, the rank of an expected answer, and a side-by-side compare."""
+"""Prompt tester: per-position tokens, top-k next tokens, the rank of an expected answer, and a side-by-side compare.
+
+Every input lives in the URL (prompt, answer, contrast, top_k, position): a link reopens the same view.
+"""
 
 import streamlit as st
 
 from components.model_state import require_model
+from components.share import BOUND, copy_link
+from components.text import md, md_code, plain, plural, quoted
 from components.token_view import answer_panel, diagnostics, token_strip, token_table, topk_chart, topk_table
-from headscope.errors import InputError
+from headscope.errors import HeadscopeError
 from headscope.predict import MAX_TOP_K, analyze_prompt, toggle_trailing_space
 
-st.title("Prompt tester")
+title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col.title("Prompt tester")
 st.caption(
-    "Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →."
+    "Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →; "
+    "invisible characters show as ⟨U+XXXX⟩."
 )
 model = require_model()
 
 left, right = st.columns([3, 2])
 with left:
-    prompt = st.text_area("Prompt", value="1 2 3 4 ", key="pt_prompt", height=90,
+    prompt = st.text_area("Prompt", value="1 2 3 4 ", key="prompt", height=90, **BOUND,
                           help="Llama-style tokenizers emit the space before a digit as its own token: "
                                "'1 2 3 4' predicts a space, '1 2 3 4 ' predicts '5'.")
 with right:
     a_col, c_col = st.columns(2)
-    answer = a_col.text_input("Expected answer", value="5", key="pt_answer")
-    contrast = c_col.text_input("Contrast answer", value="4", key="pt_contrast")
+    answer = a_col.text_input("Expected answer", value="5", key="answer", **BOUND)
+    contrast = c_col.text_input("Contrast answer", value="4", key="contrast", **BOUND)
     k_col, p_col = st.columns(2)
-    top_k = k_col.number_input("Top-k", min_value=1, max_value=MAX_TOP_K, value=10, step=1, key="pt_topk")
-    position = p_col.number_input("Position (-1 = last)", value=-1, step=1, key="pt_position")
+    top_k = k_col.number_input("Top-k", min_value=1, max_value=MAX_TOP_K, value=10, step=1, key="top_k", **BOUND)
+    position = p_col.number_input("Position (-1 = last)", value=-1, step=1, key="position", **BOUND)
+copy_link(link_col)
 
 try:
     analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position))
     st.session_state["pt_last_good"] = analysis
-except InputError as error:
-    st.error(str(error))
+except HeadscopeError as error:
+    st.error(md(str(error)))
     analysis = None
     previous = st.session_state.get("pt_last_good")
     if previous is not None:
-        st.caption(f"Showing the last result, for the prompt {previous.prompt!r}.")
+        st.caption(f"Showing the last result, for the prompt {quoted(previous.prompt)}.")
         analysis = previous
 
 if analysis is not None:
     diagnostics(analysis)
-    st.subheader(f"{len(analysis.tokens)} tokens")
+    st.subheader(plural(len(analysis.tokens), "token"))
     token_strip(analysis)
     with st.expander("Token table", expanded=True):
         token_table(analysis)
 
     chosen = analysis.tokens[analysis.position]
-    st.subheader(f"Next token after position {analysis.position} ({chosen.display!r})")
+    st.subheader(f"Next token after position {analysis.position:d} ({md_code(chosen.display)})")
     table_col, chart_col = st.columns([1, 1])
     with table_col:
         topk_table(analysis.top_k)
@@ -57,9 +65,9 @@ if analysis is not None:
         st.subheader("Expected answer")
         metric_cols = st.columns(3)
         if analysis.answer:
-            metric_cols[0].metric("Rank of answer", analysis.answer.typed.rank)
+            metric_cols[0].metric("Rank of answer", f"{analysis.answer.typed.rank:d}")
         if analysis.contrast:
-            metric_cols[1].metric("Rank of contrast", analysis.contrast.typed.rank)
+            metric_cols[1].metric("Rank of contrast", f"{analysis.contrast.typed.rank:d}")
         if analysis.logit_diff is not None:
             metric_cols[2].metric("Logit difference", f"{analysis.logit_diff:.3f}")
         if analysis.answer:
@@ -75,17 +83,17 @@ if analysis is not None:
     columns = st.columns(2)
     for column, text in zip(columns, (analysis.prompt, variant), strict=True):
         with column:
-            st.text(repr(text))
+            st.text(repr(plain(text)))
             try:
                 other = analysis if text == analysis.prompt else analyze_prompt(
                     model, text, answer or None, contrast or None, 5)
-            except InputError as error:
-                st.error(str(error))
+            except HeadscopeError as error:
+                st.error(md(str(error)))
                 continue
             token_strip(other, show_predictions=False)
             topk_table(other.top_k[:5])
             if other.answer:
-                st.caption(f"answer {other.answer.typed.text!r}: rank {other.answer.typed.rank}, "
+                st.caption(f"answer {quoted(other.answer.typed.text)}: rank {other.answer.typed.rank:d}, "
                            f"p = {other.answer.typed.prob:.3f}")
             for warning in other.warnings:
-                st.caption(f":material/warning: {warning}")
+                st.caption(":material/warning: " + md(warning))

@@ -3,6 +3,7 @@
 import pytest
 
 from headscope.patterns import external_references
+from tests.shown import shown
 
 
 @pytest.fixture(autouse=True)
@@ -18,8 +19,8 @@ def _frames(app) -> list[str]:
 def test_default_view_shows_the_top_sequence_heads_on_a_digits_prompt(run_page):
     app = run_page("pages/attention.py")
     assert not app.exception and not app.error
-    assert app.text_area(key="ap_prompt").value == "1 2 3 4 "
-    preset = app.selectbox(key="ap_preset")
+    assert app.text_area(key="prompt").value == "1 2 3 4 "
+    preset = app.selectbox(key="preset")
     assert preset.value == "Top 8 by sequence-member score"
     assert not any(option.startswith("Study") for option in preset.options)  # no published candidates here
     assert any(c.value.startswith("Preset heads: ") for c in app.caption)
@@ -34,14 +35,15 @@ def test_default_view_shows_the_top_sequence_heads_on_a_digits_prompt(run_page):
 
 def test_typed_heads_override_the_preset_and_show_their_kv_heads(run_page):
     app = run_page("pages/attention.py")
-    app.text_input(key="ap_heads").input("4.4, 2.1").run()
+    app.text_input(key="heads").input("4.4, 2.1").run()
     assert not app.exception and not app.error
     grid = _frames(app)[0]
     assert "L4H4 (KV 1)" in grid and "L2H1 (KV 0)" in grid and grid.count("(KV ") == 2
     kv_table = next(df.value for df in app.dataframe if "kv_head" in df.value.columns)
     assert list(kv_table["head"]) == ["4.4", "2.1"] and list(kv_table["kv_head"]) == [1, 0]
-    single = app.selectbox(key="ap_single_4.4, 2.1")
-    single.set_value(1).run()
+    single = app.selectbox(key="single")
+    assert single.options == ["4.4", "2.1"]
+    single.set_value("2.1").run()
     assert '"tokens": ["<|im_start|> ' not in _frames(app)[1]  # labels are display forms, not raw strings
     downloads = {button.proto.label for button in app.get("download_button")}
     assert downloads == {"Download view as offline HTML (for slides)", "Download pattern values (CSV)"}
@@ -49,21 +51,24 @@ def test_typed_heads_override_the_preset_and_show_their_kv_heads(run_page):
 
 def test_bad_head_lists_show_an_error_and_the_page_keeps_working(run_page):
     app = run_page("pages/attention.py")
-    app.text_input(key="ap_heads").input("31.0").run()
+    preset = next(shown(c.value) for c in app.caption if c.value.startswith("Preset heads: "))
+    app.text_input(key="heads").input("31.0").run()
     assert not app.exception
-    assert [e.value for e in app.error] == [
+    assert [shown(e.value) for e in app.error] == [
         "Head 31.0 is out of range: SmolLM2-135M-Instruct has layers 0–29 and heads 0–8."]
-    assert _frames(app) == []
-    assert app.selectbox(key="ap_score") is not None  # the scores section still renders
-    app.text_input(key="ap_heads").input("3-4").run()
-    assert "Cannot read '3-4' as a head" in app.error[0].value
-    app.text_input(key="ap_heads").input("3.4").run()
+    assert len(_frames(app)) == 2  # the last view stays, labelled as such
+    last_view = preset.replace("Preset heads: ", "Showing the last view: heads ")
+    assert any(shown(c.value).startswith(last_view + " on the prompt '1 2 3 4 '") for c in app.caption)
+    assert app.selectbox(key="score") is not None  # the scores section still renders
+    app.text_input(key="heads").input("3-4").run()
+    assert "Cannot read '3-4' as a head" in shown(app.error[0].value)
+    app.text_input(key="heads").input("3.4").run()
     assert not app.error and len(_frames(app)) == 2
 
 
 def test_computing_a_score_shows_a_heatmap_a_table_and_the_usable_lists(run_page):
     app = run_page("pages/attention.py")
-    app.selectbox(key="ap_score").set_value("successor").run()
+    app.selectbox(key="score").set_value("successor").run()
     assert any("has not been computed" in info.value for info in app.info)
     app.button(key="ap_compute").click().run()
     assert not app.exception and not app.error
@@ -75,21 +80,21 @@ def test_computing_a_score_shows_a_heatmap_a_table_and_the_usable_lists(run_page
     assert any("sequence" not in chart.proto.spec and "successor" in chart.proto.spec
                for chart in app.get("plotly_chart"))
     # Computed once: the next run loads it from the cache without a button.
-    app.selectbox(key="ap_score").set_value("copying").run()
-    app.selectbox(key="ap_score").set_value("successor").run()
+    app.selectbox(key="score").set_value("copying").run()
+    app.selectbox(key="score").set_value("successor").run()
     assert not app.info and any("Loaded from the results cache" in c.value for c in app.caption)
 
 
 def test_top_heads_by_a_score_become_the_selection(run_page):
     app = run_page("pages/attention.py")
-    app.selectbox(key="ap_preset").set_value("Top 8 by copying score").run()
+    app.selectbox(key="preset").set_value("Top 8 by copying score").run()
     assert not app.exception and not app.error
-    caption = next(c.value for c in app.caption if c.value.startswith("Preset heads: "))
+    caption = next(shown(c.value) for c in app.caption if c.value.startswith("Preset heads: "))
     assert len(caption.removeprefix("Preset heads: ").split(", ")) == 8
 
 
 def test_a_pending_heatmap_click_lands_in_the_heads_box(run_page):
     app = run_page("pages/attention.py", ap_pending_heads="4.4, 23.0")
     assert not app.exception
-    assert app.text_input(key="ap_heads").value == "4.4, 23.0"
+    assert app.text_input(key="heads").value == "4.4, 23.0"
     assert "L23H0 (KV 0)" in _frames(app)[0]

@@ -4,6 +4,7 @@ import html
 import re
 
 from headscope.tokens import tokenize_prompt
+from tests.shown import shown
 
 
 def _token_table(app):
@@ -13,7 +14,7 @@ def _token_table(app):
 def test_prompt_gives_one_table_row_per_token(run_page, embedded_model):
     app = run_page("pages/prompt_tester.py")
     assert not app.exception
-    app.text_area(key="pt_prompt").input("January February March April").run()
+    app.text_area(key="prompt").input("January February March April").run()
     assert not app.exception and not app.error
     table = _token_table(app)
     expected = tokenize_prompt(embedded_model, "January February March April")
@@ -24,7 +25,7 @@ def test_prompt_gives_one_table_row_per_token(run_page, embedded_model):
 
 def test_top_k_table_and_chart_follow_the_chosen_k(run_page):
     app = run_page("pages/prompt_tester.py")
-    app.number_input(key="pt_topk").set_value(7).run()
+    app.number_input(key="top_k").set_value(7).run()
     topk = next(df.value for df in app.dataframe if "logprob" in df.value.columns)
     assert len(topk) == 7
     charts = app.get("plotly_chart")
@@ -40,20 +41,20 @@ def test_default_prompt_shows_answer_rank_one_and_positive_logit_diff(run_page):
 
 def test_empty_prompt_shows_an_error_and_keeps_the_last_result(run_page):
     app = run_page("pages/prompt_tester.py")
-    app.text_area(key="pt_prompt").input("").run()
+    app.text_area(key="prompt").input("").run()
     assert not app.exception
     assert any("empty" in e.value for e in app.error)
     assert _token_table(app) is not None  # the last good result stays on the page
-    app.text_area(key="pt_prompt").input("1 2 3").run()
+    app.text_area(key="prompt").input("1 2 3").run()
     assert not app.error and len(_token_table(app)) == 6
 
 
 def test_overlong_prompt_shows_an_error_and_the_app_keeps_working(run_page, embedded_model):
     app = run_page("pages/prompt_tester.py")
-    app.text_area(key="pt_prompt").input("1 " * (embedded_model.info.n_ctx // 2 + 50)).run()
+    app.text_area(key="prompt").input("1 " * (embedded_model.info.n_ctx // 2 + 50)).run()
     assert not app.exception
     assert any("context length" in e.value for e in app.error)
-    app.text_area(key="pt_prompt").input("one two").run()
+    app.text_area(key="prompt").input("one two").run()
     assert not app.error and len(_token_table(app)) == 3
 
 
@@ -76,16 +77,16 @@ def test_unknown_model_id_shows_an_error_and_the_previous_model_stays():
     app.sidebar.text_input(key="model_source_text").input("nobody-here/no-such-model").run()
     app.sidebar.button(key="model_load").click().run()
     assert not app.exception
-    errors = [e.value for e in app.sidebar.error]
+    errors = [shown(e.value) for e in app.sidebar.error]
     assert any("nobody-here/no-such-model" in e and "local cache" in e for e in errors)
     assert "active_model_request" not in app.session_state  # still the default (embedded) model
-    app.text_area(key="pt_prompt").input("1 2 3 4 ").run()  # the page still works on the embedded model
+    app.text_area(key="prompt").input("1 2 3 4 ").run()  # the page still works on the embedded model
     assert not app.exception and len(_token_table(app)) == 9
 
 
 def test_html_prompt_is_shown_as_text(run_page):
     app = run_page("pages/prompt_tester.py")
-    app.text_area(key="pt_prompt").input("<b>bold</b><script>x</script>").run()
+    app.text_area(key="prompt").input("<b>bold</b><script>x</script>").run()
     assert not app.exception
     strip = next(h.proto.body for h in app.get("html") if "hs-token-strip" in h.proto.body)
     assert "<script>" not in strip and "<b>" not in strip

@@ -63,7 +63,7 @@ def test_clicking_a_heatmap_cell_adds_the_head_to_the_view(page, app_url):
     score_box = page.get_by_role("combobox", name="Score", exact=True)
     score_box.scroll_into_view_if_needed()
     score_box.click()
-    page.get_by_role("option", name="Successor score", exact=True).click()
+    page.get_by_role("option", name="successor", exact=True).click()
     compute = page.get_by_role("button", name="Compute")
     page.wait_for_timeout(1500)
     if compute.count():

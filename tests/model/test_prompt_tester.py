@@ -45,6 +45,21 @@ def test_with_trailing_space_the_top_prediction_is_five(embedded_model):
     assert not any("whitespace token" in w for w in result.warnings)
 
 
+def test_a_newline_top_prediction_is_not_told_to_add_a_trailing_space(embedded_model):
+    # items on separate lines: the next item follows a line break, and the advice says so
+    listed = analyze_prompt(embedded_model, "1\n2\n3\n4")
+    assert listed.top_k[0].text == "\n"
+    (warning,) = [w for w in listed.warnings if "whitespace token" in w]
+    assert "line break (not a space)" in warning and "add a trailing space" not in warning
+    following = analyze_prompt(embedded_model, "1\n2\n3\n4\n")  # the advice, taken, works
+    assert following.top_k[0].text == "5"
+    # a finished sentence: a space would not help either, and the warning does not suggest it
+    finished = analyze_prompt(embedded_model, "The end.")
+    assert finished.top_k[0].text == "\n"
+    (warning,) = [w for w in finished.warnings if "whitespace token" in w]
+    assert "would not change that" in warning and "add a trailing space" not in warning
+
+
 def test_answer_with_leading_space_is_reported_with_both_ranks(embedded_model):
     result = analyze_prompt(embedded_model, "1 2 3 4", answer="5")
     typed, alternate = result.answer.typed, result.answer.alternate

@@ -1,0 +1,97 @@
+"""The waiting notice: while another session's job holds the shared model, a page says what it waits for, and a
+"Give up" ends the wait. The other session is a thread holding the real model's gate, as a sweep does per chunk."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from headscope import sharing
+from tests.shown import shown
+
+HOLD_SECONDS = 2.0
+
+
+def _turns_and_prompt_tester():
+    """What app.py wraps around every page (AppTest registers no clicks under st.navigation)."""
+    import runpy
+
+    from components.turns import taking_turns
+
+    with taking_turns() as notice:
+        try:
+            runpy.run_path("pages/prompt_tester.py")
+        except Exception as error:
+            from headscope.errors import Cancelled
+
+            if not isinstance(error, Cancelled):
+                raise
+            notice.show_gave_up(error)
+
+
+@pytest.fixture
+def shared_model():
+    """The model the pages use (the process-wide registry of components.model_state), loaded by a first run."""
+    from components.model_state import model_registry
+    from headscope.loading import ModelRequest
+
+    AppTest.from_function(_turns_and_prompt_tester, default_timeout=300).run()
+    model = model_registry().loaded(ModelRequest())
+    assert model is not None
+    return model
+
+
+def _hold(model, seconds: float, started: threading.Event) -> threading.Thread:
+    def run() -> None:
+        with sharing.caller(owner="another-browser-session"), model.gate.job("an exact sweep"), model.gate.hold():
+            started.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    return thread
+
+
+def test_a_request_behind_another_sessions_job_says_what_it_waited_for(shared_model):
+    app = AppTest.from_function(_turns_and_prompt_tester, default_timeout=300)
+    holder = _hold(shared_model, HOLD_SECONDS, threading.Event())
+    began = time.perf_counter()
+    app.run()
+    waited = time.perf_counter() - began
+    holder.join()
+    assert not app.exception and not app.error
+    assert waited >= HOLD_SECONDS * 0.5  # it really waited for the other session
+    notes = [shown(c.value) for c in app.caption if c.value.startswith("Waited")]
+    assert len(notes) == 1, [c.value for c in app.caption]
+    assert " s for an exact sweep in another session, running for " in notes[0]
+    assert HOLD_SECONDS * 0.5 <= float(notes[0].split()[1]) <= waited + 0.5
+    assert len(app.get("dataframe")) >= 2  # and then it got its answer: the token and top-k tables
+
+
+def test_give_up_ends_the_wait_with_a_message(shared_model):
+    from components.turns import GIVE_UP
+
+    app = AppTest.from_function(_turns_and_prompt_tester, default_timeout=300)
+    app.session_state[GIVE_UP] = True  # what the "Give up" button's click leaves for the rerun
+    holder = _hold(shared_model, 8.0, threading.Event())
+    began = time.perf_counter()
+    app.run()
+    elapsed = time.perf_counter() - began
+    assert not app.exception
+    assert elapsed < 6.0  # it did not wait for the 8 s job
+    # the page shows the message where its model call was (here: in place of the analysis)
+    gave_up = [shown(m.value) for m in [*app.error, *app.info] if "gave up" in m.value]
+    assert gave_up and gave_up[0].startswith("You gave up waiting for an exact sweep in another session")
+    holder.join()
+    app.run()  # the next run waits again as usual (the give-up was used once)
+    assert not app.exception and not [m for m in [*app.error, *app.info] if "gave up" in m.value]
+
+
+def test_no_notice_when_nobody_else_holds_the_model(shared_model):
+    app = AppTest.from_function(_turns_and_prompt_tester, default_timeout=300).run()
+    assert not [c for c in app.caption if c.value.startswith("Waited")]
+    assert not [i for i in app.info if "Waiting" in i.value]

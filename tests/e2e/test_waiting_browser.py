@@ -1,0 +1,72 @@
+"""Two browser sessions on one server: while one runs an exact sweep, the other's prompt tester gets its answer
+between the sweep's chunks, with a notice saying what it waited for; a control changed during the sweep cancels it
+and the page says so."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import ARTIFACTS, wait_for_app
+from playwright.sync_api import expect
+
+LOAD = 180_000
+
+
+def _session(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    return context, context.new_page()
+
+
+def test_prompt_tester_answers_during_another_sessions_sweep(browser, app_url):
+    tester_context, tester = _session(browser)
+    sweeper_context, sweeper = _session(browser)
+    try:
+        wait_for_app(tester, app_url)
+        tester.wait_for_selector("text=Token table", timeout=LOAD)
+        wait_for_app(sweeper, f"{app_url}/ablation?n=24&seed=77")
+        sweeper.wait_for_selector("text=Run exact sweep", timeout=LOAD)
+        sweeper.get_by_role("button", name="Clear cached results").click()  # so that the sweep really runs
+        sweeper.wait_for_timeout(1500)
+        sweeper.get_by_role("button", name="Run exact sweep").click()
+        sweeper.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)
+        sweeper.wait_for_timeout(1000)
+
+        box = tester.get_by_role("textbox", name="Prompt", exact=True)
+        seen_notice = ""
+        answered_in = []
+        for attempt, prompt in enumerate(["Monday Tuesday Wednesday ", "one two three four ", "red green blue "]):
+            assert sweeper.locator('[data-testid="stProgress"]').count() == 1, "the sweep ended before the test"
+            started = time.perf_counter()
+            box.fill(prompt)
+            box.press("Control+Enter")
+            notice = tester.get_by_text("Waiting for", exact=False)
+            try:
+                notice.wait_for(timeout=15_000)
+                seen_notice = notice.inner_text()
+                tester.screenshot(path=str(ARTIFACTS / f"waiting-notice-{attempt}.png"))
+            except Exception:  # answered between two chunks before a notice was due: try again
+                pass
+            tester.get_by_text("Waited", exact=False).or_(tester.get_by_text("Next token after", exact=False)).first \
+                .wait_for(timeout=60_000)
+            tester.wait_for_function(f"() => document.body.innerText.includes({prompt.split()[0]!r})",
+                                     timeout=60_000)
+            answered_in.append(time.perf_counter() - started)
+            if seen_notice:
+                break
+        assert "an exact ablation sweep in another session" in seen_notice, seen_notice
+        waited = tester.get_by_text("Waited", exact=False)
+        waited.wait_for(timeout=60_000)  # the run is over: the notice became a line saying how long it waited
+        assert "for an exact ablation sweep in another session" in waited.inner_text()
+        assert tester.get_by_role("button", name="Give up").count() == 0
+        assert sweeper.locator('[data-testid="stProgress"]').count() == 1  # the sweep went on meanwhile
+        print(f"prompt-tester answers during the sweep took {', '.join(f'{s:.1f} s' for s in answered_in)}")
+
+        # a control changed while the sweep runs cancels it, and the page says so
+        seed = sweeper.get_by_role("spinbutton", name="Seed")
+        seed.fill("78")
+        seed.press("Enter")
+        sweeper.get_by_text("The sweep was cancelled because a control changed", exact=False).wait_for(timeout=60_000)
+        expect(sweeper.locator('[data-testid="stProgress"]')).to_have_count(0, timeout=60_000)
+    finally:
+        tester_context.close()
+        sweeper_context.close()
