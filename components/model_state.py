@@ -13,17 +13,17 @@ from headscope.backends import BACKEND_NAMES, BACKENDS
 from headscope.backends.base import Backend
 from headscope.errors import HeadscopeError, ModelLoadError
 from headscope.loading import DEVICE_CHOICES, DTYPE_CHOICES, EMBEDDED, EMBEDDED_NAME, ModelRequest
-from headscope.registry import ModelRegistry
+from headscope.registry import ModelRegistry, shared_registry
 
 ACTIVE = "active_model_request"  # the request of the model pages use; only replaced by a successful load
 LOAD_ERROR = "model_load_error"
 NDIF_KEY = "model_ndif_key"  # the NDIF API key typed in this session: in session state (memory) only
 
 
-@st.cache_resource(show_spinner=False)
 def model_registry() -> ModelRegistry:
-    """One registry per server process: a model is loaded once and shared by every browser session."""
-    return ModelRegistry()
+    """One registry per server process: a model is loaded once and shared by every browser session (and by the
+    preload that `make run` starts with the server, headscope.serve)."""
+    return shared_registry()
 
 
 def active_request() -> ModelRequest:
