@@ -4,6 +4,7 @@ diagnostics for the tokenization traps (whitespace predictions, BOS, context len
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -154,13 +155,15 @@ def analyze_prompt(
     contrast: str | None = None,
     top_k: int = 10,
     position: int | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> PromptAnalysis:
-    """Run the prompt once and report predictions, answer ranks and diagnostics."""
+    """Run the prompt once and report predictions, answer ranks and diagnostics (`progress(fraction)` while the
+    forward pass runs)."""
     validate_top_k(top_k)
     describer = TokenDescriber(model)
     tokenized = tokenize_prompt(model, prompt, describer)
     pos = resolve_position(position, len(tokenized))
-    summary = model.next_tokens(model.tensor([tokenized.ids]), pos)
+    summary = model.next_tokens(model.tensor([tokenized.ids]), pos, progress)
     logits_at = summary.logits_at.float()  # [vocab] at `pos`
     logprobs_at = torch.log_softmax(logits_at, dim=-1)
     warnings: list[str] = []

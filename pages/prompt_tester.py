@@ -3,6 +3,8 @@
 Every input lives in the URL (prompt, answer, contrast, top_k, position): a link reopens the same view.
 """
 
+import time
+
 import streamlit as st
 
 from components.model_state import require_model
@@ -34,8 +36,18 @@ with right:
     position = p_col.number_input("Position (-1 = last)", value=-1, step=1, key="position", **BOUND)
 copy_link(link_col)
 
+progress_slot = st.empty()
+
+
+def forward_progress(fraction: float, started: float = time.perf_counter()) -> None:
+    """A progress bar for a long prompt (shown only once a forward pass has taken more than half a second)."""
+    if time.perf_counter() - started > 0.5:
+        progress_slot.progress(min(fraction, 1.0), text=f"Running the model on the prompt: {100 * fraction:.0f}%")
+
+
 try:
-    analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position))
+    analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position),
+                              progress=forward_progress)
     st.session_state["pt_last_good"] = analysis
 except HeadscopeError as error:
     st.error(md(str(error)))
@@ -76,24 +88,28 @@ if analysis is not None:
             answer_panel("contrast", analysis.contrast)
 
     st.subheader("Compare two variants")
-    variant = st.text_input(
-        "Variant prompt", value=toggle_trailing_space(analysis.prompt), key=f"pt_variant_{analysis.prompt}",
-        help="Defaults to the prompt with its trailing space toggled.",
-    )
-    columns = st.columns(2)
-    for column, text in zip(columns, (analysis.prompt, variant), strict=True):
-        with column:
-            st.text(repr(plain(text)))
-            try:
-                other = analysis if text == analysis.prompt else analyze_prompt(
-                    model, text, answer or None, contrast or None, 5)
-            except HeadscopeError as error:
-                st.error(md(str(error)))
-                continue
-            token_strip(other, show_predictions=False)
-            topk_table(other.top_k[:5])
-            if other.answer:
-                st.caption(f"answer {quoted(other.answer.typed.text)}: rank {other.answer.typed.rank:d}, "
-                           f"p = {other.answer.typed.prob:.3f}")
-            for warning in other.warnings:
-                st.caption(":material/warning: " + md(warning))
+    compare = st.toggle("Compare with a variant of the prompt", value=False, key="compare", **BOUND,
+                        help="Runs the model a second time, on the variant (by default the prompt with its trailing "
+                             "space toggled): the '1 2 3 4' vs '1 2 3 4 ' trap side by side.")
+    if compare:
+        variant = st.text_input(
+            "Variant prompt", value=toggle_trailing_space(analysis.prompt), key=f"pt_variant_{analysis.prompt}",
+            help="Defaults to the prompt with its trailing space toggled.",
+        )
+        columns = st.columns(2)
+        for column, text in zip(columns, (analysis.prompt, variant), strict=True):
+            with column:
+                st.text(repr(plain(text)))
+                try:
+                    other = analysis if text == analysis.prompt else analyze_prompt(
+                        model, text, answer or None, contrast or None, 5)
+                except HeadscopeError as error:
+                    st.error(md(str(error)))
+                    continue
+                token_strip(other, show_predictions=False)
+                topk_table(other.top_k[:5])
+                if other.answer:
+                    st.caption(f"answer {quoted(other.answer.typed.text)}: rank {other.answer.typed.rank:d}, "
+                               f"p = {other.answer.typed.prob:.3f}")
+                for warning in other.warnings:
+                    st.caption(":material/warning: " + md(warning))

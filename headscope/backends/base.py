@@ -342,8 +342,10 @@ class Backend(ABC):
     # ------------------------------------------------------------------------------------------------ forward
 
     @abstractmethod
-    def next_tokens(self, tokens: torch.Tensor, position: int) -> NextTokenSummary:
-        """Predictions for tokens[1, pos]: the full logits at `position`, the top-1 at every position."""
+    def next_tokens(self, tokens: torch.Tensor, position: int,
+                    progress: Callable[[float], None] | None = None) -> NextTokenSummary:
+        """Predictions for tokens[1, pos]: the full logits at `position`, the top-1 at every position.
+        `progress(fraction)` may be called while it runs (a long prompt takes a while on a CPU)."""
 
     @abstractmethod
     def last_logits(self, tokens: torch.Tensor) -> torch.Tensor:

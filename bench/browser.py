@@ -1,0 +1,125 @@
+"""The app in a real browser (Chromium through Playwright), on this machine: how fast a researcher gets an answer.
+
+    python bench/browser.py            # warm start, reload, Ctrl+Enter, with `make run`'s launcher and without
+
+Measures, on the embedded model with its converted weights already cached:
+- warm start: seconds from starting the server process to a usable prompt tester (token strip drawn, script idle),
+  with `python -m headscope.serve` (what `make run` runs: the model loads while Streamlit starts) and with a plain
+  `streamlit run app.py` (the model loads when the first page asks);
+- page reload with the model loaded (target ≤ 2 s);
+- prompt tester: from Ctrl+Enter in the prompt box to the new result drawn and the script idle (target ≤ 0.7 s).
+Run it on a quiet machine; figures are medians.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                 "--disable-renderer-backgrounding", "--disable-background-timer-throttling"]
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+STRIP = '[data-testid="hs-token-strip"]'
+PROMPTS = ["2 3 4 5 ", "3 4 5 6 ", "one two three four", "Monday Tuesday Wednesday", "A B C D ", "10 20 30 40 ",
+           "January February March", "1 1 2 3 5 ", "9 8 7 6 ", "red green blue red green "]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(command: list[str], port: int) -> subprocess.Popen:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    return subprocess.Popen([*command, "--server.port", str(port), "--server.headless", "true"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_healthy(port: int, deadline: float) -> None:
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("the server did not become healthy")
+
+
+def usable(page) -> None:
+    page.wait_for_selector(STRIP, timeout=180_000)
+    page.wait_for_selector(IDLE, timeout=180_000)
+
+
+def measure_server(playwright, label: str, command: list[str], interactive: bool) -> dict[str, float]:
+    port = free_port()
+    started = time.perf_counter()
+    server = start(command, port)
+    figures: dict[str, float] = {}
+    try:
+        wait_healthy(port, time.time() + 180)
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                             args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"http://localhost:{port}/")
+        usable(page)
+        figures["start"] = time.perf_counter() - started
+        print(f"  {label}: usable prompt tester {figures['start']:.2f} s after the server process started",
+              flush=True)
+        if interactive:
+            reloads = []
+            for _ in range(5):
+                began = time.perf_counter()
+                page.reload()
+                usable(page)
+                reloads.append(time.perf_counter() - began)
+            figures["reload"] = statistics.median(reloads)
+            print(f"  page reload with the model loaded: median {figures['reload']:.2f} s "
+                  f"(of {', '.join(f'{x:.2f}' for x in reloads)}; target ≤ 2 s)", flush=True)
+            answers = []
+            box = page.get_by_role("textbox", name="Prompt", exact=True)
+            for prompt in PROMPTS:
+                box.fill(prompt)
+                page.wait_for_timeout(150)
+                began = time.perf_counter()
+                box.press("Control+Enter")
+                page.wait_for_selector('[data-testid="stApp"][data-test-script-state="running"]', timeout=30_000)
+                page.wait_for_selector(IDLE, timeout=60_000)
+                answers.append(time.perf_counter() - began)
+            figures["answer"] = statistics.median(answers)
+            print(f"  prompt tester, Ctrl+Enter to the new result: median {figures['answer']:.2f} s, "
+                  f"max {max(answers):.2f} s (target ≤ 0.7 s)", flush=True)
+        browser.close()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return figures
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    subprocess.run([sys.executable, "-m", "headscope", "prepare"], cwd=REPO, check=True, capture_output=True)
+    with sync_playwright() as playwright:
+        print("embedded model, converted weights cached (a second `make run`):")
+        serve = measure_server(playwright, "make run (python -m headscope.serve)",
+                               [sys.executable, "-m", "headscope.serve"], interactive=True)
+        plain = measure_server(playwright, "plain `streamlit run app.py`",
+                               [sys.executable, "-m", "streamlit", "run", "app.py"], interactive=False)
+    print(f"\nwarm start {serve['start']:.2f} s with the launcher vs {plain['start']:.2f} s without "
+          f"({plain['start'] / serve['start']:.2f}×; target ≤ 5 s)")
+
+
+if __name__ == "__main__":
+    main()
