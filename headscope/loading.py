@@ -17,7 +17,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,15 @@ class ModelRequest:
     """What the user asked for. `key` names everything that makes two loaded models differ, the backend included.
 
     backend: "bridge" (TransformerLens, local), "nnsight" (nnsight, local) or "ndif" (nnsight on NDIF, remote).
+    api_key: the NDIF key for backend "ndif" (else NDIF_API_KEY is read). Held in memory only: not in `key`, the
+    repr, equality or any cache.
     """
 
     source: str = EMBEDDED
     device: str = "auto"
     dtype: str = "auto"
     backend: str = "bridge"
+    api_key: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
