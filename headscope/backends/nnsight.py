@@ -114,7 +114,7 @@ LAYOUTS: dict[str, Layout] = {
     "gpt2": Layout("GPT-2", "transformer.h", "attn", "attn.c_proj", "mlp", "ln_1", "ln_2", "transformer.wte",
                    "transformer.ln_f", "lm_head", _values_gpt2),
     "gpt_neox": Layout("GPT-NeoX", "gpt_neox.layers", "attention", "attention.dense", "mlp", "input_layernorm",
-                       "post_attention_layernorm", "gpt_neox.embed_in", "gpt_neox.final_layer_norm", "embed_out",
+                       "post_attention_layernorm", "gpt_neox.embed_in", "gpt_neox.final_layer_norm", "lm_head",
                        _values_neox),
 }
 
@@ -444,6 +444,14 @@ class NnsightBackend(Backend):
                      memory_bytes=sum(t.numel() * t.element_size() for t in unique),
                      load_seconds=time.perf_counter() - started, backend="nnsight")
         return cls(model, tokenizer, info, placement, layout, dims, mode=mode, hf_model=hf_model)
+
+    def with_mode(self, mode: RunMode) -> NnsightBackend:
+        """Another backend over the same loaded model, run another way: "simulate" sends every request through
+        nnsight's dry run of the remote path (serialised as for NDIF, local modules hidden, run here)."""
+        if self._hf is None:
+            raise ModelLoadError("Only a model loaded on this machine can be run locally or in the dry run.")
+        return NnsightBackend(self.model, self.tokenizer, self.info, self.placement, self.layout, self.dims,
+                              mode=mode, remote=self._remote, api_key=self.__api_key, hf_model=self._hf)
 
     @property
     def hf_model(self) -> Any | None:
