@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -901,34 +900,33 @@ def ndif_host() -> str:
     return host.rstrip("/")
 
 
-def probe_ndif(host: str, timeout: float = NDIF_PROBE_SECONDS) -> None:
-    """A TCP connection to NDIF's API within `timeout` seconds, or a ModelLoadError saying it is unreachable."""
+def probe_ndif(host: str, timeout: float = NDIF_PROBE_SECONDS) -> list[str] | None:
+    """Ask NDIF's status call within `timeout` seconds. Returns the repo ids NDIF serves now (deployed, not only
+    downloaded), or None when the answer holds no list; raises a ModelLoadError when NDIF does not answer at all or
+    answers that it is down."""
+    import httpx
+
     parsed = urlparse(host)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ModelLoadError(f"NDIF host {host!r} is not an http(s) address: fix NDIF_HOST (default "
                              "https://api.ndif.us).")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            return
-    except OSError as error:
-        reason = "no answer" if isinstance(error, TimeoutError | socket.timeout) else (error.strerror or str(error))
-        raise ModelLoadError(
-            f"NDIF ({host}) is not reachable from this machine ({reason} within {timeout:.0f} s). Check the network "
-            "connection (a proxy or firewall may block it), or see https://discuss.ndif.us for NDIF's status; "
-            "local backends keep working."
-        ) from None
-
-
-def hosted_models(host: str, timeout: float = 10.0) -> list[str] | None:
-    """Repo ids NDIF serves now (deployed, not only downloaded), or None when the status call does not answer."""
-    import httpx
-
     try:
         response = httpx.get(f"{host}/status", timeout=httpx.Timeout(timeout))
-        response.raise_for_status()
-        deployments = response.json().get("deployments", {})
-    except Exception:
+    except httpx.HTTPError as error:
+        reason = f"no answer within {timeout:.0f} s" if isinstance(error, httpx.TimeoutException) else str(error)
+        raise ModelLoadError(
+            f"NDIF ({host}) is not reachable from this machine ({reason}). Check the network connection (a proxy or "
+            "firewall may block it), or see https://discuss.ndif.us for NDIF's status; local backends keep working."
+        ) from None
+    if response.status_code >= 500:
+        raise ModelLoadError(f"NDIF ({host}) answered that it cannot take requests now (HTTP "
+                             f"{response.status_code}): try again later (https://discuss.ndif.us has its status); "
+                             "local backends keep working.")
+    try:
+        deployments = response.json().get("deployments")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(deployments, dict):
         return None
     hosted = set()
     for name, value in deployments.items():
@@ -970,8 +968,7 @@ def load_remote(request: ModelRequest, progress: ProgressCallback | None = None)
     host = ndif_host()
     if progress is not None:
         progress(f"Checking that NDIF ({host}) answers", 0.1)
-    probe_ndif(host)
-    hosted = hosted_models(host)
+    hosted = probe_ndif(host)
     if hosted is not None and source.lower() not in {h.lower() for h in hosted}:
         listed = ", ".join(hosted) if hosted else "none right now"
         raise ModelLoadError(f"NDIF does not host {source} now. Hosted models: {listed}. Choose one of those, or a "
