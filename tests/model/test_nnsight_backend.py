@@ -2,6 +2,11 @@
 NDIF with local modules hidden, then run here), on the embedded model, to 1e-4 in float32 on every number the pages
 show; the ablations also against plain PyTorch hooks on the HF modules."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -218,3 +223,21 @@ def test_full_exact_sweep_matches_the_bridge(embedded_model, nnsight_backends, d
         np.testing.assert_allclose(got.ablated_ld, reference.ablated_ld, atol=TOL, rtol=0, err_msg=name)
         np.testing.assert_allclose(got.mlp_ablated_ld, reference.mlp_ablated_ld, atol=TOL, rtol=0, err_msg=name)
         assert got.clean_ld == pytest.approx(reference.clean_ld, abs=TOL)
+
+
+def _cli_json(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-m", "headscope", *args, "--json"], capture_output=True, text=True,
+                          env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_cli_tokens_with_the_nnsight_backend():
+    nnsight = _cli_json("tokens", "1 2 3 4 ", "--answer", "5", "--backend", "nnsight")
+    bridge = _cli_json("tokens", "1 2 3 4 ", "--answer", "5")
+    assert nnsight["backend"] == "nnsight" and bridge["backend"] == "bridge"
+    assert [p["id"] for p in nnsight["top_k"]] == [p["id"] for p in bridge["top_k"]]
+    np.testing.assert_allclose([p["logit"] for p in nnsight["top_k"]], [p["logit"] for p in bridge["top_k"]],
+                               atol=TOL)
+    assert nnsight["answer"]["rank"] == bridge["answer"]["rank"] == 1
