@@ -42,6 +42,7 @@ from headscope.backends.base import (
 )
 from headscope.errors import HeadscopeError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
+from headscope.sharing import GateStatus, current_on_wait, current_owner
 
 if TYPE_CHECKING:
     from headscope.loading import ModelRequest, ProgressCallback
@@ -375,8 +376,6 @@ def wait_for_job(job: Any, *, timeout: float, on_state: Callable[[RemoteJobState
 
 def _gate_on_state(state: RemoteJobState) -> None:
     """Show the job's state through the caller's on_wait callback (see headscope.sharing), which may cancel."""
-    from headscope.sharing import GateStatus, current_on_wait, current_owner
-
     callback = current_on_wait()
     if callback is not None:
         callback(GateStatus(True, f"the NDIF job ({state.state})", current_owner(), state.elapsed, None, 0))
