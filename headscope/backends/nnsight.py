@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import nnsight
 import numpy as np
 import torch
+from nnsight.intervention.backends.remote import RemoteBackend
 
 from headscope.backends.base import (
     AblationGroups,
@@ -211,6 +212,12 @@ def _param_dtype(module: Any) -> torch.dtype:
     return next(module.parameters()).dtype
 
 
+def _to_module(x: torch.Tensor, module: Any) -> torch.Tensor:
+    """x on the module's device and in its dtype (inputs sent from here are CPU float32; NDIF's model is not)."""
+    param = next(module.parameters())
+    return x.to(device=param.device, dtype=param.dtype)
+
+
 def _tile_rows(values: torch.Tensor | None, n_groups: int, n_prompts: int) -> torch.Tensor | None:
     """Replacement values for group-major rows: [1, ...] broadcasts; [prompt, ...] repeats per group."""
     if values is None or values.shape[0] == 1:
@@ -265,12 +272,12 @@ def _weighted_ld(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor,
 def _unembed(unembed: Any, normed: torch.Tensor, token_ids: torch.Tensor | None, cap: float) -> torch.Tensor:
     """logits (float32) of final-normed residuals through the unembedding: every token, or only token_ids."""
     if token_ids is None:
-        logits = unembed(normed.to(_param_dtype(unembed)))
+        logits = unembed(_to_module(normed, unembed))
     else:
         weight = unembed.weight
         ids = token_ids.to(weight.device)
         bias = unembed.bias[ids] if unembed.bias is not None else None
-        logits = torch.nn.functional.linear(normed.to(weight.dtype), weight[ids], bias)
+        logits = torch.nn.functional.linear(normed.to(device=weight.device, dtype=weight.dtype), weight[ids], bias)
     return _soft_cap(logits.float(), cap)
 
 
@@ -302,7 +309,7 @@ def _ov_outputs(ln1: Any, attn: Any, o_proj: Any, values_of: Callable, resid: to
 
     Calling the model's own modules keeps every family's layout (fused QKV, Conv1D) out of the arithmetic."""
     dtype = _param_dtype(o_proj)
-    resid = resid.to(dtype)
+    resid = _to_module(resid, ln1)
     normed = ln1(resid.unsqueeze(0)).squeeze(0)  # [n, d_model]
     values = values_of(attn, normed, n_heads, n_kv, d_head)  # [n, kv, d_head]
     kv_of_head = torch.arange(n_heads, device=values.device) // (n_heads // n_kv)
@@ -379,6 +386,16 @@ def _gate_on_state(state: RemoteJobState) -> None:
     callback = current_on_wait()
     if callback is not None:
         callback(GateStatus(True, f"the NDIF job ({state.state})", current_owner(), state.elapsed, None, 0))
+
+
+class _NdifJob(RemoteBackend):
+    """nnsight's non-blocking RemoteBackend whose submission errors say what to do (a trace's exit submits)."""
+
+    def submit(self, tracer: Any) -> None:
+        try:
+            return super().submit(tracer)
+        except Exception as error:
+            raise _request_error(error, self.host) from error
 
 
 @dataclass(frozen=True)
@@ -476,14 +493,12 @@ class NnsightBackend(Backend):
             from nnsight.intervention.backends.local import LocalSimulationBackend
 
             return LocalSimulationBackend(self.model)
-        from nnsight.intervention.backends.remote import RemoteBackend
-
         assert self._remote is not None
         env = dict(self.model._remoteable_get_env())
         if attn_implementation is not None:
             env["attn_implementation"] = attn_implementation
-        job = RemoteBackend(self._remote.model_key, host=self._remote.host, api_key=self.__api_key, env=env,
-                            blocking=False)
+        job = _NdifJob(self._remote.model_key, host=self._remote.host, api_key=self.__api_key, env=env,
+                       blocking=False)
         job.display.enabled = False  # no status lines on stdout (the CLI's --json owns it)
         return job
 
@@ -507,18 +522,11 @@ class NnsightBackend(Backend):
 
     @contextlib.contextmanager
     def _running(self, gradients: bool = False):
-        """Hold the model for one request; local runs without autograd unless gradients are asked for, and nnsight's
-        remote-request errors become messages that say what to do."""
+        """Hold the model for one request; local runs without autograd unless gradients are asked for. An exception
+        from the caller's on_wait (a cancel) passes through unchanged."""
         grad_mode = torch.enable_grad() if gradients else torch.inference_mode()
         with self.gate.hold(), grad_mode:
-            try:
-                yield
-            except HeadscopeError:
-                raise
-            except Exception as error:
-                if self.mode == "ndif":
-                    raise _request_error(error, self._remote.host if self._remote else "NDIF") from error
-                raise
+            yield
 
     def _path(self, path: str) -> Any:
         return self.model.get(path)
@@ -710,6 +718,7 @@ class NnsightBackend(Backend):
                        None if heads is None or layer not in heads else [int(h) for h in heads[layer]])
                       for layer in wanted]
         tokens = tokens.cpu()
+        device = self.device  # the caller's tensors (detection patterns, indices) live there; NDIF's GPU does not
         with self._running(), self._eager():
             job = self._trace_backend(attn_implementation="eager")
             with model.trace(tokens, backend=job, use_cache=False, logits_to_keep=1) as tracer:
@@ -721,7 +730,7 @@ class NnsightBackend(Backend):
                         raise RuntimeError("the attention module returned no weights (not eager attention)")
                     if chosen is not None:
                         pattern = pattern[:, chosen]
-                    reduced[layer] = reduce(layer, pattern.detach())
+                    reduced[layer] = reduce(layer, pattern.detach().to(device))
                 reduced = nnsight.save(reduced)
                 tracer.stop()
             (reduced,) = self._outputs(job, locals(), "reduced")
@@ -811,7 +820,7 @@ class NnsightBackend(Backend):
         layout, cap = self.layout, self.dims.logit_cap
         final_norm, unembed = self._path(layout.final_norm), self._path(layout.unembed)
         if self.mode == "local":
-            return self._here(lambda: _unembed(unembed, final_norm(resid.to(_param_dtype(final_norm))),
+            return self._here(lambda: _unembed(unembed, final_norm(_to_module(resid, final_norm)),
                                                          token_ids, cap))
         resid = resid.cpu()
         token_ids = None if token_ids is None else token_ids.cpu()
@@ -819,7 +828,7 @@ class NnsightBackend(Backend):
         with self._running():
             job = self._trace_backend()
             with model.session(backend=job):
-                normed = final_norm(resid.to(_param_dtype(final_norm)))
+                normed = final_norm(_to_module(resid, final_norm))
                 logits = nnsight.save(_unembed(unembed, normed, token_ids, cap).detach().cpu())
             (logits,) = self._outputs(job, locals(), "logits")
         return logits.to(self.device)

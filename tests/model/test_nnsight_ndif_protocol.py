@@ -26,6 +26,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from headscope.backends.base import AblationGroups, LogitDiffTask, Placement
 from headscope.backends.nnsight import NnsightBackend, RemoteJobError, _Remote
+from headscope.errors import Cancelled
 from headscope.loading import embedded_converted_folder
 from headscope.methods import get_method
 from headscope.sharing import caller
@@ -217,11 +218,15 @@ def test_waiting_shows_the_job_state_and_the_key_travels_only_in_a_header(tiny_p
     _local, remote, ndif = tiny_pair
     seen = []
     ndif.requests.clear()
-    with caller("session-a", on_wait=seen.append):
-        remote.last_logits(_task().clean)
+    ndif.queue_seconds = 1.2  # longer than the first poll interval: the caller sees the job queued
+    try:
+        with caller("session-a", on_wait=seen.append):
+            remote.last_logits(_task().clean)
+    finally:
+        ndif.queue_seconds = 0.15
     states = [status.job for status in seen]
     assert "the NDIF job (queued)" in states and states[-1] == "the NDIF job (completed)"
-    assert remote.last_job.state == "completed" and remote.last_job.elapsed >= ndif.queue_seconds
+    assert remote.last_job.state == "completed" and remote.last_job.elapsed >= 1.2
     posts = [headers for method, _path, headers in ndif.requests if method == "POST"]
     assert len(posts) == 1 and posts[0].get("ndif-api-key") == SECRET
     assert all(headers.get("ndif-api-key") == SECRET for method, path, headers in ndif.requests
@@ -245,3 +250,22 @@ def test_a_failed_or_refused_job_says_what_happened(tiny_pair):
         assert SECRET not in str(e.value)
     finally:
         ndif.refuse_with = None
+
+
+def test_cancel_while_queued_stops_waiting_and_frees_the_model(tiny_pair):
+    _local, remote, ndif = tiny_pair
+
+    def cancel(status):
+        if "queued" in status.job:
+            raise Cancelled("the user clicked Cancel")
+
+    ndif.queue_seconds = 1.2
+    try:
+        started = time.perf_counter()
+        with caller("session-a", on_wait=cancel), pytest.raises(Cancelled):
+            remote.last_logits(_task().clean)
+        assert time.perf_counter() - started < 1.2  # gave up before the job left the queue
+    finally:
+        ndif.queue_seconds = 0.15
+    assert not remote.gate.status().busy
+    assert remote.last_logits(_task().clean).shape == (4, remote.info.vocab_size)  # the next request runs
