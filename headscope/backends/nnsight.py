@@ -336,9 +336,6 @@ class RemoteJobState:
     elapsed: float
     description: str = ""
 
-    def describe(self) -> str:
-        return f"NDIF job {self.state}, {self.elapsed:.0f} s"
-
 
 _STATE_WORDS = {"RECEIVED": "received", "QUEUED": "queued", "PROVISIONING": "starting the model",
                 "DEPLOYING": "starting the model", "DISPATCHED": "running", "RUNNING": "running",
