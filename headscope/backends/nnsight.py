@@ -334,7 +334,6 @@ class RemoteJobState:
     job_id: str | None
     state: str
     elapsed: float
-    description: str = ""
 
 
 _STATE_WORDS = {"RECEIVED": "received", "QUEUED": "queued", "PROVISIONING": "starting the model",
