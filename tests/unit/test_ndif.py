@@ -194,3 +194,10 @@ def test_cli_never_prints_the_key():
     assert done.returncode == 2
     assert "not reachable" in done.stderr
     assert SECRET not in done.stdout + done.stderr
+
+
+def test_a_hosted_model_goes_on_to_read_only_its_config_and_tokenizer(monkeypatch, status_server):
+    """Past the NDIF checks, loading needs only the config and tokenizer from the hub (offline here: a clear error)."""
+    monkeypatch.setenv("NDIF_HOST", status_server)
+    with pytest.raises(ModelLoadError, match="Could not read the config and tokenizer of meta-llama/Llama-2-7b-hf"):
+        load_model(ModelRequest(HOSTED, backend="ndif", api_key=SECRET))
