@@ -16,6 +16,7 @@ from headscope.errors import HeadscopeError, InputError
 from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES
 
 EXIT_BAD_INPUT = 2
+LOCAL_BACKENDS = ("bridge", "nnsight")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -31,6 +32,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="'embedded' (default), a hub id such as meta-llama/Llama-2-7b-hf, or a local folder")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or multi-gpu")
     parser.add_argument("--dtype", default="auto", help="auto (default), float32, float16 or bfloat16")
+    parser.add_argument("--backend", choices=LOCAL_BACKENDS, default=None,
+                        help="bridge: TransformerLens' TransformerBridge (default); nnsight: nnsight over the same "
+                             "model")
+    parser.add_argument("--remote", action="store_true",
+                        help="run the model on NDIF through nnsight (a hosted hub id; the key is read from "
+                             "NDIF_API_KEY)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -103,10 +110,28 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def backend_for(args: argparse.Namespace) -> str:
+    """The backend named by --backend and --remote ("ndif" is nnsight on NDIF)."""
+    if not args.remote:
+        return args.backend or "bridge"
+    if args.backend == "bridge":
+        raise InputError("--remote runs nnsight on NDIF: leave out --backend bridge (or use --backend nnsight).")
+    if args.device != "auto" or args.dtype != "auto":
+        raise InputError("--device and --dtype do not apply with --remote: NDIF chooses where and in which dtype "
+                         "the model runs.")
+    return "ndif"
+
+
 def load_for_cli(args: argparse.Namespace):
     from headscope.loading import ModelRequest, load_model
 
-    return load_model(ModelRequest(args.model, args.device, args.dtype))
+    return load_model(ModelRequest(args.model, args.device, args.dtype, backend=backend_for(args)))
+
+
+def _show_wait(status) -> None:
+    """While waiting (for the model, or for an NDIF job): the state and elapsed time on stderr."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{status.describe('cli')}   ")
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
@@ -134,10 +159,11 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     if sys.stderr.isatty() and not args.json:
         sys.stderr.write("\r" + " " * 40 + "\r")
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(result.to_json() | {"backend": model.info.backend}))
         return 0
     kind = "attribution-patching ESTIMATE" if result.estimate else "exact"
-    print(f"model: {result.model}   task: {result.task}   method: {result.method} ({kind})")
+    print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "
+          f"method: {result.method} ({kind})")
     print(f"prompts: {result.n_prompts} of {result.seq_len} tokens (BOS included); first: {result.first_prompt!r}")
     corrupt = "n/a" if result.corrupt_ld is None else f"{result.corrupt_ld:.3f}"
     print(f"clean LD {result.clean_ld:.3f}   corrupted LD {corrupt}   "
@@ -167,9 +193,10 @@ def _cmd_tokens(args: argparse.Namespace) -> int:
         payload = result.to_json()
         print(json.dumps({k: payload[k] for k in ("model", "tokens", "top_k", "answer", "logit_diff", "warnings")}
                          | {"position": payload["position"], "contrast": payload["contrast"],
-                            "notes": payload["notes"]}))
+                            "notes": payload["notes"], "backend": model.info.backend}))
         return 0
-    print(f"model: {result.model}   prompt: {result.prompt!r}   {len(result.tokens)} tokens")
+    print(f"model: {result.model}   backend: {model.info.backend_label}   prompt: {result.prompt!r}   "
+          f"{len(result.tokens)} tokens")
     print(f"{'pos':>4}  {'id':>7}  {'token':<20} special")
     for token in result.tokens:
         print(f"{token.position:>4}  {token.id:>7}  {token.display:<20} {'yes' if token.special else ''}")
@@ -205,11 +232,11 @@ def _cmd_heads(args: argparse.Namespace) -> int:
     model = load_for_cli(args)
     result = score_heads(model, args.score, prompt=args.prompt, task=args.task, use_cache=not args.no_cache)
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(result.to_json() | {"backend": model.info.backend}))
         return 0
     origin = "from the results cache" if result.cached else f"computed in {result.compute_seconds:.1f} s"
-    print(f"model: {result.model}   score: {result.score}   {result.n_layers} layers × {result.n_heads} heads   "
-          f"({origin})")
+    print(f"model: {result.model}   backend: {model.info.backend_label}   score: {result.score}   "
+          f"{result.n_layers} layers × {result.n_heads} heads   ({origin})")
     print(f"on: {result.inputs}")
     for usage in result.lists:
         print(f"list {usage.name}: " + ("usable" if usage.usable else f"not usable, {usage.reason}"))
@@ -251,12 +278,14 @@ def _cmd_patterns(args: argparse.Namespace) -> int:
     except OSError as error:
         raise InputError(f"Cannot write the output: {error.strerror} ({error.filename}).") from error
     if args.json:
-        print(json.dumps({"model": result.model, "prompt": result.prompt, "heads": [h.label for h in result.heads],
+        print(json.dumps({"model": result.model, "backend": model.info.backend, "prompt": result.prompt,
+                          "heads": [h.label for h in result.heads],
                           "kv_heads": list(result.kv_heads), "tokens": [t.display for t in result.tokens],
                           "html": args.html, "csv": args.csv, "seconds": result.seconds}))
         return 0
     print(f"wrote {args.html}: {len(result.heads)} heads ({', '.join(h.label for h in result.heads)}) on "
-          f"{len(result.tokens)} tokens of {result.model}" + (f"; values in {args.csv}" if args.csv else ""))
+          f"{len(result.tokens)} tokens of {result.model} ({model.info.backend_label})"
+          + (f"; values in {args.csv}" if args.csv else ""))
     return 0
 
 
@@ -264,8 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    from headscope.sharing import caller
+
     try:
-        return args.handler(args)
+        with caller("cli", on_wait=None if getattr(args, "json", False) else _show_wait):
+            return args.handler(args)
     except HeadscopeError as error:
         sys.stderr.write(f"headscope: error: {_one_line(str(error))}\n")
         return EXIT_BAD_INPUT

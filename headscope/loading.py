@@ -46,6 +46,8 @@ class ModelRequest:
     """What the user asked for. `key` names everything that makes two loaded models differ, the backend included.
 
     backend: "bridge" (TransformerLens, local), "nnsight" (nnsight, local) or "ndif" (nnsight on NDIF, remote).
+    api_key: the NDIF key for backend "ndif" (else NDIF_API_KEY is read). Held in memory only: not in `key`, the
+    repr, equality or any cache.
     """
 
     source: str = EMBEDDED

@@ -328,8 +328,7 @@ def ov_list_scores(model: Backend, usages: Sequence[ListUsage]) -> tuple[np.ndar
     copying_hits = np.zeros((n_layers, n_heads))
     effective = model.mlp0_effective_embedding(all_ids)  # [member, d_model]
     for layer in range(n_layers):
-        out = model.ov_outputs(layer, effective)  # [head, member, d_model]
-        logits = model.unembed_logits(out, all_ids)  # [head, member, candidate member]
+        logits = model.ov_unembed_logits(layer, effective, all_ids)  # [head, member, candidate member]
         for begin, end in spans:
             best = logits[:, begin:end, begin:end].argmax(-1).cpu()  # [head, member] index within the list
             positions = torch.arange(end - begin)

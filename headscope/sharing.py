@@ -65,6 +65,11 @@ def current_owner() -> str | None:
     return _owner.get()
 
 
+def current_on_wait() -> WaitCallback | None:
+    """The caller's on_wait callback (a remote backend shows its job's state through it while waiting)."""
+    return _on_wait.get()
+
+
 @dataclass
 class _Job:
     label: str

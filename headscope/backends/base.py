@@ -68,7 +68,7 @@ class ModelInfo:
     memory_bytes: int
     load_seconds: float
     bos_token: str | None
-    backend: str = "bridge"  # "bridge", "nnsight" or "nndif" (nnsight, remote)
+    backend: str = "bridge"  # "bridge", "nnsight" or "ndif" (nnsight, remote)
     architecture: str = ""
 
     @property
@@ -414,6 +414,11 @@ class Backend(ABC):
     def ov_outputs(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
         """out[head, n, d_model] = ln1(resid) · W_V[kv(head)] · W_O[head] (+ b_V·W_O + b_O / n_heads): what each head
         of `layer` writes when it attends fully to a token with residual resid[n, d_model]."""
+
+    def ov_unembed_logits(self, layer: int, resid: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """logits[head, n, len(token_ids)] = unembed_logits(ov_outputs(layer, resid), token_ids): one call, so a
+        remote backend returns these logits instead of every head's [n, d_model] output."""
+        return self.unembed_logits(self.ov_outputs(layer, resid), token_ids)
 
     @abstractmethod
     def unembed_logits(self, resid: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:

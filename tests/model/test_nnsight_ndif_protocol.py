@@ -1,0 +1,271 @@
+"""The NDIF mode end to end against a stand-in NDIF server on localhost (no machine here reaches NDIF).
+
+The client side is real: nnsight's RemoteBackend (non-blocking: POST /request, poll GET /response/<id>, download
+the result), driven by the backend's own trace bodies. The stand-in does what NDIF does with a request: it
+deserialises it with nnsight against its own copy of the model (headscope's modules hidden, as NDIF does not have
+them; the request's env applied, e.g. eager attention), runs the rebuilt code, and returns the saved values through
+the same status and result protocol. Checked: the numbers equal the local backend's, the job's states reach the
+caller while waiting, only small results travel back, failures say what happened, and the API key travels only in a
+request header (never in a URL or the payload)."""
+
+import copy
+import email.parser
+import email.policy
+import io
+import json
+import linecache
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from headscope.backends.base import AblationGroups, LogitDiffTask, Placement
+from headscope.backends.nnsight import NnsightBackend, RemoteJobError, _Remote
+from headscope.errors import Cancelled
+from headscope.loading import embedded_converted_folder
+from headscope.methods import get_method
+from headscope.sharing import caller
+
+SECRET = "ndif-protocol-key-9a8b7c6d"
+
+
+class StandInNdif:
+    """Accepts nnsight requests, runs them on `model` (an nnsight TransformersModel) one at a time, serves results."""
+
+    def __init__(self, model, queue_seconds=0.15):
+        from nnsight.schema.response import Status
+
+        self.model = model
+        self.queue_seconds = queue_seconds
+        self.Status = Status
+        self.jobs: dict[str, dict] = {}
+        self.requests: list[tuple[str, str, dict]] = []  # (method, path, headers)
+        self.payloads: list[bytes] = []
+        self.result_sizes: list[int] = []
+        self.fail_with: str | None = None
+        self.refuse_with: int | None = None
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _response(self, job_id):
+        from nnsight.schema.response import ResponseModel
+
+        job = self.jobs[job_id]
+        return ResponseModel(id=job_id, status=job["status"], description=job["description"],
+                             data=job.get("url")).model_dump_json()
+
+    def _run(self, job_id, metadata, blob):
+        from nnsight.intervention.backends.local import LocalSimulationBackend
+        from nnsight.schema.request import RequestModel
+        from nnsight.tracing.tracer import _saves, dec, inc
+
+        job = self.jobs[job_id]
+        job["status"] = self.Status.QUEUED
+        time.sleep(self.queue_seconds)
+        with self.lock:
+            job["status"] = self.Status.RUNNING
+            if self.fail_with is not None:
+                job["status"], job["description"] = self.Status.ERROR, self.fail_with
+                return
+            try:
+                self.model._remoteable_set_env(metadata.get("env") or {})
+                hiding = LocalSimulationBackend(self.model)
+                hidden = hiding._hide_local_modules()  # as on NDIF: headscope is not installed there
+                try:
+                    tracer = RequestModel.deserialize(blob, self.model._remoteable_persistent_objects(),
+                                                      compress=metadata["compress"])
+                finally:
+                    hiding._restore(hidden)
+                # deserialize registers the block's source under the client's file name; a real server is another
+                # process, here the client's next request would read its functions' source from that entry
+                linecache.cache.pop(tracer.info.frame.f_code.co_filename, None)
+                inc()
+                try:  # the rebuilt functions run with only what was shipped with them as their globals
+                    tracer.execute(tracer.info.code)
+                    saves = _saves()
+                    saved = {k: v for k, v in tracer.info.frame.f_locals.items() if id(v) in saves}
+                finally:
+                    dec()
+            except Exception as error:  # what NDIF reports for a request that fails on its side
+                job["status"], job["description"] = self.Status.ERROR, f"{type(error).__name__}: {error}"
+                return
+        buffer = io.BytesIO()
+        torch.save(saved, buffer)
+        data = buffer.getvalue()
+        if metadata["compress"]:
+            import zstandard
+
+            data = zstandard.ZstdCompressor().compress(data)
+        self.result_sizes.append(len(data))
+        job["result"] = data
+        job["url"] = f"{self.host}/result/{job_id}"
+        job["status"] = self.Status.COMPLETED
+
+    def _handler(self):
+        ndif = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, code, body, kind="application/json"):
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.end_headers()
+                self.wfile.write(body if isinstance(body, bytes) else body.encode())
+
+            def do_POST(self):
+                ndif.requests.append(("POST", self.path, dict(self.headers)))
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if ndif.refuse_with is not None:
+                    self._send(ndif.refuse_with, json.dumps({"detail": "Invalid API key."}))
+                    return
+                message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                    f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + body)
+                parts = {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                         for part in message.iter_parts()}
+                metadata = json.loads(parts["data"])
+                ndif.payloads.append(parts["blob"])
+                job_id = uuid.uuid4().hex
+                ndif.jobs[job_id] = {"status": ndif.Status.RECEIVED, "description": "", "key": metadata["model_key"]}
+                threading.Thread(target=ndif._run, args=(job_id, metadata, parts["blob"]), daemon=True).start()
+                self._send(200, ndif._response(job_id))
+
+            def do_GET(self):
+                ndif.requests.append(("GET", self.path, dict(self.headers)))
+                kind, _, job_id = self.path.strip("/").partition("/")
+                if job_id not in ndif.jobs:
+                    self._send(404, "{}")
+                elif kind == "response":
+                    self._send(200, ndif._response(job_id))
+                else:
+                    self._send(200, ndif.jobs[job_id]["result"], "application/octet-stream")
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_pair():
+    """A local nnsight backend over a tiny Llama, and a stand-in NDIF serving its own copy of the same weights."""
+    tokenizer = AutoTokenizer.from_pretrained(embedded_converted_folder()[0])
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 2:
+                param.normal_(0, 0.2)
+    placement = Placement("cpu", None, torch.float32)
+    local = NnsightBackend.from_local(model, tokenizer, name="tiny", source="tiny", revision="0",
+                                      placement=placement, n_params=0, started=0.0)
+    server_side = NnsightBackend.from_local(copy.deepcopy(model), tokenizer, name="tiny", source="tiny",
+                                            revision="0", placement=placement, n_params=0, started=0.0)
+    ndif = StandInNdif(server_side.model)
+    client = NnsightBackend.from_local(copy.deepcopy(model), tokenizer, name="tiny", source="tiny", revision="0",
+                                       placement=placement, n_params=0, started=0.0)
+    remote = NnsightBackend(client.model, tokenizer, client.info, placement, client.layout, client.dims,
+                            mode="ndif", remote=_Remote(ndif.host, "test:tiny", 60.0), api_key=SECRET)
+    yield local, remote, ndif
+    ndif.close()
+
+
+def _task():
+    generator = torch.Generator().manual_seed(4)
+    clean = torch.randint(0, 1000, (4, 7), generator=generator)
+    corrupted = torch.randint(0, 1000, (4, 7), generator=generator)
+    answers = torch.randint(0, 1000, (4, 2), generator=generator)
+    return LogitDiffTask(clean, corrupted, answers[:, 0], answers[:, 1], torch.full((4,), 0.25))
+
+
+def test_remote_numbers_equal_local_ones(tiny_pair):
+    local, remote, ndif = tiny_pair
+    task = _task()
+    groups = AblationGroups.single_components([(1, h) for h in range(4)] + [(1, None)], 3, 4)
+    for method in ("zero", "mean", "resample"):
+        spec = get_method(method)
+        np.testing.assert_allclose(remote.ablated_logit_diffs(task, spec, groups),
+                                   local.ablated_logit_diffs(task, spec, groups), atol=1e-6, rtol=0)
+    torch.testing.assert_close(remote.answer_logits(task.clean, task.answer_ids),
+                               local.answer_logits(task.clean, task.answer_ids))
+    keep = lambda layer, pattern: pattern[0].clone()  # noqa: E731 (shipped by value to the server)
+    mine = remote.reduce_attention_patterns(task.clean[:1], keep, layers=[0, 2], heads={2: [1]})
+    theirs = local.reduce_attention_patterns(task.clean[:1], keep, layers=[0, 2], heads={2: [1]})
+    for layer in (0, 2):
+        torch.testing.assert_close(mine[layer], theirs[layer])
+    ids = torch.tensor([5, 9, 40])
+    effective = remote.mlp0_effective_embedding(ids)
+    torch.testing.assert_close(effective, local.mlp0_effective_embedding(ids))
+    torch.testing.assert_close(remote.ov_unembed_logits(1, effective, ids), local.ov_unembed_logits(1, effective, ids))
+    effects = remote.attribution_effects(task, get_method("mean"))
+    expected = local.attribution_effects(task, get_method("mean"))
+    np.testing.assert_allclose(effects.head_effect, expected.head_effect, atol=1e-5)
+    # only the per-group LD values, logits of a few tokens and chosen patterns came back: every result is small
+    assert max(ndif.result_sizes) < 20_000
+
+
+def test_waiting_shows_the_job_state_and_the_key_travels_only_in_a_header(tiny_pair):
+    _local, remote, ndif = tiny_pair
+    seen = []
+    ndif.requests.clear()
+    ndif.queue_seconds = 1.2  # longer than the first poll interval: the caller sees the job queued
+    try:
+        with caller("session-a", on_wait=seen.append):
+            remote.last_logits(_task().clean)
+    finally:
+        ndif.queue_seconds = 0.15
+    states = [status.job for status in seen]
+    assert "the NDIF job (queued)" in states and states[-1] == "the NDIF job (completed)"
+    assert remote.last_job.state == "completed" and remote.last_job.elapsed >= 1.2
+    posts = [headers for method, _path, headers in ndif.requests if method == "POST"]
+    assert len(posts) == 1 and posts[0].get("ndif-api-key") == SECRET
+    assert all(headers.get("ndif-api-key") == SECRET for method, path, headers in ndif.requests
+               if path.startswith("/response"))
+    assert not any(SECRET in path for _method, path, _headers in ndif.requests)
+    assert not any(SECRET.encode() in payload for payload in ndif.payloads)
+
+
+def test_a_failed_or_refused_job_says_what_happened(tiny_pair):
+    _local, remote, ndif = tiny_pair
+    ndif.fail_with = "CUDA out of memory on the server"
+    try:
+        with pytest.raises(RemoteJobError, match="failed: CUDA out of memory on the server"):
+            remote.last_logits(_task().clean)
+    finally:
+        ndif.fail_with = None
+    ndif.refuse_with = 401
+    try:
+        with pytest.raises(RemoteJobError, match=r"NDIF refused the request.*Invalid API key.*Check the API key") as e:
+            remote.last_logits(_task().clean)
+        assert SECRET not in str(e.value)
+    finally:
+        ndif.refuse_with = None
+
+
+def test_cancel_while_queued_stops_waiting_and_frees_the_model(tiny_pair):
+    _local, remote, ndif = tiny_pair
+
+    def cancel(status):
+        if "queued" in status.job:
+            raise Cancelled("the user clicked Cancel")
+
+    ndif.queue_seconds = 1.2
+    try:
+        started = time.perf_counter()
+        with caller("session-a", on_wait=cancel), pytest.raises(Cancelled):
+            remote.last_logits(_task().clean)
+        assert time.perf_counter() - started < 1.2  # gave up before the job left the queue
+    finally:
+        ndif.queue_seconds = 0.15
+    assert not remote.gate.status().busy
+    assert remote.last_logits(_task().clean).shape == (4, remote.info.vocab_size)  # the next request runs

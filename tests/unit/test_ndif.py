@@ -1,0 +1,203 @@
+"""NDIF (nnsight, remote) without NDIF: the checks before any job fail within seconds with what to do, a job's state
+reaches the caller while waiting, and the API key never leaves memory. No machine here reaches NDIF."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from headscope.backends.nnsight import RemoteJobError, RemoteJobState, _gate_on_state, wait_for_job
+from headscope.errors import Cancelled, ModelLoadError
+from headscope.loading import ModelRequest, load_model
+from headscope.sharing import caller
+
+SECRET = "ndif-test-key-5f1e2d3c4b5a"
+HOSTED = "meta-llama/Llama-2-7b-hf"
+
+
+@pytest.fixture
+def no_saved_key(monkeypatch):
+    from nnsight.schema.config import CONFIG
+
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    monkeypatch.setattr(CONFIG.API, "APIKEY", None)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def status_server():
+    """A stand-in for NDIF's /status endpoint (the part of the protocol the load checks read)."""
+
+    class Status(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"deployments": {
+                "a": {"repo_id": HOSTED, "deployment_level": "HOT", "application_state": "RUNNING"},
+                "b": {"repo_id": "openai-community/gpt2", "deployment_level": "WARM", "application_state": "RUNNING"},
+                "c": {"repo_id": "some/cold-model", "deployment_level": "COLD", "application_state": "RUNNING"},
+            }}).encode()
+            self.send_response(200 if self.path == "/status" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Status)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_no_key_is_refused_before_anything_else(no_saved_key):
+    with pytest.raises(ModelLoadError, match=r"NDIF needs an API key.*NDIF_API_KEY"):
+        load_model(ModelRequest(HOSTED, backend="ndif"))
+
+
+@pytest.fixture
+def silent_server():
+    """A host that accepts connections and never answers (a black hole behind a firewall)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+@pytest.mark.parametrize("which", ["default host", "refused", "silent"])
+def test_an_unreachable_ndif_is_reported_within_seconds(monkeypatch, silent_server, which):
+    hosts = {"refused": f"http://127.0.0.1:{_closed_port()}", "silent": silent_server}
+    if which in hosts:
+        monkeypatch.setenv("NDIF_HOST", hosts[which])
+    else:  # nnsight's own default, https://api.ndif.us: no machine here reaches it
+        monkeypatch.delenv("NDIF_HOST", raising=False)
+    started = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="is not reachable from this machine") as caught:
+        load_model(ModelRequest(HOSTED, backend="ndif", api_key=SECRET))
+    assert time.perf_counter() - started < 5
+    assert SECRET not in str(caught.value)
+
+
+def test_a_model_ndif_does_not_host_is_refused_with_the_hosted_list(monkeypatch, status_server):
+    monkeypatch.setenv("NDIF_HOST", status_server)
+    with pytest.raises(ModelLoadError, match=r"does not host mistralai/Mistral-7B-v0\.1") as caught:
+        load_model(ModelRequest("mistralai/Mistral-7B-v0.1", backend="ndif", api_key=SECRET))
+    message = str(caught.value)
+    assert HOSTED in message and "openai-community/gpt2" in message and "cold-model" not in message
+
+
+def test_ndif_runs_hub_models_only(monkeypatch):
+    with pytest.raises(ModelLoadError, match="not the embedded model"):
+        load_model(ModelRequest("embedded", backend="ndif", api_key=SECRET))
+
+
+class _Job:
+    """The polling side of nnsight's non-blocking RemoteBackend: poll() and the last status seen."""
+
+    def __init__(self, states, result=None, error=None):
+        from nnsight.schema.response import Status
+
+        self.job_id = "job-1"
+        self.states = [Status(s) for s in states]
+        self.status = None
+        self.result = result
+        self.error = error
+
+    def poll(self):
+        if self.states:
+            self.status = self.states.pop(0)
+            return None
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def test_waiting_reports_each_state_and_returns_the_saved_values():
+    seen = []
+    job = _Job(["RECEIVED", "QUEUED", "QUEUED", "RUNNING"], result={"lds": [1.0, 2.0]})
+    assert wait_for_job(job, timeout=30, on_state=seen.append, poll_seconds=0.01) == {"lds": [1.0, 2.0]}
+    assert [s.state for s in seen] == ["received", "queued", "queued", "running", "completed"]
+    assert all(s.job_id == "job-1" for s in seen)
+    assert [s.elapsed for s in seen] == sorted(s.elapsed for s in seen)
+
+
+def test_a_failed_job_says_so():
+    from nnsight.intervention.backends.remote import RemoteError
+
+    job = _Job(["QUEUED"], error=RemoteError("CUDA out of memory"))
+    with pytest.raises(RemoteJobError, match="NDIF job job-1 failed: CUDA out of memory"):
+        wait_for_job(job, timeout=30, on_state=None, poll_seconds=0.01)
+
+
+def test_a_job_that_takes_too_long_times_out():
+    job = _Job(["QUEUED"] * 1000)
+    started = time.perf_counter()
+    expected = r"did not finish within 0 s \(last state: queued\).*HEADSCOPE_NDIF_TIMEOUT"
+    with pytest.raises(RemoteJobError, match=expected):
+        wait_for_job(job, timeout=0.2, on_state=None, poll_seconds=0.01)
+    assert time.perf_counter() - started < 3
+
+
+def test_cancel_stops_waiting():
+    job = _Job(["QUEUED"] * 1000)
+
+    def cancel_when_queued(state):
+        if state.state == "queued":
+            raise Cancelled("stopped by the user")
+
+    with pytest.raises(Cancelled):
+        wait_for_job(job, timeout=30, on_state=cancel_when_queued, poll_seconds=0.01)
+
+
+def test_the_job_state_reaches_the_callers_on_wait():
+    seen = []
+    with caller("session-a", on_wait=seen.append):
+        _gate_on_state(RemoteJobState("job-1", "queued", 12.0))
+    assert len(seen) == 1 and seen[0].busy
+    assert seen[0].describe("session-a") == "the NDIF job (queued) in this session, running for 12 s"
+
+
+def _cli(*args, env=None):
+    full_env = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "headscope", *args], capture_output=True, text=True, env=full_env,
+                          timeout=120, check=False)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["tokens", "x", "--backend", "tl"], "invalid choice: 'tl'"),
+    (["tokens", "x", "--remote", "--backend", "bridge"], "--remote runs nnsight on NDIF"),
+    (["heads", "--score", "successor", "--remote", "--device", "cpu"], "do not apply with --remote"),
+    (["ablate", "--task", "digits", "--remote", "--model", HOSTED], "NDIF needs an API key"),
+])
+def test_cli_bad_backend_input_exits_2_with_one_line(args, message):
+    done = _cli(*args, env={"NDIF_API_KEY": "", "NNSIGHT_CONFIG": os.devnull})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_cli_never_prints_the_key():
+    done = _cli("tokens", "1 2 3 4 ", "--remote", "--model", HOSTED, "--json",
+                env={"NDIF_API_KEY": SECRET, "NDIF_HOST": f"http://127.0.0.1:{_closed_port()}"})
+    assert done.returncode == 2
+    assert "not reachable" in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_a_hosted_model_goes_on_to_read_only_its_config_and_tokenizer(monkeypatch, status_server):
+    """Past the NDIF checks, loading needs only the config and tokenizer from the hub (offline here: a clear error)."""
+    monkeypatch.setenv("NDIF_HOST", status_server)
+    with pytest.raises(ModelLoadError, match="Could not read the config and tokenizer of meta-llama/Llama-2-7b-hf"):
+        load_model(ModelRequest(HOSTED, backend="ndif", api_key=SECRET))
