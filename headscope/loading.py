@@ -57,8 +57,14 @@ class ModelRequest:
     api_key: str | None = field(default=None, repr=False, compare=False)
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.source.strip(), self.device, self.dtype, self.backend)
+    def key(self) -> tuple[str, ...]:
+        """Source, device, dtype, backend; for NDIF also a fingerprint of the key (a SHA-256 prefix, in memory only),
+        so one session's loaded NDIF model is never used under another session's (or no) key."""
+        base = (self.source.strip(), self.device, self.dtype, self.backend)
+        if self.backend != "ndif":
+            return base
+        secret = self.api_key or os.environ.get("NDIF_API_KEY", "")
+        return (*base, hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else "no key")
 
 
 @dataclass(frozen=True)

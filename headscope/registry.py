@@ -18,9 +18,9 @@ class ModelRegistry:
 
     def __init__(self, max_models: int = 2) -> None:
         self.max_models = max_models
-        self._models: OrderedDict[tuple[str, str, str, str], Backend] = OrderedDict()
+        self._models: OrderedDict[tuple[str, ...], Backend] = OrderedDict()
         self._guard = threading.Lock()
-        self._loading: dict[tuple[str, str, str, str], threading.Lock] = {}
+        self._loading: dict[tuple[str, ...], threading.Lock] = {}
 
     def get(
         self, request: ModelRequest, progress: ProgressCallback | None = None, policy: SourcePolicy | None = None

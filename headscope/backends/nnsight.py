@@ -538,7 +538,8 @@ class NnsightBackend(Backend):
 
     # ------------------------------------------------------------------------------------------------ forward
 
-    def next_tokens(self, tokens: torch.Tensor, position: int) -> NextTokenSummary:
+    def next_tokens(self, tokens: torch.Tensor, position: int,
+                    progress: Callable[[float], None] | None = None) -> NextTokenSummary:
         model, layout, cap = self.model, self.layout, self.dims.logit_cap
         embed, final_norm, unembed = (self._path(p) for p in (layout.embed, layout.final_norm, layout.unembed))
         tokens = tokens.cpu()
@@ -606,6 +607,8 @@ class NnsightBackend(Backend):
         method: AblationMethod,
         groups: AblationGroups,
         progress: Callable[[int], None] | None = None,
+        *,
+        full_forward: bool = False,  # nnsight always runs the model's own forward; the flag changes nothing here
     ) -> np.ndarray:
         model, layout, dims = self.model, self.layout, self.dims
         n = task.n_prompts
