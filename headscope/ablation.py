@@ -477,7 +477,8 @@ def sweep_key(model: Backend, encoded: EncodedDataset, method: str, estimate: bo
 
 def prepare_dataset(model: Backend, dataset: Dataset) -> EncodedDataset:
     """Encode for this model; built-in tasks drop prompts of another token length, user datasets must be even."""
-    return encode_dataset(model, dataset, fit=dataset.name in TASKS, drop_uneven=dataset.name in TASKS)
+    builtin = dataset.builtin or dataset.name in TASKS
+    return encode_dataset(model, dataset, fit=builtin, drop_uneven=builtin)
 
 
 def load_sweep(
