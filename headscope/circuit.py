@@ -159,6 +159,7 @@ class CircuitSearch:
     batches: int
     group_blocks: int
     path: str  # "fast", "general", "plain" or "estimate"
+    reused: int = 0  # candidate circuits whose score was known from an identical one scored before
 
     def removed(self) -> set[Component]:
         return {r.component for r in self.removals}
@@ -318,6 +319,9 @@ class _Evaluator:
         self.batches = 0
         self.evaluations = 0
         self.group_blocks = 0
+        self.reused = 0
+        self.last_batch = 0  # groups the last evaluate() ran (0: every score was known)
+        self._known: dict[bytes, float] = {}  # LD by ablated set: the same set gives the same LD
 
     def clean_ld(self) -> float:
         raise NotImplementedError
@@ -326,11 +330,23 @@ class _Evaluator:
         """The removed set at the start of a pass: heads[layer, head], mlps[layer] (bool)."""
 
     def evaluate(self, groups: AblationGroups, join_layers: Sequence[int]) -> np.ndarray:
-        """ld[group]; every group's components below its join layer must be those of the pass's removed set."""
-        self.batches += 1
-        self.evaluations += len(groups)
-        self.group_blocks += self.blocks(join_layers)
-        return self._evaluate(groups, join_layers)
+        """ld[group]; every group's components below its join layer must be those of the pass's removed set.
+
+        A set scored before is not run again (a pass that follows one ending in removals at high layers scores
+        the components below them on the very circuit the earlier pass did)."""
+        keys = [groups.heads[g].numpy().tobytes() + groups.mlps[g].numpy().tobytes() for g in range(len(groups))]
+        todo = [g for g, key in enumerate(keys) if key not in self._known]
+        self.reused += len(groups) - len(todo)
+        self.last_batch = len(todo)
+        if todo:
+            self.batches += 1
+            self.evaluations += len(todo)
+            joins = [join_layers[g] for g in todo]
+            self.group_blocks += self.blocks(joins)
+            lds = self._evaluate(groups.select(todo), joins)
+            for g, ld in zip(todo, lds, strict=True):
+                self._known[keys[g]] = float(ld)
+        return np.array([self._known[key] for key in keys])
 
     def blocks(self, join_layers: Sequence[int]) -> int:
         """Blocks run per prompt for these groups (a group joining at L runs the blocks from L up)."""
@@ -417,44 +433,53 @@ class _Speculation:
 
     Modes: "adaptive" guesses per candidate — from its last score where one is known (a score taken on a nearby
     circuit: an earlier batch of this layer visit, corrected for the wrong guess that ended it, or the previous
-    pass), else the majority of the recent decisions — and picks the window w that minimises the expected time per
-    decision: the batch's time per block, c0 + c1·w (fitted to the batches timed so far), over the expected
-    decisions read off it, (1 − q^w)/(1 − q) with q the recent rate of right guesses. "kept" guesses "kept" for
-    every candidate and takes the whole layer (the scheme with removals + 1 batches per layer visit); "none" takes
-    one candidate per batch (the sequential order, still reusing the residual below)."""
+    pass), else the majority of the recent decisions on components of its kind (MLPs and heads apart: on the models
+    measured most heads go and most MLPs stay). Each guess has a chance q of being right, the recent rate of right
+    guesses from the same source (a score, or the majority of MLPs or of heads). The window w minimises the expected
+    time per decision: the batch's time per block, c0 + c1·w (fitted to the batches timed so far), over the expected
+    number of decisions read off it, Σ_{k ≤ w} Π_{j < k} q_j. "kept" guesses "kept" for every candidate and takes
+    the whole layer (the scheme with removals + 1 batches per layer visit); "none" takes one candidate per batch
+    (the sequential order, still reusing the residual below)."""
 
     def __init__(self, mode: str, threshold: float) -> None:
         if mode not in SPECULATIONS:
             raise InputError(f"Unknown speculation {mode!r}: choose one of {', '.join(SPECULATIONS)}.")
         self.mode = mode
         self.threshold = threshold
-        self.removal_rate = 0.5  # exponential average of the decisions
-        self.right_rate = 0.5  # exponential average of the guesses being right
+        self.removal_rate = {"mlp": 0.5, "head": 0.5}  # exponential averages of the decisions, by kind
+        self.right_rate = {"mlp": 0.5, "head": 0.5, "score": 0.8}  # ... of the guesses being right, by source
         self.hints: dict[Component, float] = {}  # a score of each candidate on a nearby circuit
         self._fit = np.zeros(5)  # n, Σg, Σt, Σg², Σg·t over timed batches (g groups, t seconds per block)
 
-    def guess_removed(self, component: Component) -> bool:
+    def guess(self, component: Component) -> tuple[bool, str]:
+        """(guessed removed, the guess's source)."""
         if self.mode != "adaptive":
-            return False
+            return False, "head"
         hint = self.hints.get(component)
-        return hint >= self.threshold if hint is not None else self.removal_rate > 0.5
+        if hint is not None:
+            return hint >= self.threshold, "score"
+        kind = "mlp" if component[1] is None else "head"
+        return self.removal_rate[kind] > 0.5, kind
 
-    def window(self, remaining: int) -> int:
+    def window(self, candidates: Sequence[Component]) -> int:
         if self.mode == "none":
             return 1
         if self.mode == "kept":
-            return remaining
+            return len(candidates)
         c0, c1 = self._costs()
-        q = min(max(self.right_rate, 0.05), 0.995)
         best, best_cost = 1, math.inf
-        for w in range(1, remaining + 1):
-            cost = (c0 + c1 * w) * (1 - q) / (1 - q**w)
+        expected = 0.0  # decisions expected from a window of w
+        reach = 1.0  # chance that every guess before the next candidate was right
+        for w, component in enumerate(candidates, start=1):
+            expected += reach
+            reach *= min(max(self.right_rate[self.guess(component)[1]], 0.02), 0.995)
+            cost = (c0 + c1 * w) / expected
             if cost < best_cost - 1e-12:
                 best, best_cost = w, cost
         return best
 
     def _costs(self) -> tuple[float, float]:
-        """(c0, c1): seconds per block of a batch's fixed part and per group; before two batch sizes are timed, the
+        """(c0, c1): seconds per block of a batch's fixed part and per group; until two batch sizes are timed, the
         fixed part is taken as one group's worth."""
         n, sg, st, sgg, sgt = self._fit
         if n == 0:
@@ -472,9 +497,10 @@ class _Speculation:
         t = seconds / max(blocks, 1)
         self._fit += np.array([1.0, groups, t, groups * groups, groups * t])
 
-    def decided(self, guessed_removed: bool, removed: bool) -> None:
-        self.removal_rate = 0.8 * self.removal_rate + 0.2 * float(removed)
-        self.right_rate = 0.8 * self.right_rate + 0.2 * float(guessed_removed == removed)
+    def decided(self, component: Component, source: str, guessed_removed: bool, removed: bool) -> None:
+        kind = "mlp" if component[1] is None else "head"
+        self.removal_rate[kind] = 0.8 * self.removal_rate[kind] + 0.2 * float(removed)
+        self.right_rate[source] = 0.8 * self.right_rate[source] + 0.2 * float(guessed_removed == removed)
 
 
 def _group_masks(n: int, heads: torch.Tensor, mlps: torch.Tensor) -> AblationGroups:
@@ -539,8 +565,9 @@ def _search(
                 if not one_pass:  # at least one more pass, over the components kept so far
                     remaining += _remaining_units((c for c in order if c not in removed), n_layers)
                 timer.total = max(timer.total, timer.done + remaining + n_layers)
-                window = undecided[: guess.window(len(undecided))]
-                guesses = [guess.guess_removed(c) for c in window]
+                window = undecided[: guess.window(undecided)]
+                guessed_by = [guess.guess(c) for c in window]
+                guesses = [g for g, _ in guessed_by]
                 groups = _group_masks(len(window), heads, mlps)
                 for index, component in enumerate(window):
                     for earlier, guessed in zip(window[:index], guesses, strict=False):
@@ -549,15 +576,16 @@ def _search(
                     _set(groups, index, component)
                 started = time.perf_counter()
                 lds = evaluator.evaluate(groups, [layer] * len(window))
-                guess.timed(len(window), evaluator.blocks([layer]), time.perf_counter() - started)
+                if evaluator.last_batch:
+                    guess.timed(evaluator.last_batch, evaluator.blocks([layer]), time.perf_counter() - started)
                 decided = 0
-                for component, guessed, ld in zip(window, guesses, lds, strict=True):
+                for component, (guessed, source), ld in zip(window, guessed_by, lds, strict=True):
                     decided += 1
                     before = current
                     keep = score(ld) >= threshold
                     last_pass_lds[component] = float(ld)
+                    guess.decided(component, source, guessed, keep)
                     guess.hints[component] = score(ld)
-                    guess.decided(guessed, keep)
                     if keep:
                         removed.add(component)
                         _mark(heads, mlps, component)
@@ -589,7 +617,7 @@ def _search(
     kept_effects = tuple(KeptEffect(c[0], c[1], float(ld), score(float(ld))) for c, ld in zip(kept, effects,
                                                                                              strict=True))
     return CircuitSearch(clean_ld, current_ld, tuple(removals), kept_effects, passes, evaluator.evaluations,
-                         evaluator.batches, evaluator.group_blocks, evaluator.path)
+                         evaluator.batches, evaluator.group_blocks, evaluator.path, evaluator.reused)
 
 
 def _check_clean(clean_ld: float) -> None:

@@ -205,8 +205,12 @@ st.caption("Pick two or more cached circuits (other tasks, methods or models) or
            '({"heads": [[layer, head], …], "mlps": [layer, …]}, 0-based, e.g. a published one).')
 stored = cached_circuits(cache)
 labels = {f"{c.label} · {c.n_prompts} prompts · {c.key.get('dataset_hash', '')[:6]}": c for c in stored}
+if st.session_state.get("ci_compare_touched"):  # keep the user's pick, less circuits no longer cached
+    st.session_state["ci_compare_pick"] = [v for v in st.session_state.get("ci_compare_pick", []) if v in labels]
+else:  # until the user picks: the two newest
+    st.session_state["ci_compare_pick"] = list(labels)[:2]
 picked = st.multiselect("Cached circuits", list(labels), key="ci_compare_pick",
-                        default=list(labels)[:2] if len(labels) >= 2 else None)
+                        on_change=lambda: st.session_state.update(ci_compare_touched=True))
 uploads = st.file_uploader("Circuit JSON files", type=["json"], accept_multiple_files=True, key="ci_compare_upload")
 circuits = [labels[name].circuit_set() for name in picked]
 for upload in uploads or []:

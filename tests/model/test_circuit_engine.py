@@ -175,7 +175,7 @@ def test_every_path_and_speculation_gives_the_same_decisions(tiny_model, tiny_ta
 
 
 def test_engine_equals_the_sequential_algorithm_on_the_embedded_model(embedded_model):
-    encoded = prepare_dataset(embedded_model, build_task_dataset("digits", 3, seed=0, model=embedded_model))
+    encoded = prepare_dataset(embedded_model, build_task_dataset("digits", 2, seed=0, model=embedded_model))
     reference = HandWritten(embedded_model, encoded, "mean")
     expected = sequential_circuit(reference, 30, 9, 80.0, one_pass=True)
     found = find_circuit(embedded_model, encoded, "mean", 80.0, one_pass=True)
