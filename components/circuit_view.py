@@ -150,7 +150,7 @@ def layered_diagram(result: CircuitResult) -> go.Figure:
         height=int(min(1000, max(300, 46 * len(rows) + 120))),
         margin={"l": 60, "r": 20, "t": 50, "b": 40},
         xaxis={"title": "head", "tickvals": [*range(result.n_heads), result.n_heads + 0.6],
-               "ticktext": [str(h) for h in range(result.n_heads)] + ["MLP"], "range": [-0.7, result.n_heads + 1.3],
+               "ticktext": [str(h) for h in range(result.n_heads)] + ["MLP"], "range": [-0.9, result.n_heads + 1.9],
                "showgrid": False, "zeroline": False},
         yaxis={"title": "layer", "tickvals": list(range(len(rows))), "ticktext": [str(r) for r in rows],
                "range": [-0.6, len(rows) - 0.3], "showgrid": False, "zeroline": False},

@@ -136,13 +136,12 @@ else:
     cols = st.columns(6)
     cols[0].metric("Clean LD", f"{result.clean_ld:.3f}")
     cols[1].metric("Circuit score", f"{result.score:.1f}%", f"threshold {result.threshold:g}%", delta_color="off")
-    cols[2].metric("Kept", f"{len(result.heads)} heads, {len(result.mlps)} MLPs",
-                   f"of {result.n_layers * result.n_heads} heads, {result.n_layers} MLPs", delta_color="off")
-    cols[3].metric("Passes", str(result.passes), "one pass" if result.one_pass else "until stable",
+    cols[2].metric("Heads kept", f"{len(result.heads)} / {result.n_layers * result.n_heads}")
+    cols[3].metric("MLPs kept", f"{len(result.mlps)} / {result.n_layers}")
+    cols[4].metric("Passes", str(result.passes), "one pass" if result.one_pass else "until stable",
                    delta_color="off")
-    cols[4].metric("Prompts", f"{result.n_prompts} × {result.seq_len} tokens")
     cols[5].metric("Time", f"{result.seconds:.1f} s", "from cache" if result.cached else None, delta_color="off")
-    with st.expander("Task, prompts and notes"):
+    with st.expander(f"Task, prompts ({result.n_prompts} × {result.seq_len} tokens) and notes"):
         st.text(f"task: {result.task} · method: {result.method} · first prompt: {result.first_prompt!r}")
         st.text("Tokens of the first prompt (BOS included): " + " | ".join(result.token_labels))
         for note in result.notes:
@@ -222,9 +221,8 @@ if len(circuits) < 2:
     st.info("Pick at least two circuits to compare (run more, or upload one).")
 else:
     comparison = compare_circuits(circuits)
-    legend = [{"circuit": letter(i), "label": c.label, "heads": len(c.heads), "MLPs": len(c.mlps)}
-              for i, c in enumerate(circuits)]
-    st.dataframe(legend, hide_index=True, width="stretch")
+    for index, circuit in enumerate(circuits):  # labels may be user text: shown as plain text
+        st.text(f"{letter(index)}: {circuit.label} — {len(circuit.heads)} heads, {len(circuit.mlps)} MLPs")
     cols = st.columns(4)
     cols[0].metric("Shared by all", str(len(comparison.shared)))
     if len(circuits) == 2:

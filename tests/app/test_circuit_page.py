@@ -29,7 +29,7 @@ def test_find_circuit_draws_grid_diagram_line_tables_and_compares(run_page, embe
     assert isinstance(result, CircuitResult) and not result.estimate
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Circuit score"] == f"{result.score:.1f}%" and result.score >= 80.0
-    assert metrics["Kept"] == f"{len(result.heads)} heads, {len(result.mlps)} MLPs"
+    assert metrics["Heads kept"] == f"{len(result.heads)} / 270" and metrics["MLPs kept"] == f"{len(result.mlps)} / 30"
     assert metrics["Passes"] == "1"
     charts = [c.proto.spec for c in app.get("plotly_chart")]
     assert len(charts) >= 3  # grid, layered diagram, score line
@@ -68,7 +68,7 @@ def test_estimate_is_labelled_and_a_cached_circuit_shows_at_once(run_page):
     assert not app.exception and not app.metric
 
 
-def test_bad_threshold_and_a_task_the_model_cannot_do_show_errors(run_page):
+def test_a_task_the_model_cannot_do_shows_an_error_and_the_step_task_takes_a_step(run_page):
     app = _small(run_page("pages/circuit.py"))
     app.selectbox(key="ci_task").set_value("letters").run()  # the embedded model prefers the wrong letter
     app.number_input(key="ci_n").set_value(8).run()

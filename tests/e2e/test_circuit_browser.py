@@ -24,7 +24,8 @@ def test_find_circuit_click_kept_head_see_pattern_and_compare(page, app_url, tmp
     chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.wait_for(timeout=60_000)
     page.wait_for_timeout(1500)  # let the layout settle after the progress bar goes
-    legend = chart.locator(".legendtext").all_inner_texts()
+    page.screenshot(path=str(ARTIFACTS / "circuit-found.png"), full_page=True)
+    legend = chart.locator(".legendtext").all_text_contents()  # SVG text has no innerText
     assert legend[0] == "kept head" and "removed" in legend
     kept_points = chart.locator(".scatterlayer .trace").first.locator("path.point")
     assert kept_points.count() >= 1
@@ -35,7 +36,7 @@ def test_find_circuit_click_kept_head_see_pattern_and_compare(page, app_url, tmp
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)  # plotly clicks the point under the hover
     page.wait_for_timeout(300)
-    hover = page.locator(".hoverlayer").inner_text()
+    hover = chart.locator(".hoverlayer").text_content()
     assert ": kept; the circuit without it scores" in hover
     layer_head = hover.split(":")[0].strip()  # "L.H"
     page.mouse.click(x, y)
