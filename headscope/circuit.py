@@ -45,7 +45,6 @@ from headscope.ablation import (
     chunk_values,
     logit_diff_task,
     prepare_dataset,
-    prompt_chunks,
     shared_values,
 )
 from headscope.backends.base import AblationGroups, BlockRunner, LogitDiffTask
@@ -57,6 +56,7 @@ from headscope.engine import (
     run_with_ablations,
 )
 from headscope.errors import InputError
+from headscope.memory import block_bytes_per_token, element_size, plan_chunks
 from headscope.methods import AblationMethod
 from headscope.results_cache import ResultsCache
 from headscope.tasks import Dataset, EncodedDataset
@@ -364,11 +364,25 @@ class _FastEvaluator(_Evaluator):
     def __init__(self, model: Backend, runner: BlockRunner, task: LogitDiffTask, method: AblationMethod,
                  timer: WorkTimer, chunk: int | None) -> None:
         super().__init__(model)
-        self.runner, self.task, self.method, self.timer, self.chunk = runner, task, method, timer, chunk
-        self.rows = prompt_chunks(model, task, method, model.info.n_heads + 1)
+        self.runner, self.task, self.method, self.timer = runner, task, method, timer
+        self.rows = [torch.arange(task.n_prompts)]  # every prompt at once: decisions need the whole LD
+        self.chunk = chunk or self._groups_that_fit(model, task, method)
         shared = shared_values(model, runner, task, method, timer)
         self.values = [chunk_values(model, runner, task, method, rows, shared, timer) for rows in self.rows]
         self.entries: list[EntryResiduals] = []
+
+    @staticmethod
+    def _groups_that_fit(model: Backend, task: LogitDiffTask, method: AblationMethod) -> int:
+        """Candidate circuits per in-flight batch next to what a pass keeps (the residual entering every layer, and
+        paired replacement values for resample); refused before any work when not even one fits."""
+        info = model.info
+        element = element_size(model.dtype)
+        seq = task.seq_len
+        kept = (info.n_layers + 1) * seq * info.d_model * element * task.n_prompts
+        if method.pairs_prompts:
+            kept += info.n_layers * seq * (info.n_heads * info.d_head + info.d_model) * element * task.n_prompts
+        per_group = block_bytes_per_token(info, model.dtype, seq) * seq * task.n_prompts
+        return plan_chunks("A circuit search", 10**6, per_group, model.budget_bytes(), kept).per_chunk
 
     def start_pass(self, heads: torch.Tensor, mlps: torch.Tensor) -> None:
         ablated = AblationGroups(heads[None].clone(), mlps[None].clone())

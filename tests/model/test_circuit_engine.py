@@ -208,3 +208,39 @@ def test_cancel_leaves_nothing_in_the_cache(tiny_model, tiny_tasks, tmp_path):
     assert not done.cached and len(cache.entries("circuit")) == 1
     again = run_circuit(tiny_model, tiny_tasks, "mean", 99.0, cache=cache)
     assert again.cached and again.heads == done.heads and again.removals == done.removals
+
+
+def test_estimate_is_attribution_ranked_greedy_pruning_and_labelled(tiny_model, tiny_tasks, tmp_path):
+    from headscope.ablation import attribution_sweep
+    from headscope.circuit import estimate_circuit
+
+    numbers = attribution_sweep(tiny_model, tiny_tasks, "mean")
+    effects = {(layer, head): numbers.ablated_ld[layer, head] - numbers.clean_ld
+               for layer in range(3) for head in range(4)}
+    effects |= {(layer, None): numbers.mlp_ablated_ld[layer] - numbers.clean_ld for layer in range(3)}
+    # the definition: least harmful first, removed while the estimated (additive) score stays ≥ the threshold
+    ranked = sorted(effects, key=lambda c: -effects[c])
+    expected, total = [], numbers.clean_ld
+    for component in ranked:
+        if 100 * (total + effects[component]) / numbers.clean_ld < 99.0:
+            break
+        total += effects[component]
+        expected.append(component)
+    estimate = estimate_circuit(tiny_model, tiny_tasks, "mean", 99.0)
+    assert [r.component for r in estimate.removals] == expected and 0 < len(expected) < 15
+    assert estimate.circuit_ld == pytest.approx(total)
+    cache = ResultsCache(tmp_path)
+    labelled = run_circuit(tiny_model, tiny_tasks, "mean", 99.0, estimate=True, cache=cache)
+    assert labelled.estimate and labelled.path == "estimate" and "estimate" in labelled.label
+    exact = run_circuit(tiny_model, tiny_tasks, "mean", 99.0, cache=cache)
+    assert not exact.cached and not exact.estimate  # the estimate never stands in for the exact result
+
+
+def test_a_search_that_does_not_fit_memory_is_refused_before_it_runs(tiny_model, tiny_tasks, monkeypatch):
+    from headscope.memory import MemoryRefused
+
+    monkeypatch.setenv("HEADSCOPE_MEMORY_BUDGET_MB", "0.01")
+    calls = []
+    with pytest.raises(MemoryRefused, match="A circuit search needs"):
+        find_circuit(tiny_model, tiny_tasks, "mean", 99.0, progress=calls.append)
+    assert not calls  # nothing ran
