@@ -620,14 +620,15 @@ def _search(
         if one_pass or removed_this_pass == 0:
             break
     kept = [c for c in order if c not in removed]
+    effects: list[float] = []
     if removed_this_pass == 0:  # the last pass scored every kept component on the final circuit
         effects = [last_pass_lds[c] for c in kept]
-    else:  # one pass that removed something: score the kept components on the final circuit now
+    elif kept:  # one pass that removed something: score the kept components on the final circuit now
         evaluator.start_pass(heads, mlps)
         groups = _group_masks(len(kept), heads, mlps)
         for index, component in enumerate(kept):
             _set(groups, index, component)
-        effects = list(evaluator.evaluate(groups, [c[0] for c in kept])) if kept else []
+        effects = list(evaluator.evaluate(groups, [c[0] for c in kept]))
     kept_effects = tuple(KeptEffect(c[0], c[1], float(ld), score(float(ld))) for c, ld in zip(kept, effects,
                                                                                              strict=True))
     return CircuitSearch(clean_ld, current_ld, tuple(removals), kept_effects, passes, evaluator.evaluations,
