@@ -15,6 +15,7 @@ navigation = st.navigation(
         st.Page("pages/prompt_tester.py", title="Prompt tester", icon=":material/text_fields:", default=True),
         st.Page("pages/ablation.py", title="Ablation heatmap", icon=":material/grid_on:"),
         st.Page("pages/attention.py", title="Attention patterns", icon=":material/visibility:"),
+        st.Page("pages/circuit.py", title="Circuit", icon=":material/account_tree:"),
     ],
     position="sidebar" if access_granted() else "hidden",
 )

@@ -290,24 +290,16 @@ def _fast_sweep(
     n_layers = info.n_layers
     groups = AblationGroups.single_components(components, n_layers, info.n_heads)
     join = [layer for layer, _ in components]
-    prompt_chunks = _prompt_chunks(model, task, method, len(components))
+    chunks = prompt_chunks(model, task, method, len(components))
     timer = WorkTimer(0, progress, should_cancel, model, "The sweep")
-    for _ in prompt_chunks:
+    for _ in chunks:
         timer.add_total(joined_work_units(join, n_layers) + (2 if method.needs_corrupted else 1) * n_layers)
-    shared_values = None
-    if method.needs_corrupted and not method.pairs_prompts:
-        shared_values = _shared_values(model, runner, task, method, timer)
+    shared = shared_values(model, runner, task, method, timer)
     lds = np.zeros(len(components))
     clean_ld = 0.0
-    for rows in prompt_chunks:
+    for rows in chunks:
         clean = task.clean[rows]
-        if method.pairs_prompts and task.corrupted is not None:
-            _, values = run_with_ablations(model, runner, task.corrupted[rows], LayerValues([], []), method=method,
-                                           keep_entries=False)
-            timer.advance(n_layers, "the corrupted run")
-        else:
-            values = shared_values
-        values = values or LayerValues([None] * n_layers, [None] * n_layers)
+        values = chunk_values(model, runner, task, method, rows, shared, timer)
         entries, _ = run_with_ablations(model, runner, clean, values)
         timer.advance(n_layers, "the clean run")
         ids = task.answer_ids[rows]
@@ -320,7 +312,7 @@ def _fast_sweep(
     return lds, clean_ld
 
 
-def _prompt_chunks(model: Backend, task: LogitDiffTask, method: AblationMethod, n_groups: int) -> list[torch.Tensor]:
+def prompt_chunks(model: Backend, task: LogitDiffTask, method: AblationMethod, n_groups: int) -> list[torch.Tensor]:
     """Prompts per pass: all at once where the stored residuals (and paired values) fit next to a batch of at least
     a few ablations, else in chunks. Raises MemoryRefused when a single prompt does not fit."""
     info = model.info
@@ -335,9 +327,25 @@ def _prompt_chunks(model: Backend, task: LogitDiffTask, method: AblationMethod, 
             for start in range(0, task.n_prompts, plan.per_chunk)]
 
 
-def _shared_values(model: Backend, runner: BlockRunner, task: LogitDiffTask, method: AblationMethod,
-                   timer: WorkTimer) -> LayerValues:
-    """Replacement values over every corrupted prompt (mean ablation), streamed in chunks that fit memory."""
+def chunk_values(model: Backend, runner: BlockRunner, task: LogitDiffTask, method: AblationMethod,
+                 rows: torch.Tensor, shared: LayerValues | None, timer: WorkTimer) -> LayerValues:
+    """The replacement values for the prompts `rows`: paired ones from their own corrupted run (resample), else the
+    shared ones (mean), else zeros."""
+    n_layers = model.info.n_layers
+    values = shared
+    if method.pairs_prompts and task.corrupted is not None:
+        _, values = run_with_ablations(model, runner, task.corrupted[rows], LayerValues([], []), method=method,
+                                       keep_entries=False)
+        timer.advance(n_layers, "the corrupted run")
+    return values or LayerValues([None] * n_layers, [None] * n_layers)
+
+
+def shared_values(model: Backend, runner: BlockRunner, task: LogitDiffTask, method: AblationMethod,
+                  timer: WorkTimer) -> LayerValues | None:
+    """Replacement values over every corrupted prompt (mean ablation), streamed in chunks that fit memory; None
+    for methods whose values are not shared by every prompt (zero, resample)."""
+    if not method.needs_corrupted or method.pairs_prompts:
+        return None
     assert task.corrupted is not None
     n_layers = model.info.n_layers
     z_builders = [method.builder() for _ in range(n_layers)]
@@ -478,7 +486,8 @@ def sweep_key(model: Backend, encoded: EncodedDataset, method: str, estimate: bo
 
 def prepare_dataset(model: Backend, dataset: Dataset) -> EncodedDataset:
     """Encode for this model; built-in tasks drop prompts of another token length, user datasets must be even."""
-    return encode_dataset(model, dataset, fit=dataset.name in TASKS, drop_uneven=dataset.name in TASKS)
+    builtin = dataset.builtin or dataset.name in TASKS
+    return encode_dataset(model, dataset, fit=builtin, drop_uneven=builtin)
 
 
 def load_sweep(

@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from headscope.errors import HeadscopeError, InputError
 from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES
 
+# the built-in tasks (headscope.tasks.TASKS, not imported here: it loads torch, and --help should be instant)
+TASK_HELP = "digits, number-words, months, days, template, step (--step K), decreasing, fibonacci, letters"
+
 EXIT_BAD_INPUT = 2
 LOCAL_BACKENDS = ("bridge", "nnsight")
 
@@ -57,12 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablate = sub.add_parser("ablate", help="ablate every head and MLP on a task; writes the cache the app reads")
     source = ablate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help="built-in task: digits, number-words, months, days, template")
+    source.add_argument("--task", help="built-in task: " + TASK_HELP)
     source.add_argument("--dataset", metavar="FILE",
                         help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
     ablate.add_argument("--method", default="mean", help="zero, mean (default, the study's) or resample")
     ablate.add_argument("--n-prompts", type=int, default=16, help="prompts generated for a built-in task (default 16)")
     ablate.add_argument("--seed", type=int, default=0, help="seed for the task's prompts and corrupted prompts")
+    ablate.add_argument("--step", type=int, default=None, help="the step of the step task (default 2)")
     ablate.add_argument("--only-correct", action="store_true",
                         help="keep only prompts the model gets right (top-1 correct, P(correct) > 2·P(incorrect))")
     ablate.add_argument("--estimate", action="store_true",
@@ -70,6 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
     _add_model_options(ablate)
     ablate.set_defaults(handler=_cmd_ablate)
+
+    circuit = sub.add_parser("circuit", help="find the circuit by iterative pruning (exact); writes the cache the app "
+                                             "reads")
+    source = circuit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", help="built-in task: " + TASK_HELP)
+    source.add_argument("--dataset", metavar="FILE",
+                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
+    circuit.add_argument("--method", default="mean", help="mean (default, the study's), zero or resample")
+    circuit.add_argument("--threshold", type=float, default=80.0,
+                         help="keep a removal when the circuit still scores ≥ this %% of the clean LD (default 80)")
+    circuit.add_argument("--one-pass", action="store_true", help="stop after one pass (default: until a pass "
+                                                                   "removes nothing)")
+    circuit.add_argument("--n-prompts", type=int, default=16, help="prompts generated for a built-in task (default 16)")
+    circuit.add_argument("--seed", type=int, default=0, help="seed for the task's prompts and corrupted prompts")
+    circuit.add_argument("--step", type=int, default=None, help="the step of the step task (default 2): 2 4 6 8 -> 10")
+    circuit.add_argument("--estimate", action="store_true",
+                         help="an instant ESTIMATE (attribution-ranked greedy pruning) instead of the exact search")
+    circuit.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
+    _add_model_options(circuit)
+    circuit.set_defaults(handler=_cmd_circuit)
 
     heads = sub.add_parser("heads", help="score every head: previous-token, duplicate-token, induction, sequence, "
                                          "successor or copying")
@@ -136,18 +160,20 @@ def _show_wait(status) -> None:
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from headscope.ablation import METHODS, run_sweep
-    from headscope.tasks import TASKS, build_task_dataset, load_dataset_file
+    from headscope.tasks import TASKS, build_task_dataset, check_step, load_dataset_file
 
     if args.method not in METHODS:
         raise InputError(f"Unknown ablation method {args.method!r}: choose zero, mean or resample.")
     if args.task is not None and args.task not in TASKS:
         raise InputError(f"Unknown task {args.task!r}: choose one of {', '.join(TASKS)}.")
+    if args.task is not None:
+        check_step(args.task, args.step)
     if not 1 <= args.n_prompts <= 4096:
         raise InputError(f"--n-prompts must be from 1 to 4096, got {args.n_prompts}.")
     dataset = load_dataset_file(args.dataset) if args.dataset else None  # parse errors before the model loads
     model = load_for_cli(args)
     if dataset is None:
-        dataset = build_task_dataset(args.task, args.n_prompts, seed=args.seed, model=model)
+        dataset = build_task_dataset(args.task, args.n_prompts, seed=args.seed, model=model, step=args.step)
 
     def progress(update) -> None:
         if sys.stderr.isatty() and not args.json:
@@ -178,6 +204,63 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     for layer in mlp_order:
         print(f"MLP{layer:<4}  {result.mlp_ablated_ld[layer]:>10.3f}  {result.mlp_percent_of_clean[layer]:>10.1f}  "
               f"{result.mlp_ablated_ld[layer] - result.clean_ld:>8.3f}")
+    return 0
+
+
+def _progress_printer(args: argparse.Namespace):
+    def progress(update) -> None:
+        if sys.stderr.isatty() and not args.json:
+            eta = f", about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""
+            sys.stderr.write(f"\r{100 * update.fraction:5.1f}%{eta} · {update.message[:60]:<60}")
+
+    return progress
+
+
+def _cmd_circuit(args: argparse.Namespace) -> int:
+    from headscope.circuit import check_threshold, run_circuit
+    from headscope.methods import get_method
+    from headscope.tasks import TASKS, build_task_dataset, check_step, load_dataset_file
+
+    get_method(args.method)  # every option checked before the model loads
+    check_threshold(args.threshold)
+    if args.task is not None and args.task not in TASKS:
+        raise InputError(f"Unknown task {args.task!r}: choose one of {', '.join(TASKS)}.")
+    if args.step is not None and args.task is None:
+        raise InputError("--step applies to the step task (--task step), not to a dataset file.")
+    if args.task is not None:
+        check_step(args.task, args.step)
+    if not 1 <= args.n_prompts <= 4096:
+        raise InputError(f"--n-prompts must be from 1 to 4096, got {args.n_prompts}.")
+    dataset = load_dataset_file(args.dataset) if args.dataset else None  # parse errors before the model loads
+    model = load_for_cli(args)
+    if dataset is None:
+        dataset = build_task_dataset(args.task, args.n_prompts, seed=args.seed, model=model, step=args.step)
+    result = run_circuit(model, dataset, args.method, args.threshold, one_pass=args.one_pass,
+                         estimate=args.estimate, use_cache=not args.no_cache, progress=_progress_printer(args))
+    if sys.stderr.isatty() and not args.json:
+        sys.stderr.write("\r" + " " * 90 + "\r")
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    kind = "attribution-ranked ESTIMATE (not the exact search)" if result.estimate else "exact"
+    print(f"model: {result.model}   task: {result.task}   method: {result.method}   threshold: "
+          f"{result.threshold:g}%   {kind}")
+    print(f"prompts: {result.n_prompts} of {result.seq_len} tokens (BOS included); first: {result.first_prompt!r}")
+    origin = "from cache" if result.cached else f"{result.seconds:.1f} s"
+    print(f"clean LD {result.clean_ld:.3f}   circuit LD {result.circuit_ld:.3f}   score {result.score:.1f}%   "
+          f"passes {result.passes}   ({origin})")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"\ncircuit: {len(result.heads)} heads and {len(result.mlps)} MLPs of "
+          f"{result.n_layers * result.n_heads} heads and {result.n_layers} MLPs")
+    print("heads: " + (" ".join(f"{layer}.{head}" for layer, head in result.heads) or "none"))
+    print("MLPs:  " + (" ".join(str(layer) for layer in result.mlps) or "none"))
+    print(f"\n{'kept':>8}  {'score without it':>16}")
+    for effect in sorted(result.kept_effects, key=lambda e: e.score_without)[:15]:
+        print(f"{effect.label:>8}  {effect.score_without:>15.1f}%")
+    print(f"\n{len(result.removals)} removals; the last ten:")
+    for step, removal in list(enumerate(result.removals, 1))[-10:]:
+        print(f"{step:>5}. {removal.label:>8}  score after {removal.score_after:.1f}%  (pass {removal.pass_number})")
     return 0
 
 

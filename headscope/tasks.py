@@ -1,8 +1,9 @@
 """Sequence-continuation tasks and user datasets, encoded on the model's real input tokens (BOS included).
 
 Built-in tasks follow the sequence-continuation circuit studies on GPT-2 small and Llama-2-7B: each prompt shows
-consecutive members of an ordinal list; the correct answer is the next member, the incorrect one is the last member
-shown. A corrupted prompt uses random members of the same type, the last never the successor of the one before it.
+members of an ordered list at a fixed stride (consecutive members; every k-th number for the step task; backwards for
+the decreasing task); the correct answer is the next member at that stride, the incorrect one is the last member shown.
+A corrupted prompt uses random members of the same type, the last never the successor of the one before it.
 
 Prompts are written in their natural form ("1 2 3 4" -> " 5") and fitted to the tokenizer: where the answer's first
 token would be a bare space (Llama-style tokenizers), the space moves into the prompt ("1 2 3 4 " -> "5").
@@ -35,23 +36,57 @@ NUMBER_WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", 
                 "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]
+LETTERS = [chr(code) for code in range(ord("A"), ord("Z") + 1)]
+NUMBERS = [str(i) for i in range(100)]
+FIBONACCI = ["1", "1", "2", "3", "5", "8", "13", "21", "34", "55", "89", "144", "233", "377", "610", "987"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 TEMPLATE_NOUNS = ["Van", "Hat", "Ring", "Desk", "Sun", "Cup", "Door", "Lamp", "Tree", "Book", "Car", "Box", "Pen",
                   "Bed", "Map", "Key", "Shoe", "Fork", "Bell", "Rock"]
 
 
+STEP_RANGE = (1, 20)  # strides the step task accepts
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """A built-in task: an ordinal list and how a prompt is written from consecutive members."""
+    """A built-in task: an ordered list and how a prompt is written from its members at a stride.
+
+    A prompt of `length` members starting at index i shows members[i], members[i + stride], …; the correct answer is
+    members[i + length·stride]. `stride` is the default; a task with `adjustable_stride` takes the user's (the step
+    task: 2 4 6 8 -> 10 with stride 2)."""
 
     name: str
     title: str
     members: tuple[str, ...]
     cyclic: bool  # December -> January, Sunday -> Monday
     example: str
+    stride: int = 1
+    adjustable_stride: bool = False
 
-    def max_start(self, length: int) -> int:
-        return len(self.members) - 1 if self.cyclic else len(self.members) - length - 1
+    def index(self, start: int, k: int, stride: int) -> int | None:
+        """The list index of the k-th member of a sequence starting at `start` (None: past the end)."""
+        at = start + k * stride
+        if self.cyclic:
+            return at % len(self.members)
+        return at if 0 <= at < len(self.members) else None
+
+    def starts(self, length: int, stride: int) -> list[int]:
+        """Start indices whose length + 1 members (the answer included) all exist."""
+        return [start for start in range(len(self.members))
+                if all(self.index(start, k, stride) is not None for k in range(length + 1))]
+
+    def max_length(self, stride: int) -> int:
+        return len(self.members) - 1 if self.cyclic else (len(self.members) - 1) // abs(stride)
+
+    def successors(self, member: str, stride: int) -> set[str]:
+        """Every member that follows `member` at this stride (Fibonacci's 1 is followed by 1 and by 2)."""
+        out = set()
+        for i, m in enumerate(self.members):
+            if m == member:
+                after = self.index(i, 1, stride)
+                if after is not None:
+                    out.add(self.members[after])
+        return out
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -62,6 +97,11 @@ TASKS: dict[str, TaskSpec] = {
     "days": TaskSpec("days", "Days of the week", tuple(DAYS), True, '"Monday Tuesday Wednesday Thursday" -> " Friday"'),
     "template": TaskSpec("template", "Template (X done in N.)", tuple(str(i) for i in range(1, 10)), False,
                          '"Van done in 1. Hat done in 2. Ring done in 3. Desk done in 4. Sun done in" -> " 5"'),
+    "step": TaskSpec("step", "Step-k numbers", tuple(NUMBERS), False, '"2 4 6 8 " -> "10" (step 2)', stride=2,
+                     adjustable_stride=True),
+    "decreasing": TaskSpec("decreasing", "Decreasing digits", tuple(DIGITS), False, '"9 8 7 6 " -> "5"', stride=-1),
+    "fibonacci": TaskSpec("fibonacci", "Fibonacci", tuple(FIBONACCI), False, '"1 1 2 3 " -> "5", "1 2 3 5 " -> "8"'),
+    "letters": TaskSpec("letters", "Letters", tuple(LETTERS), False, '"A B C D" -> " E"'),
 }
 
 
@@ -87,6 +127,7 @@ class Dataset:
     name: str
     items: tuple[PromptItem, ...]
     notes: tuple[str, ...] = ()
+    builtin: bool = False  # a built-in task's prompts (fitted to the tokenizer, uneven lengths dropped)
 
     @property
     def content_hash(self) -> str:
@@ -150,18 +191,11 @@ def _render(task: TaskSpec, shown: Sequence[str], nouns: Sequence[str]) -> tuple
     return "".join(parts), tuple(spans)
 
 
-def _member(task: TaskSpec, index: int) -> str:
-    return task.members[index % len(task.members)]
-
-
-def _corrupted_members(members: Sequence[str], task: TaskSpec, length: int, rng: random.Random) -> list[str]:
+def _corrupted_members(task: TaskSpec, pool: Sequence[str], length: int, stride: int, rng: random.Random) -> list[str]:
     """Random members; the last is never the successor of the one before it (so the task has no answer)."""
     while True:
-        picks = [rng.choice(members) for _ in range(length)]
-        before = task.members.index(picks[-2])
-        successor = task.members[(before + 1) % len(task.members)] if task.cyclic or before + 1 < len(
-            task.members) else None
-        if picks[-1] != successor:
+        picks = [rng.choice(pool) for _ in range(length)]
+        if picks[-1] not in task.successors(picks[-2], stride):
             return picks
 
 
@@ -175,50 +209,104 @@ def _most_common_shape(words: Sequence[str], model: Backend | None) -> set[str]:
     return {w for w, shape in shapes.items() if shape == common}
 
 
+def _answers_differ(model: Backend | None, item: PromptItem) -> bool:
+    """The answer's first-token rule: the correct and incorrect answers, fitted to the tokenizer and tokenized as
+    continuations of the prompt, start with different tokens (else their logit difference is always 0; "16" and
+    "18" on a tokenizer that splits digits)."""
+    if model is None:
+        return True
+    fitted = fit_to_tokenizer(model, item)
+    correct, _ = continuation_ids(model, fitted.prompt, fitted.correct)
+    incorrect, _ = continuation_ids(model, fitted.prompt, fitted.incorrect)
+    return correct[:1] != incorrect[:1]
+
+
+def check_step(task_name: str, step: int | None) -> int:
+    """The stride a task runs with: the user's step where the task takes one (the step task), else its own."""
+    task = TASKS[task_name]
+    if step is None:
+        return task.stride
+    if not task.adjustable_stride:
+        raise InputError(f"A step applies only to the step task, not to {task_name}.")
+    low, high = STEP_RANGE
+    if not low <= step <= high:
+        raise InputError(f"The step must be from {low} to {high}, got {step}.")
+    return step
+
+
+def task_dataset_name(task_name: str, step: int | None = None) -> str:
+    """The dataset name results are filed under: the task, with its step where the task takes one ("step-3")."""
+    task = TASKS[task_name]
+    return f"{task_name}-{check_step(task_name, step)}" if task.adjustable_stride else task_name
+
+
 def build_task_dataset(
-    task_name: str, n_prompts: int = 16, length: int = 4, seed: int = 0, model: Backend | None = None
+    task_name: str, n_prompts: int = 16, length: int = 4, seed: int = 0, model: Backend | None = None,
+    *, step: int | None = None,
 ) -> Dataset:
     """The task's prompts in natural form. With a model, only members (and template nouns) that tokenize alike are
-    used, so that the prompts share one token length; tokenizer fitting happens in encode_dataset."""
+    used, so that the prompts share one token length, and only sequences whose answers start with different tokens;
+    tokenizer fitting happens in encode_dataset. `step`: the stride of the step task (default 2)."""
     if task_name not in TASKS:
         raise InputError(f"Unknown task {task_name!r}: choose one of {', '.join(TASKS)}.")
     if not 1 <= n_prompts <= 4096:
         raise InputError(f"The number of prompts must be from 1 to 4096, got {n_prompts}.")
     task = TASKS[task_name]
-    if not 2 <= length <= len(task.members) - 1:
-        raise InputError(f"Sequence length for {task_name} must be from 2 to {len(task.members) - 1}, got {length}.")
+    stride = check_step(task_name, step)
+    if not 2 <= length <= task.max_length(stride):
+        raise InputError(f"Sequence length for {task_name}{f' with step {stride}' if task.adjustable_stride else ''} "
+                         f"must be from 2 to {task.max_length(stride)}, got {length}.")
     rng = random.Random(seed)
     usable = _most_common_shape(task.members, model)
     nouns = sorted(_most_common_shape(TEMPLATE_NOUNS, model)) if task.name == "template" else TEMPLATE_NOUNS
-    starts = [start for start in range(task.max_start(length) + 1)
-              if all(_member(task, start + k) in usable for k in range(length + 1))]
+    starts = [start for start in task.starts(length, stride)
+              if all(task.members[task.index(start, k, stride)] in usable for k in range(length + 1))]
     if not starts:
-        raise InputError(f"No run of {length + 1} consecutive {task.title.lower()} tokenizes alike for this model: "
-                         "try a shorter sequence length.")
+        raise InputError(f"No run of {length + 1} {task.title.lower()} tokenizes alike for this model: try a shorter "
+                         "sequence length" + (" or another step." if task.adjustable_stride else "."))
+
+    def shown_of(start: int) -> list[str]:
+        return [task.members[task.index(start, k, stride)] for k in range(length)]
+
+    def answer_of(start: int) -> str:
+        return task.members[task.index(start, length, stride)]
+
+    probe_nouns = TEMPLATE_NOUNS[: length + 1] if task.name == "template" else []
+    same_first = [s for s in starts
+                  if not _answers_differ(model, PromptItem(_render(task, shown_of(s), probe_nouns)[0],
+                                                           " " + answer_of(s), " " + shown_of(s)[-1]))]
+    starts = [s for s in starts if s not in same_first]
+    if not starts:
+        raise InputError(f"Every sequence of {length} {task.title.lower()} has an answer starting with the same token "
+                         "as its last member on this tokenizer: try another step or sequence length.")
     rng.shuffle(starts)
     notes = []
-    if len(usable) < len(task.members):
+    if len(usable) < len(set(task.members)):
         notes.append(f"Members left out because this tokenizer splits them differently: "
-                     f"{', '.join(m for m in task.members if m not in usable)}.")
+                     f"{', '.join(m for m in dict.fromkeys(task.members) if m not in usable)}.")
+    if same_first:
+        notes.append(f"Left out {len(same_first)} sequence(s) whose answer starts with the same token as their last "
+                     "member (their logit difference would always be 0).")
     if len(starts) < n_prompts:
         notes.append(f"{task.title} has {len(starts)} distinct prompts of {length} members; they repeat (with "
                      f"different corrupted prompts) to make {n_prompts}.")
-    pool = [m for m in task.members if m in usable]
+    pool = [m for m in dict.fromkeys(task.members) if m in usable]
     items = []
     for i in range(n_prompts):
         start = starts[i % len(starts)]
-        shown = [_member(task, start + k) for k in range(length)]
+        shown = shown_of(start)
         chosen_nouns = rng.sample(list(nouns), length + 1) if task.name == "template" else []
         prompt, spans = _render(task, shown, chosen_nouns)
-        corrupted, _ = _render(task, _corrupted_members(pool, task, length, rng), chosen_nouns)
+        corrupted, _ = _render(task, _corrupted_members(task, pool, length, stride, rng), chosen_nouns)
         items.append(PromptItem(
             prompt=prompt,
-            correct=" " + _member(task, start + length),
+            correct=" " + answer_of(start),
             incorrect=" " + shown[-1],
             corrupted_prompt=corrupted,
             member_spans=spans,
         ))
-    return Dataset(name=task_name, items=tuple(items), notes=tuple(notes))
+    return Dataset(name=task_dataset_name(task_name, stride if task.adjustable_stride else None), items=tuple(items),
+                   notes=tuple(notes), builtin=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -468,7 +556,7 @@ def encode_dataset(
         raise InputError(f"{rows}: correct and incorrect answers start with the same token, so their logit difference "
                          "is always 0.")
     labels = tuple(t.display for t in _describe(model, clean_ids[0]))
-    fitted = Dataset(name=dataset.name, items=tuple(items), notes=tuple(notes))
+    fitted = Dataset(name=dataset.name, items=tuple(items), notes=tuple(notes), builtin=dataset.builtin)
     has_corrupted = all(ids is not None for ids in corrupted_ids)
     return EncodedDataset(
         dataset=fitted,
@@ -492,7 +580,7 @@ def subset(encoded: EncodedDataset, keep: Sequence[int], note: str) -> EncodedDa
     """The encoded dataset restricted to prompts `keep` (e.g. those the model gets right)."""
     index = torch.tensor(list(keep), dtype=torch.long, device=encoded.clean.device)
     items = tuple(encoded.dataset.items[i] for i in keep)
-    dataset = Dataset(encoded.dataset.name, items, (*encoded.dataset.notes, note))
+    dataset = Dataset(encoded.dataset.name, items, (*encoded.dataset.notes, note), encoded.dataset.builtin)
     return replace(
         encoded,
         dataset=dataset,

@@ -1,0 +1,80 @@
+"""AppTest of the circuit page: find a circuit, draw it, compare two cached circuits and an uploaded one."""
+
+import json
+
+import pytest
+
+from headscope.circuit import CircuitResult
+
+
+@pytest.fixture(autouse=True)
+def private_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path / "results"))
+
+
+def _small(app, method="mean"):
+    app.number_input(key="ci_n").set_value(2).run()
+    app.checkbox(key="ci_one_pass").check().run()
+    app.selectbox(key="ci_method").set_value(method).run()
+    return app
+
+
+def test_find_circuit_draws_grid_diagram_line_tables_and_compares(run_page, embedded_model):
+    app = _small(run_page("pages/circuit.py"))
+    assert not app.exception
+    assert not app.get("plotly_chart")  # nothing found yet, nothing drawn
+    app.button(key="ci_run").click().run(timeout=900)
+    assert not app.exception and not app.error
+    result = app.session_state["ci_result"]
+    assert isinstance(result, CircuitResult) and not result.estimate
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Circuit score"] == f"{result.score:.1f}%" and result.score >= 80.0
+    assert metrics["Heads kept"] == f"{len(result.heads)} / 270" and metrics["MLPs kept"] == f"{len(result.mlps)} / 30"
+    assert metrics["Passes"] == "1"
+    charts = [c.proto.spec for c in app.get("plotly_chart")]
+    assert len(charts) >= 3  # grid, layered diagram, score line
+    grid = json.loads(charts[0])
+    names = {trace.get("name") for trace in grid["data"]}
+    assert {"kept head", "removed"} <= names
+    cells = sum(len(trace["x"]) for trace in grid["data"] if trace.get("name"))
+    assert cells == 30 * 10  # every head and every MLP, once
+    kept_trace = next(t for t in grid["data"] if t.get("name") == "kept head")
+    assert sorted(map(tuple, kept_trace["customdata"])) == sorted(result.heads)
+    frames = [df.value for df in app.dataframe]
+    removal = next(f for f in frames if "score after (%)" in f.columns)
+    assert len(removal) == len(result.removals)
+    kept = next(f for f in frames if "score without it (%)" in f.columns)
+    assert len(kept) == result.size
+
+    # a second circuit (zero ablation), then both compared on one grid
+    _small(app, "zero")
+    app.button(key="ci_run").click().run(timeout=900)
+    assert not app.exception and not app.error
+    metrics = {m.label: m.value for m in app.metric}
+    assert "Jaccard (A, B)" in metrics and 0 <= float(metrics["Jaccard (A, B)"]) <= 1
+    overlap = json.loads(app.get("plotly_chart")[-1].proto.spec)
+    assert "Overlap of 2 circuits" in overlap["layout"]["title"]["text"]
+    assert {t.get("name") for t in overlap["data"]} & {"shared", "only A", "only B"}
+
+
+def test_estimate_is_labelled_and_a_cached_circuit_shows_at_once(run_page):
+    app = _small(run_page("pages/circuit.py"))
+    app.button(key="ci_estimate").click().run(timeout=600)
+    assert not app.exception and not app.error
+    assert any("Estimate" in w.value for w in app.warning)
+    again = _small(run_page("pages/circuit.py"))  # another visitor: the estimate is read from the cache
+    assert again.session_state["ci_result"].estimate and again.session_state["ci_result"].cached
+    app.button(key="ci_clear").click().run()
+    assert not app.exception and not app.metric
+
+
+def test_a_task_the_model_cannot_do_shows_an_error_and_the_step_task_takes_a_step(run_page):
+    app = _small(run_page("pages/circuit.py"))
+    app.selectbox(key="ci_task").set_value("letters").run()  # the embedded model prefers the wrong letter
+    app.number_input(key="ci_n").set_value(8).run()
+    app.button(key="ci_estimate").click().run(timeout=600)
+    assert not app.exception
+    assert any("≤ 0" in e.value for e in app.error)
+    app.selectbox(key="ci_task").set_value("step").run()
+    app.number_input(key="ci_step").set_value(3).run()
+    assert not app.exception and not app.error

@@ -1,0 +1,69 @@
+"""The circuit page in a real browser: find a circuit, click a kept head, see its attention pattern; download the
+circuit and compare it with an uploaded one."""
+
+import json
+from pathlib import Path
+
+from conftest import ARTIFACTS, wait_for_app
+
+
+def test_find_circuit_click_kept_head_see_pattern_and_compare(page, app_url, tmp_path):
+    wait_for_app(page, f"{app_url}/circuit")
+    page.wait_for_selector("text=Find circuit", timeout=180_000)
+    assert "Circuit" in page.locator('[data-testid="stSidebarNav"]').inner_text()
+    prompts = page.get_by_role("spinbutton", name="Prompts")
+    prompts.fill("2")
+    prompts.press("Enter")
+    page.wait_for_timeout(1500)
+    page.get_by_text("One pass only").click()
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Clear cached circuits").click()  # so that a search really runs
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Find circuit").click()
+    page.wait_for_selector('[data-testid="stMetric"]', timeout=900_000)
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)  # let the layout settle after the progress bar goes
+    page.screenshot(path=str(ARTIFACTS / "circuit-found.png"), full_page=True)
+    legend = chart.locator(".legendtext").all_text_contents()  # SVG text has no innerText
+    assert legend[0] == "kept head" and "removed" in legend
+    kept_points = chart.locator(".scatterlayer .trace").first.locator("path.point")
+    assert kept_points.count() >= 1
+    target = kept_points.first
+    target.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    box = target.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)  # plotly clicks the point under the hover
+    page.wait_for_timeout(300)
+    hover = chart.locator(".hoverlayer").text_content()
+    assert ": kept; the circuit without it scores" in hover
+    layer_head = hover.split(":")[0].strip()  # "L.H"
+    page.mouse.click(x, y)
+    page.get_by_text(f"Attention pattern of head {layer_head}", exact=False).wait_for(timeout=120_000)
+    frame = page.frame_locator('[data-testid="stIFrame"], iframe').last
+    frame.locator("canvas, svg").first.wait_for(timeout=60_000)
+    page.set_viewport_size({"width": 1400, "height": 2400})
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "circuit-page.png"))
+
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Download circuit (JSON)").click()
+    circuit = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+    assert [int(v) for v in layer_head.split(".")] in circuit["heads"]
+    with page.expect_download(timeout=60_000) as csv:
+        page.get_by_role("button", name="Download table (CSV)").click()
+    rows = Path(csv.value.path()).read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 2 + 30 * 10  # comment line, header, every head and every MLP
+
+    # compare with an uploaded circuit: the found one without its first head
+    other = {"heads": circuit["heads"][1:], "mlps": circuit["mlps"], "model": "uploaded <b>not bold</b>"}
+    upload = tmp_path / "other.json"
+    upload.write_text(json.dumps(other), encoding="utf-8")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').last.set_input_files(str(upload))
+    page.get_by_text("Overlap of 2 circuits").wait_for(timeout=120_000)
+    body = page.inner_text("body")
+    assert "uploaded <b>not bold</b>" in body  # the label is shown as text, not as markup
+    size = len(circuit["heads"]) + len(circuit["mlps"])
+    expected = (size - 1) / size
+    assert f"{expected:.3f}" in body  # Jaccard of the two
