@@ -16,6 +16,8 @@ from components.circuit_view import (
 )
 from components.heatmap import EXTRA, clickable_heatmap, png_download
 from components.model_state import require_model
+from components.share import BOUND, copy_link
+from components.text import md, plural
 from headscope.ablation import METHODS, prepare_dataset
 from headscope.circuit import (
     CACHE_KIND,
@@ -32,7 +34,9 @@ from headscope.errors import HeadscopeError
 from headscope.results_cache import ResultsCache
 from headscope.tasks import STEP_RANGE, TASKS, build_task_dataset, load_dataset_text
 
-st.title("Circuit")
+title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col.title("Circuit")
+copy_link(link_col)
 st.caption(
     "Components: every head and every MLP. A circuit C scores 100 · LD(C) / LD_clean, where LD(C) is the mean logit "
     "difference with every component outside C ablated at once. A pass visits layers from last to first (the MLP, "
@@ -45,19 +49,19 @@ cache = ResultsCache()
 
 source_col, method_col = st.columns([2, 1])
 with source_col:
-    source = st.radio("Source of prompts", ["Built-in task", "Upload a dataset"], horizontal=True, key="ci_source")
+    source = st.radio("Source of prompts", ["Built-in task", "Upload a dataset"], horizontal=True, key="source", **BOUND)
     dataset = None
     try:
         if source == "Built-in task":
             task_col, step_col, n_col, seed_col = st.columns([2, 1, 1, 1])
             task = task_col.selectbox("Task", list(TASKS), format_func=lambda name: f"{TASKS[name].title}: "
-                                      f"{TASKS[name].example}", key="ci_task")
+                                      f"{TASKS[name].example}", key="task", **BOUND)
             step = None
             if TASKS[task].adjustable_stride:
                 step = int(step_col.number_input("Step", min_value=STEP_RANGE[0], max_value=STEP_RANGE[1],
-                                                 value=TASKS[task].stride, key="ci_step"))
-            n_prompts = n_col.number_input("Prompts", min_value=1, max_value=512, value=16, key="ci_n")
-            seed = seed_col.number_input("Seed", min_value=0, value=0, key="ci_seed")
+                                                 value=TASKS[task].stride, key="step", **BOUND))
+            n_prompts = n_col.number_input("Prompts", min_value=1, max_value=512, value=16, key="n", **BOUND)
+            seed = seed_col.number_input("Seed", min_value=0, value=0, key="seed", **BOUND)
             dataset = build_task_dataset(task, int(n_prompts), seed=int(seed), model=model, step=step)
         else:
             upload = st.file_uploader("CSV or JSON: prompt, correct, incorrect, optional corrupted_prompt",
@@ -65,14 +69,14 @@ with source_col:
             if upload is not None:
                 dataset = load_dataset_text(upload.getvalue().decode("utf-8", errors="replace"), upload.name)
     except HeadscopeError as error:
-        st.error(str(error))
+        st.error(md(str(error)))
 with method_col:
-    method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="ci_method",
+    method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
                           help="mean: position-wise mean over the corrupted prompts (the study's choice) · zero: "
                                "output set to 0 · resample: the paired corrupted prompt's output")
     threshold = float(st.number_input("Threshold (% of clean LD)", min_value=0.0, max_value=100.0,
-                                      value=DEFAULT_THRESHOLD, step=5.0, key="ci_threshold"))
-    one_pass = st.checkbox("One pass only", value=False, key="ci_one_pass",
+                                      value=DEFAULT_THRESHOLD, step=5.0, key="threshold", **BOUND))
+    one_pass = st.checkbox("One pass only", value=False, key="one_pass", **BOUND,
                            help="stop after the first pass instead of repeating passes until one removes nothing")
 
 encoded = None
@@ -80,7 +84,7 @@ if dataset is not None:
     try:
         encoded = prepare_dataset(model, dataset)
     except HeadscopeError as error:
-        st.error(str(error))
+        st.error(md(str(error)))
 
 run_col, estimate_col, clear_col, _ = st.columns([1, 1.3, 1, 2])
 run_exact = run_col.button("Find circuit", type="primary", disabled=encoded is None, key="ci_run")
@@ -88,7 +92,7 @@ run_estimate = estimate_col.button("Instant estimate (attribution)", disabled=en
 if clear_col.button("Clear cached circuits", key="ci_clear"):
     removed = cache.clear(CACHE_KIND)
     st.session_state.pop("ci_result", None)
-    st.toast(f"Removed {removed} cached circuit(s).")
+    st.toast(f"Removed {plural(removed, 'cached circuit')}.")
 
 result = None
 if encoded is not None:
@@ -97,7 +101,7 @@ if encoded is not None:
         result = (load_circuit(model, encoded, method, threshold, one_pass, False, cache)
                   or load_circuit(model, encoded, method, threshold, one_pass, True, cache))
     except HeadscopeError as error:
-        st.error(str(error))
+        st.error(md(str(error)))
     if st.session_state.pop("ci_cancelled", False):
         st.info("The search was cancelled; nothing was stored.")
     if run_exact or run_estimate:
@@ -108,13 +112,13 @@ if encoded is not None:
 
         def progress(update: Progress) -> None:
             eta = f" · about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""
-            bar.progress(update.fraction, text=f"{100 * update.fraction:.0f}%{eta} · {update.message}")
+            bar.progress(update.fraction, text=f"{100 * update.fraction:.0f}%{md(eta)} · {md(update.message)}")
 
         try:
             result = run_circuit(model, encoded, method, threshold, one_pass=one_pass, estimate=bool(run_estimate),
                                  cache=cache, progress=progress)
         except HeadscopeError as error:
-            st.error(str(error))
+            st.error(md(str(error)))
         bar.empty()
         cancel_slot.empty()
     if result is not None:
@@ -136,12 +140,12 @@ else:
     cols = st.columns(6)
     cols[0].metric("Clean LD", f"{result.clean_ld:.3f}")
     cols[1].metric("Circuit score", f"{result.score:.1f}%", f"threshold {result.threshold:g}%", delta_color="off")
-    cols[2].metric("Heads kept", f"{len(result.heads)} / {result.n_layers * result.n_heads}")
-    cols[3].metric("MLPs kept", f"{len(result.mlps)} / {result.n_layers}")
-    cols[4].metric("Passes", str(result.passes), "one pass" if result.one_pass else "until stable",
+    cols[2].metric("Heads kept", f"{len(result.heads):d} / {result.n_layers * result.n_heads:d}")
+    cols[3].metric("MLPs kept", f"{len(result.mlps):d} / {result.n_layers:d}")
+    cols[4].metric("Passes", f"{result.passes:d}", "one pass" if result.one_pass else "until stable",
                    delta_color="off")
     cols[5].metric("Time", f"{result.seconds:.1f} s", "from cache" if result.cached else None, delta_color="off")
-    with st.expander(f"Task, prompts ({result.n_prompts} × {result.seq_len} tokens) and notes"):
+    with st.expander(f"Task, prompts ({result.n_prompts:d} × {result.seq_len:d} tokens) and notes"):
         st.text(f"task: {result.task} · method: {result.method} · first prompt: {result.first_prompt!r}")
         st.text("Tokens of the first prompt (BOS included): " + " | ".join(result.token_labels))
         for note in result.notes:
@@ -175,11 +179,11 @@ else:
         layer, head = selected
         component = (layer, None if head == EXTRA else head)
         if head == EXTRA:
-            st.markdown(f"**MLP {layer}**: {component_status(result, component)}")
+            st.markdown(f"**MLP {layer:d}**: {md(component_status(result, component))}")
         elif same_model and layer < info.n_layers and head < info.n_heads:
-            st.subheader(f"Attention pattern of head {layer}.{head}")
-            st.markdown(f"Head {layer}.{head} (KV head {head // info.heads_per_kv}): "
-                        f"{component_status(result, component)}. On the first prompt of the task:")
+            st.subheader(f"Attention pattern of head {layer:d}.{head:d}")
+            st.markdown(f"Head {layer:d}.{head:d} (KV head {head // info.heads_per_kv:d}): "
+                        f"{md(component_status(result, component))}. On the first prompt of the task:")
             st.text(repr(result.first_prompt))
             head_pattern(model, result.first_prompt, layer, head)
         else:
@@ -194,7 +198,7 @@ else:
     with table_col:
         st.markdown("**Kept components**, each removed alone from the final circuit")
         st.dataframe(kept_frame(result), hide_index=True, width="stretch", height=320)
-    with st.expander(f"Removal table ({len(result.removals)} removals, in order)"):
+    with st.expander(f"Removal table ({plural(len(result.removals), 'removal')}, in order)"):
         st.dataframe(removal_frame(result), hide_index=True, width="stretch")
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -216,7 +220,7 @@ for upload in uploads or []:
     try:
         circuits.append(parse_circuit_json(upload.getvalue().decode("utf-8", errors="replace"), upload.name))
     except HeadscopeError as error:
-        st.error(str(error))
+        st.error(md(str(error)))
 if len(circuits) < 2:
     st.info("Pick at least two circuits to compare (run more, or upload one).")
 else:
@@ -224,11 +228,11 @@ else:
     for index, circuit in enumerate(circuits):  # labels may be user text: shown as plain text
         st.text(f"{letter(index)}: {circuit.label} — {len(circuit.heads)} heads, {len(circuit.mlps)} MLPs")
     cols = st.columns(4)
-    cols[0].metric("Shared by all", str(len(comparison.shared)))
+    cols[0].metric("Shared by all", f"{len(comparison.shared):d}")
     if len(circuits) == 2:
         cols[1].metric("Jaccard (A, B)", f"{comparison.jaccard[0, 1]:.3f}")
-        cols[2].metric("Only A", str(len(comparison.only(0))))
-        cols[3].metric("Only B", str(len(comparison.only(1))))
+        cols[2].metric("Only A", f"{len(comparison.only(0)):d}")
+        cols[3].metric("Only B", f"{len(comparison.only(1)):d}")
     compare_figure = comparison_grid(comparison)
     st.plotly_chart(compare_figure, key="ci_compare_grid", width="stretch")
     if len(circuits) > 2:

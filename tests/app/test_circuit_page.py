@@ -13,9 +13,9 @@ def private_results(tmp_path, monkeypatch):
 
 
 def _small(app, method="mean"):
-    app.number_input(key="ci_n").set_value(2).run()
-    app.checkbox(key="ci_one_pass").check().run()
-    app.selectbox(key="ci_method").set_value(method).run()
+    app.number_input(key="n").set_value(2).run()
+    app.checkbox(key="one_pass").check().run()
+    app.selectbox(key="method").set_value(method).run()
     return app
 
 
@@ -70,11 +70,11 @@ def test_estimate_is_labelled_and_a_cached_circuit_shows_at_once(run_page):
 
 def test_a_task_the_model_cannot_do_shows_an_error_and_the_step_task_takes_a_step(run_page):
     app = _small(run_page("pages/circuit.py"))
-    app.selectbox(key="ci_task").set_value("letters").run()  # the embedded model prefers the wrong letter
-    app.number_input(key="ci_n").set_value(8).run()
+    app.selectbox(key="task").set_value("letters").run()  # the embedded model prefers the wrong letter
+    app.number_input(key="n").set_value(8).run()
     app.button(key="ci_estimate").click().run(timeout=600)
     assert not app.exception
     assert any("≤ 0" in e.value for e in app.error)
-    app.selectbox(key="ci_task").set_value("step").run()
-    app.number_input(key="ci_step").set_value(3).run()
+    app.selectbox(key="task").set_value("step").run()
+    app.number_input(key="step").set_value(3).run()
     assert not app.exception and not app.error
