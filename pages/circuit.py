@@ -49,7 +49,8 @@ cache = ResultsCache()
 
 source_col, method_col = st.columns([2, 1])
 with source_col:
-    source = st.radio("Source of prompts", ["Built-in task", "Upload a dataset"], horizontal=True, key="source", **BOUND)
+    source = st.radio("Source of prompts", ["Built-in task", "Upload a dataset"], horizontal=True, key="source",
+                      **BOUND)
     dataset = None
     try:
         if source == "Built-in task":
