@@ -178,10 +178,13 @@ def main() -> None:
     if args.profile and cuda:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            sweep()
-            sync(model)
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=48))
+        for label, fn in (("exact sweep", sweep), ("attribution", lambda: attribution_sweep(model, encoded,
+                                                                                            args.method))):
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                fn()
+                sync(model)
+            print(f"top kernels of one {label}:")
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=48))
 
     if args.large:
         n_large, len_large = (int(x) for x in args.large.lower().split("x"))

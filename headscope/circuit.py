@@ -382,7 +382,8 @@ class _FastEvaluator(_Evaluator):
         if method.pairs_prompts:
             kept += info.n_layers * seq * (info.n_heads * info.d_head + info.d_model) * element * task.n_prompts
         per_group = block_bytes_per_token(info, model.dtype, seq) * seq * task.n_prompts
-        return plan_chunks("A circuit search", 10**6, per_group, model.budget_bytes(), kept).per_chunk
+        return plan_chunks("A circuit search", 10**6, per_group, model.budget_bytes(), kept,
+                           target=model.chunk_target() + kept).per_chunk
 
     def start_pass(self, heads: torch.Tensor, mlps: torch.Tensor) -> None:
         ablated = AblationGroups(heads[None].clone(), mlps[None].clone())

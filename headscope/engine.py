@@ -176,7 +176,7 @@ def groups_per_chunk(model: Backend, n_prompts: int, seq_len: int, n_groups: int
     """Groups whose rows fit in one in-flight batch within the memory budget."""
     unit = block_bytes_per_token(model.info, model.dtype, seq_len) * seq_len * n_prompts
     budget = model.budget_bytes() if budget is None else budget
-    return plan_chunks(what, n_groups, unit, budget, fixed_bytes).per_chunk
+    return plan_chunks(what, n_groups, unit, budget, fixed_bytes, target=model.chunk_target() + fixed_bytes).per_chunk
 
 
 def run_joined_groups(

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 CPU_SHARE = 0.5  # of MemAvailable
 CPU_CAP_BYTES = 2 * 2**30  # keeps the embedded model's server under 4 GB resident with every session together
 CUDA_SHARE = 0.8  # of free GPU memory
-CHUNK_TARGET_BYTES = 2 * 2**30  # bigger batches stop paying off beyond this; a single larger unit may still run
+# Batches past these sizes stop paying off (a single larger unit still runs): on a GPU, bigger products run faster up
+# to a couple of GiB of activations; on a CPU, the elementwise work of huge batches falls out of cache and slows down.
+CHUNK_TARGET_BYTES = 2 * 2**30
+CPU_CHUNK_TARGET_BYTES = 96 * 2**20
 MIB = 2**20
 
 
@@ -54,6 +57,14 @@ def activation_budget(placement: Placement) -> int:
     return min(budget, cap) if cap is not None else budget
 
 
+def chunk_target_bytes(placement: Placement) -> int:
+    """The batch size (in activation bytes) past which larger batches stop running faster on this device."""
+    override = os.environ.get("HEADSCOPE_CHUNK_TARGET_MB")
+    if override:
+        return int(float(override) * MIB)
+    return CPU_CHUNK_TARGET_BYTES if placement.device == "cpu" else CHUNK_TARGET_BYTES
+
+
 def element_size(dtype: torch.dtype) -> int:
     return torch.tensor([], dtype=dtype).element_size()
 
@@ -82,10 +93,11 @@ class ChunkPlan:
 
 
 def plan_chunks(what: str, n_units: int, unit_bytes: int, budget: int, fixed_bytes: int = 0,
-                max_per_chunk: int | None = None, target: int | None = CHUNK_TARGET_BYTES) -> ChunkPlan:
+                max_per_chunk: int | None = None, target: int | None = None) -> ChunkPlan:
     """Units per chunk so that fixed_bytes + per_chunk · unit_bytes ≤ min(budget, target); refuse (MemoryRefused,
     with both figures) when even one unit exceeds the budget. `target` keeps batches at a size past which larger ones
-    no longer run faster, so a computation's peak stays low on a large GPU; one unit above the target still runs."""
+    no longer run faster (see chunk_target_bytes), so a computation's peak stays low on a large GPU; one unit above
+    the target still runs."""
     room = budget - fixed_bytes
     if room < unit_bytes:
         raise MemoryRefused(

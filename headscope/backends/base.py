@@ -432,3 +432,9 @@ class Backend(ABC):
         from headscope.memory import activation_budget
 
         return activation_budget(self.placement)
+
+    def chunk_target(self) -> int:
+        """Activation bytes per batch past which bigger batches stop running faster here (headscope.memory)."""
+        from headscope.memory import chunk_target_bytes
+
+        return chunk_target_bytes(self.placement)

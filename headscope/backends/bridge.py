@@ -145,7 +145,8 @@ class BridgeBackend(Backend):
         small matrix product with the columns of the distinct ids (a batched product per row is far slower)."""
         distinct, inverse = torch.unique(ids, return_inverse=True)
         columns, bias = self.unembed_columns(distinct)  # [distinct, d_model]
-        logits = (normed_last.to(columns.dtype) @ columns.T).float()  # [batch, distinct]
+        # in float32: half-precision logits would round a logit difference by ~0.01
+        logits = normed_last.float() @ columns.float().T  # [batch, distinct]
         out = logits.gather(1, inverse.to(logits.device))
         if bias is not None:
             out = out + bias.float()[inverse.to(bias.device)]
@@ -189,8 +190,8 @@ class BridgeBackend(Backend):
         def z_hook(layer: int) -> Callable:
             def hook(module: Any, args: tuple) -> tuple:
                 flat = args[0]
-                if layer in cut:
-                    flat = flat[:, -1:]
+                if layer in cut:  # contiguous: a strided [batch, 1, ·] input would run as batch tiny products
+                    flat = flat[:, -1:].contiguous()
                 z = flat.view(*flat.shape[:-1], n_heads, d_head)
                 if layer in z_edits:
                     edit = z_edits[layer]
@@ -204,7 +205,7 @@ class BridgeBackend(Backend):
             return hook
 
         def mlp_pre(module: Any, args: tuple) -> tuple:
-            return (args[0][:, -1:], *args[1:])
+            return (args[0][:, -1:].contiguous(), *args[1:])
 
         def mlp_hook(layer: int) -> Callable:
             def hook(module: Any, args: tuple, output: Any) -> Any:
@@ -245,9 +246,11 @@ class BridgeBackend(Backend):
                 return self._final_normed(tokens)
         return self.final_norm(self._final_resid(tokens))
 
-    def _rows_per_chunk(self, seq_len: int, n_rows: int, what: str) -> int:
-        unit = block_bytes_per_token(self.info, self.dtype, seq_len) * seq_len
-        return plan_chunks(what, n_rows, unit, self.budget_bytes()).per_chunk
+    def _rows_per_chunk(self, seq_len: int, n_rows: int, what: str, per_row_factor: int = 1) -> int:
+        """Sequences per forward within the memory budget (per_row_factor: activations kept per row, e.g. 3 with
+        gradients)."""
+        unit = block_bytes_per_token(self.info, self.dtype, seq_len) * seq_len * per_row_factor
+        return plan_chunks(what, n_rows, unit, self.budget_bytes(), target=self.chunk_target()).per_chunk
 
     # ------------------------------------------------------------------------------------------------ forward
     #
@@ -511,7 +514,7 @@ class BridgeBackend(Backend):
         head_effect = np.zeros((info.n_layers, info.n_heads))
         mlp_effect = np.zeros(info.n_layers)
         n = task.n_prompts
-        rows = max(1, self._rows_per_chunk(task.seq_len, n, "The attribution estimate") // 3)  # activations + grads
+        rows = self._rows_per_chunk(task.seq_len, n, "The attribution estimate", per_row_factor=3)  # + grads
         clean_ld = 0.0
         weights_all = task.weights.to(self.device, torch.float32)
         every = range(info.n_layers)

@@ -533,7 +533,8 @@ class NnsightBackend(Backend):
             room = max(rows_per_unit, REMOTE_MAX_TOKENS // max(seq_len, 1) - fixed_rows)
             return max(1, min(n_rows, room // rows_per_unit))
         unit = block_bytes_per_token(self.info, self.dtype, seq_len) * seq_len + self.info.vocab_size * 4
-        plan = plan_chunks(what, n_rows, unit * rows_per_unit, self.budget_bytes(), fixed_bytes=fixed_rows * unit)
+        plan = plan_chunks(what, n_rows, unit * rows_per_unit, self.budget_bytes(), fixed_bytes=fixed_rows * unit,
+                           target=self.chunk_target() + fixed_rows * unit)
         return plan.per_chunk
 
     # ------------------------------------------------------------------------------------------------ forward
