@@ -20,11 +20,10 @@ $(STAMP): requirements.txt requirements-dev.txt | $(PY)
 
 setup: $(STAMP)
 
-# Converts the embedded GGUF once (cached under cache/), then serves http://localhost:$(PORT); the default model
-# starts loading at once, while Streamlit starts (headscope/serve.py).
+# Converts the embedded GGUF once (cached under cache/), then serves http://localhost:$(PORT).
 run: setup
 	$(PY) -m headscope prepare
-	$(PY) -m headscope.serve --server.port $(PORT)
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT)
 
 # A real browser for the end-to-end tests (Debian's Chromium; needs root for apt-get).
 browser:
