@@ -6,8 +6,10 @@ ids cannot count positions one token early.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -122,13 +124,29 @@ class TokenizedPrompt:
         return len(self.tokens)
 
 
+_BYTE_LEVEL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _is_byte_level(tokenizer: object) -> bool:
+    """Whether a tokenizer is byte-level BPE (GPT-2 style 'Ġ'); remembered per tokenizer object, since reading the
+    vocabulary costs tens of milliseconds on every prompt otherwise."""
+    try:
+        return _BYTE_LEVEL[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    vocab = tokenizer.get_vocab()  # type: ignore[attr-defined]
+    byte_level = "Ġ" in vocab or "Ċ" in vocab
+    with contextlib.suppress(TypeError):
+        _BYTE_LEVEL[tokenizer] = byte_level
+    return byte_level
+
+
 class TokenDescriber:
     """Turns ids into TokenInfo for one tokenizer (detects byte-level BPE once)."""
 
     def __init__(self, model: Backend) -> None:
         self.model = model
-        vocab = model.tokenizer.get_vocab()
-        self.byte_level = "Ġ" in vocab or "Ċ" in vocab
+        self.byte_level = _is_byte_level(model.tokenizer)
         self.special_ids = model.special_ids()
 
     def describe(self, ids: list[int], spans: list[tuple[int, int] | None] | None = None) -> tuple[TokenInfo, ...]:

@@ -61,7 +61,7 @@ if analysis is not None:
     diagnostics(analysis)
     st.subheader(plural(len(analysis.tokens), "token"))
     token_strip(analysis)
-    with st.expander("Token table", expanded=True):
+    with st.expander("Token table", expanded=False):
         token_table(analysis)
 
     chosen = analysis.tokens[analysis.position]
