@@ -52,6 +52,7 @@ from headscope.engine import (
     EntryResiduals,
     ProgressCallback,
     WorkTimer,
+    fast_runner,
     run_joined_groups,
     run_with_ablations,
 )
@@ -665,10 +666,8 @@ def find_circuit(
     spec = check_method(method, encoded)
     _Speculation(speculation, threshold)  # checks the name before any work
     task = logit_diff_task(encoded, spec, deduplicate)
-    runner = model.block_runner
-    if path == "fast" and runner is None:
-        raise InputError(f"The {model.info.backend_label} backend offers no fast path for {model.info.name}.")
-    info = model.info
+    runner = fast_runner(model, task.seq_len, required=path == "fast")  # None: general path (no block loop, or
+    info = model.info                                                    # prompts beyond a sliding window)
     one_pass_units = _remaining_units(visiting_order(info.n_layers, info.n_heads), info.n_layers)
     timer = WorkTimer(one_pass_units * (1 if one_pass else 1.5) + 3 * info.n_layers, progress, should_cancel, model,
                       "The circuit search")
