@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 
-.PHONY: setup run test test-unit test-model test-app test-e2e browser bench lint clean-cache
+.PHONY: setup run test test-slow test-unit test-model test-app test-e2e browser bench lint clean-cache
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test: setup browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m headscope prepare
 	$(PY) -m pytest tests
+
+# The long parity runs kept out of `make test` (each behaviour they check is also checked there on a smaller case).
+test-slow: setup
+	$(PY) -m headscope prepare
+	$(PY) -m pytest tests -m slow
 
 test-unit: setup
 	$(PY) -m pytest tests/unit

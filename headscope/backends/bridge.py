@@ -12,6 +12,8 @@ run block by block gives the bridge's own full-forward logits; otherwise the eng
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,10 @@ if TYPE_CHECKING:
     from headscope.methods import AblationMethod
 
 UNEMBED_CHUNK_TOKENS = 512  # positions unembedded at a time: a long prompt never holds [pos, vocab] at once
+# A plain forward holds the model at least this long before handing it to a waiting caller between layers: a short
+# request (the prompt tester's, ~0.2 s here) then runs in one go instead of alternating layer by layer with a sweep,
+# and a long prompt lets others in about twice a second.
+HAND_OVER_AFTER_SECONDS = 0.25
 
 
 class _StopForward(Exception):
@@ -303,13 +309,21 @@ class BridgeBackend(Backend):
         layers (re-entrant gate: released to depth 0 and re-taken, the attention swap undone in between)."""
         n_layers = self.info.n_layers
         handles = []
+        # The hooks sit on the shared model: a caller served during a hand-over runs the same blocks, and must not
+        # report this caller's progress (into this caller's page) or hand the model over on its behalf.
+        mine = threading.get_ident()
+        slice_started = [time.perf_counter()]
 
         def before_layer(index: int) -> Callable:
             def hook(module: Any, args: tuple) -> None:
+                if threading.get_ident() != mine:
+                    return
                 if progress is not None:
                     progress(index / n_layers)
-                if index and self.gate.has_waiters():
+                if (index and time.perf_counter() - slice_started[0] >= HAND_OVER_AFTER_SECONDS
+                        and self.gate.has_waiters()):
                     self._hand_over()
+                    slice_started[0] = time.perf_counter()
             return hook
 
         for index, block in enumerate(self.bridge.blocks):
@@ -386,10 +400,10 @@ class BridgeBackend(Backend):
     @torch.inference_mode()
     def next_tokens(self, tokens: torch.Tensor, position: int,
                     progress: Callable[[float], None] | None = None) -> NextTokenSummary:
-        normed = self._plain_normed(tokens, progress)[0]  # [pos, d_model]
         top_ids, top_logits, top_logprobs = [], [], []
         logits_at = None
-        with self.gate.hold():
+        with self.gate.hold():  # one hold: the unembedding follows the forward without queueing again
+            normed = self._plain_normed(tokens, progress)[0]  # [pos, d_model]
             for start in range(0, normed.shape[0], UNEMBED_CHUNK_TOKENS):
                 chunk = self._unembed_all(normed[start:start + UNEMBED_CHUNK_TOKENS]).float()
                 values, ids = chunk.max(-1)

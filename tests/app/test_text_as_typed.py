@@ -27,6 +27,7 @@ def test_prompt_and_answers_are_shown_verbatim(run_page, embedded_model):
     app.text_area(key="prompt").input(PROMPT)
     app.text_input(key="answer").input(ANSWER)
     app.text_input(key="contrast").input(CONTRAST).run()
+    app.toggle(key="compare").set_value(True).run()  # the compare section is shown on request
     assert not app.exception and not app.error
     expected = analyze_prompt(embedded_model, PROMPT, ANSWER, CONTRAST, 10)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts"
+from tests.e2e.browser_helpers import ARTIFACTS, REPO
+
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -78,8 +78,3 @@ def page(browser):
     page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
     yield page
     context.close()
-
-
-def wait_for_app(page, url: str, timeout_ms: int = 180_000) -> None:
-    page.goto(url)
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from conftest import ARTIFACTS, wait_for_app
+from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app
 
 
 def test_run_sweep_click_cell_see_pattern(page, app_url):

@@ -4,7 +4,7 @@ from elsewhere, the console stays clean. Screenshots are kept in test-artifacts/
 
 from urllib.parse import urlparse
 
-from conftest import ARTIFACTS, wait_for_app
+from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app
 
 FRAME = 'iframe[title="Attention patterns of the selected heads"]'
 

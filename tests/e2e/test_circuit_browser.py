@@ -4,7 +4,7 @@ circuit and compare it with an uploaded one."""
 import json
 from pathlib import Path
 
-from conftest import ARTIFACTS, wait_for_app
+from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app
 
 
 def test_find_circuit_click_kept_head_see_pattern_and_compare(page, app_url, tmp_path):

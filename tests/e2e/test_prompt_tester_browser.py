@@ -1,6 +1,6 @@
 """The prompt tester in a real browser: type a prompt, see its tokens. A screenshot is kept in test-artifacts/."""
 
-from conftest import ARTIFACTS, wait_for_app
+from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app
 
 
 def _strip_texts(page):

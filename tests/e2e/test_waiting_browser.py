@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import time
 
-from conftest import ARTIFACTS, wait_for_app
 from playwright.sync_api import expect
+
+from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app
 
 LOAD = 180_000
 

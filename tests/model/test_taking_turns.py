@@ -1,0 +1,63 @@
+"""Two sessions on one loaded model: a long forward hands the model to a waiting request between layers, the short
+request then runs in one go, and each caller's progress is reported on its own thread only (the page that asked
+sees it; Streamlit sends what a thread draws to that thread's session)."""
+
+import threading
+
+import torch
+
+from headscope.backends.bridge import HAND_OVER_AFTER_SECONDS
+
+
+def test_a_request_runs_between_the_layers_of_a_long_forward_and_progress_stays_with_its_caller(embedded_model):
+    model = embedded_model
+    long_ids = model.tokenizer("one two three four five six seven eight nine ten " * 60)["input_ids"]
+    short_ids = model.tokenizer("1 2 3 4 ")["input_ids"]
+    long_alone = model.next_tokens(model.tensor([long_ids]), len(long_ids) - 1)
+    short_alone = model.next_tokens(model.tensor([short_ids]), len(short_ids) - 1)
+
+    events: list[str] = []
+    reported_on: dict[str, set[int]] = {"long": set(), "short": set()}
+    results: dict[str, object] = {}
+    short_thread: list[threading.Thread] = []
+
+    def run_short() -> None:
+        results["short"] = model.next_tokens(model.tensor([short_ids]), len(short_ids) - 1,
+                                             short_progress)
+
+    def short_progress(fraction: float) -> None:
+        reported_on["short"].add(threading.get_ident())
+        events.append(f"short {fraction:.2f}")
+
+    def long_progress(fraction: float) -> None:
+        reported_on["long"].add(threading.get_ident())
+        events.append(f"long {fraction:.2f}")
+        if not short_thread and fraction > 0:  # early in the forward: another session asks for the model
+            thread = threading.Thread(target=run_short)
+            short_thread.append(thread)
+            thread.start()
+            while not model.gate.has_waiters():
+                threading.Event().wait(0.001)
+
+    def run_long() -> None:
+        results["long"] = model.next_tokens(model.tensor([long_ids]), len(long_ids) - 1, long_progress)
+
+    long_thread = threading.Thread(target=run_long)
+    long_thread.start()
+    long_thread.join(120)
+    short_thread[0].join(120)
+
+    # the short request was served between two layers of the long forward, not after it
+    assert events.index("short 1.00") < events.index("long 1.00")
+    # once served, the short request ran to its end without handing the model back (shorter than a time slice)
+    first, last = events.index("short 0.00"), events.index("short 1.00")
+    assert all(event.startswith("short") for event in events[first:last + 1])
+    assert HAND_OVER_AFTER_SECONDS <= 0.5
+    # each caller's progress ran on its own thread only
+    assert reported_on["long"] == {long_thread.ident}
+    assert reported_on["short"] == {short_thread[0].ident}
+    # and neither result changed by sharing the model
+    for name, alone in (("long", long_alone), ("short", short_alone)):
+        torch.testing.assert_close(results[name].logits_at, alone.logits_at, rtol=0, atol=1e-4)
+        assert torch.equal(results[name].top1_id, alone.top1_id)
+    assert not model.gate.status().busy
