@@ -14,7 +14,7 @@ import io
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from headscope.backends.base import Backend
 
 CSV_COLUMNS = ("layer", "head", "kv_head", "dest", "dest_token", "src", "src_token", "weight")
+# Positions drawn at once: a view carries heads · n² numbers, so a long prompt is drawn as a square window of its
+# positions (both axes), the last ones by default; the computation itself always covers the whole prompt.
+MAX_VIEW_TOKENS = 200
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,33 @@ class AttentionPatterns:
     tokens: tuple[TokenInfo, ...]
     pattern: np.ndarray  # [selected_head, dest, src] float32, rows sum to 1, zero above the diagonal
     seconds: float
+    first_position: int = 0  # where `tokens` start in the prompt (a window of a long prompt starts later)
+    prompt_tokens: int | None = None  # the prompt's length in tokens when this is a window of it
+
+    @property
+    def is_window(self) -> bool:
+        return self.prompt_tokens is not None and len(self.tokens) < self.prompt_tokens
+
+    @property
+    def last_position(self) -> int:
+        return self.first_position + len(self.tokens) - 1
+
+    def window(self, start: int | None = None, size: int = MAX_VIEW_TOKENS) -> AttentionPatterns:
+        """Positions [start, start + size) on both axes (the last `size` when start is None), for drawing; a prompt
+        no longer than `size` comes back whole."""
+        total = len(self.tokens)
+        if total <= size:
+            return self
+        start = total - size if start is None else min(max(int(start), 0), total - size)
+        end = start + size
+        return replace(self, tokens=self.tokens[start:end], pattern=self.pattern[:, start:end, start:end],
+                       first_position=self.first_position + start, prompt_tokens=total)
+
+    def outside_share(self) -> float:
+        """The mean share of each drawn row's attention that goes to positions before the window (not drawn)."""
+        if not self.is_window:
+            return 0.0
+        return float(1.0 - self.pattern.sum(-1).mean())
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -114,7 +144,7 @@ def default_prompt(model: Backend) -> str:
 
 def patterns_csv(result: AttentionPatterns) -> str:
     """Long format, one row per (head, dest, src) with src ≤ dest (the rest is zero by causality); tokens in their
-    visible-whitespace display form."""
+    visible-whitespace display form; positions count the whole prompt (BOS included), also for a window."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -122,9 +152,10 @@ def patterns_csv(result: AttentionPatterns) -> str:
     for index, head in enumerate(result.heads):
         matrix = result.pattern[index]
         kv = result.kv_heads[index]
+        first = result.first_position
         for dest in range(matrix.shape[0]):
             for src in range(dest + 1):
-                writer.writerow((head.layer, head.head, kv, dest, labels[dest], src, labels[src],
+                writer.writerow((head.layer, head.head, kv, first + dest, labels[dest], first + src, labels[src],
                                  f"{float(matrix[dest, src]):.7g}"))
     return buffer.getvalue()
 
@@ -244,6 +275,9 @@ def standalone_html(result: AttentionPatterns, single_index: int = 0, title: str
     meta = [
         f'<p class="hs-meta">Model: {html.escape(result.model)} · {len(result.tokens)} tokens (BOS included) · '
         f"heads {html.escape(', '.join(head.label for head in result.heads))}</p>",
+        *([f'<p class="hs-meta">Positions {result.first_position}–{result.last_position} of a '
+           f"{result.prompt_tokens}-token prompt; attention to earlier positions is not drawn.</p>"]
+          if result.is_window else []),
         f'<p class="hs-meta">Prompt: <span class="hs-prompt">{html.escape(result.prompt)}</span></p>',
     ]
     if result.grouped_query:

@@ -25,6 +25,7 @@ from headscope.heads import (
     parse_heads,
 )
 from headscope.patterns import (
+    MAX_VIEW_TOKENS,
     compute_patterns,
     default_prompt,
     grid_view,
@@ -111,6 +112,17 @@ if failed and memo is not None and memo[0][0] == str(model.identity):
 
 if result is not None:
     st.subheader(f"{plural(len(result.heads), 'head')} on {plural(len(result.tokens), 'token')}")
+    if len(result.tokens) > MAX_VIEW_TOKENS:
+        last_start = len(result.tokens) - MAX_VIEW_TOKENS
+        start = st.number_input(
+            f"Window: the {MAX_VIEW_TOKENS} positions drawn start at", min_value=0, max_value=last_start,
+            value=last_start, step=MAX_VIEW_TOKENS // 2, key="ap_window",
+            help="A long prompt is drawn as a square window of its positions (destination and source); the "
+                 "patterns were computed on the whole prompt.")
+        result = result.window(int(start))
+        st.caption(f"Drawing positions {result.first_position:,}–{result.last_position:,} of {result.prompt_tokens:,}"
+                   f"; attention to earlier positions ({100 * result.outside_share():.0f}% of each row on average) is "
+                   "not drawn. The downloads hold this window.")
     circuits_frame(grid_view(result), description="Attention patterns of the selected heads")
     if result.grouped_query:
         st.caption(f"Grouped-query attention: {info.n_heads:d} query heads share {info.n_kv_heads:d} key/value "

@@ -49,6 +49,63 @@ class _StopForward(Exception):
     """Raised from a hook to end a forward pass once the residual before the final norm is captured."""
 
 
+PatternCapture = Callable[[Any, torch.Tensor, torch.Tensor, "torch.Tensor | None", "float | None", "bool | None"], None]
+_captures: dict[int, PatternCapture] = {}  # thread id -> what to do with each attention call's query and key
+_captures_lock = threading.Lock()
+
+
+def _sdpa_with_capture(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       attention_mask: torch.Tensor | None, *args: Any, **kwargs: Any) -> Any:
+    """transformers' own SDPA attention, after handing the query and key to this thread's capture, if any."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    capture = _captures.get(threading.get_ident())
+    if capture is not None:
+        capture(module, query, key, attention_mask, kwargs.get("scaling"), kwargs.get("is_causal"))
+    return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def _capturing_sdpa(thread: int, capture: PatternCapture) -> Iterator[None]:
+    """Route transformers' "sdpa" attention through _sdpa_with_capture while any thread captures (models of other
+    threads pass straight through to the original function)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    with _captures_lock:
+        if not _captures:
+            ALL_ATTENTION_FUNCTIONS["sdpa"] = _sdpa_with_capture
+        _captures[thread] = capture
+    try:
+        yield
+    finally:
+        with _captures_lock:
+            _captures.pop(thread, None)
+            if not _captures:
+                del ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+
+def _head_patterns(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float | None,
+                   causal: bool, heads: list[int]) -> torch.Tensor:
+    """pattern[batch, head, dest, src] of the chosen query heads, from query[batch, head, dest, d_head] and
+    key[batch, kv_head, src, d_head] as the attention kernel gets them (rotary applied): softmax in float32 of the
+    scaled scores plus the mask (boolean: True attends; additive; or none, then causal), in the query's dtype."""
+    groups = query.shape[1] // key.shape[1]
+    q = query[:, heads].float()
+    k = key[:, [head // groups for head in heads]].float()
+    scale = scaling if scaling is not None else q.shape[-1] ** -0.5
+    scores = (q @ k.transpose(-1, -2)) * scale  # [batch, head, dest, src]
+    dest, src = scores.shape[-2:]
+    if mask is not None:
+        mask = mask[..., :dest, :src]
+        if mask.shape[1] != 1 and mask.shape[1] == query.shape[1]:  # a mask per head
+            mask = mask[:, heads]
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    elif causal and dest > 1:
+        future = torch.ones(dest, src, dtype=torch.bool, device=scores.device).triu(1 + src - dest)
+        scores = scores.masked_fill(future, float("-inf"))
+    return scores.softmax(-1).to(query.dtype)
+
+
 class BridgeBackend(Backend):
     """A TransformerBridge and its tokenizer, identity and gate."""
 
@@ -66,6 +123,7 @@ class BridgeBackend(Backend):
         self._slots: list[tuple[Any, str, Any]] | None = None
         self._bridge_attn_implementation = getattr(self.hf_model.config, "_attn_implementation", None)
         self._native_ok = False
+        self._native_patterns_ok = False
         self.fast_path_error: float | None = None
         if check_fast_path:
             self._check_native()
@@ -74,6 +132,7 @@ class BridgeBackend(Backend):
                 self._native_ok = False
                 self._runner = self._checked_runner()
                 self._check_native()
+            self._check_native_patterns()
 
     # ------------------------------------------------------------------------------------------------ basics
 
@@ -566,6 +625,13 @@ class BridgeBackend(Backend):
         wanted = set(range(self.info.n_layers)) if layers is None else {int(layer) for layer in layers}
         if not wanted:
             return {}
+        if self._native_patterns_ok:
+            return self._native_patterns(tokens, reduce, wanted, heads)
+        return self._bridge_patterns(tokens, reduce, wanted, heads)
+
+    def _bridge_patterns(self, tokens: torch.Tensor, reduce: Callable[[int, torch.Tensor], Any], wanted: set[int],
+                         heads: dict[int, Sequence[int]] | None) -> dict[int, Any]:
+        """Patterns from the bridge's own attention (hook_pattern): every head of a read layer is materialized."""
         batch, seq = int(tokens.shape[0]), int(tokens.shape[1])
         # a layer whose pattern is read materializes scores, softmax and mask [batch, head, dest, src] in float32
         scores = 3 * 4 * batch * self.info.n_heads * seq * seq
@@ -591,6 +657,72 @@ class BridgeBackend(Backend):
                 contextlib.suppress(_StopForward):
             self.bridge(tokens)
         return reduced
+
+    def _native_patterns(self, tokens: torch.Tensor, reduce: Callable[[int, torch.Tensor], Any], wanted: set[int],
+                         heads: dict[int, Sequence[int]] | None) -> dict[int, Any]:
+        """Patterns from the model's own forward (SDPA everywhere): the chosen heads' softmax(q·k) is recomputed from
+        the query and key the attention kernel receives, so only those heads' [dest, src] ever exist; a long prompt
+        costs about one plain forward. Checked against hook_pattern at load."""
+        batch, seq = int(tokens.shape[0]), int(tokens.shape[1])
+        widest = max(len(heads[layer]) if heads is not None and layer in heads else self.info.n_heads
+                     for layer in wanted)
+        plan_chunks(f"Attention patterns of {seq:,} tokens", 1,
+                    2 * 4 * batch * widest * seq * seq + block_bytes_per_token(self.info, self.dtype, 1) * batch * seq,
+                    self.budget_bytes())
+        layer_of = {id(attention.original_component): index for index, (_, _, attention)
+                    in enumerate(self._attention_slots()) if index in wanted}
+        top = max(wanted)
+        reduced: dict[int, Any] = {}
+        mine = threading.get_ident()
+
+        def capture(module: Any, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
+                    scaling: float | None, is_causal: bool | None) -> None:
+            layer = layer_of.get(id(module))
+            if layer is None:
+                return
+            chosen = list(heads[layer]) if heads is not None and layer in heads else list(range(self.info.n_heads))
+            causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+            reduced[layer] = reduce(layer, _head_patterns(query, key, mask, scaling, causal, chosen))
+
+        def stop(module: Any, args: tuple) -> None:
+            if threading.get_ident() == mine:
+                raise _StopForward
+
+        slots = self._attention_slots()
+        handle = slots[top + 1][0].register_forward_pre_hook(stop) if top + 1 < len(slots) else None
+        try:
+            with self.gate.hold(), _capturing_sdpa(mine, capture), self._native_attention() as native, \
+                    self._turns_between_layers(), contextlib.suppress(_StopForward):
+                if not native:
+                    raise RuntimeError("the native attention route is off")
+                self._final_normed(tokens)
+        finally:
+            if handle is not None:
+                handle.remove()
+        return reduced
+
+    def _check_native_patterns(self) -> None:
+        """Enable the native pattern route only where it gives hook_pattern's patterns (every layer, every head)."""
+        self._native_patterns_ok = False
+        if not self._native_ok:
+            return
+        vocab = min(self.info.vocab_size, len(self.tokenizer))
+        tokens = torch.randint(0, vocab, (1, 9), generator=torch.Generator().manual_seed(2)).to(self.device)
+        layers = set(range(self.info.n_layers))
+
+        def keep(layer: int, pattern: torch.Tensor) -> torch.Tensor:
+            return pattern.float().clone()
+
+        try:
+            with torch.inference_mode():
+                reference = self._bridge_patterns(tokens, keep, layers, None)
+                mine = self._native_patterns(tokens, keep, layers, None)
+            tolerance = 1e-5 if self.dtype == torch.float32 else 1e-2
+            self._native_patterns_ok = reference.keys() == mine.keys() and all(
+                mine[layer].shape == reference[layer].shape
+                and float((mine[layer] - reference[layer]).abs().max()) <= tolerance for layer in layers)
+        except Exception:
+            self._native_patterns_ok = False
 
     # ------------------------------------------------------------------------------------------------ weights
 

@@ -98,3 +98,25 @@ def test_a_pending_heatmap_click_lands_in_the_heads_box(run_page):
     assert not app.exception
     assert app.text_input(key="heads").value == "4.4, 23.0"
     assert "L23H0 (KV 0)" in _frames(app)[0]
+
+
+def test_a_long_prompt_is_drawn_as_a_movable_window_of_its_positions(run_page):
+    from headscope.patterns import MAX_VIEW_TOKENS
+
+    app = run_page("pages/attention.py")
+    app.text_area(key="prompt").input("The cat sat on the mat while the dog slept by the door. " * 30)
+    app.text_input(key="heads").input("3.4, 17.2").run()
+    assert not app.exception and not app.error
+    n = int(app.subheader[0].value.split(" on ")[1].split()[0].replace(",", ""))
+    assert n > MAX_VIEW_TOKENS
+    window = app.number_input(key="ap_window")
+    assert window.value == n - MAX_VIEW_TOKENS
+    caption = next(c.value for c in app.caption if c.value.startswith("Drawing positions"))
+    assert caption.startswith(f"Drawing positions {n - MAX_VIEW_TOKENS:,}–{n - 1:,} of {n:,}")
+    grid = _frames(app)[0]
+    labels = grid.split('"tokens": [', 1)[1].split("]", 1)[0]
+    assert labels.count('", "') == MAX_VIEW_TOKENS - 1  # one label per drawn position
+    window.set_value(0).run()
+    assert not app.exception
+    assert any(c.value.startswith(f"Drawing positions 0–{MAX_VIEW_TOKENS - 1:,} of") for c in app.caption)
+    assert _frames(app)[0] != grid

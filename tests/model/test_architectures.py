@@ -116,6 +116,9 @@ LAYOUTS: dict[str, Layout] = {
 
 # Where headscope is expected to offer the fast (block-by-block) path; a family left out runs the general path only.
 FAST_PATH_EXPECTED = {"llama": True, "gpt2": True, "neox": True, "qwen2": True, "gemma2": True}
+# Patterns recomputed from the query and key the model's own (SDPA) attention receives; Gemma-2 soft-caps its scores,
+# which SDPA cannot, so its patterns come from the bridge's eager attention.
+NATIVE_PATTERNS_EXPECTED = {"llama": True, "gpt2": True, "neox": True, "qwen2": True, "gemma2": False}
 
 
 class Reference:
@@ -346,16 +349,24 @@ def test_pattern_scores_equal_detect_head(family, tmp_path):
                                    atol=1e-5, rtol=0, err_msg=f"{name} {score} on a prompt")
 
 
-def test_attention_patterns_equal_the_reference_attention_weights(family):
-    """detect_head reads the bridge's own patterns; this checks those patterns against transformers' eager
-    attention weights (Gemma-2's soft-capped scores included)."""
+@pytest.mark.parametrize("route", ["as loaded", "bridge"])
+def test_attention_patterns_equal_the_reference_attention_weights(family, route, monkeypatch):
+    """Both pattern routes (the model's own attention where offered, the bridge's hook_pattern) against
+    transformers' eager attention weights (Gemma-2's soft-capped scores included), every head and a chosen few."""
     name, model, ref = family
+    assert model._native_patterns_ok == NATIVE_PATTERNS_EXPECTED[name]
+    if route == "bridge":
+        monkeypatch.setattr(model, "_native_patterns_ok", False)
     tokens = torch.tensor([model.input_ids("The cat sat on the mat. The cat sat on the mat.")])
     mine = model.reduce_attention_patterns(tokens, lambda layer, pattern: pattern.clone())
+    chosen = {layer: [model.info.n_heads - 1, 0] for layer in range(model.info.n_layers)}
+    few = model.reduce_attention_patterns(tokens, lambda layer, pattern: pattern.clone(), layers=[0], heads=chosen)
     with torch.no_grad():
         expected = ref.hf(tokens, output_attentions=True).attentions
     for layer in range(model.info.n_layers):
         torch.testing.assert_close(mine[layer], expected[layer], atol=1e-5, rtol=0, msg=f"{name} layer {layer}")
+    assert list(few) == [0]
+    torch.testing.assert_close(few[0], expected[0][:, chosen[0]], atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from headscope.errors import InputError
 from headscope.heads import HeadRef, parse_heads
 from headscope.patterns import (
     CSV_COLUMNS,
+    MAX_VIEW_TOKENS,
     compute_patterns,
     default_prompt,
     external_references,
@@ -149,3 +150,41 @@ def test_patterns_on_the_tiny_gqa_model(tiny_model):
     assert result.pattern.shape == (2, 3, 3)
     np.testing.assert_allclose(result.pattern.sum(-1), 1.0, atol=1e-5)
     assert torch.triu(torch.from_numpy(result.pattern), diagonal=1).abs().max() == 0
+
+
+def test_a_long_prompt_keeps_only_the_chosen_heads_and_is_drawn_as_a_window(embedded_model, monkeypatch):
+    """~600 tokens within a 40 MiB activation budget: materializing every head of a layer (the bridge's
+    hook_pattern) would need more, so only the chosen heads' patterns may exist. The numbers still equal the bridge's
+    own hook_pattern, and the drawn window is an exact slice of them with positions counted in the whole prompt."""
+    prompt = "The cat sat on the mat while the dog slept by the door. " * 45
+    heads = [(3, 4), (17, 2)]
+    monkeypatch.setenv("HEADSCOPE_MEMORY_BUDGET_MB", "40")
+    result = compute_patterns(embedded_model, prompt, heads)
+    monkeypatch.delenv("HEADSCOPE_MEMORY_BUDGET_MB")
+    n = len(result.tokens)
+    assert 500 < n < 800 and result.pattern.shape == (2, n, n)
+    tokens = embedded_model.bridge.to_tokens(prompt)
+    assert tokens.shape[1] == n
+    _, cache = embedded_model.bridge.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
+    for index, (layer, head) in enumerate(heads):
+        np.testing.assert_allclose(result.pattern[index], cache[f"blocks.{layer}.attn.hook_pattern"][0, head].numpy(),
+                                   atol=1e-5)
+
+    window = result.window()  # the last MAX_VIEW_TOKENS positions by default
+    assert window.is_window and window.prompt_tokens == n and len(window.tokens) == MAX_VIEW_TOKENS
+    assert (window.first_position, window.last_position) == (n - MAX_VIEW_TOKENS, n - 1)
+    np.testing.assert_array_equal(window.pattern, result.pattern[:, n - MAX_VIEW_TOKENS:, n - MAX_VIEW_TOKENS:])
+    assert window.outside_share() == pytest.approx(
+        1 - result.pattern[:, n - MAX_VIEW_TOKENS:, n - MAX_VIEW_TOKENS:].sum(-1).mean(), abs=1e-6)
+    assert 0 < window.outside_share() < 1
+    moved = result.window(10**6)  # clamped to the last window
+    assert moved.first_position == n - MAX_VIEW_TOKENS
+    early = result.window(5)
+    assert early.first_position == 5 and early.tokens == result.tokens[5:5 + MAX_VIEW_TOKENS]
+    rows = list(csv.DictReader(io.StringIO(patterns_csv(early))))
+    first = next(row for row in rows if row["dest"] == "7" and row["src"] == "6" and row["head"] == "4")
+    assert float(first["weight"]) == pytest.approx(float(result.pattern[0, 7, 6]), abs=1e-6)
+    assert first["dest_token"] == result.tokens[7].display
+    assert "Positions 5–204 of a" in standalone_html(early)
+    short = compute_patterns(embedded_model, "1 2 3 4 ", heads)
+    assert short.window() is short and not short.is_window
