@@ -115,7 +115,7 @@ if result is not None:
     if len(result.tokens) > MAX_VIEW_TOKENS:
         last_start = len(result.tokens) - MAX_VIEW_TOKENS
         start = st.number_input(
-            f"Window: the {MAX_VIEW_TOKENS} positions drawn start at", min_value=0, max_value=last_start,
+            f"Window: the {MAX_VIEW_TOKENS:d} positions drawn start at", min_value=0, max_value=last_start,
             value=last_start, step=MAX_VIEW_TOKENS // 2, key="ap_window",
             help="A long prompt is drawn as a square window of its positions (destination and source); the "
                  "patterns were computed on the whole prompt.")
