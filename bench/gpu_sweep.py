@@ -115,6 +115,34 @@ def timed(model, fn, repeats: int = 1):
     return float(np.median(times)), value
 
 
+def pattern_view(model, n_tokens: int) -> None:
+    """The pattern view of the study's four Llama-2-7B heads on a long random prompt: its time against a plain
+    forward in the same process, and the route checked at load against the bridge's hook_pattern route."""
+    info = model.info
+    heads = {3: [24], 5: [25], 16: [0], 20: [17]} if info.n_layers >= 21 else {1: [0], 2: [1], 3: [2], 4: [3]}
+    generator = torch.Generator().manual_seed(3)
+    tokens = torch.cat([torch.zeros(1, 1, dtype=torch.long),
+                        torch.randint(2, info.vocab_size, (1, n_tokens - 1), generator=generator)], 1).to(model.device)
+
+    def keep(layer, pattern):
+        return pattern.float().cpu()
+
+    def view():
+        return model.reduce_attention_patterns(tokens, keep, layers=heads, heads=heads)
+
+    print(f"pattern route from the model's own attention (checked at load): {model._native_patterns_ok} "
+          f"({model.pattern_route_error})")
+    model.last_logits(tokens)
+    view()  # warm-up
+    t_plain, _ = timed(model, lambda: model.last_logits(tokens), 3)
+    t_view, mine = timed(model, view, 3)
+    print(f"{n_tokens:,} tokens: plain forward {t_plain:.3f} s; pattern view of 4 heads {t_view:.3f} s "
+          f"({t_view / t_plain:.2f}×)")
+    reference = model._bridge_patterns(tokens, keep, set(heads), heads)
+    diff = max(float((mine[layer] - reference[layer]).abs().max()) for layer in heads)
+    print(f"max |pattern − hook_pattern route| = {diff:.2e}")
+
+
 def main() -> None:
     from headscope import memory
     from headscope.ablation import attribution_sweep, exact_sweep, naive_sweep
@@ -132,10 +160,16 @@ def main() -> None:
     parser.add_argument("--targets", default="", help="comma-separated chunk targets in GiB to compare, e.g. 1,2,4")
     parser.add_argument("--large", default="", help="also time PROMPTSxTOKENS, e.g. 64x20")
     parser.add_argument("--profile", action="store_true", help="print the top kernels of one exact sweep")
+    parser.add_argument("--patterns", type=int, default=0, metavar="TOKENS",
+                        help="only time the pattern view of 4 heads on a random prompt of TOKENS tokens against a "
+                             "plain forward, and compare both pattern routes")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if args.device != "cpu" else torch.float32)
 
     model, _ = build_model(args.small, args.device, dtype)
+    if args.patterns:
+        pattern_view(model, args.patterns)
+        return
     info = model.info
     encoded = random_dataset(model, args.prompts, args.seq_len, seed=0)
     flops = sweep_flops(info, args.prompts, args.seq_len, info.n_heads)

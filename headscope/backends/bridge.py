@@ -124,6 +124,7 @@ class BridgeBackend(Backend):
         self._bridge_attn_implementation = getattr(self.hf_model.config, "_attn_implementation", None)
         self._native_ok = False
         self._native_patterns_ok = False
+        self.pattern_route_error: float | str | None = None  # the load check's max difference, or why it failed
         self.fast_path_error: float | None = None
         if check_fast_path:
             self._check_native()
@@ -717,11 +718,13 @@ class BridgeBackend(Backend):
             with torch.inference_mode():
                 reference = self._bridge_patterns(tokens, keep, layers, None)
                 mine = self._native_patterns(tokens, keep, layers, None)
-            tolerance = 1e-5 if self.dtype == torch.float32 else 1e-2
-            self._native_patterns_ok = reference.keys() == mine.keys() and all(
-                mine[layer].shape == reference[layer].shape
-                and float((mine[layer] - reference[layer]).abs().max()) <= tolerance for layer in layers)
-        except Exception:
+            tolerance = 1e-5 if self.dtype == torch.float32 else 3e-2  # half: the eager reference rounds its scores
+            if reference.keys() != mine.keys() or any(mine[k].shape != reference[k].shape for k in layers):
+                raise RuntimeError("the routes returned different layers or shapes")
+            self.pattern_route_error = max(float((mine[k] - reference[k]).abs().max()) for k in layers)
+            self._native_patterns_ok = self.pattern_route_error <= tolerance
+        except Exception as error:  # any failure keeps the bridge's route
+            self.pattern_route_error = repr(error)[:300]
             self._native_patterns_ok = False
 
     # ------------------------------------------------------------------------------------------------ weights
