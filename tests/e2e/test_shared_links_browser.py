@@ -6,9 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from playwright.sync_api import expect
+
 from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app
 
 LOAD = 180_000
+
+
+def value_is(box, value: str) -> None:
+    """The control shows `value` (waiting for the page to settle: a widget may be redrawn as the script reruns)."""
+    expect(box).to_have_value(value, timeout=30_000)
 
 
 def _params(url: str) -> dict[str, list[str]]:
@@ -32,9 +39,9 @@ def _new_session(browser):
 def test_prompt_tester_link_reload_and_other_session(page, browser, app_url):
     wait_for_app(page, f"{app_url}/?prompt=Monday%20Tuesday%20Wednesday&answer=%20Thursday&top_k=7&position=2")
     page.wait_for_selector("text=Token table", timeout=LOAD)
-    assert page.get_by_role("textbox", name="Prompt", exact=True).input_value() == "Monday Tuesday Wednesday"
-    assert page.get_by_role("textbox", name="Expected answer").input_value() == " Thursday"
-    assert page.get_by_role("spinbutton", name="Top-k").input_value() == "7"
+    value_is(page.get_by_role("textbox", name="Prompt", exact=True), "Monday Tuesday Wednesday")
+    value_is(page.get_by_role("textbox", name="Expected answer"), " Thursday")
+    value_is(page.get_by_role("spinbutton", name="Top-k"), "7")
     page.get_by_text("Next token after position 2", exact=False).wait_for(timeout=30_000)
 
     box = page.get_by_role("textbox", name="Prompt", exact=True)
@@ -48,14 +55,14 @@ def test_prompt_tester_link_reload_and_other_session(page, browser, app_url):
 
     page.reload()
     page.wait_for_selector("text=Token table", timeout=LOAD)
-    assert page.get_by_role("textbox", name="Prompt", exact=True).input_value() == "January February March"
+    value_is(page.get_by_role("textbox", name="Prompt", exact=True), "January February March")
 
     context, other = _new_session(browser)
     try:
         wait_for_app(other, link)
         other.wait_for_selector("text=Token table", timeout=LOAD)
-        assert other.get_by_role("textbox", name="Prompt", exact=True).input_value() == "January February March"
-        assert other.get_by_role("spinbutton", name="Position (-1 = last)").input_value() == "2"
+        value_is(other.get_by_role("textbox", name="Prompt", exact=True), "January February March")
+        value_is(other.get_by_role("spinbutton", name="Position (-1 = last)"), "2")
         other.get_by_text("Next token after position 2", exact=False).wait_for(timeout=30_000)
     finally:
         context.close()
@@ -65,7 +72,7 @@ def test_attention_link_selects_its_heads(page, app_url):
     wait_for_app(page, f"{app_url}/attention?heads=23.3")
     frame = page.frame_locator('iframe[title="Attention patterns of the selected heads"]')
     frame.locator("[id^=circuits-vis] canvas").first.wait_for(timeout=LOAD)
-    assert page.get_by_role("textbox", name="Heads (layer.head, …) — overrides the preset").input_value() == "23.3"
+    value_is(page.get_by_role("textbox", name="Heads (layer.head, …) — overrides the preset"), "23.3")
     assert frame.get_by_text("L23H3 (KV 1)").count() >= 1
     page.get_by_text("1 head on", exact=False).wait_for(timeout=30_000)
     # the frame fits its view: no band of blank space below the drawing
@@ -108,7 +115,7 @@ def test_ablation_link_with_a_selected_head_opens_in_another_session(page, brows
         metrics = other.locator('[data-testid="stMetric"]').all_text_contents()
         assert any("from cache" in metric for metric in metrics), metrics  # read back, not recomputed
         assert "Head 7.4 (KV head 1)" in other.inner_text("body")
-        assert other.get_by_role("spinbutton", name="Seed").input_value() == "5"
+        value_is(other.get_by_role("spinbutton", name="Seed"), "5")
     finally:
         context.close()
 
@@ -137,8 +144,8 @@ def test_state_survives_switching_pages(page, app_url):
     page.wait_for_function("() => location.search.includes('seed=12')", timeout=30_000)
     page.get_by_role("link", name="Prompt tester").click()
     page.wait_for_selector("text=Token table", timeout=LOAD)
-    assert page.get_by_role("textbox", name="Prompt", exact=True).input_value() == "one two three"
+    value_is(page.get_by_role("textbox", name="Prompt", exact=True), "one two three")
     assert _params(page.url)["prompt"] == ["one two three"]  # back in the URL too
     page.get_by_role("link", name="Ablation heatmap").click()
     page.wait_for_selector("text=Run exact sweep", timeout=LOAD)
-    assert page.get_by_role("spinbutton", name="Seed").input_value() == "12"
+    value_is(page.get_by_role("spinbutton", name="Seed"), "12")
