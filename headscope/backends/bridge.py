@@ -49,6 +49,10 @@ class _StopForward(Exception):
     """Raised from a hook to end a forward pass once the residual before the final norm is captured."""
 
 
+def _ignore_wait(status: object) -> None:
+    """An on_wait that never gives up."""
+
+
 PatternCapture = Callable[[Any, torch.Tensor, torch.Tensor, "torch.Tensor | None", "float | None", "bool | None"], None]
 _captures: dict[int, PatternCapture] = {}  # thread id -> what to do with each attention call's query and key
 _captures_lock = threading.Lock()
@@ -406,13 +410,20 @@ class BridgeBackend(Backend):
             setattr(layer, name, attention)
         config._attn_implementation = self._bridge_attn_implementation
         depth = self.gate.release_all()
+        interrupted: BaseException | None = None
         try:
             self.gate.acquire()  # FIFO: the queued callers go first
-        finally:
-            self.gate.restore_depth(depth)
-            config._attn_implementation = mine
-            for layer, name, attention in native:
-                setattr(layer, name, attention.original_component)
+        except BaseException as error:  # the caller gave up waiting (Give up, a rerun) mid-forward
+            # Take the model back regardless before touching it: the holds around this forward release it as the
+            # error unwinds them, and the swap below must not change the model under another caller.
+            interrupted = error
+            self.gate.acquire(on_wait=_ignore_wait)
+        self.gate.restore_depth(depth)
+        config._attn_implementation = mine
+        for layer, name, attention in native:
+            setattr(layer, name, attention.original_component)
+        if interrupted is not None:
+            raise interrupted
 
     def _check_native(self) -> None:
         """Enable the native-attention plain forward only where it gives the bridge's logits (within tolerance)."""

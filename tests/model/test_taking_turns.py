@@ -61,3 +61,50 @@ def test_a_request_runs_between_the_layers_of_a_long_forward_and_progress_stays_
         torch.testing.assert_close(results[name].logits_at, alone.logits_at, rtol=0, atol=1e-4)
         assert torch.equal(results[name].top1_id, alone.top1_id)
     assert not model.gate.status().busy
+
+
+def test_giving_up_while_a_forward_has_handed_the_model_over_leaves_the_model_whole(embedded_model):
+    """A caller whose long forward handed the model to another session and then gives up waiting (Give up, or a
+    rerun of its page) gets its own error, takes nothing from the other session, and leaves the model free and
+    unchanged."""
+    from headscope.errors import Cancelled
+    from headscope.sharing import caller
+
+    model = embedded_model
+    long_ids = model.tokenizer("one two three four five six seven eight nine ten " * 60)["input_ids"]
+    other_ids = model.tokenizer("Monday Tuesday Wednesday Thursday Friday " * 40)["input_ids"]
+    other_alone = model.next_tokens(model.tensor([other_ids]), len(other_ids) - 1)
+    outcome: dict[str, object] = {}
+    other_thread: list[threading.Thread] = []
+
+    def run_other() -> None:
+        outcome["other"] = model.next_tokens(model.tensor([other_ids]), len(other_ids) - 1)
+
+    def give_up(status) -> None:
+        raise Cancelled("gave up")
+
+    def long_progress(fraction: float) -> None:
+        if not other_thread and fraction > 0:
+            thread = threading.Thread(target=run_other)
+            other_thread.append(thread)
+            thread.start()
+            while not model.gate.has_waiters():
+                threading.Event().wait(0.001)
+
+    def run_long() -> None:
+        try:
+            with caller(owner="long", on_wait=give_up):
+                model.next_tokens(model.tensor([long_ids]), len(long_ids) - 1, long_progress)
+        except BaseException as error:  # the test reports whatever ended the forward
+            outcome["long"] = error
+
+    long_thread = threading.Thread(target=run_long)
+    long_thread.start()
+    long_thread.join(120)
+    other_thread[0].join(120)
+
+    assert isinstance(outcome.get("long"), Cancelled), outcome.get("long")
+    torch.testing.assert_close(outcome["other"].logits_at, other_alone.logits_at, rtol=0, atol=1e-4)
+    assert not model.gate.status().busy and not model.gate.has_waiters()
+    again = model.next_tokens(model.tensor([other_ids]), len(other_ids) - 1)  # and the model still works as before
+    torch.testing.assert_close(again.logits_at, other_alone.logits_at, rtol=0, atol=1e-4)
