@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,27 +21,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.load import CHROMIUM_ARGS, RUN_RECORDER, free_port  # the same browser and page clock
+
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                 "--disable-renderer-backgrounding", "--disable-background-timer-throttling"]
+
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 STRIP = '[data-testid="hs-token-strip"]'
-# Records every change of the app's script state with the page's clock (as bench/load.py does).
-RUN_RECORDER = """
-window.__hsRuns = [];
-new MutationObserver(() => {
-  const app = document.querySelector('[data-testid="stApp"]');
-  if (app) window.__hsRuns.push([performance.now(), app.getAttribute('data-test-script-state')]);
-}).observe(document, {subtree: true, attributes: true, attributeFilter: ['data-test-script-state']});
-"""
 PROMPTS = ["2 3 4 5 ", "3 4 5 6 ", "one two three four", "Monday Tuesday Wednesday", "A B C D ", "10 20 30 40 ",
            "January February March", "1 1 2 3 5 ", "9 8 7 6 ", "red green blue red green "]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(command: list[str], port: int) -> subprocess.Popen:

@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.gpu_sweep import build_model, sync
 from headscope.ablation import prepare_dataset
 from headscope.circuit import CircuitSearch, find_circuit, plain_circuit
 
@@ -95,51 +96,10 @@ def cpu_bench(args: argparse.Namespace) -> None:
 # GPU mode: a Llama-2-7B-shaped random model
 
 
-def fake_tokenizer(vocab_size: int):
-    """A word-level tokenizer over t0…tN saved to a folder (TransformerLens reloads tokenizers from their folder);
-    the bench feeds token ids directly."""
-    import tempfile
-
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    vocab = {"<s>": 0, "<unk>": 1, **{f"t{i}": i for i in range(2, vocab_size)}}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    folder = tempfile.mkdtemp(prefix="headscope-bench-tokenizer-")
-    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", unk_token="<unk>").save_pretrained(folder)
-    return AutoTokenizer.from_pretrained(folder)
-
-
 def random_llama(small: bool, device: str, dtype: torch.dtype):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from headscope.backends.base import Placement
-    from headscope.backends.bridge import BridgeBackend, bridge_info, wrap_in_bridge
-
-    if small:
-        config = LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=6, num_attention_heads=8,
-                             num_key_value_heads=8, vocab_size=1000, max_position_embeddings=512)
-    else:  # Llama-2-7B's shape
-        config = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                             num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)
-    config.bos_token_id = 0
-    started = time.perf_counter()
+    """bench/gpu_sweep.py's random Llama (weights seeded), which must offer the fast path."""
     torch.manual_seed(0)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            hf_model = LlamaForCausalLM(config).eval()
-    finally:
-        torch.set_default_dtype(default)
-    placement = Placement(device, None, dtype)
-    tokenizer = fake_tokenizer(config.vocab_size)
-    bridge = wrap_in_bridge(hf_model, tokenizer, "llama-2-7b-shaped-random", placement)
-    info = bridge_info(bridge, name="llama-2-7b-shaped-random", source="random", revision="random",
-                       placement=placement, n_params=sum(p.numel() for p in hf_model.parameters()),
-                       load_seconds=time.perf_counter() - started)
-    model = BridgeBackend(bridge, info, placement)
+    model, _ = build_model(small, device, dtype)
     if model.block_runner is None:
         raise SystemExit(f"the fast path failed its check at load (error {model.fast_path_error})")
     return model
@@ -164,11 +124,6 @@ def random_task(model, n_prompts: int, seq_len: int, seed: int):
     incorrect = torch.where(incorrect == correct, (correct + 1) % vocab, incorrect)
     dataset = Dataset("random", tuple(PromptItem(f"p{i}", "a", "b", "c") for i in range(n_prompts)))
     return EncodedDataset(dataset, clean, corrupted, correct, incorrect, ("<s>",) * seq_len, ((),) * n_prompts)
-
-
-def sync(model) -> None:
-    if model.device.type == "cuda":
-        torch.cuda.synchronize(model.device)
 
 
 def gpu_bench(args: argparse.Namespace) -> None:
