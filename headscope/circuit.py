@@ -110,14 +110,11 @@ def check_threshold(threshold: float) -> float:
 
 
 @dataclass(frozen=True)
-class Removal:
-    """One removal: the component, and the circuit's LD and score right after it left."""
+class _OfComponent:
+    """A record about one component: head (layer, head) or MLP (layer, None)."""
 
     layer: int
     head: int | None
-    ld_after: float
-    score_after: float
-    pass_number: int  # 1-based
 
     @property
     def component(self) -> Component:
@@ -129,21 +126,20 @@ class Removal:
 
 
 @dataclass(frozen=True)
-class KeptEffect:
+class Removal(_OfComponent):
+    """One removal: the component, and the circuit's LD and score right after it left."""
+
+    ld_after: float
+    score_after: float
+    pass_number: int  # 1-based
+
+
+@dataclass(frozen=True)
+class KeptEffect(_OfComponent):
     """A kept component removed alone from the final circuit: the LD and score of the circuit without it."""
 
-    layer: int
-    head: int | None
     ld_without: float
     score_without: float
-
-    @property
-    def component(self) -> Component:
-        return (self.layer, self.head)
-
-    @property
-    def label(self) -> str:
-        return component_label(self.component)
 
 
 @dataclass(frozen=True)
