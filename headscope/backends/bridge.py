@@ -12,6 +12,7 @@ run block by block gives the bridge's own full-forward logits; otherwise the eng
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -257,20 +258,28 @@ class BridgeBackend(Backend):
         n_heads, d_head = self.info.n_heads, self.info.d_head
         handles = []
 
+        def edited(kind: str, layer: int, act: torch.Tensor, edits: dict, apply: Callable, capture: set[int]
+                   ) -> torch.Tensor:
+            """act with this layer's edit applied (its values cut to the last position where the layer is cut),
+            its gradient retained and captured, as asked."""
+            if layer in edits:
+                edit = edits[layer]
+                if layer in cut and edit.values is not None:
+                    edit = dataclasses.replace(edit, values=edit.values[:, -1:])
+                act = apply(act, edit)
+            if retain_grad and act.requires_grad:
+                act.retain_grad()
+            if layer in capture:
+                store[kind][layer] = act
+            return act
+
         def z_hook(layer: int) -> Callable:
             def hook(module: Any, args: tuple) -> tuple:
                 flat = args[0]
                 if layer in cut:  # contiguous: a strided [batch, 1, ·] input would run as batch tiny products
                     flat = flat[:, -1:].contiguous()
-                z = flat.view(*flat.shape[:-1], n_heads, d_head)
-                if layer in z_edits:
-                    edit = z_edits[layer]
-                    values = edit.values[:, -1:] if layer in cut and edit.values is not None else edit.values
-                    z = apply_z_edit(z, ZEdit(edit.rows, values))
-                if retain_grad and z.requires_grad:
-                    z.retain_grad()
-                if layer in capture_z:
-                    store["z"][layer] = z
+                z = edited("z", layer, flat.view(*flat.shape[:-1], n_heads, d_head), z_edits, apply_z_edit,
+                           capture_z)
                 return (z.reshape(flat.shape), *args[1:])
             return hook
 
@@ -280,14 +289,7 @@ class BridgeBackend(Backend):
         def mlp_hook(layer: int) -> Callable:
             def hook(module: Any, args: tuple, output: Any) -> Any:
                 out = output[0] if isinstance(output, tuple) else output
-                if layer in mlp_edits:
-                    edit = mlp_edits[layer]
-                    values = edit.values[:, -1:] if layer in cut and edit.values is not None else edit.values
-                    out = apply_mlp_edit(out, MlpEdit(edit.rows, values))
-                if retain_grad and out.requires_grad:
-                    out.retain_grad()
-                if layer in capture_mlp:
-                    store["mlp"][layer] = out
+                out = edited("mlp", layer, out, mlp_edits, apply_mlp_edit, capture_mlp)
                 return (out, *output[1:]) if isinstance(output, tuple) else out
             return hook
 
