@@ -21,10 +21,11 @@ from components.ablation_view import (
     top_effects_frame,
 )
 from components.heatmap import EXTRA, clickable_heatmap, layer_head_figure, png_download
+from components.long_run import progress_with_cancel
 from components.model_state import require_model
 from components.share import BOUND, copy_link, set_url_value, url_value
 from components.text import md, plural, quoted
-from headscope.ablation import CACHE_KIND, METHODS, SweepProgress, cached_sweeps, load_sweep, prepare_dataset, run_sweep
+from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, prepare_dataset, run_sweep
 from headscope.errors import HeadscopeError
 from headscope.results_cache import ResultsCache
 from headscope.tasks import TASKS, Dataset, UploadLimits, build_task_dataset, load_dataset_bytes
@@ -168,23 +169,13 @@ if encoded is not None:
     if run_exact or run_preview:
         what = "estimate" if run_preview else "sweep"
         st.session_state[RUNNING] = what
-        bar = st.progress(0.0, text="Starting…")
-        # A click reruns the page, which stops the running sweep at its next progress report.
-        cancel_slot = st.empty()
-        cancel_slot.button("Cancel", key="ab_cancel", on_click=lambda: st.session_state.update(ab_cancelled=True))
-
-        def progress(update: SweepProgress) -> None:
-            eta = f" · about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""
-            bar.progress(update.fraction, text=md(f"{100 * update.fraction:.0f}%{eta} · {update.message}"))
-
-        try:
-            result = run_sweep(model, encoded, method, estimate=bool(run_preview), only_correct=only_correct,
-                               cache=cache, progress=progress)
-        except HeadscopeError as error:
-            st.error(md(str(error)))
-        st.session_state.pop(RUNNING, None)
-        bar.empty()
-        cancel_slot.empty()  # the run is over: nothing left to cancel
+        with progress_with_cancel("ab_cancel", "ab_cancelled") as progress:
+            try:
+                result = run_sweep(model, encoded, method, estimate=bool(run_preview), only_correct=only_correct,
+                                   cache=cache, progress=progress)
+            except HeadscopeError as error:
+                st.error(md(str(error)))
+            st.session_state.pop(RUNNING, None)
     if result is not None:
         st.session_state["ab_result"] = result
 elif linked_hash:

@@ -15,6 +15,7 @@ from components.circuit_view import (
     score_line,
 )
 from components.heatmap import EXTRA, clickable_heatmap, png_download
+from components.long_run import progress_with_cancel
 from components.model_state import require_model
 from components.share import BOUND, copy_link
 from components.text import md, plural
@@ -29,7 +30,6 @@ from headscope.circuit import (
     parse_circuit_json,
     run_circuit,
 )
-from headscope.engine import Progress
 from headscope.errors import HeadscopeError
 from headscope.results_cache import ResultsCache
 from headscope.tasks import STEP_RANGE, TASKS, build_task_dataset, load_dataset_text
@@ -106,22 +106,12 @@ if encoded is not None:
     if st.session_state.pop("ci_cancelled", False):
         st.info("The search was cancelled; nothing was stored.")
     if run_exact or run_estimate:
-        bar = st.progress(0.0, text="Starting…")
-        # a click reruns the page, which stops the running search at its next progress report
-        cancel_slot = st.empty()
-        cancel_slot.button("Cancel", key="ci_cancel", on_click=lambda: st.session_state.update(ci_cancelled=True))
-
-        def progress(update: Progress) -> None:
-            eta = f" · about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""
-            bar.progress(update.fraction, text=f"{100 * update.fraction:.0f}%{md(eta)} · {md(update.message)}")
-
-        try:
-            result = run_circuit(model, encoded, method, threshold, one_pass=one_pass, estimate=bool(run_estimate),
-                                 cache=cache, progress=progress)
-        except HeadscopeError as error:
-            st.error(md(str(error)))
-        bar.empty()
-        cancel_slot.empty()
+        with progress_with_cancel("ci_cancel", "ci_cancelled") as progress:
+            try:
+                result = run_circuit(model, encoded, method, threshold, one_pass=one_pass,
+                                     estimate=bool(run_estimate), cache=cache, progress=progress)
+            except HeadscopeError as error:
+                st.error(md(str(error)))
     if result is not None:
         st.session_state["ci_result"] = result
 
