@@ -11,9 +11,14 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from headscope.errors import HeadscopeError, InputError
 from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES
+
+if TYPE_CHECKING:
+    from headscope.backends.base import Backend
+    from headscope.tasks import Dataset
 
 # the built-in tasks (headscope.tasks.TASKS, not imported here: it loads torch, and --help should be instant)
 TASK_HELP = "digits, number-words, months, days, template, step (--step K), decreasing, fibonacci, letters"
@@ -158,22 +163,30 @@ def _show_wait(status) -> None:
         sys.stderr.write(f"\r{status.describe('cli')}   ")
 
 
-def _cmd_ablate(args: argparse.Namespace) -> int:
-    from headscope.ablation import METHODS, run_sweep
+def _model_and_dataset(args: argparse.Namespace) -> tuple[Backend, Dataset]:
+    """--task/--step/--n-prompts checked and a --dataset file parsed before the model loads (bad input fails fast),
+    then the model and the dataset (a built-in task is built for the model's tokenizer)."""
     from headscope.tasks import TASKS, build_task_dataset, check_step, load_dataset_file
 
-    if args.method not in METHODS:
-        raise InputError(f"Unknown ablation method {args.method!r}: choose zero, mean or resample.")
     if args.task is not None and args.task not in TASKS:
         raise InputError(f"Unknown task {args.task!r}: choose one of {', '.join(TASKS)}.")
     if args.task is not None:
         check_step(args.task, args.step)
     if not 1 <= args.n_prompts <= 4096:
         raise InputError(f"--n-prompts must be from 1 to 4096, got {args.n_prompts}.")
-    dataset = load_dataset_file(args.dataset) if args.dataset else None  # parse errors before the model loads
+    dataset = load_dataset_file(args.dataset) if args.dataset else None
     model = load_for_cli(args)
     if dataset is None:
         dataset = build_task_dataset(args.task, args.n_prompts, seed=args.seed, model=model, step=args.step)
+    return model, dataset
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from headscope.ablation import METHODS, run_sweep
+
+    if args.method not in METHODS:
+        raise InputError(f"Unknown ablation method {args.method!r}: choose zero, mean or resample.")
+    model, dataset = _model_and_dataset(args)
 
     def progress(update) -> None:
         if sys.stderr.isatty() and not args.json:
@@ -219,22 +232,12 @@ def _progress_printer(args: argparse.Namespace):
 def _cmd_circuit(args: argparse.Namespace) -> int:
     from headscope.circuit import check_threshold, run_circuit
     from headscope.methods import get_method
-    from headscope.tasks import TASKS, build_task_dataset, check_step, load_dataset_file
 
     get_method(args.method)  # every option checked before the model loads
     check_threshold(args.threshold)
-    if args.task is not None and args.task not in TASKS:
-        raise InputError(f"Unknown task {args.task!r}: choose one of {', '.join(TASKS)}.")
     if args.step is not None and args.task is None:
         raise InputError("--step applies to the step task (--task step), not to a dataset file.")
-    if args.task is not None:
-        check_step(args.task, args.step)
-    if not 1 <= args.n_prompts <= 4096:
-        raise InputError(f"--n-prompts must be from 1 to 4096, got {args.n_prompts}.")
-    dataset = load_dataset_file(args.dataset) if args.dataset else None  # parse errors before the model loads
-    model = load_for_cli(args)
-    if dataset is None:
-        dataset = build_task_dataset(args.task, args.n_prompts, seed=args.seed, model=model, step=args.step)
+    model, dataset = _model_and_dataset(args)
     result = run_circuit(model, dataset, args.method, args.threshold, one_pass=args.one_pass,
                          estimate=args.estimate, use_cache=not args.no_cache, progress=_progress_printer(args))
     if sys.stderr.isatty() and not args.json:
