@@ -117,7 +117,7 @@ def timed(model, fn, repeats: int = 1):
 
 def pattern_view(model, n_tokens: int) -> None:
     """The pattern view of the study's four Llama-2-7B heads on a long random prompt: its time against a plain
-    forward in the same process, and the route checked at load against the bridge's hook_pattern route."""
+    forward in the same process, and the route (checked on first use) against the bridge's hook_pattern route."""
     info = model.info
     heads = {3: [24], 5: [25], 16: [0], 20: [17]} if info.n_layers >= 21 else {1: [0], 2: [1], 3: [2], 4: [3]}
     generator = torch.Generator().manual_seed(3)
@@ -130,7 +130,7 @@ def pattern_view(model, n_tokens: int) -> None:
     def view():
         return model.reduce_attention_patterns(tokens, keep, layers=heads, heads=heads)
 
-    print(f"pattern route from the model's own attention (checked at load): {model._native_patterns_ok} "
+    print(f"pattern route from the model's own attention (checked on first use): {model.native_patterns} "
           f"({model.pattern_route_error})")
     model.last_logits(tokens)
     view()  # warm-up

@@ -128,8 +128,9 @@ class BridgeBackend(Backend):
         self._slots: list[tuple[Any, str, Any]] | None = None
         self._bridge_attn_implementation = getattr(self.hf_model.config, "_attn_implementation", None)
         self._native_ok = False
-        self._native_patterns_ok = False
-        self.pattern_route_error: float | str | None = None  # the load check's max difference, or why it failed
+        # None: not checked yet (checked on first use, to keep it off the start); without fast paths: never
+        self._native_patterns_ok: bool | None = None if check_fast_path else False
+        self.pattern_route_error: float | str | None = None  # the check's max difference, or why it failed
         self.fast_path_error: float | None = None
         if check_fast_path:
             self._check_native()
@@ -138,7 +139,6 @@ class BridgeBackend(Backend):
                 self._native_ok = False
                 self._runner = self._checked_runner()
                 self._check_native()
-            self._check_native_patterns()
 
     # ------------------------------------------------------------------------------------------------ basics
 
@@ -639,9 +639,17 @@ class BridgeBackend(Backend):
         wanted = set(range(self.info.n_layers)) if layers is None else {int(layer) for layer in layers}
         if not wanted:
             return {}
-        if self._native_patterns_ok:
+        if self.native_patterns:
             return self._native_patterns(tokens, reduce, wanted, heads)
         return self._bridge_patterns(tokens, reduce, wanted, heads)
+
+    @property
+    def native_patterns(self) -> bool:
+        """Whether patterns come from the model's own attention (_native_patterns): checked against the bridge's
+        hook_pattern on first use."""
+        if self._native_patterns_ok is None:
+            self._check_native_patterns()
+        return bool(self._native_patterns_ok)
 
     def _bridge_patterns(self, tokens: torch.Tensor, reduce: Callable[[int, torch.Tensor], Any], wanted: set[int],
                          heads: dict[int, Sequence[int]] | None) -> dict[int, Any]:
@@ -676,7 +684,7 @@ class BridgeBackend(Backend):
                          heads: dict[int, Sequence[int]] | None) -> dict[int, Any]:
         """Patterns from the model's own forward (SDPA everywhere): the chosen heads' softmax(q·k) is recomputed from
         the query and key the attention kernel receives, so only those heads' [dest, src] ever exist; a long prompt
-        costs about one plain forward. Checked against hook_pattern at load."""
+        costs about one plain forward. Checked against hook_pattern on first use."""
         batch, seq = int(tokens.shape[0]), int(tokens.shape[1])
         widest = max(len(heads[layer]) if heads is not None and layer in heads else self.info.n_heads
                      for layer in wanted)

@@ -354,7 +354,7 @@ def test_attention_patterns_equal_the_reference_attention_weights(family, route,
     """Both pattern routes (the model's own attention where offered, the bridge's hook_pattern) against
     transformers' eager attention weights (Gemma-2's soft-capped scores included), every head and a chosen few."""
     name, model, ref = family
-    assert model._native_patterns_ok == NATIVE_PATTERNS_EXPECTED[name]
+    assert model.native_patterns == NATIVE_PATTERNS_EXPECTED[name]
     if route == "bridge":
         monkeypatch.setattr(model, "_native_patterns_ok", False)
     tokens = torch.tensor([model.input_ids("The cat sat on the mat. The cat sat on the mat.")])
