@@ -853,14 +853,12 @@ def cached_circuits(cache: ResultsCache | None = None, model: Backend | None = N
     """Circuits on disk, newest first: every model's, or only this model's (same source, revision, backend, dtype,
     device)."""
     cache = cache if cache is not None else ResultsCache()
-    identity = model.identity if model is not None else {}
     out = []
-    for entry in cache.entries(CACHE_KIND):
-        if all(entry.key.get(k) == v for k, v in identity.items()):
-            try:
-                out.append(CircuitResult.from_json(entry.payload, entry.key))
-            except (KeyError, TypeError, ValueError):
-                continue  # written by another engine version's format: skipped, never shown half-read
+    for entry in cache.entries(CACHE_KIND, model.identity if model is not None else None):
+        try:
+            out.append(CircuitResult.from_json(entry.payload, entry.key))
+        except (KeyError, TypeError, ValueError):
+            continue  # written by another engine version's format: skipped, never shown half-read
     return out
 
 

@@ -64,13 +64,16 @@ class ResultsCache:
         os.replace(tmp, path)
         return path
 
-    def entries(self, kind: str) -> list[CachedEntry]:
-        """Every valid entry of a kind, newest first."""
+    def entries(self, kind: str, matching: dict[str, Any] | None = None) -> list[CachedEntry]:
+        """Every valid entry of a kind, newest first; with `matching` (e.g. a model's identity), only those whose key
+        holds each of its items."""
         folder = self.root / kind
         if not folder.is_dir():
             return []
         files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        return [entry for entry in (self._read(p) for p in files) if entry is not None]
+        wanted = (matching or {}).items()
+        return [entry for entry in (self._read(p) for p in files)
+                if entry is not None and all(entry.key.get(k) == v for k, v in wanted)]
 
     def clear(self, kind: str | None = None) -> int:
         """Remove stored results (of one kind, or all); returns how many files went."""
