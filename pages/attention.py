@@ -122,7 +122,8 @@ if result is not None:
         result = result.window(int(start))
         st.caption(f"Drawing positions {result.first_position:,}–{result.last_position:,} of {result.prompt_tokens:,}"
                    f"; attention to earlier positions ({100 * result.outside_share():.0f}% of each row on average) is "
-                   "not drawn. The downloads hold this window.")
+                   f"not drawn. The views number the drawn positions from 0: add {result.first_position:,}. The "
+                   "downloads hold this window, with positions counted in the whole prompt.")
     circuits_frame(grid_view(result), description="Attention patterns of the selected heads")
     if result.grouped_query:
         st.caption(f"Grouped-query attention: {info.n_heads:d} query heads share {info.n_kv_heads:d} key/value "

@@ -113,6 +113,7 @@ def test_a_long_prompt_is_drawn_as_a_movable_window_of_its_positions(run_page):
     assert window.value == n - MAX_VIEW_TOKENS
     caption = next(c.value for c in app.caption if c.value.startswith("Drawing positions"))
     assert caption.startswith(f"Drawing positions {n - MAX_VIEW_TOKENS:,}–{n - 1:,} of {n:,}")
+    assert f"from 0: add {n - MAX_VIEW_TOKENS:,}." in caption  # circuitsvis numbers labels within the window
     grid = _frames(app)[0]
     labels = grid.split('"tokens": [', 1)[1].split("]", 1)[0]
     assert labels.count('", "') == MAX_VIEW_TOKENS - 1  # one label per drawn position
