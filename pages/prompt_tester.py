@@ -49,6 +49,7 @@ try:
     analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position),
                               progress=forward_progress)
     st.session_state["pt_last_good"] = analysis
+    progress_slot.empty()  # the forward is over: its bar goes
 except HeadscopeError as error:
     st.error(md(str(error)))
     analysis = None

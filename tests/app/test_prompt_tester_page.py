@@ -101,3 +101,13 @@ def test_app_entry_runs_the_default_page():
     assert not app.exception
     assert app.title[0].value == "Prompt tester"
     assert [s.key for s in app.sidebar.selectbox] == ["model_device", "model_dtype"]
+
+
+def test_a_long_prompts_progress_bar_goes_when_the_result_is_there(run_page):
+    """A forward over half a second shows a progress bar while it runs (~1,500 tokens here take seconds); the
+    finished page shows the result, not a bar stuck at 100 %."""
+    app = run_page("pages/prompt_tester.py")
+    app.text_area(key="prompt").input("one two three four five six seven eight nine ten " * 150).run()
+    assert not app.exception and not app.error
+    assert app.subheader[0].value.endswith(" tokens") and int(app.subheader[0].value.split()[0].replace(",", "")) > 1000
+    assert not app.get("progress")
