@@ -4,7 +4,7 @@ shared model (a page waiting for another session's job says so)."""
 import streamlit as st
 
 from components.access import access_granted, require_access
-from components.model_state import model_sidebar
+from components.model_state import model_sidebar, prepare_hooks_after_run
 from components.turns import taking_turns
 from headscope.errors import Cancelled
 
@@ -21,8 +21,11 @@ navigation = st.navigation(
 )
 require_access()  # stops here until this browser session has given the access token (when one is set)
 model_sidebar()
-with taking_turns() as notice:
-    try:
-        navigation.run()
-    except Cancelled as gave_up:  # "Give up" while waiting for another session's job
-        notice.show_gave_up(gave_up)
+try:
+    with taking_turns() as notice:
+        try:
+            navigation.run()
+        except Cancelled as gave_up:  # "Give up" while waiting for another session's job
+            notice.show_gave_up(gave_up)
+finally:  # also after a page's st.stop()
+    prepare_hooks_after_run()

@@ -59,7 +59,9 @@ def _load_with_progress(request: ModelRequest) -> Backend:
             bar.progress(min(max(fraction, 0.0), 1.0), text=md(stage))
 
         try:
-            model = registry.get(request, progress, source_policy())
+            # TransformerLens is set up on first need (require_model(hooks=True)) or in the background after this
+            # run (app.py): the prompt tester is usable as soon as the weights are in memory
+            model = registry.get(request, progress, source_policy(), hooks_later=True)
         except ImportError as error:  # a backend module or its package missing: say so, keep the previous model
             status.update(label=md(f"Could not load {label}"), state="error")
             raise ModelLoadError(f"The {BACKENDS[request.backend].label} backend cannot be imported here "
@@ -151,6 +153,14 @@ def model_sidebar() -> None:
         sidebar.error(md(failed[1]))
 
 
+def prepare_hooks_after_run() -> None:
+    """Start the active model's remaining set-up (TransformerLens' hooks) in the background once a page is drawn, so
+    the hook pages find it done; the prompt tester never waits for it."""
+    model = model_registry().loaded(active_request())
+    if model is not None:
+        model.prepare_hooks_in_background()
+
+
 def leave_legacy_pages_mode() -> None:
     """Streamlit treats a pages/ folder beside app.py as a legacy multipage app until app.py's st.navigation has run
     once in the server process. A first visit straight to /ablation would then run that page alone (no sidebar
@@ -163,13 +173,20 @@ def leave_legacy_pages_mode() -> None:
         st.rerun()
 
 
-def require_model() -> Backend:
-    """The active model, loading it (with progress) if this process has not yet; stops the page on failure."""
+def require_model(hooks: bool = False) -> Backend:
+    """The active model, loading it (with progress) if this process has not yet; stops the page on failure.
+
+    hooks=True (pages that ablate, read patterns or weights): also TransformerLens' set-up, if the background one
+    has not finished; where TransformerLens cannot serve the model the page says so and stops."""
     leave_legacy_pages_mode()
     require_access()  # app.py asks first; this covers a page run on its own
     request = active_request()
     try:
         model = _load_with_progress(request)
+        if hooks and not model.hooks_ready:
+            with st.spinner(md(f"Setting up TransformerLens' hooks on {model.info.name} (once per model, a few "
+                               "seconds)…")):
+                model.prepare_hooks()
     except HeadscopeError as error:
         st.error(md(str(error)))
         st.stop()

@@ -152,9 +152,11 @@ def backend_for(args: argparse.Namespace) -> str:
 
 
 def load_for_cli(args: argparse.Namespace):
+    """The model of --model/--device/--dtype/--backend; TransformerLens is set up only by the commands that use its
+    hooks (`tokens` runs without it, seconds sooner)."""
     from headscope.loading import ModelRequest, load_model
 
-    return load_model(ModelRequest(args.model, args.device, args.dtype, backend=backend_for(args)))
+    return load_model(ModelRequest(args.model, args.device, args.dtype, backend=backend_for(args)), hooks_later=True)
 
 
 def _show_wait(status) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import math
 import os
 import re
 import socket
@@ -258,6 +260,24 @@ def estimate_weight_bytes(config: Any, dtype: torch.dtype) -> tuple[int, int]:
     return n_params, n_params * torch.tensor([], dtype=dtype).element_size()
 
 
+def stored_elements(folder: Path) -> int | None:
+    """Elements in a local folder's safetensors files, read from their headers (no tensor is read: a fraction of a
+    second faster than building a skeleton model); None where the folder keeps its weights in another format."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files or any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+        return None
+    total = 0
+    try:
+        for path in files:
+            with path.open("rb") as handle:
+                size = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(size))
+            total += sum(math.prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return total
+
+
 def available_bytes(placement: Placement) -> int:
     """Memory free where the weights would go: MemAvailable on the CPU, free CUDA memory on GPUs."""
     if placement.device == "cpu":
@@ -329,10 +349,12 @@ def _report(progress: ProgressCallback | None, stage: str, fraction: float) -> N
 
 
 def load_model(
-    request: ModelRequest, progress: ProgressCallback | None = None, policy: SourcePolicy | None = None
+    request: ModelRequest, progress: ProgressCallback | None = None, policy: SourcePolicy | None = None, *,
+    hooks_later: bool = False,
 ) -> Backend:
     """Load a model behind the requested backend, as `policy` allows (default: SourcePolicy.from_env()). Raises
-    ModelLoadError with an actionable message on any failure."""
+    ModelLoadError with an actionable message on any failure. hooks_later: see wrap_local_model (the app's choice:
+    usable sooner, TransformerLens set up on first need)."""
     from headscope.backends import check_backend_name
 
     check_backend_name(request.backend)
@@ -371,7 +393,11 @@ def load_model(
     if source.kind == "hub":
         revision = getattr(config, "_commit_hash", None) or "unknown"
 
-    n_params, needed = estimate_weight_bytes(config, placement.dtype)
+    stored = stored_elements(Path(location)) if source.kind != "hub" else None
+    if stored is None:
+        n_params, needed = estimate_weight_bytes(config, placement.dtype)
+    else:  # buffers saved beside the parameters count too: an upper bound, fine for the memory check
+        n_params, needed = stored, stored * torch.tensor([], dtype=placement.dtype).element_size()
     check_fits(source.name, n_params, needed, placement)
 
     _report(progress, f"Loading {n_params / 1e6:.0f} M parameters onto {placement.label}", 0.6)
@@ -392,6 +418,7 @@ def load_model(
             raise _hub_failure(source, online, error) from error
         raise ModelLoadError(f"Could not load the model in {location!r}: {error}") from error
 
+    n_params = sum(parameter.numel() for parameter in hf_model.parameters())  # tied weights once
     from headscope.backends import wrap_local_model
 
     backend = wrap_local_model(
@@ -405,6 +432,7 @@ def load_model(
         n_params=n_params,
         started=started,
         progress=progress,
+        hooks_later=hooks_later,
     )
     _report(progress, "Ready", 1.0)
     return backend

@@ -23,9 +23,11 @@ class ModelRegistry:
         self._loading: dict[tuple[str, ...], threading.Lock] = {}
 
     def get(
-        self, request: ModelRequest, progress: ProgressCallback | None = None, policy: SourcePolicy | None = None
+        self, request: ModelRequest, progress: ProgressCallback | None = None, policy: SourcePolicy | None = None, *,
+        hooks_later: bool = False,
     ) -> Backend:
-        """The loaded model for `request`; a model not loaded yet is loaded as `policy` allows."""
+        """The loaded model for `request`; a model not loaded yet is loaded as `policy` allows (hooks_later: see
+        load_model)."""
         key = request.key
         with self._guard:
             if key in self._models:
@@ -36,7 +38,7 @@ class ModelRegistry:
             with self._guard:
                 if key in self._models:
                     return self._models[key]
-            model = load_model(request, progress, policy)
+            model = load_model(request, progress, policy, hooks_later=hooks_later)
             with self._guard:
                 self._models[key] = model
                 while len(self._models) > self.max_models:

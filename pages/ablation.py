@@ -98,7 +98,7 @@ st.caption(
     "LD = mean over prompts of logit[correct] − logit[incorrect] at the last input position (BOS included in the "
     "positions). Each cell ablates one head's output at every position; the MLP column ablates each layer's MLP."
 )
-model = require_model()
+model = require_model(hooks=True)
 info = model.info
 cache = ResultsCache()
 

@@ -61,7 +61,7 @@ title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
 title_col.title("Attention patterns")
 st.caption("Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →. "
            "Views are drawn offline (circuitsvis, inlined).")
-model = require_model()
+model = require_model(hooks=True)
 info = model.info
 if PENDING_HEADS in st.session_state:
     st.session_state[HEADS_BOX] = st.session_state.pop(PENDING_HEADS)

@@ -43,7 +43,7 @@ st.caption(
     "then heads 0 … H−1) and removes a component for good when the circuit without it still scores ≥ the threshold; "
     "passes repeat until one removes nothing. Exact: every decision is the sequential algorithm's."
 )
-model = require_model()
+model = require_model(hooks=True)
 info = model.info
 cache = ResultsCache()
 

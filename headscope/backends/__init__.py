@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +51,6 @@ def check_backend_name(name: str) -> BackendSpec:
 
 
 ProgressCallback = Callable[[str, float], None]
-SUPPORTED_FAMILIES_HINT = "Llama, Mistral, Qwen2, Gemma, GPT-2, GPT-NeoX/Pythia, Phi, OLMo, …"
 
 
 def wrap_local_model(
@@ -65,30 +65,25 @@ def wrap_local_model(
     n_params: int,
     started: float,
     progress: ProgressCallback | None = None,
+    hooks_later: bool = False,
 ) -> Backend:
-    """The requested backend around a transformers model already loaded on this machine."""
-    if backend == "bridge":
-        from headscope.backends.bridge import BridgeBackend, bridge_info, bridge_supports, wrap_in_bridge
+    """The requested backend around a transformers model already loaded on this machine.
 
-        if progress is not None:
-            progress("Wrapping the model in TransformerLens' TransformerBridge", 0.9)
-        architecture = ", ".join(getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__])
-        if not bridge_supports(hf_model.config):
-            raise ModelLoadError(
-                f"TransformerLens has no adapter for {name}'s architecture ({architecture}): choose a model of a "
-                f"family it supports ({SUPPORTED_FAMILIES_HINT}) or the nnsight backend."
-            )
-        try:
-            bridge = wrap_in_bridge(hf_model, tokenizer, name, placement)
-        except Exception as error:
-            reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-            raise ModelLoadError(
-                f"TransformerLens cannot serve {name} (architecture {architecture}): {reason}. Choose a model of a "
-                f"family TransformerLens supports ({SUPPORTED_FAMILIES_HINT}) or the nnsight backend."
-            ) from error
-        info = bridge_info(bridge, name=name, source=source, revision=revision, placement=placement,
+    hooks_later: the bridge backend may leave TransformerLens' wrapping to first need (BridgeBackend), where the model's
+    family reads the same from its config; the app does, so its prompt tester is usable seconds sooner. Otherwise the
+    model is wrapped here and a model TransformerLens cannot serve is refused now."""
+    if backend == "bridge":
+        from headscope.backends.bridge import HOOKS_LATER_FAMILIES, BridgeBackend, config_info
+
+        info = config_info(hf_model, tokenizer, name=name, source=source, revision=revision, placement=placement,
                            n_params=n_params, load_seconds=time.perf_counter() - started)
-        return BridgeBackend(bridge, info, placement)
+        model = BridgeBackend(hf_model, tokenizer, info, placement)
+        if not (hooks_later and getattr(hf_model.config, "model_type", None) in HOOKS_LATER_FAMILIES):
+            if progress is not None:
+                progress("Wrapping the model in TransformerLens' TransformerBridge", 0.9)
+            model.prepare_hooks()
+            model.info = dataclasses.replace(model.info, load_seconds=time.perf_counter() - started)
+        return model
     if backend == "nnsight":
         from headscope.backends.nnsight import NnsightBackend
 

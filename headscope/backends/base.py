@@ -83,6 +83,33 @@ class ModelInfo:
 BACKEND_LABELS = {"bridge": "TransformerLens (local)", "nnsight": "nnsight (local)", "ndif": "NDIF (remote)"}
 
 
+@dataclass(frozen=True)
+class ConfigDims:
+    """A model's sizes as its transformers config states them."""
+
+    n_layers: int
+    n_heads: int
+    n_kv: int
+    d_head: int
+    d_model: int
+    d_mlp: int
+    n_ctx: int
+    vocab: int
+    logit_cap: float  # final-logit soft-capping (Gemma-2), 0 for none
+
+
+def config_dims(config: Any) -> ConfigDims:
+    """Sizes read off a transformers config (GPT-2's n_embd/n_head/... are mapped by its attribute_map)."""
+    d_model = int(config.hidden_size)
+    n_heads = int(config.num_attention_heads)
+    n_kv = int(getattr(config, "num_key_value_heads", None) or n_heads)
+    d_head = int(getattr(config, "head_dim", None) or d_model // n_heads)
+    d_mlp = int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d_model)
+    return ConfigDims(int(config.num_hidden_layers), n_heads, n_kv, d_head, d_model, d_mlp,
+                      int(getattr(config, "max_position_embeddings", 0) or 0), int(config.vocab_size),
+                      float(getattr(config, "final_logit_softcapping", None) or 0.0))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # What an ablated run measures and ablates
 
@@ -313,6 +340,22 @@ class Backend(ABC):
     def hf_model(self) -> Any | None:
         """The underlying transformers model where it is local (tests build independent references from it)."""
         return None
+
+    # ------------------------------------------------------------------------------------------------ readiness
+
+    @property
+    def hooks_ready(self) -> bool:
+        """Whether every primitive runs without first-use set-up (a backend may load in two steps: the plain
+        forwards at once, its hooks on first need)."""
+        return True
+
+    def prepare_hooks(self) -> None:
+        """Finish any first-use set-up now (blocking); raises ModelLoadError where it cannot be done."""
+        return None  # nothing left to set up here
+
+    def prepare_hooks_in_background(self) -> None:
+        """Start that set-up on a background thread, if any is left (a failure is raised by prepare_hooks)."""
+        return None  # nothing left to set up here
 
     # ------------------------------------------------------------------------------------------------ tokens
 

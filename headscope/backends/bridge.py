@@ -32,8 +32,9 @@ from headscope.backends.base import (
     NextTokenSummary,
     Placement,
     ZEdit,
+    config_dims,
 )
-from headscope.errors import InputError
+from headscope.errors import InputError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
 if TYPE_CHECKING:
@@ -112,42 +113,127 @@ def _head_patterns(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | 
 
 
 class BridgeBackend(Backend):
-    """A TransformerBridge and its tokenizer, identity and gate."""
+    """A transformers model and its tokenizer behind TransformerLens' TransformerBridge, with identity and gate.
+
+    The bridge is made on first need (`bridge`), or ahead of it on a background thread (prepare_hooks_in_background):
+    importing TransformerLens and wrapping the model take longer than loading a small model's weights (≈ 6 s against
+    ≈ 1 s for the embedded model on a 2-core CPU). Until it is made, the plain forwards (next_tokens, last_logits,
+    answer_logits) run the model exactly as transformers loaded it, so the prompt tester is usable as soon as the
+    weights are in memory. Every hook, weight read and fast path goes through `bridge`, which makes it first.
+    """
 
     name = "bridge"
 
-    def __init__(self, bridge: Any, info: ModelInfo, placement: Placement, *, check_fast_path: bool = True) -> None:
-        tokenizer = bridge.tokenizer
-        prepends_bos = bool(getattr(bridge.cfg, "default_prepend_bos", True)) and tokenizer.bos_token_id is not None
-        super().__init__(tokenizer, info, placement, prepends_bos)
-        self.bridge = bridge
-        cfg = bridge.cfg
-        self._logit_cap = float(getattr(cfg, "output_logits_soft_cap", 0) or 0)
+    def __init__(self, hf_model: Any, tokenizer: Any, info: ModelInfo, placement: Placement, *,
+                 check_fast_path: bool = True) -> None:
+        super().__init__(tokenizer, info, placement, info.bos_token is not None)
+        self._hf_model = hf_model
+        self._bridge: Any | None = None
+        self._ready = False  # the bridge made and its fast paths checked
+        self._boot_error: ModelLoadError | None = None
+        self._booting: threading.Thread | None = None
+        self._served_before_hooks = False  # a plain forward ran before the bridge: its identity may not change
+        self._check_fast_path = check_fast_path
+        self._logit_cap = config_dims(hf_model.config).logit_cap
         self._runner: BridgeBlockRunner | None = None
         self._replacement_memo: tuple[Any, Any] | None = None
         self._slots: list[tuple[Any, str, Any]] | None = None
-        self._bridge_attn_implementation = getattr(self.hf_model.config, "_attn_implementation", None)
+        self._bridge_attn_implementation: str | None = None
         self._native_ok = False
         # None: not checked yet (checked on first use, to keep it off the start); without fast paths: never
         self._native_patterns_ok: bool | None = None if check_fast_path else False
         self.pattern_route_error: float | str | None = None  # the check's max difference, or why it failed
         self.fast_path_error: float | None = None
-        if check_fast_path:
+
+    # ------------------------------------------------------------------------------------------------ the bridge
+
+    @property
+    def bridge(self) -> Any:
+        """The TransformerBridge around the model, made (blocking) if it is not yet."""
+        if not self._ready:
+            self.prepare_hooks()
+        return self._bridge
+
+    @property
+    def hooks_ready(self) -> bool:
+        return self._ready
+
+    def prepare_hooks(self) -> None:
+        """Make the bridge and check the fast paths against it. The import runs outside the gate (other sessions keep
+        using the model meanwhile); wrapping the model changes its modules, so it holds the gate. A failure is kept
+        and raised again on every later call."""
+        if self._ready:
+            return
+        if self._boot_error is not None:
+            raise self._boot_error
+        import transformer_lens.model_bridge  # noqa: F401  (≈ 3 s the first time; no model is touched)
+
+        with self.gate.job(f"TransformerLens' set-up on {self.info.name} (once per model)"), self.gate.hold():
+            # _bridge is set but not ready only while this very thread runs _boot (its checks use `bridge`)
+            if self._bridge is None and self._boot_error is None:
+                try:
+                    self._boot()
+                except ModelLoadError as error:
+                    self._boot_error = error
+                except Exception as error:  # anything else TransformerLens or a check raises: hooks stay off
+                    reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+                    self._boot_error = ModelLoadError(
+                        f"Setting up TransformerLens' hooks on {self.info.name} failed: {reason}. The prompt tester "
+                        "still works; for the other pages load the model with the nnsight backend.")
+            if self._boot_error is not None:
+                raise self._boot_error
+
+    def prepare_hooks_in_background(self) -> None:
+        if self._ready or self._boot_error is not None or self._booting is not None:
+            return
+
+        def boot() -> None:
+            with contextlib.suppress(ModelLoadError):  # kept in _boot_error: prepare_hooks raises it
+                self.prepare_hooks()
+
+        self._booting = threading.Thread(target=boot, name=f"hooks for {self.info.name}", daemon=True)
+        self._booting.start()
+
+    def _boot(self) -> None:
+        """Wrap the model (gate held), take the bridge's reading of the model's identity, run the fast-path checks."""
+        info = self.info
+        bridge = make_bridge(self._hf_model, self.tokenizer, info.name, self.placement)
+        self._bridge_attn_implementation = getattr(self._hf_model.config, "_attn_implementation", None)
+        read = bridge_info(bridge, name=info.name, source=info.source, revision=info.revision,
+                           placement=self.placement, n_params=info.n_params, load_seconds=info.load_seconds)
+        cap = max(float(getattr(bridge.cfg, "output_logits_soft_cap", 0) or 0), 0.0)  # TransformerLens: -1 for none
+        differences = [f"{field} {getattr(info, field)!r} vs {getattr(read, field)!r}" for field in IDENTITY_FIELDS
+                       if getattr(info, field) != getattr(read, field)]
+        if cap != self._logit_cap:
+            differences.append(f"logit soft-cap {self._logit_cap!r} vs {cap!r}")
+        if differences and self._served_before_hooks:
+            raise ModelLoadError(
+                f"TransformerLens reads {info.name} differently from its config ({'; '.join(differences)}), and "
+                "results were already computed from the config's reading: its hooks stay off. Load the model "
+                "again from the CLI or restart the app to use the ablation and attention pages."
+            )
+        self.info = dataclasses.replace(read, memory_bytes=info.memory_bytes, architecture=info.architecture)
+        self.prepends_bos = self.info.bos_token is not None
+        self._logit_cap = cap
+        self._bridge = bridge
+        if self._check_fast_path:
             self._check_native()
             self._runner = self._checked_runner()
             if self._runner is None and self._native_ok:  # try the block loop on the bridge's own attention
                 self._native_ok = False
                 self._runner = self._checked_runner()
                 self._check_native()
+        self._ready = True
 
     # ------------------------------------------------------------------------------------------------ basics
 
     @property
     def hf_model(self) -> Any:
-        return self.bridge.original_model
+        return self._hf_model
 
     @property
     def block_runner(self) -> BridgeBlockRunner | None:
+        self.prepare_hooks()
         return self._runner
 
     def _checked_runner(self) -> BridgeBlockRunner | None:
@@ -370,9 +456,13 @@ class BridgeBackend(Backend):
                 setattr(layer, name, attention)
 
     @contextlib.contextmanager
-    def _turns_between_layers(self, progress: Callable[[float], None] | None = None) -> Iterator[None]:
+    def _turns_between_layers(self, progress: Callable[[float], None] | None = None,
+                              hand_over: bool = True) -> Iterator[None]:
         """While a plain forward runs: report progress per layer, and hand the model to waiting callers between
-        layers (re-entrant gate: released to depth 0 and re-taken, the attention swap undone in between)."""
+        layers (re-entrant gate: released to depth 0 and re-taken, the attention swap undone in between).
+
+        Before the bridge is made there is no hand-over: a waiting caller may be the one making it, which changes the
+        model's modules, and must not do so in the middle of this forward."""
         n_layers = self.info.n_layers
         handles = []
         # The hooks sit on the shared model: a caller served during a hand-over runs the same blocks, and must not
@@ -386,20 +476,29 @@ class BridgeBackend(Backend):
                     return
                 if progress is not None:
                     progress(index / n_layers)
-                if (index and time.perf_counter() - slice_started[0] >= HAND_OVER_AFTER_SECONDS
+                if (hand_over and index and time.perf_counter() - slice_started[0] >= HAND_OVER_AFTER_SECONDS
                         and self.gate.has_waiters()):
                     self._hand_over()
                     slice_started[0] = time.perf_counter()
             return hook
 
-        for index, block in enumerate(self.bridge.blocks):
-            layer = getattr(block, "original_component", block)
+        for index, layer in enumerate(self._decoder_layers()):
             handles.append(layer.register_forward_pre_hook(before_layer(index)))
         try:
             yield
         finally:
             for handle in handles:
                 handle.remove()
+
+    def _decoder_layers(self) -> list[Any]:
+        """The model's own decoder layers, in order (the bridge's blocks wrap them); [] where none is found."""
+        if self._bridge is not None:
+            return [getattr(block, "original_component", block) for block in self._bridge.blocks]
+        n_layers = self.info.n_layers
+        for module in self._hf_model.base_model.modules():
+            if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
+                return list(module)
+        return []
 
     def _hand_over(self) -> None:
         """Let the callers queued on the gate run, then continue (the native-attention swap undone meanwhile)."""
@@ -451,19 +550,30 @@ class BridgeBackend(Backend):
         return base(input_ids=tokens, use_cache=False).last_hidden_state
 
     def _unembed_all(self, normed: torch.Tensor) -> torch.Tensor:
-        out = normed @ self.bridge.W_U
-        b_u = getattr(self.bridge, "b_U", None)
-        if b_u is not None:
-            out = out + b_u
+        """logits[..., vocab] from final-normed residuals: W_U, or before the bridge is made the model's own output
+        layer (the same matrix and bias)."""
+        if not self._ready:
+            out = self._hf_model.get_output_embeddings()(normed)
+        else:
+            out = normed @ self._bridge.W_U
+            b_u = getattr(self._bridge, "b_U", None)
+            if b_u is not None:
+                out = out + b_u
         return self._soft_cap(out)
 
     def _plain_normed(self, tokens: torch.Tensor, progress: Callable[[float], None] | None = None) -> torch.Tensor:
-        """normed[batch, pos, d_model] of a forward with no hooks, on the fastest checked route."""
-        with self.gate.hold(), self._native_attention() as native:
-            if native:
-                with self._turns_between_layers(progress):
+        """normed[batch, pos, d_model] of a forward with no hooks, on the fastest checked route (before the bridge is
+        made: the model as transformers loaded it)."""
+        with self.gate.hold():
+            if not self._ready:
+                self._served_before_hooks = True
+                with self._turns_between_layers(progress, hand_over=False):
                     return self._final_normed(tokens)
-            return self.final_norm(self._final_resid(tokens))
+            with self._native_attention() as native:
+                if native:
+                    with self._turns_between_layers(progress):
+                        return self._final_normed(tokens)
+                return self.final_norm(self._final_resid(tokens))
 
     @torch.inference_mode()
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -977,6 +1087,53 @@ def bridge_info(bridge: Any, *, name: str, source: str, revision: str, placement
     )
 
 
+# What a model's identity must agree on between its config and TransformerLens' reading of it (results depend on it)
+IDENTITY_FIELDS = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model", "d_mlp", "n_ctx", "vocab_size",
+                   "bos_token")
+SUPPORTED_FAMILIES_HINT = "Llama, Mistral, Qwen2, Gemma, GPT-2, GPT-NeoX/Pythia, Phi, OLMo, …"
+
+# Families whose config reading is the bridge's (tests/model/test_deferred_hooks.py checks each): the app serves their
+# plain forwards before the bridge is made. Others (Qwen2, GPT-NeoX: TransformerLens adds no BOS although their
+# tokenizer may have one; families not checked) are wrapped at load, so nothing is computed before TransformerLens
+# has said how it reads them.
+HOOKS_LATER_FAMILIES = frozenset({"llama", "mistral", "gemma2", "gpt2"})
+
+
+def config_info(hf_model: Any, tokenizer: Any, *, name: str, source: str, revision: str, placement: Placement,
+                n_params: int, load_seconds: float) -> ModelInfo:
+    """ModelInfo read off a transformers model's config, before any bridge (BOS prepended where the tokenizer has
+    one: TransformerLens' default for the HOOKS_LATER_FAMILIES)."""
+    config = hf_model.config
+    dims = config_dims(config)
+    unique = {id(t): t for t in list(hf_model.parameters()) + list(hf_model.buffers())}.values()
+    return ModelInfo(
+        name=name, source=source, revision=revision, n_layers=dims.n_layers, n_heads=dims.n_heads,
+        n_kv_heads=dims.n_kv, d_head=dims.d_head, d_model=dims.d_model, d_mlp=dims.d_mlp, n_ctx=dims.n_ctx,
+        vocab_size=dims.vocab, n_params=n_params, device=placement.device, dtype=placement.dtype_name,
+        memory_bytes=sum(t.numel() * t.element_size() for t in unique), load_seconds=load_seconds,
+        bos_token=tokenizer.bos_token if tokenizer.bos_token_id is not None else None, backend="bridge",
+        architecture=", ".join(getattr(config, "architectures", None) or [type(hf_model).__name__]),
+    )
+
+
+def make_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placement) -> Any:
+    """The TransformerBridge around a loaded model, or a ModelLoadError saying why TransformerLens cannot serve it."""
+    architecture = ", ".join(getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__])
+    if not bridge_supports(hf_model.config):
+        raise ModelLoadError(
+            f"TransformerLens has no adapter for {name}'s architecture ({architecture}): choose a model of a "
+            f"family it supports ({SUPPORTED_FAMILIES_HINT}) or the nnsight backend."
+        )
+    try:
+        return wrap_in_bridge(hf_model, tokenizer, name, placement)
+    except Exception as error:
+        reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        raise ModelLoadError(
+            f"TransformerLens cannot serve {name} (architecture {architecture}): {reason}. Choose a model of a "
+            f"family TransformerLens supports ({SUPPORTED_FAMILIES_HINT}) or the nnsight backend."
+        ) from error
+
+
 def bridge_supports(config: Any) -> bool:
     """Whether TransformerLens has an architecture adapter for a transformers config (its own look-up, read only)."""
     from transformer_lens.model_bridge.sources.transformers import determine_architecture_from_hf_config
@@ -1007,5 +1164,5 @@ def wrap_in_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placemen
     return bridge
 
 
-__all__ = ["BridgeBackend", "BridgeBlockRunner", "apply_mlp_edit", "apply_z_edit", "attention_span_limit",
-           "bridge_info", "bridge_supports", "wrap_in_bridge"]
+__all__ = ["HOOKS_LATER_FAMILIES", "BridgeBackend", "BridgeBlockRunner", "apply_mlp_edit", "apply_z_edit",
+           "attention_span_limit", "bridge_info", "bridge_supports", "config_info", "make_bridge", "wrap_in_bridge"]

@@ -36,10 +36,12 @@ from headscope.backends.base import (
     AblationGroups,
     AttributionEffects,
     Backend,
+    ConfigDims,
     LogitDiffTask,
     ModelInfo,
     NextTokenSummary,
     Placement,
+    config_dims,
 )
 from headscope.errors import HeadscopeError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
@@ -155,32 +157,7 @@ def _check_modules(root: Any, layout: Layout, n_layers: int, name: str) -> None:
                              "cannot read its columns. Use the TransformerLens backend.")
 
 
-@dataclass(frozen=True)
-class _Dims:
-    n_layers: int
-    n_heads: int
-    n_kv: int
-    d_head: int
-    d_model: int
-    d_mlp: int
-    n_ctx: int
-    vocab: int
-    logit_cap: float
-
-
-def _dims(config: Any) -> _Dims:
-    """Sizes read off a transformers config (GPT-2's n_embd/n_head/... are mapped by its attribute_map)."""
-    d_model = int(config.hidden_size)
-    n_heads = int(config.num_attention_heads)
-    n_kv = int(getattr(config, "num_key_value_heads", None) or n_heads)
-    d_head = int(getattr(config, "head_dim", None) or d_model // n_heads)
-    d_mlp = int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d_model)
-    return _Dims(int(config.num_hidden_layers), n_heads, n_kv, d_head, d_model, d_mlp,
-                 int(getattr(config, "max_position_embeddings", 0) or 0), int(config.vocab_size),
-                 float(getattr(config, "final_logit_softcapping", None) or 0.0))
-
-
-def _info(config: Any, dims: _Dims, tokenizer: Any, *, name: str, source: str, revision: str, n_params: int,
+def _info(config: Any, dims: ConfigDims, tokenizer: Any, *, name: str, source: str, revision: str, n_params: int,
           device: str, dtype: str, memory_bytes: int, load_seconds: float, backend: str) -> ModelInfo:
     prepends = tokenizer.bos_token_id is not None
     return ModelInfo(
@@ -414,7 +391,7 @@ class NnsightBackend(Backend):
     name = "nnsight"
 
     def __init__(self, model: Any, tokenizer: Any, info: ModelInfo, placement: Placement, layout: Layout,
-                 dims: _Dims, *, mode: RunMode = "local", remote: _Remote | None = None,
+                 dims: ConfigDims, *, mode: RunMode = "local", remote: _Remote | None = None,
                  api_key: str | None = None, hf_model: Any | None = None) -> None:
         super().__init__(tokenizer, info, placement, tokenizer.bos_token_id is not None)
         self.model = model  # nnsight TransformersModel
@@ -442,7 +419,7 @@ class NnsightBackend(Backend):
 
         config = hf_model.config
         layout = layout_for(config, name)
-        dims = _dims(config)
+        dims = config_dims(config)
         _check_modules(hf_model, layout, dims.n_layers, name)
         hf_model.eval()
         hf_model.requires_grad_(False)  # attribution asks for gradients of activations, never of weights
@@ -996,7 +973,7 @@ def load_remote(request: ModelRequest, progress: ProgressCallback | None = None)
             "licence on huggingface.co and log in (`huggingface-cli login`) for a gated model."
         ) from error
     layout = layout_for(config, source)
-    dims = _dims(config)
+    dims = config_dims(config)
     from nnsight import TransformersModel
 
     with warnings.catch_warnings():

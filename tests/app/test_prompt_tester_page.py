@@ -2,6 +2,7 @@
 
 import html
 import re
+import time
 
 from headscope.tokens import tokenize_prompt
 from tests.shown import shown
@@ -111,3 +112,39 @@ def test_a_long_prompts_progress_bar_goes_when_the_result_is_there(run_page):
     assert not app.exception and not app.error
     assert app.subheader[0].value.endswith(" tokens") and int(app.subheader[0].value.split()[0].replace(",", "")) > 1000
     assert not app.get("progress")
+
+
+def test_the_prompt_tester_answers_before_transformerlens_is_set_up(run_page, monkeypatch):
+    """On a fresh server the prompt tester's first result comes from the model as transformers loaded it (usable
+    seconds sooner); a page that needs hooks sets TransformerLens up when it opens, and app.py starts that set-up in
+    the background once a page is drawn."""
+    from headscope import registry
+    from headscope.loading import ModelRequest
+
+    fresh = registry.ModelRegistry()
+    monkeypatch.setattr(registry, "_SHARED", fresh)
+    app = run_page("pages/prompt_tester.py")
+    assert not app.exception and not app.error
+    model = fresh.loaded(ModelRequest())
+    assert model is not None and not model.hooks_ready
+    assert {m.label: m.value for m in app.metric}["Rank of answer"] == "1"
+
+    ablation = run_page("pages/ablation.py")
+    assert not ablation.exception and not ablation.error
+    assert model.hooks_ready
+    assert any(button.label == "Run exact sweep" for button in ablation.button)
+
+
+def test_app_sets_transformerlens_up_in_the_background_after_the_first_page(run_page, monkeypatch):
+    from headscope import registry
+    from headscope.loading import ModelRequest
+
+    fresh = registry.ModelRegistry()
+    monkeypatch.setattr(registry, "_SHARED", fresh)
+    app = run_page("app.py")
+    assert not app.exception and not app.error
+    model = fresh.loaded(ModelRequest())
+    deadline = time.monotonic() + 120
+    while not model.hooks_ready and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert model.hooks_ready
