@@ -132,6 +132,7 @@ class BridgeBackend(Backend):
         self._ready = False  # the bridge made and its fast paths checked
         self._boot_error: ModelLoadError | None = None
         self._booting: threading.Thread | None = None
+        self._booting_lock = threading.Lock()
         self._served_before_hooks = False  # a plain forward ran before the bridge: its identity may not change
         self._check_fast_path = check_fast_path
         self._logit_cap = config_dims(hf_model.config).logit_cap
@@ -184,15 +185,18 @@ class BridgeBackend(Backend):
                 raise self._boot_error
 
     def prepare_hooks_in_background(self) -> None:
-        if self._ready or self._boot_error is not None or self._booting is not None:
-            return
+        with self._booting_lock:  # several sessions may ask at once: one thread
+            if self._ready or self._boot_error is not None or self._booting is not None:
+                return
 
-        def boot() -> None:
-            with contextlib.suppress(ModelLoadError):  # kept in _boot_error: prepare_hooks raises it
-                self.prepare_hooks()
+            def boot() -> None:
+                with contextlib.suppress(ModelLoadError):  # kept in _boot_error: prepare_hooks raises it
+                    self.prepare_hooks()
 
-        self._booting = threading.Thread(target=boot, name=f"hooks for {self.info.name}", daemon=True)
-        self._booting.start()
+            # not a daemon: a process ending meanwhile waits the few seconds for it, instead of being aborted by
+            # torch while the thread is in the middle of a forward
+            self._booting = threading.Thread(target=boot, name=f"hooks for {self.info.name}")
+            self._booting.start()
 
     def _boot(self) -> None:
         """Wrap the model (gate held), take the bridge's reading of the model's identity, run the fast-path checks."""
