@@ -42,8 +42,8 @@ def build_model(small: bool, device: str, dtype: torch.dtype):
     """A Llama-2-7B-shaped (or small) model with random weights behind headscope's TransformerLens backend."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from headscope.backends import wrap_local_model
     from headscope.backends.base import Placement
-    from headscope.backends.bridge import BridgeBackend, bridge_info, wrap_in_bridge
 
     if small:
         config = LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=6, num_attention_heads=8,
@@ -61,11 +61,10 @@ def build_model(small: bool, device: str, dtype: torch.dtype):
     finally:
         torch.set_default_dtype(default)
     placement = Placement(device, None, dtype)
-    bridge = wrap_in_bridge(hf_model, fake_tokenizer(config.vocab_size), "llama-2-7b-shaped-random", placement)
     n_params = sum(p.numel() for p in hf_model.parameters())
-    info = bridge_info(bridge, name="llama-2-7b-shaped-random", source="random", revision="random",
-                       placement=placement, n_params=n_params, load_seconds=time.perf_counter() - started)
-    model = BridgeBackend(bridge, info, placement)
+    model = wrap_local_model("bridge", hf_model, fake_tokenizer(config.vocab_size), name="llama-2-7b-shaped-random",
+                             source="random", revision="random", placement=placement, n_params=n_params,
+                             started=started)  # wrapped now, the fast paths checked, as load_model does
     print(f"model built and wrapped in {time.perf_counter() - started:.1f} s; fast path "
           f"{'on' if model.block_runner else 'OFF'} (error {model.fast_path_error}), last block at the last "
           f"position only: {bool(model.block_runner and model.block_runner.supports_last_position_only)}")
