@@ -12,9 +12,10 @@ Measures, on the embedded model with its converted weights already cached:
 - prompt tester: from Ctrl+Enter in the prompt box to the new result drawn and the script idle (target ≤ 0.7 s).
 Run it on a quiet machine; figures are medians.
 
-A launcher that starts loading the model while Streamlit starts (`headscope.serve`, tried twice) measured no faster:
-10.89 s against 10.86 s (medians of 3, with TransformerLens already off the start). The imports share one interpreter
-lock with Streamlit's start, and the two cores with Chromium.
+A launcher that starts loading the model while Streamlit starts (`headscope.serve`) measured no faster, in two forms:
+loading from the process's start, 10.89 s against 10.86 s; loading once the server answers (while Chromium starts),
+10.94 s against 10.44 s (medians of 3, TransformerLens already off the start). The first shares the interpreter lock
+with Streamlit's own start; both share the two cores with Chromium, which needs them as much.
 """
 
 from __future__ import annotations
