@@ -4,7 +4,7 @@ from elsewhere, the console stays clean. Screenshots are kept in test-artifacts/
 
 from urllib.parse import urlparse
 
-from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app
+from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app, wait_for_text_in_frame, wait_until_idle
 
 FRAME = 'iframe[title="Attention patterns of the selected heads"]'
 
@@ -59,7 +59,8 @@ def test_clicking_a_heatmap_cell_adds_the_head_to_the_view(page, app_url):
     box = page.get_by_role("textbox", name="Heads (layer.head, …) — overrides the preset")
     box.fill("4.4, 2.1")
     box.press("Enter")
-    page.frame_locator(FRAME).get_by_text("L2H1 (KV 0)").first.wait_for(timeout=60_000)
+    wait_for_text_in_frame(page, FRAME, "L2H1 (KV 0)")
+    wait_until_idle(page)
     score_box = page.get_by_role("combobox", name="Score", exact=True)
     score_box.scroll_into_view_if_needed()
     score_box.click()
@@ -76,8 +77,7 @@ def test_clicking_a_heatmap_cell_adds_the_head_to_the_view(page, app_url):
         timeout=60_000,
     )
     assert box.input_value() == "4.4, 2.1, 3.4"
-    frame = page.frame_locator(FRAME)
-    frame.get_by_text("L3H4 (KV 1)").first.wait_for(timeout=60_000)
+    wait_for_text_in_frame(page, FRAME, "L3H4 (KV 1)")
     assert page.console_errors == []
 
 
