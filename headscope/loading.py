@@ -397,7 +397,7 @@ def load_model(
     if stored is None:
         n_params, needed = estimate_weight_bytes(config, placement.dtype)
     else:  # buffers saved beside the parameters count too: an upper bound, fine for the memory check
-        n_params, needed = stored, stored * torch.tensor([], dtype=placement.dtype).element_size()
+        n_params, needed = stored, stored * placement.dtype.itemsize
     check_fits(source.name, n_params, needed, placement)
 
     _report(progress, f"Loading {n_params / 1e6:.0f} M parameters onto {placement.label}", 0.6)

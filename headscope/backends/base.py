@@ -110,6 +110,28 @@ def config_dims(config: Any) -> ConfigDims:
                       float(getattr(config, "final_logit_softcapping", None) or 0.0))
 
 
+def resident_bytes(module: Any) -> int:
+    """Bytes of a module's parameters and buffers, each tensor once (tied weights share one)."""
+    unique = {id(t): t for t in list(module.parameters()) + list(module.buffers())}.values()
+    return sum(t.numel() * t.element_size() for t in unique)
+
+
+def config_model_info(config: Any, dims: ConfigDims, tokenizer: Any, *, name: str, source: str, revision: str,
+                      n_params: int, device: str, dtype: str, memory_bytes: int, load_seconds: float, backend: str,
+                      architecture: str | None = None) -> ModelInfo:
+    """ModelInfo read off a transformers config (BOS prepended where the tokenizer has one); architecture defaults to
+    the config's `architectures`."""
+    prepends = tokenizer.bos_token_id is not None
+    return ModelInfo(
+        name=name, source=source, revision=revision, n_layers=dims.n_layers, n_heads=dims.n_heads,
+        n_kv_heads=dims.n_kv, d_head=dims.d_head, d_model=dims.d_model, d_mlp=dims.d_mlp, n_ctx=dims.n_ctx,
+        vocab_size=dims.vocab, n_params=n_params, device=device, dtype=dtype, memory_bytes=memory_bytes,
+        load_seconds=load_seconds, bos_token=tokenizer.bos_token if prepends else None, backend=backend,
+        architecture=architecture if architecture is not None else ", ".join(getattr(config, "architectures", None)
+                                                                             or []),
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # What an ablated run measures and ablates
 

@@ -33,6 +33,8 @@ from headscope.backends.base import (
     Placement,
     ZEdit,
     config_dims,
+    config_model_info,
+    resident_bytes,
 )
 from headscope.errors import InputError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
@@ -177,10 +179,9 @@ class BridgeBackend(Backend):
                 except ModelLoadError as error:
                     self._boot_error = error
                 except Exception as error:  # anything else TransformerLens or a check raises: hooks stay off
-                    reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
                     self._boot_error = ModelLoadError(
-                        f"Setting up TransformerLens' hooks on {self.info.name} failed: {reason}. The prompt tester "
-                        "still works; for the other pages load the model with the nnsight backend.")
+                        f"Setting up TransformerLens' hooks on {self.info.name} failed: {_first_line(error)}. The "
+                        "prompt tester still works; for the other pages load the model with the nnsight backend.")
             if self._boot_error is not None:
                 raise self._boot_error
 
@@ -1066,7 +1067,6 @@ def bridge_info(bridge: Any, *, name: str, source: str, revision: str, placement
     tokenizer = bridge.tokenizer
     n_heads = int(cfg.n_heads)
     n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
-    unique = {id(t): t for t in list(bridge.parameters()) + list(bridge.buffers())}.values()
     prepends = bool(getattr(cfg, "default_prepend_bos", True)) and tokenizer.bos_token_id is not None
     return ModelInfo(
         name=name,
@@ -1083,7 +1083,7 @@ def bridge_info(bridge: Any, *, name: str, source: str, revision: str, placement
         n_params=n_params,
         device=placement.device,
         dtype=placement.dtype_name,
-        memory_bytes=sum(t.numel() * t.element_size() for t in unique),
+        memory_bytes=resident_bytes(bridge),
         load_seconds=load_seconds,
         bos_token=tokenizer.bos_token if prepends else None,
         backend=backend,
@@ -1108,21 +1108,25 @@ def config_info(hf_model: Any, tokenizer: Any, *, name: str, source: str, revisi
     """ModelInfo read off a transformers model's config, before any bridge (BOS prepended where the tokenizer has
     one: TransformerLens' default for the HOOKS_LATER_FAMILIES)."""
     config = hf_model.config
-    dims = config_dims(config)
-    unique = {id(t): t for t in list(hf_model.parameters()) + list(hf_model.buffers())}.values()
-    return ModelInfo(
-        name=name, source=source, revision=revision, n_layers=dims.n_layers, n_heads=dims.n_heads,
-        n_kv_heads=dims.n_kv, d_head=dims.d_head, d_model=dims.d_model, d_mlp=dims.d_mlp, n_ctx=dims.n_ctx,
-        vocab_size=dims.vocab, n_params=n_params, device=placement.device, dtype=placement.dtype_name,
-        memory_bytes=sum(t.numel() * t.element_size() for t in unique), load_seconds=load_seconds,
-        bos_token=tokenizer.bos_token if tokenizer.bos_token_id is not None else None, backend="bridge",
-        architecture=", ".join(getattr(config, "architectures", None) or [type(hf_model).__name__]),
-    )
+    return config_model_info(config, config_dims(config), tokenizer, name=name, source=source, revision=revision,
+                             n_params=n_params, device=placement.device, dtype=placement.dtype_name,
+                             memory_bytes=resident_bytes(hf_model), load_seconds=load_seconds, backend="bridge",
+                             architecture=_architecture(hf_model))
+
+
+def _architecture(hf_model: Any) -> str:
+    """The model's architecture names from its config, else its class name."""
+    return ", ".join(getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__])
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception's first line (at most 300 characters), or its type where it has no message."""
+    return str(error).splitlines()[0][:300] if str(error) else type(error).__name__
 
 
 def make_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placement) -> Any:
     """The TransformerBridge around a loaded model, or a ModelLoadError saying why TransformerLens cannot serve it."""
-    architecture = ", ".join(getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__])
+    architecture = _architecture(hf_model)
     if not bridge_supports(hf_model.config):
         raise ModelLoadError(
             f"TransformerLens has no adapter for {name}'s architecture ({architecture}): choose a model of a "
@@ -1131,10 +1135,9 @@ def make_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placement) 
     try:
         return wrap_in_bridge(hf_model, tokenizer, name, placement)
     except Exception as error:
-        reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
         raise ModelLoadError(
-            f"TransformerLens cannot serve {name} (architecture {architecture}): {reason}. Choose a model of a "
-            f"family TransformerLens supports ({SUPPORTED_FAMILIES_HINT}) or the nnsight backend."
+            f"TransformerLens cannot serve {name} (architecture {architecture}): {_first_line(error)}. Choose a "
+            f"model of a family TransformerLens supports ({SUPPORTED_FAMILIES_HINT}) or the nnsight backend."
         ) from error
 
 

@@ -42,6 +42,8 @@ from headscope.backends.base import (
     NextTokenSummary,
     Placement,
     config_dims,
+    config_model_info,
+    resident_bytes,
 )
 from headscope.errors import HeadscopeError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
@@ -155,18 +157,6 @@ def _check_modules(root: Any, layout: Layout, n_layers: int, name: str) -> None:
     if not isinstance(root.get_submodule(layout.unembed), torch.nn.Linear):
         raise ModelLoadError(f"{name}'s unembedding ({layout.unembed}) is not a Linear layer: the nnsight backend "
                              "cannot read its columns. Use the TransformerLens backend.")
-
-
-def _info(config: Any, dims: ConfigDims, tokenizer: Any, *, name: str, source: str, revision: str, n_params: int,
-          device: str, dtype: str, memory_bytes: int, load_seconds: float, backend: str) -> ModelInfo:
-    prepends = tokenizer.bos_token_id is not None
-    return ModelInfo(
-        name=name, source=source, revision=revision, n_layers=dims.n_layers, n_heads=dims.n_heads,
-        n_kv_heads=dims.n_kv, d_head=dims.d_head, d_model=dims.d_model, d_mlp=dims.d_mlp, n_ctx=dims.n_ctx,
-        vocab_size=dims.vocab, n_params=n_params, device=device, dtype=dtype, memory_bytes=memory_bytes,
-        load_seconds=load_seconds, bos_token=tokenizer.bos_token if prepends else None, backend=backend,
-        architecture=", ".join(getattr(config, "architectures", None) or []),
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -426,11 +416,10 @@ class NnsightBackend(Backend):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
-        unique = {id(t): t for t in list(hf_model.parameters()) + list(hf_model.buffers())}.values()
-        info = _info(config, dims, tokenizer, name=name, source=source, revision=revision, n_params=n_params,
-                     device=placement.device, dtype=placement.dtype_name,
-                     memory_bytes=sum(t.numel() * t.element_size() for t in unique),
-                     load_seconds=time.perf_counter() - started, backend="nnsight")
+        info = config_model_info(config, dims, tokenizer, name=name, source=source, revision=revision,
+                                 n_params=n_params, device=placement.device, dtype=placement.dtype_name,
+                                 memory_bytes=resident_bytes(hf_model), load_seconds=time.perf_counter() - started,
+                                 backend="nnsight")
         return cls(model, tokenizer, info, placement, layout, dims, mode=mode, hf_model=hf_model)
 
     def with_mode(self, mode: RunMode) -> NnsightBackend:
@@ -991,10 +980,10 @@ def load_remote(request: ModelRequest, progress: ProgressCallback | None = None)
     dtype_name = dtype_name.removeprefix("torch.")
     n_params, _ = estimate_weight_bytes(config, torch.float32)
     placement = Placement(device="cpu", device_map=None, dtype=torch.float32)
-    info = _info(config, dims, tokenizer, name=resolved.name, source=source,
-                 revision=str(getattr(config, "_commit_hash", None) or "main"), n_params=n_params,
-                 device="NDIF", dtype=dtype_name, memory_bytes=0, load_seconds=time.perf_counter() - started,
-                 backend="ndif")
+    info = config_model_info(config, dims, tokenizer, name=resolved.name, source=source,
+                             revision=str(getattr(config, "_commit_hash", None) or "main"), n_params=n_params,
+                             device="NDIF", dtype=dtype_name, memory_bytes=0,
+                             load_seconds=time.perf_counter() - started, backend="ndif")
     timeout = float(os.environ.get("HEADSCOPE_NDIF_TIMEOUT", NDIF_DEFAULT_TIMEOUT))
     backend = NnsightBackend(model, tokenizer, info, placement, layout, dims, mode="ndif",
                              remote=_Remote(host, model_key, timeout), api_key=api_key)
