@@ -9,6 +9,18 @@ import torch
 from headscope.backends.bridge import HAND_OVER_AFTER_SECONDS
 
 
+def _ask_meanwhile(model, started: list[threading.Thread], target) -> None:
+    """Once (the first call): start `target` on a thread of its own, as another session asking for the model, and
+    return when it is queued on the model's gate."""
+    if started:
+        return
+    thread = threading.Thread(target=target)
+    started.append(thread)
+    thread.start()
+    while not model.gate.has_waiters():
+        threading.Event().wait(0.001)
+
+
 def test_a_request_runs_between_the_layers_of_a_long_forward_and_progress_stays_with_its_caller(embedded_model):
     model = embedded_model
     long_ids = model.tokenizer("one two three four five six seven eight nine ten " * 60)["input_ids"]
@@ -32,12 +44,8 @@ def test_a_request_runs_between_the_layers_of_a_long_forward_and_progress_stays_
     def long_progress(fraction: float) -> None:
         reported_on["long"].add(threading.get_ident())
         events.append(f"long {fraction:.2f}")
-        if not short_thread and fraction > 0:  # early in the forward: another session asks for the model
-            thread = threading.Thread(target=run_short)
-            short_thread.append(thread)
-            thread.start()
-            while not model.gate.has_waiters():
-                threading.Event().wait(0.001)
+        if fraction > 0:  # early in the forward: another session asks for the model
+            _ask_meanwhile(model, short_thread, run_short)
 
     def run_long() -> None:
         results["long"] = model.next_tokens(model.tensor([long_ids]), len(long_ids) - 1, long_progress)
@@ -84,12 +92,8 @@ def test_giving_up_while_a_forward_has_handed_the_model_over_leaves_the_model_wh
         raise Cancelled("gave up")
 
     def long_progress(fraction: float) -> None:
-        if not other_thread and fraction > 0:
-            thread = threading.Thread(target=run_other)
-            other_thread.append(thread)
-            thread.start()
-            while not model.gate.has_waiters():
-                threading.Event().wait(0.001)
+        if fraction > 0:
+            _ask_meanwhile(model, other_thread, run_other)
 
     def run_long() -> None:
         try:
