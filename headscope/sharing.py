@@ -204,8 +204,10 @@ class ModelGate:
     def _status_locked(self) -> GateStatus:
         job = self._job
         if self._holder is None and job is None:
-            # between two chunks of a long job: report the job that is running, if any
-            job = next(iter(self._jobs_by_thread.values()), None)
+            # between two chunks of a long job: report the job that is running, if any; never the asking thread's
+            # own (a waiter that has declared its job would read that it waits for itself, "in this session")
+            me = threading.get_ident()
+            job = next((job for thread, job in self._jobs_by_thread.items() if thread != me), None)
             if job is None:
                 return GateStatus(False, waiting=len(self._queue))
         if job is None:

@@ -66,6 +66,29 @@ def test_a_long_job_lets_a_short_request_in_between_chunks_and_says_what_it_is()
     assert "this session" in busy[-1].describe("session-a")
 
 
+def test_a_waiter_with_its_own_job_is_never_told_it_waits_for_itself():
+    """The gate is free for a moment (between two chunks, or before a declared job has taken the model): a caller that
+    has declared its own job first hears of the other job, never of its own (seen in Chromium: "Waiting for
+    TransformerLens' set-up … in this session")."""
+    gate = ModelGate()
+    declared, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with caller(owner="session-a"), gate.job("the other job"):
+            declared.set()
+            release.wait(5)
+
+    with caller(owner="session-b"), gate.job("my job"):  # declared before the other one
+        worker = threading.Thread(target=other)
+        worker.start()
+        declared.wait(5)
+        status = gate.status()
+    release.set()
+    worker.join(5)
+    assert status.busy and status.job == "the other job" and status.owner == "session-a"
+    assert "another session" in status.describe("session-b")
+
+
 def test_giving_up_leaves_the_queue():
     gate = ModelGate()
     gate.acquire()
