@@ -53,9 +53,7 @@ class WaitingNotice:
         if self.started is None:
             self.started = now
         self.waited_until = now
-        if not status.busy:  # the holder has let go: this request is next, or has the model already
-            if self.last:
-                self.finish()  # "Waited … s for …" at once: the page may end (st.stop()) before app.py finishes it
+        if not status.busy:  # the holder has just let go: this request is next
             return
         self.last = what
         self.text_slot.info(md(f"Waiting for {what}…"), icon=":material/hourglass_top:")

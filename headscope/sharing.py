@@ -103,7 +103,6 @@ class ModelGate:
                 return
             ticket = object()
             self._queue.append(ticket)
-        waited = False
         try:
             while True:
                 with self._mutex:
@@ -111,25 +110,17 @@ class ModelGate:
                         self._queue.popleft()
                         self._holder, self._depth = me, 1
                         self._job = self._jobs_by_thread.get(me)
-                        break
+                        return
                     self._changed.wait(WAIT_POLL_SECONDS)
                     status = self._status_locked()
                 if callback is not None:
                     callback(status)  # may raise to give up waiting
-                    waited = True
         except BaseException:
             with self._mutex:
                 with contextlib.suppress(ValueError):
                     self._queue.remove(ticket)
                 self._changed.notify_all()
             raise
-        if waited:  # the wait is over: one last call with a free gate, so the caller can say so at once (a page
-            # may end with st.stop() before anything after its model call runs)
-            try:
-                callback(GateStatus(False, waiting=0))
-            except BaseException:
-                self.release()
-                raise
 
     def release(self) -> None:
         with self._mutex:

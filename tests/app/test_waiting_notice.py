@@ -15,7 +15,7 @@ from tests.shown import shown
 HOLD_SECONDS = 2.0
 
 
-def _turns_and_prompt_tester(page: str = "pages/prompt_tester.py"):
+def _turns_and_prompt_tester():
     """What app.py wraps around every page (AppTest registers no clicks under st.navigation)."""
     import runpy
 
@@ -23,7 +23,7 @@ def _turns_and_prompt_tester(page: str = "pages/prompt_tester.py"):
 
     with taking_turns() as notice:
         try:
-            runpy.run_path(page)
+            runpy.run_path("pages/prompt_tester.py")
         except Exception as error:
             from headscope.errors import Cancelled
 
@@ -70,21 +70,6 @@ def test_a_request_behind_another_sessions_job_says_what_it_waited_for(shared_mo
     assert " s for an exact sweep in another session, running for " in notes[0]
     assert HOLD_SECONDS * 0.5 <= float(notes[0].split()[1]) <= waited + 0.5
     assert len(app.get("dataframe")) >= 2  # and then it got its answer: the token and top-k tables
-
-
-def test_a_page_that_stops_after_its_wait_says_what_it_waited_for(shared_model, tmp_path, monkeypatch):
-    """The ablation page with nothing computed yet ends with st.stop(); the notice of its wait must still give way to
-    the "Waited …" line (seen in Chromium: "Waiting for TransformerLens' set-up…" stayed up on an idle page)."""
-    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path / "results"))  # no cached sweep to show
-    app = AppTest.from_function(_turns_and_prompt_tester, default_timeout=300, args=("pages/ablation.py",))
-    holder = _hold(shared_model, HOLD_SECONDS, threading.Event())
-    app.run()
-    holder.join()
-    assert not app.exception and not app.error
-    assert any("Choose a task and press" in shown(i.value) for i in app.info)  # the page ran to its st.stop()
-    assert not [i for i in app.info if "Waiting for" in i.value]
-    notes = [shown(c.value) for c in app.caption if c.value.startswith("Waited")]
-    assert len(notes) == 1 and "an exact sweep in another session" in notes[0], [c.value for c in app.caption]
 
 
 def test_give_up_ends_the_wait_with_a_message(shared_model):
