@@ -42,7 +42,8 @@ class WaitingNotice:
         self.started: float | None = None  # when this run first waited
         self.waited_until = 0.0  # the last time it was still waiting
         self.last: str = ""  # what it waited for, last seen
-        self.button_shown = False
+        self.button_shown = False  # during the current wait
+        self.waits = 0  # waits in this run so far (each wait's Give up button gets its own key)
         self.closed = False  # a message took the notice's place
 
     def on_wait(self, status: sharing.GateStatus) -> None:
@@ -53,13 +54,17 @@ class WaitingNotice:
         if self.started is None:
             self.started = now
         self.waited_until = now
-        if not status.busy:  # the holder has just let go: this request is next
+        if not status.busy:  # the holder has let go: this request is next, or has the model already
+            if self.button_shown:
+                # "Waited … s for …" at once: the page may end (st.stop()) before app.py could finish the notice
+                self.finish()
             return
-        self.last = what
+        self.last = status.describe(self.me, timing=False)  # for "Waited 3.1 s for …" (its time left is stale)
         self.text_slot.info(md(f"Waiting for {what}…"), icon=":material/hourglass_top:")
         if not self.button_shown:
             self.button_shown = True
-            self.button_slot.button("Give up", key="_hs_give_up_button", icon=":material/close:",
+            self.waits += 1
+            self.button_slot.button("Give up", key=f"_hs_give_up_button_{self.waits}", icon=":material/close:",
                                     on_click=lambda: st.session_state.update({GIVE_UP: True}))
 
     def show_gave_up(self, error: Cancelled) -> None:
@@ -71,9 +76,10 @@ class WaitingNotice:
     def finish(self) -> None:
         """Replace the notice by a line saying how long this request waited, or by nothing."""
         self.button_slot.empty()
+        self.button_shown = False
         if self.closed:
             return
-        if self.started is None:
+        if self.started is None or not self.last:
             self.text_slot.empty()
             return
         waited = self.waited_until - self.started + sharing.WAIT_POLL_SECONDS

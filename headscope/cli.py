@@ -162,7 +162,8 @@ def load_for_cli(args: argparse.Namespace):
 def _show_wait(status) -> None:
     """While waiting (for the model, or for an NDIF job): the state and elapsed time on stderr."""
     if sys.stderr.isatty():
-        sys.stderr.write(f"\r{status.describe('cli')}   ")
+        # a free gate (the wait is over): the line is cleared
+        sys.stderr.write(f"\r{status.describe('cli')}   " if status.busy else "\r\033[K")
 
 
 def _model_and_dataset(args: argparse.Namespace) -> tuple[Backend, Dataset]:

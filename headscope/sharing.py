@@ -34,11 +34,14 @@ class GateStatus:
     eta_seconds: float | None = None
     waiting: int = 0
 
-    def describe(self, me: str | None = None) -> str:
-        """'an exact sweep in another session, about 40 s left' (or in this session)."""
+    def describe(self, me: str | None = None, timing: bool = True) -> str:
+        """'an exact sweep in another session, about 40 s left' (or in this session); without the time left (or taken
+        so far) where timing=False."""
         if not self.busy:
             return "nothing"
         where = "" if self.owner is None else (" in this session" if self.owner == me else " in another session")
+        if not timing:
+            return f"{self.job or 'a computation'}{where}"
         left = f", about {self.eta_seconds:.0f} s left" if self.eta_seconds is not None else \
             f", running for {self.held_seconds:.0f} s"
         return f"{self.job or 'a computation'}{where}{left}"
@@ -103,6 +106,7 @@ class ModelGate:
                 return
             ticket = object()
             self._queue.append(ticket)
+        waited = False
         try:
             while True:
                 with self._mutex:
@@ -110,17 +114,25 @@ class ModelGate:
                         self._queue.popleft()
                         self._holder, self._depth = me, 1
                         self._job = self._jobs_by_thread.get(me)
-                        return
+                        break
                     self._changed.wait(WAIT_POLL_SECONDS)
                     status = self._status_locked()
-                if callback is not None:
+                if callback is not None and status.busy:  # (free: this waiter is about to take it, or is next)
                     callback(status)  # may raise to give up waiting
+                    waited = True
         except BaseException:
             with self._mutex:
                 with contextlib.suppress(ValueError):
                     self._queue.remove(ticket)
                 self._changed.notify_all()
             raise
+        if waited:  # the wait is over: one last call with a free gate, so the caller can say so at once (a page
+            # may end with st.stop() before anything after its model call runs)
+            try:
+                callback(GateStatus(False, waiting=0))
+            except BaseException:
+                self.release()
+                raise
 
     def release(self) -> None:
         with self._mutex:

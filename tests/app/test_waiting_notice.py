@@ -67,9 +67,39 @@ def test_a_request_behind_another_sessions_job_says_what_it_waited_for(shared_mo
     assert waited >= HOLD_SECONDS * 0.5  # it really waited for the other session
     notes = [shown(c.value) for c in app.caption if c.value.startswith("Waited")]
     assert len(notes) == 1, [c.value for c in app.caption]
-    assert " s for an exact sweep in another session, running for " in notes[0]
+    assert notes[0].endswith(" s for an exact sweep in another session.")  # no stale "running for 2 s" in it
     assert HOLD_SECONDS * 0.5 <= float(notes[0].split()[1]) <= waited + 0.5
     assert len(app.get("dataframe")) >= 2  # and then it got its answer: the token and top-k tables
+
+
+def _turns_then_a_model_call_then_stop():
+    """A page that waits for the model, uses it and ends with st.stop() (as the ablation page does with nothing to
+    show): app.py's finish after the page is then never drawn."""
+    import streamlit as st
+
+    from components.model_state import model_registry
+    from components.turns import taking_turns
+    from headscope.loading import ModelRequest
+
+    with taking_turns():
+        model = model_registry().loaded(ModelRequest())
+        with model.gate.hold():
+            st.write("used the model")
+        st.stop()
+
+
+def test_a_page_that_stops_after_its_wait_says_what_it_waited_for(shared_model):
+    """Seen in Chromium: "Waiting for TransformerLens' set-up…" and Give up stayed on the idle ablation page."""
+    app = AppTest.from_function(_turns_then_a_model_call_then_stop, default_timeout=300)
+    holder = _hold(shared_model, HOLD_SECONDS, threading.Event())
+    app.run()
+    holder.join()
+    assert not app.exception and not app.error
+    assert [m.value for m in app.markdown] == ["used the model"]  # the page ran to its st.stop()
+    assert not [i for i in app.info if "Waiting for" in i.value]
+    assert not app.button  # no Give up left behind
+    notes = [shown(c.value) for c in app.caption if c.value.startswith("Waited")]
+    assert len(notes) == 1 and " s for an exact sweep in another session" in notes[0], [c.value for c in app.caption]
 
 
 def test_give_up_ends_the_wait_with_a_message(shared_model):

@@ -89,6 +89,63 @@ def test_a_waiter_with_its_own_job_is_never_told_it_waits_for_itself():
     assert "another session" in status.describe("session-b")
 
 
+def _held_elsewhere(gate: ModelGate, seconds: float) -> threading.Thread:
+    """Another thread holds the gate for `seconds` (from when this returns)."""
+    holding = threading.Event()
+
+    def hold() -> None:
+        with gate.hold():
+            holding.set()
+            time.sleep(seconds)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    assert holding.wait(5)
+    return worker
+
+
+def test_a_waiter_hears_once_more_when_its_wait_is_over():
+    """The last call has a free gate, made once the waiter holds the model, so a page can take its notice down before
+    its own code goes on (the ablation page may end with st.stop() before app.py could)."""
+    gate = ModelGate()
+    seen: list[tuple[bool, bool]] = []  # (status busy, the waiter holds the gate)
+
+    def note(status: GateStatus) -> None:
+        seen.append((status.busy, gate._holder == threading.get_ident()))
+
+    worker = _held_elsewhere(gate, 0.5)
+    with gate.hold(on_wait=note):
+        pass
+    worker.join(5)
+    assert seen[0] == (True, False) and seen[-1] == (False, True)
+    assert [busy for busy, _ in seen].count(False) == 1
+    seen.clear()
+    with gate.hold(on_wait=note):  # nobody else holds it: no wait, no calls
+        pass
+    assert seen == []
+
+
+def test_a_waiter_that_raises_at_the_last_call_leaves_the_gate_free():
+    """Streamlit raises from the notice's update when the browser asks for a rerun; at the last call the waiter
+    already holds the gate, which it must then let go."""
+    gate = ModelGate()
+
+    class Rerun(Exception):
+        pass
+
+    def rerun_when_free(status: GateStatus) -> None:
+        if not status.busy:
+            raise Rerun
+
+    worker = _held_elsewhere(gate, 0.5)
+    with pytest.raises(Rerun):
+        gate.acquire(on_wait=rerun_when_free)
+    worker.join(5)
+    assert not gate.status().busy and gate.status().waiting == 0
+    with gate.hold():
+        pass
+
+
 def test_giving_up_leaves_the_queue():
     gate = ModelGate()
     gate.acquire()
