@@ -171,6 +171,8 @@ def _model_and_dataset(args: argparse.Namespace) -> tuple[Backend, Dataset]:
     then the model and the dataset (a built-in task is built for the model's tokenizer)."""
     from headscope.tasks import TASKS, build_task_dataset, check_step, load_dataset_file
 
+    if args.step is not None and args.task is None:
+        raise InputError("--step applies to the step task (--task step), not to a dataset file.")
     if args.task is not None and args.task not in TASKS:
         raise InputError(f"Unknown task {args.task!r}: choose one of {', '.join(TASKS)}.")
     if args.task is not None:
@@ -190,16 +192,9 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     if args.method not in METHODS:
         raise InputError(f"Unknown ablation method {args.method!r}: choose zero, mean or resample.")
     model, dataset = _model_and_dataset(args)
-
-    def progress(update) -> None:
-        if sys.stderr.isatty() and not args.json:
-            eta = f", about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""
-            sys.stderr.write(f"\r{100 * update.fraction:5.1f}%{eta}   ")
-
     result = run_sweep(model, dataset, args.method, estimate=args.estimate, only_correct=args.only_correct,
-                       use_cache=not args.no_cache, progress=progress)
-    if sys.stderr.isatty() and not args.json:
-        sys.stderr.write("\r" + " " * 40 + "\r")
+                       use_cache=not args.no_cache, progress=_progress_printer(args))
+    _clear_progress(args)
     if args.json:
         print(json.dumps(result.to_json() | {"backend": model.info.backend}))
         return 0
@@ -232,19 +227,21 @@ def _progress_printer(args: argparse.Namespace):
     return progress
 
 
+def _clear_progress(args: argparse.Namespace) -> None:
+    if sys.stderr.isatty() and not args.json:
+        sys.stderr.write("\r\033[K")
+
+
 def _cmd_circuit(args: argparse.Namespace) -> int:
     from headscope.circuit import check_threshold, run_circuit
     from headscope.methods import get_method
 
     get_method(args.method)  # every option checked before the model loads
     check_threshold(args.threshold)
-    if args.step is not None and args.task is None:
-        raise InputError("--step applies to the step task (--task step), not to a dataset file.")
     model, dataset = _model_and_dataset(args)
     result = run_circuit(model, dataset, args.method, args.threshold, one_pass=args.one_pass,
                          estimate=args.estimate, use_cache=not args.no_cache, progress=_progress_printer(args))
-    if sys.stderr.isatty() and not args.json:
-        sys.stderr.write("\r" + " " * 90 + "\r")
+    _clear_progress(args)
     if args.json:
         print(json.dumps(result.to_json()))
         return 0

@@ -100,6 +100,7 @@ def test_usage_errors(capsys, argv, message):
     (["ablate", "--task", "nope"], "Unknown task 'nope'"),
     (["ablate", "--task", "digits", "--method", "nope"], "Unknown ablation method 'nope'"),
     (["ablate", "--task", "digits", "--n-prompts", "0"], "--n-prompts must be from 1 to 4096"),
+    (["ablate", "--dataset", "x.csv", "--step", "2"], "--step applies to the step task"),
     (["heads", "--score", "induction", "--top", "0"], "--top must be at least 1"),
     (["heads", "--score", "induction", "--prompt", ""], "The prompt is empty"),
     (["heads", "--score", "successor", "--prompt", "x"], "--prompt applies to the pattern scores"),
