@@ -562,5 +562,5 @@ def run_sweep(
 def cached_sweeps(model: Backend, cache: ResultsCache | None = None) -> list[SweepResult]:
     """Sweeps already on disk for this model (same source, revision, dtype, device), newest first."""
     cache = cache if cache is not None else ResultsCache()
-    return [SweepResult.from_json(entry.payload, entry.key) for entry in cache.entries(CACHE_KIND, model.identity)]
+    return cache.readable(CACHE_KIND, lambda entry: SweepResult.from_json(entry.payload, entry.key), model.identity)
 

@@ -853,13 +853,8 @@ def cached_circuits(cache: ResultsCache | None = None, model: Backend | None = N
     """Circuits on disk, newest first: every model's, or only this model's (same source, revision, backend, dtype,
     device)."""
     cache = cache if cache is not None else ResultsCache()
-    out = []
-    for entry in cache.entries(CACHE_KIND, model.identity if model is not None else None):
-        try:
-            out.append(CircuitResult.from_json(entry.payload, entry.key))
-        except (KeyError, TypeError, ValueError):
-            continue  # written by another engine version's format: skipped, never shown half-read
-    return out
+    return cache.readable(CACHE_KIND, lambda entry: CircuitResult.from_json(entry.payload, entry.key),
+                          model.identity if model is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------

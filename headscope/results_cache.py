@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from headscope.paths import results_dir
 
 FORMAT = 1
+T = TypeVar("T")
 
 
 def key_digest(key: dict[str, Any]) -> str:
@@ -74,6 +76,18 @@ class ResultsCache:
         wanted = (matching or {}).items()
         return [entry for entry in (self._read(p) for p in files)
                 if entry is not None and all(entry.key.get(k) == v for k, v in wanted)]
+
+    def readable(self, kind: str, parse: Callable[[CachedEntry], T], matching: dict[str, Any] | None = None
+                 ) -> list[T]:
+        """entries() parsed into results, newest first; an entry `parse` cannot read (written by another engine
+        version's format, or edited by hand) is skipped, never shown half-read and never an error for the page."""
+        out = []
+        for entry in self.entries(kind, matching):
+            try:
+                out.append(parse(entry))
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+                continue
+        return out
 
     def clear(self, kind: str | None = None) -> int:
         """Remove stored results (of one kind, or all); returns how many files went."""

@@ -118,3 +118,17 @@ def test_cli_bad_dataset_exits_2_naming_rows(tmp_path, tiny_model_dir):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "row 2 (5 tokens)" in lines[0]
+
+
+def test_a_stored_sweep_this_version_cannot_read_is_skipped_in_listings(tiny_model, tmp_path):
+    """The attention page lists cached sweeps on every run: an entry in an older payload format (same model) must
+    not break it."""
+    from headscope.ablation import CACHE_KIND, cached_sweeps
+
+    cache = ResultsCache(tmp_path)
+    sweep = run_sweep(tiny_model, build_task_dataset("digits", 4, model=tiny_model), "mean", cache=cache)
+    cache.store(CACHE_KIND, {**sweep.key, "engine": "an older engine"}, {"ablated": [[0.0]]})
+    assert len(cache.entries(CACHE_KIND, tiny_model.identity)) == 2  # both are valid files of this model
+    listed = cached_sweeps(tiny_model, cache)
+    assert [s.key for s in listed] == [sweep.key]
+    np.testing.assert_array_equal(listed[0].ablated_ld, sweep.ablated_ld)

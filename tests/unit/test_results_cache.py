@@ -58,3 +58,12 @@ def test_clear_removes_everything_of_a_kind(tmp_path):
     assert cache.clear("ablation") == 2
     assert cache.entries("ablation") == []
     assert cache.load("head-scores", KEY) == {"v": 3}
+
+
+def test_readable_skips_what_the_parser_cannot_read(tmp_path):
+    cache = ResultsCache(tmp_path)
+    cache.store("ablation", KEY, {"n": 3})
+    cache.store("ablation", {**KEY, "method": "zero"}, {"other_format": True})
+    assert [e.payload for e in cache.entries("ablation")] != []
+    assert cache.readable("ablation", lambda entry: entry.payload["n"]) == [3]
+    assert cache.readable("ablation", lambda entry: entry.payload["n"], {"method": "zero"}) == []
