@@ -102,6 +102,32 @@ def test_a_page_that_stops_after_its_wait_says_what_it_waited_for(shared_model):
     assert len(notes) == 1 and " s for an exact sweep in another session" in notes[0], [c.value for c in app.caption]
 
 
+def _notice_during_and_after_a_wait(wait_ends: bool):
+    """The notice as a page sees it while it waits (the gate calls on_wait with busy statuses), and once the wait is
+    over (the gate's last call, with a free status)."""
+    from components.turns import WaitingNotice
+    from headscope.sharing import GateStatus
+
+    notice = WaitingNotice("this-session", gave_up=False)
+    notice.on_wait(GateStatus(True, "an exact sweep", "another-session", held_seconds=3.0, eta_seconds=12.0))
+    if wait_ends:
+        notice.on_wait(GateStatus(False))
+
+
+@pytest.mark.parametrize("wait_ends", [False, True])
+def test_the_notice_says_what_it_waits_for_and_gives_way_when_the_wait_ends(wait_ends):
+    app = AppTest.from_function(_notice_during_and_after_a_wait, args=(wait_ends,)).run()
+    assert not app.exception
+    waiting = [shown(i.value) for i in app.info if "Waiting for" in i.value]
+    waited = [shown(c.value) for c in app.caption if c.value.startswith("Waited")]
+    if not wait_ends:
+        assert waiting == ["Waiting for an exact sweep in another session, about 12 s left…"]
+        assert [b.label for b in app.button] == ["Give up"] and not waited
+    else:
+        assert not waiting and not app.button
+        assert len(waited) == 1 and waited[0].endswith(" s for an exact sweep in another session."), waited
+
+
 def test_give_up_ends_the_wait_with_a_message(shared_model):
     from components.turns import GIVE_UP
 

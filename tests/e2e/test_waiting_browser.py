@@ -43,9 +43,11 @@ def test_prompt_tester_answers_during_another_sessions_sweep(browser, app_url):
             notice = tester.get_by_text("Waiting for", exact=False)
             try:  # the notice lasts as long as the wait (a chunk of the sweep): a screenshot when it is caught
                 notice.wait_for(timeout=3_000)
+                caught = notice.first.inner_text()
                 tester.screenshot(path=str(ARTIFACTS / f"waiting-notice-{attempt}.png"))
             except Exception:
-                pass
+                caught = ""
+            assert not caught or "an exact ablation sweep in another session" in caught, caught
             tester.wait_for_function(f"() => document.body.innerText.includes({prompt.split()[0]!r})",
                                      timeout=60_000)
             wait_until_idle(tester)
