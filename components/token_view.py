@@ -129,7 +129,8 @@ def topk_chart(predictions: tuple[Prediction, ...], highlight_ids: set[int] | No
 
 
 def answer_panel(label: str, report: AnswerReport) -> None:
-    """Rank, logit and probability of an answer as typed and with its leading space toggled."""
+    """Rank, logit and probability of an answer as typed and with its leading space toggled, and which token they
+    are of (the first, where the spelling is several tokens)."""
     rows = []
     for variant in (report.typed, report.alternate):
         if variant is None:
@@ -137,6 +138,7 @@ def answer_panel(label: str, report: AnswerReport) -> None:
         rows.append({
             label: repr(plain(variant.text)),
             "tokens": " ".join(variant.tokens_display),
+            "ranked": variant.ranked,  # a rank is the first token's: "'·' (first of 2)" says so
             "first id": variant.first_id,
             "rank": variant.rank,
             "logit": variant.logit,

@@ -295,7 +295,8 @@ def _cmd_tokens(args: argparse.Namespace) -> int:
             continue
         for v in (report.typed, report.alternate):
             if v is not None:
-                print(f"{label} {v.text!r}: ids {list(v.ids)}  rank {v.rank}  logit {v.logit:.3f}  prob {v.prob:.4f}")
+                print(f"{label} {v.text!r}: ids {list(v.ids)}  rank {v.rank}  logit {v.logit:.3f}  prob {v.prob:.4f}"
+                      f"  (of {v.ranked})")
     if result.logit_diff is not None:
         print(f"logit difference (answer − contrast): {result.logit_diff:.3f}")
     for note in result.notes:

@@ -63,6 +63,13 @@ class AnswerVariant:
     def multi_token(self) -> bool:
         return len(self.ids) > 1
 
+    @property
+    def ranked(self) -> str:
+        """The token the rank is of, and of how many: "'5'", or "'·' (first of 2)" where the rank is only the first
+        token's (after '1 2 3 4 ', ' 5' is ranked as the bare space token)."""
+        first = f"'{self.tokens_display[0]}'"
+        return f"{first} (first of {len(self.ids)})" if self.multi_token else first
+
 
 @dataclass(frozen=True)
 class AnswerReport:
@@ -79,10 +86,12 @@ class AnswerReport:
             "rank": v.rank,
             "logit": v.logit,
             "prob": v.prob,
+            "multi_token": v.multi_token,
             "alternate": None
             if self.alternate is None
             else {"text": self.alternate.text, "ids": list(self.alternate.ids), "rank": self.alternate.rank,
-                  "logit": self.alternate.logit, "prob": self.alternate.prob},
+                  "logit": self.alternate.logit, "prob": self.alternate.prob,
+                  "multi_token": self.alternate.multi_token},
         }
 
 
@@ -265,10 +274,17 @@ def _score_answer(
     # spelling the model prefers (' May' over 'May') deserves its own warning.
     if (alternate is not None and alternate.rank < typed.rank
             and not is_whitespace_token(describer.one(alternate.first_id).text)):
-        warnings.append(
-            f"The model ranks the {role} {display_form(alternate.text)!r} (rank {alternate.rank}) above "
-            f"{display_form(text)!r} (rank {typed.rank}): check the leading space."
-        )
+        preferred = (f"The model ranks the {role} {display_form(alternate.text)!r} (rank {alternate.rank}) above "
+                     f"{display_form(text)!r} (rank {typed.rank})")
+        if prefix[-1:].isspace() and alternate.text[:1].isspace():
+            # after a trailing space, ' Paris' is a second space: the fix is in the prompt, not the answer
+            warnings.append(
+                f"{preferred}, but after the prompt's trailing whitespace that spelling makes a second space: the "
+                f"model would rather continue without the trailing whitespace. Try the prompt without it, and the "
+                f"{role} {display_form(alternate.text)!r}."
+            )
+        else:
+            warnings.append(f"{preferred}: check the leading space.")
     return AnswerReport(typed=typed, alternate=alternate)
 
 
@@ -290,18 +306,23 @@ def _diagnose(
         notes.append("This model's input has no BOS token: position 0 is the prompt's first token.")
     if is_whitespace_token(top1.text):
         at_end = pos == len(tokens) - 1
-        if "\n" in top1.text or "\r" in top1.text:
+        if not at_end:  # the prompt goes on: the advice is about reading it, not about changing its end
+            following = tokens[pos + 1]
+            hint = (f"the prompt has whitespace there too: read position {pos + 1} for the prediction after it"
+                    if is_whitespace_token(following.text) else
+                    f"the prompt continues with {following.display!r} at position {pos + 1} instead")
+        elif "\n" in top1.text or "\r" in top1.text:
             # a line break is not the space before the next word: a trailing space does not "fix" it
             prompt = tokenized.prompt
-            if "\n" in prompt.rstrip("\n") and not prompt.endswith("\n") and at_end:
+            if "\n" in prompt.rstrip("\n") and not prompt.endswith("\n"):
                 hint = ("the prompt's items are on separate lines: end it with a line break (not a space) to read the "
                         "prediction that follows it")
             else:
                 hint = ("the model expects a line break, as if the line were finished; a trailing space would not "
                         "change that. Make the prompt read as unfinished (e.g. more items of the pattern), or read the "
                         "expected answer's rank")
-        elif tokenized.prompt.endswith((" ", "\t")) and at_end:
-            hint = "the prompt already ends in whitespace: try removing the trailing space"
+        elif tokenized.prompt[-1:].isspace():
+            hint = "the prompt already ends in whitespace: try removing the trailing whitespace"
         else:
             hint = ("tokenizers like Llama's emit the space before a word or number as its own token: add a trailing "
                     "space to read the prediction that follows it")

@@ -78,12 +78,18 @@ def reveal_invisible(text: str) -> str:
     )
 
 
+# The markers themselves, typed or predicted as text, are shown by code point: a literal '·' must not read as a space.
+_MARKERS = frozenset([*VISIBLE_WHITESPACE.values(), "∅"])
+
+
 def display_form(text: str) -> str:
     """Whitespace made visible (space ·, newline ↵, tab →, carriage return ⏎) and invisible characters shown as
-    ⟨U+XXXX⟩ (a lone U+FE0F token would otherwise be a blank chip). Empty text shows as ∅."""
+    ⟨U+XXXX⟩ (a lone U+FE0F token would otherwise be a blank chip). Empty text shows as ∅; the marker characters
+    themselves, when they are the text, as ⟨U+00B7⟩ and so on."""
     if text == "":
         return "∅"
-    return reveal_invisible("".join(VISIBLE_WHITESPACE.get(ch, ch) for ch in text))
+    return reveal_invisible("".join(
+        f"⟨U+{ord(ch):04X}⟩" if ch in _MARKERS else VISIBLE_WHITESPACE.get(ch, ch) for ch in text))
 
 
 def is_whitespace_token(text: str) -> bool:

@@ -14,6 +14,8 @@ from components.token_view import answer_panel, diagnostics, token_strip, token_
 from headscope.errors import HeadscopeError
 from headscope.predict import MAX_TOP_K, analyze_prompt, toggle_trailing_space
 
+COMPARE_TOP_K = 5  # next tokens listed per side of the compare
+
 title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
 title_col.title("Prompt tester")
 st.caption(
@@ -48,13 +50,13 @@ def forward_progress(fraction: float, started: float = time.perf_counter()) -> N
 try:
     analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position),
                               progress=forward_progress)
-    st.session_state["pt_last_good"] = analysis
+    st.session_state["pt_last_good"] = (model.identity, analysis)
     progress_slot.empty()  # the forward is over: its bar goes
 except HeadscopeError as error:
     st.error(md(str(error)))
     analysis = None
-    previous = st.session_state.get("pt_last_good")
-    if previous is not None:
+    identity, previous = st.session_state.get("pt_last_good", (None, None))
+    if previous is not None and identity == model.identity:  # never another model's result under this one's name
         st.caption(f"Showing the last result, for the prompt {quoted(previous.prompt)}.")
         analysis = previous
 
@@ -97,18 +99,21 @@ if analysis is not None:
             "Variant prompt", value=toggle_trailing_space(analysis.prompt), key=f"pt_variant_{analysis.prompt}",
             help="Defaults to the prompt with its trailing space toggled.",
         )
+        st.caption(f"Both at their last position: the top {COMPARE_TOP_K} next tokens and the expected answer's rank.")
+        # the result above is reused only where it is the same reading (last position, at least 5 candidates)
+        reusable = analysis.position == len(analysis.tokens) - 1 and len(analysis.top_k) >= COMPARE_TOP_K
         columns = st.columns(2)
         for column, text in zip(columns, (analysis.prompt, variant), strict=True):
             with column:
                 st.text(repr(plain(text)))
                 try:
-                    other = analysis if text == analysis.prompt else analyze_prompt(
-                        model, text, answer or None, contrast or None, 5)
+                    other = analysis if text == analysis.prompt and reusable else analyze_prompt(
+                        model, text, answer or None, contrast or None, COMPARE_TOP_K)
                 except HeadscopeError as error:
                     st.error(md(str(error)))
                     continue
                 token_strip(other, show_predictions=False)
-                topk_table(other.top_k[:5])
+                topk_table(other.top_k[:COMPARE_TOP_K])
                 if other.answer:
                     st.caption(f"answer {quoted(other.answer.typed.text)}: rank {other.answer.typed.rank:d}, "
                                f"p = {other.answer.typed.prob:.3f}")

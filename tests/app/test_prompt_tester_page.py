@@ -50,6 +50,33 @@ def test_empty_prompt_shows_an_error_and_keeps_the_last_result(run_page):
     assert not app.error and len(_token_table(app)) == 6
 
 
+def test_a_failed_prompt_never_shows_another_models_last_result(run_page):
+    # the last good result is kept with the model it came from: after a model switch it is not shown as this one's
+    app = run_page("pages/prompt_tester.py")
+    identity, analysis = app.session_state["pt_last_good"]
+    app.session_state["pt_last_good"] = ({**identity, "model_source": "another/model"}, analysis)
+    app.text_area(key="prompt").input("").run()
+    assert not app.exception and any("empty" in e.value for e in app.error)
+    assert not any(df for df in app.dataframe if "top-1 next" in df.value.columns)
+    assert not any("Showing the last result" in c.value for c in app.caption)
+
+
+def test_the_compare_reads_both_variants_at_their_last_position(run_page, embedded_model):
+    from headscope.predict import analyze_prompt
+
+    app = run_page("pages/prompt_tester.py")
+    app.number_input(key="position").set_value(3).run()
+    app.number_input(key="top_k").set_value(3).run()
+    app.toggle(key="compare").set_value(True).run()
+    assert not app.exception and not app.error
+    main, left, right = [df.value for df in app.dataframe if "logprob" in df.value.columns]
+    assert len(main) == 3 and len(left) == len(right) == 5
+    for table, prompt in ((left, "1 2 3 4 "), (right, "1 2 3 4")):
+        expected = analyze_prompt(embedded_model, prompt, top_k=5)  # the last position
+        assert list(table["id"]) == [p.id for p in expected.top_k]
+    assert list(main["id"]) != list(left["id"])  # position 3 reads something else
+
+
 def test_overlong_prompt_shows_an_error_and_the_app_keeps_working(run_page, embedded_model):
     app = run_page("pages/prompt_tester.py")
     app.text_area(key="prompt").input("1 " * (embedded_model.info.n_ctx // 2 + 50)).run()

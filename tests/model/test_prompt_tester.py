@@ -67,6 +67,35 @@ def test_answer_with_leading_space_is_reported_with_both_ranks(embedded_model):
     assert alternate.multi_token  # ' 5' is a bare space token followed by '5'
     assert alternate.rank == 1  # the space is what the model predicts here
     assert typed.rank > 1
+    # the rank is the space's, and the report says so rather than passing it off as the rank of ' 5'
+    assert alternate.ranked == "'·' (first of 2)" and typed.ranked == "'5'"
+    assert result.answer.to_json()["alternate"]["multi_token"] is True
+
+
+def test_after_a_trailing_space_a_preferred_leading_space_answer_points_at_the_prompt(embedded_model):
+    # 'Paris' after 'is ' ranks below ' Paris', which here means a second space: the fix is to drop the prompt's
+    # trailing space, where ' Paris' is the model's top prediction
+    prompt = "The capital of France is "
+    result = analyze_prompt(embedded_model, prompt, answer="Paris")
+    assert result.answer.alternate.rank < result.answer.typed.rank
+    (warning,) = [w for w in result.warnings if "ranks the answer" in w]
+    assert "second space" in warning and "without" in warning
+    taken = analyze_prompt(embedded_model, prompt.rstrip(), answer=" Paris")
+    assert taken.answer.typed.rank < result.answer.alternate.rank
+    # without the trailing space the old advice stands
+    plain = analyze_prompt(embedded_model, prompt.rstrip(), answer="Paris")
+    assert plain.answer.alternate.rank < plain.answer.typed.rank
+    assert any("check the leading space" in w for w in plain.warnings)
+
+
+def test_a_whitespace_prediction_inside_the_prompt_is_read_at_the_next_position(embedded_model):
+    # after '3' in '1 2 3 4 5 6' the model predicts the space that follows in the prompt: the advice is to read the
+    # next position, not to change the prompt's end
+    result = analyze_prompt(embedded_model, "1 2 3 4 5 6", position=5)
+    assert result.tokenized.tokens[5].text == "3" and is_whitespace_token(result.top_k[0].text)
+    (warning,) = [w for w in result.warnings if "whitespace token" in w]
+    assert "read position 6" in warning and "trailing" not in warning
+    assert analyze_prompt(embedded_model, "1 2 3 4 5 6", position=6).top_k[0].text == "4"
 
 
 def test_multi_token_answer_warns_and_uses_first_token(embedded_model):

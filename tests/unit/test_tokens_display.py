@@ -47,3 +47,14 @@ def test_whitespace_token_detection():
     assert is_whitespace_token("\n")
     assert not is_whitespace_token(" 5")
     assert not is_whitespace_token("")
+
+
+@pytest.mark.parametrize(("literal", "whitespace"), [("·", " "), ("↵", "\n"), ("→", "\t"), ("⏎", "\r")])
+def test_a_literal_marker_character_never_looks_like_the_whitespace_it_marks(literal, whitespace):
+    # '1·2' typed (or a predicted '·' token) must not read as '1 2', the very trap the prompt tester shows
+    assert display_form(f"1{literal}2") != display_form(f"1{whitespace}2")
+    assert display_form(literal) == f"⟨U+{ord(literal):04X}⟩"
+
+
+def test_a_literal_empty_set_sign_differs_from_an_empty_token():
+    assert display_form("∅") != display_form("")
