@@ -763,6 +763,7 @@ class BridgeBackend(Backend):
         """Whether patterns come from the model's own attention (_native_patterns): checked against the bridge's
         hook_pattern on first use."""
         if self._native_patterns_ok is None:
+            self.prepare_hooks()  # the check needs the bridge, and the native forward's own check made with it
             self._check_native_patterns()
         return bool(self._native_patterns_ok)
 

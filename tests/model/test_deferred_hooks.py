@@ -97,6 +97,20 @@ def test_the_first_use_of_a_hook_sets_transformerlens_up(tiny_model_dir):
     torch.testing.assert_close(logits, (normed @ model.hf_model.lm_head.weight[ids].T).float())
 
 
+def test_patterns_asked_for_before_the_set_up_still_take_the_models_own_attention(tiny_model_dir):
+    """The CLI loads with hooks later: the first pattern request sets TransformerLens up and then checks the native
+    route, instead of finding its precondition unchecked and keeping the slow route for good."""
+    model = load_model(ModelRequest(str(tiny_model_dir), device="cpu"), hooks_later=True)
+    assert not model.hooks_ready
+    assert model.native_patterns  # as a model wrapped at load
+    assert model.hooks_ready and model.pattern_route_error is not None and model.pattern_route_error <= 1e-5
+    tokens = model.tensor([PROMPT_IDS])
+    native = model.reduce_attention_patterns(tokens, lambda layer, pattern: pattern.clone())
+    bridge = model._bridge_patterns(tokens, lambda layer, pattern: pattern.clone(), set(native), None)
+    for layer, pattern in native.items():
+        torch.testing.assert_close(pattern, bridge[layer], atol=1e-5, rtol=0)
+
+
 def test_setting_up_in_the_background_while_the_prompt_tester_runs(tiny_model_dir):
     model = load_model(ModelRequest(str(tiny_model_dir), device="cpu"), hooks_later=True)
     tokens = model.tensor([PROMPT_IDS])
