@@ -99,7 +99,7 @@ def cpu_bench(args: argparse.Namespace) -> None:
 def random_llama(small: bool, device: str, dtype: torch.dtype):
     """bench/gpu_sweep.py's random Llama (weights seeded), which must offer the fast path."""
     torch.manual_seed(0)
-    model, _ = build_model(small, device, dtype)
+    model, _ = build_model("small" if small else "7b", device, dtype)
     if model.block_runner is None:
         raise SystemExit(f"the fast path failed its check at load (error {model.fast_path_error})")
     return model

@@ -4,6 +4,8 @@ achieved TFLOP/s against the sweep's FLOP count, and the engine's agreement with
 
     python bench/gpu_sweep.py                         # on a GPU: the full 7B shape
     python bench/gpu_sweep.py --small --device cpu    # the same script on a CPU, with a small shape
+    python bench/gpu_sweep.py --tiny --device cpu     # 7B's 32 layers × 32 heads at a tiny width: the time is
+                                                      # Python dispatch (the part a GPU cannot speed up)
 
 On the device machine (torch and transformers present, transformer-lens not): carry wheels of transformer-lens and
 its missing dependencies in .whl/ and install them to /tmp/site first (see the README, "Benchmarks").
@@ -38,16 +40,20 @@ def fake_tokenizer(vocab_size: int):
     return AutoTokenizer.from_pretrained(folder)
 
 
-def build_model(small: bool, device: str, dtype: torch.dtype):
-    """A Llama-2-7B-shaped (or small) model with random weights behind headscope's TransformerLens backend."""
+def build_model(shape: str, device: str, dtype: torch.dtype):
+    """A Llama-2-7B-shaped model (or a small one, or 7B's layers and heads at a tiny width) with random weights behind
+    headscope's TransformerLens backend."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from headscope.backends import wrap_local_model
     from headscope.backends.base import Placement
 
-    if small:
+    if shape == "small":
         config = LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=6, num_attention_heads=8,
                              num_key_value_heads=8, vocab_size=1000, max_position_embeddings=512)
+    elif shape == "tiny":  # every product tiny: what is left is the Python and dispatch cost of 7B's 1,024 heads
+        config = LlamaConfig(hidden_size=128, intermediate_size=344, num_hidden_layers=32, num_attention_heads=32,
+                             num_key_value_heads=32, vocab_size=1000, max_position_embeddings=512)
     else:  # Llama-2-7B's shape
         config = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                              num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)
@@ -149,7 +155,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="float16 on a GPU (default), float32 on the CPU")
-    parser.add_argument("--small", action="store_true", help="a small shape (for the CPU)")
+    shapes = parser.add_mutually_exclusive_group()
+    shapes.add_argument("--small", action="store_true", help="a small shape (for the CPU)")
+    shapes.add_argument("--tiny", action="store_true",
+                        help="7B's 32 layers × 32 heads at width 128: times the dispatch cost, not the products")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=9)
     parser.add_argument("--method", default="zero")
@@ -165,7 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if args.device != "cpu" else torch.float32)
 
-    model, _ = build_model(args.small, args.device, dtype)
+    model, _ = build_model("small" if args.small else "tiny" if args.tiny else "7b", args.device, dtype)
     if args.patterns:
         pattern_view(model, args.patterns)
         return

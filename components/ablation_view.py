@@ -42,6 +42,8 @@ def summary(result: SweepResult) -> None:
     if result.estimate:
         st.warning("**Estimate** (attribution patching: one forward and one backward pass, a first-order "
                    "approximation). Run the exact sweep before drawing conclusions.", icon=":material/speed:")
+    if result.caution:
+        st.warning(md(result.caution), icon=":material/warning:")
     cols = st.columns(6)
     cols[0].metric("Clean LD", f"{result.clean_ld:.3f}")
     cols[1].metric("Corrupted LD", "n/a" if result.corrupt_ld is None else f"{result.corrupt_ld:.3f}")

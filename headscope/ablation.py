@@ -80,6 +80,16 @@ class SweepResult:
         return int(self.ablated_ld.shape[1])
 
     @property
+    def caution(self) -> str | None:
+        """Why '% of clean' cannot be read as usual here, or None: with a clean LD at or below 0 the model prefers
+        the incorrect answer, and the ratio reads upside down (a head that helps the task shows above 100)."""
+        if self.clean_ld > 0:
+            return None
+        return (f"The clean LD is {self.clean_ld:.3f}, at or below 0: the model prefers the incorrect answers on "
+                "these prompts, so '% of clean' reads upside down or not at all. Read the change from clean, or keep "
+                "only the prompts the model gets right.")
+
+    @property
     def percent_of_clean(self) -> np.ndarray:
         """The study's score: 100 · LD_ablated / LD_clean (100 = no effect)."""
         return 100.0 * self.ablated_ld / self.clean_ld
@@ -466,7 +476,7 @@ def filter_correct(model: Backend, encoded: EncodedDataset) -> EncodedDataset:
             f"The model gets none of the {encoded.n_prompts} prompts right (top-1 correct and P(correct) > "
             "2·P(incorrect)): turn off 'only prompts the model gets right' or choose another task."
         )
-    return subset(encoded, keep, f"Kept {len(keep)} of {encoded.n_prompts} prompts the model gets right "
+    return subset(model, encoded, keep, f"Kept {len(keep)} of {encoded.n_prompts} prompts the model gets right "
                                  f"(top-1 correct, P(correct) > 2·P(incorrect)); dropped {dropped}.")
 
 

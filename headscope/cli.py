@@ -6,7 +6,9 @@ Bad input exits with code 2 and one line on stderr; results go to stdout (a tabl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
 import warnings
@@ -69,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", metavar="FILE",
                         help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
     ablate.add_argument("--method", default="mean", help="zero, mean (default, the study's) or resample")
-    ablate.add_argument("--n-prompts", type=int, default=16, help="prompts generated for a built-in task (default 16)")
-    ablate.add_argument("--seed", type=int, default=0, help="seed for the task's prompts and corrupted prompts")
+    ablate.add_argument("--n-prompts", type=int, default=None,
+                        help="prompts generated for a built-in task (default 16)")
+    ablate.add_argument("--seed", type=int, default=None,
+                        help="seed for a built-in task's prompts and corrupted prompts (default 0)")
     ablate.add_argument("--step", type=int, default=None, help="the step of the step task (default 2)")
     ablate.add_argument("--only-correct", action="store_true",
                         help="keep only prompts the model gets right (top-1 correct, P(correct) > 2·P(incorrect))")
@@ -91,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="keep a removal when the circuit still scores ≥ this %% of the clean LD (default 80)")
     circuit.add_argument("--one-pass", action="store_true", help="stop after one pass (default: until a pass "
                                                                    "removes nothing)")
-    circuit.add_argument("--n-prompts", type=int, default=16, help="prompts generated for a built-in task (default 16)")
-    circuit.add_argument("--seed", type=int, default=0, help="seed for the task's prompts and corrupted prompts")
+    circuit.add_argument("--n-prompts", type=int, default=None,
+                         help="prompts generated for a built-in task (default 16)")
+    circuit.add_argument("--seed", type=int, default=None,
+                         help="seed for a built-in task's prompts and corrupted prompts (default 0)")
     circuit.add_argument("--step", type=int, default=None, help="the step of the step task (default 2): 2 4 6 8 -> 10")
     circuit.add_argument("--estimate", action="store_true",
                          help="an instant ESTIMATE (attribution-ranked greedy pruning) instead of the exact search")
@@ -107,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--prompt", default=None,
                        help="score the pattern scores on this prompt instead of generated sequences "
                             "(detect_head's defaults: error measure 'mul', nothing excluded)")
-    heads.add_argument("--task", default="digits", help="task prompts for the sequence score (default digits)")
+    heads.add_argument("--task", default=None, help="task prompts for the sequence score (default digits)")
     heads.add_argument("--top", type=int, default=10, help="how many top heads the table lists (default 10)")
     heads.add_argument("--no-cache", action="store_true", help="recompute even when the results cache holds it")
     _add_model_options(heads)
@@ -166,23 +172,28 @@ def _show_wait(status) -> None:
         sys.stderr.write(f"\r{status.describe('cli')}   " if status.busy else "\r\033[K")
 
 
+DEFAULT_TASK_PROMPTS = 16
+
+
 def _model_and_dataset(args: argparse.Namespace) -> tuple[Backend, Dataset]:
     """--task/--step/--n-prompts checked and a --dataset file parsed before the model loads (bad input fails fast),
     then the model and the dataset (a built-in task is built for the model's tokenizer)."""
     from headscope.tasks import TASKS, build_task_dataset, check_step, load_dataset_file
 
-    if args.step is not None and args.task is None:
-        raise InputError("--step applies to the step task (--task step), not to a dataset file.")
+    for option, value in (("--step", args.step), ("--n-prompts", args.n_prompts), ("--seed", args.seed)):
+        if value is not None and args.task is None:  # never silently ignored
+            raise InputError(f"{option} applies to a built-in task (--task), not to a dataset file: leave it out.")
     if args.task is not None and args.task not in TASKS:
         raise InputError(f"Unknown task {args.task!r}: choose one of {', '.join(TASKS)}.")
     if args.task is not None:
         check_step(args.task, args.step)
-    if not 1 <= args.n_prompts <= 4096:
-        raise InputError(f"--n-prompts must be from 1 to 4096, got {args.n_prompts}.")
+    n_prompts = DEFAULT_TASK_PROMPTS if args.n_prompts is None else args.n_prompts
+    if not 1 <= n_prompts <= 4096:
+        raise InputError(f"--n-prompts must be from 1 to 4096, got {n_prompts}.")
     dataset = load_dataset_file(args.dataset) if args.dataset else None
     model = load_for_cli(args)
     if dataset is None:
-        dataset = build_task_dataset(args.task, args.n_prompts, seed=args.seed, model=model, step=args.step)
+        dataset = build_task_dataset(args.task, n_prompts, seed=args.seed or 0, model=model, step=args.step)
     return model, dataset
 
 
@@ -207,6 +218,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
           f"{result.seconds:.1f} s{'  (from cache)' if result.cached else ''}")
     for note in result.notes:
         print(f"note: {note}")
+    if result.caution:
+        print(f"warning: {result.caution}")
     print(f"\n{'head':>7}  {'ablated LD':>10}  {'% of clean':>10}  {'change':>8}")
     for layer, head in result.top_heads(10):
         print(f"{layer:>3}.{head:<3}  {result.ablated_ld[layer, head]:>10.3f}  "
@@ -246,7 +259,8 @@ def _cmd_circuit(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json()))
         return 0
     kind = "attribution-ranked ESTIMATE (not the exact search)" if result.estimate else "exact"
-    print(f"model: {result.model}   task: {result.task}   method: {result.method}   threshold: "
+    print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "
+          f"method: {result.method}   threshold: "
           f"{result.threshold:g}%   {kind}")
     print(f"prompts: {result.n_prompts} of {result.seq_len} tokens (BOS included); first: {result.first_prompt!r}")
     origin = "from cache" if result.cached else f"{result.seconds:.1f} s"
@@ -316,8 +330,16 @@ def _cmd_heads(args: argparse.Namespace) -> int:
     if args.prompt is not None and args.score not in PATTERN_SCORE_NAMES:
         raise InputError(f"--prompt applies to the pattern scores ({', '.join(PATTERN_SCORE_NAMES)}), not to "
                          f"{args.score}: leave it out.")
+    if args.task is not None:
+        from headscope.tasks import TASKS
+
+        if args.score != "sequence":
+            raise InputError(f"--task applies to the sequence score, not to {args.score}: leave it out.")
+        if args.task not in TASKS:
+            raise InputError(f"Unknown task {args.task!r}: choose one of {', '.join(TASKS)}.")
     model = load_for_cli(args)
-    result = score_heads(model, args.score, prompt=args.prompt, task=args.task, use_cache=not args.no_cache)
+    result = score_heads(model, args.score, prompt=args.prompt, task=args.task or "digits",
+                         use_cache=not args.no_cache)
     if args.json:
         print(json.dumps(result.to_json() | {"backend": model.info.backend}))
         return 0
@@ -379,10 +401,15 @@ def _cmd_patterns(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for stream in (sys.stdout, sys.stderr):  # a terminal or file that is not UTF-8 gets escapes, not a crash
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
+    _warnings_to_stderr()
     args = build_parser().parse_args(argv)
     from headscope.sharing import caller
 
     try:
+        _check_text_arguments(args)
         with caller("cli", on_wait=None if getattr(args, "json", False) else _show_wait):
             return args.handler(args)
     except HeadscopeError as error:
@@ -391,9 +418,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
+    except OSError as error:  # a disk or folder problem no check above foresaw: one line, not a traceback
+        where = f" ({error.filename})" if error.filename else ""
+        sys.stderr.write(f"headscope: error: {error.strerror or error}{where}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("headscope: interrupted\n")
         return 130
+
+
+class _StderrLines(logging.Handler):
+    """headscope's warnings (a result that could not be saved) as plain lines on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
+
+
+def _warnings_to_stderr() -> None:
+    logger = logging.getLogger("headscope")
+    if not any(isinstance(handler, _StderrLines) for handler in logger.handlers):
+        logger.addHandler(_StderrLines(logging.WARNING))
+
+
+def _check_text_arguments(args: argparse.Namespace) -> None:
+    """Text arguments are UTF-8: bytes that are not (a Latin-1 terminal or file) reach Python as lone surrogates,
+    which a tokenizer refuses with a traceback."""
+    for name, value in vars(args).items():
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            bad = ord(value[error.start])
+            byte = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"character U+{bad:04X}"
+            option = "The prompt" if name == "prompt" else f"--{name.replace('_', '-')}"
+            raise InputError(f"{option} is not valid UTF-8 ({byte} at character {error.start}): give the text in "
+                             "UTF-8.") from error
 
 
 def _one_line(text: str) -> str:

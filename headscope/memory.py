@@ -1,13 +1,13 @@
 """Memory bounds: every computation estimates its activation memory before it runs and chunks to fit a budget.
 
-The budget is a share of the memory free where the activations live (CPU MemAvailable, or free CUDA memory), capped by
-HEADSCOPE_MEMORY_BUDGET_MB where set. A computation whose smallest chunk does not fit is refused with both figures, so a
-run either completes within the budget or is refused before it starts; the server never runs out of memory.
+The budget is a share of the memory free where the activations live (CPU MemAvailable, or free CUDA memory), capped at
+2 GiB on the CPU; HEADSCOPE_MEMORY_BUDGET_MB sets it instead, up to 90 % of the free memory. A computation whose
+smallest chunk does not fit is refused with both figures, so a run either completes within the budget or is refused
+before it starts; the server never runs out of memory.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from headscope.errors import HeadscopeError
+from headscope.settings import positive_env
 
 if TYPE_CHECKING:
     from headscope.backends.base import ModelInfo, Placement
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 CPU_SHARE = 0.5  # of MemAvailable
 CPU_CAP_BYTES = 2 * 2**30  # keeps the embedded model's server under 4 GB resident with every session together
 CUDA_SHARE = 0.8  # of free GPU memory
+OVERRIDE_SHARE = 0.9  # of free memory: the most HEADSCOPE_MEMORY_BUDGET_MB can give
 # Batches past these sizes stop paying off (a single larger unit still runs): on a GPU, bigger products run faster up
 # to a couple of GiB of activations; on a CPU, the elementwise work of huge batches falls out of cache and slows down.
 CHUNK_TARGET_BYTES = 2 * 2**30
@@ -43,25 +45,38 @@ def _mem_available() -> int | None:
     return None
 
 
-def activation_budget(placement: Placement) -> int:
-    """Bytes a computation may use for activations now (a hard limit: a run needing more is refused)."""
-    override = os.environ.get("HEADSCOPE_MEMORY_BUDGET_MB")
-    cap = int(float(override) * MIB) if override else None
+def _free_bytes(placement: Placement) -> int | None:
+    """Memory free where the activations live: CPU MemAvailable (None where unknown), or free memory on the GPU (the
+    least free of the GPUs a split model spans)."""
     if placement.device == "cpu" or placement.device.startswith("meta"):
-        available = _mem_available()
-        budget = CPU_CAP_BYTES if available is None else min(int(available * CPU_SHARE), CPU_CAP_BYTES)
-    elif placement.device_map:
-        budget = int(min(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())) * CUDA_SHARE)
-    else:
-        budget = int(torch.cuda.mem_get_info(torch.device(placement.device))[0] * CUDA_SHARE)
-    return min(budget, cap) if cap is not None else budget
+        return _mem_available()
+    if placement.device_map:
+        return min(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
+    return torch.cuda.mem_get_info(torch.device(placement.device))[0]
+
+
+def activation_budget(placement: Placement) -> int:
+    """Bytes a computation may use for activations now (a hard limit: a run needing more is refused).
+
+    By default a share of the free memory (on the CPU at most CPU_CAP_BYTES); HEADSCOPE_MEMORY_BUDGET_MB sets the
+    budget instead, above that cap or below it, but never beyond OVERRIDE_SHARE of what is free."""
+    override = positive_env("HEADSCOPE_MEMORY_BUDGET_MB", None, maximum=2**30)
+    free = _free_bytes(placement)
+    cpu = placement.device == "cpu" or placement.device.startswith("meta")
+    if override is not None:
+        wanted = int(override * MIB)
+        return wanted if free is None else min(wanted, int(free * OVERRIDE_SHARE))
+    if cpu:
+        return CPU_CAP_BYTES if free is None else min(int(free * CPU_SHARE), CPU_CAP_BYTES)
+    assert free is not None
+    return int(free * CUDA_SHARE)
 
 
 def chunk_target_bytes(placement: Placement) -> int:
     """The batch size (in activation bytes) past which larger batches stop running faster on this device."""
-    override = os.environ.get("HEADSCOPE_CHUNK_TARGET_MB")
-    if override:
-        return int(float(override) * MIB)
+    override = positive_env("HEADSCOPE_CHUNK_TARGET_MB", None, maximum=2**30)
+    if override is not None:
+        return int(override * MIB)
     return CPU_CHUNK_TARGET_BYTES if placement.device == "cpu" else CHUNK_TARGET_BYTES
 
 

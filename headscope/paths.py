@@ -10,7 +10,14 @@ def cache_dir() -> Path:
     """Root of the on-disk cache (converted weights, sweep results); HEADSCOPE_CACHE_DIR overrides it."""
     override = os.environ.get("HEADSCOPE_CACHE_DIR")
     path = Path(override).expanduser() if override else REPO_ROOT / "cache"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        from headscope.errors import InputError
+
+        where = "HEADSCOPE_CACHE_DIR" if override else "The cache folder"
+        raise InputError(f"{where} {str(path)!r} cannot be used as a folder ({error.strerror or error}): point "
+                         "HEADSCOPE_CACHE_DIR at a writable folder.") from error
     return path
 
 

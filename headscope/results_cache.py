@@ -8,8 +8,10 @@ caller: it is never shown.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from headscope.paths import results_dir
 
 FORMAT = 1
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def key_digest(key: dict[str, Any]) -> str:
@@ -53,17 +56,26 @@ class ResultsCache:
             return None
         return entry.payload
 
-    def store(self, kind: str, key: dict[str, Any], payload: Any) -> Path:
+    def store(self, kind: str, key: dict[str, Any], payload: Any) -> Path | None:
+        """Save a computed result; None where the folder cannot be written (read-only, full, a file in the way): the
+        result the caller holds is worth more than its copy, so that is a one-line warning, never an error."""
         path = self.path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         body = json.dumps({"format": FORMAT, "key": key, "checksum": _checksum(payload), "payload": payload},
                           ensure_ascii=False)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(body)}.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("w", encoding="utf-8") as handle:
+                handle.write(body)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            log.warning("headscope: warning: the result was not saved in %s (%s); it is shown but will be "
+                        "computed again next time", path.parent, error.strerror or error)
+            return None
         return path
 
     def entries(self, kind: str, matching: dict[str, Any] | None = None) -> list[CachedEntry]:
@@ -113,6 +125,7 @@ class ResultsCache:
         except (OSError, ValueError):
             ok = False
         if not ok:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a folder we may not write to: the bad file is skipped all the same
+                path.unlink(missing_ok=True)
             return None
         return CachedEntry(data["key"], data["payload"], path)

@@ -15,7 +15,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from headscope.errors import InputError
+from headscope.settings import positive_env
 from headscope.tokens import continuation_ids, is_whitespace_token, token_text
 
 if TYPE_CHECKING:
@@ -315,6 +315,8 @@ def build_task_dataset(
 REQUIRED_COLUMNS = ("prompt", "correct", "incorrect")
 DEFAULT_MAX_ROWS = 2_000
 DEFAULT_MAX_MB = 5.0
+MAX_ROWS_CEILING = 10_000_000  # what the variables may raise the limits to: a dataset read whole into memory
+MAX_MB_CEILING = 4_096.0
 
 
 @dataclass(frozen=True)
@@ -329,8 +331,8 @@ class UploadLimits:
 
     @classmethod
     def from_env(cls) -> UploadLimits:
-        rows = _positive_env("HEADSCOPE_UPLOAD_MAX_ROWS", DEFAULT_MAX_ROWS, whole=True)
-        megabytes = _positive_env("HEADSCOPE_UPLOAD_MAX_MB", DEFAULT_MAX_MB, whole=False)
+        rows = positive_env("HEADSCOPE_UPLOAD_MAX_ROWS", DEFAULT_MAX_ROWS, whole=True, maximum=MAX_ROWS_CEILING)
+        megabytes = positive_env("HEADSCOPE_UPLOAD_MAX_MB", DEFAULT_MAX_MB, maximum=MAX_MB_CEILING)
         return cls(int(rows), int(megabytes * 2**20))
 
     @property
@@ -348,20 +350,6 @@ def _megabytes(n_bytes: float) -> str:
     if value < 0.1:
         return f"{n_bytes:,.0f} bytes"
     return f"{value:.0f} MB" if value >= 10 or value == int(value) else f"{value:.1f} MB"
-
-
-def _positive_env(name: str, default: float, whole: bool) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw) if whole else float(raw)
-    except ValueError:
-        value = 0
-    if not value > 0:
-        kind = "a whole number" if whole else "a number"
-        raise InputError(f"{name} must be {kind} above 0, got {raw!r}.")
-    return value
 
 
 def load_dataset_bytes(data: bytes, filename: str, limits: UploadLimits | None = None) -> Dataset:
@@ -576,8 +564,9 @@ def _describe(model: Backend, ids: list[int]):
     return TokenDescriber(model).describe(ids)
 
 
-def subset(encoded: EncodedDataset, keep: Sequence[int], note: str) -> EncodedDataset:
-    """The encoded dataset restricted to prompts `keep` (e.g. those the model gets right)."""
+def subset(model: Backend, encoded: EncodedDataset, keep: Sequence[int], note: str) -> EncodedDataset:
+    """The encoded dataset restricted to prompts `keep` (e.g. those the model gets right); its token labels are the
+    new first prompt's."""
     index = torch.tensor(list(keep), dtype=torch.long, device=encoded.clean.device)
     items = tuple(encoded.dataset.items[i] for i in keep)
     dataset = Dataset(encoded.dataset.name, items, (*encoded.dataset.notes, note), encoded.dataset.builtin)
@@ -589,4 +578,5 @@ def subset(encoded: EncodedDataset, keep: Sequence[int], note: str) -> EncodedDa
         correct_ids=encoded.correct_ids[index],
         incorrect_ids=encoded.incorrect_ids[index],
         member_positions=tuple(encoded.member_positions[i] for i in keep),
+        token_labels=tuple(t.display for t in _describe(model, encoded.clean[keep[0]].tolist())),
     )

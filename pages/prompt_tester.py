@@ -99,7 +99,8 @@ if analysis is not None:
             "Variant prompt", value=toggle_trailing_space(analysis.prompt), key=f"pt_variant_{analysis.prompt}",
             help="Defaults to the prompt with its trailing space toggled.",
         )
-        st.caption(f"Both at their last position: the top {COMPARE_TOP_K} next tokens and the expected answer's rank.")
+        st.caption(md(f"Both at their last position: the top {COMPARE_TOP_K} next tokens and the expected answer's "
+                      "rank."))
         # the result above is reused only where it is the same reading (last position, at least 5 candidates)
         reusable = analysis.position == len(analysis.tokens) - 1 and len(analysis.top_k) >= COMPARE_TOP_K
         columns = st.columns(2)

@@ -47,6 +47,7 @@ from headscope.backends.base import (
 )
 from headscope.errors import HeadscopeError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
+from headscope.settings import positive_env
 from headscope.sharing import GateStatus, current_on_wait, current_owner
 
 if TYPE_CHECKING:
@@ -874,6 +875,21 @@ def ndif_host() -> str:
     return host.rstrip("/")
 
 
+def shown_host(host: str) -> str:
+    """The host as messages show it: a user name and password in the address (http://user:secret@host) left out."""
+    parsed = urlparse(host)
+    if parsed.username is None and parsed.password is None:
+        return host
+    netloc = parsed.hostname or ""
+    if parsed.port is not None:
+        netloc += f":{parsed.port}"
+    return parsed._replace(netloc=netloc).geturl()
+
+
+def _without_credentials(text: str, host: str) -> str:
+    return text.replace(host, shown_host(host)) if host else text
+
+
 def probe_ndif(host: str, timeout: float = NDIF_PROBE_SECONDS) -> list[str] | None:
     """Ask NDIF's status call within `timeout` seconds. Returns the repo ids NDIF serves now (deployed, not only
     downloaded), or None when the answer holds no list; raises a ModelLoadError when NDIF does not answer at all or
@@ -882,18 +898,20 @@ def probe_ndif(host: str, timeout: float = NDIF_PROBE_SECONDS) -> list[str] | No
 
     parsed = urlparse(host)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ModelLoadError(f"NDIF host {host!r} is not an http(s) address: fix NDIF_HOST (default "
+        raise ModelLoadError(f"NDIF host {shown_host(host)!r} is not an http(s) address: fix NDIF_HOST (default "
                              "https://api.ndif.us).")
     try:
         response = httpx.get(f"{host}/status", timeout=httpx.Timeout(timeout))
     except httpx.HTTPError as error:
-        reason = f"no answer within {timeout:.0f} s" if isinstance(error, httpx.TimeoutException) else str(error)
+        reason = (f"no answer within {timeout:.0f} s" if isinstance(error, httpx.TimeoutException)
+                  else _without_credentials(str(error), host))
         raise ModelLoadError(
-            f"NDIF ({host}) is not reachable from this machine ({reason}). Check the network connection (a proxy or "
-            "firewall may block it), or see https://discuss.ndif.us for NDIF's status; local backends keep working."
+            f"NDIF ({shown_host(host)}) is not reachable from this machine ({reason}). Check the network connection "
+            "(a proxy or firewall may block it), or see https://discuss.ndif.us for NDIF's status; local backends keep "
+            "working."
         ) from None
     if response.status_code >= 500:
-        raise ModelLoadError(f"NDIF ({host}) answered that it cannot take requests now (HTTP "
+        raise ModelLoadError(f"NDIF ({shown_host(host)}) answered that it cannot take requests now (HTTP "
                              f"{response.status_code}): try again later (https://discuss.ndif.us has its status); "
                              "local backends keep working.")
     try:
@@ -911,11 +929,11 @@ def probe_ndif(host: str, timeout: float = NDIF_PROBE_SECONDS) -> list[str] | No
 
 def _request_error(error: Exception, host: str) -> HeadscopeError:
     """nnsight's remote-request failures as messages that say what to do."""
-    text = str(error)
+    text = _without_credentials(str(error), host)
     name = type(error).__name__
     if name in ("ConnectError", "ConnectTimeout", "WebSocketAddressException") or isinstance(error, ConnectionError):
-        return RemoteJobError(f"NDIF ({host}) is not reachable: {text}. Check the network; local backends keep "
-                              "working.")
+        return RemoteJobError(f"NDIF ({shown_host(host)}) is not reachable: {text}. Check the network; local backends "
+                              "keep working.")
     if name == "RemoteError":
         lowered = text.lower()
         if "key" in lowered or "401" in text or "403" in text or "unauthor" in lowered:
@@ -941,7 +959,7 @@ def load_remote(request: ModelRequest, progress: ProgressCallback | None = None)
                              f"{source!r} is a local folder: choose a local backend for it.")
     host = ndif_host()
     if progress is not None:
-        progress(f"Checking that NDIF ({host}) answers", 0.1)
+        progress(f"Checking that NDIF ({shown_host(host)}) answers", 0.1)
     hosted = probe_ndif(host)
     if hosted is not None and source.lower() not in {h.lower() for h in hosted}:
         listed = ", ".join(hosted) if hosted else "none right now"
@@ -984,7 +1002,7 @@ def load_remote(request: ModelRequest, progress: ProgressCallback | None = None)
                              revision=str(getattr(config, "_commit_hash", None) or "main"), n_params=n_params,
                              device="NDIF", dtype=dtype_name, memory_bytes=0,
                              load_seconds=time.perf_counter() - started, backend="ndif")
-    timeout = float(os.environ.get("HEADSCOPE_NDIF_TIMEOUT", NDIF_DEFAULT_TIMEOUT))
+    timeout = positive_env("HEADSCOPE_NDIF_TIMEOUT", NDIF_DEFAULT_TIMEOUT, maximum=7 * 24 * 3600.0)
     backend = NnsightBackend(model, tokenizer, info, placement, layout, dims, mode="ndif",
                              remote=_Remote(host, model_key, timeout), api_key=api_key)
     if progress is not None:

@@ -155,6 +155,18 @@ def test_filter_correct_keeps_prompts_the_model_gets_right(embedded_model):
     assert "dropped" in kept.dataset.notes[-1]
 
 
+def test_a_dropped_first_prompt_takes_its_token_labels_along(embedded_model):
+    # the labels name the first kept prompt's tokens: a dropped first prompt's tokens would label the heatmap's axis
+    dataset = Dataset("mine.csv", (PromptItem("5 3 8 1 ", "7", "1"), PromptItem("1 2 3 4 ", "5", "4"),
+                                   PromptItem("2 3 4 5 ", "6", "5")))
+    kept = filter_correct(embedded_model, prepare_dataset(embedded_model, dataset))
+    assert kept.dataset.items[0].prompt == "1 2 3 4 "  # the model cannot continue '5 3 8 1 '
+    expected = embedded_model.tokenizer.convert_ids_to_tokens(embedded_model.input_ids("1 2 3 4 "))
+    assert len(kept.token_labels) == len(expected)
+    assert [label.replace("·", " ") for label in kept.token_labels[1:]] == [
+        token.replace("Ġ", " ") for token in expected[1:]]
+
+
 def test_mean_ablation_without_corrupted_prompts_is_refused(embedded_model):
     dataset = Dataset("mine.csv", (PromptItem("1 2 3 4 ", "5", "4"), PromptItem("2 3 4 5 ", "6", "5")))
     encoded = prepare_dataset(embedded_model, dataset)

@@ -132,3 +132,14 @@ def test_a_stored_sweep_this_version_cannot_read_is_skipped_in_listings(tiny_mod
     listed = cached_sweeps(tiny_model, cache)
     assert [s.key for s in listed] == [sweep.key]
     np.testing.assert_array_equal(listed[0].ablated_ld, sweep.ablated_ld)
+
+
+def test_a_negative_clean_ld_comes_with_a_caution_about_percent_of_clean(embedded_model, tmp_path):
+    # the 135 M model prefers the wrong letter: '% of clean' then reads upside down, and the result says so
+    cache = ResultsCache(tmp_path)
+    letters = run_sweep(embedded_model, build_task_dataset("letters", 8, model=embedded_model), "zero", estimate=True,
+                        cache=cache)
+    assert letters.clean_ld <= 0 and "at or below 0" in letters.caution
+    digits = run_sweep(embedded_model, build_task_dataset("digits", 8, model=embedded_model), "zero", estimate=True,
+                       cache=cache)
+    assert digits.clean_ld > 0 and digits.caution is None

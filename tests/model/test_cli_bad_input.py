@@ -100,7 +100,14 @@ def test_usage_errors(capsys, argv, message):
     (["ablate", "--task", "nope"], "Unknown task 'nope'"),
     (["ablate", "--task", "digits", "--method", "nope"], "Unknown ablation method 'nope'"),
     (["ablate", "--task", "digits", "--n-prompts", "0"], "--n-prompts must be from 1 to 4096"),
-    (["ablate", "--dataset", "x.csv", "--step", "2"], "--step applies to the step task"),
+    (["ablate", "--dataset", "x.csv", "--step", "2"], "--step applies to a built-in task"),
+    (["ablate", "--dataset", "x.csv", "--n-prompts", "5"], "--n-prompts applies to a built-in task"),
+    (["circuit", "--dataset", "x.csv", "--seed", "3"], "--seed applies to a built-in task"),
+    (["heads", "--score", "induction", "--task", "digits"], "--task applies to the sequence score"),
+    (["heads", "--score", "sequence", "--task", "nope"], "Unknown task 'nope'"),
+    (["tokens", "a\udcffb"], "The prompt is not valid UTF-8 (byte 0xff at character 1)"),
+    (["patterns", "--prompt", "\udce9t\udce9", "--heads", "1.1", "--html", "o.html"],
+     "The prompt is not valid UTF-8 (byte 0xe9 at character 0)"),
     (["heads", "--score", "induction", "--top", "0"], "--top must be at least 1"),
     (["heads", "--score", "induction", "--prompt", ""], "The prompt is empty"),
     (["heads", "--score", "successor", "--prompt", "x"], "--prompt applies to the pattern scores"),
@@ -145,6 +152,45 @@ def test_a_device_file_is_not_read(capsys):
 def test_bad_limit_settings(capsys, files, monkeypatch):
     monkeypatch.setenv("HEADSCOPE_UPLOAD_MAX_ROWS", "lots")
     _fails_cleanly(capsys, ["ablate", "--dataset", str(files / "good.json")], "HEADSCOPE_UPLOAD_MAX_ROWS must be")
+
+
+BAD_SETTINGS = [("HEADSCOPE_MEMORY_BUDGET_MB", "abc"), ("HEADSCOPE_CHUNK_TARGET_MB", "inf"),
+                ("HEADSCOPE_UPLOAD_MAX_MB", "1e300")]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_SETTINGS)
+def test_bad_memory_and_limit_settings_name_the_variable(capsys, files, tiny_model_dir, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    _fails_cleanly(capsys, ["ablate", "--dataset", str(files / "good.json"), "--method", "zero", "--model",
+                            str(tiny_model_dir), "--no-cache"], name)
+
+
+def test_a_cache_folder_that_is_a_file_is_one_line(capsys, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("HEADSCOPE_CACHE_DIR", str(blocker))
+    _fails_cleanly(capsys, ["prepare"], "HEADSCOPE_CACHE_DIR")
+
+
+def test_a_result_that_cannot_be_saved_is_still_printed(capsys, files, tiny_model_dir, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(blocker / "results"))
+    argv = ["ablate", "--dataset", str(files / "good.json"), "--method", "zero", "--model", str(tiny_model_dir),
+            "--estimate", "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["ablated_ld"]  # the computed sweep, printed
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "was not saved" in lines[0] and "Traceback" not in captured.err
+
+
+def test_output_to_a_stream_that_is_not_utf8_is_escaped(tiny_model_dir):
+    done = subprocess.run([sys.executable, "-m", "headscope", "tokens", "1\n2", "--model", str(tiny_model_dir)],
+                          capture_output=True, timeout=300, check=False,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONIOENCODING="latin-1"))
+    assert done.returncode == 0, done.stderr
+    assert b"\\u21b5" in done.stdout  # the newline marker, escaped instead of a UnicodeEncodeError
 
 
 def test_hub_switched_off(capsys, monkeypatch):

@@ -43,3 +43,31 @@ def test_resample_pairs_prompts_and_zero_gives_none():
 def test_unknown_method_names_the_known_ones():
     with pytest.raises(InputError, match="zero, mean, resample"):
         get_method("median")
+
+
+@pytest.mark.parametrize("name", ["HEADSCOPE_MEMORY_BUDGET_MB", "HEADSCOPE_CHUNK_TARGET_MB"])
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "inf", "nan"])
+def test_a_bad_memory_setting_is_refused_with_its_name(monkeypatch, name, value):
+    from headscope.backends.base import Placement
+    from headscope.memory import activation_budget, chunk_target_bytes
+
+    monkeypatch.setenv(name, value)
+    placement = Placement("cpu", None, torch.float32)
+    with pytest.raises(InputError, match=name):
+        activation_budget(placement) if name == "HEADSCOPE_MEMORY_BUDGET_MB" else chunk_target_bytes(placement)
+
+
+def test_the_memory_budget_setting_can_raise_the_cpu_cap_but_not_past_the_free_memory(monkeypatch):
+    from headscope import memory
+    from headscope.backends.base import Placement
+
+    placement = Placement("cpu", None, torch.float32)
+    monkeypatch.setattr(memory, "_mem_available", lambda: 20 * 2**30)
+    monkeypatch.delenv("HEADSCOPE_MEMORY_BUDGET_MB", raising=False)
+    assert memory.activation_budget(placement) == memory.CPU_CAP_BYTES  # the default: half of 20 GiB, capped at 2
+    monkeypatch.setenv("HEADSCOPE_MEMORY_BUDGET_MB", "6000")
+    assert memory.activation_budget(placement) == 6000 * 2**20  # set above the cap
+    monkeypatch.setenv("HEADSCOPE_MEMORY_BUDGET_MB", "40")
+    assert memory.activation_budget(placement) == 40 * 2**20  # or below it
+    monkeypatch.setenv("HEADSCOPE_MEMORY_BUDGET_MB", "100000")
+    assert memory.activation_budget(placement) == int(20 * 2**30 * memory.OVERRIDE_SHARE)  # never past the free

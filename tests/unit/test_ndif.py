@@ -90,6 +90,14 @@ def test_an_unreachable_ndif_is_reported_within_seconds(monkeypatch, silent_serv
     assert SECRET not in str(caught.value)
 
 
+def test_credentials_in_the_ndif_address_never_reach_a_message(monkeypatch):
+    monkeypatch.setenv("NDIF_HOST", f"http://bob:hunter2@127.0.0.1:{_closed_port()}")
+    with pytest.raises(ModelLoadError, match="is not reachable from this machine") as caught:
+        load_model(ModelRequest(HOSTED, backend="ndif", api_key=SECRET))
+    message = str(caught.value)
+    assert "hunter2" not in message and "bob" not in message and "127.0.0.1" in message
+
+
 def test_a_model_ndif_does_not_host_is_refused_with_the_hosted_list(monkeypatch, status_server):
     monkeypatch.setenv("NDIF_HOST", status_server)
     with pytest.raises(ModelLoadError, match=r"does not host mistralai/Mistral-7B-v0\.1") as caught:

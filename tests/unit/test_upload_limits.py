@@ -36,7 +36,9 @@ def test_limits_come_from_the_environment(monkeypatch):
 
 
 @pytest.mark.parametrize(("name", "value"), [("HEADSCOPE_UPLOAD_MAX_ROWS", "lots"), ("HEADSCOPE_UPLOAD_MAX_ROWS", "0"),
-                                             ("HEADSCOPE_UPLOAD_MAX_ROWS", "1.5"), ("HEADSCOPE_UPLOAD_MAX_MB", "-1")])
+                                             ("HEADSCOPE_UPLOAD_MAX_ROWS", "1.5"), ("HEADSCOPE_UPLOAD_MAX_MB", "-1"),
+                                             ("HEADSCOPE_UPLOAD_MAX_MB", "inf"), ("HEADSCOPE_UPLOAD_MAX_MB", "nan"),
+                                             ("HEADSCOPE_UPLOAD_MAX_MB", "1e300")])
 def test_a_bad_limit_setting_is_named(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(InputError, match=name):
