@@ -265,26 +265,30 @@ def _score_answer(
             f"The {role} {display_form(text)!r} is {len(typed.ids)} tokens ({shown}); only its first token "
             f"'{typed.tokens_display[0]}' is ranked."
         )
-    if typed.merged_with_prompt:
+    # An alternate that starts with a bare whitespace token is covered by the whitespace diagnostic; a different
+    # spelling the model prefers (' May' over 'May') deserves its own warning.
+    preferred = (alternate is not None and alternate.rank < typed.rank
+                 and not is_whitespace_token(describer.one(alternate.first_id).text))
+    # after a trailing space, ' Paris' is a second space (and 'Paris' merges with the space): the fix is in the prompt
+    trailing_space = preferred and prefix[-1:].isspace() and alternate.text[:1].isspace()
+    if typed.merged_with_prompt and not trailing_space:
         warnings.append(
             f"The {role} {display_form(text)!r} merges with the prompt's last token when appended; it was tokenized "
             "on its own instead."
         )
-    # An alternate that starts with a bare whitespace token is covered by the whitespace diagnostic; a different
-    # spelling the model prefers (' May' over 'May') deserves its own warning.
-    if (alternate is not None and alternate.rank < typed.rank
-            and not is_whitespace_token(describer.one(alternate.first_id).text)):
-        preferred = (f"The model ranks the {role} {display_form(alternate.text)!r} (rank {alternate.rank}) above "
-                     f"{display_form(text)!r} (rank {typed.rank})")
-        if prefix[-1:].isspace() and alternate.text[:1].isspace():
-            # after a trailing space, ' Paris' is a second space: the fix is in the prompt, not the answer
+    if preferred:
+        ranks = (f"The model ranks the {role} {display_form(alternate.text)!r} (rank {alternate.rank}) above "
+                 f"{display_form(text)!r} (rank {typed.rank}")
+        if trailing_space:
+            merged = ", which merges with the trailing space and was ranked on its own" if typed.merged_with_prompt \
+                else ""
             warnings.append(
-                f"{preferred}, but after the prompt's trailing whitespace that spelling makes a second space: the "
-                f"model would rather continue without the trailing whitespace. Try the prompt without it, and the "
-                f"{role} {display_form(alternate.text)!r}."
+                f"{ranks}{merged}), but after the prompt's trailing whitespace {display_form(alternate.text)!r} "
+                f"makes a second space: try the prompt without its trailing whitespace, and the {role} "
+                f"{display_form(alternate.text)!r}."
             )
         else:
-            warnings.append(f"{preferred}: check the leading space.")
+            warnings.append(f"{ranks}): check the leading space.")
     return AnswerReport(typed=typed, alternate=alternate)
 
 

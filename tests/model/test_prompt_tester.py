@@ -78,8 +78,8 @@ def test_after_a_trailing_space_a_preferred_leading_space_answer_points_at_the_p
     prompt = "The capital of France is "
     result = analyze_prompt(embedded_model, prompt, answer="Paris")
     assert result.answer.alternate.rank < result.answer.typed.rank
-    (warning,) = [w for w in result.warnings if "ranks the answer" in w]
-    assert "second space" in warning and "without" in warning
+    (warning,) = [w for w in result.warnings if "Paris" in w]  # one warning, the merge said within it
+    assert "second space" in warning and "without its trailing whitespace" in warning and "merges" in warning
     taken = analyze_prompt(embedded_model, prompt.rstrip(), answer=" Paris")
     assert taken.answer.typed.rank < result.answer.alternate.rank
     # without the trailing space the old advice stands
