@@ -200,3 +200,24 @@ def png_download(container, figure: go.Figure, file_name: str, key: str) -> None
     figure_json = figure.to_json()
     container.download_button("Download figure (PNG)", lambda: figure_png(figure_json), file_name=file_name,
                               mime="image/png", key=key, on_click="ignore", icon=":material/image:")
+
+
+def parse_head(text: str, n_layers: int, n_heads: int) -> tuple[int, int] | None:
+    """'23.3' -> (23, 3); 'mlp12' -> (12, EXTRA); anything else or out of range -> None."""
+    text = text.strip().lower()
+    try:
+        if text.startswith("mlp"):
+            layer, head = int(text[3:]), EXTRA
+        else:
+            layer_text, head_text = text.split(".")
+            layer, head = int(layer_text), int(head_text)
+    except ValueError:
+        return None
+    if not 0 <= layer < n_layers or not (head == EXTRA or 0 <= head < n_heads):
+        return None
+    return layer, head
+
+
+def show_head(selected: tuple[int, int]) -> str:
+    layer, head = selected
+    return f"mlp{layer}" if head == EXTRA else f"{layer}.{head}"

@@ -879,6 +879,12 @@ class CircuitSet:
         return len(self.heads) + len(self.mlps)
 
 
+# An uploaded circuit's size bounds (the largest open models have about 126 layers and 128 heads): the comparison grid
+# is drawn layer × head, so an unbounded file could tie the server up.
+MAX_CIRCUIT_LAYERS = 256
+MAX_CIRCUIT_HEADS = 256
+
+
 def parse_circuit_json(text: str, name: str) -> CircuitSet:
     """A circuit from JSON: {"heads": [[L, H], …], "mlps": [L, …]} (optional "model", "task", "n_layers", "n_heads";
     "mlps" may be left out). Layers and heads are 0-based. Errors say what is wrong, naming the item."""
@@ -906,6 +912,9 @@ def parse_circuit_json(text: str, name: str) -> CircuitSet:
         raise InputError(f'{name}: "n_layers" and "n_heads", where given, must be non-negative integers.')
     n_layers = max([layer + 1 for layer, _ in heads] + [layer + 1 for layer in mlps] + [shape[0]])
     n_heads = max([head + 1 for _, head in heads] + [shape[1]])
+    if n_layers > MAX_CIRCUIT_LAYERS or n_heads > MAX_CIRCUIT_HEADS:  # a grid this size would tie the server up
+        raise InputError(f"{name}: {n_layers:,} layers × {n_heads:,} heads is beyond any model headscope compares "
+                         f"(at most {MAX_CIRCUIT_LAYERS} layers × {MAX_CIRCUIT_HEADS} heads): check the file.")
     if not heads and not mlps:
         raise InputError(f"{name}: the circuit holds no component.")
     label = str(data.get("label") or " · ".join(str(data[k]) for k in ("model", "task") if data.get(k)) or name)

@@ -5,8 +5,6 @@ content hash) and so does the selected head (`head=23.3`, `head=mlp12`): a link 
 back from the results cache.
 """
 
-import math
-
 import numpy as np
 import streamlit as st
 
@@ -20,7 +18,8 @@ from components.ablation_view import (
     summary,
     top_effects_frame,
 )
-from components.heatmap import EXTRA, clickable_heatmap, layer_head_figure, png_download
+from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
+from components.heatmap import EXTRA, clickable_heatmap, layer_head_figure, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel
 from components.model_state import require_model
 from components.share import BOUND, copy_link, set_url_value, url_value
@@ -28,68 +27,11 @@ from components.text import md, plural, quoted
 from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, prepare_dataset, run_sweep
 from headscope.errors import HeadscopeError
 from headscope.results_cache import ResultsCache
-from headscope.tasks import TASKS, Dataset, UploadLimits, build_task_dataset, load_dataset_bytes
 
-BUILT_IN, UPLOAD = "Built-in task", "Upload a dataset"
 RUNNING = "ab_running"  # set while a sweep runs: still there on the next run means the run was interrupted
-UPLOADED = "ab_uploaded"  # the last uploaded dataset of this session (the uploader forgets it on a page switch)
 SELECTED = "ab_selected"  # (layer, head) or (layer, EXTRA), mirrored in the URL as head=
-
-
-def parse_head(text: str, n_layers: int, n_heads: int) -> tuple[int, int] | None:
-    """'23.3' -> (23, 3); 'mlp12' -> (12, EXTRA); anything else or out of range -> None."""
-    text = text.strip().lower()
-    try:
-        if text.startswith("mlp"):
-            layer, head = int(text[3:]), EXTRA
-        else:
-            layer_text, head_text = text.split(".")
-            layer, head = int(layer_text), int(head_text)
-    except ValueError:
-        return None
-    if not 0 <= layer < n_layers or not (head == EXTRA or 0 <= head < n_heads):
-        return None
-    return layer, head
-
-
-def show_head(selected: tuple[int, int]) -> str:
-    layer, head = selected
-    return f"mlp{layer}" if head == EXTRA else f"{layer}.{head}"
-
-
-def upload_limits() -> UploadLimits:
-    """HEADSCOPE_UPLOAD_MAX_ROWS/MB, and no more bytes than Streamlit's server.maxUploadSize accepts."""
-    try:
-        limits = UploadLimits.from_env()
-    except HeadscopeError as error:
-        st.error(md(f"{error} Using the defaults."))
-        limits = UploadLimits()
-    server_bytes = int(st.get_option("server.maxUploadSize") * 2**20)
-    return UploadLimits(limits.max_rows, min(limits.max_bytes, server_bytes))
-
-
-def uploaded_dataset(limits: UploadLimits) -> Dataset | None:
-    """The uploader with its limits stated; a file that is not a usable dataset gets a message naming the problem."""
-    upload = st.file_uploader(
-        "CSV or JSON: prompt, correct, incorrect, optional corrupted_prompt", type=["csv", "json"], key="ab_upload",
-        max_upload_size=max(1, math.ceil(limits.max_bytes / 2**20)),
-    )
-    st.caption(md(f"Limits on this server: {limits.describe()} per dataset."))
-    if upload is None:  # none now (e.g. after a page switch): the last one uploaded in this session, if any
-        previous = st.session_state.get(UPLOADED)
-        if previous is not None:
-            note_col, forget_col = st.columns([4, 1], vertical_alignment="center")
-            note_col.caption(f"Using {quoted(previous.name)}, uploaded earlier in this session; upload a file to "
-                             "replace it.")
-            forget_col.button("Forget it", key="ab_forget_upload", on_click=lambda: st.session_state.pop(UPLOADED))
-        return previous
-    try:
-        dataset = load_dataset_bytes(upload.getvalue(), upload.name, limits)
-    except HeadscopeError as error:
-        st.error(md(str(error)))
-        return None
-    st.session_state[UPLOADED] = dataset
-    return dataset
+LAST = "ab_result"  # (model identity, the last sweep shown): shown again only under the same model
+ASKED = "ab_asked"  # "estimate" or "exact": what this session last asked for
 
 
 title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
@@ -112,19 +54,7 @@ source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key=
 inputs_col, method_col, view_col = st.columns([3, 1, 1.3])
 dataset = None
 with inputs_col:
-    if source == BUILT_IN:
-        task_col, n_col, seed_col = st.columns([2, 1, 1])
-        task = task_col.selectbox("Task", list(TASKS), key="task", **BOUND,
-                                  help=md(" · ".join(f"{name}: {spec.example}" for name, spec in TASKS.items())))
-        n_prompts = n_col.number_input("Prompts", min_value=1, max_value=512, value=16, key="n", **BOUND)
-        seed = seed_col.number_input("Seed", min_value=0, value=0, key="seed", **BOUND)
-        st.caption(md(f"{TASKS[task].title}: {TASKS[task].example}"))
-        try:
-            dataset = build_task_dataset(task, int(n_prompts), seed=int(seed), model=model)
-        except HeadscopeError as error:
-            st.error(md(str(error)))
-    else:
-        dataset = uploaded_dataset(upload_limits())
+    dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ab_upload")
 with method_col:
     method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
                           help="zero: output set to 0 · mean: position-wise mean over the corrupted prompts (the "
@@ -158,14 +88,18 @@ run_exact = run_col.button("Run exact sweep", type="primary", disabled=encoded i
 run_preview = preview_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ab_preview")
 if clear_col.button("Clear cached results", key="ab_clear"):
     removed = cache.clear(CACHE_KIND)
-    st.session_state.pop("ab_result", None)
+    st.session_state.pop(LAST, None)
     st.toast(f"Removed {plural(removed, 'cached sweep')}.")
 
 result = None
 if encoded is not None:
     # A sweep already on disk for exactly this configuration shows at once (e.g. precomputed from the CLI).
-    result = (load_sweep(model, encoded, method, False, only_correct, cache)
-              or load_sweep(model, encoded, method, True, only_correct, cache))
+    # what this session last asked for (estimate or exact) is looked up first: a click elsewhere keeps it on screen
+    if run_exact or run_preview:
+        st.session_state[ASKED] = "estimate" if run_preview else "exact"
+    estimate_first = st.session_state.get(ASKED) == "estimate"
+    result = (load_sweep(model, encoded, method, estimate_first, only_correct, cache)
+              or load_sweep(model, encoded, method, not estimate_first, only_correct, cache))
     if run_exact or run_preview:
         what = "estimate" if run_preview else "sweep"
         st.session_state[RUNNING] = what
@@ -177,7 +111,7 @@ if encoded is not None:
                 st.error(md(str(error)))
             st.session_state.pop(RUNNING, None)
     if result is not None:
-        st.session_state["ab_result"] = result
+        st.session_state[LAST] = (model.identity, result)
 elif linked_hash:
     name = st.query_params.get("dataset", "the uploaded dataset")
     matches = [sweep for sweep in cached_sweeps(model, cache)
@@ -191,11 +125,17 @@ elif linked_hash:
                 "the file to compute it.")
 
 if result is None:
-    result = st.session_state.get("ab_result")
-    if result is not None:
+    identity, last = st.session_state.get(LAST, (None, None))
+    if last is not None and identity == model.identity:
+        result = last
         st.caption("Showing the last sweep (its configuration differs from the controls above).")
+    elif last is not None:  # never another model's numbers under this model's name, heads and patterns
+        st.caption(f"The last sweep was of {quoted(last.model)}, not of the model loaded now: run one here.")
 
 selected = url_value("head", SELECTED, lambda text: parse_head(text, info.n_layers, info.n_heads), show_head)
+if result is not None and selected is not None and not (
+        selected[0] < result.n_layers and (selected[1] == EXTRA or selected[1] < result.n_heads)):
+    selected = None  # a head the sweep does not have (a link made for another model)
 copy_link(link_col)
 
 if result is None:

@@ -42,13 +42,20 @@ PENDING_HEADS = "ap_pending_heads"  # set by a heatmap click; moved into the hea
 SCORED_ON = ("Generated sequences", "The prompt above")
 
 
+def sweep_preset(sweep) -> str:
+    """A cached sweep's preset name, one per sweep: the label, plus what else tells sweeps apart (the prompts' content
+    hash, only-correct)."""
+    only = " · only correct" if sweep.key.get("only_correct") else ""
+    return f"Top {TOP_K} by ablation effect: {sweep.label}{only} · prompts {sweep.key.get('dataset_hash', '')[:6]}"
+
+
 def preset_heads(model, choice: str, sweeps: list) -> tuple[HeadRef, ...]:
     """The heads of a preset; a score preset computes its score (or loads it from the results cache)."""
     for preset in model_presets(model.info):
         if choice == preset.name:
             return preset.heads
     for sweep in sweeps:
-        if choice == f"Top {TOP_K} by ablation effect: {sweep.label}":
+        if choice == sweep_preset(sweep):
             return tuple(HeadRef(layer, head) for layer, head in sweep.top_heads(TOP_K))
     for score in SCORE_NAMES:
         if choice == f"Top {TOP_K} by {SCORE_TITLES[score].lower()}":
@@ -71,7 +78,7 @@ prompt = st.text_area("Prompt", value=default_prompt(model), key="prompt", heigh
                            "tester shares this box.")
 sweeps = cached_sweeps(model)
 preset_names = [preset.name for preset in model_presets(info)]
-preset_names += [f"Top {TOP_K} by ablation effect: {sweep.label}" for sweep in sweeps]
+preset_names += [sweep_preset(sweep) for sweep in sweeps]
 score_presets = [f"Top {TOP_K} by {SCORE_TITLES[score].lower()}" for score in SCORE_NAMES]
 preset_names += sorted(score_presets, key=lambda name: "sequence" not in name)  # sequence-member first: cheap
 preset_col, free_col = st.columns([2, 3])

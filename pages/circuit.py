@@ -14,10 +14,11 @@ from components.circuit_view import (
     removal_frame,
     score_line,
 )
-from components.heatmap import EXTRA, clickable_heatmap, png_download
+from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
+from components.heatmap import EXTRA, clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel
 from components.model_state import require_model
-from components.share import BOUND, copy_link
+from components.share import BOUND, copy_link, set_url_value, url_value
 from components.text import md, plural
 from headscope.ablation import METHODS, prepare_dataset
 from headscope.circuit import (
@@ -32,11 +33,12 @@ from headscope.circuit import (
 )
 from headscope.errors import HeadscopeError
 from headscope.results_cache import ResultsCache
-from headscope.tasks import STEP_RANGE, TASKS, build_task_dataset, load_dataset_text
+
+SELECTED = "ci_selected"  # (layer, head) or (layer, EXTRA), mirrored in the URL as head=
+ASKED = "ci_asked"  # "estimate" or "exact": what this session last asked for
 
 title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
 title_col.title("Circuit")
-copy_link(link_col)
 st.caption(
     "Components: every head and every MLP. A circuit C scores 100 · LD(C) / LD_clean, where LD(C) is the mean logit "
     "difference with every component outside C ablated at once. A pass visits layers from last to first (the MLP, "
@@ -49,28 +51,8 @@ cache = ResultsCache()
 
 source_col, method_col = st.columns([2, 1])
 with source_col:
-    source = st.radio("Source of prompts", ["Built-in task", "Upload a dataset"], horizontal=True, key="source",
-                      **BOUND)
-    dataset = None
-    try:
-        if source == "Built-in task":
-            task_col, step_col, n_col, seed_col = st.columns([2, 1, 1, 1])
-            task = task_col.selectbox("Task", list(TASKS), format_func=lambda name: f"{TASKS[name].title}: "
-                                      f"{TASKS[name].example}", key="task", **BOUND)
-            step = None
-            if TASKS[task].adjustable_stride:
-                step = int(step_col.number_input("Step", min_value=STEP_RANGE[0], max_value=STEP_RANGE[1],
-                                                 value=TASKS[task].stride, key="step", **BOUND))
-            n_prompts = n_col.number_input("Prompts", min_value=1, max_value=512, value=16, key="n", **BOUND)
-            seed = seed_col.number_input("Seed", min_value=0, value=0, key="seed", **BOUND)
-            dataset = build_task_dataset(task, int(n_prompts), seed=int(seed), model=model, step=step)
-        else:
-            upload = st.file_uploader("CSV or JSON: prompt, correct, incorrect, optional corrupted_prompt",
-                                      type=["csv", "json"], key="ci_upload")
-            if upload is not None:
-                dataset = load_dataset_text(upload.getvalue().decode("utf-8", errors="replace"), upload.name)
-    except HeadscopeError as error:
-        st.error(md(str(error)))
+    source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key="source", **BOUND)
+    dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ci_upload")
 with method_col:
     method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
                           help="mean: position-wise mean over the corrupted prompts (the study's choice) · zero: "
@@ -99,8 +81,11 @@ result = None
 if encoded is not None:
     # a circuit already on disk for exactly this configuration shows at once (e.g. precomputed from the CLI)
     try:
-        result = (load_circuit(model, encoded, method, threshold, one_pass, False, cache)
-                  or load_circuit(model, encoded, method, threshold, one_pass, True, cache))
+        if run_exact or run_estimate:  # what this session asked for last is looked up first
+            st.session_state[ASKED] = "estimate" if run_estimate else "exact"
+        estimate_first = st.session_state.get(ASKED) == "estimate"
+        result = (load_circuit(model, encoded, method, threshold, one_pass, estimate_first, cache)
+                  or load_circuit(model, encoded, method, threshold, one_pass, not estimate_first, cache))
     except HeadscopeError as error:
         st.error(md(str(error)))
     if st.session_state.pop("ci_cancelled", False):
@@ -143,7 +128,7 @@ else:
             st.text(note)
 
     same_model = (result.n_layers, result.n_heads) == (info.n_layers, info.n_heads) and result.model == info.name
-    selected = st.session_state.get("ci_selected")
+    selected = url_value("head", SELECTED, lambda text: parse_head(text, result.n_layers, result.n_heads), show_head)
     figure = circuit_grid(result, selected)
     grid_col, diagram_col = st.columns([3, 2])
     with grid_col:
@@ -151,7 +136,7 @@ else:
                     f"{result.one_pass}_{result.estimate}"
         click = clickable_heatmap(figure, key=chart_key, filename=f"circuit-{result.task}-{result.method}")
         if click is not None and (click.layer, click.head) != selected:
-            st.session_state["ci_selected"] = (click.layer, click.head)
+            set_url_value("head", SELECTED, (click.layer, click.head), show_head)
             st.rerun()
         name = f"circuit-{result.task}-{result.method}-{result.threshold:g}{'-estimate' if result.estimate else ''}"
         down_json, down_csv, down_png = st.columns(3)
@@ -192,6 +177,8 @@ else:
     with st.expander(f"Removal table ({plural(len(result.removals), 'removal')}, in order)"):
         st.dataframe(removal_frame(result), hide_index=True, width="stretch")
 
+copy_link(link_col)  # after the selection is in the URL
+
 # ---------------------------------------------------------------------------------------------------------------
 st.divider()
 st.header("Compare circuits")
@@ -205,7 +192,8 @@ else:  # until the user picks: the two newest
     st.session_state["ci_compare_pick"] = list(labels)[:2]
 picked = st.multiselect("Cached circuits", list(labels), key="ci_compare_pick",
                         on_change=lambda: st.session_state.update(ci_compare_touched=True))
-uploads = st.file_uploader("Circuit JSON files", type=["json"], accept_multiple_files=True, key="ci_compare_upload")
+uploads = st.file_uploader("Circuit JSON files", type=["json"], accept_multiple_files=True, key="ci_compare_upload",
+                           max_upload_size=1)
 circuits = [labels[name].circuit_set() for name in picked]
 for upload in uploads or []:
     try:

@@ -1,5 +1,7 @@
 """AppTest of the ablation page on a small dataset, with results kept in a temporary cache."""
 
+import itertools
+
 import pytest
 
 from tests.shown import shown
@@ -66,3 +68,55 @@ def test_clear_cached_results_forgets_the_sweep(run_page):
     app.button(key="ab_clear").click().run()
     assert not app.exception
     assert not app.metric  # nothing cached, nothing shown
+
+
+def test_another_models_sweep_is_never_shown_as_this_ones(run_page):
+    # the last sweep is kept with the model it came from: after a model switch it names that model instead of
+    # drawing its numbers (and its heads, which the loaded model may not have) under the loaded model
+    app = run_page("pages/ablation.py")
+    app.number_input(key="n").set_value(2).run()
+    app.button(key="ab_preview").click().run(timeout=300)
+    identity, sweep = app.session_state["ab_result"]
+    app.session_state["ab_result"] = ({**identity, "model_source": "another/model"}, sweep)
+    app.number_input(key="n").set_value(5).run()  # a configuration with nothing cached
+    assert not app.exception and not app.get("plotly_chart")
+    assert any("not of the model loaded now" in c.value for c in app.caption)
+
+
+def test_a_head_the_sweep_does_not_have_is_not_selected(run_page):
+    app = run_page("pages/ablation.py")
+    app.number_input(key="n").set_value(2).run()
+    app.button(key="ab_preview").click().run(timeout=300)
+    identity, sweep = app.session_state["ab_result"]
+    # a sweep of a smaller model under the same identity: a link's head=23.3 exists in the model, not in the sweep
+    small = type(sweep)(**{**sweep.__dict__, "ablated_ld": sweep.ablated_ld[:3, :4],
+                           "mlp_ablated_ld": sweep.mlp_ablated_ld[:3]})
+    app.session_state["ab_result"] = (identity, small)
+    app.number_input(key="n").set_value(5).run()
+    app.query_params["head"] = "23.3"
+    app.run()
+    assert not app.exception
+
+
+def test_the_estimate_asked_for_stays_on_screen_when_another_control_changes(run_page):
+    app = run_page("pages/ablation.py")
+    app.number_input(key="n").set_value(2).run()
+    app.button(key="ab_run").click().run(timeout=600)  # an exact sweep is cached for this configuration
+    app.button(key="ab_preview").click().run(timeout=300)
+    method = next(m for m in app.metric if m.label == "Method")
+    assert method.proto.delta == "estimate"
+    app.selectbox(key="show").set_value("change from clean").run()
+    method = next(m for m in app.metric if m.label == "Method")
+    assert method.proto.delta == "estimate"  # not swapped for the cached exact sweep
+
+
+def test_the_step_task_has_its_step_here_as_on_the_circuit_page(run_page):
+    app = run_page("pages/ablation.py")
+    app.selectbox(key="task").set_value("step").run()
+    app.number_input(key="step").set_value(3).run()
+    app.number_input(key="n").set_value(2).run()
+    app.button(key="ab_preview").click().run(timeout=300)
+    assert not app.exception and not app.error
+    _, sweep = app.session_state["ab_result"]
+    numbers = [int(word) for word in sweep.first_prompt.split()]
+    assert {b - a for a, b in itertools.pairwise(numbers)} == {3}

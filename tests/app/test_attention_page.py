@@ -121,3 +121,21 @@ def test_a_long_prompt_is_drawn_as_a_movable_window_of_its_positions(run_page):
     assert not app.exception
     assert any(c.value.startswith(f"Drawing positions 0–{MAX_VIEW_TOKENS - 1:,} of") for c in app.caption)
     assert _frames(app)[0] != grid
+
+
+def test_every_cached_sweep_is_its_own_preset(run_page, embedded_model):
+    # two sweeps that differ only in their prompts (the seed) carried one label: the second could not be chosen
+    from headscope.ablation import run_sweep
+    from headscope.heads import HeadRef
+    from headscope.tasks import build_task_dataset
+
+    sweeps = [run_sweep(embedded_model, build_task_dataset("digits", 3, seed=seed, model=embedded_model), "mean",
+                        estimate=True) for seed in (0, 1)]
+    app = run_page("pages/attention.py")
+    presets = [option for option in app.selectbox(key="preset").options if "ablation effect" in option]
+    assert len(presets) == len(set(presets)) == 2
+    for sweep in sweeps:
+        (name,) = [p for p in presets if sweep.key["dataset_hash"][:6] in p]
+        app.selectbox(key="preset").set_value(name).run()
+        expected = ", ".join(HeadRef(layer, head).label for layer, head in sweep.top_heads(8))
+        assert any(shown(c.value) == f"Preset heads: {expected}" for c in app.caption), expected

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from headscope.circuit import CircuitResult
+from tests.shown import shown
 
 
 @pytest.fixture(autouse=True)
@@ -78,3 +79,34 @@ def test_a_task_the_model_cannot_do_shows_an_error_and_the_step_task_takes_a_ste
     app.selectbox(key="task").set_value("step").run()
     app.number_input(key="step").set_value(3).run()
     assert not app.exception and not app.error
+
+
+def test_the_task_in_a_link_is_its_name(run_page):
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file("../../pages/circuit.py", default_timeout=300)
+    app.query_params["task"] = "months"
+    app.run()
+    assert not app.exception and app.selectbox(key="task").value == "months"
+
+
+def test_an_upload_gets_the_checks_and_limits_of_the_ablation_page(run_page):
+    app = run_page("pages/circuit.py")
+    app.radio(key="source").set_value("Upload a dataset").run()
+    assert any("Limits on this server" in c.value for c in app.caption)
+    app.file_uploader(key="ci_upload").upload("latin.csv", 'prompt,correct,incorrect\n"café ",1,2\n'.encode("latin-1"),
+                                              "text/csv").run()
+    assert any("not UTF-8" in shown(e.value) for e in app.error)
+    assert app.button(key="ci_run").disabled
+    bom = '\ufeffprompt,correct,incorrect\n"1 2 3 4 ",5,4\n"2 3 4 5 ",6,5\n'.encode()
+    app.file_uploader(key="ci_upload").upload("excel.csv", bom, "text/csv").run()
+    assert not app.error and not app.button(key="ci_run").disabled
+
+
+def test_the_selected_head_is_in_the_link(run_page):
+    app = _small(run_page("pages/circuit.py"))
+    app.button(key="ci_estimate").click().run(timeout=300)
+    app.session_state["ci_selected"] = (23, 3)
+    app.run()
+    assert not app.exception and app.query_params.get("head") == "23.3"
+    assert any("23.3" in s.value for s in app.subheader)

@@ -69,7 +69,10 @@ def test_uploaded_circuits_are_checked():
     for text, message in [("{", "not valid JSON"), ("[]", "expected an object"), ('{"heads": [[1]]}', "each head"),
                           ('{"heads": [[1, -2]]}', "each head"), ('{"heads": [["1", 2]]}', "each head"),
                           ('{"heads": [], "mlps": [true]}', "mlps"), ('{"heads": []}', "no component"),
-                          ('{"heads": [[1, 1]], "n_layers": "x"}', "n_layers")]:
+                          ('{"heads": [[1, 1]], "n_layers": "x"}', "n_layers"),
+                          # a few bytes that would ask for a 600 × 600 grid (or 10⁵ × 10⁵) are refused
+                          ('{"heads": [[0, 0]], "n_layers": 600, "n_heads": 600}', "beyond any model"),
+                          ('{"heads": [[99999, 0]]}', "beyond any model"), ('{"heads": [], "mlps": [300]}', "beyond")]:
         with pytest.raises(InputError, match=message):
             parse_circuit_json(text, "bad.json")
 
