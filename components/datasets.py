@@ -66,7 +66,8 @@ def task_dataset(model) -> Dataset | None:
                                          value=TASKS[task].stride, key="step", **BOUND))
     n_prompts = n_col.number_input("Prompts", min_value=1, max_value=512, value=16, key="n", **BOUND)
     seed = seed_col.number_input("Seed", min_value=0, value=0, key="seed", **BOUND)
-    st.caption(md(f"{TASKS[task].title}: {TASKS[task].example}"))
+    chosen = f"; this run: step {step}" if step is not None and step != TASKS[task].stride else ""
+    st.caption(md(f"{TASKS[task].title}: {TASKS[task].example}{chosen}"))
     try:
         return build_task_dataset(task, int(n_prompts), seed=int(seed), model=model, step=step)
     except HeadscopeError as error:
