@@ -11,6 +11,7 @@ import streamlit as st
 from components.heatmap import clickable_heatmap, layer_head_figure
 from components.text import md, plain
 from headscope.heads import HeadRef
+from headscope.results_cache import key_digest
 from headscope.scores import HeadScores
 
 
@@ -40,7 +41,10 @@ def head_scores_panel(result: HeadScores, key: str) -> list[HeadRef]:
         center=None,
         diverging=False,
     )
-    click = clickable_heatmap(figure, key=f"{key}_heatmap_{result.score}", filename=f"{result.score}-scores")
+    # the widgets' keys name what was scored: a row selection (an index) never carries over to a table of other
+    # inputs, where the same index is another head
+    scored = f"{result.score}_{key_digest(result.key or {'inputs': result.inputs})[:12]}"
+    click = clickable_heatmap(figure, key=f"{key}_heatmap_{scored}", filename=f"{result.score}-scores")
     rows = result.rows()
     event = st.dataframe(
         pd.DataFrame(rows),
@@ -49,7 +53,7 @@ def head_scores_panel(result: HeadScores, key: str) -> list[HeadRef]:
         height=320,
         on_select="rerun",
         selection_mode="multi-row",
-        key=f"{key}_table_{result.score}",
+        key=f"{key}_table_{scored}",
         column_config={"score": st.column_config.NumberColumn(format="%.4f")},
     )
     picked = [HeadRef(click.layer, click.head)] if click is not None else []
