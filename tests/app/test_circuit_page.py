@@ -110,3 +110,15 @@ def test_the_selected_head_is_in_the_link(run_page):
     app.run()
     assert not app.exception and app.query_params.get("head") == "23.3"
     assert any("23.3" in s.value for s in app.subheader)
+
+
+def test_a_search_stopped_before_its_end_says_so_on_the_next_run(run_page):
+    # a control changed while a search ran stops it (Streamlit reruns the page): the search's flag is still set
+    app = run_page("pages/circuit.py", ci_running="search")
+    assert not app.exception
+    assert any("The search was cancelled because a control changed" in shown(i.value) for i in app.info)
+    app.run()  # said once
+    assert not any("was cancelled" in shown(i.value) for i in app.info)
+    # the Cancel button's own flag: cancelled, with no reason to give
+    app = run_page("pages/circuit.py", ci_running="estimate", ci_cancelled=True)
+    assert any(shown(i.value).startswith("The estimate was cancelled; nothing was stored") for i in app.info)
