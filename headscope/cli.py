@@ -178,15 +178,13 @@ DEFAULT_TASK_PROMPTS = 16
 def _model_and_dataset(args: argparse.Namespace) -> tuple[Backend, Dataset]:
     """--task/--step/--n-prompts checked and a --dataset file parsed before the model loads (bad input fails fast),
     then the model and the dataset (a built-in task is built for the model's tokenizer)."""
-    from headscope.tasks import TASKS, build_task_dataset, check_step, load_dataset_file
+    from headscope.tasks import build_task_dataset, check_step, check_task, load_dataset_file
 
     for option, value in (("--step", args.step), ("--n-prompts", args.n_prompts), ("--seed", args.seed)):
         if value is not None and args.task is None:  # never silently ignored
             raise InputError(f"{option} applies to a built-in task (--task), not to a dataset file: leave it out.")
-    if args.task is not None and args.task not in TASKS:
-        raise InputError(f"Unknown task {args.task!r}: choose one of {', '.join(TASKS)}.")
     if args.task is not None:
-        check_step(args.task, args.step)
+        check_step(check_task(args.task), args.step)
     n_prompts = DEFAULT_TASK_PROMPTS if args.n_prompts is None else args.n_prompts
     if not 1 <= n_prompts <= 4096:
         raise InputError(f"--n-prompts must be from 1 to 4096, got {n_prompts}.")
@@ -331,12 +329,11 @@ def _cmd_heads(args: argparse.Namespace) -> int:
         raise InputError(f"--prompt applies to the pattern scores ({', '.join(PATTERN_SCORE_NAMES)}), not to "
                          f"{args.score}: leave it out.")
     if args.task is not None:
-        from headscope.tasks import TASKS
+        from headscope.tasks import check_task
 
         if args.score != "sequence":
             raise InputError(f"--task applies to the sequence score, not to {args.score}: leave it out.")
-        if args.task not in TASKS:
-            raise InputError(f"Unknown task {args.task!r}: choose one of {', '.join(TASKS)}.")
+        check_task(args.task)
     model = load_for_cli(args)
     result = score_heads(model, args.score, prompt=args.prompt, task=args.task or "digits",
                          use_cache=not args.no_cache)

@@ -45,10 +45,14 @@ def _mem_available() -> int | None:
     return None
 
 
+def _on_cpu(placement: Placement) -> bool:
+    return placement.device == "cpu" or placement.device.startswith("meta")
+
+
 def _free_bytes(placement: Placement) -> int | None:
     """Memory free where the activations live: CPU MemAvailable (None where unknown), or free memory on the GPU (the
     least free of the GPUs a split model spans)."""
-    if placement.device == "cpu" or placement.device.startswith("meta"):
+    if _on_cpu(placement):
         return _mem_available()
     if placement.device_map:
         return min(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
@@ -62,11 +66,10 @@ def activation_budget(placement: Placement) -> int:
     budget instead, above that cap or below it, but never beyond OVERRIDE_SHARE of what is free."""
     override = positive_env("HEADSCOPE_MEMORY_BUDGET_MB", None, maximum=2**30)
     free = _free_bytes(placement)
-    cpu = placement.device == "cpu" or placement.device.startswith("meta")
     if override is not None:
         wanted = int(override * MIB)
         return wanted if free is None else min(wanted, int(free * OVERRIDE_SHARE))
-    if cpu:
+    if _on_cpu(placement):
         return CPU_CAP_BYTES if free is None else min(int(free * CPU_SHARE), CPU_CAP_BYTES)
     assert free is not None
     return int(free * CUDA_SHARE)

@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+from headscope.errors import InputError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -13,8 +15,6 @@ def cache_dir() -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        from headscope.errors import InputError
-
         where = "HEADSCOPE_CACHE_DIR" if override else "The cache folder"
         raise InputError(f"{where} {str(path)!r} cannot be used as a folder ({error.strerror or error}): point "
                          "HEADSCOPE_CACHE_DIR at a writable folder.") from error

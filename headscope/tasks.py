@@ -221,6 +221,13 @@ def _answers_differ(model: Backend | None, item: PromptItem) -> bool:
     return correct[:1] != incorrect[:1]
 
 
+def check_task(task_name: str) -> str:
+    """The task's name, or an error naming the tasks there are."""
+    if task_name not in TASKS:
+        raise InputError(f"Unknown task {task_name!r}: choose one of {', '.join(TASKS)}.")
+    return task_name
+
+
 def check_step(task_name: str, step: int | None) -> int:
     """The stride a task runs with: the user's step where the task takes one (the step task), else its own."""
     task = TASKS[task_name]
@@ -247,8 +254,7 @@ def build_task_dataset(
     """The task's prompts in natural form. With a model, only members (and template nouns) that tokenize alike are
     used, so that the prompts share one token length, and only sequences whose answers start with different tokens;
     tokenizer fitting happens in encode_dataset. `step`: the stride of the step task (default 2)."""
-    if task_name not in TASKS:
-        raise InputError(f"Unknown task {task_name!r}: choose one of {', '.join(TASKS)}.")
+    check_task(task_name)
     if not 1 <= n_prompts <= 4096:
         raise InputError(f"The number of prompts must be from 1 to 4096, got {n_prompts}.")
     task = TASKS[task_name]
