@@ -24,7 +24,8 @@ def url_value(param: str, state_key: str, parse: Callable[[str], T | None], show
 
     A value in the URL wins (a pasted link, a reload); with none there (after a page switch Streamlit drops the
     parameters of other pages' widgets and every unbound one), the session's value is written back. A parameter that
-    does not parse is dropped from the URL."""
+    does not parse is dropped from the URL, and so is a session value that no longer does (a head the sweep now shown
+    does not have)."""
     raw = st.query_params.get(param)
     if raw is not None:
         value = parse(raw)
@@ -35,6 +36,9 @@ def url_value(param: str, state_key: str, parse: Callable[[str], T | None], show
         st.session_state[state_key] = value
         return value
     value = st.session_state.get(state_key)
+    if value is not None and parse(show(value)) is None:
+        st.session_state.pop(state_key, None)
+        return None
     if value is not None:
         st.query_params[param] = show(value)
     return value

@@ -20,7 +20,7 @@ from components.ablation_view import (
 )
 from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
 from components.heatmap import EXTRA, clickable_heatmap, layer_head_figure, parse_head, png_download, show_head
-from components.long_run import progress_with_cancel
+from components.long_run import progress_with_cancel, say_if_stopped
 from components.model_state import require_model
 from components.share import BOUND, copy_link, set_url_value, url_value
 from components.text import md, plural, quoted
@@ -28,7 +28,6 @@ from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, p
 from headscope.errors import HeadscopeError
 from headscope.results_cache import ResultsCache
 
-RUNNING = "ab_running"  # set while a sweep runs: still there on the next run means the run was interrupted
 SELECTED = "ab_selected"  # (layer, head) or (layer, EXTRA), mirrored in the URL as head=
 LAST = "ab_result"  # (model identity, the last sweep shown): shown again only under the same model
 ASKED = "ab_asked"  # "estimate" or "exact": what this session last asked for
@@ -44,11 +43,7 @@ model = require_model(hooks=True)
 info = model.info
 cache = ResultsCache()
 
-interrupted = st.session_state.pop(RUNNING, None)
-by_button = st.session_state.pop("ab_cancelled", False)
-if interrupted:
-    reason = "" if by_button else " because a control changed (or the page was left) while it ran"
-    st.info(md(f"The {interrupted} was cancelled{reason}; nothing was stored."), icon=":material/cancel:")
+say_if_stopped("ab")
 
 source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key="source", **BOUND)
 inputs_col, method_col, view_col = st.columns([3, 1, 1.3])
@@ -101,15 +96,12 @@ if encoded is not None:
     result = (load_sweep(model, encoded, method, estimate_first, only_correct, cache)
               or load_sweep(model, encoded, method, not estimate_first, only_correct, cache))
     if run_exact or run_preview:
-        what = "estimate" if run_preview else "sweep"
-        st.session_state[RUNNING] = what
-        with progress_with_cancel("ab_cancel", "ab_cancelled") as progress:
+        with progress_with_cancel("ab", "estimate" if run_preview else "sweep") as progress:
             try:
                 result = run_sweep(model, encoded, method, estimate=bool(run_preview), only_correct=only_correct,
                                    cache=cache, progress=progress)
             except HeadscopeError as error:
                 st.error(md(str(error)))
-            st.session_state.pop(RUNNING, None)
     if result is not None:
         st.session_state[LAST] = (model.identity, result)
 elif linked_hash:
@@ -132,10 +124,9 @@ if result is None:
     elif last is not None:  # never another model's numbers under this model's name, heads and patterns
         st.caption(f"The last sweep was of {quoted(last.model)}, not of the model loaded now: run one here.")
 
-selected = url_value("head", SELECTED, lambda text: parse_head(text, info.n_layers, info.n_heads), show_head)
-if result is not None and selected is not None and not (
-        selected[0] < result.n_layers and (selected[1] == EXTRA or selected[1] < result.n_heads)):
-    selected = None  # a head the sweep does not have (a link made for another model)
+# a head is one of the sweep's (a link made for another model may name one it does not have)
+shape = (result.n_layers, result.n_heads) if result is not None else (info.n_layers, info.n_heads)
+selected = url_value("head", SELECTED, lambda text: parse_head(text, *shape), show_head)
 copy_link(link_col)
 
 if result is None:

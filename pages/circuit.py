@@ -16,7 +16,7 @@ from components.circuit_view import (
 )
 from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
 from components.heatmap import EXTRA, clickable_heatmap, parse_head, png_download, show_head
-from components.long_run import progress_with_cancel
+from components.long_run import progress_with_cancel, say_if_stopped
 from components.model_state import require_model
 from components.share import BOUND, copy_link, set_url_value, url_value
 from components.text import md, plural
@@ -36,7 +36,6 @@ from headscope.results_cache import ResultsCache
 
 SELECTED = "ci_selected"  # (layer, head) or (layer, EXTRA), mirrored in the URL as head=
 ASKED = "ci_asked"  # "estimate" or "exact": what this session last asked for
-RUNNING = "ci_running"  # set while a search runs: still there on the next run means the run was interrupted
 
 title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
 title_col.title("Circuit")
@@ -78,11 +77,7 @@ if clear_col.button("Clear cached circuits", key="ci_clear"):
     st.session_state.pop("ci_result", None)
     st.toast(f"Removed {plural(removed, 'cached circuit')}.")
 
-interrupted = st.session_state.pop(RUNNING, None)  # still set: the last run stopped before its end
-by_button = st.session_state.pop("ci_cancelled", False)
-if interrupted:
-    reason = "" if by_button else " because a control changed (or the page was left) while it ran"
-    st.info(md(f"The {interrupted} was cancelled{reason}; nothing was stored."), icon=":material/cancel:")
+say_if_stopped("ci")
 
 result = None
 if encoded is not None:
@@ -96,14 +91,12 @@ if encoded is not None:
     except HeadscopeError as error:
         st.error(md(str(error)))
     if run_exact or run_estimate:
-        st.session_state[RUNNING] = "estimate" if run_estimate else "search"
-        with progress_with_cancel("ci_cancel", "ci_cancelled") as progress:
+        with progress_with_cancel("ci", "estimate" if run_estimate else "search") as progress:
             try:
                 result = run_circuit(model, encoded, method, threshold, one_pass=one_pass,
                                      estimate=bool(run_estimate), cache=cache, progress=progress)
             except HeadscopeError as error:
                 st.error(md(str(error)))
-            st.session_state.pop(RUNNING, None)
     if result is not None:
         st.session_state["ci_result"] = result
 

@@ -95,7 +95,11 @@ def test_a_head_the_sweep_does_not_have_is_not_selected(run_page):
     app.number_input(key="n").set_value(5).run()
     app.query_params["head"] = "23.3"
     app.run()
-    assert not app.exception
+    assert not app.exception and "head" not in app.query_params  # the link's head is dropped
+    # the same head held in the session (selected on a larger sweep), with none in the URL
+    app.session_state["ab_selected"] = (23, 3)
+    app.run()
+    assert not app.exception and "head" not in app.query_params
 
 
 def test_the_estimate_asked_for_stays_on_screen_when_another_control_changes(run_page):
