@@ -195,6 +195,8 @@ def require_model(hooks: bool = False) -> Backend:
     st.sidebar.caption(f"**{md(info.name)}**" + md(
         f" · {info.backend_label} · {info.n_layers} layers × {info.n_heads} heads ({info.n_kv_heads} KV heads) · "
         f"d_head {info.d_head} · context {info.n_ctx:,} · {info.device}, {info.dtype} · "
-        f"{info.memory_bytes / 2**20:,.0f} MiB of weights"
+        f"{info.memory_bytes / 2**20:,.0f} MiB of weights" + (f" · {info.bos_rule}" if info.bos_rule else "")
     ))
+    for fallback in info.fallbacks:  # a load-time check chose a slower route: say which and why
+        st.sidebar.caption(md(f"Slower route: {fallback}"))
     return model

@@ -25,6 +25,7 @@ STRIP_CSS = """
 .hs-text{font-size:15px;white-space:pre;color:#1f2430}
 .hs-next{font-size:11px;color:#8a93a3;border-top:1px dashed #d5d9e0;margin-top:2px;white-space:pre}
 .hs-next.hit{color:#1b8a4b;font-weight:600}
+.hs-bos{font-size:12px;color:#5b6372;margin-top:4px}
 </style>
 """
 
@@ -53,7 +54,9 @@ def token_strip_html(analysis: PromptAnalysis, show_predictions: bool = True) ->
             parts.append(f'<div class="hs-next{hit}" title="top-1 next token">{html.escape(predicted.display)}</div>')
         title = html.escape(f"id {token.id} · raw {token.raw!r}", quote=True)
         chips.append(f'<div class="{" ".join(classes)}" title="{title}">{"".join(parts)}</div>')
-    return f'{STRIP_CSS}<div class="hs-strip" data-testid="hs-token-strip">{"".join(chips)}</div>'
+    rule = analysis.tokenized.bos_rule
+    why = f'<div class="hs-bos" data-testid="hs-bos-rule">{html.escape(rule)}</div>' if rule else ""
+    return f'{STRIP_CSS}<div class="hs-strip" data-testid="hs-token-strip">{"".join(chips)}</div>{why}'
 
 
 def token_strip(analysis: PromptAnalysis, show_predictions: bool = True) -> None:

@@ -48,6 +48,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remote", action="store_true",
                         help="run the model on NDIF through nnsight (a hosted hub id; the key is read from "
                              "NDIF_API_KEY)")
+    parser.add_argument("--bos", default="auto", metavar="{auto,prepend,none}",  # checked by load_model
+                        help="whether inputs start with BOS: auto (default: as the tokenizer and config say), "
+                             "prepend or none")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -162,7 +165,8 @@ def load_for_cli(args: argparse.Namespace):
     hooks (`tokens` runs without it, seconds sooner)."""
     from headscope.loading import ModelRequest, load_model
 
-    return load_model(ModelRequest(args.model, args.device, args.dtype, backend=backend_for(args)), hooks_later=True)
+    request = ModelRequest(args.model, args.device, args.dtype, backend=backend_for(args), bos=args.bos)
+    return load_model(request, hooks_later=True)
 
 
 def _show_wait(status) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from headscope.backends.base import Backend, Placement
+from headscope.backends.bos import BOS_CHOICES, decide_bos
 from headscope.embedded import (  # noqa: F401  (re-exported: the app and the tests import them from here)
     EMBEDDED,
     EMBEDDED_GGUF,
@@ -57,12 +58,13 @@ class ModelRequest:
     dtype: str = "auto"
     backend: str = "bridge"
     api_key: str | None = field(default=None, repr=False, compare=False)
+    bos: str = "auto"  # "auto" (from the tokenizer and config), "prepend" or "none": headscope.backends.bos
 
     @property
     def key(self) -> tuple[str, ...]:
         """Source, device, dtype, backend; for NDIF also a fingerprint of the key (a SHA-256 prefix, in memory only),
         so one session's loaded NDIF model is never used under another session's (or no) key."""
-        base = (self.source.strip(), self.device, self.dtype, self.backend)
+        base = (self.source.strip(), self.device, self.dtype, self.backend, self.bos)
         if self.backend != "ndif":
             return base
         secret = self.api_key or os.environ.get("NDIF_API_KEY", "")
@@ -358,6 +360,8 @@ def load_model(
     from headscope.backends import check_backend_name
 
     check_backend_name(request.backend)
+    if request.bos not in BOS_CHOICES:
+        raise ModelLoadError(f"Unknown BOS choice {request.bos!r}: choose one of {', '.join(BOS_CHOICES)}.")
     policy = policy or SourcePolicy.from_env()
     started = time.perf_counter()
     _silence_transformers()
@@ -419,6 +423,7 @@ def load_model(
         raise ModelLoadError(f"Could not load the model in {location!r}: {error}") from error
 
     n_params = sum(parameter.numel() for parameter in hf_model.parameters())  # tied weights once
+    bos = decide_bos(tokenizer, config, request.bos)  # once per model: every backend feeds the ids it gives
     from headscope.backends import wrap_local_model
 
     backend = wrap_local_model(
@@ -433,6 +438,7 @@ def load_model(
         started=started,
         progress=progress,
         hooks_later=hooks_later,
+        bos=bos,
     )
     _report(progress, "Ready", 1.0)
     return backend

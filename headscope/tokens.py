@@ -121,6 +121,7 @@ class TokenizedPrompt:
     prompt: str
     tokens: tuple[TokenInfo, ...]
     bos_prepended: bool
+    bos_rule: str = ""  # why BOS is (not) there: the model's BosPolicy, shown beside the token strip
 
     @property
     def ids(self) -> list[int]:
@@ -193,7 +194,8 @@ def tokenize_prompt(model: Backend, prompt: str, describer: TokenDescriber | Non
             "(its context length): shorten it."
         )
     describer = describer or TokenDescriber(model)
-    return TokenizedPrompt(prompt=prompt, tokens=describer.describe(ids, all_spans), bos_prepended=model.prepends_bos)
+    return TokenizedPrompt(prompt=prompt, tokens=describer.describe(ids, all_spans), bos_prepended=model.prepends_bos,
+                           bos_rule=model.info.bos_rule)
 
 
 def continuation_ids(model: Backend, prefix: str, continuation: str) -> tuple[list[int], bool]:

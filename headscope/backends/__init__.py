@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headscope.backends.base import Backend, ModelInfo, Placement
+from headscope.backends.bos import BosPolicy, decide_bos
 from headscope.errors import ModelLoadError
 
 __all__ = ["BACKENDS", "BACKEND_NAMES", "Backend", "BackendSpec", "ModelInfo", "Placement", "check_backend_name",
@@ -66,17 +67,20 @@ def wrap_local_model(
     started: float,
     progress: ProgressCallback | None = None,
     hooks_later: bool = False,
+    bos: BosPolicy | None = None,
 ) -> Backend:
     """The requested backend around a transformers model already loaded on this machine.
 
     hooks_later: the bridge backend may leave TransformerLens' wrapping to first need (BridgeBackend), where the model's
     family reads the same from its config; the app does, so its prompt tester is usable seconds sooner. Otherwise the
-    model is wrapped here and a model TransformerLens cannot serve is refused now."""
+    model is wrapped here and a model TransformerLens cannot serve is refused now. bos: the model's BOS policy
+    (default: decided from the tokenizer and config); every backend feeds the model the ids it gives."""
+    bos = bos if bos is not None else decide_bos(tokenizer, hf_model.config)
     if backend == "bridge":
         from headscope.backends.bridge import HOOKS_LATER_FAMILIES, BridgeBackend, config_info
 
         info = config_info(hf_model, tokenizer, name=name, source=source, revision=revision, placement=placement,
-                           n_params=n_params, load_seconds=time.perf_counter() - started)
+                           n_params=n_params, load_seconds=time.perf_counter() - started, bos=bos)
         model = BridgeBackend(hf_model, tokenizer, info, placement)
         if not (hooks_later and getattr(hf_model.config, "model_type", None) in HOOKS_LATER_FAMILIES):
             if progress is not None:
@@ -90,5 +94,5 @@ def wrap_local_model(
         if progress is not None:
             progress("Wrapping the model in nnsight", 0.9)
         return NnsightBackend.from_local(hf_model, tokenizer, name=name, source=source, revision=revision,
-                                         placement=placement, n_params=n_params, started=started)
+                                         placement=placement, n_params=n_params, started=started, bos=bos)
     raise ModelLoadError(f"The {backend} backend does not run a model loaded on this machine.")

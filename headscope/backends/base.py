@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from headscope.backends.bos import BosPolicy
+
 if TYPE_CHECKING:
     from headscope.methods import AblationMethod
     from headscope.sharing import ModelGate
@@ -67,9 +69,12 @@ class ModelInfo:
     dtype: str
     memory_bytes: int
     load_seconds: float
-    bos_token: str | None
+    bos_token: str | None  # the token every input starts with (the model's BosPolicy), or None
     backend: str = "bridge"  # "bridge", "nnsight" or "ndif" (nnsight, remote)
     architecture: str = ""
+    bos_rule: str = ""  # why the input does or does not start with BOS (BosPolicy.reason)
+    # load-time checks that chose a slower route, each with why (e.g. the bridge's block loop did not match)
+    fallbacks: tuple[str, ...] = ()
 
     @property
     def heads_per_kv(self) -> int:
@@ -116,17 +121,17 @@ def resident_bytes(module: Any) -> int:
     return sum(t.numel() * t.element_size() for t in unique)
 
 
-def config_model_info(config: Any, dims: ConfigDims, tokenizer: Any, *, name: str, source: str, revision: str,
+def config_model_info(config: Any, dims: ConfigDims, bos: BosPolicy, *, name: str, source: str, revision: str,
                       n_params: int, device: str, dtype: str, memory_bytes: int, load_seconds: float, backend: str,
                       architecture: str | None = None) -> ModelInfo:
-    """ModelInfo read off a transformers config (BOS prepended where the tokenizer has one); architecture defaults to
-    the config's `architectures`."""
-    prepends = tokenizer.bos_token_id is not None
+    """ModelInfo read off a transformers config and the model's BOS policy; architecture defaults to the config's
+    `architectures`."""
     return ModelInfo(
         name=name, source=source, revision=revision, n_layers=dims.n_layers, n_heads=dims.n_heads,
         n_kv_heads=dims.n_kv, d_head=dims.d_head, d_model=dims.d_model, d_mlp=dims.d_mlp, n_ctx=dims.n_ctx,
         vocab_size=dims.vocab, n_params=n_params, device=device, dtype=dtype, memory_bytes=memory_bytes,
-        load_seconds=load_seconds, bos_token=tokenizer.bos_token if prepends else None, backend=backend,
+        load_seconds=load_seconds, bos_token=bos.token if bos.prepend else None, backend=backend,
+        bos_rule=bos.reason,
         architecture=architecture if architecture is not None else ", ".join(getattr(config, "architectures", None)
                                                                              or []),
     )
@@ -348,6 +353,7 @@ class Backend(ABC):
             "backend": self.info.backend,
             "dtype": self.info.dtype,
             "device": self.placement.device if not self.placement.device_map else "multi-gpu",
+            "bos": self.info.bos_token or "",  # the input's first token (BosPolicy): every position depends on it
         }
 
     @property

@@ -36,6 +36,7 @@ from headscope.backends.base import (
     config_model_info,
     resident_bytes,
 )
+from headscope.backends.bos import BosPolicy, decide_bos
 from headscope.errors import InputError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
@@ -204,8 +205,12 @@ class BridgeBackend(Backend):
         info = self.info
         bridge = make_bridge(self._hf_model, self.tokenizer, info.name, self.placement)
         self._bridge_attn_implementation = getattr(self._hf_model.config, "_attn_implementation", None)
+        # TransformerLens' own string APIs (to_tokens, detect_head) follow the model's BOS policy too; headscope
+        # itself feeds the bridge explicit token tensors only
+        bridge.cfg.default_prepend_bos = self.prepends_bos
         read = bridge_info(bridge, name=info.name, source=info.source, revision=info.revision,
-                           placement=self.placement, n_params=info.n_params, load_seconds=info.load_seconds)
+                           placement=self.placement, n_params=info.n_params, load_seconds=info.load_seconds,
+                           bos_token=info.bos_token, bos_rule=info.bos_rule)
         cap = max(float(getattr(bridge.cfg, "output_logits_soft_cap", 0) or 0), 0.0)  # TransformerLens: -1 for none
         differences = [f"{field} {getattr(info, field)!r} vs {getattr(read, field)!r}" for field in IDENTITY_FIELDS
                        if getattr(info, field) != getattr(read, field)]
@@ -218,7 +223,6 @@ class BridgeBackend(Backend):
                 "again from the CLI or restart the app to use the ablation and attention pages."
             )
         self.info = dataclasses.replace(read, memory_bytes=info.memory_bytes, architecture=info.architecture)
-        self.prepends_bos = self.info.bos_token is not None
         self._logit_cap = cap
         self._bridge = bridge
         if self._check_fast_path:
@@ -1062,13 +1066,12 @@ def attention_span_limit(config: Any) -> int | None:
 
 
 def bridge_info(bridge: Any, *, name: str, source: str, revision: str, placement: Placement, n_params: int,
-                load_seconds: float, backend: str = "bridge") -> ModelInfo:
-    """ModelInfo read off a bridge's config."""
+                load_seconds: float, bos_token: str | None, bos_rule: str, backend: str = "bridge") -> ModelInfo:
+    """ModelInfo read off a bridge's config; the BOS is the model's policy (headscope.backends.bos), not
+    TransformerLens' per-family default."""
     cfg = bridge.cfg
-    tokenizer = bridge.tokenizer
     n_heads = int(cfg.n_heads)
     n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
-    prepends = bool(getattr(cfg, "default_prepend_bos", True)) and tokenizer.bos_token_id is not None
     return ModelInfo(
         name=name,
         source=source,
@@ -1086,30 +1089,30 @@ def bridge_info(bridge: Any, *, name: str, source: str, revision: str, placement
         dtype=placement.dtype_name,
         memory_bytes=resident_bytes(bridge),
         load_seconds=load_seconds,
-        bos_token=tokenizer.bos_token if prepends else None,
+        bos_token=bos_token,
         backend=backend,
+        bos_rule=bos_rule,
         architecture=str(getattr(cfg, "architecture", "") or ""),
     )
 
 
 # What a model's identity must agree on between its config and TransformerLens' reading of it (results depend on it)
-IDENTITY_FIELDS = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model", "d_mlp", "n_ctx", "vocab_size",
-                   "bos_token")
+IDENTITY_FIELDS = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model", "d_mlp", "n_ctx", "vocab_size")
 SUPPORTED_FAMILIES_HINT = "Llama, Mistral, Qwen2, Gemma, GPT-2, GPT-NeoX/Pythia, Phi, OLMo, …"
 
 # Families whose config reading is the bridge's (tests/model/test_deferred_hooks.py checks each): the app serves their
-# plain forwards before the bridge is made. Others (Qwen2, GPT-NeoX: TransformerLens adds no BOS although their
-# tokenizer may have one; families not checked) are wrapped at load, so nothing is computed before TransformerLens
-# has said how it reads them.
+# plain forwards before the bridge is made. Others (families not checked) are wrapped at load, so nothing is computed
+# before TransformerLens has said how it reads them.
 HOOKS_LATER_FAMILIES = frozenset({"llama", "mistral", "gemma2", "gpt2"})
 
 
 def config_info(hf_model: Any, tokenizer: Any, *, name: str, source: str, revision: str, placement: Placement,
-                n_params: int, load_seconds: float) -> ModelInfo:
-    """ModelInfo read off a transformers model's config, before any bridge (BOS prepended where the tokenizer has
-    one: TransformerLens' default for the HOOKS_LATER_FAMILIES)."""
+                n_params: int, load_seconds: float, bos: BosPolicy | None = None) -> ModelInfo:
+    """ModelInfo read off a transformers model's config, before any bridge; bos: the model's BOS policy (default:
+    decided here from the tokenizer and config, as the loader does)."""
     config = hf_model.config
-    return config_model_info(config, config_dims(config), tokenizer, name=name, source=source, revision=revision,
+    bos = bos if bos is not None else decide_bos(tokenizer, config)
+    return config_model_info(config, config_dims(config), bos, name=name, source=source, revision=revision,
                              n_params=n_params, device=placement.device, dtype=placement.dtype_name,
                              memory_bytes=resident_bytes(hf_model), load_seconds=load_seconds, backend="bridge",
                              architecture=_architecture(hf_model))

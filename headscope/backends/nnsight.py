@@ -45,6 +45,7 @@ from headscope.backends.base import (
     config_model_info,
     resident_bytes,
 )
+from headscope.backends.bos import BosPolicy, decide_bos
 from headscope.errors import HeadscopeError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 from headscope.settings import positive_env
@@ -102,21 +103,32 @@ class Layout:
     final_norm: str
     unembed: str
     values: Callable[[Any, torch.Tensor, int, int, int], torch.Tensor]
+    ln1_post: str | None = None  # norm after attention, before the residual add (Gemma-2), or None
+    ln2_post: str | None = None  # norm after the MLP, before the residual add (Gemma-2), or None
 
     def block(self, layer: int, part: str) -> str:
         return f"{self.layers}.{layer}.{part}"
 
+    def block_parts(self) -> tuple[str, ...]:
+        """Every module path inside a block that headscope edits or calls."""
+        return tuple(part for part in (self.attn, self.o_proj, self.mlp, self.ln1, self.ln2, self.ln1_post,
+                                       self.ln2_post) if part is not None)
 
-def _llama_like(family: str, ln2: str = "post_attention_layernorm") -> Layout:
+
+def _llama_like(family: str, ln2: str = "post_attention_layernorm", ln1_post: str | None = None,
+                ln2_post: str | None = None) -> Layout:
     return Layout(family, "model.layers", "self_attn", "self_attn.o_proj", "mlp", "input_layernorm", ln2,
-                  "model.embed_tokens", "model.norm", "lm_head", _values_separate)
+                  "model.embed_tokens", "model.norm", "lm_head", _values_separate, ln1_post, ln2_post)
 
 
 LAYOUTS: dict[str, Layout] = {
     "llama": _llama_like("Llama"),
     "mistral": _llama_like("Mistral"),
     "qwen2": _llama_like("Qwen2"),
-    "gemma2": _llama_like("Gemma-2", ln2="pre_feedforward_layernorm"),
+    # Gemma-2 norms each sublayer's output too: post_attention_layernorm after attention (its ln2 is
+    # pre_feedforward_layernorm), post_feedforward_layernorm after the MLP
+    "gemma2": _llama_like("Gemma-2", ln2="pre_feedforward_layernorm", ln1_post="post_attention_layernorm",
+                          ln2_post="post_feedforward_layernorm"),
     "gpt2": Layout("GPT-2", "transformer.h", "attn", "attn.c_proj", "mlp", "ln_1", "ln_2", "transformer.wte",
                    "transformer.ln_f", "lm_head", _values_gpt2),
     "gpt_neox": Layout("GPT-NeoX", "gpt_neox.layers", "attention", "attention.dense", "mlp", "input_layernorm",
@@ -144,8 +156,7 @@ def _check_modules(root: Any, layout: Layout, n_layers: int, name: str) -> None:
     """Every path the layout names exists on the model (real or meta), and the unembedding is a plain Linear."""
     paths = [layout.embed, layout.final_norm, layout.unembed]
     for layer in sorted({0, n_layers - 1}):
-        paths += [layout.block(layer, part) for part in (layout.attn, layout.o_proj, layout.mlp, layout.ln1,
-                                                          layout.ln2)]
+        paths += [layout.block(layer, part) for part in layout.block_parts()]
     for path in paths:
         try:
             root.get_submodule(path)
@@ -265,15 +276,21 @@ def _next_token_summary(unembed: Any, normed: torch.Tensor, position: int, cap: 
             torch.cat(logprobs).detach().cpu())
 
 
-def _effective_embedding(embed: Any, ln2: Any, mlp: Any, token_ids: torch.Tensor) -> torch.Tensor:
-    """W_E[t] + MLP0(ln2_0(W_E[t])) -> [n, d_model], through the model's own modules."""
+def _effective_embedding(embed: Any, ln2: Any, mlp: Any, ln2_post: Any, token_ids: torch.Tensor) -> torch.Tensor:
+    """W_E[t] + ln2_post(MLP0(ln2_0(W_E[t]))) -> [n, d_model], through the model's own modules (ln2_post: the
+    post-MLP norm where the family has one, else None)."""
     embedded = embed(token_ids.to(embed.weight.device).unsqueeze(0))  # [1, n, d_model]
-    return (embedded + mlp(ln2(embedded))).squeeze(0)
+    mlp_out = mlp(ln2(embedded))
+    if ln2_post is not None:
+        mlp_out = ln2_post(mlp_out)
+    return (embedded + mlp_out).squeeze(0)
 
 
-def _ov_outputs(ln1: Any, attn: Any, o_proj: Any, values_of: Callable, resid: torch.Tensor, n_heads: int,
-                n_kv: int, d_head: int) -> torch.Tensor:
-    """out[head, n, d_model] = o_proj(z with only head h's slice = V[kv(h)] of ln1(resid)) − b_O + b_O / n_heads.
+def _ov_outputs(ln1: Any, attn: Any, o_proj: Any, ln1_post: Any, values_of: Callable, resid: torch.Tensor,
+                n_heads: int, n_kv: int, d_head: int) -> torch.Tensor:
+    """out[head, n, d_model] = ln1_post(o_proj(z with only head h's slice = V[kv(h)] of ln1(resid)) − b_O + b_O /
+    n_heads): ln1_post is the post-attention norm where the family has one (else None), applied to each head's
+    output alone as if it were the layer's whole attention output.
 
     Calling the model's own modules keeps every family's layout (fused QKV, Conv1D) out of the arithmetic."""
     dtype = _param_dtype(o_proj)
@@ -287,7 +304,8 @@ def _ov_outputs(ln1: Any, attn: Any, o_proj: Any, values_of: Callable, resid: to
     heads = torch.arange(n_heads, device=values.device)
     z[heads, :, heads] = per_head.transpose(0, 1)
     bias = o_proj(torch.zeros(1, n_heads * d_head, dtype=dtype, device=values.device))  # b_O (zeros without one)
-    return o_proj(z.view(n_heads, n, n_heads * d_head)) - bias + bias / n_heads
+    out = o_proj(z.view(n_heads, n, n_heads * d_head)) - bias + bias / n_heads
+    return out if ln1_post is None else ln1_post(out)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -384,7 +402,7 @@ class NnsightBackend(Backend):
     def __init__(self, model: Any, tokenizer: Any, info: ModelInfo, placement: Placement, layout: Layout,
                  dims: ConfigDims, *, mode: RunMode = "local", remote: _Remote | None = None,
                  api_key: str | None = None, hf_model: Any | None = None) -> None:
-        super().__init__(tokenizer, info, placement, tokenizer.bos_token_id is not None)
+        super().__init__(tokenizer, info, placement, info.bos_token is not None)
         self.model = model  # nnsight TransformersModel
         self.layout = layout
         self.dims = dims
@@ -404,8 +422,10 @@ class NnsightBackend(Backend):
 
     @classmethod
     def from_local(cls, hf_model: Any, tokenizer: Any, *, name: str, source: str, revision: str,
-                   placement: Placement, n_params: int, started: float, mode: RunMode = "local") -> NnsightBackend:
-        """nnsight around the transformers model the loader loaded (the same object: no second copy)."""
+                   placement: Placement, n_params: int, started: float, mode: RunMode = "local",
+                   bos: BosPolicy | None = None) -> NnsightBackend:
+        """nnsight around the transformers model the loader loaded (the same object: no second copy); bos: the
+        model's BOS policy (default: decided from the tokenizer and config, as the loader does)."""
         from nnsight import TransformersModel
 
         config = hf_model.config
@@ -417,7 +437,8 @@ class NnsightBackend(Backend):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
-        info = config_model_info(config, dims, tokenizer, name=name, source=source, revision=revision,
+        bos = bos if bos is not None else decide_bos(tokenizer, config)
+        info = config_model_info(config, dims, bos, name=name, source=source, revision=revision,
                                  n_params=n_params, device=placement.device, dtype=placement.dtype_name,
                                  memory_bytes=resident_bytes(hf_model), load_seconds=time.perf_counter() - started,
                                  backend="nnsight")
@@ -725,40 +746,45 @@ class NnsightBackend(Backend):
             self.requests_sent += 1
             return compute()
 
+    def _optional_path(self, layer: int, part: str | None) -> Any:
+        return None if part is None else self._path(self.layout.block(layer, part))
+
     def mlp0_effective_embedding(self, token_ids: torch.Tensor) -> torch.Tensor:
         layout = self.layout
         embed, ln2, mlp = (self._path(p) for p in (layout.embed, layout.block(0, layout.ln2),
                                                      layout.block(0, layout.mlp)))
+        ln2_post = self._optional_path(0, layout.ln2_post)
         token_ids = token_ids.cpu()
         if self.mode == "local":
-            return self._here(lambda: _effective_embedding(embed, ln2, mlp, token_ids))
+            return self._here(lambda: _effective_embedding(embed, ln2, mlp, ln2_post, token_ids))
         model = self.model
         with self._running():
             job = self._trace_backend()
             with model.session(backend=job):
-                effective = nnsight.save(_effective_embedding(embed, ln2, mlp, token_ids).detach().cpu())
+                effective = nnsight.save(_effective_embedding(embed, ln2, mlp, ln2_post, token_ids).detach().cpu())
             (effective,) = self._outputs(job, locals(), "effective")
         return effective.to(self.device)
 
     def _ov_modules(self, layer: int) -> tuple:
+        """(ln1, attn, o_proj, post-attention norm or None) of `layer`."""
         layout = self.layout
         return (self._path(layout.block(layer, layout.ln1)), self._path(layout.block(layer, layout.attn)),
-                self._path(layout.block(layer, layout.o_proj)))
+                self._path(layout.block(layer, layout.o_proj)), self._optional_path(layer, layout.ln1_post))
 
     def ov_outputs(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
         dims = self.dims
-        ln1, attn, o_proj = self._ov_modules(layer)
+        ln1, attn, o_proj, ln1_post = self._ov_modules(layer)
         values_of = self.layout.values
         if self.mode == "local":
-            return self._here(lambda: _ov_outputs(ln1, attn, o_proj, values_of, resid, dims.n_heads,
-                                                            dims.n_kv, dims.d_head))
+            return self._here(lambda: _ov_outputs(ln1, attn, o_proj, ln1_post, values_of, resid, dims.n_heads,
+                                                  dims.n_kv, dims.d_head))
         resid = resid.cpu()
         model = self.model
         n_heads, n_kv, d_head = dims.n_heads, dims.n_kv, dims.d_head
         with self._running():
             job = self._trace_backend()
             with model.session(backend=job):
-                out = _ov_outputs(ln1, attn, o_proj, values_of, resid, n_heads, n_kv, d_head)
+                out = _ov_outputs(ln1, attn, o_proj, ln1_post, values_of, resid, n_heads, n_kv, d_head)
                 out = nnsight.save(out.detach().cpu())
             (out,) = self._outputs(job, locals(), "out")
         return out.to(self.device)
@@ -769,7 +795,7 @@ class NnsightBackend(Backend):
         if self.mode == "local":
             return super().ov_unembed_logits(layer, resid, token_ids)
         dims, layout = self.dims, self.layout
-        ln1, attn, o_proj = self._ov_modules(layer)
+        ln1, attn, o_proj, ln1_post = self._ov_modules(layer)
         final_norm, unembed = self._path(layout.final_norm), self._path(layout.unembed)
         values_of, cap = layout.values, dims.logit_cap
         n_heads, n_kv, d_head = dims.n_heads, dims.n_kv, dims.d_head
@@ -778,7 +804,7 @@ class NnsightBackend(Backend):
         with self._running():
             job = self._trace_backend()
             with model.session(backend=job):
-                out = _ov_outputs(ln1, attn, o_proj, values_of, resid, n_heads, n_kv, d_head)
+                out = _ov_outputs(ln1, attn, o_proj, ln1_post, values_of, resid, n_heads, n_kv, d_head)
                 logits = nnsight.save(_unembed(unembed, final_norm(out), token_ids, cap).detach().cpu())
             (logits,) = self._outputs(job, locals(), "logits")
         return logits.to(self.device)
@@ -998,7 +1024,8 @@ def load_remote(request: ModelRequest, progress: ProgressCallback | None = None)
     dtype_name = dtype_name.removeprefix("torch.")
     n_params, _ = estimate_weight_bytes(config, torch.float32)
     placement = Placement(device="cpu", device_map=None, dtype=torch.float32)
-    info = config_model_info(config, dims, tokenizer, name=resolved.name, source=source,
+    bos = decide_bos(tokenizer, config, getattr(request, "bos", "auto"))
+    info = config_model_info(config, dims, bos, name=resolved.name, source=source,
                              revision=str(getattr(config, "_commit_hash", None) or "main"), n_params=n_params,
                              device="NDIF", dtype=dtype_name, memory_bytes=0,
                              load_seconds=time.perf_counter() - started, backend="ndif")

@@ -137,25 +137,30 @@ def test_setting_up_in_the_background_while_the_prompt_tester_runs(tiny_model_di
 
 
 @pytest.mark.parametrize("name", ["qwen2", "neox"])
-def test_a_family_transformerlens_reads_differently_is_wrapped_at_load(name, tiny_family_loader):
-    """Qwen2 and GPT-NeoX: TransformerLens prepends no BOS although the tokenizer has one, so their models are wrapped
-    at load even when the caller would rather set hooks up later; built by hand the other way, the bridge refuses to
-    change the identity under results already computed, and the plain forwards keep working."""
+def test_a_family_not_checked_for_deferred_set_up_is_wrapped_at_load(name, tiny_family_loader):
+    """Qwen2 and GPT-NeoX (TransformerLens prepends no BOS to them by its own rule) are wrapped at load even when the
+    caller would rather set hooks up later, and their input starts with BOS as the model's policy says (the tokenizer
+    has one and the config names it), not by TransformerLens' rule; built by hand with a config reading that
+    TransformerLens does not share, the bridge refuses to change the identity under results already computed, and
+    the plain forwards keep working."""
     family = tiny_family_loader(name)
     assert family.backend.hf_model.config.model_type not in HOOKS_LATER_FAMILIES
     model = load_model(ModelRequest(str(family.folder), device="cpu"), hooks_later=True)
-    assert model.hooks_ready and model.info.bos_token is None
+    assert model.hooks_ready and model.info.bos_token == model.tokenizer.bos_token
+    assert model.input_ids("1 2") == [model.tokenizer.bos_token_id, *model.encode("1 2")]
+    assert model.bridge.cfg.default_prepend_bos  # TransformerLens' own string APIs follow the policy too
 
     placement = resolve_placement("cpu", "float32")
     read = config_info(family.reference, model.tokenizer, name=f"tiny-{name}", source=str(family.folder),
                        revision="r", placement=placement, n_params=1, load_seconds=0.0)
-    assert read.bos_token is not None  # the config's reading: the tokenizer has a BOS
-    by_hand = BridgeBackend(copy.deepcopy(family.reference), model.tokenizer, read, placement)
+    assert read.bos_token == model.info.bos_token  # one policy, before and after the bridge
+    misread = dataclasses.replace(read, n_ctx=read.n_ctx + 1)  # a reading TransformerLens will not share
+    by_hand = BridgeBackend(copy.deepcopy(family.reference), model.tokenizer, misread, placement)
     tokens = by_hand.tensor([PROMPT_IDS])
     before = by_hand.next_tokens(tokens, 2).logits_at
-    with pytest.raises(ModelLoadError, match="bos_token"):
+    with pytest.raises(ModelLoadError, match="n_ctx"):
         by_hand.prepare_hooks()
     assert not by_hand.hooks_ready
-    with pytest.raises(ModelLoadError, match="bos_token"):  # said again on every use, not retried
+    with pytest.raises(ModelLoadError, match="n_ctx"):  # said again on every use, not retried
         by_hand.prepare_hooks()
     torch.testing.assert_close(by_hand.next_tokens(tokens, 2).logits_at, before)

@@ -104,8 +104,24 @@ def _raw_ov(family, model, layer, x):
         rows = slice(kv * D_HEAD, (kv + 1) * D_HEAD)
         v = normed @ v_proj.weight[rows].T + (v_proj.bias[rows] if v_proj.bias is not None else 0)
         out = v @ o_proj.weight[:, h * D_HEAD:(h + 1) * D_HEAD].T
-        outs.append(out + (o_proj.bias / N_HEADS if o_proj.bias is not None else 0))
+        out = out + (o_proj.bias / N_HEADS if o_proj.bias is not None else 0)
+        if family == "gemma2":  # the README: Gemma-2's post-attention norm on each head's output alone
+            out = _gemma2_rms(out, block.post_attention_layernorm.weight)
+        outs.append(out)
     return torch.stack(outs)
+
+
+def _gemma2_rms(x, gain):
+    """Gemma-2's RMSNorm written out: x / rms(x) · (1 + gain), in float32 (eps 1e-6, the config's default)."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + gain.float())).to(x.dtype)
+
+
+def _post_mlp(family, model, mlp_out):
+    """MLP₀'s output as it reaches the residual: through Gemma-2's post-MLP norm (the README's MLP0), else as is."""
+    if family == "gemma2":
+        return _gemma2_rms(mlp_out, model.model.layers[0].post_feedforward_layernorm.weight)
+    return mlp_out
 
 
 def _raw_embedding(family, model, ids):
@@ -226,7 +242,7 @@ def test_ov_outputs_and_effective_embedding_equal_raw_weights(family_model):
     ids = torch.tensor([5, 17, 300, 999])
     with torch.no_grad():
         embedded = _raw_embedding(family, model, ids)
-        expected_effective = embedded + MLP[family](model, 0)(_ln2(family, model)(embedded))
+        expected_effective = embedded + _post_mlp(family, model, MLP[family](model, 0)(_ln2(family, model)(embedded)))
         expected_ov = _raw_ov(family, model, 1, expected_effective)
     effective = backend.mlp0_effective_embedding(ids)
     torch.testing.assert_close(effective, expected_effective, atol=1e-5, rtol=1e-5)
