@@ -78,7 +78,11 @@ def ndif_sizes(prompts: int, seq_len: int) -> None:
     from nnsight.tracing.backend import Backend as NnsightTraceBackend
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from headscope.backends.nnsight import NnsightBackend, _dims, _info, _Remote, layout_for
+    from headscope.backends.base import config_dims, config_model_info
+    from headscope.backends.bos import decide_bos
+    from headscope.backends.layouts import layout_for
+    from headscope.backends.ndif import NdifRun, NdifTarget
+    from headscope.backends.nnsight import NnsightBackend
     from headscope.loading import embedded_converted_folder
 
     sizes: list[int] = []
@@ -103,11 +107,12 @@ def ndif_sizes(prompts: int, seq_len: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = TransformersModel(meta, tokenizer=tokenizer, task="text-generation", device="meta")
-    dims = _dims(config)
-    info = _info(config, dims, tokenizer, name="Llama-2-7B shape", source="meta", revision="0", n_params=0,
+    dims = config_dims(config)
+    bos = decide_bos(tokenizer, config)
+    info = config_model_info(config, dims, bos, name="Llama-2-7B shape", source="meta", revision="0", n_params=0,
                  device="NDIF", dtype="float16", memory_bytes=0, load_seconds=0.0, backend="ndif")
     backend = Measuring(model, tokenizer, info, Placement("cpu", None, torch.float32), layout_for(config, "7B"),
-                        dims, mode="ndif", remote=_Remote("http://ndif.invalid", "meta", 60.0), api_key="unused")
+                        dims, mode=NdifRun(NdifTarget("http://ndif.invalid", "meta", 60.0)), api_key="unused")
     generator = torch.Generator().manual_seed(0)
     clean = torch.randint(3, config.vocab_size, (prompts, seq_len), generator=generator)
     corrupted = torch.randint(3, config.vocab_size, (prompts, seq_len), generator=generator)

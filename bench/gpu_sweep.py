@@ -45,8 +45,8 @@ def build_model(shape: str, device: str, dtype: torch.dtype):
     headscope's TransformerLens backend."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from headscope.backends import wrap_local_model
     from headscope.backends.base import Placement
+    from headscope.loading import wrap_local_model
 
     if shape == "small":
         config = LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=6, num_attention_heads=8,

@@ -31,15 +31,15 @@ def active_request() -> ModelRequest:
 
 
 def backend_missing(name: str) -> str | None:
-    """Why a backend cannot be used in this installation, or None when it can."""
-    if name == "bridge":
-        return None
-    if importlib.util.find_spec("headscope.backends.nnsight") is None:
-        return (f"The {BACKENDS[name].label} backend is not part of this installation of headscope "
-                "(headscope/backends/nnsight.py is missing). Choose TransformerLens (local).")
-    if importlib.util.find_spec("nnsight") is None:
-        return (f"The {BACKENDS[name].label} backend needs the nnsight package: `pip install nnsight`, then restart "
-                "the app. Choose TransformerLens (local) meanwhile.")
+    """Why a backend cannot be used in this installation (a package its BackendSpec requires is missing), or None."""
+    spec = BACKENDS[name]
+    for package in spec.requires:
+        if importlib.util.find_spec(package) is None:
+            if package.startswith("headscope."):
+                return (f"The {spec.label} backend is not part of this installation of headscope "
+                        f"({package.replace('.', '/')}.py is missing). Choose {BACKENDS['bridge'].label}.")
+            return (f"The {spec.label} backend needs the {package} package: `pip install {package}`, then restart "
+                    f"the app. Choose another backend meanwhile.")
     return None
 
 

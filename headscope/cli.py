@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from headscope.backends import BACKENDS, LOCAL_BACKEND_NAMES
 from headscope.errors import HeadscopeError, InputError
 from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 TASK_HELP = "digits, number-words, months, days, template, step (--step K), decreasing, fibonacci, letters"
 
 EXIT_BAD_INPUT = 2
-LOCAL_BACKENDS = ("bridge", "nnsight")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -42,9 +42,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="'embedded' (default), a hub id such as meta-llama/Llama-2-7b-hf, or a local folder")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or multi-gpu")
     parser.add_argument("--dtype", default="auto", help="auto (default), float32, float16 or bfloat16")
-    parser.add_argument("--backend", choices=LOCAL_BACKENDS, default=None,
-                        help="bridge: TransformerLens' TransformerBridge (default); nnsight: nnsight over the same "
-                             "model")
+    parser.add_argument("--backend", choices=LOCAL_BACKEND_NAMES, default=None,
+                        help="; ".join(f"{name}: {BACKENDS[name].help}" for name in LOCAL_BACKEND_NAMES))
     parser.add_argument("--remote", action="store_true",
                         help="run the model on NDIF through nnsight (a hosted hub id; the key is read from "
                              "NDIF_API_KEY)")

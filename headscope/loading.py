@@ -14,15 +14,23 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from headscope.backends.base import Backend, Placement
-from headscope.backends.bos import BOS_CHOICES, decide_bos
+from headscope.backends import check_backend_name
+from headscope.backends.base import (
+    Backend,
+    LocalModel,
+    Placement,
+    ProgressCallback,
+    config_dims,
+    config_model_info,
+)
+from headscope.backends.bos import BOS_CHOICES, BosPolicy, decide_bos
 from headscope.embedded import (  # noqa: F401  (re-exported: the app and the tests import them from here)
     EMBEDDED,
     EMBEDDED_GGUF,
@@ -33,6 +41,7 @@ from headscope.embedded import (  # noqa: F401  (re-exported: the app and the te
     file_sha256,
 )
 from headscope.errors import ModelLoadError
+from headscope.settings import positive_env
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "multi-gpu")
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
@@ -40,8 +49,6 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
 
-# Callback for load progress: a stage description and a fraction in [0, 1].
-ProgressCallback = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)
@@ -357,23 +364,19 @@ def load_model(
     """Load a model behind the requested backend, as `policy` allows (default: SourcePolicy.from_env()). Raises
     ModelLoadError with an actionable message on any failure. hooks_later: see wrap_local_model (the app's choice:
     usable sooner, TransformerLens set up on first need)."""
-    from headscope.backends import check_backend_name
-
-    check_backend_name(request.backend)
+    spec = check_backend_name(request.backend)
     if request.bos not in BOS_CHOICES:
         raise ModelLoadError(f"Unknown BOS choice {request.bos!r}: choose one of {', '.join(BOS_CHOICES)}.")
     policy = policy or SourcePolicy.from_env()
     started = time.perf_counter()
     _silence_transformers()
-    if request.backend == "ndif" and not policy.allow_hub:  # NDIF reads the model's config and tokenizer from the hub
-        raise ModelLoadError(_hub_off_message(policy))
-    if request.backend == "ndif":
-        from headscope.backends.nnsight import load_remote
-
+    if not spec.local:  # NDIF: reads only the model's config and tokenizer, from the hub
+        if not policy.allow_hub:
+            raise ModelLoadError(_hub_off_message(policy))
         return load_remote(request, progress)
     placement = resolve_placement(request.device, request.dtype)
     source = resolve_source(request.source, policy)
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # seconds: only when a model loads
 
     hub_kwargs: dict[str, Any] = {}
     if source.kind == EMBEDDED:
@@ -424,8 +427,6 @@ def load_model(
 
     n_params = sum(parameter.numel() for parameter in hf_model.parameters())  # tied weights once
     bos = decide_bos(tokenizer, config, request.bos)  # once per model: every backend feeds the ids it gives
-    from headscope.backends import wrap_local_model
-
     backend = wrap_local_model(
         request.backend,
         hf_model,
@@ -442,6 +443,109 @@ def load_model(
     )
     _report(progress, "Ready", 1.0)
     return backend
+
+
+def wrap_local_model(
+    backend: str,
+    hf_model: Any,
+    tokenizer: Any,
+    *,
+    name: str,
+    source: str,
+    revision: str,
+    placement: Placement,
+    n_params: int,
+    started: float,
+    progress: ProgressCallback | None = None,
+    hooks_later: bool = False,
+    bos: BosPolicy | None = None,
+) -> Backend:
+    """The requested local backend around a transformers model already loaded on this machine, made by its
+    BackendSpec's factory. bos: the model's BOS policy (default: decided from the tokenizer and config); every
+    backend feeds the model the ids it gives. hooks_later: see headscope.backends.bridge.open_local."""
+    spec = check_backend_name(backend)
+    bos = bos if bos is not None else decide_bos(tokenizer, hf_model.config)
+    return spec.opener()(LocalModel(hf_model, tokenizer, name, source, revision, placement, n_params, started, bos,
+                                    progress, hooks_later))
+
+
+def load_remote(request: ModelRequest, progress: ProgressCallback | None = None) -> Backend:
+    """A model run on NDIF: the key, NDIF's reachability and whether it hosts the model are checked first (each
+    failing within seconds with what to do); then only the config and tokenizer are read (from the hub)."""
+    # imported here, not at the top: nnsight and transformers take seconds to import, and the app imports this
+    # module before its first page is drawn (no circle: none of these modules imports headscope.loading)
+    from nnsight import TransformersModel
+    from nnsight.modeling import huggingface as nnsight_huggingface
+    from transformers import AutoConfig, AutoTokenizer
+
+    from headscope.backends.layouts import check_modules, layout_for
+    from headscope.backends.ndif import (
+        NDIF_DEFAULT_TIMEOUT,
+        NdifRun,
+        NdifTarget,
+        ndif_host,
+        probe_ndif,
+        resolve_api_key,
+        shown_host,
+    )
+    from headscope.backends.nnsight import NnsightBackend
+    started = time.perf_counter()
+    api_key = resolve_api_key(request.api_key)
+    source = (request.source or "").strip()
+    if not source or source.lower() == EMBEDDED:
+        raise ModelLoadError("NDIF runs models it hosts (for example meta-llama/Llama-2-7b-hf), not the embedded "
+                             "model: give a hub id, or choose a local backend.")
+    resolved = resolve_source(source)
+    if resolved.kind != "hub":
+        raise ModelLoadError(f"NDIF runs models it hosts, by hub id (for example meta-llama/Llama-2-7b-hf); "
+                             f"{source!r} is a local folder: choose a local backend for it.")
+    host = ndif_host()
+    if progress is not None:
+        progress(f"Checking that NDIF ({shown_host(host)}) answers", 0.1)
+    hosted = probe_ndif(host)
+    if hosted is not None and source.lower() not in {h.lower() for h in hosted}:
+        listed = ", ".join(hosted) if hosted else "none right now"
+        raise ModelLoadError(f"NDIF does not host {source} now. Hosted models: {listed}. Choose one of those, or a "
+                             "local backend.")
+    if progress is not None:
+        progress(f"Reading the config and tokenizer of {source} (no weights)", 0.4)
+    kwargs: dict[str, Any] = {} if hub_reachable() else {"local_files_only": True}
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except Exception as error:
+        raise ModelLoadError(
+            f"Could not read the config and tokenizer of {source} from the Hugging Face hub ({error}). NDIF runs "
+            "the weights, but headscope needs these two small files here: check the network, or accept the model's "
+            "licence on huggingface.co and log in (`huggingface-cli login`) for a gated model."
+        ) from error
+    layout = layout_for(config, source)
+    dims = config_dims(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = TransformersModel(source, tokenizer=tokenizer, task="text-generation")
+    check_modules(model._module, layout, dims.n_layers, source)
+    try:
+        model_key = model.to_model_key()  # asks the hub for the canonical spelling of the id
+    except Exception:
+        nnsight_huggingface._ID_CACHE.setdefault(source, source)  # hub busy: NDIF matches the id as written
+        model_key = model.to_model_key()
+    dtype_name = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float16")
+    dtype_name = dtype_name.removeprefix("torch.")
+    n_params, _ = estimate_weight_bytes(config, torch.float32)
+    placement = Placement(device="cpu", device_map=None, dtype=torch.float32)
+    bos = decide_bos(tokenizer, config, request.bos)
+    info = config_model_info(config, dims, bos, name=resolved.name, source=source,
+                             revision=str(getattr(config, "_commit_hash", None) or "main"), n_params=n_params,
+                             device="NDIF", dtype=dtype_name, memory_bytes=0,
+                             load_seconds=time.perf_counter() - started, backend="ndif")
+    timeout = positive_env("HEADSCOPE_NDIF_TIMEOUT", NDIF_DEFAULT_TIMEOUT, maximum=7 * 24 * 3600.0)
+    backend = NnsightBackend(model, tokenizer, info, placement, layout, dims,
+                             mode=NdifRun(NdifTarget(host, model_key, timeout)), api_key=api_key)
+    if progress is not None:
+        progress("Ready (runs on NDIF)", 1.0)
+    return backend
+
 
 
 def _folder_revision(path: Path) -> str:

@@ -10,15 +10,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from headscope.errors import HeadscopeError
 from headscope.settings import positive_env
 
-if TYPE_CHECKING:
-    from headscope.backends.base import ModelInfo, Placement
+
+class Where(Protocol):
+    """Where activations live (headscope.backends.base.Placement): described here by what memory reads, so the
+    backends import this module and not the other way round."""
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def device_map(self) -> str | None: ...
+
+
+class ModelShape(Protocol):
+    """A model's sizes as memory reads them (headscope.backends.base.ModelInfo)."""
+
+    @property
+    def d_model(self) -> int: ...
+
+    @property
+    def d_mlp(self) -> int: ...
+
+    @property
+    def n_heads(self) -> int: ...
+
+    @property
+    def d_head(self) -> int: ...
 
 CPU_SHARE = 0.5  # of MemAvailable
 CPU_CAP_BYTES = 2 * 2**30  # keeps the embedded model's server under 4 GB resident with every session together
@@ -45,11 +69,11 @@ def _mem_available() -> int | None:
     return None
 
 
-def _on_cpu(placement: Placement) -> bool:
+def _on_cpu(placement: Where) -> bool:
     return placement.device == "cpu" or placement.device.startswith("meta")
 
 
-def _free_bytes(placement: Placement) -> int | None:
+def _free_bytes(placement: Where) -> int | None:
     """Memory free where the activations live: CPU MemAvailable (None where unknown), or free memory on the GPU (the
     least free of the GPUs a split model spans)."""
     if _on_cpu(placement):
@@ -59,7 +83,7 @@ def _free_bytes(placement: Placement) -> int | None:
     return torch.cuda.mem_get_info(torch.device(placement.device))[0]
 
 
-def activation_budget(placement: Placement) -> int:
+def activation_budget(placement: Where) -> int:
     """Bytes a computation may use for activations now (a hard limit: a run needing more is refused).
 
     By default a share of the free memory (on the CPU at most CPU_CAP_BYTES); HEADSCOPE_MEMORY_BUDGET_MB sets the
@@ -75,7 +99,7 @@ def activation_budget(placement: Placement) -> int:
     return int(free * CUDA_SHARE)
 
 
-def chunk_target_bytes(placement: Placement) -> int:
+def chunk_target_bytes(placement: Where) -> int:
     """The batch size (in activation bytes) past which larger batches stop running faster on this device."""
     override = positive_env("HEADSCOPE_CHUNK_TARGET_MB", None, maximum=2**30)
     if override is not None:
@@ -87,7 +111,7 @@ def element_size(dtype: torch.dtype) -> int:
     return torch.tensor([], dtype=dtype).element_size()
 
 
-def block_bytes_per_token(info: ModelInfo, dtype: torch.dtype, seq_len: int) -> int:
+def block_bytes_per_token(info: ModelShape, dtype: torch.dtype, seq_len: int) -> int:
     """Peak activation bytes per token while one block runs: residual copies, q/k/v, MLP hidden states (gate, up,
     activation) and the attention scores (eager attention keeps [head, dest, src] in float32)."""
     d_mlp = max(info.d_mlp, 4 * info.d_model)

@@ -1,47 +1,62 @@
-"""Backends: one interface (`base.Backend`), one file per backend. A new backend is one entry in BACKENDS.
+"""Backends: one interface (`base.Backend`), one module per backend. A new backend is its module plus one entry in
+BACKENDS, which carries everything the rest of headscope knows about it: name, label, help text, whether it runs on
+this machine, the packages it needs and its factory.
 
 - "bridge": TransformerLens' TransformerBridge over a local transformers model (the default);
 - "nnsight": nnsight over the same local transformers model;
-- "ndif": nnsight running the model remotely on NDIF (no weights on this machine).
+- "ndif": nnsight running the model remotely on NDIF (no weights on this machine; opened by loading.load_remote).
+
+This module imports no backend (nor torch): the CLI's option parser and the app's sidebar read BACKENDS before any
+model library is loaded, and a factory's module is imported when a model is first opened with it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from headscope.backends.base import Backend, ModelInfo, Placement
-from headscope.backends.bos import BosPolicy, decide_bos
 from headscope.errors import ModelLoadError
 
-__all__ = ["BACKENDS", "BACKEND_NAMES", "Backend", "BackendSpec", "ModelInfo", "Placement", "check_backend_name",
-           "wrap_local_model"]
+__all__ = ["BACKENDS", "BACKEND_NAMES", "LOCAL_BACKEND_NAMES", "BackendSpec", "check_backend_name"]
 
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """A backend's name, label for the UI and CLI, and whether its model runs on this machine."""
+    """One backend. factory: "module:function" that opens a model loaded on this machine (a base.LocalModel) behind
+    this backend; None for a remote backend, which loads no weights here (loading.load_remote opens it)."""
 
     name: str
     label: str
     local: bool
     help: str
+    requires: tuple[str, ...]  # importable packages it needs (the app says which is missing)
+    factory: str | None = None
+
+    def opener(self) -> Callable[[Any], Any]:
+        """The factory function, its module imported now (first use)."""
+        if self.factory is None:
+            raise ModelLoadError(f"The {self.label} backend does not run a model loaded on this machine.")
+        module, _, function = self.factory.partition(":")
+        return getattr(importlib.import_module(module), function)
 
 
 BACKENDS: dict[str, BackendSpec] = {
     spec.name: spec
     for spec in (
         BackendSpec("bridge", "TransformerLens (local)", True,
-                    "TransformerLens' TransformerBridge over the model, on this machine (the default)"),
-        BackendSpec("nnsight", "nnsight (local)", True, "nnsight over the same model, on this machine"),
+                    "TransformerLens' TransformerBridge over the model, on this machine (the default)",
+                    ("transformer_lens",), "headscope.backends.bridge:open_local"),
+        BackendSpec("nnsight", "nnsight (local)", True, "nnsight over the same model, on this machine",
+                    ("nnsight", "headscope.backends.nnsight"), "headscope.backends.nnsight:open_local"),
         BackendSpec("ndif", "NDIF (remote)", False,
-                    "nnsight on NDIF's servers: for models that do not fit this machine (needs an NDIF API key)"),
+                    "nnsight on NDIF's servers: for models that do not fit this machine (needs an NDIF API key)",
+                    ("nnsight", "headscope.backends.nnsight")),
     )
 }
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
+LOCAL_BACKEND_NAMES: tuple[str, ...] = tuple(name for name, spec in BACKENDS.items() if spec.local)
 
 
 def check_backend_name(name: str) -> BackendSpec:
@@ -49,50 +64,3 @@ def check_backend_name(name: str) -> BackendSpec:
         return BACKENDS[name]
     except KeyError:
         raise ModelLoadError(f"Unknown backend {name!r}: choose one of {', '.join(BACKEND_NAMES)}.") from None
-
-
-ProgressCallback = Callable[[str, float], None]
-
-
-def wrap_local_model(
-    backend: str,
-    hf_model: Any,
-    tokenizer: Any,
-    *,
-    name: str,
-    source: str,
-    revision: str,
-    placement: Placement,
-    n_params: int,
-    started: float,
-    progress: ProgressCallback | None = None,
-    hooks_later: bool = False,
-    bos: BosPolicy | None = None,
-) -> Backend:
-    """The requested backend around a transformers model already loaded on this machine.
-
-    hooks_later: the bridge backend may leave TransformerLens' wrapping to first need (BridgeBackend), where the model's
-    family reads the same from its config; the app does, so its prompt tester is usable seconds sooner. Otherwise the
-    model is wrapped here and a model TransformerLens cannot serve is refused now. bos: the model's BOS policy
-    (default: decided from the tokenizer and config); every backend feeds the model the ids it gives."""
-    bos = bos if bos is not None else decide_bos(tokenizer, hf_model.config)
-    if backend == "bridge":
-        from headscope.backends.bridge import HOOKS_LATER_FAMILIES, BridgeBackend, config_info
-
-        info = config_info(hf_model, tokenizer, name=name, source=source, revision=revision, placement=placement,
-                           n_params=n_params, load_seconds=time.perf_counter() - started, bos=bos)
-        model = BridgeBackend(hf_model, tokenizer, info, placement)
-        if not (hooks_later and getattr(hf_model.config, "model_type", None) in HOOKS_LATER_FAMILIES):
-            if progress is not None:
-                progress("Wrapping the model in TransformerLens' TransformerBridge", 0.9)
-            model.prepare_hooks()
-            model.info = dataclasses.replace(model.info, load_seconds=time.perf_counter() - started)
-        return model
-    if backend == "nnsight":
-        from headscope.backends.nnsight import NnsightBackend
-
-        if progress is not None:
-            progress("Wrapping the model in nnsight", 0.9)
-        return NnsightBackend.from_local(hf_model, tokenizer, name=name, source=source, revision=revision,
-                                         placement=placement, n_params=n_params, started=started, bos=bos)
-    raise ModelLoadError(f"The {backend} backend does not run a model loaded on this machine.")

@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from headscope.backends import BACKENDS
 from headscope.backends.bos import BosPolicy
+from headscope.memory import activation_budget, chunk_target_bytes
+from headscope.sharing import ModelGate
 
 if TYPE_CHECKING:
     from headscope.methods import AblationMethod
-    from headscope.sharing import ModelGate
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,33 @@ class ModelInfo:
 
     @property
     def backend_label(self) -> str:
-        return BACKEND_LABELS.get(self.backend, self.backend)
+        spec = BACKENDS.get(self.backend)
+        return spec.label if spec is not None else self.backend
 
 
-BACKEND_LABELS = {"bridge": "TransformerLens (local)", "nnsight": "nnsight (local)", "ndif": "NDIF (remote)"}
+ProgressCallback = Callable[[str, float], None]  # a load stage's description and a fraction in [0, 1]
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A transformers model loaded on this machine, as the loader hands it to a local backend's factory
+    (BackendSpec.factory). hooks_later: the backend may leave its own set-up to first need (the app's choice)."""
+
+    hf_model: Any
+    tokenizer: Any
+    name: str
+    source: str
+    revision: str
+    placement: Placement
+    n_params: int
+    started: float  # time.perf_counter() when the load began
+    bos: BosPolicy
+    progress: ProgressCallback | None = None
+    hooks_later: bool = False
+
+    def report(self, stage: str, fraction: float) -> None:
+        if self.progress is not None:
+            self.progress(stage, fraction)
 
 
 @dataclass(frozen=True)
@@ -329,8 +354,6 @@ class Backend(ABC):
     name: str = "?"
 
     def __init__(self, tokenizer: Any, info: ModelInfo, placement: Placement, prepends_bos: bool) -> None:
-        from headscope.sharing import ModelGate
-
         self.tokenizer = tokenizer
         self.info = info
         self.placement = placement
@@ -500,12 +523,8 @@ class Backend(ABC):
 
     def budget_bytes(self) -> int:
         """Memory a computation may use for activations now (see headscope.memory)."""
-        from headscope.memory import activation_budget
-
         return activation_budget(self.placement)
 
     def chunk_target(self) -> int:
         """Activation bytes per batch past which bigger batches stop running faster here (headscope.memory)."""
-        from headscope.memory import chunk_target_bytes
-
         return chunk_target_bytes(self.placement)

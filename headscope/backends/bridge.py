@@ -26,6 +26,7 @@ from headscope.backends.base import (
     AttributionEffects,
     Backend,
     BlockOutput,
+    LocalModel,
     LogitDiffTask,
     MlpEdit,
     ModelInfo,
@@ -1106,6 +1107,23 @@ SUPPORTED_FAMILIES_HINT = "Llama, Mistral, Qwen2, Gemma, GPT-2, GPT-NeoX/Pythia,
 HOOKS_LATER_FAMILIES = frozenset({"llama", "mistral", "gemma2", "gpt2"})
 
 
+def open_local(model: LocalModel) -> BridgeBackend:
+    """The bridge backend around a model loaded here (BackendSpec "bridge"). Where model.hooks_later and the family
+    reads the same from its config (HOOKS_LATER_FAMILIES), TransformerLens' wrapping is left to first need, so the
+    app's prompt tester is usable seconds sooner; otherwise the model is wrapped now and a model TransformerLens
+    cannot serve is refused now."""
+    hf_model = model.hf_model
+    info = config_info(hf_model, model.tokenizer, name=model.name, source=model.source, revision=model.revision,
+                       placement=model.placement, n_params=model.n_params,
+                       load_seconds=time.perf_counter() - model.started, bos=model.bos)
+    backend = BridgeBackend(hf_model, model.tokenizer, info, model.placement)
+    if not (model.hooks_later and getattr(hf_model.config, "model_type", None) in HOOKS_LATER_FAMILIES):
+        model.report("Wrapping the model in TransformerLens' TransformerBridge", 0.9)
+        backend.prepare_hooks()
+        backend.info = dataclasses.replace(backend.info, load_seconds=time.perf_counter() - model.started)
+    return backend
+
+
 def config_info(hf_model: Any, tokenizer: Any, *, name: str, source: str, revision: str, placement: Placement,
                 n_params: int, load_seconds: float, bos: BosPolicy | None = None) -> ModelInfo:
     """ModelInfo read off a transformers model's config, before any bridge; bos: the model's BOS policy (default:
@@ -1176,4 +1194,5 @@ def wrap_in_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placemen
 
 
 __all__ = ["HOOKS_LATER_FAMILIES", "BridgeBackend", "BridgeBlockRunner", "apply_mlp_edit", "apply_z_edit",
-           "attention_span_limit", "bridge_info", "bridge_supports", "config_info", "make_bridge", "wrap_in_bridge"]
+           "attention_span_limit", "bridge_info", "bridge_supports", "config_info", "make_bridge", "open_local",
+           "wrap_in_bridge"]

@@ -1,42 +1,33 @@
 """The nnsight backend: nnsight 0.8's `TransformersModel` over a transformers model, here or on NDIF.
 
-Three ways to run the same code:
-- "local": nnsight wraps the very transformers model the loader loaded; traces run in this process;
-- "simulate": nnsight's dry run of the remote path (`remote="local"`): every trace is serialised as for NDIF (local
-  modules hidden) and run in this process. Tests use it to check that every request would travel;
-- "ndif": traces are sent to NDIF (`RemoteBackend`, non-blocking) and polled; no weights on this machine.
-
-Every computation is written once, as the body of a trace or session, so the three modes run the same code. A head
-is ablated by editing its slice of the output projection's *input* (the per-head z, `o_proj.input` for Llama), never
-the attention output after the projection; an MLP by replacing the MLP module's output. Replacement values (mean,
-resample) are computed from the corrupted prompts inside the same forward (their rows precede the clean rows), so
-remotely only LD values come back. Weights are never read in a module's own layout: OV outputs and the effective
-embedding call the model's own modules (GPT-2's Conv1D stores its matrices transposed).
-
-Families with a known layout are served (LAYOUTS); any other is refused at load.
+Three ways to run the same code (headscope.backends.ndif's run modes): LOCAL (traces in this process), DRY_RUN
+(nnsight's dry run of the remote path, serialised as for NDIF) and NdifRun (sent to NDIF). Every computation is
+written once, as the body of a trace or session, so the three modes run the same code. A head is ablated by editing
+its slice of the output projection's *input* (the per-head z, `o_proj.input` for Llama); an MLP by replacing the MLP
+module's output (headscope.backends.layouts says where each family keeps them). Replacement values (mean, resample)
+are computed from the corrupted prompts inside the same forward (their rows precede the clean rows), so remotely only
+LD values come back. Weights are never read in a module's own layout: OV outputs and the effective embedding call the
+model's own modules (GPT-2's Conv1D stores its matrices transposed).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import nnsight
 import numpy as np
 import torch
-from nnsight.intervention.backends.remote import RemoteBackend
 
 from headscope.backends.base import (
     AblationGroups,
     AttributionEffects,
     Backend,
     ConfigDims,
+    LocalModel,
     LogitDiffTask,
     ModelInfo,
     NextTokenSummary,
@@ -46,129 +37,48 @@ from headscope.backends.base import (
     resident_bytes,
 )
 from headscope.backends.bos import BosPolicy, decide_bos
-from headscope.errors import HeadscopeError, ModelLoadError
+from headscope.backends.layouts import Layout, check_modules, layout_for
+from headscope.backends.ndif import (
+    LOCAL,
+    REMOTE_MAX_TOKENS,
+    RUN_MODES,
+    RemoteJobState,
+    RunMode,
+    gate_on_state,
+    no_key_message,
+)
+from headscope.errors import ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
-from headscope.settings import positive_env
-from headscope.sharing import GateStatus, current_on_wait, current_owner
 
 if TYPE_CHECKING:
-    from headscope.loading import ModelRequest, ProgressCallback
     from headscope.methods import AblationMethod
 
-RunMode = Literal["local", "simulate", "ndif"]
 UNEMBED_CHUNK_TOKENS = 512  # positions unembedded at a time (a long prompt never holds [pos, vocab] at once)
-REMOTE_MAX_TOKENS = 1 << 16  # tokens (rows × positions) in one NDIF request
-NDIF_PROBE_SECONDS = 3.0  # how long the reachability probe waits before saying NDIF is unreachable
-NDIF_DEFAULT_TIMEOUT = 30 * 60.0  # seconds to wait for one job (HEADSCOPE_NDIF_TIMEOUT overrides)
-NDIF_KEY_URL = "https://login.ndif.us"
 
 
-class RemoteJobError(HeadscopeError):
-    """An NDIF request that could not be sent, failed on the server or did not finish in time."""
+class CorruptedRows(NamedTuple):
+    """The corrupted prompts a method needs, sent before the clean rows of one forward, and how many they are."""
+
+    tokens: torch.Tensor  # [n_corrupted, pos] on the CPU
+    count: int
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Layouts: where each family keeps the modules headscope edits and calls
+class OvModules(NamedTuple):
+    """The modules of one layer that OV outputs call (post_norm: the post-attention norm, or None)."""
+
+    ln1: Any
+    attn: Any
+    o_proj: Any
+    post_norm: Any
 
 
-def _values_separate(attn: Any, normed: torch.Tensor, n_heads: int, n_kv: int, d_head: int) -> torch.Tensor:
-    """v[..., kv, d_head] from a separate value projection (Llama, Mistral, Qwen2, Gemma-2)."""
-    return attn.v_proj(normed).view(*normed.shape[:-1], n_kv, d_head)
+class AttributionSums(NamedTuple):
+    """What one attribution request returns (as a plain tuple: it travels back from NDIF): the chunk's LD,
+    head_effect[layer, head] and mlp_effect[layer]."""
 
-
-def _values_gpt2(attn: Any, normed: torch.Tensor, n_heads: int, n_kv: int, d_head: int) -> torch.Tensor:
-    """GPT-2's fused c_attn: q, k, v side by side, each n_heads · d_head wide."""
-    width = n_heads * d_head
-    return attn.c_attn(normed)[..., 2 * width:3 * width].reshape(*normed.shape[:-1], n_heads, d_head)
-
-
-def _values_neox(attn: Any, normed: torch.Tensor, n_heads: int, n_kv: int, d_head: int) -> torch.Tensor:
-    """GPT-NeoX's query_key_value: per head [q | k | v], so v is the last third of each head's block."""
-    fused = attn.query_key_value(normed).view(*normed.shape[:-1], n_heads, 3 * d_head)
-    return fused[..., 2 * d_head:]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Module paths of one family (relative to the causal-LM model) and how to read its value vectors."""
-
-    family: str
-    layers: str  # the block list, e.g. "model.layers"
-    attn: str  # attention module inside a block
-    o_proj: str  # output projection inside a block: its input is the per-head z
-    mlp: str  # MLP module inside a block
-    ln1: str  # norm before attention
-    ln2: str  # norm before the MLP
-    embed: str  # token embedding (with the model's own scale, Gemma)
-    final_norm: str
-    unembed: str
-    values: Callable[[Any, torch.Tensor, int, int, int], torch.Tensor]
-    ln1_post: str | None = None  # norm after attention, before the residual add (Gemma-2), or None
-    ln2_post: str | None = None  # norm after the MLP, before the residual add (Gemma-2), or None
-
-    def block(self, layer: int, part: str) -> str:
-        return f"{self.layers}.{layer}.{part}"
-
-    def block_parts(self) -> tuple[str, ...]:
-        """Every module path inside a block that headscope edits or calls."""
-        return tuple(part for part in (self.attn, self.o_proj, self.mlp, self.ln1, self.ln2, self.ln1_post,
-                                       self.ln2_post) if part is not None)
-
-
-def _llama_like(family: str, ln2: str = "post_attention_layernorm", ln1_post: str | None = None,
-                ln2_post: str | None = None) -> Layout:
-    return Layout(family, "model.layers", "self_attn", "self_attn.o_proj", "mlp", "input_layernorm", ln2,
-                  "model.embed_tokens", "model.norm", "lm_head", _values_separate, ln1_post, ln2_post)
-
-
-LAYOUTS: dict[str, Layout] = {
-    "llama": _llama_like("Llama"),
-    "mistral": _llama_like("Mistral"),
-    "qwen2": _llama_like("Qwen2"),
-    # Gemma-2 norms each sublayer's output too: post_attention_layernorm after attention (its ln2 is
-    # pre_feedforward_layernorm), post_feedforward_layernorm after the MLP
-    "gemma2": _llama_like("Gemma-2", ln2="pre_feedforward_layernorm", ln1_post="post_attention_layernorm",
-                          ln2_post="post_feedforward_layernorm"),
-    "gpt2": Layout("GPT-2", "transformer.h", "attn", "attn.c_proj", "mlp", "ln_1", "ln_2", "transformer.wte",
-                   "transformer.ln_f", "lm_head", _values_gpt2),
-    "gpt_neox": Layout("GPT-NeoX", "gpt_neox.layers", "attention", "attention.dense", "mlp", "input_layernorm",
-                       "post_attention_layernorm", "gpt_neox.embed_in", "gpt_neox.final_layer_norm", "lm_head",
-                       _values_neox),
-}
-
-
-def layout_for(config: Any, name: str) -> Layout:
-    """The layout of `config`'s family, or a ModelLoadError naming the families nnsight is served for."""
-    model_type = str(getattr(config, "model_type", "") or "")
-    layout = LAYOUTS.get(model_type)
-    if layout is None:
-        families = ", ".join(sorted({layout.family for layout in LAYOUTS.values()}))
-        architecture = ", ".join(getattr(config, "architectures", None) or [model_type or "unknown"])
-        raise ModelLoadError(
-            f"The nnsight backend does not know where {name} (architecture {architecture}, model_type "
-            f"{model_type!r}) keeps its per-head attention output, so it would give wrong numbers: it serves "
-            f"{families}. Use the TransformerLens backend, or a model of one of those families."
-        )
-    return layout
-
-
-def _check_modules(root: Any, layout: Layout, n_layers: int, name: str) -> None:
-    """Every path the layout names exists on the model (real or meta), and the unembedding is a plain Linear."""
-    paths = [layout.embed, layout.final_norm, layout.unembed]
-    for layer in sorted({0, n_layers - 1}):
-        paths += [layout.block(layer, part) for part in layout.block_parts()]
-    for path in paths:
-        try:
-            root.get_submodule(path)
-        except AttributeError:
-            raise ModelLoadError(
-                f"{name} is a {layout.family} model but has no module {path}: its layout differs from the one the "
-                "nnsight backend knows, so it is refused rather than run with wrong numbers. Use the TransformerLens "
-                "backend."
-            ) from None
-    if not isinstance(root.get_submodule(layout.unembed), torch.nn.Linear):
-        raise ModelLoadError(f"{name}'s unembedding ({layout.unembed}) is not a Linear layer: the nnsight backend "
-                             "cannot read its columns. Use the TransformerLens backend.")
+    clean_ld: torch.Tensor
+    head_effect: torch.Tensor
+    mlp_effect: torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -309,88 +219,6 @@ def _ov_outputs(ln1: Any, attn: Any, o_proj: Any, ln1_post: Any, values_of: Call
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Remote jobs
-
-
-@dataclass(frozen=True)
-class RemoteJobState:
-    """One look at an NDIF job while waiting for it: its id, state (received, queued, running, ...) and seconds
-    since it was sent."""
-
-    job_id: str | None
-    state: str
-    elapsed: float
-
-
-_STATE_WORDS = {"RECEIVED": "received", "QUEUED": "queued", "PROVISIONING": "starting the model",
-                "DEPLOYING": "starting the model", "DISPATCHED": "running", "RUNNING": "running",
-                "COMPLETED": "completed", "ERROR": "failed", "LOG": "running"}
-
-
-def wait_for_job(job: Any, *, timeout: float, on_state: Callable[[RemoteJobState], None] | None,
-                 poll_seconds: float = 0.5, started: float | None = None) -> dict:
-    """Poll a submitted non-blocking NDIF job (`nnsight`'s RemoteBackend after submit) until its result arrives.
-
-    `on_state` sees the state and elapsed time after every poll and may raise to stop waiting (the job itself keeps
-    running on NDIF: nnsight has no cancel call). Raises RemoteJobError when the job fails, when NDIF stops
-    answering, or after `timeout` seconds."""
-    started = time.perf_counter() if started is None else started
-    job_id = getattr(job, "job_id", None)
-    interval = poll_seconds
-    while True:
-        try:
-            result = job.poll()
-        except Exception as error:  # nnsight's RemoteError (status ERROR), httpx errors
-            if type(error).__name__ == "RemoteError":
-                raise RemoteJobError(f"The NDIF job {job_id} failed: {error}") from error
-            raise RemoteJobError(f"Lost contact with NDIF while waiting for job {job_id}: {error}. The job may "
-                                 "still finish there; try again in a moment.") from error
-        status = getattr(getattr(job, "status", None), "value", None) or "RECEIVED"
-        elapsed = time.perf_counter() - started
-        if result is not None:
-            if on_state is not None:
-                on_state(RemoteJobState(job_id, "completed", elapsed))
-            return result
-        if on_state is not None:
-            on_state(RemoteJobState(job_id, _STATE_WORDS.get(status, status.lower()), elapsed))
-        if elapsed > timeout:
-            raise RemoteJobError(
-                f"The NDIF job {job_id} did not finish within {timeout:.0f} s (last state: "
-                f"{_STATE_WORDS.get(status, status.lower())}). NDIF may be busy: try again later, or allow longer "
-                "with HEADSCOPE_NDIF_TIMEOUT (seconds)."
-            )
-        time.sleep(interval)
-        interval = min(2.0, interval * 1.5)
-
-
-def _gate_on_state(state: RemoteJobState) -> None:
-    """Show the job's state through the caller's on_wait callback (see headscope.sharing), which may cancel."""
-    callback = current_on_wait()
-    if callback is not None:
-        callback(GateStatus(True, f"the NDIF job ({state.state})", current_owner(), state.elapsed, None, 0))
-
-
-class _NdifJob(RemoteBackend):
-    """nnsight's non-blocking RemoteBackend whose submission errors say what to do (a trace's exit submits)."""
-
-    def submit(self, tracer: Any) -> None:
-        try:
-            return super().submit(tracer)
-        except Exception as error:
-            raise _request_error(error, self.host) from error
-
-
-@dataclass(frozen=True)
-class _Remote:
-    """Where NDIF is and how long to wait. The API key is held by the backend only (never in here: this is shown
-    in reprs)."""
-
-    host: str
-    model_key: str
-    timeout: float
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # The backend
 
 
@@ -400,20 +228,19 @@ class NnsightBackend(Backend):
     name = "nnsight"
 
     def __init__(self, model: Any, tokenizer: Any, info: ModelInfo, placement: Placement, layout: Layout,
-                 dims: ConfigDims, *, mode: RunMode = "local", remote: _Remote | None = None,
-                 api_key: str | None = None, hf_model: Any | None = None) -> None:
+                 dims: ConfigDims, *, mode: RunMode = LOCAL, api_key: str | None = None,
+                 hf_model: Any | None = None) -> None:
         super().__init__(tokenizer, info, placement, info.bos_token is not None)
         self.model = model  # nnsight TransformersModel
         self.layout = layout
         self.dims = dims
-        self.mode: RunMode = mode
-        self._remote = remote
+        self.mode = mode
         self.__api_key = api_key  # name-mangled: kept out of casual attribute dumps; never written anywhere
         self._hf = hf_model
         self.requests_sent = 0  # traces and sessions run (remote: requests)
         self.last_job: RemoteJobState | None = None
-        if mode == "ndif" and (remote is None or not api_key):
-            raise ModelLoadError("The NDIF backend needs the NDIF host and an API key.")
+        if mode.remote and not api_key:
+            raise ModelLoadError("The NDIF backend needs an API key.")
 
     def __repr__(self) -> str:
         return f"NnsightBackend({self.info.name!r}, mode={self.mode!r})"
@@ -422,7 +249,7 @@ class NnsightBackend(Backend):
 
     @classmethod
     def from_local(cls, hf_model: Any, tokenizer: Any, *, name: str, source: str, revision: str,
-                   placement: Placement, n_params: int, started: float, mode: RunMode = "local",
+                   placement: Placement, n_params: int, started: float, mode: RunMode = LOCAL,
                    bos: BosPolicy | None = None) -> NnsightBackend:
         """nnsight around the transformers model the loader loaded (the same object: no second copy); bos: the
         model's BOS policy (default: decided from the tokenizer and config, as the loader does)."""
@@ -431,7 +258,7 @@ class NnsightBackend(Backend):
         config = hf_model.config
         layout = layout_for(config, name)
         dims = config_dims(config)
-        _check_modules(hf_model, layout, dims.n_layers, name)
+        check_modules(hf_model, layout, dims.n_layers, name)
         hf_model.eval()
         hf_model.requires_grad_(False)  # attribution asks for gradients of activations, never of weights
         with warnings.catch_warnings():
@@ -444,13 +271,15 @@ class NnsightBackend(Backend):
                                  backend="nnsight")
         return cls(model, tokenizer, info, placement, layout, dims, mode=mode, hf_model=hf_model)
 
-    def with_mode(self, mode: RunMode) -> NnsightBackend:
-        """Another backend over the same loaded model, run another way: "simulate" sends every request through
-        nnsight's dry run of the remote path (serialised as for NDIF, local modules hidden, run here)."""
+    def with_mode(self, mode: RunMode | str) -> NnsightBackend:
+        """Another backend over the same loaded model, run another way (a RunMode, or "local" / "simulate"):
+        "simulate" (DRY_RUN) sends every request through nnsight's dry run of the remote path (serialised as for
+        NDIF, local modules hidden, run here)."""
         if self._hf is None:
             raise ModelLoadError("Only a model loaded on this machine can be run locally or in the dry run.")
+        mode = RUN_MODES[mode] if isinstance(mode, str) else mode
         return NnsightBackend(self.model, self.tokenizer, self.info, self.placement, self.layout, self.dims,
-                              mode=mode, remote=self._remote, api_key=self.__api_key, hf_model=self._hf)
+                              mode=mode, api_key=self.__api_key, hf_model=self._hf)
 
     @property
     def hf_model(self) -> Any | None:
@@ -463,7 +292,7 @@ class NnsightBackend(Backend):
     def use_api_key(self, api_key: str) -> None:
         """Replace the NDIF key (the app's sidebar): kept in memory only."""
         if not api_key:
-            raise ModelLoadError(_no_key_message())
+            raise ModelLoadError(no_key_message())
         self.__api_key = api_key
 
     # ------------------------------------------------------------------------------------------------ running
@@ -471,38 +300,16 @@ class NnsightBackend(Backend):
     def _trace_backend(self, attn_implementation: str | None = None) -> Any:
         """The nnsight backend of the next trace or session: None (run here), the dry run, or an NDIF job."""
         self.requests_sent += 1
-        if self.mode == "local":
-            return None
-        if self.mode == "simulate":
-            from nnsight.intervention.backends.local import LocalSimulationBackend
-
-            return LocalSimulationBackend(self.model)
-        assert self._remote is not None
-        env = dict(self.model._remoteable_get_env())
-        if attn_implementation is not None:
-            env["attn_implementation"] = attn_implementation
-        job = _NdifJob(self._remote.model_key, host=self._remote.host, api_key=self.__api_key, env=env,
-                       blocking=False)
-        job.display.enabled = False  # no status lines on stdout (the CLI's --json owns it)
-        return job
+        return self.mode.job(self.model, self.__api_key, attn_implementation)
 
     def _outputs(self, job: Any, scope: dict, *names: str) -> tuple:
         """The values a trace saved: from this frame (local, dry run) or from NDIF once the job has finished."""
-        if self.mode != "ndif":
-            return tuple(scope[name] for name in names)
-        assert self._remote is not None
-        if getattr(job, "job_id", None) is None:
-            raise RemoteJobError("NDIF did not accept the request (no job id came back).")
 
         def on_state(state: RemoteJobState) -> None:
             self.last_job = state
-            _gate_on_state(state)
+            gate_on_state(state)
 
-        result = wait_for_job(job, timeout=self._remote.timeout, on_state=on_state)
-        missing = [name for name in names if name not in result]
-        if missing:
-            raise RemoteJobError(f"The NDIF job {job.job_id} finished without {', '.join(missing)}.")
-        return tuple(result[name] for name in names)
+        return self.mode.outputs(job, scope, names, on_state)
 
     @contextlib.contextmanager
     def _running(self, gradients: bool = False):
@@ -517,7 +324,7 @@ class NnsightBackend(Backend):
 
     def _rows_per_request(self, seq_len: int, n_rows: int, fixed_rows: int, rows_per_unit: int, what: str) -> int:
         """Units (of rows_per_unit rows) per trace: within the memory budget here, within REMOTE_MAX_TOKENS on NDIF."""
-        if self.mode == "ndif":
+        if self.mode.remote:
             room = max(rows_per_unit, REMOTE_MAX_TOKENS // max(seq_len, 1) - fixed_rows)
             return max(1, min(n_rows, room // rows_per_unit))
         unit = block_bytes_per_token(self.info, self.dtype, seq_len) * seq_len + self.info.vocab_size * 4
@@ -580,15 +387,15 @@ class NnsightBackend(Backend):
 
     # ------------------------------------------------------------------------------------------------ ablation
 
-    def _batch(self, task: LogitDiffTask, method: AblationMethod, rows: slice | None = None) -> tuple:
-        """(tokens, n_corrupted): the corrupted prompts the method needs (all of them, or the paired ones of `rows`)
-        followed by nothing yet; the caller appends the clean rows."""
+    def _batch(self, task: LogitDiffTask, method: AblationMethod, rows: slice | None = None) -> CorruptedRows:
+        """The corrupted prompts the method needs (all of them, or the paired ones of `rows`); the caller appends
+        the clean rows."""
         if not method.needs_corrupted or task.corrupted is None:
-            return task.clean[:0].cpu(), 0
+            return CorruptedRows(task.clean[:0].cpu(), 0)
         corrupted = task.corrupted.cpu()
         if method.pairs_prompts and rows is not None:
             corrupted = corrupted[rows]
-        return corrupted, int(corrupted.shape[0])
+        return CorruptedRows(corrupted, int(corrupted.shape[0]))
 
     def ablated_logit_diffs(
         self,
@@ -644,7 +451,7 @@ class NnsightBackend(Backend):
     def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:
         model, layout, dims = self.model, self.layout, self.dims
         n = task.n_prompts
-        n_corrupted_all = self._batch(task, method)[1]
+        n_corrupted_all = self._batch(task, method).count
         paired = method.pairs_prompts
         # activations and their gradients: about three times a plain forward
         per_request = max(1, self._rows_per_request(task.seq_len, n, 0 if paired else n_corrupted_all, 1,
@@ -680,10 +487,10 @@ class NnsightBackend(Backend):
                     effects = _attribution_sums(ld, zs, mlps, z_targets, mlp_targets, n_corrupted, n_heads, d_head)
                     effects = nnsight.save(effects)
                 (effects,) = self._outputs(job, locals(), "effects")
-            chunk_ld, heads, mlp = effects
-            clean_ld += float(chunk_ld)
-            head_effect += heads.double().numpy()
-            mlp_effect += mlp.double().numpy()
+            sums = AttributionSums(*effects)
+            clean_ld += float(sums.clean_ld)
+            head_effect += sums.head_effect.double().numpy()
+            mlp_effect += sums.mlp_effect.double().numpy()
         return AttributionEffects(clean_ld, None, head_effect, mlp_effect)
 
     # ------------------------------------------------------------------------------------------------ patterns
@@ -755,7 +562,7 @@ class NnsightBackend(Backend):
                                                      layout.block(0, layout.mlp)))
         ln2_post = self._optional_path(0, layout.ln2_post)
         token_ids = token_ids.cpu()
-        if self.mode == "local":
+        if self.mode.runs_here:
             return self._here(lambda: _effective_embedding(embed, ln2, mlp, ln2_post, token_ids))
         model = self.model
         with self._running():
@@ -765,17 +572,16 @@ class NnsightBackend(Backend):
             (effective,) = self._outputs(job, locals(), "effective")
         return effective.to(self.device)
 
-    def _ov_modules(self, layer: int) -> tuple:
-        """(ln1, attn, o_proj, post-attention norm or None) of `layer`."""
+    def _ov_modules(self, layer: int) -> OvModules:
         layout = self.layout
-        return (self._path(layout.block(layer, layout.ln1)), self._path(layout.block(layer, layout.attn)),
+        return OvModules(self._path(layout.block(layer, layout.ln1)), self._path(layout.block(layer, layout.attn)),
                 self._path(layout.block(layer, layout.o_proj)), self._optional_path(layer, layout.ln1_post))
 
     def ov_outputs(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
         dims = self.dims
         ln1, attn, o_proj, ln1_post = self._ov_modules(layer)
         values_of = self.layout.values
-        if self.mode == "local":
+        if self.mode.runs_here:
             return self._here(lambda: _ov_outputs(ln1, attn, o_proj, ln1_post, values_of, resid, dims.n_heads,
                                                   dims.n_kv, dims.d_head))
         resid = resid.cpu()
@@ -792,7 +598,7 @@ class NnsightBackend(Backend):
     def ov_unembed_logits(self, layer: int, resid: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """One request for what each head's OV output unembeds to, restricted to token_ids: remotely only
         [head, n, len(token_ids)] comes back, never the [head, n, d_model] outputs."""
-        if self.mode == "local":
+        if self.mode.runs_here:
             return super().ov_unembed_logits(layer, resid, token_ids)
         dims, layout = self.dims, self.layout
         ln1, attn, o_proj, ln1_post = self._ov_modules(layer)
@@ -812,7 +618,7 @@ class NnsightBackend(Backend):
     def unembed_logits(self, resid: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
         layout, cap = self.layout, self.dims.logit_cap
         final_norm, unembed = self._path(layout.final_norm), self._path(layout.unembed)
-        if self.mode == "local":
+        if self.mode.runs_here:
             return self._here(lambda: _unembed(unembed, final_norm(_to_module(resid, final_norm)),
                                                          token_ids, cap))
         resid = resid.cpu()
@@ -827,9 +633,17 @@ class NnsightBackend(Backend):
         return logits.to(self.device)
 
     def budget_bytes(self) -> int:
-        if self.mode == "ndif":
+        if self.mode.remote:
             return 1 << 62  # the activations live on NDIF's machines; requests are capped by REMOTE_MAX_TOKENS
         return super().budget_bytes()
+
+
+def open_local(model: LocalModel) -> NnsightBackend:
+    """The nnsight backend around a model loaded here (BackendSpec "nnsight")."""
+    model.report("Wrapping the model in nnsight", 0.9)
+    return NnsightBackend.from_local(model.hf_model, model.tokenizer, name=model.name, source=model.source,
+                                     revision=model.revision, placement=model.placement, n_params=model.n_params,
+                                     started=model.started, bos=model.bos)
 
 
 def _attribution_target(act: torch.Tensor, n_corrupted: int, method: Any, n_heads: int | None,
@@ -869,173 +683,4 @@ def _attribution_sums(ld: torch.Tensor, zs: list, mlps: list, z_targets: list, m
     return (ld.sum().detach().cpu(), torch.stack(head_effect).detach().cpu(), torch.stack(mlp_effect).detach().cpu())
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# NDIF: checks before any job, then a backend over a weightless (meta) model
-
-
-def _no_key_message() -> str:
-    return (f"NDIF needs an API key: get one at {NDIF_KEY_URL}, then enter it in the sidebar or set NDIF_API_KEY "
-            "(the CLI reads NDIF_API_KEY). It is kept in memory only.")
-
-
-def resolve_api_key(given: str | None) -> str:
-    """The key to use: the one given (sidebar, argument), else NDIF_API_KEY, else nnsight's own saved login."""
-    for candidate in (given, os.environ.get("NDIF_API_KEY")):
-        if candidate and candidate.strip():
-            return candidate.strip()
-    with contextlib.suppress(Exception):
-        from nnsight.schema.config import CONFIG
-
-        if CONFIG.API.APIKEY:
-            return str(CONFIG.API.APIKEY).strip()
-    raise ModelLoadError(_no_key_message())
-
-
-def ndif_host() -> str:
-    """NDIF's API address: NDIF_HOST when set, else nnsight's configured host (https://api.ndif.us)."""
-    host = os.environ.get("NDIF_HOST")
-    if not host:
-        from nnsight.schema.config import CONFIG
-
-        host = CONFIG.API.HOST
-    return host.rstrip("/")
-
-
-def shown_host(host: str) -> str:
-    """The host as messages show it: a user name and password in the address (http://user:secret@host) left out."""
-    parsed = urlparse(host)
-    if parsed.username is None and parsed.password is None:
-        return host
-    netloc = parsed.hostname or ""
-    if parsed.port is not None:
-        netloc += f":{parsed.port}"
-    return parsed._replace(netloc=netloc).geturl()
-
-
-def _without_credentials(text: str, host: str) -> str:
-    return text.replace(host, shown_host(host)) if host else text
-
-
-def probe_ndif(host: str, timeout: float = NDIF_PROBE_SECONDS) -> list[str] | None:
-    """Ask NDIF's status call within `timeout` seconds. Returns the repo ids NDIF serves now (deployed, not only
-    downloaded), or None when the answer holds no list; raises a ModelLoadError when NDIF does not answer at all or
-    answers that it is down."""
-    import httpx
-
-    parsed = urlparse(host)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ModelLoadError(f"NDIF host {shown_host(host)!r} is not an http(s) address: fix NDIF_HOST (default "
-                             "https://api.ndif.us).")
-    try:
-        response = httpx.get(f"{host}/status", timeout=httpx.Timeout(timeout))
-    except httpx.HTTPError as error:
-        reason = (f"no answer within {timeout:.0f} s" if isinstance(error, httpx.TimeoutException)
-                  else _without_credentials(str(error), host))
-        raise ModelLoadError(
-            f"NDIF ({shown_host(host)}) is not reachable from this machine ({reason}). Check the network connection "
-            "(a proxy or firewall may block it), or see https://discuss.ndif.us for NDIF's status; local backends keep "
-            "working."
-        ) from None
-    if response.status_code >= 500:
-        raise ModelLoadError(f"NDIF ({shown_host(host)}) answered that it cannot take requests now (HTTP "
-                             f"{response.status_code}): try again later (https://discuss.ndif.us has its status); "
-                             "local backends keep working.")
-    try:
-        deployments = response.json().get("deployments")
-    except (ValueError, AttributeError):
-        return None
-    if not isinstance(deployments, dict):
-        return None
-    hosted = set()
-    for name, value in deployments.items():
-        if isinstance(value, dict) and value.get("deployment_level") in ("HOT", "WARM"):
-            hosted.add(str(value.get("repo_id", name)))
-    return sorted(hosted)
-
-
-def _request_error(error: Exception, host: str) -> HeadscopeError:
-    """nnsight's remote-request failures as messages that say what to do."""
-    text = _without_credentials(str(error), host)
-    name = type(error).__name__
-    if name in ("ConnectError", "ConnectTimeout", "WebSocketAddressException") or isinstance(error, ConnectionError):
-        return RemoteJobError(f"NDIF ({shown_host(host)}) is not reachable: {text}. Check the network; local backends "
-                              "keep working.")
-    if name == "RemoteError":
-        lowered = text.lower()
-        if "key" in lowered or "401" in text or "403" in text or "unauthor" in lowered:
-            return RemoteJobError(f"NDIF refused the request: {text}. Check the API key ({NDIF_KEY_URL}).")
-        return RemoteJobError(f"NDIF could not run the request: {text}")
-    return RemoteJobError(f"The NDIF request failed: {name}: {text}")
-
-
-def load_remote(request: ModelRequest, progress: ProgressCallback | None = None) -> NnsightBackend:
-    """A model run on NDIF: the key, NDIF's reachability and whether it hosts the model are checked first (each
-    failing within seconds with what to do); then only the config and tokenizer are read (from the hub)."""
-    from headscope.loading import EMBEDDED, estimate_weight_bytes, hub_reachable, resolve_source
-
-    started = time.perf_counter()
-    api_key = resolve_api_key(getattr(request, "api_key", None))
-    source = (request.source or "").strip()
-    if not source or source.lower() == EMBEDDED:
-        raise ModelLoadError("NDIF runs models it hosts (for example meta-llama/Llama-2-7b-hf), not the embedded "
-                             "model: give a hub id, or choose a local backend.")
-    resolved = resolve_source(source)
-    if resolved.kind != "hub":
-        raise ModelLoadError(f"NDIF runs models it hosts, by hub id (for example meta-llama/Llama-2-7b-hf); "
-                             f"{source!r} is a local folder: choose a local backend for it.")
-    host = ndif_host()
-    if progress is not None:
-        progress(f"Checking that NDIF ({shown_host(host)}) answers", 0.1)
-    hosted = probe_ndif(host)
-    if hosted is not None and source.lower() not in {h.lower() for h in hosted}:
-        listed = ", ".join(hosted) if hosted else "none right now"
-        raise ModelLoadError(f"NDIF does not host {source} now. Hosted models: {listed}. Choose one of those, or a "
-                             "local backend.")
-    if progress is not None:
-        progress(f"Reading the config and tokenizer of {source} (no weights)", 0.4)
-    from transformers import AutoConfig, AutoTokenizer
-
-    kwargs: dict[str, Any] = {} if hub_reachable() else {"local_files_only": True}
-    try:
-        config = AutoConfig.from_pretrained(source, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    except Exception as error:
-        raise ModelLoadError(
-            f"Could not read the config and tokenizer of {source} from the Hugging Face hub ({error}). NDIF runs "
-            "the weights, but headscope needs these two small files here: check the network, or accept the model's "
-            "licence on huggingface.co and log in (`huggingface-cli login`) for a gated model."
-        ) from error
-    layout = layout_for(config, source)
-    dims = config_dims(config)
-    from nnsight import TransformersModel
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = TransformersModel(source, tokenizer=tokenizer, task="text-generation")
-    _check_modules(model._module, layout, dims.n_layers, source)
-    try:
-        model_key = model.to_model_key()  # asks the hub for the canonical spelling of the id
-    except Exception:
-        from nnsight.modeling import huggingface
-
-        huggingface._ID_CACHE.setdefault(source, source)  # hub busy: NDIF matches the id as written
-        model_key = model.to_model_key()
-    dtype_name = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float16")
-    dtype_name = dtype_name.removeprefix("torch.")
-    n_params, _ = estimate_weight_bytes(config, torch.float32)
-    placement = Placement(device="cpu", device_map=None, dtype=torch.float32)
-    bos = decide_bos(tokenizer, config, getattr(request, "bos", "auto"))
-    info = config_model_info(config, dims, bos, name=resolved.name, source=source,
-                             revision=str(getattr(config, "_commit_hash", None) or "main"), n_params=n_params,
-                             device="NDIF", dtype=dtype_name, memory_bytes=0,
-                             load_seconds=time.perf_counter() - started, backend="ndif")
-    timeout = positive_env("HEADSCOPE_NDIF_TIMEOUT", NDIF_DEFAULT_TIMEOUT, maximum=7 * 24 * 3600.0)
-    backend = NnsightBackend(model, tokenizer, info, placement, layout, dims, mode="ndif",
-                             remote=_Remote(host, model_key, timeout), api_key=api_key)
-    if progress is not None:
-        progress("Ready (runs on NDIF)", 1.0)
-    return backend
-
-
-__all__ = ["LAYOUTS", "Layout", "NnsightBackend", "RemoteJobError", "RemoteJobState", "layout_for", "load_remote",
-           "ndif_host", "probe_ndif", "resolve_api_key", "wait_for_job"]
+__all__ = ["AttributionSums", "CorruptedRows", "NnsightBackend", "OvModules", "open_local"]

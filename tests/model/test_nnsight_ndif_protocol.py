@@ -25,7 +25,8 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from headscope.backends.base import AblationGroups, LogitDiffTask, Placement
-from headscope.backends.nnsight import NnsightBackend, RemoteJobError, _Remote
+from headscope.backends.ndif import NdifRun, NdifTarget, RemoteJobError
+from headscope.backends.nnsight import NnsightBackend
 from headscope.errors import Cancelled
 from headscope.loading import embedded_converted_folder
 from headscope.methods import get_method
@@ -175,7 +176,7 @@ def tiny_pair():
     client = NnsightBackend.from_local(copy.deepcopy(model), tokenizer, name="tiny", source="tiny", revision="0",
                                        placement=placement, n_params=0, started=0.0)
     remote = NnsightBackend(client.model, tokenizer, client.info, placement, client.layout, client.dims,
-                            mode="ndif", remote=_Remote(ndif.host, "test:tiny", 60.0), api_key=SECRET)
+                            mode=NdifRun(NdifTarget(ndif.host, "test:tiny", 60.0)), api_key=SECRET)
     yield local, remote, ndif
     ndif.close()
 

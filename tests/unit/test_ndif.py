@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from headscope.backends.nnsight import RemoteJobError, RemoteJobState, _gate_on_state, wait_for_job
+from headscope.backends.ndif import RemoteJobError, RemoteJobState, gate_on_state, wait_for_job
 from headscope.errors import Cancelled, ModelLoadError
 from headscope.loading import ModelRequest, load_model
 from headscope.sharing import caller
@@ -172,7 +172,7 @@ def test_cancel_stops_waiting():
 def test_the_job_state_reaches_the_callers_on_wait():
     seen = []
     with caller("session-a", on_wait=seen.append):
-        _gate_on_state(RemoteJobState("job-1", "queued", 12.0))
+        gate_on_state(RemoteJobState("job-1", "queued", 12.0))
     assert len(seen) == 1 and seen[0].busy
     assert seen[0].describe("session-a") == "the NDIF job (queued) in this session, running for 12 s"
 
