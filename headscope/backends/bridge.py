@@ -38,6 +38,13 @@ from headscope.backends.base import (
     resident_bytes,
 )
 from headscope.backends.bos import BosPolicy, decide_bos
+from headscope.backends.bridge_patterns import bridge_patterns, native_patterns
+from headscope.backends.bridge_routes import (  # noqa: F401  (HAND_OVER_AFTER_SECONDS: re-exported for tests)
+    HAND_OVER_AFTER_SECONDS,
+    LayerTurns,
+    NativeAttention,
+    StopForward,
+)
 from headscope.errors import InputError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
@@ -45,75 +52,11 @@ if TYPE_CHECKING:
     from headscope.methods import AblationMethod
 
 UNEMBED_CHUNK_TOKENS = 512  # positions unembedded at a time: a long prompt never holds [pos, vocab] at once
-# A plain forward holds the model at least this long before handing it to a waiting caller between layers: a short
-# request (the prompt tester's, ~0.2 s here) then runs in one go instead of alternating layer by layer with a sweep,
-# and a long prompt lets others in about twice a second.
-HAND_OVER_AFTER_SECONDS = 0.25
-
-
-class _StopForward(Exception):
-    """Raised from a hook to end a forward pass once the residual before the final norm is captured."""
-
-
-def _ignore_wait(status: object) -> None:
-    """An on_wait that never gives up."""
-
-
-PatternCapture = Callable[[Any, torch.Tensor, torch.Tensor, "torch.Tensor | None", "float | None", "bool | None"], None]
-_captures: dict[int, PatternCapture] = {}  # thread id -> what to do with each attention call's query and key
-_captures_lock = threading.Lock()
-
-
-def _sdpa_with_capture(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                       attention_mask: torch.Tensor | None, *args: Any, **kwargs: Any) -> Any:
-    """transformers' own SDPA attention, after handing the query and key to this thread's capture, if any."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    capture = _captures.get(threading.get_ident())
-    if capture is not None:
-        capture(module, query, key, attention_mask, kwargs.get("scaling"), kwargs.get("is_causal"))
-    return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
-
-
-@contextlib.contextmanager
-def _capturing_sdpa(thread: int, capture: PatternCapture) -> Iterator[None]:
-    """Route transformers' "sdpa" attention through _sdpa_with_capture while any thread captures (models of other
-    threads pass straight through to the original function)."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    with _captures_lock:
-        if not _captures:
-            ALL_ATTENTION_FUNCTIONS["sdpa"] = _sdpa_with_capture
-        _captures[thread] = capture
-    try:
-        yield
-    finally:
-        with _captures_lock:
-            _captures.pop(thread, None)
-            if not _captures:
-                del ALL_ATTENTION_FUNCTIONS["sdpa"]
-
-
-def _head_patterns(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float | None,
-                   causal: bool, heads: list[int]) -> torch.Tensor:
-    """pattern[batch, head, dest, src] of the chosen query heads, from query[batch, head, dest, d_head] and
-    key[batch, kv_head, src, d_head] as the attention kernel gets them (rotary applied): softmax in float32 of the
-    scaled scores plus the mask (boolean: True attends; additive; or none, then causal), in the query's dtype."""
-    groups = query.shape[1] // key.shape[1]
-    q = query[:, heads].float()
-    k = key[:, [head // groups for head in heads]].float()
-    scale = scaling if scaling is not None else q.shape[-1] ** -0.5
-    scores = (q @ k.transpose(-1, -2)) * scale  # [batch, head, dest, src]
-    dest, src = scores.shape[-2:]
-    if mask is not None:
-        mask = mask[..., :dest, :src]
-        if mask.shape[1] != 1 and mask.shape[1] == query.shape[1]:  # a mask per head
-            mask = mask[:, heads]
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
-    elif causal and dest > 1:
-        future = torch.ones(dest, src, dtype=torch.bool, device=scores.device).triu(1 + src - dest)
-        scores = scores.masked_fill(future, float("-inf"))
-    return scores.softmax(-1).to(query.dtype)
+# The routes a load-time check may keep off (named in ModelInfo.fallbacks with the reason)
+FAST_PATH = "Fast path (block-by-block sweeps)"
+LAST_POSITION = "Last-position cut of the fast path's last block"
+NATIVE_ATTENTION = "Model's own attention kernel for plain forwards"
+NATIVE_PATTERNS = "Attention patterns from the model's own kernel"
 
 
 class BridgeBackend(Backend):
@@ -142,13 +85,13 @@ class BridgeBackend(Backend):
         self._logit_cap = config_dims(hf_model.config).logit_cap
         self._runner: BridgeBlockRunner | None = None
         self._replacement_memo: tuple[Any, Any] | None = None
-        self._slots: list[tuple[Any, str, Any]] | None = None
-        self._bridge_attn_implementation: str | None = None
-        self._native_ok = False
+        self.native = NativeAttention(hf_model)  # the model's own attention kernel for plain forwards
+        self.turns = LayerTurns(self.gate, self.native, info.n_layers)  # progress and hand-overs between layers
         # None: not checked yet (checked on first use, to keep it off the start); without fast paths: never
         self._native_patterns_ok: bool | None = None if check_fast_path else False
         self.pattern_route_error: float | str | None = None  # the check's max difference, or why it failed
         self.fast_path_error: float | None = None
+        self._fallbacks: dict[str, str] = {}  # route -> why a load-time check kept it off (ModelInfo.fallbacks)
 
     # ------------------------------------------------------------------------------------------------ the bridge
 
@@ -205,7 +148,6 @@ class BridgeBackend(Backend):
         """Wrap the model (gate held), take the bridge's reading of the model's identity, run the fast-path checks."""
         info = self.info
         bridge = make_bridge(self._hf_model, self.tokenizer, info.name, self.placement)
-        self._bridge_attn_implementation = getattr(self._hf_model.config, "_attn_implementation", None)
         # TransformerLens' own string APIs (to_tokens, detect_head) follow the model's BOS policy too; headscope
         # itself feeds the bridge explicit token tensors only
         bridge.cfg.default_prepend_bos = self.prepends_bos
@@ -226,11 +168,12 @@ class BridgeBackend(Backend):
         self.info = dataclasses.replace(read, memory_bytes=info.memory_bytes, architecture=info.architecture)
         self._logit_cap = cap
         self._bridge = bridge
+        self.native.attach(bridge)
         if self._check_fast_path:
             self._check_native()
             self._runner = self._checked_runner()
-            if self._runner is None and self._native_ok:  # try the block loop on the bridge's own attention
-                self._native_ok = False
+            if self._runner is None and self.native.ok:  # try the block loop on the bridge's own attention
+                self.native.ok = False
                 self._runner = self._checked_runner()
                 self._check_native()
         self._ready = True
@@ -245,6 +188,15 @@ class BridgeBackend(Backend):
     def block_runner(self) -> BridgeBlockRunner | None:
         self.prepare_hooks()
         return self._runner
+
+    def _fall_back(self, route: str, why: str | None) -> None:
+        """Record (why given) or clear (None) that a load-time check kept `route` off, in ModelInfo.fallbacks: the
+        model card says which slower route runs and why, instead of the check swallowing it."""
+        if why is None:
+            self._fallbacks.pop(route, None)
+        else:
+            self._fallbacks[route] = f"{route} off: {why}"
+        self.info = dataclasses.replace(self.info, fallbacks=tuple(self._fallbacks.values()))
 
     def _checked_runner(self) -> BridgeBlockRunner | None:
         """The block loop, if it reproduces the bridge's own forward on a short input (else None: general path)."""
@@ -267,15 +219,22 @@ class BridgeBackend(Backend):
                 mine = runner.answer_logits(full[:, -1, :], ids)
                 self.fast_path_error = float((mine - reference).abs().max()) / scale
                 if self.fast_path_error > tolerance:
+                    self._fall_back(FAST_PATH, f"the block loop's logits differ from the bridge's by "
+                                               f"{self.fast_path_error:.2g} (relative; tolerance {tolerance:g})")
                     return None
                 try:
                     cut = runner.run_block(last, resid, context, last_position_only=True).resid
                     cut_error = float((runner.answer_logits(cut[:, -1, :], ids) - reference).abs().max()) / scale
                     runner.last_position_ok = cut_error <= tolerance
-                except Exception:
+                    self._fall_back(LAST_POSITION, None if runner.last_position_ok else
+                                    f"differs from the full last block by {cut_error:.2g} (relative)")
+                except Exception as error:  # TransformerLens' block refused the cut: the whole last block runs
                     runner.last_position_ok = False
-        except Exception:
+                    self._fall_back(LAST_POSITION, _error_line(error))
+        except Exception as error:  # the block loop cannot run this model: the general path serves it
+            self._fall_back(FAST_PATH, _error_line(error))
             return None
+        self._fall_back(FAST_PATH, None)
         return runner
 
     def _soft_cap(self, logits: torch.Tensor) -> torch.Tensor:
@@ -300,10 +259,10 @@ class BridgeBackend(Backend):
 
         def capture(resid: torch.Tensor, hook: Any) -> None:
             captured["resid"] = resid
-            raise _StopForward
+            raise StopForward
 
         all_hooks = [*(hooks or []), ("ln_final.hook_in", capture)]
-        with self.bridge.hooks(fwd_hooks=all_hooks), contextlib.suppress(_StopForward):
+        with self.bridge.hooks(fwd_hooks=all_hooks), contextlib.suppress(StopForward):
             self.bridge(tokens)
         return captured["resid"]
 
@@ -319,7 +278,7 @@ class BridgeBackend(Backend):
             out = out + bias.float()[inverse.to(bias.device)]
         return self._soft_cap(out)
 
-    def _answer_from_resid(self, resid_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def answer_from_resid(self, resid_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """logits[batch, k] of ids[batch, k] from resid_last[batch, d_model] (before the final norm), float32."""
         return self._answer_from_normed(self.final_norm(resid_last.unsqueeze(1)).squeeze(1), ids)
 
@@ -331,7 +290,7 @@ class BridgeBackend(Backend):
     # own attention kernel too (see _native_attention).
 
     @contextlib.contextmanager
-    def _module_hooks(
+    def module_hooks(
         self,
         *,
         z_edits: dict[int, ZEdit] | None = None,
@@ -406,6 +365,8 @@ class BridgeBackend(Backend):
             for handle in handles:
                 handle.remove()
 
+    _module_hooks = module_hooks  # the name the ablation primitives use
+
     def _normed_final(self, tokens: torch.Tensor) -> torch.Tensor:
         """normed[batch, pos, d_model] after the final norm, with whatever hooks are registered, on the fastest
         checked route (the model's own attention kernel where checked at load)."""
@@ -428,117 +389,13 @@ class BridgeBackend(Backend):
     # handed over between layers to anyone waiting (the swap undone meanwhile), so a long prompt never blocks the
     # other sessions for its whole forward.
 
-    def _attention_slots(self) -> list[tuple[Any, str, Any]]:
-        """(HF decoder layer, attribute name, bridge attention) for each layer, found by identity."""
-        if self._slots is None:
-            slots = []
-            for block in self.bridge.blocks:
-                layer = getattr(block, "original_component", None)
-                name = next((n for n, child in layer.named_children() if child is block.attn), None) if layer else None
-                if name is None:
-                    slots = []
-                    break
-                slots.append((layer, name, block.attn))
-            self._slots = slots
-        return self._slots
-
-    @contextlib.contextmanager
-    def _native_attention(self, keep: Iterable[int] = ()) -> Iterator[bool]:
-        """HF's own attention modules (SDPA) in every layer but `keep` for the duration; yields False (nothing
-        swapped) where that is not possible or was found to differ from the bridge at load."""
-        slots = self._attention_slots() if self._native_ok else []
-        keep = set(keep)
-        config = self.hf_model.config
-        swapped: list[tuple[Any, str, Any]] = []
-        previous = getattr(config, "_attn_implementation", None)
-        try:
-            if slots:
-                for index, (layer, name, attention) in enumerate(slots):
-                    if index not in keep:
-                        setattr(layer, name, attention.original_component)
-                        swapped.append((layer, name, attention))
-                config._attn_implementation = "sdpa"
-            yield bool(swapped)
-        finally:
-            if slots:
-                config._attn_implementation = previous
-            for layer, name, attention in swapped:
-                setattr(layer, name, attention)
-
-    @contextlib.contextmanager
-    def _turns_between_layers(self, progress: Callable[[float], None] | None = None,
-                              hand_over: bool = True) -> Iterator[None]:
-        """While a plain forward runs: report progress per layer, and hand the model to waiting callers between
-        layers (re-entrant gate: released to depth 0 and re-taken, the attention swap undone in between).
-
-        Before the bridge is made there is no hand-over: a waiting caller may be the one making it, which changes the
-        model's modules, and must not do so in the middle of this forward."""
-        n_layers = self.info.n_layers
-        handles = []
-        # The hooks sit on the shared model: a caller served during a hand-over runs the same blocks, and must not
-        # report this caller's progress (into this caller's page) or hand the model over on its behalf.
-        mine = threading.get_ident()
-        slice_started = [time.perf_counter()]
-
-        def before_layer(index: int) -> Callable:
-            def hook(module: Any, args: tuple) -> None:
-                if threading.get_ident() != mine:
-                    return
-                if progress is not None:
-                    progress(index / n_layers)
-                if (hand_over and index and time.perf_counter() - slice_started[0] >= HAND_OVER_AFTER_SECONDS
-                        and self.gate.has_waiters()):
-                    self._hand_over()
-                    slice_started[0] = time.perf_counter()
-            return hook
-
-        for index, layer in enumerate(self._decoder_layers()):
-            handles.append(layer.register_forward_pre_hook(before_layer(index)))
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def _decoder_layers(self) -> list[Any]:
-        """The model's own decoder layers, in order (the bridge's blocks wrap them); [] where none is found."""
-        if self._bridge is not None:
-            return [getattr(block, "original_component", block) for block in self._bridge.blocks]
-        n_layers = self.info.n_layers
-        for module in self._hf_model.base_model.modules():
-            if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
-                return list(module)
-        return []
-
-    def _hand_over(self) -> None:
-        """Let the callers queued on the gate run, then continue (the native-attention swap undone meanwhile)."""
-        slots = self._attention_slots()
-        native = [(layer, name, attention) for layer, name, attention in slots
-                  if getattr(layer, name) is attention.original_component]
-        config = self.hf_model.config
-        mine = config._attn_implementation
-        for layer, name, attention in native:
-            setattr(layer, name, attention)
-        config._attn_implementation = self._bridge_attn_implementation
-        depth = self.gate.release_all()
-        interrupted: BaseException | None = None
-        try:
-            self.gate.acquire()  # FIFO: the queued callers go first
-        except BaseException as error:  # the caller gave up waiting (Give up, a rerun) mid-forward
-            # Take the model back regardless before touching it: the holds around this forward release it as the
-            # error unwinds them, and the swap below must not change the model under another caller.
-            interrupted = error
-            self.gate.acquire(on_wait=_ignore_wait)
-        self.gate.restore_depth(depth)
-        config._attn_implementation = mine
-        for layer, name, attention in native:
-            setattr(layer, name, attention.original_component)
-        if interrupted is not None:
-            raise interrupted
+    def _native_attention(self, keep: Iterable[int] = ()) -> contextlib.AbstractContextManager[bool]:
+        """NativeAttention.swapped: the model's own attention in every layer but `keep` (False: nothing swapped)."""
+        return self.native.swapped(keep)
 
     def _check_native(self) -> None:
         """Enable the native-attention plain forward only where it gives the bridge's logits (within tolerance)."""
-        self._native_ok = True
+        self.native.ok = True
         vocab = min(self.info.vocab_size, len(self.tokenizer))
         tokens = torch.randint(0, vocab, (2, 11), generator=torch.Generator().manual_seed(1)).to(self.device)
         try:
@@ -549,15 +406,18 @@ class BridgeBackend(Backend):
                         raise RuntimeError("nothing to swap")
                     mine = self._unembed_all(self._final_normed(tokens)).float()
             scale = float(reference.abs().max()) or 1.0
-            ok = float((mine - reference).abs().max()) / scale <= (1e-4 if self.dtype == torch.float32 else 2e-2)
-        except Exception:
-            ok = False
-        self._native_ok = ok
+            error = float((mine - reference).abs().max()) / scale
+            tolerance = 1e-4 if self.dtype == torch.float32 else 2e-2
+            ok = error <= tolerance
+            why = None if ok else (f"its logits differ from the bridge's by {error:.2g} (relative; tolerance "
+                                   f"{tolerance:g})")
+        except Exception as failure:  # the swap cannot run this model: the bridge's own attention serves it
+            ok, why = False, _error_line(failure)
+        self.native.ok = ok
+        self._fall_back(NATIVE_ATTENTION, why)
 
     def _final_normed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """normed[batch, pos, d_model]: the final residual after the final norm, from the model's own forward."""
-        base = self.hf_model.base_model
-        return base(input_ids=tokens, use_cache=False).last_hidden_state
+        return self.native.final_normed(tokens)
 
     def _unembed_all(self, normed: torch.Tensor) -> torch.Tensor:
         """logits[..., vocab] from final-normed residuals: W_U, or before the bridge is made the model's own output
@@ -577,11 +437,11 @@ class BridgeBackend(Backend):
         with self.gate.hold():
             if not self._ready:
                 self._served_before_hooks = True
-                with self._turns_between_layers(progress, hand_over=False):
+                with self.turns.during(progress, hand_over=False):
                     return self._final_normed(tokens)
             with self._native_attention() as native:
                 if native:
-                    with self._turns_between_layers(progress):
+                    with self.turns.during(progress):
                         return self._final_normed(tokens)
                 return self.final_norm(self._final_resid(tokens))
 
@@ -774,80 +634,16 @@ class BridgeBackend(Backend):
 
     def _bridge_patterns(self, tokens: torch.Tensor, reduce: Callable[[int, torch.Tensor], Any], wanted: set[int],
                          heads: dict[int, Sequence[int]] | None) -> dict[int, Any]:
-        """Patterns from the bridge's own attention (hook_pattern): every head of a read layer is materialized."""
-        batch, seq = int(tokens.shape[0]), int(tokens.shape[1])
-        # a layer whose pattern is read materializes scores, softmax and mask [batch, head, dest, src] in float32
-        scores = 3 * 4 * batch * self.info.n_heads * seq * seq
-        plan_chunks(f"Attention patterns of {seq:,} tokens", 1,
-                    scores + block_bytes_per_token(self.info, self.dtype, 1) * batch * seq, self.budget_bytes())
-        top = max(wanted)
-        reduced: dict[int, Any] = {}
-
-        def on_pattern(pattern: torch.Tensor, hook: Any) -> None:
-            layer = int(hook.name.split(".")[1])
-            chosen = pattern.detach()
-            if heads is not None and layer in heads:
-                chosen = chosen[:, list(heads[layer])]
-            reduced[layer] = reduce(layer, chosen)
-
-        def stop(resid: torch.Tensor, hook: Any) -> None:
-            raise _StopForward
-
-        hooks: list[tuple[str, Callable]] = [(f"blocks.{layer}.attn.hook_pattern", on_pattern) for layer in wanted]
-        if top + 1 < self.info.n_layers:
-            hooks.append((f"blocks.{top + 1}.hook_in", stop))
-        with self.gate.hold(), self.bridge.hooks(fwd_hooks=hooks), self._native_attention(keep=wanted), \
-                contextlib.suppress(_StopForward):
-            self.bridge(tokens)
-        return reduced
+        return bridge_patterns(self, tokens, reduce, wanted, heads)
 
     def _native_patterns(self, tokens: torch.Tensor, reduce: Callable[[int, torch.Tensor], Any], wanted: set[int],
                          heads: dict[int, Sequence[int]] | None) -> dict[int, Any]:
-        """Patterns from the model's own forward (SDPA everywhere): the chosen heads' softmax(q·k) is recomputed from
-        the query and key the attention kernel receives, so only those heads' [dest, src] ever exist; a long prompt
-        costs about one plain forward. Checked against hook_pattern on first use."""
-        batch, seq = int(tokens.shape[0]), int(tokens.shape[1])
-        widest = max(len(heads[layer]) if heads is not None and layer in heads else self.info.n_heads
-                     for layer in wanted)
-        plan_chunks(f"Attention patterns of {seq:,} tokens", 1,
-                    2 * 4 * batch * widest * seq * seq + block_bytes_per_token(self.info, self.dtype, 1) * batch * seq,
-                    self.budget_bytes())
-        layer_of = {id(attention.original_component): index for index, (_, _, attention)
-                    in enumerate(self._attention_slots()) if index in wanted}
-        top = max(wanted)
-        reduced: dict[int, Any] = {}
-        mine = threading.get_ident()
-
-        def capture(module: Any, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
-                    scaling: float | None, is_causal: bool | None) -> None:
-            layer = layer_of.get(id(module))
-            if layer is None:
-                return
-            chosen = list(heads[layer]) if heads is not None and layer in heads else list(range(self.info.n_heads))
-            causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-            reduced[layer] = reduce(layer, _head_patterns(query, key, mask, scaling, causal, chosen))
-
-        def stop(module: Any, args: tuple) -> None:
-            if threading.get_ident() == mine:
-                raise _StopForward
-
-        slots = self._attention_slots()
-        handle = slots[top + 1][0].register_forward_pre_hook(stop) if top + 1 < len(slots) else None
-        try:
-            with self.gate.hold(), _capturing_sdpa(mine, capture), self._native_attention() as native, \
-                    self._turns_between_layers(), contextlib.suppress(_StopForward):
-                if not native:
-                    raise RuntimeError("the native attention route is off")
-                self._final_normed(tokens)
-        finally:
-            if handle is not None:
-                handle.remove()
-        return reduced
+        return native_patterns(self, tokens, reduce, wanted, heads)
 
     def _check_native_patterns(self) -> None:
         """Enable the native pattern route only where it gives hook_pattern's patterns (every layer, every head)."""
         self._native_patterns_ok = False
-        if not self._native_ok:
+        if not self.native.ok:
             return
         vocab = min(self.info.vocab_size, len(self.tokenizer))
         tokens = torch.randint(0, vocab, (1, 9), generator=torch.Generator().manual_seed(2)).to(self.device)
@@ -865,9 +661,12 @@ class BridgeBackend(Backend):
                 raise RuntimeError("the routes returned different layers or shapes")
             self.pattern_route_error = max(float((mine[k] - reference[k]).abs().max()) for k in layers)
             self._native_patterns_ok = self.pattern_route_error <= tolerance
-        except Exception as error:  # any failure keeps the bridge's route
+            self._fall_back(NATIVE_PATTERNS, None if self._native_patterns_ok else
+                            f"its patterns differ from hook_pattern's by {self.pattern_route_error:.2g}")
+        except Exception as error:  # any failure keeps the bridge's route (hook_pattern)
             self.pattern_route_error = repr(error)[:300]
             self._native_patterns_ok = False
+            self._fall_back(NATIVE_PATTERNS, _error_line(error))
 
     # ------------------------------------------------------------------------------------------------ weights
 
@@ -1019,7 +818,7 @@ class BridgeBlockRunner:
             pattern["pattern"] = value.detach()
 
         block = self.bridge.blocks[layer]
-        hooks = backend._module_hooks(
+        hooks = backend.module_hooks(
             z_edits={layer: z_edit} if z_edit is not None else None,
             mlp_edits={layer: mlp_edit} if mlp_edit is not None else None,
             capture_z=[layer] if capture_z else (),
@@ -1030,7 +829,7 @@ class BridgeBlockRunner:
         # the bridge's attention only where its pattern is wanted; elsewhere the model's own (checked at load)
         keep = range(backend.info.n_layers) if capture_pattern else [i for i in range(backend.info.n_layers)
                                                                      if i != layer]
-        with hooks, backend._native_attention(keep=keep):
+        with hooks, backend.native.swapped(keep=keep):
             if capture_pattern:
                 with self.bridge.hooks(fwd_hooks=[(f"blocks.{layer}.attn.hook_pattern", on_pattern)]):
                     out = block(resid, **context)
@@ -1041,7 +840,7 @@ class BridgeBlockRunner:
         return BlockOutput(out, captured["z"].get(layer), captured["mlp"].get(layer), pattern.get("pattern"))
 
     def answer_logits(self, resid_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        return self.backend._answer_from_resid(resid_last, ids)
+        return self.backend.answer_from_resid(resid_last, ids)
 
 
 def attention_span_limit(config: Any) -> int | None:
@@ -1139,6 +938,11 @@ def config_info(hf_model: Any, tokenizer: Any, *, name: str, source: str, revisi
 def _architecture(hf_model: Any) -> str:
     """The model's architecture names from its config, else its class name."""
     return ", ".join(getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__])
+
+
+def _error_line(error: BaseException) -> str:
+    """An exception as a fallback's reason: its type and first line."""
+    return f"{type(error).__name__}: {_first_line(error)}"
 
 
 def _first_line(error: BaseException) -> str:

@@ -25,6 +25,7 @@ def _reference_logits(reference, ids: list[int], position: int) -> torch.Tensor:
 def _identity(info) -> dict:
     fields = dataclasses.asdict(info)
     fields.pop("load_seconds")
+    fields.pop("fallbacks")  # which faster routes are off: checked on first use, so it grows with what has run
     return fields
 
 
