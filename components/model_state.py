@@ -11,6 +11,7 @@ from components.access import network_mode, require_access, source_policy
 from components.text import md
 from headscope.backends import BACKEND_NAMES, BACKENDS
 from headscope.backends.base import Backend
+from headscope.backends.bos import BOS_CHOICES
 from headscope.errors import HeadscopeError, ModelLoadError
 from headscope.loading import DEVICE_CHOICES, DTYPE_CHOICES, EMBEDDED, EMBEDDED_NAME, ModelRequest
 from headscope.registry import ModelRegistry, shared_registry
@@ -131,8 +132,12 @@ def model_sidebar() -> None:
         dtype = sidebar.selectbox("Dtype", DTYPE_CHOICES, index=DTYPE_CHOICES.index(active.dtype), key="model_dtype",
                                   help="auto: float32 on the CPU, float16 on a GPU")
         api_key = None
+    bos = sidebar.selectbox(
+        "BOS", BOS_CHOICES, index=BOS_CHOICES.index(active.bos) if active.bos in BOS_CHOICES else 0, key="model_bos",
+        help="Whether every input starts with the BOS token: auto decides it from the tokenizer and the config (the "
+             "model card says why); prepend or none overrides it. Every backend feeds the model the same ids.")
     source = text.strip() if kind.startswith("Hub") else EMBEDDED
-    wanted = ModelRequest(source, device, dtype, backend=backend, api_key=api_key)
+    wanted = ModelRequest(source, device, dtype, backend=backend, api_key=api_key, bos=bos)
     missing = backend_missing(backend)
     if missing:
         sidebar.error(md(missing))

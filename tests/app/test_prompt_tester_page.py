@@ -128,7 +128,8 @@ def test_app_entry_runs_the_default_page():
     app = AppTest.from_file("../../app.py", default_timeout=180).run()
     assert not app.exception
     assert app.title[0].value == "Prompt tester"
-    assert [s.key for s in app.sidebar.selectbox] == ["model_device", "model_dtype"]
+    assert [s.key for s in app.sidebar.selectbox] == ["model_device", "model_dtype", "model_bos"]
+    assert app.sidebar.selectbox(key="model_bos").value == "auto"
 
 
 def test_a_long_prompts_progress_bar_goes_when_the_result_is_there(run_page):
