@@ -62,7 +62,8 @@ def summary(result: SweepResult) -> None:
 def top_effects_frame(result: SweepResult, heads_per_kv: int, k: int = 12) -> pd.DataFrame:
     normalized = result.normalized
     rows = []
-    for layer, head in result.top_heads(k):
+    for top in result.top_heads(k):
+        layer, head = top.layer, top.head
         row = {
             "head": f"{layer}.{head}",
             "KV": head // heads_per_kv,

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from headscope.circuit import CircuitResult
+from headscope.component import Component
 from tests.shown import shown
 
 
@@ -106,7 +107,7 @@ def test_an_upload_gets_the_checks_and_limits_of_the_ablation_page(run_page):
 def test_the_selected_head_is_in_the_link(run_page):
     app = _small(run_page("pages/circuit.py"))
     app.button(key="ci_estimate").click().run(timeout=300)
-    app.session_state["ci_selected"] = (23, 3)
+    app.session_state["ci_selected"] = Component(23, 3)
     app.run()
     assert not app.exception and app.query_params.get("head") == "23.3"
     assert any("23.3" in s.value for s in app.subheader)
