@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -36,7 +36,8 @@ from headscope.engine import (
 )
 from headscope.errors import InputError
 from headscope.methods import METHOD_NAMES
-from headscope.results_cache import ResultsCache
+from headscope.results_cache import ResultsCache, load_result, stored_or_computed, stored_results
+from headscope.serialize import NOT_STORED, from_payload, to_payload
 from headscope.tasks import Dataset, EncodedDataset, prepare_dataset, subset
 
 if TYPE_CHECKING:
@@ -67,7 +68,11 @@ class SweepResult:
     first_prompt: str = ""
     notes: tuple[str, ...] = ()
     cached: bool = False
-    key: dict[str, Any] = field(default_factory=dict)
+    key: dict[str, Any] = field(default_factory=dict, metadata=NOT_STORED)
+
+    # written beside the fields for readers of the JSON (the CLI's --json)
+    json_derived: ClassVar[dict[str, str]] = {"layers": "n_layers", "heads": "n_heads",
+                                              "percent_of_clean": "percent_of_clean"}
 
     @property
     def n_layers(self) -> int:
@@ -125,38 +130,11 @@ class SweepResult:
         return [Component(int(i // self.n_heads), int(i % self.n_heads)) for i in order]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "task": self.task,
-            "method": self.method,
-            "estimate": self.estimate,
-            "n_prompts": self.n_prompts,
-            "seq_len": self.seq_len,
-            "clean_ld": self.clean_ld,
-            "corrupt_ld": self.corrupt_ld,
-            "layers": self.n_layers,
-            "heads": self.n_heads,
-            "ablated_ld": self.ablated_ld.tolist(),
-            "percent_of_clean": self.percent_of_clean.tolist(),
-            "mlp_ablated_ld": self.mlp_ablated_ld.tolist(),
-            "seconds": self.seconds,
-            "cached": self.cached,
-            "token_labels": list(self.token_labels),
-            "first_prompt": self.first_prompt,
-            "notes": list(self.notes),
-        }
+        return to_payload(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], key: dict[str, Any], cached: bool = True) -> SweepResult:
-        return cls(
-            model=data["model"], task=data["task"], method=data["method"], estimate=bool(data["estimate"]),
-            n_prompts=int(data["n_prompts"]), seq_len=int(data["seq_len"]), clean_ld=float(data["clean_ld"]),
-            corrupt_ld=None if data["corrupt_ld"] is None else float(data["corrupt_ld"]),
-            ablated_ld=np.asarray(data["ablated_ld"], dtype=float),
-            mlp_ablated_ld=np.asarray(data["mlp_ablated_ld"], dtype=float), seconds=float(data["seconds"]),
-            token_labels=tuple(data.get("token_labels", ())), first_prompt=data.get("first_prompt", ""),
-            notes=tuple(data.get("notes", ())), cached=cached, key=key,
-        )
+        return from_payload(cls, data, key=key, cached=cached)
 
 
 class SweepNumbers(NamedTuple):
@@ -313,10 +291,7 @@ def load_sweep(
     cache: ResultsCache | None = None,
 ) -> SweepResult | None:
     """The stored sweep for exactly this configuration, or None."""
-    cache = cache if cache is not None else ResultsCache()
-    key = sweep_key(model, encoded, method, estimate, only_correct)
-    stored = cache.load(CACHE_KIND, key)
-    return None if stored is None else SweepResult.from_json(stored, key, cached=True)
+    return load_result(cache, CACHE_KIND, sweep_key(model, encoded, method, estimate, only_correct), SweepResult)
 
 
 def run_sweep(
@@ -337,44 +312,26 @@ def run_sweep(
     """
     encoded = dataset if isinstance(dataset, EncodedDataset) else prepare_dataset(model, dataset)
     check_method(method, encoded)
-    cache = cache if cache is not None else ResultsCache()
-    if use_cache:
-        stored = load_sweep(model, encoded, method, estimate, only_correct, cache)
-        if stored is not None:
-            return stored
     key = sweep_key(model, encoded, method, estimate, only_correct)
-    started = time.perf_counter()
-    if only_correct:
-        encoded = filter_correct(model, encoded)
-    if estimate:
-        ablated, mlp_ablated, clean_ld, corrupt_ld = attribution_sweep(model, encoded, method)
-    else:
-        ablated, mlp_ablated, clean_ld, corrupt_ld = exact_sweep(
-            model, encoded, method, progress=progress, should_cancel=should_cancel
+
+    def compute() -> SweepResult:
+        started = time.perf_counter()
+        used = filter_correct(model, encoded) if only_correct else encoded
+        if estimate:
+            numbers = attribution_sweep(model, used, method)
+        else:
+            numbers = exact_sweep(model, used, method, progress=progress, should_cancel=should_cancel)
+        return SweepResult(
+            model=model.info.name, task=used.dataset.name, method=method, estimate=estimate,
+            n_prompts=used.n_prompts, seq_len=used.seq_len, clean_ld=numbers.clean_ld, corrupt_ld=numbers.corrupt_ld,
+            ablated_ld=numbers.ablated_ld, mlp_ablated_ld=numbers.mlp_ablated_ld,
+            seconds=time.perf_counter() - started, token_labels=used.token_labels,
+            first_prompt=used.dataset.items[0].prompt, notes=(*used.dataset.notes, *used.warnings), key=key,
         )
-    result = SweepResult(
-        model=model.info.name,
-        task=encoded.dataset.name,
-        method=method,
-        estimate=estimate,
-        n_prompts=encoded.n_prompts,
-        seq_len=encoded.seq_len,
-        clean_ld=clean_ld,
-        corrupt_ld=corrupt_ld,
-        ablated_ld=ablated,
-        mlp_ablated_ld=mlp_ablated,
-        seconds=time.perf_counter() - started,
-        token_labels=encoded.token_labels,
-        first_prompt=encoded.dataset.items[0].prompt,
-        notes=(*encoded.dataset.notes, *encoded.warnings),
-        key=key,
-    )
-    cache.store(CACHE_KIND, key, result.to_json())
-    return result
+
+    return stored_or_computed(cache, CACHE_KIND, key, SweepResult, compute, use_cache=use_cache)
 
 
 def cached_sweeps(model: Backend, cache: ResultsCache | None = None) -> list[SweepResult]:
     """Sweeps already on disk for this model (same source, revision, dtype, device), newest first."""
-    cache = cache if cache is not None else ResultsCache()
-    return cache.readable(CACHE_KIND, lambda entry: SweepResult.from_json(entry.payload, entry.key), model.identity)
-
+    return stored_results(cache, CACHE_KIND, SweepResult, model.identity)

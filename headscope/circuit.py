@@ -33,14 +33,14 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
 from headscope.ablation import attribution_sweep
 from headscope.backends.base import AblationGroups
-from headscope.component import Component
+from headscope.component import Component, every_component
 from headscope.engine import (
     METRIC,
     LogitDiffEvaluator,
@@ -51,7 +51,8 @@ from headscope.engine import (
     logit_diff_task,
 )
 from headscope.errors import InputError
-from headscope.results_cache import ResultsCache
+from headscope.results_cache import ResultsCache, load_result, stored_or_computed, stored_results
+from headscope.serialize import NOT_STORED, from_payload, json_field, to_payload
 from headscope.tasks import Dataset, EncodedDataset, prepare_dataset
 
 if TYPE_CHECKING:
@@ -107,7 +108,9 @@ class Removal(_OfComponent):
 
     ld_after: float
     score_after: float
-    pass_number: int  # 1-based
+    pass_number: int = json_field("pass")  # 1-based
+
+    json_derived: ClassVar[dict[str, str]] = {"component": "label"}
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class KeptEffect(_OfComponent):
 
     ld_without: float
     score_without: float
+
+    json_derived: ClassVar[dict[str, str]] = {"component": "label"}
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,7 @@ class CircuitResult:
     circuit_ld: float
     heads: tuple[Component, ...]
     mlps: tuple[int, ...]
-    removals: tuple[Removal, ...]
+    removals: tuple[Removal, ...] = json_field("removed")
     kept_effects: tuple[KeptEffect, ...]
     passes: int
     seconds: float
@@ -168,7 +173,9 @@ class CircuitResult:
     first_prompt: str = ""
     notes: tuple[str, ...] = ()
     cached: bool = False
-    key: dict[str, Any] = field(default_factory=dict)
+    key: dict[str, Any] = field(default_factory=dict, metadata=NOT_STORED)
+
+    json_derived: ClassVar[dict[str, str]] = {"score": "score"}  # for readers of the JSON (the CLI's --json)
 
     @property
     def score(self) -> float:
@@ -212,59 +219,11 @@ class CircuitResult:
         return CircuitSet(self.label, frozenset(self.heads), frozenset(self.mlps), self.n_layers, self.n_heads)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "task": self.task,
-            "method": self.method,
-            "threshold": self.threshold,
-            "one_pass": self.one_pass,
-            "estimate": self.estimate,
-            "clean_ld": self.clean_ld,
-            "circuit_ld": self.circuit_ld,
-            "score": self.score,
-            "heads": [[h.layer, h.head] for h in self.heads],
-            "mlps": list(self.mlps),
-            "removed": [{"component": r.label, "layer": r.layer, "head": r.head, "score_after": r.score_after,
-                         "ld_after": r.ld_after, "pass": r.pass_number} for r in self.removals],
-            "kept_effects": [{"component": e.label, "layer": e.layer, "head": e.head,
-                              "score_without": e.score_without, "ld_without": e.ld_without}
-                             for e in self.kept_effects],
-            "passes": self.passes,
-            "seconds": self.seconds,
-            "cached": self.cached,
-            "n_layers": self.n_layers,
-            "n_heads": self.n_heads,
-            "n_prompts": self.n_prompts,
-            "seq_len": self.seq_len,
-            "evaluations": self.evaluations,
-            "batches": self.batches,
-            "path": self.path,
-            "backend": self.backend,
-            "token_labels": list(self.token_labels),
-            "first_prompt": self.first_prompt,
-            "notes": list(self.notes),
-        }
+        return to_payload(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], key: dict[str, Any] | None = None, cached: bool = True) -> CircuitResult:
-        return cls(
-            model=data["model"], task=data["task"], method=data["method"], threshold=float(data["threshold"]),
-            one_pass=bool(data["one_pass"]), estimate=bool(data["estimate"]), n_layers=int(data["n_layers"]),
-            n_heads=int(data["n_heads"]), n_prompts=int(data["n_prompts"]), seq_len=int(data["seq_len"]),
-            clean_ld=float(data["clean_ld"]), circuit_ld=float(data["circuit_ld"]),
-            heads=tuple(Component(int(layer), int(head)) for layer, head in data["heads"]),
-            mlps=tuple(int(layer) for layer in data["mlps"]),
-            removals=tuple(Removal(int(r["layer"]), None if r["head"] is None else int(r["head"]),
-                                   float(r["ld_after"]), float(r["score_after"]), int(r["pass"]))
-                           for r in data["removed"]),
-            kept_effects=tuple(KeptEffect(int(e["layer"]), None if e["head"] is None else int(e["head"]),
-                                          float(e["ld_without"]), float(e["score_without"]))
-                               for e in data["kept_effects"]),
-            passes=int(data["passes"]), seconds=float(data["seconds"]), evaluations=int(data.get("evaluations", 0)),
-            batches=int(data.get("batches", 0)), path=data.get("path", ""), backend=data.get("backend", ""),
-            token_labels=tuple(data.get("token_labels", ())), first_prompt=data.get("first_prompt", ""),
-            notes=tuple(data.get("notes", ())), cached=cached, key=key or {},
-        )
+        return from_payload(cls, data, key=key or {}, cached=cached)
 
     def download_json(self) -> str:
         """The circuit for others to use: {"heads": [[L, H], …], "mlps": [L, …], …} (what the compare view reads)."""
@@ -664,10 +623,8 @@ def circuit_key(model: Backend, encoded: EncodedDataset, method: str, threshold:
 def load_circuit(model: Backend, encoded: EncodedDataset, method: str, threshold: float, one_pass: bool,
                  estimate: bool = False, cache: ResultsCache | None = None) -> CircuitResult | None:
     """The stored circuit for exactly this configuration, or None."""
-    cache = cache if cache is not None else ResultsCache()
     key = circuit_key(model, encoded, method, check_threshold(threshold), one_pass, estimate)
-    stored = cache.load(CACHE_KIND, key)
-    return None if stored is None else CircuitResult.from_json(stored, key, cached=True)
+    return load_result(cache, CACHE_KIND, key, CircuitResult)
 
 
 def run_circuit(
@@ -688,42 +645,38 @@ def run_circuit(
     threshold = check_threshold(threshold)
     encoded = dataset if isinstance(dataset, EncodedDataset) else prepare_dataset(model, dataset)
     check_method(method, encoded)
-    cache = cache if cache is not None else ResultsCache()
-    if use_cache:
-        stored = load_circuit(model, encoded, method, threshold, one_pass, estimate, cache)
-        if stored is not None:
-            return stored
     key = circuit_key(model, encoded, method, threshold, one_pass, estimate)
-    started = time.perf_counter()
-    if estimate:
-        search = estimate_circuit(model, encoded, method, threshold)
-    else:
-        search = find_circuit(model, encoded, method, threshold, one_pass=one_pass, progress=progress,
-                              should_cancel=should_cancel)
-    info = model.info
-    removed = search.removed()
-    result = CircuitResult(
-        model=info.name, task=encoded.dataset.name, method=method, threshold=threshold, one_pass=one_pass,
-        estimate=estimate, n_layers=info.n_layers, n_heads=info.n_heads, n_prompts=encoded.n_prompts,
-        seq_len=encoded.seq_len, clean_ld=search.clean_ld, circuit_ld=search.circuit_ld,
-        heads=tuple(Component(layer, head) for layer in range(info.n_layers) for head in range(info.n_heads)
-                    if Component(layer, head) not in removed),
-        mlps=tuple(layer for layer in range(info.n_layers) if Component.mlp(layer) not in removed),
-        removals=search.removals, kept_effects=search.kept_effects, passes=search.passes,
-        seconds=time.perf_counter() - started, evaluations=search.evaluations, batches=search.batches,
-        path=search.path, backend=info.backend, token_labels=encoded.token_labels,
-        first_prompt=encoded.dataset.items[0].prompt, notes=(*encoded.dataset.notes, *encoded.warnings), key=key,
-    )
-    cache.store(CACHE_KIND, key, result.to_json())
-    return result
+
+    def compute() -> CircuitResult:
+        started = time.perf_counter()
+        if estimate:
+            search = estimate_circuit(model, encoded, method, threshold)
+        else:
+            search = find_circuit(model, encoded, method, threshold, one_pass=one_pass, progress=progress,
+                                  should_cancel=should_cancel)
+        info = model.info
+        removed = search.removed()
+        return CircuitResult(
+            model=info.name, task=encoded.dataset.name, method=method, threshold=threshold, one_pass=one_pass,
+            estimate=estimate, n_layers=info.n_layers, n_heads=info.n_heads, n_prompts=encoded.n_prompts,
+            seq_len=encoded.seq_len, clean_ld=search.clean_ld, circuit_ld=search.circuit_ld,
+            heads=tuple(c for c in every_component(info.n_layers, info.n_heads, include_mlp=False)
+                        if c not in removed),
+            mlps=tuple(layer for layer in range(info.n_layers) if Component.mlp(layer) not in removed),
+            removals=search.removals, kept_effects=search.kept_effects, passes=search.passes,
+            seconds=time.perf_counter() - started, evaluations=search.evaluations, batches=search.batches,
+            path=search.path, backend=info.backend, token_labels=encoded.token_labels,
+            first_prompt=encoded.dataset.items[0].prompt, notes=(*encoded.dataset.notes, *encoded.warnings),
+            key=key,
+        )
+
+    return stored_or_computed(cache, CACHE_KIND, key, CircuitResult, compute, use_cache=use_cache)
 
 
 def cached_circuits(cache: ResultsCache | None = None, model: Backend | None = None) -> list[CircuitResult]:
     """Circuits on disk, newest first: every model's, or only this model's (same source, revision, backend, dtype,
     device)."""
-    cache = cache if cache is not None else ResultsCache()
-    return cache.readable(CACHE_KIND, lambda entry: CircuitResult.from_json(entry.payload, entry.key),
-                          model.identity if model is not None else None)
+    return stored_results(cache, CACHE_KIND, CircuitResult, model.identity if model is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
