@@ -431,7 +431,8 @@ class _FastPath:
         largest = len(self.rows[0])
         kept = _kept_bytes_per_prompt(model, task.seq_len, method) * largest
         self.per_chunk = chunk or groups_per_chunk(model, largest, task.seq_len, 10**6, fixed_bytes=kept, what=what)
-        self.shared = shared_values(model, runner, task, method, timer)
+        self._shared: LayerValues | None = None  # mean values over every corrupted prompt, made on first need
+        self._shared_made = False
         self.base: AblationGroups | None = None
         self._keep = len(self.rows) == 1  # one prompt chunk: its values and entries stay between calls
         self._values: dict[int, LayerValues] = {}
@@ -440,8 +441,9 @@ class _FastPath:
 
     @property
     def setup_units(self) -> float:
-        per_chunk = 1 + (1 if self.method.pairs_prompts else 0)
-        return self.n_layers * (len(self.rows) * per_chunk + (1 if self.method.needs_corrupted else 0))
+        per_chunk = 2 if self.method.pairs_prompts else 1  # (the paired corrupted run and) the base run
+        shared = 1 if self.method.needs_corrupted and not self.method.pairs_prompts else 0
+        return self.n_layers * (len(self.rows) * per_chunk + shared)
 
     def cost(self, join_layers: Sequence[int]) -> int:
         return joined_work_units(join_layers, self.n_layers)
@@ -457,7 +459,10 @@ class _FastPath:
         rows = self.rows[index]
         values = self._values.get(index)
         if values is None:
-            values = chunk_values(self.model, self.runner, self.task, self.method, rows, self.shared, self.timer)
+            if not self._shared_made:
+                self._shared = shared_values(self.model, self.runner, self.task, self.method, self.timer)
+                self._shared_made = True
+            values = chunk_values(self.model, self.runner, self.task, self.method, rows, self._shared, self.timer)
             if self._keep:
                 self._values[index] = values
         entries = self._entries.get(index)
