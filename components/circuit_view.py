@@ -16,7 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from components.heatmap import EXTRA, cell_x
-from headscope.circuit import CircuitComparison, CircuitResult, letter
+from headscope.circuit import CircuitResult
+from headscope.circuit_compare import CircuitComparison, letter
 from headscope.component import Component, every_component
 
 KEPT_COLOR = "#1f6fb4"

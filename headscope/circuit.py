@@ -33,13 +33,14 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from headscope.ablation import attribution_sweep
 from headscope.backends.base import AblationGroups
+from headscope.circuit_compare import CircuitSet
 from headscope.component import Component, every_component
 from headscope.engine import (
     METRIC,
@@ -53,6 +54,7 @@ from headscope.engine import (
 from headscope.errors import InputError
 from headscope.results_cache import ResultsCache, load_result, stored_or_computed, stored_results
 from headscope.serialize import NOT_STORED, from_payload, json_field, to_payload
+from headscope.speculation import Speculation
 from headscope.tasks import Dataset, EncodedDataset, prepare_dataset
 
 if TYPE_CHECKING:
@@ -62,8 +64,6 @@ CACHE_KIND = "circuit"
 ENGINE_VERSION = 1
 DEFAULT_THRESHOLD = 80.0
 THRESHOLD_RANGE = (0.0, 100.0)
-Speculation = Literal["adaptive", "kept", "none"]
-SPECULATIONS: tuple[str, ...] = ("adaptive", "kept", "none")
 
 
 def visiting_order(n_layers: int, n_heads: int) -> list[Component]:
@@ -282,81 +282,6 @@ class _Scorer:
         return self.evaluator.cost(join_layers)
 
 
-class _Speculation:
-    """Guesses each candidate's decision, and chooses how many candidates a batch takes. Never changes a decision.
-
-    Modes: "adaptive" guesses per candidate — from its last score where one is known (a score taken on a nearby
-    circuit: an earlier batch of this layer visit, corrected for the wrong guess that ended it, or the previous
-    pass), else the majority of the recent decisions on components of its kind (MLPs and heads apart: on the models
-    measured most heads go and most MLPs stay). Each guess has a chance q of being right, the recent rate of right
-    guesses from the same source (a score, or the majority of MLPs or of heads). The window w minimises the expected
-    time per decision: the batch's time per block, c0 + c1·w (fitted to the batches timed so far), over the expected
-    number of decisions read off it, Σ_{k ≤ w} Π_{j < k} q_j. "kept" guesses "kept" for every candidate and takes
-    the whole layer (the scheme with removals + 1 batches per layer visit); "none" takes one candidate per batch
-    (the sequential order, still reusing the residual below)."""
-
-    def __init__(self, mode: str, threshold: float) -> None:
-        if mode not in SPECULATIONS:
-            raise InputError(f"Unknown speculation {mode!r}: choose one of {', '.join(SPECULATIONS)}.")
-        self.mode = mode
-        self.threshold = threshold
-        self.removal_rate = {"mlp": 0.5, "head": 0.5}  # exponential averages of the decisions, by kind
-        self.right_rate = {"mlp": 0.5, "head": 0.5, "score": 0.8}  # ... of the guesses being right, by source
-        self.hints: dict[Component, float] = {}  # a score of each candidate on a nearby circuit
-        self._fit = np.zeros(5)  # n, Σg, Σt, Σg², Σg·t over timed batches (g groups, t seconds per block)
-
-    def guess(self, component: Component) -> tuple[bool, str]:
-        """(guessed removed, the guess's source)."""
-        if self.mode != "adaptive":
-            return False, "head"
-        hint = self.hints.get(component)
-        if hint is not None:
-            return hint >= self.threshold, "score"
-        kind = "mlp" if component.is_mlp else "head"
-        return self.removal_rate[kind] > 0.5, kind
-
-    def window(self, candidates: Sequence[Component]) -> int:
-        if self.mode == "none":
-            return 1
-        if self.mode == "kept":
-            return len(candidates)
-        c0, c1 = self._costs()
-        best, best_cost = 1, math.inf
-        expected = 0.0  # decisions expected from a window of w
-        reach = 1.0  # chance that every guess before the next candidate was right
-        for w, component in enumerate(candidates, start=1):
-            expected += reach
-            reach *= min(max(self.right_rate[self.guess(component)[1]], 0.02), 0.995)
-            cost = (c0 + c1 * w) / expected
-            if cost < best_cost - 1e-12:
-                best, best_cost = w, cost
-        return best
-
-    def _costs(self) -> tuple[float, float]:
-        """(c0, c1): seconds per block of a batch's fixed part and per group; until two batch sizes are timed, the
-        fixed part is taken as one group's worth."""
-        n, sg, st, sgg, sgt = self._fit
-        if n == 0:
-            return 1.0, 1.0
-        variance = sgg / n - (sg / n) ** 2
-        if variance > 1e-9:
-            c1 = (sgt / n - sg / n * st / n) / variance
-            c0 = st / n - c1 * sg / n
-            if c1 > 0 and c0 >= 0:
-                return c0, c1
-        per_group = st / (sg + n)
-        return per_group, per_group
-
-    def timed(self, groups: int, blocks: int, seconds: float) -> None:
-        t = seconds / max(blocks, 1)
-        self._fit += np.array([1.0, groups, t, groups * groups, groups * t])
-
-    def decided(self, component: Component, source: str, guessed_removed: bool, removed: bool) -> None:
-        kind = "mlp" if component.is_mlp else "head"
-        self.removal_rate[kind] = 0.8 * self.removal_rate[kind] + 0.2 * float(removed)
-        self.right_rate[source] = 0.8 * self.right_rate[source] + 0.2 * float(guessed_removed == removed)
-
-
 def _group_masks(n: int, heads: torch.Tensor, mlps: torch.Tensor) -> AblationGroups:
     return AblationGroups(heads[None].repeat(n, 1, 1), mlps[None].repeat(n, 1))
 
@@ -380,7 +305,7 @@ def _search(
 ) -> CircuitSearch:
     """The sequential algorithm, decisions read off speculative batches (see the module docstring)."""
     n_layers, n_heads = evaluator.n_layers, evaluator.n_heads
-    guess = _Speculation(speculation, threshold)
+    guess = Speculation(speculation, threshold)
     heads = torch.zeros(n_layers, n_heads, dtype=torch.bool)
     mlps = torch.zeros(n_layers, dtype=torch.bool)
     removed: set[Component] = set()
@@ -494,7 +419,7 @@ def find_circuit(
     "fast" and "general" force one. `speculation` and `chunk` change the work, never the result."""
     threshold = check_threshold(threshold)
     spec = check_method(method, encoded)
-    _Speculation(speculation, threshold)  # checks the name before any work
+    Speculation(speculation, threshold)  # checks the name before any work
     task = logit_diff_task(encoded, spec, deduplicate)
     info = model.info
     one_pass_units = _remaining_units(visiting_order(info.n_layers, info.n_heads), info.n_layers)
@@ -677,126 +602,3 @@ def cached_circuits(cache: ResultsCache | None = None, model: Backend | None = N
     """Circuits on disk, newest first: every model's, or only this model's (same source, revision, backend, dtype,
     device)."""
     return stored_results(cache, CACHE_KIND, CircuitResult, model.identity if model is not None else None)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Comparing circuits
-
-
-@dataclass(frozen=True)
-class CircuitSet:
-    """A circuit as sets of components, from a result or an uploaded JSON: heads {head component}, mlps {layer}."""
-
-    label: str
-    heads: frozenset[Component]
-    mlps: frozenset[int]
-    n_layers: int
-    n_heads: int
-
-    @property
-    def components(self) -> frozenset[Component]:
-        return frozenset(self.heads) | frozenset(Component.mlp(layer) for layer in self.mlps)
-
-    def __len__(self) -> int:
-        return len(self.heads) + len(self.mlps)
-
-
-# An uploaded circuit's size bounds (the largest open models have about 126 layers and 128 heads): the comparison grid
-# is drawn layer × head, so an unbounded file could tie the server up.
-MAX_CIRCUIT_LAYERS = 256
-MAX_CIRCUIT_HEADS = 256
-
-
-def parse_circuit_json(text: str, name: str) -> CircuitSet:
-    """A circuit from JSON: {"heads": [[L, H], …], "mlps": [L, …]} (optional "model", "task", "n_layers", "n_heads";
-    "mlps" may be left out). Layers and heads are 0-based. Errors say what is wrong, naming the item."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{name}: not valid JSON ({error.msg} at line {error.lineno}).") from error
-    if not isinstance(data, dict) or not isinstance(data.get("heads"), list):
-        raise InputError(f'{name}: expected an object with "heads": [[layer, head], …] and optionally '
-                         '"mlps": [layer, …].')
-    heads = set()
-    for item in data["heads"]:
-        if (not isinstance(item, list | tuple) or len(item) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in item)):
-            raise InputError(f"{name}: each head must be [layer, head] with non-negative integers; got "
-                             f"{json.dumps(item)[:40]}.")
-        heads.add(Component(int(item[0]), int(item[1])))
-    mlps_raw = data.get("mlps", [])
-    if not isinstance(mlps_raw, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                                 for v in mlps_raw):
-        raise InputError(f'{name}: "mlps" must be a list of non-negative layer numbers.')
-    mlps = {int(v) for v in mlps_raw}
-    shape = [data.get("n_layers") or 0, data.get("n_heads") or 0]
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape):
-        raise InputError(f'{name}: "n_layers" and "n_heads", where given, must be non-negative integers.')
-    n_layers = max([h.layer + 1 for h in heads] + [layer + 1 for layer in mlps] + [shape[0]])
-    n_heads = max([(h.head or 0) + 1 for h in heads] + [shape[1]])
-    if n_layers > MAX_CIRCUIT_LAYERS or n_heads > MAX_CIRCUIT_HEADS:  # a grid this size would tie the server up
-        raise InputError(f"{name}: {n_layers:,} layers × {n_heads:,} heads is beyond any model headscope compares "
-                         f"(at most {MAX_CIRCUIT_LAYERS} layers × {MAX_CIRCUIT_HEADS} heads): check the file.")
-    if not heads and not mlps:
-        raise InputError(f"{name}: the circuit holds no component.")
-    label = str(data.get("label") or " · ".join(str(data[k]) for k in ("model", "task") if data.get(k)) or name)
-    return CircuitSet(f"{label} (uploaded)", frozenset(heads), frozenset(mlps), n_layers, n_heads)
-
-
-@dataclass(frozen=True)
-class CircuitComparison:
-    """Overlap of two or more circuits: membership[component] = indices of the circuits holding it, counts, and the
-    Jaccard index |A ∩ B| / |A ∪ B| of every pair (heads and MLPs together)."""
-
-    circuits: tuple[CircuitSet, ...]
-    membership: dict[Component, frozenset[int]]
-    jaccard: np.ndarray  # [circuit, circuit]
-    n_layers: int
-    n_heads: int
-
-    @property
-    def shared(self) -> set[Component]:
-        """Components every circuit holds."""
-        everyone = frozenset(range(len(self.circuits)))
-        return {c for c, holders in self.membership.items() if holders == everyone}
-
-    def only(self, index: int) -> set[Component]:
-        return {c for c, holders in self.membership.items() if holders == frozenset({index})}
-
-    def category(self, component: Component) -> str:
-        """'shared', 'only A' (the circuit's letter), 'k of N', or '' (in none)."""
-        holders = self.membership.get(component, frozenset())
-        if not holders:
-            return ""
-        if len(holders) == len(self.circuits):
-            return "shared"
-        if len(holders) == 1:
-            return f"only {letter(next(iter(holders)))}"
-        return f"{len(holders)} of {len(self.circuits)}"
-
-    def counts(self) -> list[dict[str, Any]]:
-        """One row per circuit: its size, what it shares with all, what only it holds."""
-        shared = self.shared
-        return [{"circuit": letter(i), "label": c.label, "heads": len(c.heads), "mlps": len(c.mlps),
-                 "components": len(c), "shared with all": len(shared), f"only {letter(i)}": len(self.only(i))}
-                for i, c in enumerate(self.circuits)]
-
-
-def letter(index: int) -> str:
-    return chr(ord("A") + index) if index < 26 else f"#{index + 1}"
-
-
-def compare_circuits(circuits: Sequence[CircuitSet]) -> CircuitComparison:
-    if len(circuits) < 2:
-        raise InputError("Pick at least two circuits to compare.")
-    membership: dict[Component, set[int]] = {}
-    for index, circuit in enumerate(circuits):
-        for component in circuit.components:
-            membership.setdefault(component, set()).add(index)
-    jaccard = np.ones((len(circuits), len(circuits)))
-    for i, a in enumerate(circuits):
-        for j, b in enumerate(circuits):
-            union = a.components | b.components
-            jaccard[i, j] = len(a.components & b.components) / len(union) if union else 1.0
-    return CircuitComparison(tuple(circuits), {c: frozenset(h) for c, h in membership.items()}, jaccard,
-                             max(c.n_layers for c in circuits), max(c.n_heads for c in circuits))

@@ -25,12 +25,10 @@ from headscope.circuit import (
     CACHE_KIND,
     DEFAULT_THRESHOLD,
     cached_circuits,
-    compare_circuits,
-    letter,
     load_circuit,
-    parse_circuit_json,
     run_circuit,
 )
+from headscope.circuit_compare import compare_circuits, letter, parse_circuit_json
 from headscope.errors import HeadscopeError
 from headscope.methods import methods_help
 from headscope.results_cache import ResultsCache

@@ -7,14 +7,12 @@ import pytest
 
 from headscope.circuit import (
     CircuitResult,
-    CircuitSet,
     KeptEffect,
     Removal,
     check_threshold,
-    compare_circuits,
-    parse_circuit_json,
     visiting_order,
 )
+from headscope.circuit_compare import CircuitSet, compare_circuits, parse_circuit_json
 from headscope.component import Component
 from headscope.errors import InputError
 
