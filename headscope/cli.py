@@ -267,7 +267,7 @@ def _cmd_circuit(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"\ncircuit: {len(result.heads)} heads and {len(result.mlps)} MLPs of "
           f"{result.n_layers * result.n_heads} heads and {result.n_layers} MLPs")
-    print("heads: " + (" ".join(f"{layer}.{head}" for layer, head in result.heads) or "none"))
+    print("heads: " + (" ".join(head.label for head in result.heads) or "none"))
     print("MLPs:  " + (" ".join(str(layer) for layer in result.mlps) or "none"))
     print(f"\n{'kept':>8}  {'score without it':>16}")
     for effect in sorted(result.kept_effects, key=lambda e: e.score_without)[:15]:
