@@ -194,11 +194,14 @@ class AblationGroups:
                    torch.zeros(n_groups, n_layers, dtype=torch.bool))
 
     @classmethod
-    def single_components(cls, components: Sequence[Component], n_layers: int, n_heads: int) -> AblationGroups:
-        """One group per component: a head ablates that head's z, an MLP that layer's MLP output."""
+    def single_components(cls, components: Sequence[Component | tuple[int, int | None]], n_layers: int,
+                          n_heads: int) -> AblationGroups:
+        """One group per component: a head ablates that head's z, an MLP that layer's MLP output. (A (layer, head)
+        pair is still read, for the backend tests and benchmarks written before Component; new code passes
+        Components.)"""
         groups = cls.empty(len(components), n_layers, n_heads)
         for index, component in enumerate(components):
-            groups.mark(index, component)
+            groups.mark(index, component if isinstance(component, Component) else Component(*component))
         return groups
 
     def mark(self, index: int, component: Component) -> None:
