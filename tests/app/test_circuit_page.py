@@ -41,7 +41,7 @@ def test_find_circuit_draws_grid_diagram_line_tables_and_compares(run_page, embe
     cells = sum(len(trace["x"]) for trace in grid["data"] if trace.get("name"))
     assert cells == 30 * 10  # every head and every MLP, once
     kept_trace = next(t for t in grid["data"] if t.get("name") == "kept head")
-    assert sorted(map(tuple, kept_trace["customdata"])) == sorted(result.heads)
+    assert sorted(map(tuple, kept_trace["customdata"])) == sorted((h.layer, h.head) for h in result.heads)
     frames = [df.value for df in app.dataframe]
     removal = next(f for f in frames if "score after (%)" in f.columns)
     assert len(removal) == len(result.removals)
