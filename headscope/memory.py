@@ -10,15 +10,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from headscope.errors import HeadscopeError
 from headscope.settings import positive_env
 
-if TYPE_CHECKING:
-    from headscope.backends.base import ModelInfo, Placement
+
+class Placement(Protocol):
+    """Where a model's weights live, as memory planning reads it (headscope.backends.base.Placement is one); a
+    protocol, so this module imports nothing from the backends."""
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def device_map(self) -> str | None: ...
+
+
+class ModelInfo(Protocol):
+    """The sizes a block's activations depend on (headscope.backends.base.ModelInfo is one)."""
+
+    @property
+    def n_heads(self) -> int: ...
+
+    @property
+    def d_head(self) -> int: ...
+
+    @property
+    def d_model(self) -> int: ...
+
+    @property
+    def d_mlp(self) -> int: ...
+
 
 CPU_SHARE = 0.5  # of MemAvailable
 CPU_CAP_BYTES = 2 * 2**30  # keeps the embedded model's server under 4 GB resident with every session together
