@@ -160,7 +160,7 @@ def gpu_bench(args: argparse.Namespace) -> None:
         print(f"  {speculation}: same decisions as {next(iter(runs))}: {same_decisions(search, first)}")
 
     # the plain loop: time full forwards (one component ablated on top of a removed set, as the loop does)
-    from headscope.ablation import logit_diff_task
+    from headscope.engine import logit_diff_task
 
     spec = get_method(args.method)
     task = logit_diff_task(encoded, spec, deduplicate=False)

@@ -10,6 +10,7 @@ import streamlit as st
 
 from components.text import md, plain, quoted
 from headscope.ablation import SweepResult
+from headscope.component import Component
 from headscope.errors import HeadscopeError
 
 # name (what the "Show" box and the URL say) -> (what the colour bar says, the value of "no effect", number format)
@@ -62,7 +63,8 @@ def summary(result: SweepResult) -> None:
 def top_effects_frame(result: SweepResult, heads_per_kv: int, k: int = 12) -> pd.DataFrame:
     normalized = result.normalized
     rows = []
-    for layer, head in result.top_heads(k):
+    for top in result.top_heads(k):
+        layer, head = top.layer, top.head
         row = {
             "head": f"{layer}.{head}",
             "KV": head // heads_per_kv,
@@ -118,7 +120,7 @@ def head_pattern(model, prompt: str, layer: int, head: int) -> None:
     from headscope.patterns import compute_patterns, single_head_view
 
     try:
-        patterns = compute_patterns(model, prompt, [(layer, head)])
+        patterns = compute_patterns(model, prompt, [Component(layer, head)])
     except HeadscopeError as error:
         st.error(md(str(error)))
         return

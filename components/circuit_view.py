@@ -15,8 +15,10 @@ import io
 import pandas as pd
 import plotly.graph_objects as go
 
-from components.heatmap import EXTRA
-from headscope.circuit import CircuitComparison, CircuitResult, Component, component_label, letter
+from components.heatmap import EXTRA, cell_x
+from headscope.circuit import CircuitResult
+from headscope.circuit_compare import CircuitComparison, letter
+from headscope.component import Component, every_component
 
 KEPT_COLOR = "#1f6fb4"
 REMOVED_COLOR = "#e3e6ea"
@@ -24,10 +26,6 @@ MLP_KEPT_COLOR = "#d9822b"
 SHARED_COLOR = "#2e7d32"
 ONLY_COLORS = ["#1f6fb4", "#c62828", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037"]
 SOME_COLOR = "#9e9d24"
-
-
-def _x(head: int | None, n_heads: int) -> float:
-    return n_heads + 0.6 if head is None else float(head)
 
 
 def categorical_grid(
@@ -38,35 +36,34 @@ def categorical_grid(
     hover: dict[Component, str],
     *,
     title: str = "",
-    selected: tuple[int, int] | None = None,
+    selected: Component | None = None,
     background: str = "",
 ) -> go.Figure:
-    """Every head (layer, head) and MLP (layer, None) as a square marker coloured by its category (one legend entry
+    """Every head and MLP as a square marker coloured by its category (one legend entry
     per category, in the order of `colors`); components without a category are drawn in `background`'s colour."""
     height = int(min(1100, max(380, 22 * n_layers + 140)))
     cell = max(6, min(40, int((height - 100) / max(n_layers, 1)) - 1))
     figure = go.Figure()
-    everything = [(layer, head) for layer in range(n_layers) for head in [*range(n_heads), None]]
+    everything = every_component(n_layers, n_heads)
     for name, color in colors.items():
         cells = [c for c in everything if categories.get(c, background) == name]
         if not cells:
             continue
         figure.add_trace(go.Scatter(
-            x=[_x(head, n_heads) for _, head in cells],
-            y=[layer for layer, _ in cells],
+            x=[cell_x(c, n_heads) for c in cells],
+            y=[c.layer for c in cells],
             mode="markers",
             name=html.escape(name),
-            customdata=[[layer, EXTRA if head is None else head] for layer, head in cells],
-            hovertext=[html.escape(hover.get(c, component_label(c))) for c in cells],
+            customdata=[[c.layer, EXTRA if c.head is None else c.head] for c in cells],
+            hovertext=[html.escape(hover.get(c, c.label)) for c in cells],
             hovertemplate="%{hovertext}<extra></extra>",
             marker={"symbol": "square", "size": cell, "color": color, "line": {"width": 0}},
             selected={"marker": {"opacity": 1.0}},
             unselected={"marker": {"opacity": 1.0}},
         ))
     if selected is not None:
-        layer, head = selected
         figure.add_trace(go.Scatter(
-            x=[n_heads + 0.6 if head == EXTRA else head], y=[layer], mode="markers", hoverinfo="skip",
+            x=[cell_x(selected, n_heads)], y=[selected.layer], mode="markers", hoverinfo="skip",
             showlegend=False, marker={"symbol": "square-open", "size": cell + 2, "color": "#111", "line": {"width": 2}},
         ))
     figure.update_layout(
@@ -98,16 +95,14 @@ def component_status(result: CircuitResult, component: Component) -> str:
     return "not part of this model"
 
 
-def circuit_grid(result: CircuitResult, selected: tuple[int, int] | None = None) -> go.Figure:
+def circuit_grid(result: CircuitResult, selected: Component | None = None) -> go.Figure:
     """Kept heads, kept MLPs and removed components; hover says when each left and what each kept one is worth."""
     categories: dict[Component, str] = {}
     hover: dict[Component, str] = {}
-    for layer in range(result.n_layers):
-        for head in [*range(result.n_heads), None]:
-            component = (layer, head)
-            kept = result.removal_of(component) is None
-            categories[component] = "removed" if not kept else "kept head" if head is not None else "kept MLP"
-            hover[component] = f"{component_label(component)}: {component_status(result, component)}"
+    for component in every_component(result.n_layers, result.n_heads):
+        kept = result.removal_of(component) is None
+        categories[component] = "removed" if not kept else "kept head" if component.is_head else "kept MLP"
+        hover[component] = f"{component.label}: {component_status(result, component)}"
     kind = " (estimate)" if result.estimate else ""
     return categorical_grid(
         result.n_layers, result.n_heads, categories,
@@ -121,18 +116,17 @@ def circuit_grid(result: CircuitResult, selected: tuple[int, int] | None = None)
 def layered_diagram(result: CircuitResult) -> go.Figure:
     """The kept components, one row per layer that keeps any (layer 0 at the bottom): heads at their head index,
     the MLP at the right; a marker's size and colour say how much the circuit loses without it."""
-    rows = sorted({layer for layer, _ in result.heads} | set(result.mlps))
+    rows = sorted({h.layer for h in result.heads} | set(result.mlps))
     xs, ys, texts, hovers, losses, symbols = [], [], [], [], [], []
     for effect in result.kept_effects:
-        layer, head = effect.component
         loss = max(0.0, result.score - effect.score_without)
-        xs.append(_x(head, result.n_heads))
-        ys.append(rows.index(layer))
+        xs.append(cell_x(effect.component, result.n_heads))
+        ys.append(rows.index(effect.layer))
         texts.append(effect.label)
         hovers.append(f"{effect.label}: the circuit without it scores {effect.score_without:.1f}% "
                       f"({-loss:+.1f} points)")
         losses.append(loss)
-        symbols.append("diamond" if head is None else "circle")
+        symbols.append("diamond" if effect.head is None else "circle")
     top = max(losses, default=1.0) or 1.0
     figure = go.Figure()
     for row in range(len(rows)):  # the residual stream each row reads from and writes to
@@ -200,19 +194,18 @@ def kept_frame(result: CircuitResult) -> pd.DataFrame:
 def circuit_csv(result: CircuitResult) -> str:
     """One row per component: kept or removed, when, and the scores."""
     rows = []
-    for layer in range(result.n_layers):
-        for head in [*range(result.n_heads), None]:
-            component = (layer, head)
-            removal = result.removal_of(component)
-            effect = result.effect_of(component)
-            rows.append({
-                "layer": layer, "component": "mlp" if head is None else f"head {head}", "head": head,
-                "kept": removal is None,
-                "removal_step": None if removal is None else removal[0],
-                "pass": None if removal is None else removal[1].pass_number,
-                "score_after_removal": None if removal is None else removal[1].score_after,
-                "score_without_it": None if effect is None else effect.score_without,
-            })
+    for component in every_component(result.n_layers, result.n_heads):
+        removal = result.removal_of(component)
+        effect = result.effect_of(component)
+        head = component.head
+        rows.append({
+            "layer": component.layer, "component": "mlp" if head is None else f"head {head}", "head": head,
+            "kept": removal is None,
+            "removal_step": None if removal is None else removal[0],
+            "pass": None if removal is None else removal[1].pass_number,
+            "score_after_removal": None if removal is None else removal[1].score_after,
+            "score_without_it": None if effect is None else effect.score_without,
+        })
     buffer = io.StringIO()
     buffer.write(f"# model={result.model} task={result.task} method={result.method} threshold={result.threshold:g} "
                  f"one_pass={result.one_pass} estimate={result.estimate} clean_ld={result.clean_ld:.6f} "
@@ -234,13 +227,13 @@ def comparison_grid(comparison: CircuitComparison) -> go.Figure:
     for k in range(n - 1, 1, -1):
         colors[f"{k} of {n}"] = SOME_COLOR
     colors["in none"] = REMOVED_COLOR
-    categories = {c: comparison.category(c) or "in none" for layer in range(comparison.n_layers)
-                  for c in [(layer, h) for h in [*range(comparison.n_heads), None]]}
+    categories = {c: comparison.category(c) or "in none"
+                  for c in every_component(comparison.n_layers, comparison.n_heads)}
     hover = {}
     for component, category in categories.items():
         holders = comparison.membership.get(component, frozenset())
         names = ", ".join(letter(i) for i in sorted(holders)) or "none"
-        hover[component] = f"{component_label(component)}: {category} (in {names})"
+        hover[component] = f"{component.label}: {category} (in {names})"
     return categorical_grid(comparison.n_layers, comparison.n_heads, categories, colors, hover,
                             title=f"Overlap of {n} circuits")
 

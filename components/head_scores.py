@@ -10,7 +10,7 @@ import streamlit as st
 
 from components.heatmap import clickable_heatmap, layer_head_figure
 from components.text import md, plain
-from headscope.heads import HeadRef
+from headscope.component import Component
 from headscope.results_cache import key_digest
 from headscope.scores import HeadScores
 
@@ -25,7 +25,7 @@ def list_usage_table(result: HeadScores) -> None:
     )
 
 
-def head_scores_panel(result: HeadScores, key: str) -> list[HeadRef]:
+def head_scores_panel(result: HeadScores, key: str) -> list[Component]:
     """Render the score; returns the heads newly picked in this run (a heatmap click, table rows selected)."""
     origin = "Loaded from the results cache" if result.cached else f"Computed in {result.compute_seconds:.1f} s"
     st.caption(md(f"{result.title} on {result.inputs}.") + " " + md(origin) + ". Click a cell of the map (or select "
@@ -56,12 +56,12 @@ def head_scores_panel(result: HeadScores, key: str) -> list[HeadRef]:
         key=f"{key}_table_{scored}",
         column_config={"score": st.column_config.NumberColumn(format="%.4f")},
     )
-    picked = [HeadRef(click.layer, click.head)] if click is not None else []
+    picked = [click.component] if click is not None else []
     try:
         selected_rows = list(event.selection.rows)
     except AttributeError:
         selected_rows = []
-    picked += [HeadRef(rows[i]["layer"], rows[i]["head"]) for i in selected_rows if 0 <= i < len(rows)]
+    picked += [Component(rows[i]["layer"], rows[i]["head"]) for i in selected_rows if 0 <= i < len(rows)]
     # A selection persists across reruns: report only what was not picked in the previous run.
     seen_key = f"{key}_seen_{result.score}"
     previous = st.session_state.get(seen_key, frozenset())

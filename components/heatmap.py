@@ -15,14 +15,25 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from components.text import plotly_text
+from headscope.component import Component
 
-EXTRA = -1  # the head index reported for a click in the extra column
+EXTRA = -1  # the head index a cell of the extra column carries in its customdata (Plotly holds numbers only)
 
 
 @dataclass(frozen=True)
 class CellClick:
     layer: int
     head: int  # EXTRA for the extra column
+
+    @property
+    def component(self) -> Component:
+        """The clicked head, or the layer's MLP for a click in the extra column."""
+        return Component(self.layer, None if self.head == EXTRA else self.head)
+
+
+def cell_x(component: Component, n_heads: int) -> float:
+    """Where a component's cell sits on the x axis: its head index, or the extra column for an MLP."""
+    return n_heads + 0.6 if component.head is None else float(component.head)
 
 
 # Pixel layout: one data unit is `cell` px on both axes, so markers of `cell` px are squares that tile the grid.
@@ -67,7 +78,7 @@ def layer_head_figure(
     center: float | None = 0.0,
     extra_column: np.ndarray | None = None,
     extra_label: str = "MLP",
-    selected: tuple[int, int] | None = None,
+    selected: Component | None = None,
     value_format: str = ".3f",
     diverging: bool = True,
 ) -> go.Figure:
@@ -128,10 +139,8 @@ def layer_head_figure(
         figure.add_annotation(x=n_heads + 0.6, y=n_layers - 0.3, text=plotly_text(extra_label), showarrow=False,
                               yshift=14)
     if selected is not None:
-        sel_layer, sel_head = selected
-        sel_x = n_heads + 0.6 if sel_head == EXTRA else sel_head
         figure.add_trace(go.Scatter(
-            x=[sel_x], y=[sel_layer], mode="markers", hoverinfo="skip", showlegend=False,
+            x=[cell_x(selected, n_heads)], y=[selected.layer], mode="markers", hoverinfo="skip", showlegend=False,
             marker={"symbol": "square-open", "size": cell + 2, "color": "#111", "line": {"width": 2}},
         ))
     tick_x = list(range(n_heads)) + ([n_heads + 0.6] if extra_column is not None else [])
@@ -202,22 +211,15 @@ def png_download(container, figure: go.Figure, file_name: str, key: str) -> None
                               mime="image/png", key=key, on_click="ignore", icon=":material/image:")
 
 
-def parse_head(text: str, n_layers: int, n_heads: int) -> tuple[int, int] | None:
-    """'23.3' -> (23, 3); 'mlp12' -> (12, EXTRA); anything else or out of range -> None."""
-    text = text.strip().lower()
+def parse_head(text: str, n_layers: int, n_heads: int) -> Component | None:
+    """'23.3' -> head 3 of layer 23; 'mlp12' -> layer 12's MLP; anything else or out of range -> None."""
     try:
-        if text.startswith("mlp"):
-            layer, head = int(text[3:]), EXTRA
-        else:
-            layer_text, head_text = text.split(".")
-            layer, head = int(layer_text), int(head_text)
+        component = Component.parse(text)
     except ValueError:
         return None
-    if not 0 <= layer < n_layers or not (head == EXTRA or 0 <= head < n_heads):
-        return None
-    return layer, head
+    return component if component.within(n_layers, n_heads) else None
 
 
-def show_head(selected: tuple[int, int]) -> str:
-    layer, head = selected
-    return f"mlp{layer}" if head == EXTRA else f"{layer}.{head}"
+def show_head(selected: Component) -> str:
+    """How the URL carries a component ('23.3', 'mlp12')."""
+    return selected.url_text

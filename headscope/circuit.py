@@ -33,34 +33,29 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
-from headscope.ablation import (
-    METRIC,
-    attribution_sweep,
-    check_method,
-    chunk_values,
-    logit_diff_task,
-    prepare_dataset,
-    shared_values,
-)
-from headscope.backends.base import AblationGroups, BlockRunner, LogitDiffTask
+from headscope.ablation import attribution_sweep
+from headscope.backends.base import AblationGroups
+from headscope.circuit_compare import CircuitSet
+from headscope.component import Component, every_component
 from headscope.engine import (
-    EntryResiduals,
+    METRIC,
+    LogitDiffEvaluator,
     ProgressCallback,
     WorkTimer,
-    fast_runner,
-    run_joined_groups,
-    run_with_ablations,
+    check_method,
+    evaluation,
+    logit_diff_task,
 )
 from headscope.errors import InputError
-from headscope.memory import block_bytes_per_token, element_size, plan_chunks
-from headscope.methods import AblationMethod
-from headscope.results_cache import ResultsCache
-from headscope.tasks import Dataset, EncodedDataset
+from headscope.results_cache import ResultsCache, load_result, stored_or_computed, stored_results
+from headscope.serialize import NOT_STORED, from_payload, json_field, to_payload
+from headscope.speculation import Speculation
+from headscope.tasks import Dataset, EncodedDataset, prepare_dataset
 
 if TYPE_CHECKING:
     from headscope.backends.base import Backend
@@ -69,32 +64,14 @@ CACHE_KIND = "circuit"
 ENGINE_VERSION = 1
 DEFAULT_THRESHOLD = 80.0
 THRESHOLD_RANGE = (0.0, 100.0)
-Component = tuple[int, int | None]  # (layer, head), or (layer, None) for that layer's MLP
-Speculation = Literal["adaptive", "kept", "none"]
-SPECULATIONS: tuple[str, ...] = ("adaptive", "kept", "none")
-
-
-def component_label(component: Component) -> str:
-    """'5.2' for head 2 of layer 5 (as headscope writes heads), 'MLP 5' for layer 5's MLP."""
-    layer, head = component
-    return f"MLP {layer}" if head is None else f"{layer}.{head}"
-
-
-def parse_component(text: str) -> Component:
-    """The inverse of component_label."""
-    text = text.strip()
-    if text.upper().startswith("MLP"):
-        return int(text[3:].strip()), None
-    layer, head = text.split(".")
-    return int(layer), int(head)
 
 
 def visiting_order(n_layers: int, n_heads: int) -> list[Component]:
     """The order of one pass: layers from last to first; within a layer the MLP, then heads 0 … H−1."""
     order: list[Component] = []
     for layer in reversed(range(n_layers)):
-        order.append((layer, None))
-        order += [(layer, head) for head in range(n_heads)]
+        order.append(Component.mlp(layer))
+        order += [Component(layer, head) for head in range(n_heads)]
     return order
 
 
@@ -118,11 +95,11 @@ class _OfComponent:
 
     @property
     def component(self) -> Component:
-        return (self.layer, self.head)
+        return Component(self.layer, self.head)
 
     @property
     def label(self) -> str:
-        return component_label(self.component)
+        return self.component.label
 
 
 @dataclass(frozen=True)
@@ -131,7 +108,9 @@ class Removal(_OfComponent):
 
     ld_after: float
     score_after: float
-    pass_number: int  # 1-based
+    pass_number: int = json_field("pass")  # 1-based
+
+    json_derived: ClassVar[dict[str, str]] = {"component": "label"}
 
 
 @dataclass(frozen=True)
@@ -140,6 +119,8 @@ class KeptEffect(_OfComponent):
 
     ld_without: float
     score_without: float
+
+    json_derived: ClassVar[dict[str, str]] = {"component": "label"}
 
 
 @dataclass(frozen=True)
@@ -164,7 +145,7 @@ class CircuitSearch:
 
 @dataclass(frozen=True)
 class CircuitResult:
-    """A found circuit. heads[(layer, head)] and mlps[layer] are kept; removals are in the order they happened."""
+    """A found circuit. heads (head components) and mlps (layers) are kept; removals are in the order they happened."""
 
     model: str
     task: str
@@ -178,9 +159,9 @@ class CircuitResult:
     seq_len: int
     clean_ld: float
     circuit_ld: float
-    heads: tuple[tuple[int, int], ...]
+    heads: tuple[Component, ...]
     mlps: tuple[int, ...]
-    removals: tuple[Removal, ...]
+    removals: tuple[Removal, ...] = json_field("removed")
     kept_effects: tuple[KeptEffect, ...]
     passes: int
     seconds: float
@@ -192,7 +173,9 @@ class CircuitResult:
     first_prompt: str = ""
     notes: tuple[str, ...] = ()
     cached: bool = False
-    key: dict[str, Any] = field(default_factory=dict)
+    key: dict[str, Any] = field(default_factory=dict, metadata=NOT_STORED)
+
+    json_derived: ClassVar[dict[str, str]] = {"score": "score"}  # for readers of the JSON (the CLI's --json)
 
     @property
     def score(self) -> float:
@@ -210,8 +193,8 @@ class CircuitResult:
     def head_mask(self) -> np.ndarray:
         """kept[layer, head] (bool)."""
         mask = np.zeros((self.n_layers, self.n_heads), dtype=bool)
-        for layer, head in self.heads:
-            mask[layer, head] = True
+        for head in self.heads:
+            mask[head.layer, head.head] = True
         return mask
 
     def mlp_mask(self) -> np.ndarray:
@@ -236,63 +219,15 @@ class CircuitResult:
         return CircuitSet(self.label, frozenset(self.heads), frozenset(self.mlps), self.n_layers, self.n_heads)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "task": self.task,
-            "method": self.method,
-            "threshold": self.threshold,
-            "one_pass": self.one_pass,
-            "estimate": self.estimate,
-            "clean_ld": self.clean_ld,
-            "circuit_ld": self.circuit_ld,
-            "score": self.score,
-            "heads": [list(h) for h in self.heads],
-            "mlps": list(self.mlps),
-            "removed": [{"component": r.label, "layer": r.layer, "head": r.head, "score_after": r.score_after,
-                         "ld_after": r.ld_after, "pass": r.pass_number} for r in self.removals],
-            "kept_effects": [{"component": e.label, "layer": e.layer, "head": e.head,
-                              "score_without": e.score_without, "ld_without": e.ld_without}
-                             for e in self.kept_effects],
-            "passes": self.passes,
-            "seconds": self.seconds,
-            "cached": self.cached,
-            "n_layers": self.n_layers,
-            "n_heads": self.n_heads,
-            "n_prompts": self.n_prompts,
-            "seq_len": self.seq_len,
-            "evaluations": self.evaluations,
-            "batches": self.batches,
-            "path": self.path,
-            "backend": self.backend,
-            "token_labels": list(self.token_labels),
-            "first_prompt": self.first_prompt,
-            "notes": list(self.notes),
-        }
+        return to_payload(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], key: dict[str, Any] | None = None, cached: bool = True) -> CircuitResult:
-        return cls(
-            model=data["model"], task=data["task"], method=data["method"], threshold=float(data["threshold"]),
-            one_pass=bool(data["one_pass"]), estimate=bool(data["estimate"]), n_layers=int(data["n_layers"]),
-            n_heads=int(data["n_heads"]), n_prompts=int(data["n_prompts"]), seq_len=int(data["seq_len"]),
-            clean_ld=float(data["clean_ld"]), circuit_ld=float(data["circuit_ld"]),
-            heads=tuple((int(layer), int(head)) for layer, head in data["heads"]),
-            mlps=tuple(int(layer) for layer in data["mlps"]),
-            removals=tuple(Removal(int(r["layer"]), None if r["head"] is None else int(r["head"]),
-                                   float(r["ld_after"]), float(r["score_after"]), int(r["pass"]))
-                           for r in data["removed"]),
-            kept_effects=tuple(KeptEffect(int(e["layer"]), None if e["head"] is None else int(e["head"]),
-                                          float(e["ld_without"]), float(e["score_without"]))
-                               for e in data["kept_effects"]),
-            passes=int(data["passes"]), seconds=float(data["seconds"]), evaluations=int(data.get("evaluations", 0)),
-            batches=int(data.get("batches", 0)), path=data.get("path", ""), backend=data.get("backend", ""),
-            token_labels=tuple(data.get("token_labels", ())), first_prompt=data.get("first_prompt", ""),
-            notes=tuple(data.get("notes", ())), cached=cached, key=key or {},
-        )
+        return from_payload(cls, data, key=key or {}, cached=cached)
 
     def download_json(self) -> str:
         """The circuit for others to use: {"heads": [[L, H], …], "mlps": [L, …], …} (what the compare view reads)."""
-        payload = {"heads": [list(h) for h in self.heads], "mlps": list(self.mlps), "model": self.model,
+        payload = {"heads": [[h.layer, h.head] for h in self.heads], "mlps": list(self.mlps), "model": self.model,
                    "task": self.task, "method": self.method, "threshold": self.threshold, "score": self.score,
                    "clean_ld": self.clean_ld, "passes": self.passes, "estimate": self.estimate,
                    "n_layers": self.n_layers, "n_heads": self.n_heads,
@@ -304,27 +239,24 @@ class CircuitResult:
 # The search
 
 
-class _Evaluator:
-    """Scores candidate circuits: ld[group] for groups that each ablate a set of components."""
+class _Scorer:
+    """Scores candidate circuits through the engine's evaluator, remembering every set scored (the same set gives
+    the same LD) and counting the work: evaluations, batches, group-blocks."""
 
-    path = "?"
-
-    def __init__(self, model: Backend) -> None:
-        self.model = model
-        info = model.info
-        self.n_layers, self.n_heads = info.n_layers, info.n_heads
+    def __init__(self, evaluator: LogitDiffEvaluator) -> None:
+        self.evaluator = evaluator
+        self.n_layers, self.n_heads = evaluator.n_layers, evaluator.n_heads
+        self.path = evaluator.path
         self.batches = 0
         self.evaluations = 0
         self.group_blocks = 0
         self.reused = 0
         self.last_batch = 0  # groups the last evaluate() ran (0: every score was known)
-        self._known: dict[bytes, float] = {}  # LD by ablated set: the same set gives the same LD
-
-    def clean_ld(self) -> float:
-        raise NotImplementedError
+        self._known: dict[bytes, float] = {}  # LD by ablated set
 
     def start_pass(self, heads: torch.Tensor, mlps: torch.Tensor) -> None:
         """The removed set at the start of a pass: heads[layer, head], mlps[layer] (bool)."""
+        self.evaluator.set_base(AblationGroups(heads[None].clone(), mlps[None].clone()))
 
     def evaluate(self, groups: AblationGroups, join_layers: Sequence[int]) -> np.ndarray:
         """ld[group]; every group's components below its join layer must be those of the pass's removed set.
@@ -340,179 +272,14 @@ class _Evaluator:
             self.evaluations += len(todo)
             joins = [join_layers[g] for g in todo]
             self.group_blocks += self.blocks(joins)
-            lds = self._evaluate(groups.select(todo), joins)
+            lds = self.evaluator.evaluate(groups.select(todo), joins)
             for g, ld in zip(todo, lds, strict=True):
                 self._known[keys[g]] = float(ld)
         return np.array([self._known[key] for key in keys])
 
     def blocks(self, join_layers: Sequence[int]) -> int:
-        """Blocks run per prompt for these groups (a group joining at L runs the blocks from L up)."""
-        return sum(self.n_layers - layer for layer in join_layers)
-
-    def _evaluate(self, groups: AblationGroups, join_layers: Sequence[int]) -> np.ndarray:
-        raise NotImplementedError
-
-
-class _FastEvaluator(_Evaluator):
-    """The fast path: residuals entering every layer with the pass's removed set, blocks run from the join layer."""
-
-    path = "fast"
-
-    def __init__(self, model: Backend, runner: BlockRunner, task: LogitDiffTask, method: AblationMethod,
-                 timer: WorkTimer, chunk: int | None) -> None:
-        super().__init__(model)
-        self.runner, self.task, self.method, self.timer = runner, task, method, timer
-        self.rows = [torch.arange(task.n_prompts)]  # every prompt at once: decisions need the whole LD
-        self.chunk = chunk or self._groups_that_fit(model, task, method)
-        shared = shared_values(model, runner, task, method, timer)
-        self.values = [chunk_values(model, runner, task, method, rows, shared, timer) for rows in self.rows]
-        self.entries: list[EntryResiduals] = []
-
-    @staticmethod
-    def _groups_that_fit(model: Backend, task: LogitDiffTask, method: AblationMethod) -> int:
-        """Candidate circuits per in-flight batch next to what a pass keeps (the residual entering every layer, and
-        paired replacement values for resample); refused before any work when not even one fits."""
-        info = model.info
-        element = element_size(model.dtype)
-        seq = task.seq_len
-        kept = (info.n_layers + 1) * seq * info.d_model * element * task.n_prompts
-        if method.pairs_prompts:
-            kept += info.n_layers * seq * (info.n_heads * info.d_head + info.d_model) * element * task.n_prompts
-        per_group = block_bytes_per_token(info, model.dtype, seq) * seq * task.n_prompts
-        return plan_chunks("A circuit search", 10**6, per_group, model.budget_bytes(), kept,
-                           target=model.chunk_target() + kept).per_chunk
-
-    def start_pass(self, heads: torch.Tensor, mlps: torch.Tensor) -> None:
-        ablated = AblationGroups(heads[None].clone(), mlps[None].clone())
-        self.entries = []
-        for rows, values in zip(self.rows, self.values, strict=True):
-            entries, _ = run_with_ablations(self.model, self.runner, self.task.clean[rows], values, ablated=ablated)
-            self.entries.append(entries)
-            self.timer.advance(self.n_layers, "the residual stream of the current circuit")
-
-    def clean_ld(self) -> float:
-        empty = torch.zeros(self.n_layers, self.n_heads, dtype=torch.bool)
-        self.start_pass(empty, torch.zeros(self.n_layers, dtype=torch.bool))
-        total = 0.0
-        for rows, entries in zip(self.rows, self.entries, strict=True):
-            final = entries.final
-            with self.model.gate.hold(), torch.inference_mode():
-                logits = self.runner.answer_logits(final[:, -1, :], self.task.answer_ids[rows].to(final.device))
-            weights = self.task.weights[rows].to(logits.device, torch.float32)
-            total += float(((logits[:, 0] - logits[:, 1]) * weights).sum().double())
-        return total
-
-    def _evaluate(self, groups: AblationGroups, join_layers: Sequence[int]) -> np.ndarray:
-        lds = np.zeros(len(groups))
-        for rows, entries, values in zip(self.rows, self.entries, self.values, strict=True):
-            lds += run_joined_groups(self.model, self.runner, entries, groups, join_layers, values,
-                                     self.task.answer_ids[rows], self.task.weights[rows], max_groups=self.chunk,
-                                     timer=self.timer)
-        return lds
-
-
-class _GeneralEvaluator(_Evaluator):
-    """The general path (every backend, remote ones included): one batched full forward per batch of groups."""
-
-    path = "general"
-
-    def __init__(self, model: Backend, task: LogitDiffTask, method: AblationMethod, timer: WorkTimer) -> None:
-        super().__init__(model)
-        self.task, self.method, self.timer = task, method, timer
-
-    def clean_ld(self) -> float:
-        empty = AblationGroups.empty(1, self.n_layers, self.n_heads)
-        return float(self.model.ablated_logit_diffs(self.task, self.method, empty)[0])
-
-    def blocks(self, join_layers: Sequence[int]) -> int:
-        return self.n_layers * len(join_layers)  # full forwards
-
-    def _evaluate(self, groups: AblationGroups, join_layers: Sequence[int]) -> np.ndarray:
-        done = [0]
-
-        def progress(groups_done: int) -> None:
-            self.timer.advance((groups_done - done[0]) * self.n_layers, "full forward passes")
-            done[0] = groups_done
-
-        lds = self.model.ablated_logit_diffs(self.task, self.method, groups, progress=progress)
-        if done[0] < len(groups):
-            self.timer.advance((len(groups) - done[0]) * self.n_layers, "full forward passes")
-        return lds
-
-
-class _Speculation:
-    """Guesses each candidate's decision, and chooses how many candidates a batch takes. Never changes a decision.
-
-    Modes: "adaptive" guesses per candidate — from its last score where one is known (a score taken on a nearby
-    circuit: an earlier batch of this layer visit, corrected for the wrong guess that ended it, or the previous
-    pass), else the majority of the recent decisions on components of its kind (MLPs and heads apart: on the models
-    measured most heads go and most MLPs stay). Each guess has a chance q of being right, the recent rate of right
-    guesses from the same source (a score, or the majority of MLPs or of heads). The window w minimises the expected
-    time per decision: the batch's time per block, c0 + c1·w (fitted to the batches timed so far), over the expected
-    number of decisions read off it, Σ_{k ≤ w} Π_{j < k} q_j. "kept" guesses "kept" for every candidate and takes
-    the whole layer (the scheme with removals + 1 batches per layer visit); "none" takes one candidate per batch
-    (the sequential order, still reusing the residual below)."""
-
-    def __init__(self, mode: str, threshold: float) -> None:
-        if mode not in SPECULATIONS:
-            raise InputError(f"Unknown speculation {mode!r}: choose one of {', '.join(SPECULATIONS)}.")
-        self.mode = mode
-        self.threshold = threshold
-        self.removal_rate = {"mlp": 0.5, "head": 0.5}  # exponential averages of the decisions, by kind
-        self.right_rate = {"mlp": 0.5, "head": 0.5, "score": 0.8}  # ... of the guesses being right, by source
-        self.hints: dict[Component, float] = {}  # a score of each candidate on a nearby circuit
-        self._fit = np.zeros(5)  # n, Σg, Σt, Σg², Σg·t over timed batches (g groups, t seconds per block)
-
-    def guess(self, component: Component) -> tuple[bool, str]:
-        """(guessed removed, the guess's source)."""
-        if self.mode != "adaptive":
-            return False, "head"
-        hint = self.hints.get(component)
-        if hint is not None:
-            return hint >= self.threshold, "score"
-        kind = "mlp" if component[1] is None else "head"
-        return self.removal_rate[kind] > 0.5, kind
-
-    def window(self, candidates: Sequence[Component]) -> int:
-        if self.mode == "none":
-            return 1
-        if self.mode == "kept":
-            return len(candidates)
-        c0, c1 = self._costs()
-        best, best_cost = 1, math.inf
-        expected = 0.0  # decisions expected from a window of w
-        reach = 1.0  # chance that every guess before the next candidate was right
-        for w, component in enumerate(candidates, start=1):
-            expected += reach
-            reach *= min(max(self.right_rate[self.guess(component)[1]], 0.02), 0.995)
-            cost = (c0 + c1 * w) / expected
-            if cost < best_cost - 1e-12:
-                best, best_cost = w, cost
-        return best
-
-    def _costs(self) -> tuple[float, float]:
-        """(c0, c1): seconds per block of a batch's fixed part and per group; until two batch sizes are timed, the
-        fixed part is taken as one group's worth."""
-        n, sg, st, sgg, sgt = self._fit
-        if n == 0:
-            return 1.0, 1.0
-        variance = sgg / n - (sg / n) ** 2
-        if variance > 1e-9:
-            c1 = (sgt / n - sg / n * st / n) / variance
-            c0 = st / n - c1 * sg / n
-            if c1 > 0 and c0 >= 0:
-                return c0, c1
-        per_group = st / (sg + n)
-        return per_group, per_group
-
-    def timed(self, groups: int, blocks: int, seconds: float) -> None:
-        t = seconds / max(blocks, 1)
-        self._fit += np.array([1.0, groups, t, groups * groups, groups * t])
-
-    def decided(self, component: Component, source: str, guessed_removed: bool, removed: bool) -> None:
-        kind = "mlp" if component[1] is None else "head"
-        self.removal_rate[kind] = 0.8 * self.removal_rate[kind] + 0.2 * float(removed)
-        self.right_rate[source] = 0.8 * self.right_rate[source] + 0.2 * float(guessed_removed == removed)
+        """Blocks run per prompt for these groups (fast path: a group joining at L runs the blocks from L up)."""
+        return self.evaluator.cost(join_layers)
 
 
 def _group_masks(n: int, heads: torch.Tensor, mlps: torch.Tensor) -> AblationGroups:
@@ -521,23 +288,15 @@ def _group_masks(n: int, heads: torch.Tensor, mlps: torch.Tensor) -> AblationGro
 
 def _mark(heads: torch.Tensor, mlps: torch.Tensor, component: Component) -> None:
     """Set a component in masks heads[layer, head], mlps[layer]."""
-    layer, head = component
-    if head is None:
-        mlps[layer] = True
-    else:
-        heads[layer, head] = True
-
-
-def _set(groups: AblationGroups, index: int, component: Component) -> None:
-    _mark(groups.heads[index], groups.mlps[index], component)
+    AblationGroups(heads[None], mlps[None]).mark(0, component)
 
 
 def _remaining_units(components: Iterable[Component], n_layers: int) -> float:
-    return float(sum(n_layers - layer for layer, _ in components))
+    return float(sum(n_layers - c.layer for c in components))
 
 
 def _search(
-    evaluator: _Evaluator,
+    evaluator: _Scorer,
     threshold: float,
     one_pass: bool,
     speculation: str,
@@ -546,7 +305,7 @@ def _search(
 ) -> CircuitSearch:
     """The sequential algorithm, decisions read off speculative batches (see the module docstring)."""
     n_layers, n_heads = evaluator.n_layers, evaluator.n_heads
-    guess = _Speculation(speculation, threshold)
+    guess = Speculation(speculation, threshold)
     heads = torch.zeros(n_layers, n_heads, dtype=torch.bool)
     mlps = torch.zeros(n_layers, dtype=torch.bool)
     removed: set[Component] = set()
@@ -570,8 +329,8 @@ def _search(
         decided_units = 0.0
         work_at_start = timer.done
         for layer in reversed(range(n_layers)):
-            undecided = [c for c in pending if c[0] == layer]
-            later = [c for c in pending if c[0] < layer]
+            undecided = [c for c in pending if c.layer == layer]
+            later = [c for c in pending if c.layer < layer]
             while undecided:
                 remaining = _remaining_units(undecided + later, n_layers) * work_per_unit
                 if not one_pass:  # at least one more pass, over the components kept so far
@@ -584,8 +343,8 @@ def _search(
                 for index, component in enumerate(window):
                     for earlier, guessed in zip(window[:index], guesses, strict=False):
                         if guessed:
-                            _set(groups, index, earlier)
-                    _set(groups, index, component)
+                            groups.mark(index, earlier)
+                    groups.mark(index, component)
                 started = time.perf_counter()
                 lds = evaluator.evaluate(groups, [layer] * len(window))
                 if evaluator.last_batch:
@@ -602,7 +361,7 @@ def _search(
                         removed.add(component)
                         _mark(heads, mlps, component)
                         current_ld, current = float(ld), score(ld)
-                        removals.append(Removal(layer, component[1], current_ld, current, passes))
+                        removals.append(Removal(layer, component.head, current_ld, current, passes))
                         removed_this_pass += 1
                     if guessed != keep:
                         # the wrong guess ends the batch; the later candidates' scores were taken with this one
@@ -625,10 +384,10 @@ def _search(
         evaluator.start_pass(heads, mlps)
         groups = _group_masks(len(kept), heads, mlps)
         for index, component in enumerate(kept):
-            _set(groups, index, component)
-        effects = list(evaluator.evaluate(groups, [c[0] for c in kept]))
-    kept_effects = tuple(KeptEffect(c[0], c[1], float(ld), score(float(ld))) for c, ld in zip(kept, effects,
-                                                                                             strict=True))
+            groups.mark(index, component)
+        effects = list(evaluator.evaluate(groups, [c.layer for c in kept]))
+    kept_effects = tuple(KeptEffect(c.layer, c.head, float(ld), score(float(ld)))
+                         for c, ld in zip(kept, effects, strict=True))
     return CircuitSearch(clean_ld, current_ld, tuple(removals), kept_effects, passes, evaluator.evaluations,
                          evaluator.batches, evaluator.group_blocks, evaluator.path, evaluator.reused)
 
@@ -660,22 +419,16 @@ def find_circuit(
     "fast" and "general" force one. `speculation` and `chunk` change the work, never the result."""
     threshold = check_threshold(threshold)
     spec = check_method(method, encoded)
-    _Speculation(speculation, threshold)  # checks the name before any work
+    Speculation(speculation, threshold)  # checks the name before any work
     task = logit_diff_task(encoded, spec, deduplicate)
-    runner = fast_runner(model, task.seq_len, required=path == "fast")  # None: general path (no block loop, or
-    info = model.info                                                    # prompts beyond a sliding window)
+    info = model.info
     one_pass_units = _remaining_units(visiting_order(info.n_layers, info.n_heads), info.n_layers)
-    timer = WorkTimer(one_pass_units * (1 if one_pass else 1.5) + 3 * info.n_layers, progress, should_cancel, model,
-                      "The circuit search")
-    with model.gate.job("a circuit search"):
-        evaluator: _Evaluator
-        if runner is not None and path != "general":
-            evaluator = _FastEvaluator(model, runner, task, spec, timer, chunk)
-        else:
-            evaluator = _GeneralEvaluator(model, task, spec, timer)
+    with evaluation(model, task, spec, label="a circuit search", what="The circuit search", path=path, chunk=chunk,
+                    progress=progress, should_cancel=should_cancel) as evaluator:
+        evaluator.timer.add_total(one_pass_units * (1 if one_pass else 1.5) + 3 * info.n_layers)
         clean_ld = evaluator.clean_ld()
         _check_clean(clean_ld)
-        return _search(evaluator, threshold, one_pass, speculation, timer, clean_ld)
+        return _search(_Scorer(evaluator), threshold, one_pass, speculation, evaluator.timer, clean_ld)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -709,19 +462,18 @@ def plain_circuit(
         passes += 1
         changed = False
         for component in visiting_order(n_layers, n_heads):
-            layer, head = component
-            if (removed.mlps[0, layer] if head is None else removed.heads[0, layer, head]):
+            if removed.holds(0, component):
                 continue
             group = AblationGroups(removed.heads.clone(), removed.mlps.clone())
-            _set(group, 0, component)
+            group.mark(0, component)
             ld = float(model.ablated_logit_diffs(task, spec, group)[0])
             evaluations += 1
-            timer.advance(1, component_label(component))
+            timer.advance(1, component.label)
             scores[component] = ld
             if 100.0 * ld / clean >= threshold:
                 removed = group
                 current = ld
-                removals.append(Removal(layer, head, ld, 100.0 * ld / clean, passes))
+                removals.append(Removal(component.layer, component.head, ld, 100.0 * ld / clean, passes))
                 changed = True
         if one_pass or not changed:
             break
@@ -730,10 +482,11 @@ def plain_circuit(
     for component in kept:
         if changed:  # one pass that removed something: the scores above were taken on earlier circuits
             group = AblationGroups(removed.heads.clone(), removed.mlps.clone())
-            _set(group, 0, component)
+            group.mark(0, component)
             scores[component] = float(model.ablated_logit_diffs(task, spec, group)[0])
             evaluations += 1
-        effects.append(KeptEffect(component[0], component[1], scores[component], 100.0 * scores[component] / clean))
+        effects.append(KeptEffect(component.layer, component.head, scores[component],
+                                  100.0 * scores[component] / clean))
     return CircuitSearch(clean, current, tuple(removals), tuple(effects), passes, evaluations, evaluations,
                          evaluations * n_layers, "plain")
 
@@ -753,7 +506,7 @@ def estimate_circuit(model: Backend, encoded: EncodedDataset, method: str = "mea
     order = visiting_order(info.n_layers, info.n_heads)
 
     def effect(component: Component) -> float:
-        layer, head = component
+        layer, head = component.layer, component.head
         value = numbers.mlp_ablated_ld[layer] if head is None else numbers.ablated_ld[layer, head]
         return float(value) - clean
 
@@ -765,9 +518,9 @@ def estimate_circuit(model: Backend, encoded: EncodedDataset, method: str = "mea
         if 100.0 * after / clean < threshold:
             break
         current = after
-        removals.append(Removal(component[0], component[1], after, 100.0 * after / clean, 1))
+        removals.append(Removal(component.layer, component.head, after, 100.0 * after / clean, 1))
     removed = {r.component for r in removals}
-    effects = tuple(KeptEffect(c[0], c[1], current + effect(c), 100.0 * (current + effect(c)) / clean)
+    effects = tuple(KeptEffect(c.layer, c.head, current + effect(c), 100.0 * (current + effect(c)) / clean)
                     for c in order if c not in removed)
     return CircuitSearch(clean, current, tuple(removals), effects, 1, len(order), 1, 0, "estimate")
 
@@ -795,10 +548,8 @@ def circuit_key(model: Backend, encoded: EncodedDataset, method: str, threshold:
 def load_circuit(model: Backend, encoded: EncodedDataset, method: str, threshold: float, one_pass: bool,
                  estimate: bool = False, cache: ResultsCache | None = None) -> CircuitResult | None:
     """The stored circuit for exactly this configuration, or None."""
-    cache = cache if cache is not None else ResultsCache()
     key = circuit_key(model, encoded, method, check_threshold(threshold), one_pass, estimate)
-    stored = cache.load(CACHE_KIND, key)
-    return None if stored is None else CircuitResult.from_json(stored, key, cached=True)
+    return load_result(cache, CACHE_KIND, key, CircuitResult)
 
 
 def run_circuit(
@@ -819,162 +570,35 @@ def run_circuit(
     threshold = check_threshold(threshold)
     encoded = dataset if isinstance(dataset, EncodedDataset) else prepare_dataset(model, dataset)
     check_method(method, encoded)
-    cache = cache if cache is not None else ResultsCache()
-    if use_cache:
-        stored = load_circuit(model, encoded, method, threshold, one_pass, estimate, cache)
-        if stored is not None:
-            return stored
     key = circuit_key(model, encoded, method, threshold, one_pass, estimate)
-    started = time.perf_counter()
-    if estimate:
-        search = estimate_circuit(model, encoded, method, threshold)
-    else:
-        search = find_circuit(model, encoded, method, threshold, one_pass=one_pass, progress=progress,
-                              should_cancel=should_cancel)
-    info = model.info
-    removed = search.removed()
-    result = CircuitResult(
-        model=info.name, task=encoded.dataset.name, method=method, threshold=threshold, one_pass=one_pass,
-        estimate=estimate, n_layers=info.n_layers, n_heads=info.n_heads, n_prompts=encoded.n_prompts,
-        seq_len=encoded.seq_len, clean_ld=search.clean_ld, circuit_ld=search.circuit_ld,
-        heads=tuple((layer, head) for layer in range(info.n_layers) for head in range(info.n_heads)
-                    if (layer, head) not in removed),
-        mlps=tuple(layer for layer in range(info.n_layers) if (layer, None) not in removed),
-        removals=search.removals, kept_effects=search.kept_effects, passes=search.passes,
-        seconds=time.perf_counter() - started, evaluations=search.evaluations, batches=search.batches,
-        path=search.path, backend=info.backend, token_labels=encoded.token_labels,
-        first_prompt=encoded.dataset.items[0].prompt, notes=(*encoded.dataset.notes, *encoded.warnings), key=key,
-    )
-    cache.store(CACHE_KIND, key, result.to_json())
-    return result
+
+    def compute() -> CircuitResult:
+        started = time.perf_counter()
+        if estimate:
+            search = estimate_circuit(model, encoded, method, threshold)
+        else:
+            search = find_circuit(model, encoded, method, threshold, one_pass=one_pass, progress=progress,
+                                  should_cancel=should_cancel)
+        info = model.info
+        removed = search.removed()
+        return CircuitResult(
+            model=info.name, task=encoded.dataset.name, method=method, threshold=threshold, one_pass=one_pass,
+            estimate=estimate, n_layers=info.n_layers, n_heads=info.n_heads, n_prompts=encoded.n_prompts,
+            seq_len=encoded.seq_len, clean_ld=search.clean_ld, circuit_ld=search.circuit_ld,
+            heads=tuple(c for c in every_component(info.n_layers, info.n_heads, include_mlp=False)
+                        if c not in removed),
+            mlps=tuple(layer for layer in range(info.n_layers) if Component.mlp(layer) not in removed),
+            removals=search.removals, kept_effects=search.kept_effects, passes=search.passes,
+            seconds=time.perf_counter() - started, evaluations=search.evaluations, batches=search.batches,
+            path=search.path, backend=info.backend, token_labels=encoded.token_labels,
+            first_prompt=encoded.dataset.items[0].prompt, notes=(*encoded.dataset.notes, *encoded.warnings),
+            key=key,
+        )
+
+    return stored_or_computed(cache, CACHE_KIND, key, CircuitResult, compute, use_cache=use_cache)
 
 
 def cached_circuits(cache: ResultsCache | None = None, model: Backend | None = None) -> list[CircuitResult]:
     """Circuits on disk, newest first: every model's, or only this model's (same source, revision, backend, dtype,
     device)."""
-    cache = cache if cache is not None else ResultsCache()
-    return cache.readable(CACHE_KIND, lambda entry: CircuitResult.from_json(entry.payload, entry.key),
-                          model.identity if model is not None else None)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Comparing circuits
-
-
-@dataclass(frozen=True)
-class CircuitSet:
-    """A circuit as sets of components, from a result or an uploaded JSON: heads {(layer, head)}, mlps {layer}."""
-
-    label: str
-    heads: frozenset[tuple[int, int]]
-    mlps: frozenset[int]
-    n_layers: int
-    n_heads: int
-
-    @property
-    def components(self) -> frozenset[Component]:
-        return frozenset(self.heads) | frozenset((layer, None) for layer in self.mlps)
-
-    def __len__(self) -> int:
-        return len(self.heads) + len(self.mlps)
-
-
-# An uploaded circuit's size bounds (the largest open models have about 126 layers and 128 heads): the comparison grid
-# is drawn layer × head, so an unbounded file could tie the server up.
-MAX_CIRCUIT_LAYERS = 256
-MAX_CIRCUIT_HEADS = 256
-
-
-def parse_circuit_json(text: str, name: str) -> CircuitSet:
-    """A circuit from JSON: {"heads": [[L, H], …], "mlps": [L, …]} (optional "model", "task", "n_layers", "n_heads";
-    "mlps" may be left out). Layers and heads are 0-based. Errors say what is wrong, naming the item."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{name}: not valid JSON ({error.msg} at line {error.lineno}).") from error
-    if not isinstance(data, dict) or not isinstance(data.get("heads"), list):
-        raise InputError(f'{name}: expected an object with "heads": [[layer, head], …] and optionally '
-                         '"mlps": [layer, …].')
-    heads = set()
-    for item in data["heads"]:
-        if (not isinstance(item, list | tuple) or len(item) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in item)):
-            raise InputError(f"{name}: each head must be [layer, head] with non-negative integers; got "
-                             f"{json.dumps(item)[:40]}.")
-        heads.add((int(item[0]), int(item[1])))
-    mlps_raw = data.get("mlps", [])
-    if not isinstance(mlps_raw, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                                 for v in mlps_raw):
-        raise InputError(f'{name}: "mlps" must be a list of non-negative layer numbers.')
-    mlps = {int(v) for v in mlps_raw}
-    shape = [data.get("n_layers") or 0, data.get("n_heads") or 0]
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape):
-        raise InputError(f'{name}: "n_layers" and "n_heads", where given, must be non-negative integers.')
-    n_layers = max([layer + 1 for layer, _ in heads] + [layer + 1 for layer in mlps] + [shape[0]])
-    n_heads = max([head + 1 for _, head in heads] + [shape[1]])
-    if n_layers > MAX_CIRCUIT_LAYERS or n_heads > MAX_CIRCUIT_HEADS:  # a grid this size would tie the server up
-        raise InputError(f"{name}: {n_layers:,} layers × {n_heads:,} heads is beyond any model headscope compares "
-                         f"(at most {MAX_CIRCUIT_LAYERS} layers × {MAX_CIRCUIT_HEADS} heads): check the file.")
-    if not heads and not mlps:
-        raise InputError(f"{name}: the circuit holds no component.")
-    label = str(data.get("label") or " · ".join(str(data[k]) for k in ("model", "task") if data.get(k)) or name)
-    return CircuitSet(f"{label} (uploaded)", frozenset(heads), frozenset(mlps), n_layers, n_heads)
-
-
-@dataclass(frozen=True)
-class CircuitComparison:
-    """Overlap of two or more circuits: membership[component] = indices of the circuits holding it, counts, and the
-    Jaccard index |A ∩ B| / |A ∪ B| of every pair (heads and MLPs together)."""
-
-    circuits: tuple[CircuitSet, ...]
-    membership: dict[Component, frozenset[int]]
-    jaccard: np.ndarray  # [circuit, circuit]
-    n_layers: int
-    n_heads: int
-
-    @property
-    def shared(self) -> set[Component]:
-        """Components every circuit holds."""
-        everyone = frozenset(range(len(self.circuits)))
-        return {c for c, holders in self.membership.items() if holders == everyone}
-
-    def only(self, index: int) -> set[Component]:
-        return {c for c, holders in self.membership.items() if holders == frozenset({index})}
-
-    def category(self, component: Component) -> str:
-        """'shared', 'only A' (the circuit's letter), 'k of N', or '' (in none)."""
-        holders = self.membership.get(component, frozenset())
-        if not holders:
-            return ""
-        if len(holders) == len(self.circuits):
-            return "shared"
-        if len(holders) == 1:
-            return f"only {letter(next(iter(holders)))}"
-        return f"{len(holders)} of {len(self.circuits)}"
-
-    def counts(self) -> list[dict[str, Any]]:
-        """One row per circuit: its size, what it shares with all, what only it holds."""
-        shared = self.shared
-        return [{"circuit": letter(i), "label": c.label, "heads": len(c.heads), "mlps": len(c.mlps),
-                 "components": len(c), "shared with all": len(shared), f"only {letter(i)}": len(self.only(i))}
-                for i, c in enumerate(self.circuits)]
-
-
-def letter(index: int) -> str:
-    return chr(ord("A") + index) if index < 26 else f"#{index + 1}"
-
-
-def compare_circuits(circuits: Sequence[CircuitSet]) -> CircuitComparison:
-    if len(circuits) < 2:
-        raise InputError("Pick at least two circuits to compare.")
-    membership: dict[Component, set[int]] = {}
-    for index, circuit in enumerate(circuits):
-        for component in circuit.components:
-            membership.setdefault(component, set()).add(index)
-    jaccard = np.ones((len(circuits), len(circuits)))
-    for i, a in enumerate(circuits):
-        for j, b in enumerate(circuits):
-            union = a.components | b.components
-            jaccard[i, j] = len(a.components & b.components) / len(union) if union else 1.0
-    return CircuitComparison(tuple(circuits), {c: frozenset(h) for c, h in membership.items()}, jaccard,
-                             max(c.n_layers for c in circuits), max(c.n_heads for c in circuits))
+    return stored_results(cache, CACHE_KIND, CircuitResult, model.identity if model is not None else None)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from headscope.backends import BACKENDS, LOCAL_BACKEND_NAMES
 from headscope.errors import HeadscopeError, InputError
-from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES
+from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES, scores_help
+from headscope.methods import get_method, methods_help
 
 if TYPE_CHECKING:
     from headscope.backends.base import Backend
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--task", help="built-in task: " + TASK_HELP)
     source.add_argument("--dataset", metavar="FILE",
                         help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
-    ablate.add_argument("--method", default="mean", help="zero, mean (default, the study's) or resample")
+    ablate.add_argument("--method", default="mean", help=f"{methods_help()} (default: mean)")
     ablate.add_argument("--n-prompts", type=int, default=None,
                         help="prompts generated for a built-in task (default 16)")
     ablate.add_argument("--seed", type=int, default=None,
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--task", help="built-in task: " + TASK_HELP)
     source.add_argument("--dataset", metavar="FILE",
                         help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
-    circuit.add_argument("--method", default="mean", help="mean (default, the study's), zero or resample")
+    circuit.add_argument("--method", default="mean", help=f"{methods_help()} (default: mean)")
     circuit.add_argument("--threshold", type=float, default=80.0,
                          help="keep a removal when the circuit still scores ≥ this %% of the clean LD (default 80)")
     circuit.add_argument("--one-pass", action="store_true", help="stop after one pass (default: until a pass "
@@ -108,10 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(circuit)
     circuit.set_defaults(handler=_cmd_circuit)
 
-    heads = sub.add_parser("heads", help="score every head: previous-token, duplicate-token, induction, sequence, "
-                                         "successor or copying")
-    heads.add_argument("--score", required=True, choices=SCORE_NAMES, metavar="SCORE",
-                       help="one of: " + ", ".join(SCORE_NAMES))
+    heads = sub.add_parser("heads", help="score every head: " + ", ".join(SCORE_NAMES))
+    heads.add_argument("--score", required=True, choices=SCORE_NAMES, metavar="SCORE", help=scores_help())
     heads.add_argument("--prompt", default=None,
                        help="score the pattern scores on this prompt instead of generated sequences "
                             "(detect_head's defaults: error measure 'mul', nothing excluded)")
@@ -199,10 +198,9 @@ def _model_and_dataset(args: argparse.Namespace) -> tuple[Backend, Dataset]:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from headscope.ablation import METHODS, run_sweep
+    from headscope.ablation import run_sweep
 
-    if args.method not in METHODS:
-        raise InputError(f"Unknown ablation method {args.method!r}: choose zero, mean or resample.")
+    get_method(args.method)  # an unknown method is refused before any model loads
     model, dataset = _model_and_dataset(args)
     result = run_sweep(model, dataset, args.method, estimate=args.estimate, only_correct=args.only_correct,
                        use_cache=not args.no_cache, progress=_progress_printer(args))
@@ -222,7 +220,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     if result.caution:
         print(f"warning: {result.caution}")
     print(f"\n{'head':>7}  {'ablated LD':>10}  {'% of clean':>10}  {'change':>8}")
-    for layer, head in result.top_heads(10):
+    for top in result.top_heads(10):
+        layer, head = top.layer, top.head
         print(f"{layer:>3}.{head:<3}  {result.ablated_ld[layer, head]:>10.3f}  "
               f"{result.percent_of_clean[layer, head]:>10.1f}  {result.change[layer, head]:>8.3f}")
     mlp_order = sorted(range(result.n_layers), key=lambda i: -abs(result.mlp_ablated_ld[i] - result.clean_ld))[:3]
@@ -271,7 +270,7 @@ def _cmd_circuit(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"\ncircuit: {len(result.heads)} heads and {len(result.mlps)} MLPs of "
           f"{result.n_layers * result.n_heads} heads and {result.n_layers} MLPs")
-    print("heads: " + (" ".join(f"{layer}.{head}" for layer, head in result.heads) or "none"))
+    print("heads: " + (" ".join(head.label for head in result.heads) or "none"))
     print("MLPs:  " + (" ".join(str(layer) for layer in result.mlps) or "none"))
     print(f"\n{'kept':>8}  {'score without it':>16}")
     for effect in sorted(result.kept_effects, key=lambda e: e.score_without)[:15]:

@@ -1,12 +1,22 @@
-"""The exact ablation engine on a backend's fast path (block by block), shared by the sweep and the circuit search.
+"""The one evaluator every intervention-based analysis calls: "the logit difference with these groups of
+components replaced", exactly, on a backend's fast or general path.
 
-One pass over the layers. Each group of rows ablates a set of components and *joins* the pass at a layer: below
-that layer its residual stream equals a shared entry residual (the clean run's for a single-component sweep, the
-current circuit's for a circuit search), so it is not recomputed; from there on the group rides along in one batch
+`LogitDiffEvaluator` takes a logit-difference task (headscope.backends.base.LogitDiffTask), an ablation method (the
+value source) and groups of components (AblationGroups: which heads' z and which MLP outputs each group replaces).
+It picks the path once, plans prompt and group chunks from the memory budget, holds the model gate (`evaluation`)
+and reports progress and cancellation itself (`WorkTimer`). Analyses (headscope.ablation, headscope.circuit) only
+build groups and read the LDs.
+
+The fast path: one pass over the layers. Each group of rows *joins* the pass at a layer: below that layer its
+residual stream equals a shared entry residual (the run with the evaluator's *base* set ablated: nothing for a sweep,
+the current circuit for a circuit search), so it is not recomputed; from there on the group rides along in one batch
 with every group that joined before. At block j the batch holds the groups joined at layers ≤ j, so the model runs
 N block calls with large matrix products instead of one partial forward per layer; only the last position's two
 answer logits are computed at the end. Groups are cut into chunks whose batch fits the memory budget (the batch grows
 as groups join), and the model is held one block call at a time, so other sessions get their turn in between.
+
+The general path (every backend, remote ones included): the backend's batched full forwards, one call per join
+layer and chunk.
 
 Exactness: every row is computed exactly as in a full forward with the same ablations (rows never interact); the
 engine is tested against one forward per component and against hand-written PyTorch hooks.
@@ -14,21 +24,35 @@ engine is tested against one forward per component and against hand-written PyTo
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
-from headscope.backends.base import AblationGroups, BlockRunner, MlpEdit, ZEdit
+from headscope.backends.base import (
+    AblationGroups,
+    BlockRunner,
+    InterventionGroup,
+    LogitDiffTask,
+    MlpEdit,
+    UnsupportedIntervention,
+    ZEdit,
+)
 from headscope.errors import Cancelled, InputError
-from headscope.memory import block_bytes_per_token, plan_chunks
+from headscope.memory import block_bytes_per_token, element_size, plan_chunks
+from headscope.methods import AblationMethod, get_method
 
 if TYPE_CHECKING:
     from headscope.backends.base import Backend
-    from headscope.methods import AblationMethod
+    from headscope.tasks import EncodedDataset
+
+METRIC = "logit_diff_last_position"
+PathChoice = Literal["auto", "fast", "general"]
+PATHS: tuple[str, ...] = ("auto", "fast", "general")
 
 
 @dataclass(frozen=True)
@@ -251,3 +275,363 @@ def run_joined_groups(
 def joined_work_units(join_layers: Sequence[int], n_layers: int) -> int:
     """Group-blocks a run_joined_groups call will compute (for progress totals)."""
     return int(sum(n_layers - layer for layer in join_layers))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The task: prompts, answers and the value source, as every analysis hands them to the evaluator
+
+
+def check_method(method: str, encoded: EncodedDataset) -> AblationMethod:
+    """The registered method, after checking the dataset gives what it needs (corrupted prompts)."""
+    spec = get_method(method)
+    if spec.needs_corrupted and encoded.corrupted is None:
+        raise InputError(
+            f"{method} ablation needs corrupted prompts: add a corrupted_prompt column to the dataset, or use zero."
+        )
+    return spec
+
+
+@dataclass(frozen=True)
+class _DistinctRuns:
+    """Identical runs give identical results: the distinct (prompt, answers[, paired corrupted]) rows, weighted by
+    how often each occurs, so repeated prompts (tasks with few distinct members) are computed once. Exact."""
+
+    index: torch.Tensor  # rows of the encoded dataset kept
+    weights: torch.Tensor  # [distinct] count / n_prompts
+
+
+def _distinct_runs(encoded: EncodedDataset, method: AblationMethod) -> _DistinctRuns:
+    parts = [encoded.clean, encoded.correct_ids[:, None], encoded.incorrect_ids[:, None]]
+    if method.pairs_prompts and encoded.corrupted is not None:
+        parts.append(encoded.corrupted)
+    rows = torch.cat([p.to("cpu") for p in parts], dim=1)
+    _, inverse, counts = torch.unique(rows, dim=0, return_inverse=True, return_counts=True)
+    first = torch.full((len(counts),), rows.shape[0], dtype=torch.long)
+    first = first.scatter_reduce(0, inverse, torch.arange(rows.shape[0]), reduce="amin")
+    order = torch.argsort(first)
+    return _DistinctRuns(first[order], counts[order].double() / rows.shape[0])
+
+
+def logit_diff_task(encoded: EncodedDataset, method: AblationMethod, deduplicate: bool = True) -> LogitDiffTask:
+    """The encoded dataset as a backend task: distinct runs weighted by their counts (deduplicate), or every prompt.
+
+    Mean ablation averages over every corrupted prompt; resample keeps each distinct run's paired corrupted prompt."""
+    if deduplicate:
+        runs = _distinct_runs(encoded, method)
+        index, weights = runs.index, runs.weights.to(torch.float32)
+    else:
+        index = torch.arange(encoded.n_prompts)
+        weights = torch.full((encoded.n_prompts,), 1.0 / encoded.n_prompts)
+    device = encoded.clean.device
+    index = index.to(device)
+    corrupted = None
+    if encoded.corrupted is not None:
+        corrupted = encoded.corrupted[index] if method.pairs_prompts else encoded.corrupted
+    return LogitDiffTask(encoded.clean[index], corrupted, encoded.correct_ids[index].to(device),
+                         encoded.incorrect_ids[index].to(device), weights)
+
+
+def corrupted_ld(model: Backend, encoded: EncodedDataset) -> float | None:
+    """Mean LD of the corrupted prompts, each with its row's answers (None without corrupted prompts)."""
+    if encoded.corrupted is None:
+        return None
+    ids = torch.stack([encoded.correct_ids, encoded.incorrect_ids], dim=1)
+    logits = model.answer_logits(encoded.corrupted, ids)
+    return float((logits[:, 0] - logits[:, 1]).double().mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory: what the fast path keeps per prompt, and how many prompts and groups go in one pass
+
+
+def _kept_bytes_per_prompt(model: Backend, seq_len: int, method: AblationMethod) -> int:
+    """Bytes a pass keeps per prompt: the residual entering every layer, and paired replacement values (resample)."""
+    info = model.info
+    element = element_size(model.dtype)
+    kept = (info.n_layers + 1) * seq_len * info.d_model * element
+    if method.pairs_prompts:
+        kept += info.n_layers * seq_len * (info.n_heads * info.d_head + info.d_model) * element
+    return kept
+
+
+def prompt_chunks(model: Backend, task: LogitDiffTask, method: AblationMethod, what: str) -> list[torch.Tensor]:
+    """Prompts per pass: all at once where their kept residuals (and paired values) fit next to a batch of at
+    least a few groups, else in chunks. Raises MemoryRefused when a single prompt does not fit."""
+    seq = task.seq_len
+    in_flight = block_bytes_per_token(model.info, model.dtype, seq) * seq * 8
+    plan = plan_chunks(what, task.n_prompts, _kept_bytes_per_prompt(model, seq, method) + in_flight,
+                       model.budget_bytes())
+    return [torch.arange(start, min(start + plan.per_chunk, task.n_prompts))
+            for start in range(0, task.n_prompts, plan.per_chunk)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Replacement values on the fast path
+
+
+def shared_values(model: Backend, runner: BlockRunner, task: LogitDiffTask, method: AblationMethod,
+                  timer: WorkTimer) -> LayerValues | None:
+    """Replacement values over every corrupted prompt (mean ablation), streamed in chunks that fit memory; None
+    for methods whose values are not shared by every prompt (zero, resample)."""
+    if not method.needs_corrupted or method.pairs_prompts:
+        return None
+    assert task.corrupted is not None
+    n_layers = model.info.n_layers
+    z_builders = [method.builder() for _ in range(n_layers)]
+    mlp_builders = [method.builder() for _ in range(n_layers)]
+    rows = groups_per_chunk(model, 1, task.seq_len, task.corrupted.shape[0], what="The corrupted run")
+    for start in range(0, task.corrupted.shape[0], rows):
+        tokens = task.corrupted[start:start + rows]
+        with torch.inference_mode():
+            with model.gate.hold():
+                resid = runner.embed(tokens)
+            context = runner.context(resid)
+            for layer in range(n_layers):
+                with model.gate.hold():
+                    out = runner.run_block(layer, resid, context, capture_z=True, capture_mlp=True)
+                z_builders[layer].add(out.z)
+                mlp_builders[layer].add(out.mlp_out)
+                resid = out.resid
+        timer.advance(n_layers * tokens.shape[0] / task.corrupted.shape[0], "the corrupted run")
+
+    def finish(builder: Any) -> torch.Tensor | None:
+        value = builder.result()
+        return None if value is None else value.to(model.dtype)
+
+    return LayerValues([finish(b) for b in z_builders], [finish(b) for b in mlp_builders])
+
+
+def chunk_values(model: Backend, runner: BlockRunner, task: LogitDiffTask, method: AblationMethod,
+                 rows: torch.Tensor, shared: LayerValues | None, timer: WorkTimer) -> LayerValues:
+    """The replacement values for the prompts `rows`: paired ones from their own corrupted run (resample), else the
+    shared ones (mean), else zeros."""
+    n_layers = model.info.n_layers
+    values = shared
+    if method.pairs_prompts and task.corrupted is not None:
+        _, values = run_with_ablations(model, runner, task.corrupted[rows], LayerValues([], []), method=method,
+                                       keep_entries=False)
+        timer.advance(n_layers, "the corrupted run")
+    return values or LayerValues([None] * n_layers, [None] * n_layers)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The evaluator
+
+
+class _FastPath:
+    """Block by block: entry residuals of the base run per prompt chunk, groups joining at their layer."""
+
+    name = "fast"
+
+    def __init__(self, model: Backend, runner: BlockRunner, task: LogitDiffTask, method: AblationMethod,
+                 timer: WorkTimer, chunk: int | None, what: str) -> None:
+        self.model, self.runner, self.task, self.method, self.timer = model, runner, task, method, timer
+        self.n_layers = model.info.n_layers
+        self.rows = prompt_chunks(model, task, method, what)
+        largest = len(self.rows[0])
+        kept = _kept_bytes_per_prompt(model, task.seq_len, method) * largest
+        self.per_chunk = chunk or groups_per_chunk(model, largest, task.seq_len, 10**6, fixed_bytes=kept, what=what)
+        self._shared: LayerValues | None = None  # mean values over every corrupted prompt, made on first need
+        self._shared_made = False
+        self.base: AblationGroups | None = None
+        self._keep = len(self.rows) == 1  # one prompt chunk: its values and entries stay between calls
+        self._values: dict[int, LayerValues] = {}
+        self._entries: dict[int, EntryResiduals] = {}
+        self._base_lds: dict[int, float] = {}
+
+    @property
+    def setup_units(self) -> float:
+        per_chunk = 2 if self.method.pairs_prompts else 1  # (the paired corrupted run and) the base run
+        shared = 1 if self.method.needs_corrupted and not self.method.pairs_prompts else 0
+        return self.n_layers * (len(self.rows) * per_chunk + shared)
+
+    def cost(self, join_layers: Sequence[int]) -> int:
+        return joined_work_units(join_layers, self.n_layers)
+
+    def set_base(self, base: AblationGroups | None) -> None:
+        if _same_set(base, self.base):
+            return  # the entries (and the base LD) computed already stay valid
+        self.base = base
+        self._entries.clear()
+        self._base_lds.clear()
+
+    def _state(self, index: int) -> tuple[LayerValues, EntryResiduals]:
+        rows = self.rows[index]
+        values = self._values.get(index)
+        if values is None:
+            if not self._shared_made:
+                self._shared = shared_values(self.model, self.runner, self.task, self.method, self.timer)
+                self._shared_made = True
+            values = chunk_values(self.model, self.runner, self.task, self.method, rows, self._shared, self.timer)
+            if self._keep:
+                self._values[index] = values
+        entries = self._entries.get(index)
+        if entries is None:
+            entries, _ = run_with_ablations(self.model, self.runner, self.task.clean[rows], values, self.base)
+            self.timer.advance(self.n_layers, "the clean run" if self.base is None else "the base run")
+            if self._keep:
+                self._entries[index] = entries
+            self._base_lds[index] = self._final_ld(entries, rows)
+        return values, entries
+
+    def _final_ld(self, entries: EntryResiduals, rows: torch.Tensor) -> float:
+        final = entries.final
+        with self.model.gate.hold(), torch.inference_mode():
+            logits = self.runner.answer_logits(final[:, -1, :], self.task.answer_ids[rows].to(final.device))
+        weights = self.task.weights[rows].to(logits.device, torch.float32)
+        return float(((logits[:, 0] - logits[:, 1]) * weights).sum())
+
+    def base_ld(self) -> float:
+        for index in range(len(self.rows)):
+            if index not in self._base_lds:
+                self._state(index)
+        return float(sum(self._base_lds[index] for index in range(len(self.rows))))
+
+    def evaluate(self, groups: AblationGroups, join_layers: Sequence[int]) -> np.ndarray:
+        lds = np.zeros(len(groups))
+        for index, rows in enumerate(self.rows):
+            values, entries = self._state(index)
+            lds += run_joined_groups(self.model, self.runner, entries, groups, join_layers, values,
+                                     self.task.answer_ids[rows], self.task.weights[rows],
+                                     max_groups=self.per_chunk, timer=self.timer)
+        return lds
+
+
+class _GeneralPath:
+    """The backend's batched full forwards (every group carries its whole set), one call per join layer and chunk."""
+
+    name = "general"
+
+    def __init__(self, model: Backend, task: LogitDiffTask, method: AblationMethod, timer: WorkTimer,
+                 chunk: int | None) -> None:
+        self.model, self.task, self.method, self.timer, self.chunk = model, task, method, timer, chunk
+        info = model.info
+        self.n_layers = info.n_layers
+        self.base = AblationGroups.empty(1, info.n_layers, info.n_heads)
+
+    @property
+    def setup_units(self) -> float:
+        return float(self.n_layers)
+
+    def cost(self, join_layers: Sequence[int]) -> int:
+        return self.n_layers * len(join_layers)  # full forwards
+
+    def set_base(self, base: AblationGroups | None) -> None:
+        info = self.model.info
+        self.base = base if base is not None else AblationGroups.empty(1, info.n_layers, info.n_heads)
+
+    def base_ld(self) -> float:
+        ld = float(self.model.ablated_logit_diffs(self.task, self.method, self.base)[0])
+        self.timer.advance(self.n_layers, "the clean run")
+        return ld
+
+    def evaluate(self, groups: AblationGroups, join_layers: Sequence[int]) -> np.ndarray:
+        lds = np.zeros(len(groups))
+        for layer in sorted(set(join_layers)):
+            positions = [g for g, at in enumerate(join_layers) if at == layer]
+            step = self.chunk or len(positions)
+            for start in range(0, len(positions), step):
+                part = positions[start:start + step]
+                lds[part] = self._call(groups.select(part), f"layer {layer}: full forward passes")
+        return lds
+
+    def _call(self, groups: AblationGroups, message: str) -> np.ndarray:
+        done = [0]
+
+        def progress(groups_done: int) -> None:
+            self.timer.advance((groups_done - done[0]) * self.n_layers, message)
+            done[0] = groups_done
+
+        lds = self.model.ablated_logit_diffs(self.task, self.method, groups, progress=progress)
+        if done[0] < len(groups):
+            self.timer.advance((len(groups) - done[0]) * self.n_layers, message)
+        return lds
+
+
+class LogitDiffEvaluator:
+    """ld[group]: the task's LD with each group's components replaced by the method's values at every position.
+
+    `set_base(group)` names the set every following group ablates below its join layer (the fast path reuses the
+    residual stream of that run); `evaluate(groups, join_layers)` scores groups, each joining at its layer (default:
+    the lowest layer it touches); `clean_ld()` is the LD with nothing ablated. Work is counted in group-blocks
+    (`cost`, `setup_units`) on `timer`, whose total a caller sets or adds to."""
+
+    def __init__(self, model: Backend, task: LogitDiffTask, method: AblationMethod, timer: WorkTimer, *,
+                 path: str = "auto", chunk: int | None = None, what: str = "The ablation") -> None:
+        if path not in PATHS:
+            raise InputError(f"Unknown path {path!r}: choose one of {', '.join(PATHS)}.")
+        self.model, self.task, self.method, self.timer = model, task, method, timer
+        info = model.info
+        self.n_layers, self.n_heads = info.n_layers, info.n_heads
+        runner = fast_runner(model, task.seq_len, required=path == "fast")  # None: no block loop, or prompts
+        self._path: _FastPath | _GeneralPath                               # beyond a sliding window
+        if runner is not None and path != "general":
+            self._path = _FastPath(model, runner, task, method, timer, chunk, what)
+        else:
+            self._path = _GeneralPath(model, task, method, timer, chunk)
+
+    @property
+    def path(self) -> str:
+        """"fast" or "general": chosen once, for every call."""
+        return self._path.name
+
+    @property
+    def setup_units(self) -> float:
+        """Group-blocks of set-up work (corrupted and base runs) for a progress total."""
+        return self._path.setup_units
+
+    def cost(self, join_layers: Sequence[int]) -> int:
+        """Group-blocks that groups joining at these layers cost (per prompt)."""
+        return self._path.cost(join_layers)
+
+    def set_base(self, base: AblationGroups | None) -> None:
+        """base: one group (the set shared below every join layer), or None for the clean run."""
+        if base is not None and not (bool(base.heads.any()) or bool(base.mlps.any())):
+            base = None  # an empty set is the clean run
+        self._path.set_base(base)
+
+    def clean_ld(self) -> float:
+        self._path.set_base(None)
+        return self._path.base_ld()
+
+    def base_ld(self) -> float:
+        """The LD with the base set ablated."""
+        return self._path.base_ld()
+
+    def evaluate(self, groups: AblationGroups, join_layers: Sequence[int] | None = None) -> np.ndarray:
+        """ld[group] (float64). A group's components below its join layer must be the base set's."""
+        if join_layers is None:
+            join_layers = [_lowest_layer(groups, g) for g in range(len(groups))]
+        return self._path.evaluate(groups, join_layers)
+
+    def evaluate_interventions(self, groups: Sequence[InterventionGroup]) -> np.ndarray:
+        """ld[group] for groups stated in the intervention vocabulary, each joining at its lowest edited layer.
+        Their value source must be this evaluator's method's."""
+        masks, source = AblationGroups.from_groups(groups, self.n_layers, self.n_heads)
+        if source is not None and source != self.method.source:
+            raise UnsupportedIntervention(f"These groups take their values from {source}; this evaluation from "
+                                          f"{self.method.source} ({self.method.name} ablation).")
+        return self.evaluate(masks)
+
+
+def _same_set(a: AblationGroups | None, b: AblationGroups | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return bool(torch.equal(a.heads, b.heads) and torch.equal(a.mlps, b.mlps))
+
+
+def _lowest_layer(groups: AblationGroups, index: int) -> int:
+    touched = groups.heads[index].any(dim=1) | groups.mlps[index]
+    layers = torch.nonzero(touched).flatten()
+    return int(layers[0]) if len(layers) else int(groups.heads.shape[1]) - 1
+
+
+@contextlib.contextmanager
+def evaluation(model: Backend, task: LogitDiffTask, method: AblationMethod, *, label: str, what: str,
+               path: str = "auto", chunk: int | None = None, progress: ProgressCallback | None = None,
+               should_cancel: Callable[[], bool] | None = None) -> Iterator[LogitDiffEvaluator]:
+    """An evaluator inside the model gate's job `label` (other sessions see it and wait per chunk), with a timer
+    that reports progress and checks cancellation."""
+    timer = WorkTimer(0, progress, should_cancel, model, what)
+    with model.gate.job(label):
+        yield LogitDiffEvaluator(model, task, method, timer, path=path, chunk=chunk, what=what)

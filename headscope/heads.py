@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from headscope.component import Component
 from headscope.errors import InputError
 
 if TYPE_CHECKING:
@@ -17,33 +18,38 @@ if TYPE_CHECKING:
 
 MAX_SELECTED_HEADS = 64  # more would make an unreadable grid (and a slow export)
 
-SCORE_NAMES = ("previous-token", "duplicate-token", "induction", "sequence", "successor", "copying")
-PATTERN_SCORE_NAMES = ("previous-token", "duplicate-token", "induction")  # detect_head's three detectors
-SCORE_TITLES = {
-    "previous-token": "Previous-token score",
-    "duplicate-token": "Duplicate-token score",
-    "induction": "Induction score",
-    "sequence": "Sequence-member score",
-    "successor": "Successor score",
-    "copying": "Copying score",
+@dataclass(frozen=True)
+class ScoreName:
+    """A head-type score as the CLI, the pages and the README name it: its name, title and one-line help."""
+
+    name: str
+    title: str
+    help: str
+
+
+SCORES: dict[str, ScoreName] = {
+    score.name: score
+    for score in (
+        ScoreName("previous-token", "Previous-token score", "attention to the position just before (detect_head)"),
+        ScoreName("duplicate-token", "Duplicate-token score",
+                  "attention to earlier copies of the current token (detect_head)"),
+        ScoreName("induction", "Induction score",
+                  "attention to the token after an earlier copy of the current token (detect_head)"),
+        ScoreName("sequence", "Sequence-member score",
+                  "attention each member of a task's sequence pays to the member before it"),
+        ScoreName("successor", "Successor score",
+                  "how often the head's OV circuit promotes the next member of an ordinal list"),
+        ScoreName("copying", "Copying score", "how often the head's OV circuit promotes the member itself"),
+    )
 }
+SCORE_NAMES: tuple[str, ...] = tuple(SCORES)
+PATTERN_SCORE_NAMES = ("previous-token", "duplicate-token", "induction")  # detect_head's three detectors
+SCORE_TITLES = {name: score.title for name, score in SCORES.items()}
 
-_HEAD = re.compile(r"^\(?\s*(\d+)\s*[.:]\s*(\d+)\s*\)?$")
 
-
-@dataclass(frozen=True, order=True)
-class HeadRef:
-    """One attention head, written `layer.head` (0-based, as TransformerLens counts)."""
-
-    layer: int
-    head: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.layer}.{self.head}"
-
-    def __str__(self) -> str:
-        return self.label
+def scores_help() -> str:
+    """One line naming every score with its help, for help texts."""
+    return " · ".join(f"{s.name}: {s.help}" for s in SCORES.values())
 
 
 def kv_head_of(head: int, n_heads: int, n_kv_heads: int) -> int:
@@ -51,22 +57,24 @@ def kv_head_of(head: int, n_heads: int, n_kv_heads: int) -> int:
     return head // (n_heads // n_kv_heads)
 
 
-def parse_head_list(text: str) -> tuple[HeadRef, ...]:
-    """`"3.24, 5.25"` -> (HeadRef(3, 24), HeadRef(5, 25)); commas, semicolons or spaces separate heads.
+def parse_head_list(text: str) -> tuple[Component, ...]:
+    """`"3.24, 5.25"` -> (Component(3, 24), Component(5, 25)); commas, semicolons or spaces separate heads.
 
     Only the syntax is checked here (no model needed); duplicates are dropped, the order kept.
     """
     items = [item for item in re.split(r"[,;\s]+", (text or "").strip()) if item]
     if not items:
         raise InputError("No heads given: write them as layer.head, e.g. 3.24, 5.25.")
-    heads: list[HeadRef] = []
+    heads: list[Component] = []
     bad = []
     for item in items:
-        match = _HEAD.match(item)
-        if match is None:
+        try:
+            head = Component.parse(item)
+        except ValueError:
+            head = None
+        if head is None or head.is_mlp:
             bad.append(item)
             continue
-        head = HeadRef(int(match.group(1)), int(match.group(2)))
         if head not in heads:
             heads.append(head)
     if bad:
@@ -76,11 +84,13 @@ def parse_head_list(text: str) -> tuple[HeadRef, ...]:
     return tuple(heads)
 
 
-def check_heads(heads: Iterable[HeadRef | tuple[int, int]], info: ModelInfo) -> tuple[HeadRef, ...]:
-    """The heads as HeadRefs, after checking each exists in the model and that there are not too many."""
-    refs: list[HeadRef] = []
+def check_heads(heads: Iterable[Component | tuple[int, int]], info: ModelInfo) -> tuple[Component, ...]:
+    """The heads as Components, after checking each is a head the model has and that there are not too many."""
+    refs: list[Component] = []
     for head in heads:
-        ref = head if isinstance(head, HeadRef) else HeadRef(int(head[0]), int(head[1]))
+        ref = head if isinstance(head, Component) else Component(int(head[0]), int(head[1]))
+        if ref.is_mlp:
+            raise InputError(f"{ref.label} is an MLP: pick heads (layer.head).")
         if ref not in refs:
             refs.append(ref)
     if not refs:
@@ -96,13 +106,13 @@ def check_heads(heads: Iterable[HeadRef | tuple[int, int]], info: ModelInfo) -> 
     return tuple(refs)
 
 
-def parse_heads(text: str, info: ModelInfo) -> tuple[HeadRef, ...]:
+def parse_heads(text: str, info: ModelInfo) -> tuple[Component, ...]:
     """A typed head list, read and checked against the model's shape."""
     return check_heads(parse_head_list(text), info)
 
 
-def format_heads(heads: Iterable[HeadRef | tuple[int, int]]) -> str:
-    return ", ".join(f"{h[0]}.{h[1]}" if isinstance(h, tuple) else h.label for h in heads)
+def format_heads(heads: Iterable[Component]) -> str:
+    return ", ".join(h.label for h in heads)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -114,13 +124,13 @@ class HeadPreset:
     """A named head list with where it comes from."""
 
     name: str
-    heads: tuple[HeadRef, ...]
+    heads: tuple[Component, ...]
     source: str
 
 
-_LLAMA2_SEQUENCE = (HeadRef(3, 24), HeadRef(5, 25))
-_LLAMA2_SUCCESSOR = (HeadRef(16, 0), HeadRef(20, 17))
-_LLAMA2_NEXT_ABLATION = (HeadRef(4, 3), HeadRef(8, 0), HeadRef(22, 25), HeadRef(6, 11))
+_LLAMA2_SEQUENCE = (Component(3, 24), Component(5, 25))
+_LLAMA2_SUCCESSOR = (Component(16, 0), Component(20, 17))
+_LLAMA2_NEXT_ABLATION = (Component(4, 3), Component(8, 0), Component(22, 25), Component(6, 11))
 STUDY = "the sequence-continuation study of Llama-2-7B (digits task, single-head mean ablation)"
 
 LLAMA2_7B_PRESETS = (

@@ -1,6 +1,8 @@
 """Ablation methods as a small registry: a new method is one entry.
 
-A method turns the corrupted run's activations of one component (a head's z, or an MLP's output) into the values that
+A method is a value source of the intervention vocabulary (headscope.backends.base.SourceKind) with its name, title
+and help text: the CLI, the pages and the README read names and help from here. A method turns the corrupted run's
+activations of one component (a head's z, or an MLP's output) into the values that
 replace that component's output in an ablated run. Every method is applied at every position.
 """
 
@@ -8,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from headscope.errors import InputError
+
+if TYPE_CHECKING:  # names and help texts are read by the command line before torch loads
+    import torch
 
 MethodName = Literal["zero", "mean", "resample"]
 
@@ -59,6 +62,8 @@ class _Paired(ReplacementBuilder):
         self.parts.append(corrupted.clone())
 
     def result(self) -> torch.Tensor | None:
+        import torch
+
         return torch.cat(self.parts) if self.parts else None
 
 
@@ -72,6 +77,7 @@ class AblationMethod:
     needs_corrupted: bool
     pairs_prompts: bool  # the replacement of clean prompt i comes from corrupted prompt i
     builder: Callable[[], ReplacementBuilder]
+    source: str  # its value source in the intervention vocabulary (a headscope.backends.base.SourceKind value)
 
     def replacement(self, corrupted: torch.Tensor) -> torch.Tensor | None:
         """The replacement from all corrupted activations corrupted[prompt, pos, ...] at once."""
@@ -84,12 +90,12 @@ class AblationMethod:
 ABLATION_METHODS: dict[str, AblationMethod] = {
     method.name: method
     for method in (
-        AblationMethod("zero", "Zero", "the output is set to 0", False, False, _Zeros),
+        AblationMethod("zero", "Zero", "the output is set to 0", False, False, _Zeros, "zero"),
         AblationMethod("mean", "Mean",
                        "the output's position-wise mean over the corrupted prompts (the study's choice)",
-                       True, False, _PositionMean),
+                       True, False, _PositionMean, "mean"),
         AblationMethod("resample", "Resample", "the output on the paired corrupted prompt (activation patching)",
-                       True, True, _Paired),
+                       True, True, _Paired, "paired"),
     )
 }
 METHOD_NAMES: tuple[str, ...] = tuple(ABLATION_METHODS)
@@ -101,6 +107,14 @@ def get_method(name: str) -> AblationMethod:
         return ABLATION_METHODS[name]
     except KeyError:
         raise InputError(f"Unknown ablation method {name!r}: choose one of {', '.join(METHOD_NAMES)}.") from None
+
+
+def method_for_source(source: str) -> AblationMethod:
+    """The method whose replacement values are this value source (SourceKind: zero, mean, paired)."""
+    for method in ABLATION_METHODS.values():
+        if method.source == source:
+            return method
+    raise InputError(f"No ablation method takes its values from {source!r}.")
 
 
 def methods_help() -> str:

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from headscope.component import Component
 from headscope.errors import InputError
-from headscope.heads import HeadRef, check_heads, kv_head_of
+from headscope.heads import check_heads, kv_head_of
 from headscope.tokens import TokenInfo, tokenize_prompt
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class AttentionPatterns:
 
     model: str
     prompt: str
-    heads: tuple[HeadRef, ...]
+    heads: tuple[Component, ...]
     kv_heads: tuple[int, ...]
     n_heads: int
     n_kv_heads: int
@@ -98,7 +99,7 @@ class AttentionPatterns:
                 for head, kv in zip(self.heads, self.kv_heads, strict=True)]
 
 
-def compute_patterns(model: Backend, prompt: str, heads: Iterable[HeadRef | tuple[int, int]]) -> AttentionPatterns:
+def compute_patterns(model: Backend, prompt: str, heads: Iterable[Component | tuple[int, int]]) -> AttentionPatterns:
     """The chosen heads' patterns on `prompt`: blocks above the highest chosen layer are not run, and each layer's
     pattern is cut down to the chosen heads as soon as it exists."""
     started = time.perf_counter()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from headscope.paths import results_dir
+from headscope.serialize import from_payload, to_payload
 
 FORMAT = 1
 T = TypeVar("T")
@@ -129,3 +130,32 @@ class ResultsCache:
                 path.unlink(missing_ok=True)
             return None
         return CachedEntry(data["key"], data["payload"], path)
+
+
+def load_result(cache: ResultsCache | None, kind: str, key: dict[str, Any], result_type: type[T]) -> T | None:
+    """The result of `result_type` (a frozen dataclass with `key` and `cached` fields) stored under `key`, or None."""
+    cache = cache if cache is not None else ResultsCache()
+    stored = cache.load(kind, key)
+    return None if stored is None else from_payload(result_type, stored, key=key, cached=True)
+
+
+def stored_or_computed(cache: ResultsCache | None, kind: str, key: dict[str, Any], result_type: type[T],
+                       compute: Callable[[], T], *, use_cache: bool = True) -> T:
+    """The stored result for exactly this key (unless use_cache is False), else compute() stored under it. A
+    computation that raises (cancelled, refused) stores nothing."""
+    cache = cache if cache is not None else ResultsCache()
+    if use_cache:
+        stored = load_result(cache, kind, key, result_type)
+        if stored is not None:
+            return stored
+    result = compute()
+    cache.store(kind, key, to_payload(result))
+    return result
+
+
+def stored_results(cache: ResultsCache | None, kind: str, result_type: type[T],
+                   matching: dict[str, Any] | None = None) -> list[T]:
+    """Every readable stored result of a kind (optionally only those whose key holds `matching`), newest first."""
+    cache = cache if cache is not None else ResultsCache()
+    return cache.readable(kind, lambda entry: from_payload(result_type, entry.payload, key=entry.key, cached=True),
+                          matching)

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from headscope.component import Component
 from headscope.errors import HeadscopeError, InputError
-from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES, SCORE_TITLES, HeadRef, kv_head_of
+from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES, SCORE_TITLES, kv_head_of
 from headscope.results_cache import ResultsCache
 from headscope.tokens import continuation_ids
 
@@ -109,12 +110,12 @@ class HeadScores:
     def kv_head(self, head: int) -> int:
         return kv_head_of(head, self.n_heads, self.n_kv_heads)
 
-    def top_heads(self, k: int = 8) -> tuple[HeadRef, ...]:
+    def top_heads(self, k: int = 8) -> tuple[Component, ...]:
         """The k highest-scoring heads, best first (ties: lower layer, then lower head first)."""
         flat = [(-float(self.scores[layer, head]), layer, head)
                 for layer in range(self.n_layers) for head in range(self.n_heads)
                 if np.isfinite(self.scores[layer, head])]
-        return tuple(HeadRef(layer, head) for _, layer, head in sorted(flat)[:k])
+        return tuple(Component(layer, head) for _, layer, head in sorted(flat)[:k])
 
     def rows(self) -> list[dict]:
         """One row per head (layer, head, kv_head, score), best first."""

@@ -586,3 +586,9 @@ def subset(model: Backend, encoded: EncodedDataset, keep: Sequence[int], note: s
         member_positions=tuple(encoded.member_positions[i] for i in keep),
         token_labels=tuple(t.display for t in _describe(model, encoded.clean[keep[0]].tolist())),
     )
+
+
+def prepare_dataset(model: Backend, dataset: Dataset) -> EncodedDataset:
+    """Encode for this model; built-in tasks drop prompts of another token length, user datasets must be even."""
+    builtin = dataset.builtin or dataset.name in TASKS
+    return encode_dataset(model, dataset, fit=builtin, drop_uneven=builtin)

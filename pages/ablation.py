@@ -19,16 +19,17 @@ from components.ablation_view import (
     top_effects_frame,
 )
 from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
-from components.heatmap import EXTRA, clickable_heatmap, layer_head_figure, parse_head, png_download, show_head
+from components.heatmap import clickable_heatmap, layer_head_figure, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
 from components.model_state import require_model
 from components.share import BOUND, copy_link, set_url_value, url_value
 from components.text import md, plural, quoted
 from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, prepare_dataset, run_sweep
 from headscope.errors import HeadscopeError
+from headscope.methods import methods_help
 from headscope.results_cache import ResultsCache
 
-SELECTED = "ab_selected"  # (layer, head) or (layer, EXTRA), mirrored in the URL as head=
+SELECTED = "ab_selected"  # a Component (head or MLP), mirrored in the URL as head=
 LAST = "ab_result"  # (model identity, the last sweep shown): shown again only under the same model
 ASKED = "ab_asked"  # "estimate" or "exact": what this session last asked for
 
@@ -52,8 +53,7 @@ with inputs_col:
     dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ab_upload")
 with method_col:
     method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
-                          help="zero: output set to 0 · mean: position-wise mean over the corrupted prompts (the "
-                               "study's choice) · resample: the paired corrupted prompt's output (patching)")
+                          help=md(methods_help()))
 with view_col:
     normalization = st.selectbox("Show", list(NORMALIZATIONS), key="show", help=md(NORMALIZATION_HELP), **BOUND)
 only_correct = st.checkbox("Only prompts the model gets right", value=False, key="only_correct", **BOUND,
@@ -149,8 +149,8 @@ with map_col:
     # one chart key per sweep, the same whether the sweep was just computed or read back from the cache
     chart_key = f"ab_map_{result.key.get('dataset_hash', '')[:16]}_{result.method}_{result.estimate}"
     click = clickable_heatmap(figure, key=chart_key, filename=f"ablation-{result.task}-{result.method}")
-    if click is not None and (click.layer, click.head) != selected:
-        set_url_value("head", SELECTED, (click.layer, click.head), show_head)
+    if click is not None and click.component != selected:
+        set_url_value("head", SELECTED, click.component, show_head)
         st.rerun()
     grid_name = f"ablation-{result.task}-{result.method}{'-estimate' if result.estimate else ''}"
     down_csv, down_png = st.columns(2)
@@ -163,18 +163,18 @@ with detail_col:
                  column_config=TOP_EFFECTS_COLUMNS)
     if selected is None:
         st.caption("Click a cell to see that head's attention pattern on the first prompt.")
-    elif selected[1] == EXTRA:
-        layer = selected[0]
+    elif selected.is_mlp:
+        layer = selected.layer
         st.markdown(f"**MLP {layer:d}**: ablated LD {result.mlp_ablated_ld[layer]:.3f} "
                     f"({result.mlp_percent_of_clean[layer]:.1f}% of clean)")
     else:
-        layer, head = selected
+        layer, head = selected.layer, selected.head
         st.markdown(f"**Head {layer:d}.{head:d}** (KV head {head // (info.n_heads // info.n_kv_heads):d}): ablated LD "
                     f"{result.ablated_ld[layer, head]:.3f}, {result.percent_of_clean[layer, head]:.1f}% of clean, "
                     f"change {result.change[layer, head]:+.3f}")
 
-if selected is not None and selected[1] != EXTRA and result.first_prompt:
-    layer, head = selected
+if selected is not None and selected.head is not None and result.first_prompt:
+    layer, head = selected.layer, selected.head
     if layer < result.n_layers and head < result.n_heads and not np.isnan(result.ablated_ld[layer, head]):
         st.subheader(f"Attention pattern of head {layer:d}.{head:d} on {quoted(result.first_prompt)}")
         head_pattern(model, result.first_prompt, layer, head)

@@ -14,15 +14,16 @@ from components.model_state import require_model
 from components.share import BOUND, copy_link
 from components.text import md, plain, plural, quoted
 from headscope.ablation import cached_sweeps
+from headscope.component import Component
 from headscope.errors import HeadscopeError, InputError
 from headscope.heads import (
     PATTERN_SCORE_NAMES,
     SCORE_NAMES,
     SCORE_TITLES,
-    HeadRef,
     format_heads,
     model_presets,
     parse_heads,
+    scores_help,
 )
 from headscope.patterns import (
     MAX_VIEW_TOKENS,
@@ -49,14 +50,14 @@ def sweep_preset(sweep) -> str:
     return f"Top {TOP_K} by ablation effect: {sweep.label}{only} · prompts {sweep.key.get('dataset_hash', '')[:6]}"
 
 
-def preset_heads(model, choice: str, sweeps: list) -> tuple[HeadRef, ...]:
+def preset_heads(model, choice: str, sweeps: list) -> tuple[Component, ...]:
     """The heads of a preset; a score preset computes its score (or loads it from the results cache)."""
     for preset in model_presets(model.info):
         if choice == preset.name:
             return preset.heads
     for sweep in sweeps:
         if choice == sweep_preset(sweep):
-            return tuple(HeadRef(layer, head) for layer, head in sweep.top_heads(TOP_K))
+            return tuple(sweep.top_heads(TOP_K))
     for score in SCORE_NAMES:
         if choice == f"Top {TOP_K} by {SCORE_TITLES[score].lower()}":
             with st.spinner(md(f"Scoring every head: {SCORE_TITLES[score].lower()}…")):
@@ -90,7 +91,7 @@ typed = free_col.text_input("Heads (layer.head, …) — overrides the preset", 
                             help=f"Layers 0–{info.n_layers - 1:d}, heads 0–{info.n_heads - 1:d}. Clicking a cell "
                                  "of a score heatmap below adds that head here.")
 
-heads: tuple[HeadRef, ...] = ()
+heads: tuple[Component, ...] = ()
 failed = False
 try:
     heads = parse_heads(typed, info) if typed.strip() else preset_heads(model, preset, sweeps)
@@ -165,7 +166,7 @@ if result is not None:
 st.header("Head-type scores")
 score_col, option_col = st.columns([2, 3])
 score = score_col.selectbox("Score", SCORE_NAMES, key="score", **BOUND,
-                            help=md(" · ".join(f"{name}: {SCORE_TITLES[name]}" for name in SCORE_NAMES)))
+                            help=md(scores_help()))
 score_prompt: str | None = None
 task = "digits"
 if score in PATTERN_SCORE_NAMES:

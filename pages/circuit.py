@@ -15,7 +15,7 @@ from components.circuit_view import (
     score_line,
 )
 from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
-from components.heatmap import EXTRA, clickable_heatmap, parse_head, png_download, show_head
+from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
 from components.model_state import require_model
 from components.share import BOUND, copy_link, set_url_value, url_value
@@ -25,16 +25,15 @@ from headscope.circuit import (
     CACHE_KIND,
     DEFAULT_THRESHOLD,
     cached_circuits,
-    compare_circuits,
-    letter,
     load_circuit,
-    parse_circuit_json,
     run_circuit,
 )
+from headscope.circuit_compare import compare_circuits, letter, parse_circuit_json
 from headscope.errors import HeadscopeError
+from headscope.methods import methods_help
 from headscope.results_cache import ResultsCache
 
-SELECTED = "ci_selected"  # (layer, head) or (layer, EXTRA), mirrored in the URL as head=
+SELECTED = "ci_selected"  # a Component (head or MLP), mirrored in the URL as head=
 ASKED = "ci_asked"  # "estimate" or "exact": what this session last asked for
 
 title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
@@ -55,8 +54,7 @@ with source_col:
     dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ci_upload")
 with method_col:
     method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
-                          help="mean: position-wise mean over the corrupted prompts (the study's choice) · zero: "
-                               "output set to 0 · resample: the paired corrupted prompt's output")
+                          help=md(methods_help()))
     threshold = float(st.number_input("Threshold (% of clean LD)", min_value=0.0, max_value=100.0,
                                       value=DEFAULT_THRESHOLD, step=5.0, key="threshold", **BOUND))
     one_pass = st.checkbox("One pass only", value=False, key="one_pass", **BOUND,
@@ -135,8 +133,8 @@ else:
         chart_key = f"ci_map_{result.key.get('dataset_hash', '')[:12]}_{result.method}_{result.threshold:g}_" \
                     f"{result.one_pass}_{result.estimate}"
         click = clickable_heatmap(figure, key=chart_key, filename=f"circuit-{result.task}-{result.method}")
-        if click is not None and (click.layer, click.head) != selected:
-            set_url_value("head", SELECTED, (click.layer, click.head), show_head)
+        if click is not None and click.component != selected:
+            set_url_value("head", SELECTED, click.component, show_head)
             st.rerun()
         name = f"circuit-{result.task}-{result.method}-{result.threshold:g}{'-estimate' if result.estimate else ''}"
         down_json, down_csv, down_png = st.columns(3)
@@ -152,9 +150,9 @@ else:
             st.info("Every component was removed: the empty circuit still scores above the threshold.")
 
     if selected is not None:
-        layer, head = selected
-        component = (layer, None if head == EXTRA else head)
-        if head == EXTRA:
+        component = selected
+        layer, head = component.layer, component.head
+        if head is None:
             st.markdown(f"**MLP {layer:d}**: {md(component_status(result, component))}")
         elif same_model and layer < info.n_layers and head < info.n_heads:
             st.subheader(f"Attention pattern of head {layer:d}.{head:d}")

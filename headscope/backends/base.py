@@ -18,7 +18,8 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 
 from headscope.backends import BACKENDS
 from headscope.backends.bos import BosPolicy
+from headscope.component import Component
 from headscope.memory import activation_budget, chunk_target_bytes
 from headscope.sharing import ModelGate
 
@@ -221,22 +223,158 @@ class AblationGroups:
                    torch.zeros(n_groups, n_layers, dtype=torch.bool))
 
     @classmethod
-    def single_components(
-        cls, components: Sequence[tuple[int, int | None]], n_layers: int, n_heads: int
-    ) -> AblationGroups:
-        """One group per component: (layer, head) ablates that head, (layer, None) that layer's MLP."""
+    def single_components(cls, components: Sequence[Component | tuple[int, int | None]], n_layers: int,
+                          n_heads: int) -> AblationGroups:
+        """One group per component: a head ablates that head's z, an MLP that layer's MLP output. (A (layer, head)
+        pair is still read, for the backend tests and benchmarks written before Component; new code passes
+        Components.)"""
         groups = cls.empty(len(components), n_layers, n_heads)
-        for index, (layer, head) in enumerate(components):
-            if head is None:
-                groups.mlps[index, layer] = True
-            else:
-                groups.heads[index, layer, head] = True
+        for index, component in enumerate(components):
+            groups.mark(index, component if isinstance(component, Component) else Component(*component))
         return groups
+
+    def mark(self, index: int, component: Component) -> None:
+        """Add a component to group `index`."""
+        if component.head is None:
+            self.mlps[index, component.layer] = True
+        else:
+            self.heads[index, component.layer, component.head] = True
+
+    def holds(self, index: int, component: Component) -> bool:
+        if component.head is None:
+            return bool(self.mlps[index, component.layer])
+        return bool(self.heads[index, component.layer, component.head])
+
+    @classmethod
+    def from_groups(cls, groups: Sequence[InterventionGroup], n_layers: int, n_heads: int
+                    ) -> tuple[AblationGroups, SourceKind | None]:
+        """The dense form of groups that replace head z and MLP outputs at every position, all from one value source
+        (what the backends' ablation primitives run), and that source (None when no group edits anything). Other
+        sites, positions or mixed sources raise UnsupportedIntervention: they need an engine module of their own."""
+        out = cls.empty(len(groups), n_layers, n_heads)
+        source: ValueSource | None = None
+        for index, group in enumerate(groups):
+            for edit in group.edits:
+                if edit.site.kind not in (SiteKind.Z, SiteKind.MLP_OUT) or edit.positions is not None:
+                    raise UnsupportedIntervention(f"{edit.describe()}: the ablation primitives replace head z and "
+                                                  "MLP outputs at every position only.")
+                if source is not None and edit.source != source:
+                    raise UnsupportedIntervention(f"{edit.describe()}: one value source per evaluation "
+                                                  f"({source.kind} given first).")
+                source = edit.source
+                out.mark(index, edit.site.component)
+        return out, None if source is None else source.kind
 
     def layers_touched(self) -> list[int]:
         """Layers in which some group ablates something (ascending)."""
         touched = self.heads.any(dim=(0, 2)) | self.mlps.any(dim=0)
         return [int(i) for i in torch.nonzero(touched).flatten()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interventions as data: where (site), with what (value source), at which positions, in groups of rows
+
+
+class UnsupportedIntervention(NotImplementedError):
+    """An intervention the vocabulary can state but no engine path runs yet."""
+
+
+class SiteKind(StrEnum):
+    """What an edit replaces. Shapes per row of a batch (pos: every input position, BOS included):
+
+    - Z: a head's z, its attention output before W_O: [pos, d_head] (the ablation sites);
+    - Q_INPUT / K_INPUT / V_INPUT: the residual one head's query / key / value reads, before the block's attention
+      norm: [pos, d_model] (path patching: only that head sees the edited value; on grouped-query models K and V
+      inputs are per KV group, `head` naming any query head of the group);
+    - MLP_OUT: a layer's MLP output: [pos, d_model];
+    - RESID: the residual stream entering a layer: [pos, d_model] (layer n_layers: after the last block)."""
+
+    Z = "z"
+    Q_INPUT = "q_input"
+    K_INPUT = "k_input"
+    V_INPUT = "v_input"
+    MLP_OUT = "mlp_out"
+    RESID = "resid"
+
+
+HEAD_SITES = (SiteKind.Z, SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT)
+
+
+@dataclass(frozen=True)
+class Site:
+    """One place in the forward pass: a kind, a layer and (for head sites) a head."""
+
+    kind: SiteKind
+    layer: int
+    head: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind in HEAD_SITES) != (self.head is not None):
+            raise ValueError(f"A {self.kind} site {'needs' if self.kind in HEAD_SITES else 'takes no'} head.")
+
+    @classmethod
+    def output_of(cls, component: Component) -> Site:
+        """Where ablating a component acts: a head's z, or the MLP's output."""
+        if component.head is None:
+            return cls(SiteKind.MLP_OUT, component.layer)
+        return cls(SiteKind.Z, component.layer, component.head)
+
+    @property
+    def component(self) -> Component:
+        """The component the site belongs to (RESID sites belong to none)."""
+        if self.kind is SiteKind.RESID:
+            raise UnsupportedIntervention("The residual stream is not a component.")
+        return Component(self.layer, self.head)
+
+    def describe(self) -> str:
+        where = f"{self.layer}.{self.head}" if self.head is not None else f"layer {self.layer}"
+        return f"{self.kind} of {where}"
+
+
+class SourceKind(StrEnum):
+    """Where an edit's value comes from: ZERO; MEAN, the position-wise mean over a reference run's prompts (every
+    corrupted prompt); PAIRED, the same site on the paired row of another run (the corrupted prompt of this row:
+    resampling, activation patching); GIVEN, a tensor the caller holds, broadcastable over [row, pos, ...site]."""
+
+    ZERO = "zero"
+    MEAN = "mean"
+    PAIRED = "paired"
+    GIVEN = "given"
+
+
+@dataclass(frozen=True)
+class ValueSource:
+    """A value source; `reference` names the run MEAN and PAIRED read ("corrupted": the task's corrupted prompts;
+    "clean" for denoising), `value` the GIVEN tensor (compared by identity)."""
+
+    kind: SourceKind
+    reference: str = "corrupted"
+    value: torch.Tensor | None = field(default=None, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace `site` with `source`'s value at `positions` (None: every position)."""
+
+    site: Site
+    source: ValueSource
+    positions: tuple[int, ...] | None = None
+
+    def describe(self) -> str:
+        at = "every position" if self.positions is None else f"positions {list(self.positions)}"
+        return f"{self.site.describe()} ← {self.source.kind} at {at}"
+
+
+@dataclass(frozen=True)
+class InterventionGroup:
+    """The edits one group of rows carries (every prompt of the task once, with all of them applied)."""
+
+    edits: frozenset[Edit]
+
+    @classmethod
+    def ablating(cls, components: Iterable[Component], source: ValueSource) -> InterventionGroup:
+        """Each component's output replaced by the source at every position (an ablation)."""
+        return cls(frozenset(Edit(Site.output_of(c), source) for c in components))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 
+from headscope.component import Component
 from tests.shown import shown
 
 
@@ -97,7 +98,7 @@ def test_a_head_the_sweep_does_not_have_is_not_selected(run_page):
     app.run()
     assert not app.exception and "head" not in app.query_params  # the link's head is dropped
     # the same head held in the session (selected on a larger sweep), with none in the URL
-    app.session_state["ab_selected"] = (23, 3)
+    app.session_state["ab_selected"] = Component(23, 3)
     app.run()
     assert not app.exception and "head" not in app.query_params
 

@@ -126,7 +126,6 @@ def test_a_long_prompt_is_drawn_as_a_movable_window_of_its_positions(run_page):
 def test_every_cached_sweep_is_its_own_preset(run_page, embedded_model):
     # two sweeps that differ only in their prompts (the seed) carried one label: the second could not be chosen
     from headscope.ablation import run_sweep
-    from headscope.heads import HeadRef
     from headscope.tasks import build_task_dataset
 
     sweeps = [run_sweep(embedded_model, build_task_dataset("digits", 3, seed=seed, model=embedded_model), "mean",
@@ -137,5 +136,5 @@ def test_every_cached_sweep_is_its_own_preset(run_page, embedded_model):
     for sweep in sweeps:
         (name,) = [p for p in presets if sweep.key["dataset_hash"][:6] in p]
         app.selectbox(key="preset").set_value(name).run()
-        expected = ", ".join(HeadRef(layer, head).label for layer, head in sweep.top_heads(8))
+        expected = ", ".join(head.label for head in sweep.top_heads(8))
         assert any(shown(c.value) == f"Preset heads: {expected}" for c in app.caption), expected

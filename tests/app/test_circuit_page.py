@@ -5,6 +5,7 @@ import json
 import pytest
 
 from headscope.circuit import CircuitResult
+from headscope.component import Component
 from tests.shown import shown
 
 
@@ -40,7 +41,7 @@ def test_find_circuit_draws_grid_diagram_line_tables_and_compares(run_page, embe
     cells = sum(len(trace["x"]) for trace in grid["data"] if trace.get("name"))
     assert cells == 30 * 10  # every head and every MLP, once
     kept_trace = next(t for t in grid["data"] if t.get("name") == "kept head")
-    assert sorted(map(tuple, kept_trace["customdata"])) == sorted(result.heads)
+    assert sorted(map(tuple, kept_trace["customdata"])) == sorted((h.layer, h.head) for h in result.heads)
     frames = [df.value for df in app.dataframe]
     removal = next(f for f in frames if "score after (%)" in f.columns)
     assert len(removal) == len(result.removals)
@@ -106,7 +107,7 @@ def test_an_upload_gets_the_checks_and_limits_of_the_ablation_page(run_page):
 def test_the_selected_head_is_in_the_link(run_page):
     app = _small(run_page("pages/circuit.py"))
     app.button(key="ci_estimate").click().run(timeout=300)
-    app.session_state["ci_selected"] = (23, 3)
+    app.session_state["ci_selected"] = Component(23, 3)
     app.run()
     assert not app.exception and app.query_params.get("head") == "23.3"
     assert any("23.3" in s.value for s in app.subheader)

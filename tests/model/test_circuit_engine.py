@@ -103,13 +103,13 @@ def sequential_circuit(reference, n_layers, n_heads, threshold, one_pass):
 def assert_same(found, expected, atol):
     clean, removals, passes, effects = expected
     assert found.clean_ld == pytest.approx(clean, abs=atol)
-    assert [r.component for r in found.removals] == [c for c, _, _ in removals]  # the same order of removals
+    assert [(r.layer, r.head) for r in found.removals] == [c for c, _, _ in removals]  # the same order of removals
     assert [r.pass_number for r in found.removals] == [p for _, _, p in removals]
     np.testing.assert_allclose([r.ld_after for r in found.removals], [ld for _, ld, _ in removals], atol=atol)
     assert found.passes == passes
-    assert {e.component for e in found.kept_effects} == set(effects)
+    assert {(e.layer, e.head) for e in found.kept_effects} == set(effects)
     for effect in found.kept_effects:
-        assert effect.ld_without == pytest.approx(effects[effect.component], abs=atol)
+        assert effect.ld_without == pytest.approx(effects[(effect.layer, effect.head)], abs=atol)
         assert effect.score_without == pytest.approx(100 * effect.ld_without / found.clean_ld)
 
 
@@ -227,7 +227,7 @@ def test_estimate_is_attribution_ranked_greedy_pruning_and_labelled(tiny_model, 
         total += effects[component]
         expected.append(component)
     estimate = estimate_circuit(tiny_model, tiny_tasks, "mean", 99.0)
-    assert [r.component for r in estimate.removals] == expected and 0 < len(expected) < 15
+    assert [(r.layer, r.head) for r in estimate.removals] == expected and 0 < len(expected) < 15
     assert estimate.circuit_ld == pytest.approx(total)
     cache = ResultsCache(tmp_path)
     labelled = run_circuit(tiny_model, tiny_tasks, "mean", 99.0, estimate=True, cache=cache)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformer_lens.head_detector import detect_head
 
+from headscope.component import Component
 from headscope.errors import InputError
-from headscope.heads import HeadRef
 from headscope.loading import ModelRequest, load_model
 from headscope.results_cache import ResultsCache
 from headscope.scores import (
@@ -165,7 +165,7 @@ def test_hand_set_successor_map_scores_one_and_copies_nothing(hand_set_model, ca
     copying = score_heads(hand_set_model, "copying", lists=lists, cache=cache)
     assert successor.scores[LAYER, SUCCESSOR_HEAD] == 1.0
     assert copying.scores[LAYER, SUCCESSOR_HEAD] == 0.0
-    assert successor.top_heads(1) == (HeadRef(LAYER, SUCCESSOR_HEAD),)
+    assert successor.top_heads(1) == (Component(LAYER, SUCCESSOR_HEAD),)
 
 
 def test_hand_set_identity_map_copies_everything_and_has_no_successor(hand_set_model, cache):
@@ -174,7 +174,7 @@ def test_hand_set_identity_map_copies_everything_and_has_no_successor(hand_set_m
     copying = score_heads(hand_set_model, "copying", lists=lists, cache=cache)
     assert copying.scores[LAYER, COPYING_HEAD] == 1.0
     assert successor.scores[LAYER, COPYING_HEAD] == 0.0
-    assert copying.top_heads(1) == (HeadRef(LAYER, COPYING_HEAD),)
+    assert copying.top_heads(1) == (Component(LAYER, COPYING_HEAD),)
     assert [usage.usable for usage in copying.lists] == [True]
 
 

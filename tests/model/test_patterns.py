@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from headscope.component import Component
 from headscope.errors import InputError
-from headscope.heads import HeadRef, parse_heads
+from headscope.heads import parse_heads
 from headscope.patterns import (
     CSV_COLUMNS,
     MAX_VIEW_TOKENS,
@@ -87,7 +88,7 @@ def test_csv_has_one_row_per_causal_entry_with_the_exact_weights(embedded_model)
     assert tuple(rows[0].keys()) == CSV_COLUMNS
     assert len(rows) == 2 * n * (n + 1) // 2
     for row in rows:
-        index = result.heads.index(HeadRef(int(row["layer"]), int(row["head"])))
+        index = result.heads.index(Component(int(row["layer"]), int(row["head"])))
         dest, src = int(row["dest"]), int(row["src"])
         assert src <= dest
         assert float(row["weight"]) == pytest.approx(float(result.pattern[index, dest, src]), rel=1e-6, abs=1e-9)

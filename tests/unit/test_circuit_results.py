@@ -7,16 +7,13 @@ import pytest
 
 from headscope.circuit import (
     CircuitResult,
-    CircuitSet,
     KeptEffect,
     Removal,
     check_threshold,
-    compare_circuits,
-    component_label,
-    parse_circuit_json,
-    parse_component,
     visiting_order,
 )
+from headscope.circuit_compare import CircuitSet, compare_circuits, parse_circuit_json
+from headscope.component import Component
 from headscope.errors import InputError
 
 
@@ -24,7 +21,7 @@ def _result(**changes):
     base = dict(
         model="m", task="digits", method="mean", threshold=80.0, one_pass=False, estimate=False, n_layers=2,
         n_heads=3, n_prompts=4, seq_len=9, clean_ld=2.0, circuit_ld=1.7,
-        heads=((0, 1), (1, 2)), mlps=(0,),
+        heads=(Component(0, 1), Component(1, 2)), mlps=(0,),
         removals=(Removal(1, None, 1.9, 95.0, 1), Removal(1, 0, 1.8, 90.0, 1), Removal(1, 1, 1.75, 87.5, 1),
                   Removal(0, 0, 1.72, 86.0, 1), Removal(0, 2, 1.7, 85.0, 2)),
         kept_effects=(KeptEffect(1, 2, 1.0, 50.0), KeptEffect(0, None, 1.2, 60.0), KeptEffect(0, 1, 1.5, 75.0)),
@@ -34,13 +31,21 @@ def _result(**changes):
 
 
 def test_visiting_order_is_last_layer_first_mlp_then_heads():
-    assert visiting_order(2, 2) == [(1, None), (1, 0), (1, 1), (0, None), (0, 0), (0, 1)]
+    assert visiting_order(2, 2) == [Component(1, None), Component(1, 0), Component(1, 1), Component(0, None),
+                                    Component(0, 0), Component(0, 1)]
 
 
 def test_labels_round_trip():
-    for component in [(3, 24), (0, None), (31, 0)]:
-        assert parse_component(component_label(component)) == component
-    assert component_label((5, None)) == "MLP 5" and component_label((5, 2)) == "5.2"
+    for component in [Component(3, 24), Component(0, None), Component(31, 0)]:
+        assert Component.parse(component.label) == component
+        assert Component.parse(component.url_text) == component
+    assert Component(5).label == "MLP 5" and Component(5, 2).label == "5.2" and Component(5).url_text == "mlp5"
+    assert Component.parse("mlp 5") == Component.mlp(5) and Component.parse("(3:24)") == Component(3, 24)
+    for bad in ["5", "a.b", "mlp", "5.2.1", ""]:
+        with pytest.raises(ValueError):
+            Component.parse(bad)
+    assert sorted([Component(1), Component(1, 2), Component(0), Component(1, 0)]) == [
+        Component(0), Component(1, 0), Component(1, 2), Component(1)]  # heads of a layer, then its MLP
 
 
 def test_json_round_trip_keeps_everything():
@@ -54,7 +59,7 @@ def test_json_round_trip_keeps_everything():
     assert back.removals == result.removals and back.kept_effects == result.kept_effects
     assert back.heads == result.heads and back.mlps == result.mlps and back.cached and back.key == {"k": 1}
     assert back.head_mask().sum() == 2 and back.mlp_mask().tolist() == [True, False]
-    assert back.removal_of((0, 2)) == (5, result.removals[4]) and back.removal_of((0, 1)) is None
+    assert back.removal_of(Component(0, 2)) == (5, result.removals[4]) and back.removal_of(Component(0, 1)) is None
     download = json.loads(result.download_json())
     assert download["heads"] == [[0, 1], [1, 2]] and download["mlps"] == [0]
     assert parse_circuit_json(result.download_json(), "x.json").components == result.circuit_set().components
@@ -63,7 +68,7 @@ def test_json_round_trip_keeps_everything():
 def test_uploaded_circuits_are_checked():
     circuit = parse_circuit_json(json.dumps({"heads": [[0, 1], [9, 8]], "mlps": [0, 4], "model": "gpt2",
                                              "task": "numerals"}), "up.json")
-    assert circuit.heads == {(0, 1), (9, 8)} and circuit.mlps == {0, 4}
+    assert circuit.heads == {Component(0, 1), Component(9, 8)} and circuit.mlps == {0, 4}
     assert (circuit.n_layers, circuit.n_heads) == (10, 9) and "gpt2" in circuit.label
     assert parse_circuit_json('{"heads": [[1, 1]]}', "h.json").mlps == frozenset()
     for text, message in [("{", "not valid JSON"), ("[]", "expected an object"), ('{"heads": [[1]]}', "each head"),
@@ -78,20 +83,21 @@ def test_uploaded_circuits_are_checked():
 
 
 def test_comparison_counts_overlap_and_jaccard():
-    a = CircuitSet("A", frozenset({(0, 0), (1, 1), (2, 2)}), frozenset({0}), 3, 3)
-    b = CircuitSet("B", frozenset({(0, 0), (1, 2)}), frozenset({0, 1}), 3, 3)
+    a = CircuitSet("A", frozenset({Component(0, 0), Component(1, 1), Component(2, 2)}), frozenset({0}), 3, 3)
+    b = CircuitSet("B", frozenset({Component(0, 0), Component(1, 2)}), frozenset({0, 1}), 3, 3)
     comparison = compare_circuits([a, b])
-    assert comparison.shared == {(0, 0), (0, None)}
-    assert comparison.only(0) == {(1, 1), (2, 2)} and comparison.only(1) == {(1, 2), (1, None)}
+    assert comparison.shared == {Component(0, 0), Component(0, None)}
+    assert comparison.only(0) == {Component(1, 1), Component(2, 2)}
+    assert comparison.only(1) == {Component(1, 2), Component(1, None)}
     assert comparison.jaccard[0, 1] == pytest.approx(2 / 6) and comparison.jaccard[1, 0] == comparison.jaccard[0, 1]
-    assert comparison.category((0, 0)) == "shared" and comparison.category((1, 1)) == "only A"
-    assert comparison.category((2, 0)) == ""
-    c = CircuitSet("C", frozenset({(0, 0), (1, 1)}), frozenset(), 4, 2)
+    assert comparison.category(Component(0, 0)) == "shared" and comparison.category(Component(1, 1)) == "only A"
+    assert comparison.category(Component(2, 0)) == ""
+    c = CircuitSet("C", frozenset({Component(0, 0), Component(1, 1)}), frozenset(), 4, 2)
     three = compare_circuits([a, b, c])
-    assert three.shared == {(0, 0)} and three.category((1, 1)) == "2 of 3" and three.n_layers == 4
+    assert three.shared == {Component(0, 0)} and three.category(Component(1, 1)) == "2 of 3" and three.n_layers == 4
     np.testing.assert_allclose(np.diag(three.jaccard), 1.0)
     rows = three.counts()
-    assert rows[2]["components"] == 2 and rows[0]["only A"] == 1  # (2, 2)
+    assert rows[2]["components"] == 2 and rows[0]["only A"] == 1  # Component(2, 2)
     with pytest.raises(InputError, match="at least two"):
         compare_circuits([a])
 

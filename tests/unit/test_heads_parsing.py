@@ -3,11 +3,11 @@
 import pytest
 
 from headscope.backends.base import ModelInfo
+from headscope.component import Component
 from headscope.errors import InputError
 from headscope.heads import (
     LLAMA2_7B_PRESETS,
     MAX_SELECTED_HEADS,
-    HeadRef,
     check_heads,
     format_heads,
     kv_head_of,
@@ -28,9 +28,9 @@ LLAMA_CHAT = _info("Llama-2-7b-chat-hf", "meta-llama/Llama-2-7b-chat-hf", 32, 32
 
 
 def test_comma_and_space_separated_heads_are_read_in_order_without_duplicates():
-    assert parse_head_list("3.24, 5.25") == (HeadRef(3, 24), HeadRef(5, 25))
-    assert parse_head_list(" 16.0,20.17 3.24;16.0 ") == (HeadRef(16, 0), HeadRef(20, 17), HeadRef(3, 24))
-    assert parse_head_list("(3.24), 5:25") == (HeadRef(3, 24), HeadRef(5, 25))
+    assert parse_head_list("3.24, 5.25") == (Component(3, 24), Component(5, 25))
+    assert parse_head_list(" 16.0,20.17 3.24;16.0 ") == (Component(16, 0), Component(20, 17), Component(3, 24))
+    assert parse_head_list("(3.24), 5:25") == (Component(3, 24), Component(5, 25))
     assert format_heads(parse_head_list("3.24,5.25")) == "3.24, 5.25"
 
 
@@ -55,8 +55,8 @@ def test_out_of_range_head_names_the_model_and_its_ranges():
 
 
 def test_heads_in_range_pass_including_the_edges():
-    assert parse_heads("0.0, 29.8", SMOL) == (HeadRef(0, 0), HeadRef(29, 8))
-    assert check_heads([(2, 3), HeadRef(2, 3)], SMOL) == (HeadRef(2, 3),)
+    assert parse_heads("0.0, 29.8", SMOL) == (Component(0, 0), Component(29, 8))
+    assert check_heads([(2, 3), Component(2, 3)], SMOL) == (Component(2, 3),)
 
 
 def test_too_many_heads_are_rejected():
@@ -79,8 +79,8 @@ def test_kv_head_of_each_query_head_under_gqa():
 def test_llama2_7b_base_and_chat_get_the_study_candidates(name, source):
     presets = model_presets(_info(name, source, 32, 32, 32))
     assert presets == LLAMA2_7B_PRESETS
-    assert presets[0].heads == (HeadRef(3, 24), HeadRef(5, 25), HeadRef(16, 0), HeadRef(20, 17))
-    assert presets[1].heads[4:] == (HeadRef(4, 3), HeadRef(8, 0), HeadRef(22, 25), HeadRef(6, 11))
+    assert presets[0].heads == (Component(3, 24), Component(5, 25), Component(16, 0), Component(20, 17))
+    assert presets[1].heads[4:] == (Component(4, 3), Component(8, 0), Component(22, 25), Component(6, 11))
     assert all(check_heads(p.heads, LLAMA_CHAT) == p.heads for p in presets)
 
 

@@ -1,0 +1,116 @@
+"""The intervention vocabulary without a model: groups of edits to the backends' dense form, what is refused, and
+results to JSON and back through the one helper."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import torch
+
+from headscope.backends.base import (
+    AblationGroups,
+    Edit,
+    InterventionGroup,
+    Site,
+    SiteKind,
+    SourceKind,
+    UnsupportedIntervention,
+    ValueSource,
+)
+from headscope.component import Component, every_component
+from headscope.methods import ABLATION_METHODS, method_for_source, methods_help
+from headscope.serialize import NOT_STORED, from_payload, json_field, to_payload
+
+MEAN = ValueSource(SourceKind.MEAN)
+
+
+def test_ablation_groups_become_the_masks_one_component_per_group():
+    components = every_component(3, 4)
+    masks, source = AblationGroups.from_groups([InterventionGroup.ablating([c], MEAN) for c in components], 3, 4)
+    assert source is SourceKind.MEAN and len(masks) == 15
+    for index, component in enumerate(components):
+        assert int(masks.heads[index].sum() + masks.mlps[index].sum()) == 1
+        assert masks.holds(index, component)
+    expected = AblationGroups.single_components(components, 3, 4)
+    assert torch.equal(masks.heads, expected.heads) and torch.equal(masks.mlps, expected.mlps)
+
+
+def test_a_group_of_several_components_and_an_empty_group():
+    group = InterventionGroup.ablating([Component(0, 1), Component(2, 3), Component.mlp(1)], MEAN)
+    masks, source = AblationGroups.from_groups([group, InterventionGroup(frozenset())], 3, 4)
+    assert masks.heads[0].nonzero().tolist() == [[0, 1], [2, 3]] and masks.mlps[0].tolist() == [False, True, False]
+    assert not masks.heads[1].any() and not masks.mlps[1].any() and source is SourceKind.MEAN
+    assert AblationGroups.from_groups([InterventionGroup(frozenset())], 3, 4)[1] is None
+
+
+def test_what_the_ablation_primitives_do_not_run_is_refused_by_name():
+    q_input = Edit(Site(SiteKind.Q_INPUT, 2, 1), ValueSource(SourceKind.PAIRED))
+    with pytest.raises(UnsupportedIntervention, match=r"q_input of 2\.1"):
+        AblationGroups.from_groups([InterventionGroup(frozenset({q_input}))], 3, 4)
+    some_positions = Edit(Site.output_of(Component(1, 0)), MEAN, positions=(3,))
+    with pytest.raises(UnsupportedIntervention, match="positions"):
+        AblationGroups.from_groups([InterventionGroup(frozenset({some_positions}))], 3, 4)
+    mixed = [InterventionGroup.ablating([Component(0, 0)], MEAN),
+             InterventionGroup.ablating([Component(1, 0)], ValueSource(SourceKind.ZERO))]
+    with pytest.raises(UnsupportedIntervention, match="one value source"):
+        AblationGroups.from_groups(mixed, 3, 4)
+
+
+def test_sites_name_a_head_exactly_when_their_kind_needs_one():
+    assert Site.output_of(Component(1, 2)) == Site(SiteKind.Z, 1, 2)
+    assert Site.output_of(Component.mlp(1)) == Site(SiteKind.MLP_OUT, 1)
+    assert Site(SiteKind.K_INPUT, 4, 0).component == Component(4, 0)
+    for kind, head in [(SiteKind.Z, None), (SiteKind.V_INPUT, None), (SiteKind.MLP_OUT, 2), (SiteKind.RESID, 0)]:
+        with pytest.raises(ValueError):
+            Site(kind, 1, head)
+    with pytest.raises(UnsupportedIntervention):
+        _ = Site(SiteKind.RESID, 3).component
+
+
+def test_every_method_is_a_value_source_and_the_help_names_each():
+    for name, method in ABLATION_METHODS.items():
+        assert method_for_source(SourceKind(method.source)) is method
+        assert f"{name}: {method.help}" in methods_help()
+
+
+@dataclass(frozen=True)
+class _Part:
+    layer: int
+    head: int | None
+    steps: int = json_field("step")
+
+    json_derived: ClassVar[dict[str, str]] = {"label": "label"}
+
+    @property
+    def label(self) -> str:
+        return Component(self.layer, self.head).label
+
+
+@dataclass(frozen=True)
+class _Result:
+    name: str
+    values: np.ndarray
+    maybe: float | None
+    heads: tuple[Component, ...]
+    parts: tuple[_Part, ...]
+    notes: tuple[str, ...] = ()
+    cached: bool = False
+    key: dict[str, Any] = field(default_factory=dict, metadata=NOT_STORED)
+
+
+def test_results_go_to_json_and_back_from_their_fields():
+    result = _Result("r", np.array([[1.5, np.nan], [0.0, -2.0]]), None, (Component(0, 1), Component(3, 2)),
+                     (_Part(1, None, 4), _Part(0, 2, 5)), ("a note",), key={"k": 1})
+    data = json.loads(json.dumps(to_payload(result)))
+    assert "key" not in data and data["heads"] == [[0, 1], [3, 2]]
+    assert data["parts"][0] == {"layer": 1, "head": None, "step": 4, "label": "MLP 1"}
+    back = from_payload(_Result, data, key={"k": 2}, cached=True)
+    np.testing.assert_array_equal(back.values, result.values)
+    assert (back.name, back.maybe, back.heads, back.parts, back.notes) == (
+        result.name, None, result.heads, result.parts, result.notes)
+    assert back.cached and back.key == {"k": 2}
+    assert from_payload(_Result, data | {"maybe": 2}).maybe == 2.0
