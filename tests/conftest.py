@@ -13,11 +13,36 @@ torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
 
 @pytest.fixture(scope="session")
 def embedded_model():
-    """The real embedded model (SmolLM2-135M-Instruct) on the CPU, loaded once per test session."""
+    """The real embedded model (SmolLM2-135M-Instruct) on the CPU in float32, loaded once per test session (pinned:
+    "auto" would pick CUDA float16 on a GPU machine, where comparisons with a CPU float32 reference fail)."""
     from headscope.loading import ModelRequest
     from headscope.registry import ModelRegistry
 
-    return ModelRegistry().get(ModelRequest())
+    return ModelRegistry().get(ModelRequest(device="cpu", dtype="float32"))
+
+
+@pytest.fixture(scope="session")
+def embedded_reference():
+    """The embedded model's converted folder loaded a second time by plain transformers (eager attention, float32,
+    CPU): the independent reference. TransformerLens replaces the submodules of the model it wraps with its own
+    bridge components, so `embedded_model.hf_model` no longer runs Hugging Face's code alone; this copy does."""
+    from transformers import AutoModelForCausalLM
+
+    from headscope.loading import embedded_converted_folder
+
+    return AutoModelForCausalLM.from_pretrained(embedded_converted_folder()[0], dtype=torch.float32,
+                                                attn_implementation="eager").eval()
+
+
+@pytest.fixture(scope="session")
+def embedded_hf_tokenizer():
+    """The embedded model's own Hugging Face tokenizer, for references that build their inputs without headscope.
+    It adds no BOS: the model input starts with `<|im_start|>` (id 1), which references prepend themselves."""
+    from transformers import AutoTokenizer
+
+    from headscope.loading import embedded_converted_folder
+
+    return AutoTokenizer.from_pretrained(embedded_converted_folder()[0])
 
 
 @pytest.fixture(scope="session")

@@ -37,8 +37,11 @@ def test_script_in_a_prompt_is_shown_not_run(page, app_url):
     box.fill('<img src=x onerror="window.__pwned=true">')
     box.press("Control+Enter")
     page.wait_for_function(
-        """() => [...document.querySelector('[data-testid="hs-token-strip"]').querySelectorAll('.hs-text')]
-                 .map(e => e.textContent).join('').includes('onerror')""",
+        # querySelectorAll over the whole document: while a rerun replaces the strip there may be none (an empty
+        # list, so the predicate is false and the wait goes on, where querySelector(...) would be null and throw)
+        """() => [...document.querySelectorAll('[data-testid="hs-token-strip"]')]
+                 .some(strip => [...strip.querySelectorAll('.hs-text')].map(e => e.textContent).join('')
+                                .includes('onerror'))""",
         timeout=60_000,
     )
     assert page.evaluate("window.__pwned") is False
