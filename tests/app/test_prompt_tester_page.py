@@ -5,6 +5,7 @@ import re
 import time
 
 from headscope.tokens import tokenize_prompt
+from tests.pinned import EMBEDDED_ON_CPU
 from tests.shown import shown
 
 
@@ -146,13 +147,12 @@ def test_the_prompt_tester_answers_before_transformerlens_is_set_up(run_page, mo
     seconds sooner); a page that needs hooks sets TransformerLens up when it opens, and app.py starts that set-up in
     the background once a page is drawn."""
     from headscope import registry
-    from headscope.loading import ModelRequest
 
     fresh = registry.ModelRegistry()
     monkeypatch.setattr(registry, "_SHARED", fresh)
     app = run_page("pages/prompt_tester.py")
     assert not app.exception and not app.error
-    model = fresh.loaded(ModelRequest())
+    model = fresh.loaded(EMBEDDED_ON_CPU)
     assert model is not None and not model.hooks_ready
     assert {m.label: m.value for m in app.metric}["Rank of answer"] == "1"
 
@@ -164,13 +164,12 @@ def test_the_prompt_tester_answers_before_transformerlens_is_set_up(run_page, mo
 
 def test_app_sets_transformerlens_up_in_the_background_after_the_first_page(run_page, monkeypatch):
     from headscope import registry
-    from headscope.loading import ModelRequest
 
     fresh = registry.ModelRegistry()
     monkeypatch.setattr(registry, "_SHARED", fresh)
     app = run_page("app.py")
     assert not app.exception and not app.error
-    model = fresh.loaded(ModelRequest())
+    model = fresh.loaded(EMBEDDED_ON_CPU)
     deadline = time.monotonic() + 120
     while not model.hooks_ready and time.monotonic() < deadline:
         time.sleep(0.2)

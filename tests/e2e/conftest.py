@@ -1,6 +1,5 @@
 """A real server (`streamlit run app.py`) and a real browser (Debian's Chromium through Playwright)."""
 
-import os
 import shutil
 import socket
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.browser_helpers import ARTIFACTS, REPO
+from tests.pinned import cpu_env
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -52,8 +52,7 @@ def _start_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen
 def app_url(tmp_path_factory):
     """A real server with its own results folder (the tests clear cached results: never the user's cache/), on the
     CPU (a GPU machine would otherwise serve CUDA float16). The converted embedded model is shared: it is read only."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="",
-               HEADSCOPE_RESULTS_DIR=str(tmp_path_factory.mktemp("server-results")))
+    env = cpu_env(PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(tmp_path_factory.mktemp("server-results")))
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / "streamlit-server.log"
     for _ in range(3):

@@ -1,7 +1,6 @@
 """`python -m headscope circuit`: the JSON contract, the cache the app reads, one-line errors with exit code 2."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,10 +11,12 @@ from headscope.ablation import prepare_dataset
 from headscope.circuit import load_circuit
 from headscope.results_cache import ResultsCache
 from headscope.tasks import build_task_dataset, load_dataset_file
+from tests.pinned import cpu_env
 
 
 def _cli(*args, cache_dir):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HEADSCOPE_CACHE_DIR=str(cache_dir))
+    env = cpu_env(HEADSCOPE_CACHE_DIR=str(cache_dir),
+               HEADSCOPE_RESULTS_DIR=str(cache_dir / "results"))
     return subprocess.run([sys.executable, "-m", "headscope", "circuit", *args], capture_output=True, text=True,
                           env=env, check=False, timeout=900)
 

@@ -1,7 +1,6 @@
 """`python -m headscope heads` and `patterns` as a user runs them: real processes, offline, the embedded model."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from headscope.patterns import external_references
+from tests.pinned import cpu_env
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str, results_dir: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(results_dir))
+    env = cpu_env(PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(results_dir))
     return subprocess.run([sys.executable, "-m", "headscope", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
 
