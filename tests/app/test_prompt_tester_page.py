@@ -4,6 +4,9 @@ import html
 import re
 import time
 
+import pytest
+import torch
+
 from headscope.tokens import tokenize_prompt
 from tests.pinned import EMBEDDED_ON_CPU
 from tests.shown import shown
@@ -34,11 +37,19 @@ def test_top_k_table_and_chart_follow_the_chosen_k(run_page):
     assert charts, "the top-k bar chart is missing"
 
 
-def test_default_prompt_shows_answer_rank_one_and_positive_logit_diff(run_page):
+def test_default_prompt_shows_answer_rank_one_and_its_logit_diff(run_page, embedded_reference,
+                                                                 embedded_hf_tokenizer):
     app = run_page("pages/prompt_tester.py")
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Rank of answer"] == "1"
-    assert float(metrics["Logit difference"]) > 0
+    # "1 2 3 4 ", answer "5" against "4": logit difference from an untouched transformers copy, tokenized here
+    tokenizer = embedded_hf_tokenizer
+    ids = [tokenizer.bos_token_id, *tokenizer("1 2 3 4 ", add_special_tokens=False).input_ids]
+    five, four = (tokenizer(text, add_special_tokens=False).input_ids[0] for text in ("5", "4"))
+    with torch.no_grad():
+        logits = embedded_reference(torch.tensor([ids])).logits[0, -1]
+    # shown to 3 decimals: half a unit of the last digit plus float32's error
+    assert float(metrics["Logit difference"]) == pytest.approx(float(logits[five] - logits[four]), abs=6e-4)
 
 
 def test_empty_prompt_shows_an_error_and_keeps_the_last_result(run_page):

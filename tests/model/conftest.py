@@ -22,6 +22,15 @@ def embedded_tokenizer():
     return AutoTokenizer.from_pretrained(embedded_converted_folder()[0])
 
 
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_model_dir):
+    """tests/conftest's tiny GQA Llama loaded by plain transformers alone (eager attention, float32): the reference."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32,
+                                                attn_implementation="eager").eval()
+
+
 @dataclass(frozen=True)
 class LoadedFamily:
     """A tiny model loaded twice: through headscope (`backend`) and untouched by any library (`reference`)."""

@@ -144,10 +144,10 @@ def test_ablations_match_the_bridge(embedded_model, nnsight_backends, digits, me
 
 
 @pytest.mark.parametrize("method", ["mean", "resample"])
-def test_ablations_match_plain_hooks(nnsight_backends, digits, method):
+def test_ablations_match_plain_hooks(nnsight_backends, embedded_reference, digits, method):
     spec = get_method(method)
     task = logit_diff_task(digits, spec, deduplicate=False)
-    hf = nnsight_backends["nnsight"].hf_model
+    hf = embedded_reference  # an untouched transformers copy: no backend's model object, hooked by no library
     groups = AblationGroups.empty(3, 30, 9)
     groups.heads[0, 5, 2] = True
     groups.mlps[1, 14] = True
