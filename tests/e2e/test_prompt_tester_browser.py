@@ -1,6 +1,6 @@
 """The prompt tester in a real browser: type a prompt, see its tokens. A screenshot is kept in test-artifacts/."""
 
-from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app
+from tests.e2e.browser_helpers import ARTIFACTS, next_frames, wait_for_app
 
 
 def _strip_texts(page):
@@ -25,7 +25,7 @@ def test_typing_a_prompt_shows_its_token_table(page, app_url):
     assert "".join(texts[1:]).replace("·", " ") == "Monday Tuesday Wednesday"
     assert page.locator('[data-testid="stDataFrame"]').count() >= 2  # token table and top-k table
     page.set_viewport_size({"width": 1400, "height": 2200})  # Streamlit scrolls inside its own container
-    page.wait_for_timeout(500)
+    next_frames(page)
     page.screenshot(path=str(ARTIFACTS / "prompt-tester.png"))
 
 

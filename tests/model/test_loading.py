@@ -73,3 +73,28 @@ def test_a_folder_whose_tokenizer_changes_gets_a_new_revision_and_no_stale_resul
     after = load_model(ModelRequest(str(folder), device="cpu"))
     assert after.info.revision != before.info.revision
     assert not run_sweep(after, dataset, "zero", estimate=True, cache=cache).cached
+
+
+def test_the_least_recently_used_model_leaves_the_registry(tiny_model_dir, tmp_path):
+    """Two models stay resident: a third request drops the one used least recently (not the first loaded), and a
+    caller still holding the dropped model can finish with it."""
+    import shutil
+
+    from headscope.registry import ModelRegistry
+
+    requests = []
+    for name in ("a", "b", "c"):
+        shutil.copytree(tiny_model_dir, tmp_path / name)
+        requests.append(ModelRequest(str(tmp_path / name), device="cpu"))
+    a, b, c = requests
+    registry = ModelRegistry(max_models=2)
+    model_a = registry.get(a, hooks_later=True)
+    model_b = registry.get(b, hooks_later=True)
+    assert registry.get(a) is model_a  # used again: now b is the least recently used
+    model_c = registry.get(c, hooks_later=True)
+    assert registry.loaded(b) is None
+    assert registry.loaded(a) is model_a and registry.loaded(c) is model_c
+    tokens = model_b.tensor([model_b.input_ids("1 2 3")])
+    assert model_b.logits(tokens).shape[-1] == model_b.info.vocab_size  # still usable by whoever holds it
+    assert registry.get(b, hooks_later=True) is not model_b  # asked again: loaded afresh
+    assert registry.loaded(a) is None  # and now a was the least recently used
