@@ -233,3 +233,43 @@ def test_a_hosted_model_goes_on_to_read_only_its_config_and_tokenizer(monkeypatc
     monkeypatch.setenv("NDIF_HOST", status_server)
     with pytest.raises(ModelLoadError, match="Could not read the config and tokenizer of meta-llama/Llama-2-7b-hf"):
         load_model(ModelRequest(HOSTED, backend="ndif", api_key=SECRET))
+
+
+def _hub_cache_holding(tiny_model_dir, root) -> str:
+    """A Hugging Face hub cache in which HOSTED's config and tokenizer are the tiny model's (no weights: NDIF runs
+    those), as a user's cache holds them after a first online load."""
+    import shutil
+    from pathlib import Path
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = Path(root) / f"models--{HOSTED.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for path in Path(tiny_model_dir).iterdir():
+        if path.is_file() and path.suffix != ".safetensors":
+            shutil.copy(path, snapshot / path.name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return str(root)
+
+
+def test_the_ndif_job_timeout_is_read_from_headscope_ndif_timeout(status_server, tiny_model_dir, tmp_path):
+    """Whole loads against the stand-in status endpoint and a hub cache holding the config and tokenizer, in one
+    process of its own (the hub cache folder is read when huggingface_hub is imported); the variable is read at
+    each load."""
+    code = ("import os\n"
+            "from headscope.errors import HeadscopeError\n"
+            "from headscope.loading import ModelRequest, load_model\n"
+            "for value in ('123', '', 'soon'):\n"
+            "    os.environ['HEADSCOPE_NDIF_TIMEOUT'] = value\n"
+            "    try:\n"
+            f"        model = load_model(ModelRequest({HOSTED!r}, backend='ndif', api_key='k'))\n"
+            "        print('timeout', model._remote.timeout)\n"
+            "    except HeadscopeError as error:\n"
+            "        print(error)\n")
+    env = cpu_env(HF_HUB_CACHE=_hub_cache_holding(tiny_model_dir, tmp_path / "hub"), NDIF_HOST=status_server)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "timeout 123.0", "timeout 1800.0", "HEADSCOPE_NDIF_TIMEOUT must be a number above 0, got 'soon'."]
