@@ -2,7 +2,6 @@
 reaches the caller while waiting, and the API key never leaves memory. No machine here reaches NDIF."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from headscope.backends.nnsight import RemoteJobError, RemoteJobState, _gate_on_
 from headscope.errors import Cancelled, ModelLoadError
 from headscope.loading import ModelRequest, load_model
 from headscope.sharing import caller
+from tests.cli_in_process import one_line_error
 from tests.pinned import cpu_env
 
 SECRET = "ndif-test-key-5f1e2d3c4b5a"
@@ -213,11 +213,8 @@ def _cli(*args, env=None):
     (["heads", "--score", "successor", "--remote", "--device", "cpu"], "do not apply with --remote"),
     (["ablate", "--task", "digits", "--remote", "--model", HOSTED], "NDIF needs an API key"),
 ])
-def test_cli_bad_backend_input_exits_2_with_one_line(args, message, closed_host):
-    done = _cli(*args, env={"NDIF_API_KEY": "", "NNSIGHT_CONFIG": os.devnull, "NDIF_HOST": closed_host})
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], done.stderr
+def test_cli_bad_backend_input_exits_2_with_one_line(capsys, no_saved_key, args, message):
+    assert message in one_line_error(capsys, args)  # in-process: tests/cli_in_process.py
 
 
 def test_cli_never_prints_the_key(closed_host):
