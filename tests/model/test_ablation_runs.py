@@ -64,7 +64,7 @@ def test_cache_round_trip_and_corrupted_file_recomputed(tiny_model, tmp_path):
     path.write_text(path.read_text()[: len(path.read_text()) // 2])
     third = run_sweep(tiny_model, dataset, "mean", cache=cache)
     assert not third.cached
-    np.testing.assert_allclose(third.ablated_ld, first.ablated_ld, atol=1e-6)
+    np.testing.assert_allclose(third.ablated_ld, first.ablated_ld, atol=1e-5)  # LDs ~1: float32 batch order
     assert run_sweep(tiny_model, dataset, "mean", cache=cache).cached
 
 

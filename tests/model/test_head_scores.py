@@ -91,7 +91,7 @@ def test_sequence_score_is_attention_from_each_member_to_the_one_before(embedded
         values = [float(pattern[p, after, before])
                   for p, positions in enumerate(encoded.member_positions)
                   for before, after in pairwise(positions)]
-        assert result.scores[layer, head] == pytest.approx(np.mean(values), abs=1e-6)
+        assert result.scores[layer, head] == pytest.approx(np.mean(values), abs=1e-5)  # weights in [0, 1], float32
     assert "6 distinct digits prompts" in result.inputs
     assert result.notes == ("18 (member, previous member) pairs",)
 

@@ -21,7 +21,8 @@ def test_local_folder_gives_the_same_logits_as_embedded(embedded_model):
     local = load_model(ModelRequest(str(folder), device="cpu"))
     tokens = embedded_model.tensor([embedded_model.input_ids("1 2 3 4 ")])
     assert local.info.source == str(folder)
-    assert torch.allclose(local.logits(tokens), embedded_model.logits(tokens), atol=1e-5)
+    # logits reach ~20 in magnitude: 1e-5 of that scale
+    assert torch.allclose(local.logits(tokens), embedded_model.logits(tokens), atol=2e-4, rtol=0)
 
 
 def test_local_tiny_folder_loads_with_its_shape(tiny_model):

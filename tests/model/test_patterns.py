@@ -181,7 +181,7 @@ def test_a_long_prompt_keeps_only_the_chosen_heads_and_is_drawn_as_a_window(embe
     assert (window.first_position, window.last_position) == (n - MAX_VIEW_TOKENS, n - 1)
     np.testing.assert_array_equal(window.pattern, result.pattern[:, n - MAX_VIEW_TOKENS:, n - MAX_VIEW_TOKENS:])
     assert window.outside_share() == pytest.approx(
-        1 - result.pattern[:, n - MAX_VIEW_TOKENS:, n - MAX_VIEW_TOKENS:].sum(-1).mean(), abs=1e-6)
+        1 - result.pattern[:, n - MAX_VIEW_TOKENS:, n - MAX_VIEW_TOKENS:].sum(-1).mean(), abs=1e-5)  # float32 sums
     assert 0 < window.outside_share() < 1
     moved = result.window(10**6)  # clamped to the last window
     assert moved.first_position == n - MAX_VIEW_TOKENS
