@@ -86,4 +86,4 @@ def tiny_model_dir(tmp_path_factory):
 def tiny_model(tiny_model_dir):
     from headscope.loading import ModelRequest, load_model
 
-    return load_model(ModelRequest(str(tiny_model_dir)))
+    return load_model(ModelRequest(str(tiny_model_dir), device="cpu"))  # float32 on any machine

@@ -40,10 +40,12 @@ def _start_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen
             return None
         try:
             with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2) as reply:
-                if reply.status == 200:
+                # ours, not another server that took the port: alive, and its log names the port it serves
+                if reply.status == 200 and server.poll() is None and f":{port}" in log.read_text(errors="replace"):
                     return server
         except OSError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     server.kill()
     pytest.fail(f"streamlit did not become healthy; see {log}")
 
