@@ -547,10 +547,18 @@ def load_remote(request: ModelRequest, progress: ProgressCallback | None = None)
     return backend
 
 
+# Files that define how a folder's model reads text: a changed tokenizer changes every result (token ids, lengths)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                    "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja")
+
 
 def _folder_revision(path: Path) -> str:
-    """A fingerprint of a local model folder: config content plus the names, sizes and mtimes of its weights."""
+    """A fingerprint of a local model folder: config and tokenizer files' content plus the names, sizes and mtimes of
+    its weights (hashing gigabytes of weights on every load would cost more than the load)."""
     digest = hashlib.sha256((path / "config.json").read_bytes())
+    for name in _TOKENIZER_FILES:
+        if (path / name).is_file():
+            digest.update(f"{name}:".encode() + hashlib.sha256((path / name).read_bytes()).digest())
     for pattern in _WEIGHT_PATTERNS:
         for weight in sorted(path.glob(pattern)):
             stat = weight.stat()

@@ -22,6 +22,9 @@ from headscope.paths import results_dir
 from headscope.serialize import from_payload, to_payload
 
 FORMAT = 1
+# The revision of a hub model whose commit is not known: its results cannot be told from those of another commit,
+# so they are neither stored nor read (computed each time)
+UNKNOWN_REVISION = "unknown"
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,10 @@ class ResultsCache:
         return self.root / kind / f"{key_digest(key)}.json"
 
     def load(self, kind: str, key: dict[str, Any]) -> Any | None:
-        """The payload stored under `key`, or None (absent, partial or corrupt; a bad file is removed)."""
+        """The payload stored under `key`, or None (absent, partial or corrupt; a bad file is removed; a model of
+        unknown revision)."""
+        if key.get("model_revision") == UNKNOWN_REVISION:
+            return None
         entry = self._read(self.path(kind, key))
         if entry is None or entry.key != key:
             return None
@@ -59,7 +65,10 @@ class ResultsCache:
 
     def store(self, kind: str, key: dict[str, Any], payload: Any) -> Path | None:
         """Save a computed result; None where the folder cannot be written (read-only, full, a file in the way): the
-        result the caller holds is worth more than its copy, so that is a one-line warning, never an error."""
+        result the caller holds is worth more than its copy, so that is a one-line warning, never an error. A model
+        of unknown revision is not stored (None, no warning)."""
+        if key.get("model_revision") == UNKNOWN_REVISION:
+            return None
         path = self.path(kind, key)
         body = json.dumps({"format": FORMAT, "key": key, "checksum": _checksum(payload), "payload": payload},
                           ensure_ascii=False)

@@ -1,6 +1,11 @@
-"""Shared fixtures. No test reaches a model hub: HF_HUB_OFFLINE is set before anything imports transformers."""
+"""Shared fixtures. No test reaches a model hub: HF_HUB_OFFLINE is set before anything imports transformers. No test
+reads or writes the checkout's results cache: HEADSCOPE_RESULTS_DIR points at a folder of this session (tests that
+need a folder of their own set it again); the converted embedded model under cache/models is shared, read only."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -8,16 +13,47 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
+_SESSION_RESULTS = tempfile.mkdtemp(prefix="headscope-test-results-")
+os.environ["HEADSCOPE_RESULTS_DIR"] = _SESSION_RESULTS
+atexit.register(shutil.rmtree, _SESSION_RESULTS, True)
+
 torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")
 def embedded_model():
-    """The real embedded model (SmolLM2-135M-Instruct) on the CPU, loaded once per test session."""
-    from headscope.loading import ModelRequest
-    from headscope.registry import ModelRegistry
+    """The real embedded model (SmolLM2-135M-Instruct) on the CPU in float32, loaded once per test session (pinned:
+    "auto" would pick CUDA float16 on a GPU machine, where comparisons with a CPU float32 reference fail). It is the
+    process-wide registry's copy, the one the pages of tests/app use too (their default request is pinned to the same
+    one there), so a run of several tiers loads it once."""
+    from headscope.registry import shared_registry
+    from tests.pinned import EMBEDDED_ON_CPU
 
-    return ModelRegistry().get(ModelRequest())
+    return shared_registry().get(EMBEDDED_ON_CPU)
+
+
+@pytest.fixture(scope="session")
+def embedded_reference():
+    """The embedded model's converted folder loaded a second time by plain transformers (eager attention, float32,
+    CPU): the independent reference. TransformerLens replaces the submodules of the model it wraps with its own
+    bridge components, so `embedded_model.hf_model` no longer runs Hugging Face's code alone; this copy does."""
+    from transformers import AutoModelForCausalLM
+
+    from headscope.loading import embedded_converted_folder
+
+    return AutoModelForCausalLM.from_pretrained(embedded_converted_folder()[0], dtype=torch.float32,
+                                                attn_implementation="eager").eval()
+
+
+@pytest.fixture(scope="session")
+def embedded_hf_tokenizer():
+    """The embedded model's own Hugging Face tokenizer, for references that build their inputs without headscope.
+    It adds no BOS: the model input starts with `<|im_start|>` (id 1), which references prepend themselves."""
+    from transformers import AutoTokenizer
+
+    from headscope.loading import embedded_converted_folder
+
+    return AutoTokenizer.from_pretrained(embedded_converted_folder()[0])
 
 
 @pytest.fixture(scope="session")
@@ -50,4 +86,4 @@ def tiny_model_dir(tmp_path_factory):
 def tiny_model(tiny_model_dir):
     from headscope.loading import ModelRequest, load_model
 
-    return load_model(ModelRequest(str(tiny_model_dir)))
+    return load_model(ModelRequest(str(tiny_model_dir), device="cpu"))  # float32 on any machine

@@ -2,6 +2,7 @@
 
 import itertools
 
+import numpy as np
 import pytest
 
 from headscope.component import Component
@@ -24,16 +25,28 @@ def test_exact_sweep_shows_heatmap_metrics_and_top_heads(run_page, embedded_mode
     app.button(key="ab_run").click().run(timeout=600)
     assert not app.exception and not app.error
     metrics = {m.label: m.value for m in app.metric}
-    assert float(metrics["Clean LD"]) > 0
+    result = app.session_state["ab_result"][1]  # the sweep the page computed (its numbers: tests/model)
+    assert metrics["Clean LD"] == f"{result.clean_ld:.3f}" and result.clean_ld > 2  # the model continues digits
+    assert metrics["Corrupted LD"] == f"{result.corrupt_ld:.3f}"
     assert (metrics["Prompts"], metrics["Tokens each"]) == ("3", "9")
     top = next(f for f in _frames(app) if "% of clean" in f.columns)
-    assert len(top) == 12
+    # the 12 heads whose ablation moves LD most, each with its own numbers, computed here from the raw sweep
+    change = result.ablated_ld - result.clean_ld
+    order = np.argsort(-np.abs(change), axis=None, kind="stable")[:12]
+    expected = [np.unravel_index(i, change.shape) for i in order]
+    assert set(top["head"]) == {f"{layer}.{head}" for layer, head in expected}
+    for _, row in top.iterrows():
+        layer, head = map(int, row["head"].split("."))
+        assert row["ablated LD"] == pytest.approx(round(float(result.ablated_ld[layer, head]), 3), abs=1e-9)
+        percent = 100 * float(result.ablated_ld[layer, head]) / result.clean_ld
+        assert row["% of clean"] == pytest.approx(round(percent, 1), abs=0.11)  # shown to 0.1
     figure = app.get("plotly_chart")[0].proto.spec
     assert '"square"' in figure  # a scatter of square cells: clicks select
     # rerunning the page (e.g. another visitor) finds the sweep in the cache at once
     again = run_page("pages/ablation.py", n=3)
     metrics = {m.label: m.value for m in again.metric}
-    assert float(metrics["Clean LD"]) > 0
+    assert metrics["Clean LD"] == f"{result.clean_ld:.3f}"
+    assert {m.label: m.proto.delta for m in again.metric}["Time"] == "from cache"
 
 
 def test_estimate_is_labelled_as_such(run_page):

@@ -52,8 +52,13 @@ def test_find_circuit_draws_grid_diagram_line_tables_and_compares(run_page, embe
     _small(app, "zero")
     app.button(key="ci_run").click().run(timeout=900)
     assert not app.exception and not app.error
+    second = app.session_state["ci_result"]
     metrics = {m.label: m.value for m in app.metric}
-    assert "Jaccard (A, B)" in metrics and 0 <= float(metrics["Jaccard (A, B)"]) <= 1
+    # |A ∩ B| / |A ∪ B| over heads and MLPs, computed here from the two circuits' own lists
+    first_parts = {("head", *h) for h in result.heads} | {("mlp", m) for m in result.mlps}
+    second_parts = {("head", *h) for h in second.heads} | {("mlp", m) for m in second.mlps}
+    expected = len(first_parts & second_parts) / len(first_parts | second_parts)
+    assert metrics["Jaccard (A, B)"] == f"{expected:.3f}"
     overlap = json.loads(app.get("plotly_chart")[-1].proto.spec)
     assert "Overlap of 2 circuits" in overlap["layout"]["title"]["text"]
     assert {t.get("name") for t in overlap["data"]} & {"shared", "only A", "only B"}

@@ -4,7 +4,11 @@ import html
 import re
 import time
 
+import pytest
+import torch
+
 from headscope.tokens import tokenize_prompt
+from tests.pinned import EMBEDDED_ON_CPU
 from tests.shown import shown
 
 
@@ -33,11 +37,19 @@ def test_top_k_table_and_chart_follow_the_chosen_k(run_page):
     assert charts, "the top-k bar chart is missing"
 
 
-def test_default_prompt_shows_answer_rank_one_and_positive_logit_diff(run_page):
+def test_default_prompt_shows_answer_rank_one_and_its_logit_diff(run_page, embedded_reference,
+                                                                 embedded_hf_tokenizer):
     app = run_page("pages/prompt_tester.py")
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Rank of answer"] == "1"
-    assert float(metrics["Logit difference"]) > 0
+    # "1 2 3 4 ", answer "5" against "4": logit difference from an untouched transformers copy, tokenized here
+    tokenizer = embedded_hf_tokenizer
+    ids = [tokenizer.bos_token_id, *tokenizer("1 2 3 4 ", add_special_tokens=False).input_ids]
+    five, four = (tokenizer(text, add_special_tokens=False).input_ids[0] for text in ("5", "4"))
+    with torch.no_grad():
+        logits = embedded_reference(torch.tensor([ids])).logits[0, -1]
+    # shown to 3 decimals: half a unit of the last digit plus float32's error
+    assert float(metrics["Logit difference"]) == pytest.approx(float(logits[five] - logits[four]), abs=6e-4)
 
 
 def test_empty_prompt_shows_an_error_and_keeps_the_last_result(run_page):
@@ -147,13 +159,12 @@ def test_the_prompt_tester_answers_before_transformerlens_is_set_up(run_page, mo
     seconds sooner); a page that needs hooks sets TransformerLens up when it opens, and app.py starts that set-up in
     the background once a page is drawn."""
     from headscope import registry
-    from headscope.loading import ModelRequest
 
     fresh = registry.ModelRegistry()
     monkeypatch.setattr(registry, "_SHARED", fresh)
     app = run_page("pages/prompt_tester.py")
     assert not app.exception and not app.error
-    model = fresh.loaded(ModelRequest())
+    model = fresh.loaded(EMBEDDED_ON_CPU)
     assert model is not None and not model.hooks_ready
     assert {m.label: m.value for m in app.metric}["Rank of answer"] == "1"
 
@@ -165,13 +176,12 @@ def test_the_prompt_tester_answers_before_transformerlens_is_set_up(run_page, mo
 
 def test_app_sets_transformerlens_up_in_the_background_after_the_first_page(run_page, monkeypatch):
     from headscope import registry
-    from headscope.loading import ModelRequest
 
     fresh = registry.ModelRegistry()
     monkeypatch.setattr(registry, "_SHARED", fresh)
     app = run_page("app.py")
     assert not app.exception and not app.error
-    model = fresh.loaded(ModelRequest())
+    model = fresh.loaded(EMBEDDED_ON_CPU)
     deadline = time.monotonic() + 120
     while not model.hooks_ready and time.monotonic() < deadline:
         time.sleep(0.2)

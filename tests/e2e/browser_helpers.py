@@ -1,6 +1,7 @@
 """What the browser tests share besides fixtures (imported by module path, so it never depends on which conftest
 pytest loaded last)."""
 
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,3 +32,59 @@ def wait_for_text_in_frame(page, frame_selector: str, text: str, timeout_ms: int
 def wait_until_idle(page, timeout_ms: int = 120_000) -> None:
     """Wait until the app's script run is over (widgets drawn by a run still going are replaced when it ends)."""
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
+
+
+_COUNT_FINISHED_RUNS = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    window.__hsRunsEnded = 0;
+    if (window.__hsObserver) window.__hsObserver.disconnect();
+    window.__hsObserver = new MutationObserver(records => {
+        for (const record of records) if (record.oldValue === 'running') window.__hsRunsEnded += 1;
+    });
+    window.__hsObserver.observe(app, {attributes: true, attributeOldValue: true,
+                                      attributeFilter: ['data-test-script-state']});
+}"""
+
+
+def rerun_settled(page, action, timeout_ms: int = 120_000) -> None:
+    """Do `action` (a click, a key press) and wait until the script run it starts has ended: a watcher counts the
+    app's script state leaving "running", so a run that starts late or ends fast is neither missed nor waited
+    for by a fixed sleep."""
+    page.evaluate(_COUNT_FINISHED_RUNS)
+    action()
+    page.wait_for_function("() => window.__hsRunsEnded > 0", timeout=timeout_ms)
+    wait_until_idle(page, timeout_ms)
+
+
+def stable_box(locator, timeout_ms: int = 30_000) -> dict:
+    """The element's bounding box once it stops moving (two reads a frame apart agree): the layout shifts while a
+    progress bar goes or a view scrolls, and a click at a stale position hits something else."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    last = None
+    while time.monotonic() < deadline:
+        box = locator.bounding_box()
+        if box is not None and box == last:
+            return box
+        last = box
+        next_frames(locator.page)
+    raise AssertionError(f"{locator} kept moving for {timeout_ms / 1000:.0f} s")
+
+
+def next_frames(page) -> None:
+    """Two animation frames: whatever a resize or scroll changed is laid out and painted (before a screenshot)."""
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
+def hover_plotly_point(page, chart, point) -> tuple[float, float]:
+    """Hover a plotly scatter point as a user does, until plotly shows its hover label; returns where it is."""
+    point.scroll_into_view_if_needed()
+    box = stable_box(point)
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    chart.locator(".hoverlayer .hovertext").first.wait_for(timeout=10_000)
+    return x, y
+
+
+def click_plotly_point(page, chart, point) -> None:
+    """Click a plotly scatter point: plotly clicks the point under its hover, so hover it first."""
+    page.mouse.click(*hover_plotly_point(page, chart, point))

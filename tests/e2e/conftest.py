@@ -1,6 +1,5 @@
 """A real server (`streamlit run app.py`) and a real browser (Debian's Chromium through Playwright)."""
 
-import os
 import shutil
 import socket
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.browser_helpers import ARTIFACTS, REPO
+from tests.pinned import cpu_env
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -25,36 +25,51 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url():
-    port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
-    log = (ARTIFACTS / "streamlit-server.log")
-    ARTIFACTS.mkdir(exist_ok=True)
+def _start_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen | None:
+    """A streamlit server on `port`, once healthy; None when it exited first (e.g. the port was taken between
+    _free_port releasing it and streamlit binding it: the caller tries another port)."""
     with log.open("w") as sink:
         server = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
              "--server.headless", "true", "--browser.gatherUsageStats", "false"],
             cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
         )
-        url = f"http://localhost:{port}"
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            server.kill()
-            pytest.fail(f"streamlit did not become healthy; see {log}")
-        yield url
-        server.terminate()
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if server.poll() is not None:
+            return None
         try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2) as reply:
+                # ours, not another server that took the port: alive, and its log names the port it serves
+                if reply.status == 200 and server.poll() is None and f":{port}" in log.read_text(errors="replace"):
+                    return server
+        except OSError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    pytest.fail(f"streamlit did not become healthy; see {log}")
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """A real server with its own results folder (the tests clear cached results: never the user's cache/), on the
+    CPU (a GPU machine would otherwise serve CUDA float16). The converted embedded model is shared: it is read only."""
+    env = cpu_env(PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(tmp_path_factory.mktemp("server-results")))
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = ARTIFACTS / "streamlit-server.log"
+    for _ in range(3):
+        port = _free_port()
+        server = _start_server(port, env, log)
+        if server is not None:
+            break
+    else:
+        pytest.fail(f"streamlit exited before becoming healthy three times; see {log}")
+    yield f"http://localhost:{port}"
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 @pytest.fixture(scope="session")

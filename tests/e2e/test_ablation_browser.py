@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app
+from tests.e2e.browser_helpers import ARTIFACTS, click_plotly_point, next_frames, rerun_settled, wait_for_app
 
 
 def test_run_sweep_click_cell_see_pattern(page, app_url):
@@ -14,30 +14,22 @@ def test_run_sweep_click_cell_see_pattern(page, app_url):
     assert page.get_by_text("Model", exact=True).count() >= 1
     prompts = page.get_by_role("spinbutton", name="Prompts")
     prompts.fill("2")
-    prompts.press("Enter")
-    page.get_by_role("button", name="Clear cached results").click()  # so that a sweep really runs
-    page.wait_for_timeout(1500)
+    rerun_settled(page, lambda: prompts.press("Enter"))
+    # so that a sweep really runs (the server's own results folder: never the checkout's cache/)
+    rerun_settled(page, page.get_by_role("button", name="Clear cached results").click)
     page.get_by_role("button", name="Run exact sweep").click()
     page.wait_for_selector('[data-testid="stMetric"]', timeout=300_000)
     chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.wait_for(timeout=60_000)
     points = chart.locator(".scatterlayer .trace").first.locator("path.point")
     assert points.count() == 30 * 9 + 30  # every head plus the MLP column
-    page.wait_for_timeout(1500)  # let the layout settle after the progress bar goes
-    target = points.nth(5 * 9 + 2)  # layer 5, head 2
-    target.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
-    cell = target.bounding_box()
-    x, y = cell["x"] + cell["width"] / 2, cell["y"] + cell["height"] / 2
-    page.mouse.move(x, y)  # plotly clicks the point under the hover
-    page.wait_for_timeout(300)
-    page.mouse.click(x, y)
+    click_plotly_point(page, chart, points.nth(5 * 9 + 2))  # layer 5, head 2
     heading = page.get_by_text("Attention pattern of head 5.2", exact=False)
     heading.wait_for(timeout=120_000)
     frame = page.frame_locator('[data-testid="stIFrame"], iframe').last
     frame.locator("canvas, svg").first.wait_for(timeout=60_000)
     page.set_viewport_size({"width": 1400, "height": 2000})
-    page.wait_for_timeout(1000)
+    next_frames(page)
     page.screenshot(path=str(ARTIFACTS / "ablation-heatmap.png"))
     assert "Head 5.2" in page.inner_text("body")
 
@@ -57,8 +49,7 @@ def test_a_running_sweep_can_be_cancelled(page, app_url):
     page.wait_for_selector("text=Run exact sweep", timeout=180_000)
     seed = page.get_by_role("spinbutton", name="Seed")
     seed.fill("41")  # prompts no earlier run has cached
-    seed.press("Enter")
-    page.wait_for_timeout(3000)  # the rerun for the new seed settles
+    rerun_settled(page, lambda: seed.press("Enter"))
     page.get_by_role("button", name="Run exact sweep").first.click()
     page.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)
     page.get_by_role("button", name="Cancel").click()

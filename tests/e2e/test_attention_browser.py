@@ -4,7 +4,14 @@ from elsewhere, the console stays clean. Screenshots are kept in test-artifacts/
 
 from urllib.parse import urlparse
 
-from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app, wait_for_text_in_frame, wait_until_idle
+from tests.e2e.browser_helpers import (
+    ARTIFACTS,
+    next_frames,
+    rerun_settled,
+    wait_for_app,
+    wait_for_text_in_frame,
+    wait_until_idle,
+)
 
 FRAME = 'iframe[title="Attention patterns of the selected heads"]'
 
@@ -48,7 +55,7 @@ def test_grid_and_single_head_views_draw_offline(page, app_url):
     single = page.frame_locator('iframe[title^="Attention pattern of head"]')
     single.locator("[id^=circuits-vis] canvas").first.wait_for(timeout=60_000)
     page.set_viewport_size({"width": 1400, "height": 2600})
-    page.wait_for_timeout(800)
+    next_frames(page)
     page.screenshot(path=str(ARTIFACTS / "attention-patterns.png"))
     assert page.console_errors == []
     assert _foreign(urls, urlparse(app_url).netloc) == []
@@ -64,10 +71,9 @@ def test_clicking_a_heatmap_cell_adds_the_head_to_the_view(page, app_url):
     score_box = page.get_by_role("combobox", name="Score", exact=True)
     score_box.scroll_into_view_if_needed()
     score_box.click()
-    page.get_by_role("option", name="successor", exact=True).click()
+    rerun_settled(page, page.get_by_role("option", name="successor", exact=True).click)
     compute = page.get_by_role("button", name="Compute")
-    page.wait_for_timeout(1500)
-    if compute.count():
+    if compute.count():  # no stored scores for this score yet
         compute.click()
     point = page.locator(".js-plotly-plot .scatterlayer .trace").first.locator("path.point").nth(3 * 9 + 4)
     point.wait_for(timeout=120_000)  # layer 3, head 4: points run layer by layer
@@ -99,7 +105,7 @@ def test_downloaded_html_renders_offline_in_chromium(page, app_url, tmp_path):
     assert views.nth(0).locator("canvas").count() >= 9 and views.nth(1).locator("canvas").count() == 1
     assert page.locator("h1").inner_text().startswith("Attention patterns")
     page.set_viewport_size({"width": 1200, "height": 2400})
-    page.wait_for_timeout(500)
+    next_frames(page)
     page.screenshot(path=str(ARTIFACTS / "attention-export.png"))
     assert page.console_errors == []
     assert _foreign(urls, None) == []

@@ -4,7 +4,14 @@ circuit and compare it with an uploaded one."""
 import json
 from pathlib import Path
 
-from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app
+from tests.e2e.browser_helpers import (
+    ARTIFACTS,
+    hover_plotly_point,
+    next_frames,
+    rerun_settled,
+    stable_box,
+    wait_for_app,
+)
 
 
 def test_find_circuit_click_kept_head_see_pattern_and_compare(page, app_url, tmp_path):
@@ -13,29 +20,21 @@ def test_find_circuit_click_kept_head_see_pattern_and_compare(page, app_url, tmp
     assert "Circuit" in page.locator('[data-testid="stSidebarNav"]').inner_text()
     prompts = page.get_by_role("spinbutton", name="Prompts")
     prompts.fill("2")
-    prompts.press("Enter")
-    page.wait_for_timeout(1500)
-    page.get_by_text("One pass only").click()
-    page.wait_for_timeout(1500)
-    page.get_by_role("button", name="Clear cached circuits").click()  # so that a search really runs
-    page.wait_for_timeout(1500)
+    rerun_settled(page, lambda: prompts.press("Enter"))
+    rerun_settled(page, page.get_by_text("One pass only").click)
+    # so that a search really runs (the server's own results folder: never the checkout's cache/)
+    rerun_settled(page, page.get_by_role("button", name="Clear cached circuits").click)
     page.get_by_role("button", name="Find circuit").click()
     page.wait_for_selector('[data-testid="stMetric"]', timeout=900_000)
     chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.wait_for(timeout=60_000)
-    page.wait_for_timeout(1500)  # let the layout settle after the progress bar goes
+    stable_box(chart)  # the layout settles once the progress bar is gone
     page.screenshot(path=str(ARTIFACTS / "circuit-found.png"), full_page=True)
     legend = chart.locator(".legendtext").all_text_contents()  # SVG text has no innerText
     assert legend[0] == "kept head" and "removed" in legend
     kept_points = chart.locator(".scatterlayer .trace").first.locator("path.point")
     assert kept_points.count() >= 1
-    target = kept_points.first
-    target.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
-    box = target.bounding_box()
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(x, y)  # plotly clicks the point under the hover
-    page.wait_for_timeout(300)
+    x, y = hover_plotly_point(page, chart, kept_points.first)  # plotly clicks the point under the hover
     hover = chart.locator(".hoverlayer").text_content()
     assert ": kept; the circuit without it scores" in hover
     layer_head = hover.split(":")[0].strip()  # "L.H"
@@ -44,7 +43,7 @@ def test_find_circuit_click_kept_head_see_pattern_and_compare(page, app_url, tmp
     frame = page.frame_locator('[data-testid="stIFrame"], iframe').last
     frame.locator("canvas, svg").first.wait_for(timeout=60_000)
     page.set_viewport_size({"width": 1400, "height": 2400})
-    page.wait_for_timeout(1000)
+    next_frames(page)
     page.screenshot(path=str(ARTIFACTS / "circuit-page.png"))
 
     with page.expect_download(timeout=60_000) as download:

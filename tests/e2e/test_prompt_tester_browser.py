@@ -1,6 +1,6 @@
 """The prompt tester in a real browser: type a prompt, see its tokens. A screenshot is kept in test-artifacts/."""
 
-from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app
+from tests.e2e.browser_helpers import ARTIFACTS, next_frames, wait_for_app
 
 
 def _strip_texts(page):
@@ -25,7 +25,7 @@ def test_typing_a_prompt_shows_its_token_table(page, app_url):
     assert "".join(texts[1:]).replace("·", " ") == "Monday Tuesday Wednesday"
     assert page.locator('[data-testid="stDataFrame"]').count() >= 2  # token table and top-k table
     page.set_viewport_size({"width": 1400, "height": 2200})  # Streamlit scrolls inside its own container
-    page.wait_for_timeout(500)
+    next_frames(page)
     page.screenshot(path=str(ARTIFACTS / "prompt-tester.png"))
 
 
@@ -37,8 +37,11 @@ def test_script_in_a_prompt_is_shown_not_run(page, app_url):
     box.fill('<img src=x onerror="window.__pwned=true">')
     box.press("Control+Enter")
     page.wait_for_function(
-        """() => [...document.querySelector('[data-testid="hs-token-strip"]').querySelectorAll('.hs-text')]
-                 .map(e => e.textContent).join('').includes('onerror')""",
+        # querySelectorAll over the whole document: while a rerun replaces the strip there may be none (an empty
+        # list, so the predicate is false and the wait goes on, where querySelector(...) would be null and throw)
+        """() => [...document.querySelectorAll('[data-testid="hs-token-strip"]')]
+                 .some(strip => [...strip.querySelectorAll('.hs-text')].map(e => e.textContent).join('')
+                                .includes('onerror'))""",
         timeout=60_000,
     )
     assert page.evaluate("window.__pwned") is False

@@ -3,12 +3,20 @@ written into the URL, a reload keeps the view, and state survives switching page
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from playwright.sync_api import expect
 
-from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app
+from tests.e2e.browser_helpers import (
+    ARTIFACTS,
+    click_plotly_point,
+    next_frames,
+    stable_box,
+    wait_for_app,
+    wait_until_idle,
+)
 
 LOAD = 180_000
 
@@ -77,10 +85,14 @@ def test_attention_link_selects_its_heads(page, app_url):
     page.get_by_text("1 head on", exact=False).wait_for(timeout=30_000)
     # the frame fits its view: no band of blank space below the drawing
     grid = page.locator('iframe[title="Attention patterns of the selected heads"]')
-    page.wait_for_timeout(2000)
-    frame_height = grid.bounding_box()["height"]
-    content = grid.element_handle().content_frame().evaluate(
-        "() => document.documentElement.getBoundingClientRect().height")
+    deadline = time.monotonic() + 30  # the frame is resized to its drawing once that is drawn: wait for it
+    while True:
+        frame_height = stable_box(grid)["height"]
+        content = grid.element_handle().content_frame().evaluate(
+            "() => document.documentElement.getBoundingClientRect().height")
+        if frame_height <= content + 40 or time.monotonic() > deadline:
+            break
+        next_frames(page)
     assert frame_height <= content + 40, (frame_height, content)
 
 
@@ -89,16 +101,10 @@ def test_ablation_link_with_a_selected_head_opens_in_another_session(page, brows
     page.wait_for_selector("text=Run exact sweep", timeout=LOAD)
     page.get_by_role("button", name="Instant estimate (attribution)").click()
     page.wait_for_selector('[data-testid="stMetric"]', timeout=300_000)
-    page.wait_for_timeout(1500)
+    wait_until_idle(page)
     chart = page.locator('[data-testid="stPlotlyChart"]').first
     target = chart.locator(".scatterlayer .trace").first.locator("path.point").nth(7 * 9 + 4)  # layer 7, head 4
-    target.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
-    cell = target.bounding_box()
-    x, y = cell["x"] + cell["width"] / 2, cell["y"] + cell["height"] / 2
-    page.mouse.move(x, y)
-    page.wait_for_timeout(300)
-    page.mouse.click(x, y)
+    click_plotly_point(page, chart, target)
     page.get_by_text("Attention pattern of head 7.4", exact=False).wait_for(timeout=120_000)
     page.wait_for_function("() => location.search.includes('head=7.4')", timeout=30_000)
     params = _params(page.url)

@@ -22,6 +22,15 @@ def embedded_tokenizer():
     return AutoTokenizer.from_pretrained(embedded_converted_folder()[0])
 
 
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_model_dir):
+    """tests/conftest's tiny GQA Llama loaded by plain transformers alone (eager attention, float32): the reference."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32,
+                                                attn_implementation="eager").eval()
+
+
 @dataclass(frozen=True)
 class LoadedFamily:
     """A tiny model loaded twice: through headscope (`backend`) and untouched by any library (`reference`)."""
@@ -33,9 +42,9 @@ class LoadedFamily:
 
 
 @pytest.fixture(scope="session")
-def tiny_family_loader(tmp_path_factory, embedded_tokenizer, tiny_model_dir):
+def tiny_family_loader(tmp_path_factory, embedded_tokenizer, tiny_model_dir, tiny_model, tiny_reference):
     """family name -> LoadedFamily, built on first use and kept for the session ("llama" is tests/conftest's
-    tiny GQA Llama)."""
+    tiny GQA Llama, its backend and reference the session's `tiny_model` and `tiny_reference`: loaded once)."""
     from transformers import AutoModelForCausalLM
 
     from headscope.loading import ModelRequest, load_model
@@ -43,15 +52,13 @@ def tiny_family_loader(tmp_path_factory, embedded_tokenizer, tiny_model_dir):
     loaded: dict[str, LoadedFamily] = {}
 
     def get(name: str) -> LoadedFamily:
+        if name == "llama" and name not in loaded:
+            loaded[name] = LoadedFamily(name, Path(tiny_model_dir), tiny_model, tiny_reference)
         if name not in loaded:
-            if name == "llama":
-                folder = Path(tiny_model_dir)
-            else:
-                family = TINY_FAMILIES[name]
-                tokenizer = embedded_tokenizer
-                config = family.config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
-                folder = save_tiny_model(tmp_path_factory.mktemp(f"tiny-{name}-"), config, family.model_class,
-                                         tokenizer)
+            family = TINY_FAMILIES[name]
+            tokenizer = embedded_tokenizer
+            config = family.config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+            folder = save_tiny_model(tmp_path_factory.mktemp(f"tiny-{name}-"), config, family.model_class, tokenizer)
             backend = load_model(ModelRequest(str(folder), device="cpu"))  # float32 on any machine
             reference = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
                                                              attn_implementation="eager").eval()

@@ -1,4 +1,5 @@
-"""The batched engine equals the one-forward-per-head reference, and both equal hand-written hooks."""
+"""The batched engine equals the one-forward-per-head loop, and both equal hand-written hooks on an untouched
+transformers copy of the model (tests/model/reference.py), for every method, heads and MLPs alike."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,11 @@ import torch
 from headscope.ablation import attribution_sweep, exact_sweep, filter_correct, naive_sweep, prepare_dataset
 from headscope.errors import InputError
 from headscope.tasks import Dataset, PromptItem, build_task_dataset
+from tests.model.reference import HandWritten, assert_same_inputs, digit_items, plain_inputs
+
+# the embedded model's digits, written out here (not built by headscope's task code), with corrupted prompts
+EMBEDDED_ITEMS = digit_items([1, 2, 4, 5], ["3 1 4 1 ", "5 9 2 6 ", "5 3 5 8 ", "9 7 9 3 "])
+TINY_ITEMS = digit_items([1, 2, 3, 4, 5], ["3 1 4 1 ", "5 9 2 6 ", "5 3 5 8 ", "9 7 9 3 ", "2 3 8 4 "])
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +22,14 @@ def tiny_digits(tiny_model):
 
 @pytest.fixture(scope="module")
 def embedded_digits(embedded_model):
-    return prepare_dataset(embedded_model, build_task_dataset("digits", 4, seed=0, model=embedded_model))
+    return prepare_dataset(embedded_model, Dataset("digits-by-hand", EMBEDDED_ITEMS))
+
+
+@pytest.fixture(scope="module")
+def embedded_inputs(embedded_hf_tokenizer, embedded_digits):
+    inputs = plain_inputs(embedded_hf_tokenizer, EMBEDDED_ITEMS)
+    assert_same_inputs(embedded_digits, inputs)
+    return inputs
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +50,10 @@ def test_batched_equals_naive_on_tiny_model(tiny_model, tiny_digits, method):
     naive, naive_mlp, naive_clean = naive_sweep(tiny_model, tiny_digits, method)
     for chunk in (1, 3, 5):  # one head per batch, several, and heads plus the MLP in one batch
         ablated, mlp, clean, _ = exact_sweep(tiny_model, tiny_digits, method, chunk=chunk)
-        assert clean == pytest.approx(naive_clean, abs=1e-5)
-        np.testing.assert_allclose(ablated, naive, atol=1e-5, rtol=0)
-        np.testing.assert_allclose(mlp, naive_mlp, atol=1e-5, rtol=0)
+        # float32 LDs: 1e-5 of their scale (and 1e-5 absolute near 0)
+        assert clean == pytest.approx(naive_clean, abs=1e-5, rel=1e-5)
+        np.testing.assert_allclose(ablated, naive, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(mlp, naive_mlp, atol=1e-5, rtol=1e-5)
     # the heads do something: ablations move LD away from clean (so equality above is not trivial)
     assert np.abs(naive - naive_clean).max() > 1e-2
 
@@ -50,9 +64,10 @@ def test_repeated_prompts_are_computed_once_with_identical_results(tiny_model):
     for method in ("mean", "resample"):
         fast = exact_sweep(tiny_model, encoded, method, deduplicate=True)
         full = exact_sweep(tiny_model, encoded, method, deduplicate=False)
-        np.testing.assert_allclose(fast[0], full[0], atol=1e-5, rtol=0)
-        np.testing.assert_allclose(fast[1], full[1], atol=1e-5, rtol=0)
-        assert fast[2] == pytest.approx(full[2], abs=1e-5) and fast[3] == pytest.approx(full[3], abs=1e-5)
+        np.testing.assert_allclose(fast[0], full[0], atol=1e-5, rtol=1e-5)  # float32: 1e-5 of the LDs' scale
+        np.testing.assert_allclose(fast[1], full[1], atol=1e-5, rtol=1e-5)
+        assert fast[2] == pytest.approx(full[2], abs=1e-5, rel=1e-5)
+        assert fast[3] == pytest.approx(full[3], abs=1e-5, rel=1e-5)
 
 
 @pytest.mark.parametrize("method", ["mean", "resample"])
@@ -66,59 +81,34 @@ def test_batched_equals_naive_on_embedded_model(embedded_model, embedded_digits,
     assert np.isfinite(ablated).all()
 
 
-@pytest.fixture(scope="module")
-def plain_embedded():
-    """The embedded model loaded a second time by plain transformers: untouched by TransformerLens (which swaps the
-    submodules of the model it wraps), so the hooks below run Hugging Face's own code."""
-    from transformers import AutoModelForCausalLM
-
-    from headscope.loading import embedded_converted_folder
-
-    return AutoModelForCausalLM.from_pretrained(embedded_converted_folder()[0], dtype=torch.float32,
-                                                attn_implementation="eager").eval()
-
-
-def _hand_written_ld(hf, encoded, layer, head, method):
-    """The head's slice of o_proj's input replaced by a plain PyTorch pre-hook on the HF module; HF's own forward."""
-    o_proj = hf.model.layers[layer].self_attn.o_proj
-    d_head = hf.config.hidden_size // hf.config.num_attention_heads
-    cols = slice(head * d_head, (head + 1) * d_head)
-    seen = {}
-
-    def capture(module, args):
-        seen["z"] = args[0].detach().clone()
-
-    handle = o_proj.register_forward_pre_hook(capture)
-    with torch.no_grad():
-        hf(encoded.corrupted)
-    handle.remove()
-    corrupted_z = seen["z"]  # [prompt, pos, n_heads * d_head]
-    replacement = corrupted_z.mean(0, keepdim=True) if method == "mean" else corrupted_z
-
-    def replace(module, args):
-        z = args[0].clone()
-        z[..., cols] = replacement[..., cols].expand_as(z[..., cols])
-        return (z, *args[1:])
-
-    handle = o_proj.register_forward_pre_hook(replace)
-    with torch.no_grad():
-        logits = hf(encoded.clean).logits[:, -1, :]
-    handle.remove()
-    rows = torch.arange(encoded.n_prompts)
-    return float((logits[rows, encoded.correct_ids] - logits[rows, encoded.incorrect_ids]).mean())
+@pytest.mark.parametrize("method", ["zero", "mean", "resample"])
+def test_every_method_matches_hand_written_hooks_on_the_tiny_model(tiny_model, tiny_reference, embedded_tokenizer,
+                                                                    method):
+    """Every head and every MLP of the tiny model against the reference's own forward per component."""
+    encoded = prepare_dataset(tiny_model, Dataset("digits-by-hand", TINY_ITEMS))
+    inputs = plain_inputs(embedded_tokenizer, TINY_ITEMS)
+    assert_same_inputs(encoded, inputs)
+    ablated, mlp, clean, _ = exact_sweep(tiny_model, encoded, method)
+    reference = HandWritten(tiny_reference, inputs, method)
+    # tolerance: LDs of a few units from float32 forwards (the engine batches and reuses layers; ~1e-6 apart here)
+    assert clean == pytest.approx(reference.ld(set()), abs=1e-4)
+    expected = np.array([[reference.ld({(layer, head)}) for head in range(4)] for layer in range(3)])
+    np.testing.assert_allclose(ablated, expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(mlp, [reference.ld({(layer, None)}) for layer in range(3)], atol=1e-4, rtol=0)
+    assert np.abs(expected - clean).max() > 1e-2  # the heads do something: equality above is not trivial
 
 
-@pytest.mark.parametrize("method", ["mean", "resample"])
-def test_mean_and_resample_match_a_hand_written_hook(embedded_digits, embedded_exact, tiny_model, tiny_digits,
-                                                      tiny_family_loader, plain_embedded, method):
-    for hf, encoded, heads, ablated in (
-        (tiny_family_loader("llama").reference, tiny_digits, [(0, 1), (2, 3)],
-         exact_sweep(tiny_model, tiny_digits, method)[0]),
-        (plain_embedded, embedded_digits, [(5, 2), (16, 0)], embedded_exact(method)[0]),
-    ):
-        for layer, head in heads:
-            expected = _hand_written_ld(hf, encoded, layer, head, method)
-            assert ablated[layer, head] == pytest.approx(expected, abs=1e-4)
+@pytest.mark.parametrize("method", ["zero", "mean", "resample"])
+def test_every_method_matches_hand_written_hooks_on_the_embedded_model(embedded_reference, embedded_inputs,
+                                                                        embedded_exact, method):
+    ablated, mlp, clean, _ = embedded_exact(method)
+    reference = HandWritten(embedded_reference, embedded_inputs, method)
+    # tolerance: LDs of ~5 through 30 float32 layers; 1e-4 is ~2e-5 of the scale
+    assert clean == pytest.approx(reference.ld(set()), abs=1e-4)
+    for layer, head in [(0, 0), (5, 2), (16, 0), (29, 8)]:
+        assert ablated[layer, head] == pytest.approx(reference.ld({(layer, head)}), abs=1e-4)
+    for layer in (0, 16, 29):
+        assert mlp[layer] == pytest.approx(reference.ld({(layer, None)}), abs=1e-4)
 
 
 def test_attribution_estimate_tracks_exact_effects(embedded_model, embedded_digits, embedded_exact):
@@ -134,12 +124,16 @@ def test_attribution_estimate_tracks_exact_effects(embedded_model, embedded_digi
     assert np.argmax(np.abs(exact_change)) in np.argsort(-np.abs(estimate_change))[:10]
 
 
-def test_clean_ld_is_the_mean_logit_difference(embedded_model, embedded_digits, embedded_exact):
+def test_clean_and_corrupted_ld_are_mean_logit_differences(embedded_reference, embedded_inputs, embedded_exact):
     _, _, clean, corrupt = embedded_exact("mean")
-    logits = embedded_model.logits(embedded_digits.clean)[:, -1, :]
-    rows = torch.arange(embedded_digits.n_prompts)
-    expected = (logits[rows, embedded_digits.correct_ids] - logits[rows, embedded_digits.incorrect_ids]).mean()
-    assert clean == pytest.approx(float(expected), abs=1e-4)
+    rows = torch.arange(embedded_inputs.n_prompts)
+    with torch.no_grad():
+        logits = embedded_reference(embedded_inputs.clean).logits[:, -1, :]
+        corrupted_logits = embedded_reference(embedded_inputs.corrupted).logits[:, -1, :]
+    ids = embedded_inputs.correct_ids, embedded_inputs.incorrect_ids
+    assert clean == pytest.approx(float((logits[rows, ids[0]] - logits[rows, ids[1]]).mean()), abs=1e-4)
+    expected_corrupt = float((corrupted_logits[rows, ids[0]] - corrupted_logits[rows, ids[1]]).mean())
+    assert corrupt == pytest.approx(expected_corrupt, abs=1e-4)
     assert clean > 2 and corrupt < clean  # the model continues digits; corrupted prompts lose the signal
 
 

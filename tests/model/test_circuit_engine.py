@@ -1,5 +1,6 @@
 """The circuit search equals the sequential algorithm written here from its definition, with plain PyTorch hooks on
-the Hugging Face modules (one full forward per candidate): the same removals in the same order, the same scores."""
+an untouched transformers copy of the model (tests/model/reference.py: one full forward per candidate, inputs built
+from the prompts' text with the HF tokenizer): the same removals in the same order, the same scores."""
 
 from dataclasses import replace
 
@@ -11,67 +12,10 @@ from headscope.ablation import prepare_dataset
 from headscope.circuit import find_circuit, run_circuit
 from headscope.errors import Cancelled
 from headscope.results_cache import ResultsCache
-from headscope.tasks import Dataset, build_task_dataset
+from headscope.tasks import Dataset
+from tests.model.reference import HandWritten, assert_same_inputs, digit_items, plain_inputs
 
-
-class HandWritten:
-    """LD with a set of heads and MLPs ablated, from HF's own forward: a pre-hook on each layer's o_proj replaces the
-    removed heads' slices of its input (z), a forward hook on each layer's MLP replaces its output."""
-
-    def __init__(self, model, encoded, method):
-        self.hf = model.hf_model
-        self.layers = self.hf.model.layers
-        self.d_head = model.info.d_head
-        self.encoded = encoded
-        self.method = method
-        self.z, self.mlp = self._corrupted_values()
-        self.calls = 0
-
-    def _corrupted_values(self):
-        n = len(self.layers)
-        if self.method == "zero":
-            return [None] * n, [None] * n
-        seen_z, seen_mlp = {}, {}
-        handles = []
-        for i, layer in enumerate(self.layers):
-            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
-                lambda module, args, i=i: seen_z.__setitem__(i, args[0].detach().clone())))
-            handles.append(layer.mlp.register_forward_hook(
-                lambda module, args, out, i=i: seen_mlp.__setitem__(i, out.detach().clone())))
-        with torch.no_grad():
-            self.hf(self.encoded.corrupted)
-        for handle in handles:
-            handle.remove()
-        if self.method == "mean":
-            return ([seen_z[i].mean(0, keepdim=True) for i in range(n)],
-                    [seen_mlp[i].mean(0, keepdim=True) for i in range(n)])
-        return [seen_z[i] for i in range(n)], [seen_mlp[i] for i in range(n)]  # resample: paired prompts
-
-    def ld(self, removed):
-        self.calls += 1
-        handles = []
-        for i, layer in enumerate(self.layers):
-            heads = [head for (at, head) in removed if at == i and head is not None]
-            if heads:
-                def replace_z(module, args, i=i, heads=tuple(heads)):
-                    z = args[0].clone()
-                    for head in heads:
-                        cols = slice(head * self.d_head, (head + 1) * self.d_head)
-                        z[..., cols] = 0.0 if self.z[i] is None else self.z[i][..., cols].expand_as(z[..., cols])
-                    return (z, *args[1:])
-                handles.append(layer.self_attn.o_proj.register_forward_pre_hook(replace_z))
-            if (i, None) in removed:
-                def replace_mlp(module, args, out, i=i):
-                    return torch.zeros_like(out) if self.mlp[i] is None else self.mlp[i].expand_as(out).clone()
-                handles.append(layer.mlp.register_forward_hook(replace_mlp))
-        try:
-            with torch.no_grad():
-                logits = self.hf(self.encoded.clean).logits[:, -1, :].double()
-        finally:
-            for handle in handles:
-                handle.remove()
-        rows = torch.arange(self.encoded.n_prompts)
-        return float((logits[rows, self.encoded.correct_ids] - logits[rows, self.encoded.incorrect_ids]).mean())
+CORRUPTED = ["3 1 4 1 ", "5 9 2 6 ", "5 3 5 8 ", "9 7 9 3 ", "2 3 8 4 ", "6 2 6 4 "]
 
 
 def sequential_circuit(reference, n_layers, n_heads, threshold, one_pass):
@@ -113,22 +57,32 @@ def assert_same(found, expected, atol):
         assert effect.score_without == pytest.approx(100 * effect.ld_without / found.clean_ld)
 
 
-def positive_dataset(model, task, n_prompts, seed):
-    """A task's prompts with each row's answers ordered so that the model prefers the first (LD > 0 on every row):
-    the tiny random model does not continue digits, and the score 100·LD(C)/LD_clean needs LD_clean > 0."""
-    dataset = build_task_dataset(task, n_prompts, seed=seed, model=model)
-    encoded = prepare_dataset(model, dataset)
-    logits = model.hf_model(encoded.clean).logits[:, -1, :]
-    rows = torch.arange(encoded.n_prompts)
-    diff = logits[rows, encoded.correct_ids] - logits[rows, encoded.incorrect_ids]
+def positive_dataset(model, reference, tokenizer, starts):
+    """Digit prompts with each row's answers ordered so that the model prefers the first (LD > 0 on every row): the
+    tiny random model does not continue digits, and the score 100·LD(C)/LD_clean needs LD_clean > 0. The order is
+    read from the untouched reference; returns headscope's encoding and the reference's own inputs."""
+    items = digit_items(starts, CORRUPTED[:len(starts)])
+    inputs = plain_inputs(tokenizer, items)
+    with torch.no_grad():
+        logits = reference(inputs.clean).logits[:, -1, :]
+    rows = torch.arange(inputs.n_prompts)
+    diff = logits[rows, inputs.correct_ids] - logits[rows, inputs.incorrect_ids]
     items = tuple(item if diff[i] > 0 else replace(item, correct=item.incorrect, incorrect=item.correct)
-                  for i, item in enumerate(encoded.dataset.items))
-    return prepare_dataset(model, Dataset(dataset.name + "-ordered", items, builtin=False))
+                  for i, item in enumerate(items))
+    encoded = prepare_dataset(model, Dataset("digits-ordered", items))
+    inputs = plain_inputs(tokenizer, items)
+    assert_same_inputs(encoded, inputs)
+    return encoded, inputs
 
 
 @pytest.fixture(scope="module")
-def tiny_tasks(tiny_model):
-    return positive_dataset(tiny_model, "digits", 6, seed=1)
+def tiny_case(tiny_model, tiny_reference, embedded_tokenizer):
+    return positive_dataset(tiny_model, tiny_reference, embedded_tokenizer, [1, 2, 3, 4, 5, 2])
+
+
+@pytest.fixture(scope="module")
+def tiny_tasks(tiny_case):
+    return tiny_case[0]
 
 
 # thresholds chosen so that each method's search removes some components and keeps others, over several passes
@@ -137,9 +91,10 @@ TINY_CASES = [("zero", 90.0), ("mean", 99.0), ("resample", 80.0)]
 
 @pytest.mark.parametrize(("method", "threshold"), TINY_CASES)
 @pytest.mark.parametrize("one_pass", [False, True])
-def test_engine_equals_the_sequential_algorithm_on_the_tiny_model(tiny_model, tiny_tasks, method, threshold,
-                                                                   one_pass):
-    reference = HandWritten(tiny_model, tiny_tasks, method)
+def test_engine_equals_the_sequential_algorithm_on_the_tiny_model(tiny_model, tiny_reference, tiny_case, method,
+                                                                   threshold, one_pass):
+    tiny_tasks, inputs = tiny_case
+    reference = HandWritten(tiny_reference, inputs, method)
     expected = sequential_circuit(reference, 3, 4, threshold, one_pass)
     found = find_circuit(tiny_model, tiny_tasks, method, threshold, one_pass=one_pass)
     assert_same(found, expected, atol=1e-4)
@@ -163,10 +118,11 @@ def test_every_path_and_speculation_gives_the_same_decisions(tiny_model, tiny_ta
     base = results[("fast", "none")]
     for found in [*results.values(), chunked]:
         assert [r.component for r in found.removals] == [r.component for r in base.removals]
+        # float32 LDs from differently batched forwards: 1e-5 of their scale
         np.testing.assert_allclose([r.ld_after for r in found.removals], [r.ld_after for r in base.removals],
-                                   atol=1e-5)
+                                   atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose([e.ld_without for e in found.kept_effects],
-                                   [e.ld_without for e in base.kept_effects], atol=1e-5)
+                                   [e.ld_without for e in base.kept_effects], atol=1e-5, rtol=1e-5)
     # "kept" batches a layer's candidates: one batch per removal plus one per layer visit, at most
     kept = results[("fast", "kept")]
     visits = kept.passes * 3
@@ -174,9 +130,18 @@ def test_every_path_and_speculation_gives_the_same_decisions(tiny_model, tiny_ta
     assert results[("fast", "none")].batches == results[("fast", "none")].evaluations  # one candidate per batch
 
 
-def test_engine_equals_the_sequential_algorithm_on_the_embedded_model(embedded_model):
-    encoded = prepare_dataset(embedded_model, build_task_dataset("digits", 2, seed=0, model=embedded_model))
-    reference = HandWritten(embedded_model, encoded, "mean")
+def _embedded_case(embedded_model, embedded_hf_tokenizer, starts):
+    items = digit_items(starts, CORRUPTED[:len(starts)])
+    encoded = prepare_dataset(embedded_model, Dataset("digits-by-hand", items))
+    inputs = plain_inputs(embedded_hf_tokenizer, items)
+    assert_same_inputs(encoded, inputs)
+    return encoded, inputs
+
+
+def test_engine_equals_the_sequential_algorithm_on_the_embedded_model(embedded_model, embedded_reference,
+                                                                       embedded_hf_tokenizer):
+    encoded, inputs = _embedded_case(embedded_model, embedded_hf_tokenizer, [1, 4])
+    reference = HandWritten(embedded_reference, inputs, "mean")
     expected = sequential_circuit(reference, 30, 9, 80.0, one_pass=True)
     found = find_circuit(embedded_model, encoded, "mean", 80.0, one_pass=True)
     assert_same(found, expected, atol=2e-4)
@@ -184,9 +149,10 @@ def test_engine_equals_the_sequential_algorithm_on_the_embedded_model(embedded_m
 
 
 @pytest.mark.slow
-def test_engine_equals_the_sequential_algorithm_until_stable_on_the_embedded_model(embedded_model):
-    encoded = prepare_dataset(embedded_model, build_task_dataset("digits", 4, seed=0, model=embedded_model))
-    reference = HandWritten(embedded_model, encoded, "mean")
+def test_engine_equals_the_sequential_algorithm_until_stable_on_the_embedded_model(embedded_model, embedded_reference,
+                                                                                    embedded_hf_tokenizer):
+    encoded, inputs = _embedded_case(embedded_model, embedded_hf_tokenizer, [1, 2, 4, 5])
+    reference = HandWritten(embedded_reference, inputs, "mean")
     expected = sequential_circuit(reference, 30, 9, 80.0, one_pass=False)
     found = find_circuit(embedded_model, encoded, "mean", 80.0)
     assert_same(found, expected, atol=2e-4)

@@ -8,14 +8,17 @@ random Llama in a local folder, which loads in a second or two.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from headscope.cli import main
+from tests.pinned import cpu_env
 
+# one past the last CUDA device on any machine: "CUDA is not available" without a GPU, "only N CUDA device(s)" with
+MISSING_CUDA_DEVICE = f"cuda:{torch.cuda.device_count()}"
 LATIN1 = "prompt,correct,incorrect\n\"café \",1,2\n".encode("latin-1")
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01"
 DIGITS = [{"prompt": f"{i} {i + 1} {i + 2} {i + 3} ", "correct": str(i + 4), "incorrect": str(i + 3)}
@@ -92,7 +95,7 @@ def test_usage_errors(capsys, argv, message):
     (["tokens", "x", "--top-k", "100000"], "top-k must be a whole number from 1 to 200"),
     (["tokens", "x", "--dtype", "float8"], "Unknown dtype 'float8'"),
     (["tokens", "x", "--device", "tpu"], "Unknown device 'tpu'"),
-    (["tokens", "x", "--device", "cuda:7"], "CUDA"),
+    (["tokens", "x", "--device", MISSING_CUDA_DEVICE], "CUDA"),
     (["tokens", "x", "--dtype", "float16", "--device", "cpu"], "dtype float16 on the CPU is not supported"),
     (["tokens", "x", "--model", "/no/such/folder"], "does not exist"),
     (["tokens", "x", "--model", "not a hub id!"], "neither an existing folder nor a valid hub id"),
@@ -188,7 +191,7 @@ def test_a_result_that_cannot_be_saved_is_still_printed(capsys, files, tiny_mode
 def test_output_to_a_stream_that_is_not_utf8_is_escaped(tiny_model_dir):
     done = subprocess.run([sys.executable, "-m", "headscope", "tokens", "1\n2", "--model", str(tiny_model_dir)],
                           capture_output=True, timeout=300, check=False,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONIOENCODING="latin-1"))
+                          env=cpu_env(PYTHONIOENCODING="latin-1"))
     assert done.returncode == 0, done.stderr
     assert b"\\u21b5" in done.stdout  # the newline marker, escaped instead of a UnicodeEncodeError
 
@@ -234,7 +237,7 @@ def test_input_errors_found_with_the_model(capsys, files, tiny_model_dir, argv, 
 def test_real_process_exits_2_with_one_line_and_no_traceback(files, tiny_model_dir, argv, message):
     argv = [arg.replace("{tmp}", str(files)).replace("{model}", str(tiny_model_dir)) for arg in argv]
     done = subprocess.run([sys.executable, "-m", "headscope", *argv], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1"), check=False)
+                          env=cpu_env(), check=False)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()

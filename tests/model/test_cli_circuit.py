@@ -1,7 +1,6 @@
 """`python -m headscope circuit`: the JSON contract, the cache the app reads, one-line errors with exit code 2."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,10 +11,13 @@ from headscope.ablation import prepare_dataset
 from headscope.circuit import load_circuit
 from headscope.results_cache import ResultsCache
 from headscope.tasks import build_task_dataset, load_dataset_file
+from tests.cli_in_process import one_line_error
+from tests.pinned import cpu_env
 
 
 def _cli(*args, cache_dir):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HEADSCOPE_CACHE_DIR=str(cache_dir))
+    env = cpu_env(HEADSCOPE_CACHE_DIR=str(cache_dir),
+               HEADSCOPE_RESULTS_DIR=str(cache_dir / "results"))
     return subprocess.run([sys.executable, "-m", "headscope", "circuit", *args], capture_output=True, text=True,
                           env=env, check=False, timeout=900)
 
@@ -96,8 +98,6 @@ def test_a_negative_clean_ld_is_refused_in_one_line(tiny_model_dir, tmp_path):
     (["--dataset", "/no/such/file.csv"], "Cannot read dataset"),
     ([], "one of the arguments --task --dataset is required"),
 ])
-def test_bad_input_exits_2_with_one_line_before_the_model_loads(args, message, tmp_path):
-    done = _cli(*args, "--model", "/no/such/model", cache_dir=tmp_path)  # a model load would fail differently
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], done.stderr
+def test_bad_input_exits_2_with_one_line_before_the_model_loads(capsys, args, message):
+    # in-process (tests/cli_in_process.py); a model load would fail differently
+    assert message in one_line_error(capsys, ["circuit", *args, "--model", "/no/such/model"])

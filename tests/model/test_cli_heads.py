@@ -1,7 +1,6 @@
 """`python -m headscope heads` and `patterns` as a user runs them: real processes, offline, the embedded model."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from headscope.patterns import external_references
+from tests.cli_in_process import one_line_error
+from tests.pinned import cpu_env
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str, results_dir: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(results_dir))
+    env = cpu_env(PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(results_dir))
     return subprocess.run([sys.executable, "-m", "headscope", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
 
@@ -71,13 +72,11 @@ def test_patterns_writes_an_offline_html_file_and_csv(results_dir, tmp_path):
     ("31.0", "Head 31.0 is out of range: SmolLM2-135M-Instruct has layers 0–29 and heads 0–8."),
     ("2.1, 2.9, 40.0", "Heads 2.9, 40.0 are out of range"),
 ])
-def test_bad_head_lists_exit_2_with_one_line(results_dir, tmp_path, heads, message):
+def test_bad_head_lists_exit_2_with_one_line(capsys, tmp_path, heads, message):
     target = tmp_path / "never.html"
-    done = run_cli("patterns", "--prompt", "1 2 3", "--heads", heads, "--html", str(target), results_dir=results_dir)
-    assert done.returncode == 2
-    assert done.stdout == ""
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("headscope: error: ") and message in lines[0]
+    line = one_line_error(capsys, ["patterns", "--prompt", "1 2 3", "--heads", heads, "--html", str(target),
+                                   "--device", "cpu"])
+    assert line.startswith("headscope: error: ") and message in line
     assert not target.exists()
 
 
@@ -88,8 +87,5 @@ def test_bad_head_lists_exit_2_with_one_line(results_dir, tmp_path, heads, messa
     (["patterns", "--prompt", "1 2", "--heads", "1.1", "--html", "/no/such/folder/x.html"], "does not exist"),
     (["patterns", "--prompt", "1 2", "--heads", "1.1", "--html", "x.html", "--single", "2.2"], "not among --heads"),
 ])
-def test_bad_options_exit_2_with_one_line(results_dir, args, message):
-    done = run_cli(*args, results_dir=results_dir)
-    assert done.returncode == 2
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and message in lines[0]
+def test_bad_options_exit_2_with_one_line(capsys, args, message):
+    assert message in one_line_error(capsys, args)

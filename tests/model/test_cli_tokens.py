@@ -1,15 +1,18 @@
 """`python -m headscope tokens`: the JSON contract, the table, and one-line errors with exit code 2."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+import torch
+
+from headscope.cli import main
+from tests.pinned import cpu_env
 
 
 def _run(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env = cpu_env()
     return subprocess.run([sys.executable, "-m", "headscope", "tokens", *args], capture_output=True, text=True,
                           env=env, timeout=300, check=False)
 
@@ -43,17 +46,33 @@ def test_table_output_names_positions_and_answers():
     assert "answer '5'" in done.stdout and "rank 1" in done.stdout
 
 
+# beyond the last CUDA device on any machine: "not available" on a CPU-only one, "only N visible" on a GPU one
+MISSING_CUDA_DEVICE = f"cuda:{torch.cuda.device_count()}"
+
+
 @pytest.mark.parametrize(("args", "message"), [
     ([""], "empty"),
     (["x", "--top-k", "0"], "top-k"),
-    (["x", "--position", "5"], "outside the prompt"),
+    (["x", "--position", "5", "--device", "cpu"], "outside the prompt"),
     (["x", "--model", "/no/such/folder"], "does not exist"),
-    (["x", "--device", "cuda"], "CUDA"),
-    (["x", "--bogus"], "unrecognized arguments"),
+    (["x", "--device", MISSING_CUDA_DEVICE], "CUDA"),
 ])
-def test_bad_input_exits_2_with_one_line(args, message):
-    done = _run(*args)
+def test_bad_input_exits_2_with_one_line(capsys, args, message):
+    """In-process (headscope.cli.main, as `python -m headscope` calls it): a process per case would spend seconds
+    importing torch for a one-line error; the real process's exit code and stderr are checked in
+    test_cli_bad_input.py's real-process cases and below."""
+    code = main(["tokens", *args])
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert message in lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_an_unknown_option_exits_2_with_one_usage_line_in_a_real_process():
+    done = _run("x", "--bogus")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert message in lines[0]
+    assert len(lines) == 1 and "unrecognized arguments" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr

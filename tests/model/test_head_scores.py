@@ -1,7 +1,6 @@
 """Head-type scores: equal to TransformerLens' detect_head, the sequence-member definition checked by hand, and the
 successor / copying scores on a tiny model whose OV circuit is set to a known map."""
 
-import time
 from itertools import pairwise
 
 import numpy as np
@@ -61,10 +60,15 @@ def test_pattern_scores_equal_detect_head_on_a_users_prompt(embedded_model, cach
 
 
 def test_scores_are_cached_by_model_score_and_inputs(embedded_model, cache):
-    first = score_heads(embedded_model, "previous-token", prompt="one two three four", cache=cache)
-    started = time.perf_counter()
-    again = score_heads(embedded_model, "previous-token", prompt="one two three four", cache=cache)
-    assert time.perf_counter() - started < 0.5
+    calls = []  # a cached result runs no forward pass at all (behaviour, not a duration on this machine)
+    hook = embedded_model.bridge.blocks[0].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        first = score_heads(embedded_model, "previous-token", prompt="one two three four", cache=cache)
+        computed = len(calls)
+        again = score_heads(embedded_model, "previous-token", prompt="one two three four", cache=cache)
+    finally:
+        hook.remove()
+    assert computed > 0 and len(calls) == computed
     assert not first.cached and again.cached
     np.testing.assert_array_equal(first.scores, again.scores)
     assert again.key == first.key and first.key["score"] == "previous-token"
@@ -87,7 +91,7 @@ def test_sequence_score_is_attention_from_each_member_to_the_one_before(embedded
         values = [float(pattern[p, after, before])
                   for p, positions in enumerate(encoded.member_positions)
                   for before, after in pairwise(positions)]
-        assert result.scores[layer, head] == pytest.approx(np.mean(values), abs=1e-6)
+        assert result.scores[layer, head] == pytest.approx(np.mean(values), abs=1e-5)  # weights in [0, 1], float32
     assert "6 distinct digits prompts" in result.inputs
     assert result.notes == ("18 (member, previous member) pairs",)
 

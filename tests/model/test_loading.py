@@ -18,10 +18,11 @@ def test_embedded_model_shape(embedded_model):
 
 def test_local_folder_gives_the_same_logits_as_embedded(embedded_model):
     folder = embedded_converted_folder()[0]
-    local = load_model(ModelRequest(str(folder)))
+    local = load_model(ModelRequest(str(folder), device="cpu"))
     tokens = embedded_model.tensor([embedded_model.input_ids("1 2 3 4 ")])
     assert local.info.source == str(folder)
-    assert torch.allclose(local.logits(tokens), embedded_model.logits(tokens), atol=1e-5)
+    # logits reach ~20 in magnitude: 1e-5 of that scale
+    assert torch.allclose(local.logits(tokens), embedded_model.logits(tokens), atol=2e-4, rtol=0)
 
 
 def test_local_tiny_folder_loads_with_its_shape(tiny_model):
@@ -45,3 +46,56 @@ def test_memory_estimate_refuses_a_model_too_big(tmp_path, monkeypatch):
     monkeypatch.setattr(loading, "available_bytes", lambda placement: 4 * 2**30)  # a 4 GiB machine
     with pytest.raises(ModelLoadError, match=r"6\.74 B parameters need about 25\.1 GiB.*4\.0 GiB free"):
         load_model(ModelRequest(str(tmp_path)))
+
+
+def test_a_folder_whose_tokenizer_changes_gets_a_new_revision_and_no_stale_results(tiny_model_dir, tmp_path):
+    """The tokenizer decides the token ids every result is computed on: editing it must miss the results cache."""
+    import json
+    import shutil
+
+    from headscope.ablation import run_sweep
+    from headscope.results_cache import ResultsCache
+    from headscope.tasks import Dataset, PromptItem
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    cache = ResultsCache(tmp_path / "results")
+    dataset = Dataset("mine.csv", (PromptItem("1 2 3 4 ", "5", "4"), PromptItem("2 3 4 5 ", "6", "5")))
+    before = load_model(ModelRequest(str(folder), device="cpu"))
+    first = run_sweep(before, dataset, "zero", estimate=True, cache=cache)
+    assert not first.cached
+    assert run_sweep(load_model(ModelRequest(str(folder), device="cpu")), dataset, "zero", estimate=True,
+                     cache=cache).cached  # the same folder again: from the cache
+
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["model_max_length"] = 12345  # any edit of a tokenizer file; weights and config.json untouched
+    config_path.write_text(json.dumps(config))
+    after = load_model(ModelRequest(str(folder), device="cpu"))
+    assert after.info.revision != before.info.revision
+    assert not run_sweep(after, dataset, "zero", estimate=True, cache=cache).cached
+
+
+def test_the_least_recently_used_model_leaves_the_registry(tiny_model_dir, tmp_path):
+    """Two models stay resident: a third request drops the one used least recently (not the first loaded), and a
+    caller still holding the dropped model can finish with it."""
+    import shutil
+
+    from headscope.registry import ModelRegistry
+
+    requests = []
+    for name in ("a", "b", "c"):
+        shutil.copytree(tiny_model_dir, tmp_path / name)
+        requests.append(ModelRequest(str(tmp_path / name), device="cpu"))
+    a, b, c = requests
+    registry = ModelRegistry(max_models=2)
+    model_a = registry.get(a, hooks_later=True)
+    model_b = registry.get(b, hooks_later=True)
+    assert registry.get(a) is model_a  # used again: now b is the least recently used
+    model_c = registry.get(c, hooks_later=True)
+    assert registry.loaded(b) is None
+    assert registry.loaded(a) is model_a and registry.loaded(c) is model_c
+    tokens = model_b.tensor([model_b.input_ids("1 2 3")])
+    assert model_b.logits(tokens).shape[-1] == model_b.info.vocab_size  # still usable by whoever holds it
+    assert registry.get(b, hooks_later=True) is not model_b  # asked again: loaded afresh
+    assert registry.loaded(a) is None  # and now a was the least recently used

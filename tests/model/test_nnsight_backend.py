@@ -3,7 +3,6 @@ NDIF with local modules hidden, then run here), on the embedded model, to 1e-4 i
 show; the ablations also against plain PyTorch hooks on the HF modules."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ from headscope.patterns import compute_patterns
 from headscope.predict import analyze_prompt
 from headscope.scores import score_heads
 from headscope.tasks import build_task_dataset
+from tests.pinned import cpu_env
 
 TOL = 1e-4
 LAYERS = [0, 29]  # the default run checks these layers' heads and MLPs; the slow test every layer
@@ -144,10 +144,10 @@ def test_ablations_match_the_bridge(embedded_model, nnsight_backends, digits, me
 
 
 @pytest.mark.parametrize("method", ["mean", "resample"])
-def test_ablations_match_plain_hooks(nnsight_backends, digits, method):
+def test_ablations_match_plain_hooks(nnsight_backends, embedded_reference, digits, method):
     spec = get_method(method)
     task = logit_diff_task(digits, spec, deduplicate=False)
-    hf = nnsight_backends["nnsight"].hf_model
+    hf = embedded_reference  # an untouched transformers copy: no backend's model object, hooked by no library
     groups = AblationGroups.empty(3, 30, 9)
     groups.heads[0, 5, 2] = True
     groups.mlps[1, 14] = True
@@ -226,7 +226,7 @@ def test_full_exact_sweep_matches_the_bridge(embedded_model, nnsight_backends, d
 
 
 def _cli_json(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env = cpu_env()
     done = subprocess.run([sys.executable, "-m", "headscope", *args, "--json"], capture_output=True, text=True,
                           env=env, timeout=600, check=False)
     assert done.returncode == 0, done.stderr

@@ -196,7 +196,7 @@ def test_remote_numbers_equal_local_ones(tiny_pair):
     for method in ("zero", "mean", "resample"):
         spec = get_method(method)
         np.testing.assert_allclose(remote.ablated_logit_diffs(task, spec, groups),
-                                   local.ablated_logit_diffs(task, spec, groups), atol=1e-6, rtol=0)
+                                   local.ablated_logit_diffs(task, spec, groups), atol=1e-5, rtol=0)  # LDs ~1, float32
     torch.testing.assert_close(remote.answer_logits(task.clean, task.answer_ids),
                                local.answer_logits(task.clean, task.answer_ids))
     keep = lambda layer, pattern: pattern[0].clone()  # noqa: E731 (shipped by value to the server)
@@ -210,7 +210,7 @@ def test_remote_numbers_equal_local_ones(tiny_pair):
     torch.testing.assert_close(remote.ov_unembed_logits(1, effective, ids), local.ov_unembed_logits(1, effective, ids))
     effects = remote.attribution_effects(task, get_method("mean"))
     expected = local.attribution_effects(task, get_method("mean"))
-    np.testing.assert_allclose(effects.head_effect, expected.head_effect, atol=1e-5)
+    np.testing.assert_allclose(effects.head_effect, expected.head_effect, atol=1e-5, rtol=1e-5)  # 1e-5 of scale
     # only the per-group LD values, logits of a few tokens and chosen patterns came back: every result is small
     assert max(ndif.result_sizes) < 20_000
 

@@ -105,15 +105,13 @@ def test_multi_token_answer_warns_and_uses_first_token(embedded_model):
     assert any("is 2 tokens" in w for w in result.warnings)
 
 
-def test_top_k_logits_equal_a_direct_transformers_forward(embedded_model):
-    from transformers import AutoModelForCausalLM
-
-    from headscope.loading import embedded_converted_folder
-
-    reference = AutoModelForCausalLM.from_pretrained(embedded_converted_folder()[0], dtype=torch.float32).eval()
+def test_top_k_logits_equal_a_direct_transformers_forward(embedded_model, embedded_reference, embedded_hf_tokenizer):
     result = analyze_prompt(embedded_model, "January February March April", top_k=10)
+    ids = [embedded_hf_tokenizer.bos_token_id,
+           *embedded_hf_tokenizer("January February March April", add_special_tokens=False).input_ids]
+    assert list(result.tokenized.ids) == ids  # the input, tokenized here without headscope
     with torch.no_grad():
-        logits = reference(torch.tensor([result.tokenized.ids])).logits[0, -1]
+        logits = embedded_reference(torch.tensor([ids])).logits[0, -1]
     values, ids = logits.topk(10)
     assert [p.id for p in result.top_k] == ids.tolist()
     assert torch.allclose(torch.tensor([p.logit for p in result.top_k]), values, atol=1e-4)

@@ -3,6 +3,7 @@ request then runs in one go, and each caller's progress is reported on its own t
 sees it; Streamlit sends what a thread draws to that thread's session)."""
 
 import threading
+import time
 
 import torch
 
@@ -37,9 +38,14 @@ def test_a_request_runs_between_the_layers_of_a_long_forward_and_progress_stays_
         results["short"] = model.next_tokens(model.tensor([short_ids]), len(short_ids) - 1,
                                              short_progress)
 
+    short_times: dict[str, float] = {}
+
     def short_progress(fraction: float) -> None:
         reported_on["short"].add(threading.get_ident())
         events.append(f"short {fraction:.2f}")
+        short_times.setdefault("first" if fraction == 0 else "last", time.perf_counter())
+        if fraction >= 1:
+            short_times["last"] = time.perf_counter()
 
     def long_progress(fraction: float) -> None:
         reported_on["long"].add(threading.get_ident())
@@ -57,10 +63,12 @@ def test_a_request_runs_between_the_layers_of_a_long_forward_and_progress_stays_
 
     # the short request was served between two layers of the long forward, not after it
     assert events.index("short 1.00") < events.index("long 1.00")
-    # once served, the short request ran to its end without handing the model back (shorter than a time slice)
+    # once served, the short request ran to its end without handing the model back, as long as it was shorter than a
+    # time slice (a forward of 9 tokens is ~0.05 s here; on a machine so busy that it outlasts the slice, handing
+    # over is the promised behaviour, so the check applies only where the request really was shorter)
     first, last = events.index("short 0.00"), events.index("short 1.00")
-    assert all(event.startswith("short") for event in events[first:last + 1])
-    assert HAND_OVER_AFTER_SECONDS <= 0.5
+    if short_times["last"] - short_times["first"] < HAND_OVER_AFTER_SECONDS:
+        assert all(event.startswith("short") for event in events[first:last + 1])
     # each caller's progress ran on its own thread only
     assert reported_on["long"] == {long_thread.ident}
     assert reported_on["short"] == {short_thread[0].ident}

@@ -27,7 +27,8 @@ def test_mean_builder_streams_chunks_to_the_mean_over_every_prompt():
     builder = ABLATION_METHODS["mean"].builder()
     for start in range(0, 10, 3):
         builder.add(corrupted[start:start + 3])
-    torch.testing.assert_close(builder.result().float(), corrupted.mean(0, keepdim=True), atol=1e-6, rtol=0)
+    # values of scale 1 summed in another order: float32 rounding, far below 1e-5
+    torch.testing.assert_close(builder.result().float(), corrupted.mean(0, keepdim=True), atol=1e-5, rtol=0)
 
 
 def test_resample_pairs_prompts_and_zero_gives_none():

@@ -67,3 +67,18 @@ def test_readable_skips_what_the_parser_cannot_read(tmp_path):
     assert [e.payload for e in cache.entries("ablation")] != []
     assert cache.readable("ablation", lambda entry: entry.payload["n"]) == [3]
     assert cache.readable("ablation", lambda entry: entry.payload["n"], {"method": "zero"}) == []
+
+
+def test_a_model_of_unknown_revision_is_never_stored_or_served(tmp_path):
+    """A hub model whose commit is not known (revision "unknown"): its results cannot be told from another
+    commit's, so nothing is kept for it, and a file left under such a key is not read."""
+    cache = ResultsCache(tmp_path)
+    unknown = {**KEY, "model_revision": "unknown"}
+    assert cache.store("ablation", unknown, {"v": 1}) is None
+    assert not list(tmp_path.rglob("*.json"))
+    planted = cache.path("ablation", unknown)
+    planted.parent.mkdir(parents=True)
+    from headscope.results_cache import _checksum  # a well-formed file, as an older headscope would have left
+
+    planted.write_text(json.dumps({"format": 1, "key": unknown, "checksum": _checksum({"v": 1}), "payload": {"v": 1}}))
+    assert cache.load("ablation", unknown) is None
