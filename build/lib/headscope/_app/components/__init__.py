@@ -1,0 +1,1 @@
+"""Reusable Streamlit pieces; they render what headscope computes."""

@@ -1,0 +1,75 @@
+"""Where a page's prompts come from, the same on every page that sweeps or searches: a built-in task (name, step,
+prompts, seed, all in the URL by name) or an uploaded dataset (checked and limited as one, remembered for the session).
+"""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from components.share import BOUND
+from components.text import md, quoted
+from headscope.errors import HeadscopeError
+from headscope.tasks import STEP_RANGE, TASKS, Dataset, UploadLimits, build_task_dataset, load_dataset_bytes
+
+BUILT_IN, UPLOAD = "Built-in task", "Upload a dataset"
+UPLOADED = "hs_uploaded"  # the last uploaded dataset of this session (an uploader forgets its file on a page switch)
+
+
+def upload_limits() -> UploadLimits:
+    """HEADSCOPE_UPLOAD_MAX_ROWS/MB, and no more bytes than Streamlit's server.maxUploadSize accepts."""
+    try:
+        limits = UploadLimits.from_env()
+    except HeadscopeError as error:
+        st.error(md(f"{error} Using the defaults."))
+        limits = UploadLimits()
+    server_bytes = int(st.get_option("server.maxUploadSize") * 2**20)
+    return UploadLimits(limits.max_rows, min(limits.max_bytes, server_bytes))
+
+
+def uploaded_dataset(key: str) -> Dataset | None:
+    """The uploader with its limits stated; a file that is not a usable dataset gets a message naming the problem
+    (binary, not UTF-8, over a limit, missing columns), and none is used."""
+    limits = upload_limits()
+    upload = st.file_uploader(
+        "CSV or JSON: prompt, correct, incorrect, optional corrupted_prompt", type=["csv", "json"], key=key,
+        max_upload_size=max(1, math.ceil(limits.max_bytes / 2**20)),
+    )
+    st.caption(md(f"Limits on this server: {limits.describe()} per dataset."))
+    if upload is None:  # none now (e.g. after a page switch): the last one uploaded in this session, if any
+        previous = st.session_state.get(UPLOADED)
+        if previous is not None:
+            note_col, forget_col = st.columns([4, 1], vertical_alignment="center")
+            note_col.caption(f"Using {quoted(previous.name)}, uploaded earlier in this session; upload a file to "
+                             "replace it.")
+            forget_col.button("Forget it", key=f"{key}_forget", on_click=lambda: st.session_state.pop(UPLOADED))
+        return previous
+    try:
+        dataset = load_dataset_bytes(upload.getvalue(), upload.name, limits)
+    except HeadscopeError as error:
+        st.error(md(str(error)))
+        return None
+    st.session_state[UPLOADED] = dataset
+    return dataset
+
+
+def task_dataset(model) -> Dataset | None:
+    """A built-in task's prompts for this model: task (by name in the URL: task=months), step where the task has one,
+    number of prompts and seed."""
+    task_col, step_col, n_col, seed_col = st.columns([2, 1, 1, 1])
+    task = task_col.selectbox("Task", list(TASKS), key="task", **BOUND,
+                              help=md(" · ".join(f"{name}: {spec.example}" for name, spec in TASKS.items())))
+    step = None
+    if TASKS[task].adjustable_stride:
+        step = int(step_col.number_input("Step", min_value=STEP_RANGE[0], max_value=STEP_RANGE[1],
+                                         value=TASKS[task].stride, key="step", **BOUND))
+    n_prompts = n_col.number_input("Prompts", min_value=1, max_value=512, value=16, key="n", **BOUND)
+    seed = seed_col.number_input("Seed", min_value=0, value=0, key="seed", **BOUND)
+    chosen = f"; this run: step {step}" if step is not None and step != TASKS[task].stride else ""
+    st.caption(md(f"{TASKS[task].title}: {TASKS[task].example}{chosen}"))
+    try:
+        return build_task_dataset(task, int(n_prompts), seed=int(seed), model=model, step=step)
+    except HeadscopeError as error:
+        st.error(md(str(error)))
+        return None

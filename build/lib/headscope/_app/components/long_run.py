@@ -1,0 +1,45 @@
+"""One long run on a page (a sweep, a circuit search): a progress bar with the ETA and a Cancel button, both cleared
+when the run ends."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import streamlit as st
+
+from components.text import md
+from headscope.engine import Progress
+
+
+def say_if_stopped(prefix: str) -> None:
+    """At the top of the page: a run this session started and did not finish (progress_with_cancel's flag is still
+    set) is named once, with why it stopped: Cancel, or a control changed (or the page was left) while it ran."""
+    stopped = st.session_state.pop(f"{prefix}_running", None)
+    by_button = st.session_state.pop(f"{prefix}_cancelled", False)
+    if stopped:
+        reason = "" if by_button else " because a control changed (or the page was left) while it ran"
+        st.info(md(f"The {stopped} was cancelled{reason}; nothing was stored."), icon=":material/cancel:")
+
+
+@contextlib.contextmanager
+def progress_with_cancel(prefix: str, what: str) -> Iterator[Callable[[Progress], None]]:
+    """Yields the run's progress callback. Cancel sets st.session_state[f"{prefix}_cancelled"]; like any click it
+    reruns the page, which stops the running job at its next progress report. `what` (e.g. "sweep") is kept under
+    f"{prefix}_running" until the block ends, so that a run stopped before its end is named on the next run
+    (say_if_stopped). An error caught inside the block leaves the bar and the button cleared as well."""
+    cancelled_flag = f"{prefix}_cancelled"
+    st.session_state[f"{prefix}_running"] = what
+    bar = st.progress(0.0, text="Starting…")
+    cancel_slot = st.empty()
+    cancel_slot.button("Cancel", key=f"{prefix}_cancel",
+                       on_click=lambda: st.session_state.update({cancelled_flag: True}))
+
+    def report(update: Progress) -> None:
+        eta = f" · about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""
+        bar.progress(update.fraction, text=md(f"{100 * update.fraction:.0f}%{eta} · {update.message}"))
+
+    yield report
+    bar.empty()
+    cancel_slot.empty()  # the run is over: nothing left to cancel
+    st.session_state.pop(f"{prefix}_running", None)

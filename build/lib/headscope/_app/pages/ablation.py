@@ -1,0 +1,180 @@
+"""Ablation heatmap: which heads matter for a task, as a clickable layer×head map of a logit-difference metric.
+
+The inputs live in the URL (source, task, n, seed, method, show, only_correct; for an upload the dataset's name and
+content hash) and so does the selected head (`head=23.3`, `head=mlp12`): a link reopens the view, its sweep read
+back from the results cache.
+"""
+
+import numpy as np
+import streamlit as st
+
+from components.ablation_view import (
+    NORMALIZATION_HELP,
+    NORMALIZATIONS,
+    TOP_EFFECTS_COLUMNS,
+    grid_values,
+    head_pattern,
+    results_csv,
+    summary,
+    top_effects_frame,
+)
+from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
+from components.heatmap import EXTRA, clickable_heatmap, layer_head_figure, parse_head, png_download, show_head
+from components.long_run import progress_with_cancel, say_if_stopped
+from components.model_state import require_model
+from components.share import BOUND, copy_link, set_url_value, url_value
+from components.text import md, plural, quoted
+from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, prepare_dataset, run_sweep
+from headscope.errors import HeadscopeError
+from headscope.results_cache import ResultsCache
+
+SELECTED = "ab_selected"  # (layer, head) or (layer, EXTRA), mirrored in the URL as head=
+LAST = "ab_result"  # (model identity, the last sweep shown): shown again only under the same model
+ASKED = "ab_asked"  # "estimate" or "exact": what this session last asked for
+
+
+title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col.title("Ablation heatmap")
+st.caption(
+    "LD = mean over prompts of logit[correct] − logit[incorrect] at the last input position (BOS included in the "
+    "positions). Each cell ablates one head's output at every position; the MLP column ablates each layer's MLP."
+)
+model = require_model(hooks=True)
+info = model.info
+cache = ResultsCache()
+
+say_if_stopped("ab")
+
+source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key="source", **BOUND)
+inputs_col, method_col, view_col = st.columns([3, 1, 1.3])
+dataset = None
+with inputs_col:
+    dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ab_upload")
+with method_col:
+    method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
+                          help="zero: output set to 0 · mean: position-wise mean over the corrupted prompts (the "
+                               "study's choice) · resample: the paired corrupted prompt's output (patching)")
+with view_col:
+    normalization = st.selectbox("Show", list(NORMALIZATIONS), key="show", help=md(NORMALIZATION_HELP), **BOUND)
+only_correct = st.checkbox("Only prompts the model gets right", value=False, key="only_correct", **BOUND,
+                           help="top-1 is the correct answer and P(correct) > 2·P(incorrect)")
+
+encoded = None
+if dataset is not None:
+    try:
+        encoded = prepare_dataset(model, dataset)
+    except HeadscopeError as error:
+        st.error(md(str(error)))
+
+# An uploaded dataset is named in the URL by its name and content hash: a link opens its sweep from the cache.
+linked_hash = None
+if source == UPLOAD:
+    if encoded is not None:
+        st.query_params["dataset"] = encoded.dataset.name
+        st.query_params["data"] = encoded.dataset.content_hash[:12]
+    linked_hash = st.query_params.get("data")
+else:
+    for param in ("dataset", "data"):
+        if param in st.query_params:
+            del st.query_params[param]
+
+run_col, preview_col, clear_col, _ = st.columns([1.2, 1.7, 1.4, 2])
+run_exact = run_col.button("Run exact sweep", type="primary", disabled=encoded is None, key="ab_run")
+run_preview = preview_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ab_preview")
+if clear_col.button("Clear cached results", key="ab_clear"):
+    removed = cache.clear(CACHE_KIND)
+    st.session_state.pop(LAST, None)
+    st.toast(f"Removed {plural(removed, 'cached sweep')}.")
+
+result = None
+if encoded is not None:
+    # A sweep already on disk for exactly this configuration shows at once (e.g. precomputed from the CLI).
+    # what this session last asked for (estimate or exact) is looked up first: a click elsewhere keeps it on screen
+    if run_exact or run_preview:
+        st.session_state[ASKED] = "estimate" if run_preview else "exact"
+    estimate_first = st.session_state.get(ASKED) == "estimate"
+    result = (load_sweep(model, encoded, method, estimate_first, only_correct, cache)
+              or load_sweep(model, encoded, method, not estimate_first, only_correct, cache))
+    if run_exact or run_preview:
+        with progress_with_cancel("ab", "estimate" if run_preview else "sweep") as progress:
+            try:
+                result = run_sweep(model, encoded, method, estimate=bool(run_preview), only_correct=only_correct,
+                                   cache=cache, progress=progress)
+            except HeadscopeError as error:
+                st.error(md(str(error)))
+    if result is not None:
+        st.session_state[LAST] = (model.identity, result)
+elif linked_hash:
+    name = st.query_params.get("dataset", "the uploaded dataset")
+    matches = [sweep for sweep in cached_sweeps(model, cache)
+               if sweep.key.get("dataset_hash", "").startswith(linked_hash) and sweep.method == method
+               and bool(sweep.key.get("only_correct")) == only_correct]
+    result = min(matches, key=lambda sweep: sweep.estimate, default=None)  # exact before estimate
+    if result is not None:
+        st.caption(f"The sweep of {quoted(name)} from the results cache. Upload the file again to rerun it.")
+    else:
+        st.info(f"This link shows a sweep of {quoted(name)}, which is not in this server's results cache: upload "
+                "the file to compute it.")
+
+if result is None:
+    identity, last = st.session_state.get(LAST, (None, None))
+    if last is not None and identity == model.identity:
+        result = last
+        st.caption("Showing the last sweep (its configuration differs from the controls above).")
+    elif last is not None:  # never another model's numbers under this model's name, heads and patterns
+        st.caption(f"The last sweep was of {quoted(last.model)}, not of the model loaded now: run one here.")
+
+# a head is one of the sweep's (a link made for another model may name one it does not have)
+shape = (result.n_layers, result.n_heads) if result is not None else (info.n_layers, info.n_heads)
+selected = url_value("head", SELECTED, lambda text: parse_head(text, *shape), show_head)
+copy_link(link_col)
+
+if result is None:
+    st.info("Choose a task and press **Run exact sweep** (or the instant estimate). Results are cached on disk, so "
+            "a sweep precomputed with `python -m headscope ablate` appears here at once.")
+    st.stop()
+
+summary(result)
+values, mlp_values, center, label, fmt = grid_values(result, normalization)
+if values is None:
+    st.warning("Normalization to the corrupted baseline needs corrupted prompts; showing % of clean instead.")
+    values, mlp_values, center, label, fmt = grid_values(result, "% of clean LD")
+
+figure = layer_head_figure(values, colorbar_title=label, center=center, extra_column=mlp_values,
+                           selected=selected, value_format=fmt,
+                           title=f"{result.model} · {result.task} · {result.method}"
+                                 f"{' (estimate)' if result.estimate else ''}")
+map_col, detail_col = st.columns([1, 1])
+with map_col:
+    # one chart key per sweep, the same whether the sweep was just computed or read back from the cache
+    chart_key = f"ab_map_{result.key.get('dataset_hash', '')[:16]}_{result.method}_{result.estimate}"
+    click = clickable_heatmap(figure, key=chart_key, filename=f"ablation-{result.task}-{result.method}")
+    if click is not None and (click.layer, click.head) != selected:
+        set_url_value("head", SELECTED, (click.layer, click.head), show_head)
+        st.rerun()
+    grid_name = f"ablation-{result.task}-{result.method}{'-estimate' if result.estimate else ''}"
+    down_csv, down_png = st.columns(2)
+    down_csv.download_button("Download grid (CSV)", results_csv(result), file_name=f"{grid_name}.csv",
+                             mime="text/csv", key="ab_csv", on_click="ignore", icon=":material/table:")
+    png_download(down_png, figure, f"{grid_name}.png", key="ab_png")
+with detail_col:
+    st.markdown("**Largest effects**")
+    st.dataframe(top_effects_frame(result, info.n_heads // info.n_kv_heads, 12), hide_index=True, width="stretch",
+                 column_config=TOP_EFFECTS_COLUMNS)
+    if selected is None:
+        st.caption("Click a cell to see that head's attention pattern on the first prompt.")
+    elif selected[1] == EXTRA:
+        layer = selected[0]
+        st.markdown(f"**MLP {layer:d}**: ablated LD {result.mlp_ablated_ld[layer]:.3f} "
+                    f"({result.mlp_percent_of_clean[layer]:.1f}% of clean)")
+    else:
+        layer, head = selected
+        st.markdown(f"**Head {layer:d}.{head:d}** (KV head {head // (info.n_heads // info.n_kv_heads):d}): ablated LD "
+                    f"{result.ablated_ld[layer, head]:.3f}, {result.percent_of_clean[layer, head]:.1f}% of clean, "
+                    f"change {result.change[layer, head]:+.3f}")
+
+if selected is not None and selected[1] != EXTRA and result.first_prompt:
+    layer, head = selected
+    if layer < result.n_layers and head < result.n_heads and not np.isnan(result.ablated_ld[layer, head]):
+        st.subheader(f"Attention pattern of head {layer:d}.{head:d} on {quoted(result.first_prompt)}")
+        head_pattern(model, result.first_prompt, layer, head)

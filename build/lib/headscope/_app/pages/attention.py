@@ -1,0 +1,200 @@
+"""Attention patterns: what the candidate heads do on a prompt, and head-type scores to find such heads in any model.
+
+The inputs live in the URL (prompt, preset, heads, single, score, scored_on, score_task): `/attention?heads=23.3`
+opens head 23.3. The prompt is the prompt tester's: a prompt typed there is the one shown here.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
+from components.head_scores import head_scores_panel
+from components.model_state import require_model
+from components.share import BOUND, copy_link
+from components.text import md, plain, plural, quoted
+from headscope.ablation import cached_sweeps
+from headscope.errors import HeadscopeError, InputError
+from headscope.heads import (
+    PATTERN_SCORE_NAMES,
+    SCORE_NAMES,
+    SCORE_TITLES,
+    HeadRef,
+    format_heads,
+    model_presets,
+    parse_heads,
+)
+from headscope.patterns import (
+    MAX_VIEW_TOKENS,
+    compute_patterns,
+    default_prompt,
+    grid_view,
+    patterns_csv,
+    single_head_view,
+    standalone_html,
+)
+from headscope.scores import score_heads
+from headscope.tasks import task_names
+
+TOP_K = 8
+HEADS_BOX = "heads"  # the heads box's key, and its URL parameter
+PENDING_HEADS = "ap_pending_heads"  # set by a heatmap click; moved into the heads box before it is drawn
+SCORED_ON = ("Generated sequences", "The prompt above")
+
+
+def sweep_preset(sweep) -> str:
+    """A cached sweep's preset name, one per sweep: the label, plus what else tells sweeps apart (the prompts' content
+    hash, only-correct)."""
+    only = " · only correct" if sweep.key.get("only_correct") else ""
+    return f"Top {TOP_K} by ablation effect: {sweep.label}{only} · prompts {sweep.key.get('dataset_hash', '')[:6]}"
+
+
+def preset_heads(model, choice: str, sweeps: list) -> tuple[HeadRef, ...]:
+    """The heads of a preset; a score preset computes its score (or loads it from the results cache)."""
+    for preset in model_presets(model.info):
+        if choice == preset.name:
+            return preset.heads
+    for sweep in sweeps:
+        if choice == sweep_preset(sweep):
+            return tuple(HeadRef(layer, head) for layer, head in sweep.top_heads(TOP_K))
+    for score in SCORE_NAMES:
+        if choice == f"Top {TOP_K} by {SCORE_TITLES[score].lower()}":
+            with st.spinner(md(f"Scoring every head: {SCORE_TITLES[score].lower()}…")):
+                return score_heads(model, score).top_heads(TOP_K)
+    raise InputError(f"Unknown preset {choice!r}.")
+
+
+title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col.title("Attention patterns")
+st.caption("Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →. "
+           "Views are drawn offline (circuitsvis, inlined).")
+model = require_model(hooks=True)
+info = model.info
+if PENDING_HEADS in st.session_state:
+    st.session_state[HEADS_BOX] = st.session_state.pop(PENDING_HEADS)
+
+prompt = st.text_area("Prompt", value=default_prompt(model), key="prompt", height=80, **BOUND,
+                      help="Default: a digits prompt from the built-in task, fitted to this tokenizer. The prompt "
+                           "tester shares this box.")
+sweeps = cached_sweeps(model)
+preset_names = [preset.name for preset in model_presets(info)]
+preset_names += [sweep_preset(sweep) for sweep in sweeps]
+score_presets = [f"Top {TOP_K} by {SCORE_TITLES[score].lower()}" for score in SCORE_NAMES]
+preset_names += sorted(score_presets, key=lambda name: "sequence" not in name)  # sequence-member first: cheap
+preset_col, free_col = st.columns([2, 3])
+preset = preset_col.selectbox("Heads preset", preset_names, key="preset", format_func=plain, **BOUND,
+                              help="Published candidates for this model where there are any, the top heads by a "
+                                   "head-type score, or by ablation effect from a cached sweep.")
+typed = free_col.text_input("Heads (layer.head, …) — overrides the preset", key=HEADS_BOX, **BOUND,
+                            placeholder="e.g. 3.24, 5.25, 16.0, 20.17",
+                            help=f"Layers 0–{info.n_layers - 1:d}, heads 0–{info.n_heads - 1:d}. Clicking a cell "
+                                 "of a score heatmap below adds that head here.")
+
+heads: tuple[HeadRef, ...] = ()
+failed = False
+try:
+    heads = parse_heads(typed, info) if typed.strip() else preset_heads(model, preset, sweeps)
+    if not typed.strip():
+        st.caption(f"Preset heads: {md(format_heads(heads))}")
+except HeadscopeError as error:
+    st.error(md(str(error)))
+    failed = True
+
+result = None
+memo = st.session_state.get("ap_patterns")
+if heads:
+    memo_key = (str(model.identity), prompt, heads)
+    try:
+        if memo is not None and memo[0] == memo_key:
+            result = memo[1]
+        else:
+            result = compute_patterns(model, prompt, heads)
+            st.session_state["ap_patterns"] = (memo_key, result)
+    except HeadscopeError as error:
+        st.error(md(str(error)))
+        failed = True
+if failed and memo is not None and memo[0][0] == str(model.identity):
+    result = memo[1]  # nothing computed is lost: the last view stays, labelled as such
+    st.caption(f"Showing the last view: heads {md(format_heads(result.heads))} on the prompt {quoted(result.prompt)}.")
+
+if result is not None:
+    st.subheader(f"{plural(len(result.heads), 'head')} on {plural(len(result.tokens), 'token')}")
+    if len(result.tokens) > MAX_VIEW_TOKENS:
+        last_start = len(result.tokens) - MAX_VIEW_TOKENS
+        start = st.number_input(
+            f"Window: the {MAX_VIEW_TOKENS:d} positions drawn start at", min_value=0, max_value=last_start,
+            value=last_start, step=MAX_VIEW_TOKENS // 2, key="ap_window",
+            help="A long prompt is drawn as a square window of its positions (destination and source); the "
+                 "patterns were computed on the whole prompt.")
+        result = result.window(int(start))
+        st.caption(f"Drawing positions {result.first_position:,}–{result.last_position:,} of {result.prompt_tokens:,}"
+                   f"; attention to earlier positions ({100 * result.outside_share():.0f}% of each row on average) is "
+                   f"not drawn. The views number the drawn positions from 0: add {result.first_position:,}. The "
+                   "downloads hold this window, with positions counted in the whole prompt.")
+    circuits_frame(grid_view(result), description="Attention patterns of the selected heads")
+    if result.grouped_query:
+        st.caption(f"Grouped-query attention: {info.n_heads:d} query heads share {info.n_kv_heads:d} key/value "
+                   "heads; each query head's KV head is in its name and below.")
+        st.dataframe(result.kv_rows(), hide_index=True, width="stretch")
+    labels = [head.label for head in result.heads]
+    single_label = st.selectbox("Single-head view", labels, key="single", **BOUND,
+                                help="layer.head; the grid above names each head with its KV head")
+    single = labels.index(single_label) if single_label in labels else 0
+    circuits_frame(single_head_view(result, single), max_width=SINGLE_MAX_WIDTH,
+                   description=plain(f"Attention pattern of head {result.head_name(single)} with token labels"))
+    html_col, csv_col = st.columns(2)
+    html_col.download_button(
+        "Download view as offline HTML (for slides)",
+        data=lambda: standalone_html(result, single),
+        file_name="attention-patterns.html",
+        mime="text/html",
+        key="ap_download_html",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+    csv_col.download_button(
+        "Download pattern values (CSV)",
+        data=lambda: patterns_csv(result),
+        file_name="attention-patterns.csv",
+        mime="text/csv",
+        key="ap_download_csv",
+        on_click="ignore",
+        icon=":material/table:",
+    )
+
+st.header("Head-type scores")
+score_col, option_col = st.columns([2, 3])
+score = score_col.selectbox("Score", SCORE_NAMES, key="score", **BOUND,
+                            help=md(" · ".join(f"{name}: {SCORE_TITLES[name]}" for name in SCORE_NAMES)))
+score_prompt: str | None = None
+task = "digits"
+if score in PATTERN_SCORE_NAMES:
+    scored_on = option_col.radio("Scored on", SCORED_ON, key="scored_on", horizontal=True, **BOUND,
+                                 help="Generated sequences: 4 × (BOS + 20 random tokens repeated twice), seed 0")
+    score_prompt = prompt if scored_on == SCORED_ON[1] else None
+elif score == "sequence":
+    task = option_col.selectbox("Task prompts", task_names(), key="score_task", **BOUND)
+copy_link(link_col)
+try:
+    scores = score_heads(model, score, prompt=score_prompt, task=task, compute=False)
+    if scores is None:
+        # message and button in one placeholder, cleared once the score is there
+        pending = st.empty()
+        with pending.container():
+            st.info(f"{md(SCORE_TITLES[score])} has not been computed for {md(info.name)} on these inputs yet.")
+            clicked = st.button("Compute", type="primary", key="ap_compute")
+        if clicked:
+            with st.spinner(f"Scoring all {plural(info.n_layers * info.n_heads, 'head')}…"):
+                scores = score_heads(model, score, prompt=score_prompt, task=task)
+            pending.empty()
+except HeadscopeError as error:
+    st.error(md(str(error)))
+    scores = None
+
+if scores is not None:
+    picked = head_scores_panel(scores, key="ap_scores")
+    current = list(heads)
+    added = [head for head in picked if head not in current]
+    if added:
+        st.session_state[PENDING_HEADS] = format_heads(current + added)
+        st.rerun()

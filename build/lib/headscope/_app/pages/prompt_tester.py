@@ -1,0 +1,122 @@
+"""Prompt tester: per-position tokens, top-k next tokens, the rank of an expected answer, and a side-by-side compare.
+
+Every input lives in the URL (prompt, answer, contrast, top_k, position): a link reopens the same view.
+"""
+
+import time
+
+import streamlit as st
+
+from components.model_state import require_model
+from components.share import BOUND, copy_link
+from components.text import md, md_code, plain, plural, quoted
+from components.token_view import answer_panel, diagnostics, token_strip, token_table, topk_chart, topk_table
+from headscope.errors import HeadscopeError
+from headscope.predict import MAX_TOP_K, analyze_prompt, toggle_trailing_space
+
+COMPARE_TOP_K = 5  # next tokens listed per side of the compare
+
+title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col.title("Prompt tester")
+st.caption(
+    "Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →; "
+    "invisible characters show as ⟨U+XXXX⟩."
+)
+model = require_model()
+
+left, right = st.columns([3, 2])
+with left:
+    prompt = st.text_area("Prompt", value="1 2 3 4 ", key="prompt", height=90, **BOUND,
+                          help="Llama-style tokenizers emit the space before a digit as its own token: "
+                               "'1 2 3 4' predicts a space, '1 2 3 4 ' predicts '5'.")
+with right:
+    a_col, c_col = st.columns(2)
+    answer = a_col.text_input("Expected answer", value="5", key="answer", **BOUND)
+    contrast = c_col.text_input("Contrast answer", value="4", key="contrast", **BOUND)
+    k_col, p_col = st.columns(2)
+    top_k = k_col.number_input("Top-k", min_value=1, max_value=MAX_TOP_K, value=10, step=1, key="top_k", **BOUND)
+    position = p_col.number_input("Position (-1 = last)", value=-1, step=1, key="position", **BOUND)
+copy_link(link_col)
+
+progress_slot = st.empty()
+
+
+def forward_progress(fraction: float, started: float = time.perf_counter()) -> None:
+    """A progress bar for a long prompt (shown only once a forward pass has taken more than half a second)."""
+    if time.perf_counter() - started > 0.5:
+        progress_slot.progress(min(fraction, 1.0), text=f"Running the model on the prompt: {100 * fraction:.0f}%")
+
+
+try:
+    analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position),
+                              progress=forward_progress)
+    st.session_state["pt_last_good"] = (model.identity, analysis)
+    progress_slot.empty()  # the forward is over: its bar goes
+except HeadscopeError as error:
+    st.error(md(str(error)))
+    analysis = None
+    identity, previous = st.session_state.get("pt_last_good", (None, None))
+    if previous is not None and identity == model.identity:  # never another model's result under this one's name
+        st.caption(f"Showing the last result, for the prompt {quoted(previous.prompt)}.")
+        analysis = previous
+
+if analysis is not None:
+    diagnostics(analysis)
+    st.subheader(plural(len(analysis.tokens), "token"))
+    token_strip(analysis)
+    with st.expander("Token table", expanded=False):
+        token_table(analysis)
+
+    chosen = analysis.tokens[analysis.position]
+    st.subheader(f"Next token after position {analysis.position:d} ({md_code(chosen.display)})")
+    table_col, chart_col = st.columns([1, 1])
+    with table_col:
+        topk_table(analysis.top_k)
+    with chart_col:
+        answer_ids = {r.typed.first_id for r in (analysis.answer,) if r is not None}
+        st.plotly_chart(topk_chart(analysis.top_k, answer_ids), width="stretch", key="pt_topk_chart")
+
+    if analysis.answer or analysis.contrast:
+        st.subheader("Expected answer")
+        metric_cols = st.columns(3)
+        if analysis.answer:
+            metric_cols[0].metric("Rank of answer", f"{analysis.answer.typed.rank:d}")
+        if analysis.contrast:
+            metric_cols[1].metric("Rank of contrast", f"{analysis.contrast.typed.rank:d}")
+        if analysis.logit_diff is not None:
+            metric_cols[2].metric("Logit difference", f"{analysis.logit_diff:.3f}")
+        if analysis.answer:
+            answer_panel("answer", analysis.answer)
+        if analysis.contrast:
+            answer_panel("contrast", analysis.contrast)
+
+    st.subheader("Compare two variants")
+    compare = st.toggle("Compare with a variant of the prompt", value=False, key="compare", **BOUND,
+                        help="Runs the model a second time, on the variant (by default the prompt with its trailing "
+                             "space toggled): the '1 2 3 4' vs '1 2 3 4 ' trap side by side.")
+    if compare:
+        variant = st.text_input(
+            "Variant prompt", value=toggle_trailing_space(analysis.prompt), key=f"pt_variant_{analysis.prompt}",
+            help="Defaults to the prompt with its trailing space toggled.",
+        )
+        st.caption(md(f"Both at their last position: the top {COMPARE_TOP_K} next tokens and the expected answer's "
+                      "rank."))
+        # the result above is reused only where it is the same reading (last position, at least 5 candidates)
+        reusable = analysis.position == len(analysis.tokens) - 1 and len(analysis.top_k) >= COMPARE_TOP_K
+        columns = st.columns(2)
+        for column, text in zip(columns, (analysis.prompt, variant), strict=True):
+            with column:
+                st.text(repr(plain(text)))
+                try:
+                    other = analysis if text == analysis.prompt and reusable else analyze_prompt(
+                        model, text, answer or None, contrast or None, COMPARE_TOP_K)
+                except HeadscopeError as error:
+                    st.error(md(str(error)))
+                    continue
+                token_strip(other, show_predictions=False)
+                topk_table(other.top_k[:COMPARE_TOP_K])
+                if other.answer:
+                    st.caption(f"answer {quoted(other.answer.typed.text)}: rank {other.answer.typed.rank:d}, "
+                               f"p = {other.answer.typed.prob:.3f}")
+                for warning in other.warnings:
+                    st.caption(":material/warning: " + md(warning))

@@ -1,0 +1,505 @@
+"""The backend contract: the primitives every headscope engine is built from.
+
+A backend wraps one loaded model (TransformerLens' TransformerBridge, nnsight locally, nnsight on NDIF). Engines
+(predict, ablation, circuit, scores, patterns) call only what is declared here; nothing outside a backend touches
+hooks, modules or weights. Each primitive says what it returns, with shapes in names or docstrings
+(`pattern[batch, head, dest, src]`). Positions always count the model's real input, BOS included.
+
+Two paths for ablations:
+- the general path, `ablated_logit_diffs`: one batched forward in which each group of rows ablates its own set of
+  components. Every backend offers it, remote ones included (the replacement values never leave the backend);
+- the fast path, `block_runner` (optional): block-by-block execution from a given residual, so an engine can reuse the
+  residual stream below the layer it ablates. A backend offers it only where it has checked, at load, that its block
+  loop reproduces its own full forward.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from headscope.methods import AblationMethod
+    from headscope.sharing import ModelGate
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the weights go: one torch device, or an accelerate device map over several GPUs."""
+
+    device: str  # the device inputs are sent to ("cpu", "cuda:0", ...)
+    device_map: str | None  # "auto" when the model is split over several GPUs
+    dtype: torch.dtype
+
+    @property
+    def label(self) -> str:
+        where = f"{torch.cuda.device_count()} GPUs" if self.device_map else self.device
+        return f"{where}, {str(self.dtype).removeprefix('torch.')}"
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the UI and the CLI show about a loaded model."""
+
+    name: str
+    source: str
+    revision: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    d_model: int
+    d_mlp: int
+    n_ctx: int
+    vocab_size: int
+    n_params: int
+    device: str
+    dtype: str
+    memory_bytes: int
+    load_seconds: float
+    bos_token: str | None
+    backend: str = "bridge"  # "bridge", "nnsight" or "ndif" (nnsight, remote)
+    architecture: str = ""
+
+    @property
+    def heads_per_kv(self) -> int:
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def backend_label(self) -> str:
+        return BACKEND_LABELS.get(self.backend, self.backend)
+
+
+BACKEND_LABELS = {"bridge": "TransformerLens (local)", "nnsight": "nnsight (local)", "ndif": "NDIF (remote)"}
+
+
+@dataclass(frozen=True)
+class ConfigDims:
+    """A model's sizes as its transformers config states them."""
+
+    n_layers: int
+    n_heads: int
+    n_kv: int
+    d_head: int
+    d_model: int
+    d_mlp: int
+    n_ctx: int
+    vocab: int
+    logit_cap: float  # final-logit soft-capping (Gemma-2), 0 for none
+
+
+def config_dims(config: Any) -> ConfigDims:
+    """Sizes read off a transformers config (GPT-2's n_embd/n_head/... are mapped by its attribute_map)."""
+    d_model = int(config.hidden_size)
+    n_heads = int(config.num_attention_heads)
+    n_kv = int(getattr(config, "num_key_value_heads", None) or n_heads)
+    d_head = int(getattr(config, "head_dim", None) or d_model // n_heads)
+    d_mlp = int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d_model)
+    return ConfigDims(int(config.num_hidden_layers), n_heads, n_kv, d_head, d_model, d_mlp,
+                      int(getattr(config, "max_position_embeddings", 0) or 0), int(config.vocab_size),
+                      float(getattr(config, "final_logit_softcapping", None) or 0.0))
+
+
+def resident_bytes(module: Any) -> int:
+    """Bytes of a module's parameters and buffers, each tensor once (tied weights share one)."""
+    unique = {id(t): t for t in list(module.parameters()) + list(module.buffers())}.values()
+    return sum(t.numel() * t.element_size() for t in unique)
+
+
+def config_model_info(config: Any, dims: ConfigDims, tokenizer: Any, *, name: str, source: str, revision: str,
+                      n_params: int, device: str, dtype: str, memory_bytes: int, load_seconds: float, backend: str,
+                      architecture: str | None = None) -> ModelInfo:
+    """ModelInfo read off a transformers config (BOS prepended where the tokenizer has one); architecture defaults to
+    the config's `architectures`."""
+    prepends = tokenizer.bos_token_id is not None
+    return ModelInfo(
+        name=name, source=source, revision=revision, n_layers=dims.n_layers, n_heads=dims.n_heads,
+        n_kv_heads=dims.n_kv, d_head=dims.d_head, d_model=dims.d_model, d_mlp=dims.d_mlp, n_ctx=dims.n_ctx,
+        vocab_size=dims.vocab, n_params=n_params, device=device, dtype=dtype, memory_bytes=memory_bytes,
+        load_seconds=load_seconds, bos_token=tokenizer.bos_token if prepends else None, backend=backend,
+        architecture=architecture if architecture is not None else ", ".join(getattr(config, "architectures", None)
+                                                                             or []),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What an ablated run measures and ablates
+
+
+@dataclass(frozen=True)
+class LogitDiffTask:
+    """Prompts of one length and their answers: LD = Σ_prompt weight · (logit[correct] − logit[incorrect]) at the
+    last position. clean[prompt, pos], corrupted[prompt | corrupted prompt, pos] (None without corrupted prompts),
+    correct[prompt], incorrect[prompt], weights[prompt] (sum 1; a repeated prompt counts once with its weight)."""
+
+    clean: torch.Tensor
+    corrupted: torch.Tensor | None
+    correct: torch.Tensor
+    incorrect: torch.Tensor
+    weights: torch.Tensor
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self.clean.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.clean.shape[1])
+
+    @property
+    def answer_ids(self) -> torch.Tensor:
+        """ids[prompt, 2]: correct, incorrect."""
+        return torch.stack([self.correct, self.incorrect], dim=1)
+
+
+@dataclass(frozen=True)
+class AblationGroups:
+    """Which components each group of rows ablates: heads[group, layer, head] and mlps[group, layer] (bool, CPU).
+
+    A group runs every prompt of the task once; group-major rows (group 0's prompts first).
+    """
+
+    heads: torch.Tensor
+    mlps: torch.Tensor
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.heads.shape[0])
+
+    def __len__(self) -> int:
+        return self.n_groups
+
+    def select(self, index: Sequence[int] | slice) -> AblationGroups:
+        if isinstance(index, slice):
+            return AblationGroups(self.heads[index], self.mlps[index])
+        rows = torch.as_tensor(list(index), dtype=torch.long)
+        return AblationGroups(self.heads[rows], self.mlps[rows])
+
+    @classmethod
+    def empty(cls, n_groups: int, n_layers: int, n_heads: int) -> AblationGroups:
+        return cls(torch.zeros(n_groups, n_layers, n_heads, dtype=torch.bool),
+                   torch.zeros(n_groups, n_layers, dtype=torch.bool))
+
+    @classmethod
+    def single_components(
+        cls, components: Sequence[tuple[int, int | None]], n_layers: int, n_heads: int
+    ) -> AblationGroups:
+        """One group per component: (layer, head) ablates that head, (layer, None) that layer's MLP."""
+        groups = cls.empty(len(components), n_layers, n_heads)
+        for index, (layer, head) in enumerate(components):
+            if head is None:
+                groups.mlps[index, layer] = True
+            else:
+                groups.heads[index, layer, head] = True
+        return groups
+
+    def layers_touched(self) -> list[int]:
+        """Layers in which some group ablates something (ascending)."""
+        touched = self.heads.any(dim=(0, 2)) | self.mlps.any(dim=0)
+        return [int(i) for i in torch.nonzero(touched).flatten()]
+
+
+@dataclass(frozen=True)
+class AttributionEffects:
+    """First-order estimates from one forward and one backward pass: Σ (replacement − activation) · ∂LD/∂activation
+    per head (head_effect[layer, head]) and per MLP (mlp_effect[layer]); add clean_ld for the estimated ablated LD."""
+
+    clean_ld: float
+    corrupt_ld: float | None
+    head_effect: np.ndarray  # [layer, head]
+    mlp_effect: np.ndarray  # [layer]
+
+
+@dataclass(frozen=True)
+class NextTokenSummary:
+    """The next-token predictions of one prompt: logits_at[vocab] at the chosen position (float32), and at every
+    position the top-1 id, its logit and log-probability (top1_id[pos], top1_logit[pos], top1_logprob[pos])."""
+
+    logits_at: torch.Tensor
+    top1_id: torch.Tensor
+    top1_logit: torch.Tensor
+    top1_logprob: torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The optional fast path: blocks run one at a time from a given residual
+
+
+@dataclass(frozen=True)
+class ZEdit:
+    """Replace per-head z inside a block: rows[batch, head] (bool) selects which heads of which rows are replaced;
+    values[batch | 1, pos, head, d_head] gives their new z, or None for zeros."""
+
+    rows: torch.Tensor
+    values: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class MlpEdit:
+    """Replace the MLP output of the rows selected by rows[batch] (bool) with values[batch | 1, pos, d_model] (None:
+    zeros)."""
+
+    rows: torch.Tensor
+    values: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class BlockOutput:
+    """One block's output residual resid[batch, pos, d_model] and what was captured on the way."""
+
+    resid: torch.Tensor
+    z: torch.Tensor | None = None  # z[batch, pos, head, d_head]: per-head attention output before W_O
+    mlp_out: torch.Tensor | None = None  # mlp_out[batch, pos, d_model]
+    pattern: torch.Tensor | None = None  # pattern[batch, head, dest, src]
+
+
+class BlockRunner(Protocol):
+    """Block-by-block execution (the fast path). Tensors stay on the backend's device."""
+
+    # The longest sequence the block loop reproduces exactly (sliding-window attention), or None for no limit:
+    # engines take the general path for longer prompts.
+    max_seq_len: int | None
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """resid[batch, pos, d_model] entering block 0 for tokens[batch, pos]."""
+        ...
+
+    def context(self, resid: torch.Tensor) -> Any:
+        """What every block needs besides the residual (rotary tables, masks) for this sequence length."""
+        ...
+
+    def run_block(
+        self,
+        layer: int,
+        resid: torch.Tensor,
+        context: Any,
+        *,
+        z_edit: ZEdit | None = None,
+        mlp_edit: MlpEdit | None = None,
+        capture_z: bool = False,
+        capture_mlp: bool = False,
+        capture_pattern: bool = False,
+        last_position_only: bool = False,
+    ) -> BlockOutput:
+        """Block `layer` on resid[batch, pos, d_model], optionally replacing or capturing z and the MLP output.
+
+        last_position_only (for the last block, when only the final position's residual is read): the output
+        projection and the MLP run on the last position alone (keys and values still see every position); only
+        resid[:, -1] of the result is meaningful. A runner may ignore it (`supports_last_position_only`)."""
+        ...
+
+    def answer_logits(self, resid_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """logits[batch, k] (float32) of tokens ids[batch, k] from final-position residuals resid_last[batch, d_model]
+        (final norm and unembedding of only those tokens; soft-capping where the model has it)."""
+        ...
+
+    @property
+    def supports_last_position_only(self) -> bool:
+        """Whether run_block honours last_position_only (checked against the full forward at load)."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The backend
+
+
+class Backend(ABC):
+    """One loaded model behind the primitives headscope's engines use.
+
+    Concrete here: tokenization (every backend holds a Hugging Face tokenizer) and identity. Abstract: the model
+    primitives. Every primitive that runs the model takes `gate` (see headscope.sharing), so sessions sharing one
+    loaded model take turns and never interleave hooks.
+    """
+
+    name: str = "?"
+
+    def __init__(self, tokenizer: Any, info: ModelInfo, placement: Placement, prepends_bos: bool) -> None:
+        from headscope.sharing import ModelGate
+
+        self.tokenizer = tokenizer
+        self.info = info
+        self.placement = placement
+        self.prepends_bos = prepends_bos
+        self.gate: ModelGate = ModelGate()
+
+    # ------------------------------------------------------------------------------------------------ identity
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Compatibility: the gate's underlying re-entrant lock (prefer `gate.hold(...)`)."""
+        return self.gate.lock
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """Everything about the model that changes a result: part of every results-cache key."""
+        return {
+            "model_source": self.info.source,
+            "model_revision": self.info.revision,
+            "backend": self.info.backend,
+            "dtype": self.info.dtype,
+            "device": self.placement.device if not self.placement.device_map else "multi-gpu",
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.placement.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.placement.dtype
+
+    @property
+    def hf_model(self) -> Any | None:
+        """The underlying transformers model where it is local (tests build independent references from it)."""
+        return None
+
+    # ------------------------------------------------------------------------------------------------ readiness
+
+    @property
+    def hooks_ready(self) -> bool:
+        """Whether every primitive runs without first-use set-up (a backend may load in two steps: the plain
+        forwards at once, its hooks on first need)."""
+        return True
+
+    def prepare_hooks(self) -> None:
+        """Finish any first-use set-up now (blocking); raises ModelLoadError where it cannot be done."""
+        return None  # nothing left to set up here
+
+    def prepare_hooks_in_background(self) -> None:
+        """Start that set-up on a background thread, if any is left (a failure is raised by prepare_hooks)."""
+        return None  # nothing left to set up here
+
+    # ------------------------------------------------------------------------------------------------ tokens
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` with no special tokens added."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and character spans of `text` (no special tokens)."""
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
+
+    def input_ids(self, text: str) -> list[int]:
+        """The model's real input for a prompt: BOS first where the model expects it."""
+        return ([self.tokenizer.bos_token_id] if self.prepends_bos else []) + self.encode(text)
+
+    def raw_tokens(self, ids: Iterable[int]) -> list[str]:
+        return list(self.tokenizer.convert_ids_to_tokens([int(i) for i in ids]))
+
+    def special_ids(self) -> set[int]:
+        return set(self.tokenizer.all_special_ids)
+
+    def tensor(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """tokens[batch, pos] on the model's input device."""
+        return torch.tensor([list(r) for r in rows], dtype=torch.long, device=self.device)
+
+    # ------------------------------------------------------------------------------------------------ forward
+
+    @abstractmethod
+    def next_tokens(self, tokens: torch.Tensor, position: int,
+                    progress: Callable[[float], None] | None = None) -> NextTokenSummary:
+        """Predictions for tokens[1, pos]: the full logits at `position`, the top-1 at every position.
+        `progress(fraction)` may be called while it runs (a long prompt takes a while on a CPU)."""
+
+    @abstractmethod
+    def last_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """logits[batch, vocab] (float32) at the last position of tokens[batch, pos]."""
+
+    @abstractmethod
+    def answer_logits(self, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """logits[batch, k] (float32) at the last position of tokens[batch, pos] of the tokens ids[batch, k]."""
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """logits[batch, pos, vocab] (float32): every position. Costly on long prompts; prefer the primitives above."""
+        raise NotImplementedError(f"The {self.name} backend does not return full logits.")
+
+    # ------------------------------------------------------------------------------------------------ ablation
+
+    @abstractmethod
+    def ablated_logit_diffs(
+        self,
+        task: LogitDiffTask,
+        method: AblationMethod,
+        groups: AblationGroups,
+        progress: Callable[[int], None] | None = None,
+        *,
+        full_forward: bool = False,
+    ) -> np.ndarray:
+        """ld[group] (float64): LD with each group's components ablated at every position (the general path).
+
+        Replacement values come from the task's corrupted prompts through `method`; they stay inside the backend.
+        A group ablating nothing gives the clean LD. `progress(groups_done)` is called between batches, and the
+        model is held only per batch, so other sessions' short requests get in between. `full_forward` runs the
+        model's own forward to the logits of every position, as a notebook loop does (the naive reference);
+        otherwise a backend may stop at the final residual and compute only the two answer logits.
+        """
+
+    @abstractmethod
+    def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:
+        """Attribution patching: every head's and MLP's first-order effect from one forward and one backward pass."""
+
+    @property
+    def block_runner(self) -> BlockRunner | None:
+        """The fast path where this backend offers it (checked against its own full forward at load), else None."""
+        return None
+
+    # ------------------------------------------------------------------------------------------------ patterns
+
+    @abstractmethod
+    def reduce_attention_patterns(
+        self,
+        tokens: torch.Tensor,
+        reduce: Callable[[int, torch.Tensor], Any],
+        layers: Iterable[int] | None = None,
+        heads: dict[int, Sequence[int]] | None = None,
+    ) -> dict[int, Any]:
+        """reduce(layer, pattern[batch, head, dest, src]) for each layer asked for (all when None), as soon as that
+        layer has run; only reductions are kept. Blocks above the highest layer asked for are not run. `heads`
+        (optional) names the heads of each layer that will be read: a backend may then return only those rows of
+        the head axis, in that order."""
+
+    # ------------------------------------------------------------------------------------------------ weights
+
+    @abstractmethod
+    def mlp0_effective_embedding(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """W_E[t] + MLP0(ln2_0(W_E[t])) for token_ids[n] -> [n, d_model] (layer 0's attention left out)."""
+
+    @abstractmethod
+    def ov_outputs(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
+        """out[head, n, d_model] = ln1(resid) · W_V[kv(head)] · W_O[head] (+ b_V·W_O + b_O / n_heads): what each head
+        of `layer` writes when it attends fully to a token with residual resid[n, d_model]."""
+
+    def ov_unembed_logits(self, layer: int, resid: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """logits[head, n, len(token_ids)] = unembed_logits(ov_outputs(layer, resid), token_ids): one call, so a
+        remote backend returns these logits instead of every head's [n, d_model] output."""
+        return self.unembed_logits(self.ov_outputs(layer, resid), token_ids)
+
+    @abstractmethod
+    def unembed_logits(self, resid: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """logits[..., vocab or len(token_ids)] (float32) of residual vectors resid[..., d_model] through the final
+        norm and W_U (+ b_U)."""
+
+    # ------------------------------------------------------------------------------------------------ memory
+
+    def budget_bytes(self) -> int:
+        """Memory a computation may use for activations now (see headscope.memory)."""
+        from headscope.memory import activation_budget
+
+        return activation_budget(self.placement)
+
+    def chunk_target(self) -> int:
+        """Activation bytes per batch past which bigger batches stop running faster here (headscope.memory)."""
+        from headscope.memory import chunk_target_bytes
+
+        return chunk_target_bytes(self.placement)

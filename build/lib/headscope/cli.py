@@ -1,0 +1,496 @@
+"""Command line: the app's computations, for scripts and for precomputing results before a lab meeting.
+
+Bad input exits with code 2 and one line on stderr; results go to stdout (a table, or one JSON object with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from headscope.errors import HeadscopeError, InputError
+from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES
+
+if TYPE_CHECKING:
+    from headscope.backends.base import Backend
+    from headscope.tasks import Dataset
+
+# the built-in tasks (headscope.tasks.TASKS, not imported here: it loads torch, and --help should be instant)
+TASK_HELP = "digits, number-words, months, days, template, step (--step K), decreasing, fibonacci, letters"
+
+EXIT_BAD_INPUT = 2
+LOCAL_BACKENDS = ("bridge", "nnsight")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"headscope: error: {message} (see: python -m {self.prog} --help)\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="embedded", metavar="SOURCE",
+                        help="'embedded' (default), a hub id such as meta-llama/Llama-2-7b-hf, or a local folder")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or multi-gpu")
+    parser.add_argument("--dtype", default="auto", help="auto (default), float32, float16 or bfloat16")
+    parser.add_argument("--backend", choices=LOCAL_BACKENDS, default=None,
+                        help="bridge: TransformerLens' TransformerBridge (default); nnsight: nnsight over the same "
+                             "model")
+    parser.add_argument("--remote", action="store_true",
+                        help="run the model on NDIF through nnsight (a hosted hub id; the key is read from "
+                             "NDIF_API_KEY)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="headscope", description="Explore the attention heads of language models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    tokens = sub.add_parser("tokens", help="token table, top-k next tokens and the rank of an expected answer")
+    tokens.add_argument("prompt")
+    tokens.add_argument("--top-k", type=int, default=10)
+    tokens.add_argument("--answer", default=None, help="expected answer (its first token is ranked)")
+    tokens.add_argument("--contrast", default=None, help="contrast answer: logit difference answer − contrast")
+    tokens.add_argument("--position", type=int, default=None,
+                        help="position to read (index in the real input, BOS included; default: the last)")
+    _add_model_options(tokens)
+    tokens.set_defaults(handler=_cmd_tokens)
+
+    ablate = sub.add_parser("ablate", help="ablate every head and MLP on a task; writes the cache the app reads")
+    source = ablate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", help="built-in task: " + TASK_HELP)
+    source.add_argument("--dataset", metavar="FILE",
+                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
+    ablate.add_argument("--method", default="mean", help="zero, mean (default, the study's) or resample")
+    ablate.add_argument("--n-prompts", type=int, default=None,
+                        help="prompts generated for a built-in task (default 16)")
+    ablate.add_argument("--seed", type=int, default=None,
+                        help="seed for a built-in task's prompts and corrupted prompts (default 0)")
+    ablate.add_argument("--step", type=int, default=None, help="the step of the step task (default 2)")
+    ablate.add_argument("--only-correct", action="store_true",
+                        help="keep only prompts the model gets right (top-1 correct, P(correct) > 2·P(incorrect))")
+    ablate.add_argument("--estimate", action="store_true",
+                        help="attribution patching: an instant first-order estimate instead of exact ablation")
+    ablate.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
+    _add_model_options(ablate)
+    ablate.set_defaults(handler=_cmd_ablate)
+
+    circuit = sub.add_parser("circuit", help="find the circuit by iterative pruning (exact); writes the cache the app "
+                                             "reads")
+    source = circuit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", help="built-in task: " + TASK_HELP)
+    source.add_argument("--dataset", metavar="FILE",
+                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
+    circuit.add_argument("--method", default="mean", help="mean (default, the study's), zero or resample")
+    circuit.add_argument("--threshold", type=float, default=80.0,
+                         help="keep a removal when the circuit still scores ≥ this %% of the clean LD (default 80)")
+    circuit.add_argument("--one-pass", action="store_true", help="stop after one pass (default: until a pass "
+                                                                   "removes nothing)")
+    circuit.add_argument("--n-prompts", type=int, default=None,
+                         help="prompts generated for a built-in task (default 16)")
+    circuit.add_argument("--seed", type=int, default=None,
+                         help="seed for a built-in task's prompts and corrupted prompts (default 0)")
+    circuit.add_argument("--step", type=int, default=None, help="the step of the step task (default 2): 2 4 6 8 -> 10")
+    circuit.add_argument("--estimate", action="store_true",
+                         help="an instant ESTIMATE (attribution-ranked greedy pruning) instead of the exact search")
+    circuit.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
+    _add_model_options(circuit)
+    circuit.set_defaults(handler=_cmd_circuit)
+
+    heads = sub.add_parser("heads", help="score every head: previous-token, duplicate-token, induction, sequence, "
+                                         "successor or copying")
+    heads.add_argument("--score", required=True, choices=SCORE_NAMES, metavar="SCORE",
+                       help="one of: " + ", ".join(SCORE_NAMES))
+    heads.add_argument("--prompt", default=None,
+                       help="score the pattern scores on this prompt instead of generated sequences "
+                            "(detect_head's defaults: error measure 'mul', nothing excluded)")
+    heads.add_argument("--task", default=None, help="task prompts for the sequence score (default digits)")
+    heads.add_argument("--top", type=int, default=10, help="how many top heads the table lists (default 10)")
+    heads.add_argument("--no-cache", action="store_true", help="recompute even when the results cache holds it")
+    _add_model_options(heads)
+    heads.set_defaults(handler=_cmd_heads)
+
+    patterns = sub.add_parser("patterns", help="attention patterns of chosen heads as a standalone offline HTML file")
+    patterns.add_argument("--prompt", required=True)
+    patterns.add_argument("--heads", required=True, metavar="L.H[,L.H...]", help="e.g. 3.24,5.25")
+    patterns.add_argument("--html", required=True, metavar="FILE", help="write the offline HTML view here")
+    patterns.add_argument("--csv", default=None, metavar="FILE", help="also write the pattern values as CSV")
+    patterns.add_argument("--single", default=None, metavar="L.H",
+                          help="head of the single-head view (default: the first)")
+    _add_model_options(patterns)
+    patterns.set_defaults(handler=_cmd_patterns)
+
+    prepare = sub.add_parser("prepare", help="convert the embedded model's GGUF once, so later starts are fast")
+    prepare.set_defaults(handler=_cmd_prepare)
+
+    run = sub.add_parser("run", help="serve the dashboard (Streamlit; needs the app extra: pip install "
+                                     "'headscope[app]')")
+    run.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    run.add_argument("--address", default="localhost",
+                     help="address to listen on (default localhost; 0.0.0.0 for the lab network)")
+    run.set_defaults(handler=_cmd_run)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import importlib.util
+    import subprocess
+
+    from headscope.paths import app_folder
+
+    if not 1 <= args.port <= 65535:
+        raise InputError(f"--port must be from 1 to 65535, got {args.port}.")
+    if importlib.util.find_spec("streamlit") is None:
+        raise InputError("The dashboard needs Streamlit: pip install 'headscope[app]' (the command line and the "
+                         "Python API run without it).")
+    folder = app_folder()
+    command = [sys.executable, "-m", "streamlit", "run", str(folder / "app.py"),
+               *streamlit_flags(folder / ".streamlit" / "config.toml"),
+               f"--server.port={args.port}", f"--server.address={args.address}"]
+    if os.name == "posix":  # the process becomes the server: Ctrl+C and a supervisor's signals reach Streamlit itself
+        os.execv(sys.executable, command)
+    return subprocess.call(command)
+
+
+def streamlit_flags(config: os.PathLike) -> list[str]:
+    """The app's .streamlit/config.toml as command-line flags (Streamlit reads that file only from its working
+    directory), so `headscope run` serves the app as `make run` does from wherever it is started."""
+    import tomllib
+
+    with open(config, "rb") as handle:
+        sections = tomllib.load(handle)
+    return [f"--{section}.{key}={str(value).lower() if isinstance(value, bool) else value}"
+            for section, options in sections.items() for key, value in options.items()]
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    import time
+
+    from headscope.embedded import embedded_converted_folder  # torch-free: instant when already converted
+
+    started = time.perf_counter()
+    folder, _ = embedded_converted_folder(lambda stage, fraction: print(stage, file=sys.stderr))
+    print(f"embedded model ready in {folder} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def backend_for(args: argparse.Namespace) -> str:
+    """The backend named by --backend and --remote ("ndif" is nnsight on NDIF)."""
+    if not args.remote:
+        return args.backend or "bridge"
+    if args.backend == "bridge":
+        raise InputError("--remote runs nnsight on NDIF: leave out --backend bridge (or use --backend nnsight).")
+    if args.device != "auto" or args.dtype != "auto":
+        raise InputError("--device and --dtype do not apply with --remote: NDIF chooses where and in which dtype "
+                         "the model runs.")
+    return "ndif"
+
+
+def load_for_cli(args: argparse.Namespace):
+    """The model of --model/--device/--dtype/--backend; TransformerLens is set up only by the commands that use its
+    hooks (`tokens` runs without it, seconds sooner)."""
+    from headscope.loading import ModelRequest, load_model
+
+    return load_model(ModelRequest(args.model, args.device, args.dtype, backend=backend_for(args)), hooks_later=True)
+
+
+def _show_wait(status) -> None:
+    """While waiting (for the model, or for an NDIF job): the state and elapsed time on stderr."""
+    if sys.stderr.isatty():
+        # a free gate (the wait is over): the line is cleared
+        sys.stderr.write(f"\r{status.describe('cli')}   " if status.busy else "\r\033[K")
+
+
+DEFAULT_TASK_PROMPTS = 16
+
+
+def _model_and_dataset(args: argparse.Namespace) -> tuple[Backend, Dataset]:
+    """--task/--step/--n-prompts checked and a --dataset file parsed before the model loads (bad input fails fast),
+    then the model and the dataset (a built-in task is built for the model's tokenizer)."""
+    from headscope.tasks import build_task_dataset, check_step, check_task, load_dataset_file
+
+    for option, value in (("--step", args.step), ("--n-prompts", args.n_prompts), ("--seed", args.seed)):
+        if value is not None and args.task is None:  # never silently ignored
+            raise InputError(f"{option} applies to a built-in task (--task), not to a dataset file: leave it out.")
+    if args.task is not None:
+        check_step(check_task(args.task), args.step)
+    n_prompts = DEFAULT_TASK_PROMPTS if args.n_prompts is None else args.n_prompts
+    if not 1 <= n_prompts <= 4096:
+        raise InputError(f"--n-prompts must be from 1 to 4096, got {n_prompts}.")
+    dataset = load_dataset_file(args.dataset) if args.dataset else None
+    model = load_for_cli(args)
+    if dataset is None:
+        dataset = build_task_dataset(args.task, n_prompts, seed=args.seed or 0, model=model, step=args.step)
+    return model, dataset
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from headscope.ablation import METHODS, run_sweep
+
+    if args.method not in METHODS:
+        raise InputError(f"Unknown ablation method {args.method!r}: choose zero, mean or resample.")
+    model, dataset = _model_and_dataset(args)
+    result = run_sweep(model, dataset, args.method, estimate=args.estimate, only_correct=args.only_correct,
+                       use_cache=not args.no_cache, progress=_progress_printer(args))
+    _clear_progress(args)
+    if args.json:
+        print(json.dumps(result.to_json() | {"backend": model.info.backend}))
+        return 0
+    kind = "attribution-patching ESTIMATE" if result.estimate else "exact"
+    print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "
+          f"method: {result.method} ({kind})")
+    print(f"prompts: {result.n_prompts} of {result.seq_len} tokens (BOS included); first: {result.first_prompt!r}")
+    corrupt = "n/a" if result.corrupt_ld is None else f"{result.corrupt_ld:.3f}"
+    print(f"clean LD {result.clean_ld:.3f}   corrupted LD {corrupt}   "
+          f"{result.seconds:.1f} s{'  (from cache)' if result.cached else ''}")
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.caution:
+        print(f"warning: {result.caution}")
+    print(f"\n{'head':>7}  {'ablated LD':>10}  {'% of clean':>10}  {'change':>8}")
+    for layer, head in result.top_heads(10):
+        print(f"{layer:>3}.{head:<3}  {result.ablated_ld[layer, head]:>10.3f}  "
+              f"{result.percent_of_clean[layer, head]:>10.1f}  {result.change[layer, head]:>8.3f}")
+    mlp_order = sorted(range(result.n_layers), key=lambda i: -abs(result.mlp_ablated_ld[i] - result.clean_ld))[:3]
+    for layer in mlp_order:
+        print(f"MLP{layer:<4}  {result.mlp_ablated_ld[layer]:>10.3f}  {result.mlp_percent_of_clean[layer]:>10.1f}  "
+              f"{result.mlp_ablated_ld[layer] - result.clean_ld:>8.3f}")
+    return 0
+
+
+def _progress_printer(args: argparse.Namespace):
+    def progress(update) -> None:
+        if sys.stderr.isatty() and not args.json:
+            eta = f", about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""
+            sys.stderr.write(f"\r{100 * update.fraction:5.1f}%{eta} · {update.message[:60]:<60}")
+
+    return progress
+
+
+def _clear_progress(args: argparse.Namespace) -> None:
+    if sys.stderr.isatty() and not args.json:
+        sys.stderr.write("\r\033[K")
+
+
+def _cmd_circuit(args: argparse.Namespace) -> int:
+    from headscope.circuit import check_threshold, run_circuit
+    from headscope.methods import get_method
+
+    get_method(args.method)  # every option checked before the model loads
+    check_threshold(args.threshold)
+    model, dataset = _model_and_dataset(args)
+    result = run_circuit(model, dataset, args.method, args.threshold, one_pass=args.one_pass,
+                         estimate=args.estimate, use_cache=not args.no_cache, progress=_progress_printer(args))
+    _clear_progress(args)
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    kind = "attribution-ranked ESTIMATE (not the exact search)" if result.estimate else "exact"
+    print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "
+          f"method: {result.method}   threshold: "
+          f"{result.threshold:g}%   {kind}")
+    print(f"prompts: {result.n_prompts} of {result.seq_len} tokens (BOS included); first: {result.first_prompt!r}")
+    origin = "from cache" if result.cached else f"{result.seconds:.1f} s"
+    print(f"clean LD {result.clean_ld:.3f}   circuit LD {result.circuit_ld:.3f}   score {result.score:.1f}%   "
+          f"passes {result.passes}   ({origin})")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"\ncircuit: {len(result.heads)} heads and {len(result.mlps)} MLPs of "
+          f"{result.n_layers * result.n_heads} heads and {result.n_layers} MLPs")
+    print("heads: " + (" ".join(f"{layer}.{head}" for layer, head in result.heads) or "none"))
+    print("MLPs:  " + (" ".join(str(layer) for layer in result.mlps) or "none"))
+    print(f"\n{'kept':>8}  {'score without it':>16}")
+    for effect in sorted(result.kept_effects, key=lambda e: e.score_without)[:15]:
+        print(f"{effect.label:>8}  {effect.score_without:>15.1f}%")
+    print(f"\n{len(result.removals)} removals; the last ten:")
+    for step, removal in list(enumerate(result.removals, 1))[-10:]:
+        print(f"{step:>5}. {removal.label:>8}  score after {removal.score_after:.1f}%  (pass {removal.pass_number})")
+    return 0
+
+
+def _cmd_tokens(args: argparse.Namespace) -> int:
+    from headscope.predict import analyze_prompt, validate_top_k
+
+    validate_top_k(args.top_k)  # checked before the model loads: bad input fails fast
+    if args.prompt == "":
+        raise InputError("The prompt is empty: give some text to tokenize.")
+    model = load_for_cli(args)
+    result = analyze_prompt(model, args.prompt, args.answer, args.contrast, args.top_k, args.position)
+    if args.json:
+        payload = result.to_json()
+        print(json.dumps({k: payload[k] for k in ("model", "tokens", "top_k", "answer", "logit_diff", "warnings")}
+                         | {"position": payload["position"], "contrast": payload["contrast"],
+                            "notes": payload["notes"], "backend": model.info.backend}))
+        return 0
+    print(f"model: {result.model}   backend: {model.info.backend_label}   prompt: {result.prompt!r}   "
+          f"{len(result.tokens)} tokens")
+    print(f"{'pos':>4}  {'id':>7}  {'token':<20} special")
+    for token in result.tokens:
+        print(f"{token.position:>4}  {token.id:>7}  {token.display:<20} {'yes' if token.special else ''}")
+    print(f"\ntop-{len(result.top_k)} next tokens at position {result.position}:")
+    print(f"{'rank':>4}  {'id':>7}  {'token':<16} {'logit':>9} {'prob':>8}")
+    for p in result.top_k:
+        print(f"{p.rank:>4}  {p.id:>7}  {p.display:<16} {p.logit:>9.3f} {p.prob:>8.4f}")
+    for label, report in (("answer", result.answer), ("contrast", result.contrast)):
+        if report is None:
+            continue
+        for v in (report.typed, report.alternate):
+            if v is not None:
+                print(f"{label} {v.text!r}: ids {list(v.ids)}  rank {v.rank}  logit {v.logit:.3f}  prob {v.prob:.4f}"
+                      f"  (of {v.ranked})")
+    if result.logit_diff is not None:
+        print(f"logit difference (answer − contrast): {result.logit_diff:.3f}")
+    for note in result.notes:
+        print(f"note: {note}")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+def _cmd_heads(args: argparse.Namespace) -> int:
+    from headscope.scores import score_heads
+
+    if args.top < 1:
+        raise InputError(f"--top must be at least 1, got {args.top}.")
+    if args.prompt == "":
+        raise InputError("The prompt is empty: give some text to score the heads on, or leave out --prompt.")
+    if args.prompt is not None and args.score not in PATTERN_SCORE_NAMES:
+        raise InputError(f"--prompt applies to the pattern scores ({', '.join(PATTERN_SCORE_NAMES)}), not to "
+                         f"{args.score}: leave it out.")
+    if args.task is not None:
+        from headscope.tasks import check_task
+
+        if args.score != "sequence":
+            raise InputError(f"--task applies to the sequence score, not to {args.score}: leave it out.")
+        check_task(args.task)
+    model = load_for_cli(args)
+    result = score_heads(model, args.score, prompt=args.prompt, task=args.task or "digits",
+                         use_cache=not args.no_cache)
+    if args.json:
+        print(json.dumps(result.to_json() | {"backend": model.info.backend}))
+        return 0
+    origin = "from the results cache" if result.cached else f"computed in {result.compute_seconds:.1f} s"
+    print(f"model: {result.model}   backend: {model.info.backend_label}   score: {result.score}   "
+          f"{result.n_layers} layers × {result.n_heads} heads   ({origin})")
+    print(f"on: {result.inputs}")
+    for usage in result.lists:
+        print(f"list {usage.name}: " + ("usable" if usage.usable else f"not usable, {usage.reason}"))
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"\ntop {min(args.top, result.n_layers * result.n_heads)} heads:")
+    print(f"{'rank':>4}  {'head':>6}  {'kv':>3}  {'score':>8}")
+    for rank, row in enumerate(result.rows()[: args.top], start=1):
+        print(f"{rank:>4}  {row['layer']:>3}.{row['head']:<2}  {row['kv_head']:>3}  {row['score']:>8.4f}")
+    return 0
+
+
+def _cmd_patterns(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from headscope.heads import check_heads, parse_head_list
+
+    requested = parse_head_list(args.heads)  # syntax checked before the model loads
+    single = parse_head_list(args.single)[0] if args.single is not None else requested[0]
+    if single not in requested:
+        raise InputError(f"--single {single} is not among --heads ({args.heads}).")
+    if args.prompt == "":
+        raise InputError("The prompt is empty: give some text to show the attention patterns on.")
+    outputs = [Path(args.html)] + ([Path(args.csv)] if args.csv else [])
+    for path in outputs:
+        if not path.parent.is_dir():
+            raise InputError(f"Cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist.")
+    model = load_for_cli(args)
+    check_heads(requested, model.info)
+
+    from headscope.patterns import compute_patterns, patterns_csv, standalone_html
+
+    result = compute_patterns(model, args.prompt, requested)
+    page = standalone_html(result, result.heads.index(single))
+    try:
+        Path(args.html).write_text(page, encoding="utf-8")
+        if args.csv:
+            Path(args.csv).write_text(patterns_csv(result), encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"Cannot write the output: {error.strerror} ({error.filename}).") from error
+    if args.json:
+        print(json.dumps({"model": result.model, "backend": model.info.backend, "prompt": result.prompt,
+                          "heads": [h.label for h in result.heads],
+                          "kv_heads": list(result.kv_heads), "tokens": [t.display for t in result.tokens],
+                          "html": args.html, "csv": args.csv, "seconds": result.seconds}))
+        return 0
+    print(f"wrote {args.html}: {len(result.heads)} heads ({', '.join(h.label for h in result.heads)}) on "
+          f"{len(result.tokens)} tokens of {result.model} ({model.info.backend_label})"
+          + (f"; values in {args.csv}" if args.csv else ""))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for stream in (sys.stdout, sys.stderr):  # a terminal or file that is not UTF-8 gets escapes, not a crash
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
+    _warnings_to_stderr()
+    args = build_parser().parse_args(argv)
+    from headscope.sharing import caller
+
+    try:
+        _check_text_arguments(args)
+        with caller("cli", on_wait=None if getattr(args, "json", False) else _show_wait):
+            return args.handler(args)
+    except HeadscopeError as error:
+        sys.stderr.write(f"headscope: error: {_one_line(str(error))}\n")
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
+    except OSError as error:  # a disk or folder problem no check above foresaw: one line, not a traceback
+        where = f" ({error.filename})" if error.filename else ""
+        sys.stderr.write(f"headscope: error: {error.strerror or error}{where}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("headscope: interrupted\n")
+        return 130
+
+
+class _StderrLines(logging.Handler):
+    """headscope's warnings (a result that could not be saved) as plain lines on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
+
+
+def _warnings_to_stderr() -> None:
+    logger = logging.getLogger("headscope")
+    if not any(isinstance(handler, _StderrLines) for handler in logger.handlers):
+        logger.addHandler(_StderrLines(logging.WARNING))
+
+
+def _check_text_arguments(args: argparse.Namespace) -> None:
+    """Text arguments are UTF-8: bytes that are not (a Latin-1 terminal or file) reach Python as lone surrogates,
+    which a tokenizer refuses with a traceback."""
+    for name, value in vars(args).items():
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            bad = ord(value[error.start])
+            byte = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"character U+{bad:04X}"
+            option = "The prompt" if name == "prompt" else f"--{name.replace('_', '-')}"
+            raise InputError(f"{option} is not valid UTF-8 ({byte} at character {error.start}): give the text in "
+                             "UTF-8.") from error
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
