@@ -8,6 +8,7 @@ than of the registries (`.ci/run` installs from the registries into a clean virt
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,14 +28,19 @@ APP_FILES = {"headscope/_app/app.py", "headscope/_app/pages/prompt_tester.py", "
              "headscope/_app/components/__init__.py", "headscope/_app/components/share.py",
              "headscope/_app/docs/icon.png", "headscope/_app/.streamlit/config.toml"}
 
+NOT_SOURCE = (".git", ".venv", "cache", "build", "dist", "*.egg-info", "test-artifacts", "__pycache__", ".pytest_cache",
+              ".ruff_cache")
+
 pytestmark = pytest.mark.slow  # a wheel build and a virtualenv: about 40 s here
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source") / "headscope"  # a copy: setuptools builds in the tree it is given
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                           "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=300, check=False)
+                           "-w", str(out), str(source)], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     (path,) = out.glob("headscope-*.whl")
     return path

@@ -1,3 +1,0 @@
-from headscope.cli import main
-
-raise SystemExit(main())

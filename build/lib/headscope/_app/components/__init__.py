@@ -1,1 +1,0 @@
-"""Reusable Streamlit pieces; they render what headscope computes."""
