@@ -9,114 +9,27 @@ hover/legend text and dataframes, which Streamlit does not read as Markdown.
 
 from __future__ import annotations
 
-import html
 import io
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from components.heatmap import EXTRA
-from headscope.circuit import CircuitComparison, CircuitResult, Component, component_label, letter
+from headscope.circuit import CircuitComparison, CircuitResult, component_label, letter
+from headscope.figures import (
+    KEPT_COLOR,
+    ONLY_COLORS,
+    REMOVED_COLOR,
+    SHARED_COLOR,
+    SOME_COLOR,
+    categorical_grid,
+    circuit_grid,
+    column_x,
+    component_status,
+)
+from headscope.frames import circuit_frame
 
-KEPT_COLOR = "#1f6fb4"
-REMOVED_COLOR = "#e3e6ea"
-MLP_KEPT_COLOR = "#d9822b"
-SHARED_COLOR = "#2e7d32"
-ONLY_COLORS = ["#1f6fb4", "#c62828", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037"]
-SOME_COLOR = "#9e9d24"
-
-
-def _x(head: int | None, n_heads: int) -> float:
-    return n_heads + 0.6 if head is None else float(head)
-
-
-def categorical_grid(
-    n_layers: int,
-    n_heads: int,
-    categories: dict[Component, str],
-    colors: dict[str, str],
-    hover: dict[Component, str],
-    *,
-    title: str = "",
-    selected: tuple[int, int] | None = None,
-    background: str = "",
-) -> go.Figure:
-    """Every head (layer, head) and MLP (layer, None) as a square marker coloured by its category (one legend entry
-    per category, in the order of `colors`); components without a category are drawn in `background`'s colour."""
-    height = int(min(1100, max(380, 22 * n_layers + 140)))
-    cell = max(6, min(40, int((height - 100) / max(n_layers, 1)) - 1))
-    figure = go.Figure()
-    everything = [(layer, head) for layer in range(n_layers) for head in [*range(n_heads), None]]
-    for name, color in colors.items():
-        cells = [c for c in everything if categories.get(c, background) == name]
-        if not cells:
-            continue
-        figure.add_trace(go.Scatter(
-            x=[_x(head, n_heads) for _, head in cells],
-            y=[layer for layer, _ in cells],
-            mode="markers",
-            name=html.escape(name),
-            customdata=[[layer, EXTRA if head is None else head] for layer, head in cells],
-            hovertext=[html.escape(hover.get(c, component_label(c))) for c in cells],
-            hovertemplate="%{hovertext}<extra></extra>",
-            marker={"symbol": "square", "size": cell, "color": color, "line": {"width": 0}},
-            selected={"marker": {"opacity": 1.0}},
-            unselected={"marker": {"opacity": 1.0}},
-        ))
-    if selected is not None:
-        layer, head = selected
-        figure.add_trace(go.Scatter(
-            x=[n_heads + 0.6 if head == EXTRA else head], y=[layer], mode="markers", hoverinfo="skip",
-            showlegend=False, marker={"symbol": "square-open", "size": cell + 2, "color": "#111", "line": {"width": 2}},
-        ))
-    figure.update_layout(
-        title={"text": html.escape(title), "x": 0.01, "xanchor": "left", "font": {"size": 14}},
-        height=height,
-        margin={"l": 50, "r": 20, "t": 80 if title else 40, "b": 50},
-        xaxis={"title": "head", "tickvals": [*range(n_heads), n_heads + 0.6],
-               "ticktext": [str(h) for h in range(n_heads)] + ["MLP"], "showgrid": False, "zeroline": False,
-               "range": [-0.7, n_heads + 1.3]},
-        yaxis={"title": "layer", "showgrid": False, "zeroline": False, "range": [-0.7, n_layers - 0.3],
-               "dtick": 1 if n_layers <= 40 else 4},
-        plot_bgcolor="#f7f8fa",
-        clickmode="event+select",
-        dragmode=False,
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
-    )
-    return figure
-
-
-def component_status(result: CircuitResult, component: Component) -> str:
-    """'kept; the circuit without it scores 61.2%' or 'removed at step 12 (pass 1), score after 83.0%'."""
-    effect = result.effect_of(component)
-    if effect is not None:
-        return f"kept; the circuit without it scores {effect.score_without:.1f}%"
-    removal = result.removal_of(component)
-    if removal is not None:
-        step, r = removal
-        return f"removed at step {step} (pass {r.pass_number}), score after {r.score_after:.1f}%"
-    return "not part of this model"
-
-
-def circuit_grid(result: CircuitResult, selected: tuple[int, int] | None = None) -> go.Figure:
-    """Kept heads, kept MLPs and removed components; hover says when each left and what each kept one is worth."""
-    categories: dict[Component, str] = {}
-    hover: dict[Component, str] = {}
-    for layer in range(result.n_layers):
-        for head in [*range(result.n_heads), None]:
-            component = (layer, head)
-            kept = result.removal_of(component) is None
-            categories[component] = "removed" if not kept else "kept head" if head is not None else "kept MLP"
-            hover[component] = f"{component_label(component)}: {component_status(result, component)}"
-    kind = " (estimate)" if result.estimate else ""
-    return categorical_grid(
-        result.n_layers, result.n_heads, categories,
-        {"kept head": KEPT_COLOR, "kept MLP": MLP_KEPT_COLOR, "removed": REMOVED_COLOR}, hover,
-        title=f"{result.model} · {result.task} · {result.method} · circuit{kind}: {len(result.heads)} heads, "
-              f"{len(result.mlps)} MLPs, {result.score:.1f}%",
-        selected=selected,
-    )
-
+__all__ = ["categorical_grid", "circuit_csv", "circuit_grid", "comparison_grid", "component_status", "jaccard_frame",
+           "kept_frame", "layered_diagram", "removal_frame", "score_line"]
 
 def layered_diagram(result: CircuitResult) -> go.Figure:
     """The kept components, one row per layer that keeps any (layer 0 at the bottom): heads at their head index,
@@ -126,7 +39,7 @@ def layered_diagram(result: CircuitResult) -> go.Figure:
     for effect in result.kept_effects:
         layer, head = effect.component
         loss = max(0.0, result.score - effect.score_without)
-        xs.append(_x(head, result.n_heads))
+        xs.append(column_x(head, result.n_heads))
         ys.append(rows.index(layer))
         texts.append(effect.label)
         hovers.append(f"{effect.label}: the circuit without it scores {effect.score_without:.1f}% "
@@ -198,26 +111,12 @@ def kept_frame(result: CircuitResult) -> pd.DataFrame:
 
 
 def circuit_csv(result: CircuitResult) -> str:
-    """One row per component: kept or removed, when, and the scores."""
-    rows = []
-    for layer in range(result.n_layers):
-        for head in [*range(result.n_heads), None]:
-            component = (layer, head)
-            removal = result.removal_of(component)
-            effect = result.effect_of(component)
-            rows.append({
-                "layer": layer, "component": "mlp" if head is None else f"head {head}", "head": head,
-                "kept": removal is None,
-                "removal_step": None if removal is None else removal[0],
-                "pass": None if removal is None else removal[1].pass_number,
-                "score_after_removal": None if removal is None else removal[1].score_after,
-                "score_without_it": None if effect is None else effect.score_without,
-            })
+    """One row per component: kept or removed, when, and the scores (headscope.frames.circuit_frame)."""
     buffer = io.StringIO()
     buffer.write(f"# model={result.model} task={result.task} method={result.method} threshold={result.threshold:g} "
                  f"one_pass={result.one_pass} estimate={result.estimate} clean_ld={result.clean_ld:.6f} "
                  f"score={result.score:.4f} passes={result.passes}\n")
-    pd.DataFrame(rows).to_csv(buffer, index=False)
+    circuit_frame(result).to_csv(buffer, index=False)
     return buffer.getvalue()
 
 
