@@ -14,16 +14,13 @@ import io
 import pandas as pd
 import plotly.graph_objects as go
 
-from headscope.circuit import CircuitComparison, CircuitResult, component_label, letter
+from headscope.circuit import CircuitComparison, CircuitResult, letter
 from headscope.figures import (
     KEPT_COLOR,
-    ONLY_COLORS,
-    REMOVED_COLOR,
-    SHARED_COLOR,
-    SOME_COLOR,
     categorical_grid,
     circuit_grid,
     column_x,
+    comparison_grid,
     component_status,
 )
 from headscope.frames import circuit_frame
@@ -122,26 +119,6 @@ def circuit_csv(result: CircuitResult) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Comparing circuits
-
-
-def comparison_grid(comparison: CircuitComparison) -> go.Figure:
-    """One grid: shared by all, only in one circuit (its letter), or in some of them."""
-    n = len(comparison.circuits)
-    colors = {"shared": SHARED_COLOR}
-    for index in range(n):
-        colors[f"only {letter(index)}"] = ONLY_COLORS[index % len(ONLY_COLORS)]
-    for k in range(n - 1, 1, -1):
-        colors[f"{k} of {n}"] = SOME_COLOR
-    colors["in none"] = REMOVED_COLOR
-    categories = {c: comparison.category(c) or "in none" for layer in range(comparison.n_layers)
-                  for c in [(layer, h) for h in [*range(comparison.n_heads), None]]}
-    hover = {}
-    for component, category in categories.items():
-        holders = comparison.membership.get(component, frozenset())
-        names = ", ".join(letter(i) for i in sorted(holders)) or "none"
-        hover[component] = f"{component_label(component)}: {category} (in {names})"
-    return categorical_grid(comparison.n_layers, comparison.n_heads, categories, colors, hover,
-                            title=f"Overlap of {n} circuits")
 
 
 def jaccard_frame(comparison: CircuitComparison) -> pd.DataFrame:

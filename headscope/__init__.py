@@ -6,7 +6,7 @@ In a notebook: `import headscope as hs; model = hs.load(); model.sweep(task="dig
 
 __version__ = "0.1.0"
 
-from headscope.api import Model, load
+from headscope.api import Model, compare, load
 from headscope.errors import HeadscopeError, InputError, ModelLoadError
 
-__all__ = ["HeadscopeError", "InputError", "Model", "ModelLoadError", "__version__", "load"]
+__all__ = ["HeadscopeError", "InputError", "Model", "ModelLoadError", "__version__", "compare", "load"]

@@ -196,6 +196,25 @@ class Model:
         return Patterns(result, self.info.backend, result.heads.index(chosen))
 
 
+def compare(*circuits: Any) -> Comparison:
+    """The overlap of two or more circuits (results of model.circuit, on any models, or circuit JSON files as the
+    page downloads them): shared components and the Jaccard index of every pair."""
+    from headscope.circuit import compare_circuits, parse_circuit_json
+
+    sets = []
+    for circuit in circuits:
+        if isinstance(circuit, str | Path):
+            path = Path(circuit)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise InputError(f"Cannot read {str(path)!r} as UTF-8 text: {error}.") from error
+            sets.append(parse_circuit_json(text, path.name))
+        else:
+            sets.append(getattr(circuit, "result", circuit).circuit_set())
+    return Comparison(compare_circuits(sets), "")
+
+
 def _head(value: Any):
     from headscope.heads import HeadRef
 
@@ -366,6 +385,39 @@ class Patterns(_Shown):
         from headscope.figures import patterns_html
 
         return patterns_html(self.result, self.single)
+
+
+class Comparison(_Shown):
+    """Circuits compared (headscope.circuit.CircuitComparison)."""
+
+    def to_frame(self) -> pd.DataFrame:
+        """The Jaccard index of every pair, rows and columns named by the circuits' letters (A, B, …)."""
+        import pandas as pd
+
+        from headscope.circuit import letter
+
+        letters = [letter(i) for i in range(len(self.result.circuits))]
+        return pd.DataFrame(self.result.jaccard, index=letters, columns=letters)
+
+    def to_json(self) -> dict[str, Any]:
+        from headscope.circuit import component_label
+
+        r = self.result
+        return {"circuits": [c.label for c in r.circuits], "jaccard": r.jaccard.tolist(),
+                "shared": sorted(component_label(c) for c in r.shared)}
+
+    def figure(self):
+        from headscope.figures import comparison_grid
+
+        return comparison_grid(self.result)
+
+    def __repr__(self) -> str:
+        return f"<Comparison of {len(self.result.circuits)} circuits: {len(self.result.shared)} components shared>"
+
+    def _repr_html_(self) -> str:
+        from headscope.figures import figure_html
+
+        return figure_html(self.figure()) + self.to_frame().round(3).to_html()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from headscope.tokens import reveal_invisible
 
 if TYPE_CHECKING:
     from headscope.ablation import SweepResult
-    from headscope.circuit import CircuitResult, Component
+    from headscope.circuit import CircuitComparison, CircuitResult, Component
     from headscope.patterns import AttentionPatterns
     from headscope.scores import HeadScores
 
@@ -291,6 +291,28 @@ def circuit_grid(result: CircuitResult, selected: tuple[int, int] | None = None)
               f"{len(result.mlps)} MLPs, {result.score:.1f}%",
         selected=selected,
     )
+
+
+def comparison_grid(comparison: CircuitComparison) -> go.Figure:
+    """One grid: shared by all, only in one circuit (its letter), or in some of them."""
+    from headscope.circuit import component_label, letter
+
+    n = len(comparison.circuits)
+    colors = {"shared": SHARED_COLOR}
+    for index in range(n):
+        colors[f"only {letter(index)}"] = ONLY_COLORS[index % len(ONLY_COLORS)]
+    for k in range(n - 1, 1, -1):
+        colors[f"{k} of {n}"] = SOME_COLOR
+    colors["in none"] = REMOVED_COLOR
+    categories = {c: comparison.category(c) or "in none" for layer in range(comparison.n_layers)
+                  for c in [(layer, h) for h in [*range(comparison.n_heads), None]]}
+    hover = {}
+    for component, category in categories.items():
+        holders = comparison.membership.get(component, frozenset())
+        names = ", ".join(letter(i) for i in sorted(holders)) or "none"
+        hover[component] = f"{component_label(component)}: {category} (in {names})"
+    return categorical_grid(comparison.n_layers, comparison.n_heads, categories, colors, hover,
+                            title=f"Overlap of {n} circuits")
 
 
 def sweep_figure(result: SweepResult, show: str = "% of clean LD", selected: tuple[int, int] | None = None
