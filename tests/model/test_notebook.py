@@ -25,7 +25,9 @@ def _display(value) -> str:
     return shown() if shown is not None else repr(value)
 
 
-@pytest.mark.slow  # loads the model, an exact sweep and an exact circuit search: 22 min measured here with the load average at 27 on 2 cores
+# loads the model, runs an exact sweep and an exact circuit search: 22 min measured here (load average 27 on
+# 2 cores)
+@pytest.mark.slow
 def test_every_cell_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.chdir(tmp_path)
