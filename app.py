@@ -1,6 +1,8 @@
 """headscope: the Streamlit entry point. Navigation, the access check, the model picker, and taking turns on the one
 shared model (a page waiting for another session's job says so)."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from components.access import access_granted, require_access
@@ -8,7 +10,7 @@ from components.model_state import model_sidebar, prepare_hooks_after_run
 from components.turns import taking_turns
 from headscope.errors import Cancelled
 
-st.set_page_config(page_title="headscope", page_icon="docs/icon.png", layout="wide")
+st.set_page_config(page_title="headscope", page_icon=str(Path(__file__).parent / "docs" / "icon.png"), layout="wide")
 
 navigation = st.navigation(
     [

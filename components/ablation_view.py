@@ -12,31 +12,9 @@ from components.text import md, plain, quoted
 from headscope.ablation import SweepResult
 from headscope.component import Component
 from headscope.errors import HeadscopeError
-
-# name (what the "Show" box and the URL say) -> (what the colour bar says, the value of "no effect", number format)
-NORMALIZATIONS = {
-    "% of clean LD": ("% of clean LD", 100.0, ".1f"),
-    "change from clean": ("Δ LD", 0.0, "+.3f"),
-    "normalized": ("(LD_abl − LD_corr)/(LD_clean − LD_corr)", 1.0, ".3f"),
-    "ablated LD": ("ablated LD", None, ".3f"),
-}
-NORMALIZATION_HELP = (
-    "% of clean LD: the study's score, 100 · LD_ablated / LD_clean (100 = no effect) · change from clean: "
-    "LD_ablated − LD_clean · normalized: (LD_abl − LD_corr) / (LD_clean − LD_corr), 1 = no effect, 0 = as bad as the "
-    "corrupted prompts (needs corrupted prompts) · ablated LD: the raw value"
-)
-
-
-def grid_values(result: SweepResult, normalization: str):
-    """(values[layer, head], mlp[layer], centre, colour-bar label, format); values None when unavailable."""
-    label, center, fmt = NORMALIZATIONS[normalization]
-    if normalization.startswith("%"):
-        return result.percent_of_clean, result.mlp_percent_of_clean, center, label, fmt
-    if normalization.startswith("change"):
-        return result.change, result.mlp_ablated_ld - result.clean_ld, center, label, fmt
-    if normalization.startswith("normalized"):
-        return result.normalized, result.mlp_normalized, center, label, fmt
-    return result.ablated_ld, result.mlp_ablated_ld, result.clean_ld, label, fmt
+from headscope.figures import NORMALIZATION_HELP as NORMALIZATION_HELP
+from headscope.figures import NORMALIZATIONS as NORMALIZATIONS
+from headscope.figures import grid_values as grid_values
 
 
 def summary(result: SweepResult) -> None:

@@ -9,108 +9,25 @@ hover/legend text and dataframes, which Streamlit does not read as Markdown.
 
 from __future__ import annotations
 
-import html
 import io
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from components.heatmap import EXTRA, cell_x
 from headscope.circuit import CircuitResult
 from headscope.circuit_compare import CircuitComparison, letter
-from headscope.component import Component, every_component
+from headscope.figures import (
+    KEPT_COLOR,
+    categorical_grid,
+    cell_x,
+    circuit_grid,
+    comparison_grid,
+    component_status,
+)
+from headscope.frames import circuit_frame
 
-KEPT_COLOR = "#1f6fb4"
-REMOVED_COLOR = "#e3e6ea"
-MLP_KEPT_COLOR = "#d9822b"
-SHARED_COLOR = "#2e7d32"
-ONLY_COLORS = ["#1f6fb4", "#c62828", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037"]
-SOME_COLOR = "#9e9d24"
-
-
-def categorical_grid(
-    n_layers: int,
-    n_heads: int,
-    categories: dict[Component, str],
-    colors: dict[str, str],
-    hover: dict[Component, str],
-    *,
-    title: str = "",
-    selected: Component | None = None,
-    background: str = "",
-) -> go.Figure:
-    """Every head and MLP as a square marker coloured by its category (one legend entry
-    per category, in the order of `colors`); components without a category are drawn in `background`'s colour."""
-    height = int(min(1100, max(380, 22 * n_layers + 140)))
-    cell = max(6, min(40, int((height - 100) / max(n_layers, 1)) - 1))
-    figure = go.Figure()
-    everything = every_component(n_layers, n_heads)
-    for name, color in colors.items():
-        cells = [c for c in everything if categories.get(c, background) == name]
-        if not cells:
-            continue
-        figure.add_trace(go.Scatter(
-            x=[cell_x(c, n_heads) for c in cells],
-            y=[c.layer for c in cells],
-            mode="markers",
-            name=html.escape(name),
-            customdata=[[c.layer, EXTRA if c.head is None else c.head] for c in cells],
-            hovertext=[html.escape(hover.get(c, c.label)) for c in cells],
-            hovertemplate="%{hovertext}<extra></extra>",
-            marker={"symbol": "square", "size": cell, "color": color, "line": {"width": 0}},
-            selected={"marker": {"opacity": 1.0}},
-            unselected={"marker": {"opacity": 1.0}},
-        ))
-    if selected is not None:
-        figure.add_trace(go.Scatter(
-            x=[cell_x(selected, n_heads)], y=[selected.layer], mode="markers", hoverinfo="skip",
-            showlegend=False, marker={"symbol": "square-open", "size": cell + 2, "color": "#111", "line": {"width": 2}},
-        ))
-    figure.update_layout(
-        title={"text": html.escape(title), "x": 0.01, "xanchor": "left", "font": {"size": 14}},
-        height=height,
-        margin={"l": 50, "r": 20, "t": 80 if title else 40, "b": 50},
-        xaxis={"title": "head", "tickvals": [*range(n_heads), n_heads + 0.6],
-               "ticktext": [str(h) for h in range(n_heads)] + ["MLP"], "showgrid": False, "zeroline": False,
-               "range": [-0.7, n_heads + 1.3]},
-        yaxis={"title": "layer", "showgrid": False, "zeroline": False, "range": [-0.7, n_layers - 0.3],
-               "dtick": 1 if n_layers <= 40 else 4},
-        plot_bgcolor="#f7f8fa",
-        clickmode="event+select",
-        dragmode=False,
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
-    )
-    return figure
-
-
-def component_status(result: CircuitResult, component: Component) -> str:
-    """'kept; the circuit without it scores 61.2%' or 'removed at step 12 (pass 1), score after 83.0%'."""
-    effect = result.effect_of(component)
-    if effect is not None:
-        return f"kept; the circuit without it scores {effect.score_without:.1f}%"
-    removal = result.removal_of(component)
-    if removal is not None:
-        step, r = removal
-        return f"removed at step {step} (pass {r.pass_number}), score after {r.score_after:.1f}%"
-    return "not part of this model"
-
-
-def circuit_grid(result: CircuitResult, selected: Component | None = None) -> go.Figure:
-    """Kept heads, kept MLPs and removed components; hover says when each left and what each kept one is worth."""
-    categories: dict[Component, str] = {}
-    hover: dict[Component, str] = {}
-    for component in every_component(result.n_layers, result.n_heads):
-        kept = result.removal_of(component) is None
-        categories[component] = "removed" if not kept else "kept head" if component.is_head else "kept MLP"
-        hover[component] = f"{component.label}: {component_status(result, component)}"
-    kind = " (estimate)" if result.estimate else ""
-    return categorical_grid(
-        result.n_layers, result.n_heads, categories,
-        {"kept head": KEPT_COLOR, "kept MLP": MLP_KEPT_COLOR, "removed": REMOVED_COLOR}, hover,
-        title=f"{result.model} · {result.task} · {result.method} · circuit{kind}: {len(result.heads)} heads, "
-              f"{len(result.mlps)} MLPs, {result.score:.1f}%",
-        selected=selected,
-    )
+__all__ = ["categorical_grid", "circuit_csv", "circuit_grid", "comparison_grid", "component_status", "jaccard_frame",
+           "kept_frame", "layered_diagram", "removal_frame", "score_line"]
 
 
 def layered_diagram(result: CircuitResult) -> go.Figure:
@@ -192,50 +109,17 @@ def kept_frame(result: CircuitResult) -> pd.DataFrame:
 
 
 def circuit_csv(result: CircuitResult) -> str:
-    """One row per component: kept or removed, when, and the scores."""
-    rows = []
-    for component in every_component(result.n_layers, result.n_heads):
-        removal = result.removal_of(component)
-        effect = result.effect_of(component)
-        head = component.head
-        rows.append({
-            "layer": component.layer, "component": "mlp" if head is None else f"head {head}", "head": head,
-            "kept": removal is None,
-            "removal_step": None if removal is None else removal[0],
-            "pass": None if removal is None else removal[1].pass_number,
-            "score_after_removal": None if removal is None else removal[1].score_after,
-            "score_without_it": None if effect is None else effect.score_without,
-        })
+    """One row per component: kept or removed, when, and the scores (headscope.frames.circuit_frame)."""
     buffer = io.StringIO()
     buffer.write(f"# model={result.model} task={result.task} method={result.method} threshold={result.threshold:g} "
                  f"one_pass={result.one_pass} estimate={result.estimate} clean_ld={result.clean_ld:.6f} "
                  f"score={result.score:.4f} passes={result.passes}\n")
-    pd.DataFrame(rows).to_csv(buffer, index=False)
+    circuit_frame(result).to_csv(buffer, index=False)
     return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Comparing circuits
-
-
-def comparison_grid(comparison: CircuitComparison) -> go.Figure:
-    """One grid: shared by all, only in one circuit (its letter), or in some of them."""
-    n = len(comparison.circuits)
-    colors = {"shared": SHARED_COLOR}
-    for index in range(n):
-        colors[f"only {letter(index)}"] = ONLY_COLORS[index % len(ONLY_COLORS)]
-    for k in range(n - 1, 1, -1):
-        colors[f"{k} of {n}"] = SOME_COLOR
-    colors["in none"] = REMOVED_COLOR
-    categories = {c: comparison.category(c) or "in none"
-                  for c in every_component(comparison.n_layers, comparison.n_heads)}
-    hover = {}
-    for component, category in categories.items():
-        holders = comparison.membership.get(component, frozenset())
-        names = ", ".join(letter(i) for i in sorted(holders)) or "none"
-        hover[component] = f"{component.label}: {category} (in {names})"
-    return categorical_grid(comparison.n_layers, comparison.n_heads, categories, colors, hover,
-                            title=f"Overlap of {n} circuits")
 
 
 def jaccard_frame(comparison: CircuitComparison) -> pd.DataFrame:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from components.heatmap import clickable_heatmap, layer_head_figure
+from components.heatmap import clickable_heatmap
 from components.text import md, plain
 from headscope.component import Component
+from headscope.figures import scores_figure
 from headscope.results_cache import key_digest
 from headscope.scores import HeadScores
 
@@ -34,13 +35,7 @@ def head_scores_panel(result: HeadScores, key: str) -> list[Component]:
         st.caption(":material/info: " + md(note))
     if result.lists:
         list_usage_table(result)
-    figure = layer_head_figure(
-        result.scores,
-        title=result.title,
-        colorbar_title=result.score,
-        center=None,
-        diverging=False,
-    )
+    figure = scores_figure(result)  # the notebook's figure too (headscope.figures)
     # the widgets' keys name what was scored: a row selection (an index) never carries over to a table of other
     # inputs, where the same index is another head
     scored = f"{result.score}_{key_digest(result.key or {'inputs': result.inputs})[:12]}"

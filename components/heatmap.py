@@ -1,8 +1,5 @@
-"""A layer×head heatmap whose cells can really be clicked.
-
-Plotly heatmaps (go.Heatmap, px.imshow) send no selection events to Streamlit, so the grid is drawn as a scatter of
-square markers, one per cell, with the (layer, head) in customdata: a click selects a point, and
-st.plotly_chart(on_select="rerun") returns it. An optional extra column (e.g. each layer's MLP) sits to the right.
+"""A layer×head heatmap whose cells can really be clicked: the figure is headscope.figures' (square scatter markers
+with the (layer, head) in customdata, the same in a notebook); st.plotly_chart(on_select="rerun") returns the click.
 """
 
 from __future__ import annotations
@@ -10,14 +7,14 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from components.text import plotly_text
 from headscope.component import Component
+from headscope.figures import EXTRA, cell_x, grid_layout, layer_head_figure
 
-EXTRA = -1  # the head index a cell of the extra column carries in its customdata (Plotly holds numbers only)
+__all__ = ["EXTRA", "CellClick", "cell_x", "click_from_event", "clickable_heatmap", "grid_layout", "layer_head_figure",
+           "parse_head", "png_download", "show_head"]
 
 
 @dataclass(frozen=True)
@@ -30,137 +27,6 @@ class CellClick:
         """The clicked head, or the layer's MLP for a click in the extra column."""
         return Component(self.layer, None if self.head == EXTRA else self.head)
 
-
-def cell_x(component: Component, n_heads: int) -> float:
-    """Where a component's cell sits on the x axis: its head index, or the extra column for an MLP."""
-    return n_heads + 0.6 if component.head is None else float(component.head)
-
-
-# Pixel layout: one data unit is `cell` px on both axes, so markers of `cell` px are squares that tile the grid.
-_PLOT_MAX_HEIGHT = 640
-_PLOT_MAX_WIDTH = 560
-_MARGIN_LEFT, _MARGIN_BOTTOM = 56, 50
-_COLORBAR_SPACE = 120  # right margin: colour bar (its title written sideways) and its tick labels
-_TITLE_CHAR_PX = 7.6  # a 14 px title character, for widening the margin so the title is not cut off
-
-
-@dataclass(frozen=True)
-class GridLayout:
-    """Cell size and figure size in pixels for an n_layers × n_columns grid (x and y spans in data units)."""
-
-    cell: int
-    x_span: float
-    y_span: float
-    width: int
-    height: int
-    margin_right: int
-    margin_top: int
-
-
-def grid_layout(n_layers: int, n_heads: int, extra_column: bool, title: str = "") -> GridLayout:
-    """Square cells: the plot area is `cell` px per unit on both axes; a long title widens the right margin, never
-    the plot, so the cells stay square."""
-    x_span = n_heads + (2.0 if extra_column else 0.4)  # ranges below: [-0.7, n_heads + 1.3] or [-0.7, n_heads - 0.3]
-    y_span = n_layers + 0.4
-    cell = int(max(8, min(28, _PLOT_MAX_HEIGHT / y_span, _PLOT_MAX_WIDTH / x_span)))
-    plot_width, plot_height = round(cell * x_span), round(cell * y_span)
-    margin_top = 60 if title else 24
-    margin_right = max(_COLORBAR_SPACE, round(len(title) * _TITLE_CHAR_PX) - plot_width - _MARGIN_LEFT + 20)
-    return GridLayout(cell, x_span, y_span, _MARGIN_LEFT + plot_width + margin_right,
-                      margin_top + plot_height + _MARGIN_BOTTOM, margin_right, margin_top)
-
-
-def layer_head_figure(
-    values: np.ndarray,
-    *,
-    title: str = "",
-    colorbar_title: str = "",
-    center: float | None = 0.0,
-    extra_column: np.ndarray | None = None,
-    extra_label: str = "MLP",
-    selected: Component | None = None,
-    value_format: str = ".3f",
-    diverging: bool = True,
-) -> go.Figure:
-    """values[layer, head] as square markers, layer 0 at the bottom; a diverging scale centred on `center`.
-
-    `title` and `colorbar_title` are shown as typed (Plotly's pseudo-HTML escaped)."""
-    n_layers, n_heads = values.shape
-    layers, heads = np.meshgrid(np.arange(n_layers), np.arange(n_heads), indexing="ij")
-    xs = heads.ravel().astype(float)
-    ys = layers.ravel().astype(float)
-    colors = values.ravel().astype(float)
-    custom = np.stack([ys, xs, colors], axis=1)
-    if extra_column is not None:
-        extra_x = n_heads + 0.6
-        xs = np.concatenate([xs, np.full(n_layers, extra_x)])
-        ys = np.concatenate([ys, np.arange(n_layers, dtype=float)])
-        colors = np.concatenate([colors, extra_column.astype(float)])
-        custom = np.concatenate(
-            [custom, np.stack([np.arange(n_layers), np.full(n_layers, EXTRA), extra_column], axis=1)]
-        )
-    finite = colors[np.isfinite(colors)]
-    if diverging and center is not None:
-        spread = float(np.max(np.abs(finite - center))) if finite.size else 1.0
-        spread = spread or 1.0
-        color_range = {"cmin": center - spread, "cmax": center + spread, "colorscale": "RdBu_r"}
-    else:
-        color_range = {"cmin": float(finite.min()) if finite.size else 0.0,
-                       "cmax": float(finite.max()) if finite.size else 1.0, "colorscale": "Viridis"}
-    shown_title = plotly_text(title)
-    shown_bar_title = plotly_text(colorbar_title)
-    layout = grid_layout(n_layers, n_heads, extra_column is not None, title)
-    cell = layout.cell
-    hover = (
-        "layer %{customdata[0]:.0f}, head %{customdata[1]:.0f}<br>" f"{shown_bar_title or 'value'} "
-        f"%{{customdata[2]:{value_format}}}<extra></extra>"
-    )
-    figure = go.Figure(
-        go.Scatter(
-            x=xs,
-            y=ys,
-            mode="markers",
-            customdata=custom,
-            hovertemplate=hover,
-            marker={
-                "symbol": "square",
-                "size": max(cell - 1, 4),  # a 1 px seam between cells
-                "color": colors,
-                **color_range,
-                "colorbar": {"title": {"text": shown_bar_title, "side": "right"}, "thickness": 14, "x": 1.0,
-                             "xanchor": "left", "xpad": 12, "len": 1.0},
-                "line": {"width": 0},
-            },
-            selected={"marker": {"opacity": 1.0}},
-            unselected={"marker": {"opacity": 1.0}},
-        )
-    )
-    if extra_column is not None:
-        figure.add_annotation(x=n_heads + 0.6, y=n_layers - 0.3, text=plotly_text(extra_label), showarrow=False,
-                              yshift=14)
-    if selected is not None:
-        figure.add_trace(go.Scatter(
-            x=[cell_x(selected, n_heads)], y=[selected.layer], mode="markers", hoverinfo="skip", showlegend=False,
-            marker={"symbol": "square-open", "size": cell + 2, "color": "#111", "line": {"width": 2}},
-        ))
-    tick_x = list(range(n_heads)) + ([n_heads + 0.6] if extra_column is not None else [])
-    tick_text = [str(h) for h in range(n_heads)] + ([plotly_text(extra_label)] if extra_column is not None else [])
-    figure.update_layout(
-        title={"text": shown_title, "x": 0, "xref": "paper", "xanchor": "left", "font": {"size": 14}},
-        width=layout.width,
-        height=layout.height,
-        margin={"l": _MARGIN_LEFT, "r": layout.margin_right, "t": layout.margin_top, "b": _MARGIN_BOTTOM,
-                "autoexpand": False},
-        xaxis={"title": "head", "tickvals": tick_x, "ticktext": tick_text, "showgrid": False, "zeroline": False,
-               "range": [-0.7, (n_heads + 1.3) if extra_column is not None else n_heads - 0.3], "fixedrange": True},
-        yaxis={"title": "layer", "showgrid": False, "zeroline": False, "range": [-0.7, n_layers - 0.3],
-               "dtick": 1 if n_layers <= 40 else 4, "fixedrange": True},
-        plot_bgcolor="#f4f5f7",
-        clickmode="event+select",
-        dragmode=False,
-        showlegend=False,
-    )
-    return figure
 
 
 def clickable_heatmap(figure: go.Figure, key: str, filename: str = "heatmap") -> CellClick | None:

@@ -65,10 +65,30 @@ def page_link() -> str:
     return f"{base}?{query}" if query else base or "?"
 
 
-def copy_link(container: Any = None) -> None:
-    """A "Copy link" popover: the link of this exact view (the copy icon of the code box copies it)."""
+def copy_link(container: Any = None, code: str | None = None) -> None:
+    """A "Copy link" popover: the link of this exact view (the copy icon of the code box copies it); with `code`, a
+    "Copy as code" popover beside it: the notebook lines that reproduce the view (headscope.api)."""
     target = container if container is not None else st
     with target.popover("Copy link", icon=":material/link:"):
         st.caption(md("This view as a link: the inputs and the selection. Open it to see the same view; results "
                       "come from the results cache where they were computed before."))
         st.code(page_link(), language=None, wrap_lines=True)
+    if code is not None:
+        with target.popover("Copy as code", icon=":material/code:"):
+            st.caption(md("This view in a notebook (`pip install headscope`): the same results cache, so a result "
+                          "computed here opens there at once, and the other way round."))
+            st.code(code, language="python", wrap_lines=True)
+
+
+def task_arguments(source_is_task: bool, dataset_name: str | None) -> dict[str, Any]:
+    """The prompts of a sweep or circuit page as keyword arguments of the notebook call: the built-in task's widgets
+    (task, step, n, seed) or the uploaded file's name (the notebook reads the file from its own disk)."""
+    state = st.session_state
+    if not source_is_task:
+        return {"dataset": dataset_name or "your-dataset.csv"}
+    from headscope.tasks import TASKS
+
+    task = state.get("task", next(iter(TASKS)))
+    step = state.get("step") if task in TASKS and TASKS[task].adjustable_stride else None
+    return {"task": task, "step": None if step is None else int(step),
+            "n_prompts": int(state.get("n", 16)), "seed": int(state.get("seed", 0))}

@@ -20,10 +20,10 @@ Whole messages made of plain text (errors, warnings from headscope) go through `
 
 from __future__ import annotations
 
-import html
 import re
 import string
 
+from headscope.figures import plotly_text as plotly_text  # one definition, shared with the notebook figures
 from headscope.tokens import reveal_invisible
 
 _PUNCTUATION = frozenset(string.punctuation)  # CommonMark: a backslash before any of these shows it literally
@@ -69,12 +69,6 @@ def md_code(text: object) -> str:
 def quoted(text: object) -> str:
     """A user value inside a sentence: quoted like Python's repr (boundaries and escapes visible), then escaped."""
     return md(repr(reveal_invisible(str(text))))
-
-
-def plotly_text(text: object) -> str:
-    """`text` for Plotly titles, axis tick labels and hover text: its pseudo-HTML (`<b>`, `<br>`, `<a href>`) and
-    entities shown literally; invisible characters revealed."""
-    return html.escape(reveal_invisible(str(text)), quote=False)
 
 
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:

@@ -132,7 +132,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = sub.add_parser("prepare", help="convert the embedded model's GGUF once, so later starts are fast")
     prepare.set_defaults(handler=_cmd_prepare)
+
+    run = sub.add_parser("run", help="serve the dashboard (Streamlit; needs the app extra: pip install "
+                                     "'headscope[app]')")
+    run.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    run.add_argument("--address", default="localhost",
+                     help="address to listen on (default localhost; 0.0.0.0 for the lab network)")
+    run.set_defaults(handler=_cmd_run)
     return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import importlib.util
+    import subprocess
+
+    from headscope.paths import app_folder
+
+    if not 1 <= args.port <= 65535:
+        raise InputError(f"--port must be from 1 to 65535, got {args.port}.")
+    if importlib.util.find_spec("streamlit") is None:
+        raise InputError("The dashboard needs Streamlit: pip install 'headscope[app]' (the command line and the "
+                         "Python API run without it).")
+    folder = app_folder()
+    command = [sys.executable, "-m", "streamlit", "run", str(folder / "app.py"),
+               *streamlit_flags(folder / ".streamlit" / "config.toml"),
+               f"--server.port={args.port}", f"--server.address={args.address}"]
+    if os.name == "posix":  # the process becomes the server: Ctrl+C and a supervisor's signals reach Streamlit itself
+        os.execv(sys.executable, command)
+    return subprocess.call(command)
+
+
+def streamlit_flags(config: os.PathLike) -> list[str]:
+    """The app's .streamlit/config.toml as command-line flags (Streamlit reads that file only from its working
+    directory), so `headscope run` serves the app as `make run` does from wherever it is started."""
+    import tomllib
+
+    with open(config, "rb") as handle:
+        sections = tomllib.load(handle)
+    return [f"--{section}.{key}={str(value).lower() if isinstance(value, bool) else value}"
+            for section, options in sections.items() for key, value in options.items()]
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:

@@ -19,13 +19,15 @@ from components.ablation_view import (
     top_effects_frame,
 )
 from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
-from components.heatmap import clickable_heatmap, layer_head_figure, parse_head, png_download, show_head
+from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
-from components.model_state import require_model
-from components.share import BOUND, copy_link, set_url_value, url_value
+from components.model_state import active_request, require_model
+from components.share import BOUND, copy_link, set_url_value, task_arguments, url_value
 from components.text import md, plural, quoted
 from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, prepare_dataset, run_sweep
+from headscope.api import call_code, notebook_code
 from headscope.errors import HeadscopeError
+from headscope.figures import sweep_figure
 from headscope.methods import methods_help
 from headscope.results_cache import ResultsCache
 
@@ -127,7 +129,10 @@ if result is None:
 # a head is one of the sweep's (a link made for another model may name one it does not have)
 shape = (result.n_layers, result.n_heads) if result is not None else (info.n_layers, info.n_heads)
 selected = url_value("head", SELECTED, lambda text: parse_head(text, *shape), show_head)
-copy_link(link_col)
+copy_link(link_col, notebook_code(active_request(), call_code(
+    "sweep", **task_arguments(source == BUILT_IN, dataset.name if dataset is not None else None),
+    method=method, only_correct=only_correct or None,
+    estimate=True if result is not None and result.estimate else None)))
 
 if result is None:
     st.info("Choose a task and press **Run exact sweep** (or the instant estimate). Results are cached on disk, so "
@@ -135,15 +140,9 @@ if result is None:
     st.stop()
 
 summary(result)
-values, mlp_values, center, label, fmt = grid_values(result, normalization)
-if values is None:
+if grid_values(result, normalization)[0] is None:
     st.warning("Normalization to the corrupted baseline needs corrupted prompts; showing % of clean instead.")
-    values, mlp_values, center, label, fmt = grid_values(result, "% of clean LD")
-
-figure = layer_head_figure(values, colorbar_title=label, center=center, extra_column=mlp_values,
-                           selected=selected, value_format=fmt,
-                           title=f"{result.model} · {result.task} · {result.method}"
-                                 f"{' (estimate)' if result.estimate else ''}")
+figure = sweep_figure(result, normalization, selected)  # the notebook's figure too (headscope.figures)
 map_col, detail_col = st.columns([1, 1])
 with map_col:
     # one chart key per sweep, the same whether the sweep was just computed or read back from the cache

@@ -10,10 +10,11 @@ import streamlit as st
 
 from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
 from components.head_scores import head_scores_panel
-from components.model_state import require_model
+from components.model_state import active_request, require_model
 from components.share import BOUND, copy_link
 from components.text import md, plain, plural, quoted
 from headscope.ablation import cached_sweeps
+from headscope.api import call_code, notebook_code
 from headscope.component import Component
 from headscope.errors import HeadscopeError, InputError
 from headscope.heads import (
@@ -175,7 +176,12 @@ if score in PATTERN_SCORE_NAMES:
     score_prompt = prompt if scored_on == SCORED_ON[1] else None
 elif score == "sequence":
     task = option_col.selectbox("Task prompts", task_names(), key="score_task", **BOUND)
-copy_link(link_col)
+single_shown = st.session_state.get("single")
+copy_link(link_col, notebook_code(
+    active_request(),
+    *([call_code("patterns", prompt, heads=[(h.layer, h.head) for h in heads],
+                 single=single_shown if heads and single_shown != heads[0].label else None)] if heads else []),
+    call_code("scores", score, prompt=score_prompt, task=task if score == "sequence" else None)))
 try:
     scores = score_heads(model, score, prompt=score_prompt, task=task, compute=False)
     if scores is None:

@@ -17,10 +17,11 @@ from components.circuit_view import (
 from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
-from components.model_state import require_model
-from components.share import BOUND, copy_link, set_url_value, url_value
+from components.model_state import active_request, require_model
+from components.share import BOUND, copy_link, set_url_value, task_arguments, url_value
 from components.text import md, plural
 from headscope.ablation import METHODS, prepare_dataset
+from headscope.api import call_code, notebook_code
 from headscope.circuit import (
     CACHE_KIND,
     DEFAULT_THRESHOLD,
@@ -175,7 +176,10 @@ else:
     with st.expander(f"Removal table ({plural(len(result.removals), 'removal')}, in order)"):
         st.dataframe(removal_frame(result), hide_index=True, width="stretch")
 
-copy_link(link_col)  # after the selection is in the URL
+copy_link(link_col, notebook_code(active_request(), call_code(  # after the selection is in the URL
+    "circuit", **task_arguments(source == BUILT_IN, dataset.name if dataset is not None else None), method=method,
+    threshold=None if threshold == DEFAULT_THRESHOLD else threshold, one_pass=one_pass or None,
+    estimate=True if result is not None and result.estimate else None)))
 
 # ---------------------------------------------------------------------------------------------------------------
 st.divider()

@@ -7,10 +7,11 @@ import time
 
 import streamlit as st
 
-from components.model_state import require_model
+from components.model_state import active_request, require_model
 from components.share import BOUND, copy_link
 from components.text import md, md_code, plain, plural, quoted
 from components.token_view import answer_panel, diagnostics, token_strip, token_table, topk_chart, topk_table
+from headscope.api import call_code, notebook_code
 from headscope.errors import HeadscopeError
 from headscope.predict import MAX_TOP_K, analyze_prompt, toggle_trailing_space
 
@@ -36,7 +37,9 @@ with right:
     k_col, p_col = st.columns(2)
     top_k = k_col.number_input("Top-k", min_value=1, max_value=MAX_TOP_K, value=10, step=1, key="top_k", **BOUND)
     position = p_col.number_input("Position (-1 = last)", value=-1, step=1, key="position", **BOUND)
-copy_link(link_col)
+copy_link(link_col, notebook_code(active_request(), call_code(
+    "tokens", prompt, answer=answer or None, contrast=contrast or None, top_k=None if top_k == 10 else int(top_k),
+    position=None if position == -1 else int(position))))
 
 progress_slot = st.empty()
 
