@@ -261,7 +261,7 @@ def test_the_ndif_job_timeout_is_read_from_headscope_ndif_timeout(status_server,
             "    os.environ['HEADSCOPE_NDIF_TIMEOUT'] = value\n"
             "    try:\n"
             f"        model = load_model(ModelRequest({HOSTED!r}, backend='ndif', api_key='k'))\n"
-            "        print('timeout', model._remote.timeout)\n"
+            "        print('timeout', model.mode.target.timeout)\n"
             "    except HeadscopeError as error:\n"
             "        print(error)\n")
     env = cpu_env(HF_HUB_CACHE=_hub_cache_holding(tiny_model_dir, tmp_path / "hub"), NDIF_HOST=status_server)
