@@ -10,9 +10,8 @@ import gc
 import time
 
 import ray
-from nnsight.modeling.huggingface import HuggingFaceModel
-
 from ndif.services.ray.deployments.modeling.base import KILL_REASON_PREEMPTED, BaseModelDeployment
+from nnsight.modeling.huggingface import HuggingFaceModel
 
 
 class _CpuModelDeployment(BaseModelDeployment):

@@ -227,9 +227,17 @@ sweep_ray() {  # Ray's own daemons (gcs, raylet, workers) left behind: only thos
 
 cmd_stop() {
     [ -d "$PIDS" ] || return 0
+    for name in "$PIDS"/api-*; do [ -e "$name" ] && stop_one "$(basename "$name")"; done
     for name in api ray s3 redis; do stop_one "$name"; done
     sweep_ray
     log "stopped"
+}
+
+cmd_extra_api() {  # port: one more NDIF API on the same queue and Ray, with this shell's NDIF_TESTBED_MIN_NNSIGHT
+    server_env
+    spawn "api-$1" gunicorn --config python:ndif.services.api.gunicorn_conf --bind "127.0.0.1:$1" \
+        ndif.services.api.app:app
+    wait_port 127.0.0.1 "$1" 60 "the extra NDIF API"
 }
 
 cmd_status() {
@@ -247,5 +255,6 @@ case "${1:-}" in
     stop) cmd_stop ;;
     env) client_env ;;
     status) cmd_status ;;
-    *) echo "usage: $0 install|start|stop|env|status" >&2; exit 2 ;;
+    extra-api) cmd_extra_api "$2" ;;
+    *) echo "usage: $0 install|start|stop|env|status|extra-api PORT" >&2; exit 2 ;;
 esac
