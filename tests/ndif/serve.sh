@@ -147,11 +147,7 @@ cmd_start() {
     spawn api gunicorn --config python:ndif.services.api.gunicorn_conf --bind "127.0.0.1:$API_PORT" \
         ndif.services.api.app:app
     wait_port 127.0.0.1 "$API_PORT" 60 "the NDIF API"
-    local deadline=$((SECONDS + 120))
-    until curl -sf "http://127.0.0.1:$API_PORT/connected" >/dev/null; do
-        if [ $SECONDS -ge $deadline ]; then log "the API never connected to Ray (see $LOGS/api.log)"; exit 1; fi
-        sleep 1
-    done
+    wait_connected "$API_PORT"
     log "services up in $((SECONDS - started)) s"
 
     # The model key as nnsight's client spells it (TransformersModel, task text-generation), given outright:
@@ -208,6 +204,14 @@ start_ray_head() {
         --temp-dir "$TESTBED/ray"
 }
 
+wait_connected() {  # port: until that API says it reaches Ray, and its /status answers
+    local deadline=$((SECONDS + 180))
+    until curl -sf "http://127.0.0.1:$1/connected" >/dev/null && curl -sf "http://127.0.0.1:$1/status" >/dev/null; do
+        if [ $SECONDS -ge $deadline ]; then log "the API on port $1 never connected to Ray (see $LOGS)"; exit 1; fi
+        sleep 1
+    done
+}
+
 stop_one() {  # name: its process group, by the id start recorded
     [ -s "$PIDS/$1" ] || return 0
     local pid; pid="$(cat "$PIDS/$1")"
@@ -238,6 +242,7 @@ cmd_extra_api() {  # port: one more NDIF API on the same queue and Ray, with thi
     spawn "api-$1" gunicorn --config python:ndif.services.api.gunicorn_conf --bind "127.0.0.1:$1" \
         ndif.services.api.app:app
     wait_port 127.0.0.1 "$1" 60 "the extra NDIF API"
+    wait_connected "$1"
 }
 
 cmd_status() {
