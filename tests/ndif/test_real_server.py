@@ -178,3 +178,35 @@ def test_client_below_servers_minimum_version_is_one_line(ndif, tmp_path):
         pid_file.unlink()
     line = _one_line_error(done)
     assert "9.0" in line and "nnsight" in line
+
+
+STATES_SCRIPT = """
+import json, sys
+import headscope.backends.nnsight as nb
+from headscope.cli import main
+seen, real = [], nb.wait_for_job
+def spy(job, *, timeout, on_state, **kwargs):
+    def record(state):
+        seen.append(state.state)
+        if on_state is not None:
+            on_state(state)
+    return real(job, timeout=timeout, on_state=record, **kwargs)
+nb.wait_for_job = spy
+code = main(["tokens", "Hello there", "--model", sys.argv[1], "--backend", "nnsight", "--remote", "--json"])
+print(json.dumps({"code": code, "states": seen}), file=sys.stderr)
+"""
+
+
+def test_job_states_seen_while_waiting(ndif, tmp_path):
+    """The states headscope shows while it polls (the page's wait line and the CLI's): NDIF's own, in order."""
+    import headscope.backends.nnsight as nnsight_backend
+
+    env = {**os.environ, **ndif, "HEADSCOPE_RESULTS_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", STATES_SCRIPT, HOSTED], capture_output=True, text=True, env=env,
+                          timeout=600)
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0, done.stderr[-2000:]
+    states = report["states"]
+    assert states[-1] == "completed"
+    assert set(states) <= set(nnsight_backend._STATE_WORDS.values()), states
+    assert {"received", "queued", "running"} & set(states[:-1]), states
