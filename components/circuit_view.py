@@ -245,6 +245,16 @@ def comparison_grid(comparison: CircuitComparison) -> go.Figure:
                             title=f"Overlap of {n} circuits")
 
 
+def counts_frame(comparison: CircuitComparison) -> pd.DataFrame:
+    """One row per circuit; what only it holds in one column ("only in it"), not one column per circuit that is
+    empty (None) in every other row."""
+    rows = []
+    for index, row in enumerate(comparison.counts()):
+        only = row.pop(f"only {letter(index)}")
+        rows.append({**row, "only in it": only})
+    return pd.DataFrame(rows)
+
+
 def jaccard_frame(comparison: CircuitComparison) -> pd.DataFrame:
     letters = [letter(i) for i in range(len(comparison.circuits))]
     return pd.DataFrame(comparison.jaccard.round(3), index=letters, columns=letters)

@@ -18,7 +18,7 @@ from components.ablation_view import (
     summary,
     top_effects_frame,
 )
-from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
+from components.datasets import BUILT_IN, UPLOAD, remember_choice, task_dataset, uploaded_dataset
 from components.heatmap import EXTRA, clickable_heatmap, layer_head_figure, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
 from components.model_state import require_model
@@ -63,6 +63,7 @@ encoded = None
 if dataset is not None:
     try:
         encoded = prepare_dataset(model, dataset)
+        remember_choice(dataset, encoded.dataset)
     except HeadscopeError as error:
         st.error(md(str(error)))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
+from components.datasets import chosen_prompts
 from components.head_scores import head_scores_panel
 from components.model_state import require_model
 from components.share import BOUND, copy_link
@@ -43,10 +44,15 @@ SCORED_ON = ("Generated sequences", "The prompt above")
 
 
 def sweep_preset(sweep) -> str:
-    """A cached sweep's preset name, one per sweep: the label, plus what else tells sweeps apart (the prompts' content
-    hash, only-correct)."""
+    """A cached sweep's preset name, one per sweep, in the words the user chose it with: task, method, prompts, seed
+    (a sweep whose prompts nobody recorded, e.g. from the command line or an upload, is told apart by its prompts'
+    content hash), only-correct."""
     only = " · only correct" if sweep.key.get("only_correct") else ""
-    return f"Top {TOP_K} by ablation effect: {sweep.label}{only} · prompts {sweep.key.get('dataset_hash', '')[:6]}"
+    digest = sweep.key.get("dataset_hash", "")
+    chosen = chosen_prompts(digest) or f"prompt set {digest[:6]}"
+    kind = "estimate" if sweep.estimate else "exact"
+    return (f"Top {TOP_K} by ablation: {sweep.task} · {sweep.method} · {sweep.n_prompts} prompts · {chosen}{only} · "
+            f"{kind}")
 
 
 def preset_heads(model, choice: str, sweeps: list) -> tuple[HeadRef, ...]:
@@ -77,11 +83,12 @@ prompt = st.text_area("Prompt", value=default_prompt(model), key="prompt", heigh
                       help="Default: a digits prompt from the built-in task, fitted to this tokenizer. The prompt "
                            "tester shares this box.")
 sweeps = cached_sweeps(model)
+# the presets every server has come first, so the default (the first) never depends on what happens to be cached
 preset_names = [preset.name for preset in model_presets(info)]
-preset_names += [sweep_preset(sweep) for sweep in sweeps]
 score_presets = [f"Top {TOP_K} by {SCORE_TITLES[score].lower()}" for score in SCORE_NAMES]
 preset_names += sorted(score_presets, key=lambda name: "sequence" not in name)  # sequence-member first: cheap
-preset_col, free_col = st.columns([2, 3])
+preset_names += [sweep_preset(sweep) for sweep in sweeps]
+preset_col, free_col = st.columns([1, 1])
 preset = preset_col.selectbox("Heads preset", preset_names, key="preset", format_func=plain, **BOUND,
                               help="Published candidates for this model where there are any, the top heads by a "
                                    "head-type score, or by ablation effect from a cached sweep.")

@@ -8,13 +8,14 @@ from components.circuit_view import (
     circuit_grid,
     comparison_grid,
     component_status,
+    counts_frame,
     jaccard_frame,
     kept_frame,
     layered_diagram,
     removal_frame,
     score_line,
 )
-from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
+from components.datasets import BUILT_IN, UPLOAD, chosen_prompts, remember_choice, task_dataset, uploaded_dataset
 from components.heatmap import EXTRA, clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
 from components.model_state import require_model
@@ -66,6 +67,7 @@ encoded = None
 if dataset is not None:
     try:
         encoded = prepare_dataset(model, dataset)
+        remember_choice(dataset, encoded.dataset)
     except HeadscopeError as error:
         st.error(md(str(error)))
 
@@ -185,7 +187,9 @@ st.header("Compare circuits")
 st.caption("Pick two or more cached circuits (other tasks, methods or models) or upload a circuit JSON "
            '({"heads": [[layer, head], …], "mlps": [layer, …]}, 0-based, e.g. a published one).')
 stored = cached_circuits(cache)
-labels = {f"{c.label} · {c.n_prompts} prompts · {c.key.get('dataset_hash', '')[:6]}": c for c in stored}
+labels = {f"{c.label} · {c.n_prompts} prompts · "
+          f"{chosen_prompts(c.key.get('dataset_hash', '')) or 'prompt set ' + c.key.get('dataset_hash', '')[:6]}": c
+          for c in stored}
 if st.session_state.get("ci_compare_touched"):  # keep the user's pick, less circuits no longer cached
     st.session_state["ci_compare_pick"] = [v for v in st.session_state.get("ci_compare_pick", []) if v in labels]
 else:  # until the user picks: the two newest
@@ -217,5 +221,5 @@ else:
     if len(circuits) > 2:
         st.markdown("**Jaccard index of every pair** (|A ∩ B| / |A ∪ B|, heads and MLPs together)")
         st.dataframe(jaccard_frame(comparison), width="stretch")
-    st.dataframe(comparison.counts(), hide_index=True, width="stretch")
+    st.dataframe(counts_frame(comparison), hide_index=True, width="stretch")
     png_download(st, compare_figure, "circuit-overlap.png", key="ci_compare_png")
