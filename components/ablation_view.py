@@ -51,12 +51,22 @@ def summary(result: SweepResult) -> None:
     cols[3].metric("Tokens each", f"{result.seq_len:d}", help="BOS included")
     cols[4].metric("Method", md(result.method), "estimate" if result.estimate else "exact", delta_color="off",
                    delta_arrow="off")
-    cols[5].metric("Time", f"{result.seconds:.1f} s", "from cache" if result.cached else None, delta_color="off",
-                   delta_arrow="off")
+    timing_metric(cols[5], result.seconds, result.cached, result.key)
     with st.expander(f"Prompts and notes · first prompt {quoted(result.first_prompt)}"):
         st.text(plain("Tokens of the first prompt (BOS included): " + " | ".join(result.token_labels)))
         for note in result.notes:
             st.caption(md(note))
+
+
+def timing_metric(column, seconds: float, cached: bool, key: dict | None) -> None:
+    """How long the result took: "Time 33.3 s" when just computed; one read from the results cache says "From cache,
+    computed in 33.3 s on cpu" (its time is the original computation's, not this wait's)."""
+    if not cached:
+        column.metric("Time", f"{seconds:.1f} s")
+        return
+    device = (key or {}).get("device")
+    column.metric("Result", "from cache", f"computed in {seconds:.1f} s{f' on {device}' if device else ''}",
+                  delta_color="off", delta_arrow="off")
 
 
 def top_effects_frame(result: SweepResult, heads_per_kv: int, k: int = 12) -> pd.DataFrame:

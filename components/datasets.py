@@ -66,6 +66,7 @@ def uploaded_dataset(key: str) -> Dataset | None:
     )
     st.caption(md(f"Limits on this server: {limits.describe()} per dataset."))
     if upload is None:  # none now (e.g. after a page switch): the last one uploaded in this session, if any
+        st.session_state.pop(f"{key}_failed", None)
         previous = st.session_state.get(UPLOADED)
         if previous is not None:
             note_col, forget_col = st.columns([4, 1], vertical_alignment="center")
@@ -77,9 +78,16 @@ def uploaded_dataset(key: str) -> Dataset | None:
         dataset = load_dataset_bytes(upload.getvalue(), upload.name, limits)
     except HeadscopeError as error:
         st.error(md(str(error)))
+        st.session_state[f"{key}_failed"] = True
         return None
+    st.session_state.pop(f"{key}_failed", None)
     st.session_state[UPLOADED] = dataset
     return dataset
+
+
+def upload_failed(key: str) -> bool:
+    """Whether the file in uploader `key` was refused in this run (its message is shown; no hint to add below it)."""
+    return bool(st.session_state.get(f"{key}_failed"))
 
 
 def task_dataset(model) -> Dataset | None:

@@ -18,12 +18,13 @@ from components.ablation_view import (
     summary,
     top_effects_frame,
 )
-from components.datasets import BUILT_IN, UPLOAD, remember_choice, task_dataset, uploaded_dataset
+from components.clear_cache import clear_cached_button
+from components.datasets import BUILT_IN, UPLOAD, remember_choice, task_dataset, upload_failed, uploaded_dataset
 from components.heatmap import EXTRA, clickable_heatmap, layer_head_figure, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
 from components.model_state import require_model
 from components.share import BOUND, copy_link, set_url_value, url_value
-from components.text import md, plural, quoted
+from components.text import md, quoted
 from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, prepare_dataset, run_sweep
 from headscope.errors import HeadscopeError
 from headscope.results_cache import ResultsCache
@@ -60,12 +61,14 @@ only_correct = st.checkbox("Only prompts the model gets right", value=False, key
                            help="top-1 is the correct answer and P(correct) > 2·P(incorrect)")
 
 encoded = None
+refused = source == UPLOAD and upload_failed("ab_upload")  # its message is shown: no hint below it
 if dataset is not None:
     try:
         encoded = prepare_dataset(model, dataset)
         remember_choice(dataset, encoded.dataset)
     except HeadscopeError as error:
         st.error(md(str(error)))
+        refused = True
 
 # An uploaded dataset is named in the URL by its name and content hash: a link opens its sweep from the cache.
 linked_hash = None
@@ -82,10 +85,7 @@ else:
 run_col, preview_col, clear_col, _ = st.columns([1.2, 1.7, 1.4, 2])
 run_exact = run_col.button("Run exact sweep", type="primary", disabled=encoded is None, key="ab_run")
 run_preview = preview_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ab_preview")
-if clear_col.button("Clear cached results", key="ab_clear"):
-    removed = cache.clear(CACHE_KIND)
-    st.session_state.pop(LAST, None)
-    st.toast(f"Removed {plural(removed, 'cached sweep')}.")
+clear_cached_button(clear_col, cache, CACHE_KIND, model, "sweep", key="ab_clear", forget=(LAST,))
 
 result = None
 if encoded is not None:
@@ -131,8 +131,10 @@ selected = url_value("head", SELECTED, lambda text: parse_head(text, *shape), sh
 copy_link(link_col)
 
 if result is None:
-    st.info("Choose a task and press **Run exact sweep** (or the instant estimate). Results are cached on disk, so "
-            "a sweep precomputed with `python -m headscope ablate` appears here at once.")
+    if not refused:  # under an error message, a hint to press Run would only repeat that nothing can run
+        first = "Choose a task" if source == BUILT_IN else "Upload a dataset"
+        st.info(f"{first} and press **Run exact sweep** (or the instant estimate). Results are cached on disk, so "
+                "a sweep precomputed with `python -m headscope ablate` appears here at once.")
     st.stop()
 
 summary(result)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from components.ablation_view import head_pattern
+from components.ablation_view import head_pattern, timing_metric
 from components.circuit_view import (
     circuit_csv,
     circuit_grid,
@@ -15,7 +15,16 @@ from components.circuit_view import (
     removal_frame,
     score_line,
 )
-from components.datasets import BUILT_IN, UPLOAD, chosen_prompts, remember_choice, task_dataset, uploaded_dataset
+from components.clear_cache import clear_cached_button
+from components.datasets import (
+    BUILT_IN,
+    UPLOAD,
+    chosen_prompts,
+    remember_choice,
+    task_dataset,
+    upload_failed,
+    uploaded_dataset,
+)
 from components.heatmap import EXTRA, clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
 from components.model_state import require_model
@@ -64,20 +73,19 @@ with method_col:
                            help="stop after the first pass instead of repeating passes until one removes nothing")
 
 encoded = None
+refused = source == UPLOAD and upload_failed("ci_upload")  # its message is shown: no hint below it
 if dataset is not None:
     try:
         encoded = prepare_dataset(model, dataset)
         remember_choice(dataset, encoded.dataset)
     except HeadscopeError as error:
         st.error(md(str(error)))
+        refused = True
 
 run_col, estimate_col, clear_col, _ = st.columns([1, 1.3, 1, 2])
 run_exact = run_col.button("Find circuit", type="primary", disabled=encoded is None, key="ci_run")
 run_estimate = estimate_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ci_estimate")
-if clear_col.button("Clear cached circuits", key="ci_clear"):
-    removed = cache.clear(CACHE_KIND)
-    st.session_state.pop("ci_result", None)
-    st.toast(f"Removed {plural(removed, 'cached circuit')}.")
+clear_cached_button(clear_col, cache, CACHE_KIND, model, "circuit", key="ci_clear", forget=("ci_result",))
 
 say_if_stopped("ci")
 
@@ -107,10 +115,11 @@ if result is None:
     if result is not None:
         st.caption("Showing the last circuit (its configuration differs from the controls above).")
 
-if result is None:
-    st.info("Choose a task and press **Find circuit** (or the instant estimate). Circuits are cached on disk, so one "
+if result is None and not refused:
+    first = "Choose a task" if source == BUILT_IN else "Upload a dataset"
+    st.info(f"{first} and press **Find circuit** (or the instant estimate). Circuits are cached on disk, so one "
             "precomputed with `python -m headscope circuit` appears here at once.")
-else:
+elif result is not None:
     if result.estimate:
         st.warning("**Estimate** (attribution-ranked greedy pruning: one forward and one backward pass, effects "
                    "taken as additive). It guides; it is not the circuit. Run *Find circuit* for the exact result.",
@@ -122,7 +131,7 @@ else:
     cols[3].metric("MLPs kept", f"{len(result.mlps):d} / {result.n_layers:d}")
     cols[4].metric("Passes", f"{result.passes:d}", "one pass" if result.one_pass else "until stable",
                    delta_color="off")
-    cols[5].metric("Time", f"{result.seconds:.1f} s", "from cache" if result.cached else None, delta_color="off")
+    timing_metric(cols[5], result.seconds, result.cached, result.key)
     with st.expander(f"Task, prompts ({result.n_prompts:d} × {result.seq_len:d} tokens) and notes"):
         st.text(f"task: {result.task} · method: {result.method} · first prompt: {result.first_prompt!r}")
         st.text("Tokens of the first prompt (BOS included): " + " | ".join(result.token_labels))

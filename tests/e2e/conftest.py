@@ -26,9 +26,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_url():
+def app_url(tmp_path_factory):
     port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    # a results folder of its own: the tests never read, nor remove, the checkout's cached results (nothing is
+    # cached at the start, so every first run really computes)
+    results = tmp_path_factory.mktemp("e2e-results")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(results))
     log = (ARTIFACTS / "streamlit-server.log")
     ARTIFACTS.mkdir(exist_ok=True)
     with log.open("w") as sink:

@@ -17,8 +17,6 @@ def test_find_circuit_click_kept_head_see_pattern_and_compare(page, app_url, tmp
     page.wait_for_timeout(1500)
     page.get_by_text("One pass only").click()
     page.wait_for_timeout(1500)
-    page.get_by_role("button", name="Clear cached circuits").click()  # so that a search really runs
-    page.wait_for_timeout(1500)
     page.get_by_role("button", name="Find circuit").click()
     page.wait_for_selector('[data-testid="stMetric"]', timeout=900_000)
     chart = page.locator('[data-testid="stPlotlyChart"]').first

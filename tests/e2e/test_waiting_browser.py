@@ -27,8 +27,6 @@ def test_prompt_tester_answers_during_another_sessions_sweep(browser, app_url):
         # 32 distinct step prompts: a sweep long enough to outlast the answers (24 digits prompts are 6 distinct)
         wait_for_app(sweeper, f"{app_url}/ablation?task=step&n=32&seed=77")
         sweeper.wait_for_selector("text=Run exact sweep", timeout=LOAD)
-        sweeper.get_by_role("button", name="Clear cached results").click()  # so that the sweep really runs
-        sweeper.wait_for_timeout(1500)
         sweeper.get_by_role("button", name="Run exact sweep").click()
         sweeper.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)
         sweeper.wait_for_timeout(1000)
