@@ -127,8 +127,9 @@ def head_pattern(model, prompt: str, layer: int, head: int) -> None:
     from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
     from headscope.patterns import compute_patterns, single_head_view
 
-    try:
-        patterns = compute_patterns(model, prompt, [(layer, head)])
+    try:  # the first call on a model can take seconds: say what is being done meanwhile
+        with st.spinner(f"Computing the attention pattern of head {layer:d}.{head:d}…", show_time=True):
+            patterns = compute_patterns(model, prompt, [(layer, head)])
     except HeadscopeError as error:
         st.error(md(str(error)))
         return

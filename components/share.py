@@ -7,6 +7,7 @@ widget (a head selected by clicking the heatmap) is mirrored by `url_value`. `co
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -14,9 +15,15 @@ from urllib.parse import quote, urlencode
 import streamlit as st
 
 from components.text import md
+from headscope.results_cache import ResultsCache
 
 BOUND: dict[str, Any] = {"bind": "query-params", "persist_state": "session"}
 T = TypeVar("T")
+PROMPT = "prompt"  # the prompt box's key, and its URL parameter while the prompt is short
+PROMPT_ID = "prompt_id"  # the URL parameter naming a long prompt stored in the results cache
+PROMPT_KIND = "prompt-texts"  # results-cache kind of those prompts, keyed by their content hash
+LONG_LINK_CHARS = 2_000  # a prompt longer than this in the URL (encoded) goes by its hash: proxies refuse ~8 KB URLs
+_IN_URL = "_hs_prompt_in_url"  # (prompt, prompt_id) as this session last wrote them to the URL
 
 
 def url_value(param: str, state_key: str, parse: Callable[[str], T | None], show: Callable[[T], str]) -> T | None:
@@ -72,3 +79,47 @@ def copy_link(container: Any = None) -> None:
         st.caption(md("This view as a link: the inputs and the selection. Open it to see the same view; results "
                       "come from the results cache where they were computed before."))
         st.code(page_link(), language=None, wrap_lines=True)
+
+
+def prompt_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def prompt_box(target: Any, default: str, **widget_args: Any) -> str:
+    """The prompt box the prompt tester and the attention page share, mirrored in the URL: a short prompt as
+    `prompt=`, a long one (its encoded form over LONG_LINK_CHARS) as `prompt_id=<content hash>`, the text stored in
+    the results cache beside the results, so that a link stays short enough for any reverse proxy.
+
+    A link's prompt (pasted, reloaded) fills the box; the box's own edits win after that (the URL then holds what this
+    session wrote)."""
+    in_url = (st.query_params.get(PROMPT), st.query_params.get(PROMPT_ID))
+    if any(in_url) and in_url != st.session_state.get(_IN_URL):
+        text = in_url[0]
+        if text is None:
+            text = ResultsCache().load(PROMPT_KIND, {"sha256": in_url[1]})
+            if not isinstance(text, str):
+                text = None
+                st.warning(md(f"This link names a long prompt ({PROMPT_ID}={in_url[1]}) that is not in this "
+                              "server's results cache: paste the prompt instead."), icon=":material/link_off:")
+        if text is not None:
+            st.session_state[PROMPT] = text
+    st.session_state.setdefault(PROMPT, default)
+    text = target.text_area("Prompt", key=PROMPT, persist_state="session", **widget_args)
+    _write_prompt(text, default)
+    return text
+
+
+def _write_prompt(text: str, default: str) -> None:
+    short = len(quote(text, safe="")) <= LONG_LINK_CHARS
+    wanted = (None, None) if text == default else (text, None) if short else (None, prompt_digest(text))
+    if wanted[1] is not None:
+        cache = ResultsCache()
+        if cache.load(PROMPT_KIND, {"sha256": wanted[1]}) != text:
+            cache.store(PROMPT_KIND, {"sha256": wanted[1]}, text)
+    for param, value in zip((PROMPT, PROMPT_ID), wanted, strict=True):
+        if value is None:
+            if param in st.query_params:
+                del st.query_params[param]
+        elif st.query_params.get(param) != value:
+            st.query_params[param] = value
+    st.session_state[_IN_URL] = wanted

@@ -12,7 +12,7 @@ from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
 from components.datasets import chosen_prompts
 from components.head_scores import head_scores_panel
 from components.model_state import require_model
-from components.share import BOUND, copy_link
+from components.share import BOUND, copy_link, prompt_box
 from components.text import md, plain, plural, quoted
 from headscope.ablation import cached_sweeps
 from headscope.errors import HeadscopeError, InputError
@@ -79,9 +79,9 @@ info = model.info
 if PENDING_HEADS in st.session_state:
     st.session_state[HEADS_BOX] = st.session_state.pop(PENDING_HEADS)
 
-prompt = st.text_area("Prompt", value=default_prompt(model), key="prompt", height=80, **BOUND,
-                      help="Default: a digits prompt from the built-in task, fitted to this tokenizer. The prompt "
-                           "tester shares this box.")
+prompt = prompt_box(st, default_prompt(model), height=80,
+                    help="Default: a digits prompt from the built-in task, fitted to this tokenizer. The prompt "
+                         "tester shares this box.")
 sweeps = cached_sweeps(model)
 # the presets every server has come first, so the default (the first) never depends on what happens to be cached
 preset_names = [preset.name for preset in model_presets(info)]

@@ -8,7 +8,7 @@ import time
 import streamlit as st
 
 from components.model_state import require_model
-from components.share import BOUND, copy_link
+from components.share import BOUND, copy_link, prompt_box
 from components.text import md, md_code, plain, plural, quoted
 from components.token_view import answer_panel, diagnostics, token_strip, token_table, topk_chart, topk_table
 from headscope.errors import HeadscopeError
@@ -26,9 +26,9 @@ model = require_model()
 
 left, right = st.columns([3, 2])
 with left:
-    prompt = st.text_area("Prompt", value="1 2 3 4 ", key="prompt", height=90, **BOUND,
-                          help="Llama-style tokenizers emit the space before a digit as its own token: "
-                               "'1 2 3 4' predicts a space, '1 2 3 4 ' predicts '5'.")
+    prompt = prompt_box(st, "1 2 3 4 ", height=90,
+                        help="Llama-style tokenizers emit the space before a digit as its own token: "
+                             "'1 2 3 4' predicts a space, '1 2 3 4 ' predicts '5'.")
 with right:
     a_col, c_col = st.columns(2)
     answer = a_col.text_input("Expected answer", value="5", key="answer", **BOUND)
