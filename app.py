@@ -5,6 +5,7 @@ import streamlit as st
 
 from components.access import access_granted, require_access
 from components.model_state import model_sidebar, prepare_hooks_after_run
+from components.share import say_invalid_url_values, url_at_start
 from components.turns import taking_turns
 from headscope.errors import Cancelled
 
@@ -21,6 +22,7 @@ navigation = st.navigation(
 )
 require_access()  # stops here until this browser session has given the access token (when one is set)
 model_sidebar()
+linked = url_at_start()
 try:
     with taking_turns() as notice:
         try:
@@ -28,4 +30,5 @@ try:
         except Cancelled as gave_up:  # "Give up" while waiting for another session's job
             notice.show_gave_up(gave_up)
 finally:  # also after a page's st.stop()
+    say_invalid_url_values(linked)
     prepare_hooks_after_run()

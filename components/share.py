@@ -37,6 +37,7 @@ def url_value(param: str, state_key: str, parse: Callable[[str], T | None], show
     if raw is not None:
         value = parse(raw)
         if value is None:
+            say_dropped(param, raw, "does not fit this view")
             del st.query_params[param]
             st.session_state.pop(state_key, None)
             return None
@@ -123,3 +124,83 @@ def _write_prompt(text: str, default: str) -> None:
         elif st.query_params.get(param) != value:
             st.query_params[param] = value
     st.session_state[_IN_URL] = wanted
+
+
+_SAID = "_hs_url_values_said"  # (param, value) pairs of links already said to be dropped in this session
+
+
+def say_dropped(param: str, raw: str, why: str) -> None:
+    """Say once per session and value that a link's parameter was not used (instead of dropping it silently)."""
+    said = st.session_state.setdefault(_SAID, set())
+    if (param, raw) in said:
+        return
+    said.add((param, raw))
+    st.toast(md(f"This link's {param}={raw!r} {why}; it was left out."), icon=":material/link_off:")
+
+
+def _same(raw: str, value: Any) -> bool:
+    """Whether a URL text stands for a widget's value (Streamlit writes booleans, numbers and options its own way)."""
+    if isinstance(value, bool):
+        return raw.strip().lower() in ("true", "1") if value else raw.strip().lower() in ("false", "0")
+    if isinstance(value, int | float):
+        try:
+            return float(raw) == float(value)
+        except ValueError:
+            return False
+    if isinstance(value, list | tuple):
+        return False  # multi-valued parameters are compared whole by the caller
+    return str(value) == raw
+
+
+def url_at_start() -> dict[str, list[str]]:
+    """The query parameters as the run starts (before any widget has read, corrected or dropped one)."""
+    return {key: st.query_params.get_all(key) for key in st.query_params}
+
+
+def say_invalid_url_values(at_start: dict[str, list[str]]) -> None:
+    """After a page has drawn its widgets: a widget's parameter that the link gave and Streamlit dropped or changed
+    (not among the choices, out of range, not a number) is said once, instead of vanishing silently."""
+    for key, values in at_start.items():
+        if key not in st.session_state or key.startswith("_"):
+            continue  # not a widget of this page
+        now = st.query_params.get_all(key)
+        if now == values:
+            continue
+        value = st.session_state[key]
+        if isinstance(value, list | tuple):
+            if [str(v) for v in value] == values:
+                continue
+        elif len(values) == 1 and _same(values[0], value):
+            continue  # the same value (e.g. the default, which Streamlit leaves out of the URL)
+        say_dropped(key, ", ".join(values), f"is not one of the choices here (now {value!r})")
+
+
+_WRITTEN = "_hs_url_written"  # {param: the value this session last wrote to the URL}
+
+
+def linked_choice(param: str, choices: list[str]) -> None:
+    """Before an unbound choice widget keyed `param`: a value a link gave (one this session did not write itself) is
+    chosen; one not among `choices` is said, and the widget keeps its own value. A value no longer among the choices
+    (the head list changed) gives way to the first."""
+    raw = st.query_params.get(param)
+    if raw is not None and raw != st.session_state.get(_WRITTEN, {}).get(param):
+        if raw in choices:
+            st.session_state[param] = raw
+        else:
+            say_dropped(param, raw, "is not one of the choices here")
+    if st.session_state.get(param) not in choices and choices:
+        st.session_state[param] = choices[0]
+
+
+def mirror_choice(param: str, value: str, default: str) -> None:
+    """After that widget: its value in the URL (none for the default), written by the server on every run, so that
+    Copy link holds it however the choices came about."""
+    written = st.session_state.setdefault(_WRITTEN, {})
+    if value == default:
+        if param in st.query_params:
+            del st.query_params[param]
+        written[param] = None
+        return
+    if st.query_params.get(param) != value:
+        st.query_params[param] = value
+    written[param] = value

@@ -12,7 +12,7 @@ from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
 from components.datasets import chosen_prompts
 from components.head_scores import head_scores_panel
 from components.model_state import require_model
-from components.share import BOUND, copy_link, prompt_box
+from components.share import BOUND, copy_link, linked_choice, mirror_choice, prompt_box
 from components.text import md, plain, plural, quoted
 from headscope.ablation import cached_sweeps
 from headscope.errors import HeadscopeError, InputError
@@ -144,8 +144,12 @@ if result is not None:
                    "heads; each query head's KV head is in its name and below.")
         st.dataframe(result.kv_rows(), hide_index=True, width="stretch")
     labels = [head.label for head in result.heads]
-    single_label = st.selectbox("Single-head view", labels, key="single", **BOUND,
+    # not bound to the URL by Streamlit: after the head list changed, the browser stopped writing the choice there
+    # (Copy link then opened the first head); the page mirrors it itself
+    linked_choice("single", labels)
+    single_label = st.selectbox("Single-head view", labels, key="single", persist_state="session",
                                 help="layer.head; the grid above names each head with its KV head")
+    mirror_choice("single", single_label, labels[0])
     single = labels.index(single_label) if single_label in labels else 0
     circuits_frame(single_head_view(result, single), max_width=SINGLE_MAX_WIDTH,
                    description=plain(f"Attention pattern of head {result.head_name(single)} with token labels"))
