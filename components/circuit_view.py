@@ -190,8 +190,7 @@ def removal_frame(result: CircuitResult) -> pd.DataFrame:
 
 
 def kept_frame(result: CircuitResult) -> pd.DataFrame:
-    rows = [{"component": e.label, "layer": e.layer, "head": "MLP" if e.head is None else str(e.head),
-             "score without it (%)": round(e.score_without, 2),
+    rows = [{"component": e.label, "score without it (%)": round(e.score_without, 2),
              "points lost": round(result.score - e.score_without, 2)} for e in result.kept_effects]
     frame = pd.DataFrame(rows)
     return frame.sort_values("points lost", ascending=False) if len(frame) else frame

@@ -46,7 +46,7 @@ def clear_cached_button(container, cache: ResultsCache, kind: str, model, noun: 
         st.warning(md(f"Remove {plural(count, f'cached {noun}')} of {name} (every task and method, on this "
                       f"{model.info.device})? Other models' results stay. This cannot be undone."),
                    icon=":material/delete:")
-        yes_col, no_col, _ = st.columns([1, 1, 3])
+        yes_col = no_col = st.container(horizontal=True, wrap=True)
         confirmed = yes_col.button(f"Remove {plural(count, noun)}", type="primary", key=f"{key}_yes")
         if no_col.button("Keep them", key=f"{key}_no"):
             st.session_state.pop(asking, None)

@@ -82,7 +82,8 @@ else:
         if param in st.query_params:
             del st.query_params[param]
 
-run_col, preview_col, clear_col, _ = st.columns([1.2, 1.7, 1.4, 2])
+buttons = st.container(horizontal=True, wrap=True)  # each button as wide as its label, wrapping: never cut
+run_col = preview_col = clear_col = buttons
 run_exact = run_col.button("Run exact sweep", type="primary", disabled=encoded is None, key="ab_run")
 run_preview = preview_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ab_preview")
 clear_cached_button(clear_col, cache, CACHE_KIND, model, "sweep", key="ab_clear", forget=(LAST,))
@@ -156,7 +157,7 @@ with map_col:
         set_url_value("head", SELECTED, (click.layer, click.head), show_head)
         st.rerun()
     grid_name = f"ablation-{result.task}-{result.method}{'-estimate' if result.estimate else ''}"
-    down_csv, down_png = st.columns(2)
+    down_csv = down_png = st.container(horizontal=True, wrap=True)
     down_csv.download_button("Download grid (CSV)", results_csv(result), file_name=f"{grid_name}.csv",
                              mime="text/csv", key="ab_csv", on_click="ignore", icon=":material/table:")
     png_download(down_png, figure, f"{grid_name}.png", key="ab_png")

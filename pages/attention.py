@@ -153,7 +153,7 @@ if result is not None:
     single = labels.index(single_label) if single_label in labels else 0
     circuits_frame(single_head_view(result, single), max_width=SINGLE_MAX_WIDTH,
                    description=plain(f"Attention pattern of head {result.head_name(single)} with token labels"))
-    html_col, csv_col = st.columns(2)
+    html_col = csv_col = st.container(horizontal=True, wrap=True)
     html_col.download_button(
         "Download view as offline HTML (for slides)",
         data=lambda: standalone_html(result, single),

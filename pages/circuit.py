@@ -82,7 +82,8 @@ if dataset is not None:
         st.error(md(str(error)))
         refused = True
 
-run_col, estimate_col, clear_col, _ = st.columns([1, 1.3, 1, 2])
+buttons = st.container(horizontal=True, wrap=True)  # each button as wide as its label, wrapping: never cut
+run_col = estimate_col = clear_col = buttons
 run_exact = run_col.button("Find circuit", type="primary", disabled=encoded is None, key="ci_run")
 run_estimate = estimate_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ci_estimate")
 clear_cached_button(clear_col, cache, CACHE_KIND, model, "circuit", key="ci_clear", forget=("ci_result",))
@@ -150,7 +151,7 @@ elif result is not None:
             set_url_value("head", SELECTED, (click.layer, click.head), show_head)
             st.rerun()
         name = f"circuit-{result.task}-{result.method}-{result.threshold:g}{'-estimate' if result.estimate else ''}"
-        down_json, down_csv, down_png = st.columns(3)
+        down_json = down_csv = down_png = st.container(horizontal=True, wrap=True)
         down_json.download_button("Download circuit (JSON)", result.download_json(), file_name=f"{name}.json",
                                   mime="application/json", key="ci_json")
         down_csv.download_button("Download table (CSV)", circuit_csv(result), file_name=f"{name}.csv",

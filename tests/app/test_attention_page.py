@@ -72,8 +72,10 @@ def test_computing_a_score_shows_a_heatmap_a_table_and_the_usable_lists(run_page
     assert any("has not been computed" in info.value for info in app.info)
     app.button(key="ap_compute").click().run()
     assert not app.exception and not app.error
-    usage = next(df.value for df in app.dataframe if "usable" in df.value.columns)
-    assert dict(zip(usage["list"], usage["usable"], strict=True))["numbers 1–200"] is False
+    # a static table, whose cells wrap: its reasons are never cut
+    usage = next(table.value for table in app.table if "usable" in table.value.columns)
+    assert dict(zip(usage["list"], usage["usable"], strict=True))["numbers 1–200"] == "no"
+    assert any(len(reason) > 40 for reason in usage["why not"])
     table = next(df.value for df in app.dataframe if "score" in df.value.columns)
     assert len(table) == 270 and list(table.columns) == ["layer", "head", "kv_head", "score"]
     assert list(table["score"]) == sorted(table["score"], reverse=True)
