@@ -5,11 +5,14 @@ import streamlit as st
 
 from components.access import access_granted, require_access
 from components.model_state import model_sidebar, prepare_hooks_after_run
+from components.presentation import linked_presentation, presentation_toggle
 from components.share import say_invalid_url_values, url_at_start
 from components.turns import taking_turns
 from headscope.errors import Cancelled
 
-st.set_page_config(page_title="headscope", page_icon="docs/icon.png", layout="wide")
+# presentation mode (a link's present=1 or the sidebar's toggle) starts with the sidebar folded
+st.set_page_config(page_title="headscope", page_icon="docs/icon.png", layout="wide",
+                   initial_sidebar_state="collapsed" if linked_presentation() else "auto")
 
 navigation = st.navigation(
     [
@@ -21,8 +24,9 @@ navigation = st.navigation(
     position="sidebar" if access_granted() else "hidden",
 )
 require_access()  # stops here until this browser session has given the access token (when one is set)
-model_sidebar()
 linked = url_at_start()
+presentation_toggle()
+model_sidebar()
 try:
     with taking_turns() as notice:
         try:

@@ -19,12 +19,21 @@ from components.ablation_view import (
     top_effects_frame,
 )
 from components.clear_cache import clear_cached_button
-from components.datasets import BUILT_IN, UPLOAD, remember_choice, task_dataset, upload_failed, uploaded_dataset
+from components.datasets import (
+    BUILT_IN,
+    UPLOAD,
+    chosen_prompts,
+    remember_choice,
+    task_dataset,
+    upload_failed,
+    uploaded_dataset,
+)
 from components.heatmap import EXTRA, clickable_heatmap, layer_head_figure, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
 from components.model_state import require_model
+from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, set_url_value, url_value
-from components.text import md, quoted
+from components.text import md, plural, quoted
 from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, prepare_dataset, run_sweep
 from headscope.errors import HeadscopeError
 from headscope.results_cache import ResultsCache
@@ -36,6 +45,7 @@ ASKED = "ab_asked"  # "estimate" or "exact": what this session last asked for
 
 title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
 title_col.title("Ablation heatmap")
+line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption(
     "LD = mean over prompts of logit[correct] − logit[incorrect] at the last input position (BOS included in the "
     "positions). Each cell ablates one head's output at every position; the MLP column ablates each layer's MLP."
@@ -46,47 +56,48 @@ cache = ResultsCache()
 
 say_if_stopped("ab")
 
-source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key="source", **BOUND)
-inputs_col, method_col, view_col = st.columns([3, 1, 1.3])
-dataset = None
-with inputs_col:
-    dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ab_upload")
-with method_col:
-    method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
-                          help="zero: output set to 0 · mean: position-wise mean over the corrupted prompts (the "
-                               "study's choice) · resample: the paired corrupted prompt's output (patching)")
-with view_col:
-    normalization = st.selectbox("Show", list(NORMALIZATIONS), key="show", help=md(NORMALIZATION_HELP), **BOUND)
-only_correct = st.checkbox("Only prompts the model gets right", value=False, key="only_correct", **BOUND,
-                           help="top-1 is the correct answer and P(correct) > 2·P(incorrect)")
+with controls():
+    source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key="source", **BOUND)
+    inputs_col, method_col, view_col = st.columns([3, 1, 1.3])
+    dataset = None
+    with inputs_col:
+        dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ab_upload")
+    with method_col:
+        method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
+                              help="zero: output set to 0 · mean: position-wise mean over the corrupted prompts (the "
+                                   "study's choice) · resample: the paired corrupted prompt's output (patching)")
+    with view_col:
+        normalization = st.selectbox("Show", list(NORMALIZATIONS), key="show", help=md(NORMALIZATION_HELP), **BOUND)
+    only_correct = st.checkbox("Only prompts the model gets right", value=False, key="only_correct", **BOUND,
+                               help="top-1 is the correct answer and P(correct) > 2·P(incorrect)")
 
-encoded = None
-refused = source == UPLOAD and upload_failed("ab_upload")  # its message is shown: no hint below it
-if dataset is not None:
-    try:
-        encoded = prepare_dataset(model, dataset)
-        remember_choice(dataset, encoded.dataset)
-    except HeadscopeError as error:
-        st.error(md(str(error)))
-        refused = True
+    encoded = None
+    refused = source == UPLOAD and upload_failed("ab_upload")  # its message is shown: no hint below it
+    if dataset is not None:
+        try:
+            encoded = prepare_dataset(model, dataset)
+            remember_choice(dataset, encoded.dataset)
+        except HeadscopeError as error:
+            st.error(md(str(error)))
+            refused = True
 
-# An uploaded dataset is named in the URL by its name and content hash: a link opens its sweep from the cache.
-linked_hash = None
-if source == UPLOAD:
-    if encoded is not None:
-        st.query_params["dataset"] = encoded.dataset.name
-        st.query_params["data"] = encoded.dataset.content_hash[:12]
-    linked_hash = st.query_params.get("data")
-else:
-    for param in ("dataset", "data"):
-        if param in st.query_params:
-            del st.query_params[param]
+    # An uploaded dataset is named in the URL by its name and content hash: a link opens its sweep from the cache.
+    linked_hash = None
+    if source == UPLOAD:
+        if encoded is not None:
+            st.query_params["dataset"] = encoded.dataset.name
+            st.query_params["data"] = encoded.dataset.content_hash[:12]
+        linked_hash = st.query_params.get("data")
+    else:
+        for param in ("dataset", "data"):
+            if param in st.query_params:
+                del st.query_params[param]
 
-buttons = st.container(horizontal=True, wrap=True)  # each button as wide as its label, wrapping: never cut
-run_col = preview_col = clear_col = buttons
-run_exact = run_col.button("Run exact sweep", type="primary", disabled=encoded is None, key="ab_run")
-run_preview = preview_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ab_preview")
-clear_cached_button(clear_col, cache, CACHE_KIND, model, "sweep", key="ab_clear", forget=(LAST,))
+    buttons = st.container(horizontal=True, wrap=True)  # each button as wide as its label, wrapping: never cut
+    run_col = preview_col = clear_col = buttons
+    run_exact = run_col.button("Run exact sweep", type="primary", disabled=encoded is None, key="ab_run")
+    run_preview = preview_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ab_preview")
+    clear_cached_button(clear_col, cache, CACHE_KIND, model, "sweep", key="ab_clear", forget=(LAST,))
 
 result = None
 if encoded is not None:
@@ -139,6 +150,11 @@ if result is None:
     st.stop()
 
 summary(result)
+chosen = "" if not result.key.get("dataset_hash") else chosen_prompts(result.key["dataset_hash"])
+settings_line(line, f"{result.model} · {result.task}, {plural(result.n_prompts, 'prompt')}"
+                    f"{f', {chosen}' if chosen else ''} · {result.method} ablation"
+                    f"{' (estimate)' if result.estimate else ''}"
+                    f"{' · only prompts it gets right' if result.key.get('only_correct') else ''} · {normalization}")
 values, mlp_values, center, label, fmt = grid_values(result, normalization)
 if values is None:
     st.warning("Normalization to the corrupted baseline needs corrupted prompts; showing % of clean instead.")
@@ -152,7 +168,7 @@ map_col, detail_col = st.columns([1, 1])
 with map_col:
     # one chart key per sweep, the same whether the sweep was just computed or read back from the cache
     chart_key = f"ab_map_{result.key.get('dataset_hash', '')[:16]}_{result.method}_{result.estimate}"
-    click = clickable_heatmap(figure, key=chart_key, filename=f"ablation-{result.task}-{result.method}")
+    click = clickable_heatmap(present_figure(figure), key=chart_key, filename=f"ablation-{result.task}-{result.method}")
     if click is not None and (click.layer, click.head) != selected:
         set_url_value("head", SELECTED, (click.layer, click.head), show_head)
         st.rerun()

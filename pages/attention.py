@@ -12,6 +12,7 @@ from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
 from components.datasets import chosen_prompts
 from components.head_scores import head_scores_panel
 from components.model_state import require_model
+from components.presentation import controls, settings_line
 from components.share import BOUND, copy_link, linked_choice, mirror_choice, prompt_box
 from components.text import md, plain, plural, quoted
 from headscope.ablation import cached_sweeps
@@ -72,6 +73,7 @@ def preset_heads(model, choice: str, sweeps: list) -> tuple[HeadRef, ...]:
 
 title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
 title_col.title("Attention patterns")
+line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption("Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →. "
            "Views are drawn offline (circuitsvis, inlined).")
 model = require_model(hooks=True)
@@ -79,23 +81,24 @@ info = model.info
 if PENDING_HEADS in st.session_state:
     st.session_state[HEADS_BOX] = st.session_state.pop(PENDING_HEADS)
 
-prompt = prompt_box(st, default_prompt(model), height=80,
-                    help="Default: a digits prompt from the built-in task, fitted to this tokenizer. The prompt "
-                         "tester shares this box.")
-sweeps = cached_sweeps(model)
-# the presets every server has come first, so the default (the first) never depends on what happens to be cached
-preset_names = [preset.name for preset in model_presets(info)]
-score_presets = [f"Top {TOP_K} by {SCORE_TITLES[score].lower()}" for score in SCORE_NAMES]
-preset_names += sorted(score_presets, key=lambda name: "sequence" not in name)  # sequence-member first: cheap
-preset_names += [sweep_preset(sweep) for sweep in sweeps]
-preset_col, free_col = st.columns([1, 1])
-preset = preset_col.selectbox("Heads preset", preset_names, key="preset", format_func=plain, **BOUND,
-                              help="Published candidates for this model where there are any, the top heads by a "
-                                   "head-type score, or by ablation effect from a cached sweep.")
-typed = free_col.text_input("Heads (layer.head, …) — overrides the preset", key=HEADS_BOX, **BOUND,
-                            placeholder="e.g. 3.24, 5.25, 16.0, 20.17",
-                            help=f"Layers 0–{info.n_layers - 1:d}, heads 0–{info.n_heads - 1:d}. Clicking a cell "
-                                 "of a score heatmap below adds that head here.")
+with controls():
+    prompt = prompt_box(st, default_prompt(model), height=80,
+                        help="Default: a digits prompt from the built-in task, fitted to this tokenizer. The prompt "
+                             "tester shares this box.")
+    sweeps = cached_sweeps(model)
+    # the presets every server has come first, so the default (the first) never depends on what happens to be cached
+    preset_names = [preset.name for preset in model_presets(info)]
+    score_presets = [f"Top {TOP_K} by {SCORE_TITLES[score].lower()}" for score in SCORE_NAMES]
+    preset_names += sorted(score_presets, key=lambda name: "sequence" not in name)  # sequence-member first: cheap
+    preset_names += [sweep_preset(sweep) for sweep in sweeps]
+    preset_col, free_col = st.columns([1, 1])
+    preset = preset_col.selectbox("Heads preset", preset_names, key="preset", format_func=plain, **BOUND,
+                                  help="Published candidates for this model where there are any, the top heads by a "
+                                       "head-type score, or by ablation effect from a cached sweep.")
+    typed = free_col.text_input("Heads (layer.head, …) — overrides the preset", key=HEADS_BOX, **BOUND,
+                                placeholder="e.g. 3.24, 5.25, 16.0, 20.17",
+                                help=f"Layers 0–{info.n_layers - 1:d}, heads 0–{info.n_heads - 1:d}. Clicking a cell "
+                                     "of a score heatmap below adds that head here.")
 
 heads: tuple[HeadRef, ...] = ()
 failed = False
@@ -125,6 +128,8 @@ if failed and memo is not None and memo[0][0] == str(model.identity):
     st.caption(f"Showing the last view: heads {md(format_heads(result.heads))} on the prompt {quoted(result.prompt)}.")
 
 if result is not None:
+    shown_prompt = result.prompt if len(result.prompt) <= 60 else f"{result.prompt[:57]}…"
+    settings_line(line, f"{info.name} · heads {format_heads(result.heads)} · prompt {shown_prompt!r}")
     st.subheader(f"{plural(len(result.heads), 'head')} on {plural(len(result.tokens), 'token')}")
     if len(result.tokens) > MAX_VIEW_TOKENS:
         last_start = len(result.tokens) - MAX_VIEW_TOKENS
@@ -174,17 +179,19 @@ if result is not None:
     )
 
 st.header("Head-type scores")
-score_col, option_col = st.columns([2, 3])
-score = score_col.selectbox("Score", SCORE_NAMES, key="score", **BOUND,
-                            help=md(" · ".join(f"{name}: {SCORE_TITLES[name]}" for name in SCORE_NAMES)))
-score_prompt: str | None = None
-task = "digits"
-if score in PATTERN_SCORE_NAMES:
-    scored_on = option_col.radio("Scored on", SCORED_ON, key="scored_on", horizontal=True, **BOUND,
-                                 help="Generated sequences: 4 × (BOS + 20 random tokens repeated twice), seed 0")
-    score_prompt = prompt if scored_on == SCORED_ON[1] else None
-elif score == "sequence":
-    task = option_col.selectbox("Task prompts", task_names(), key="score_task", **BOUND)
+with controls("Score controls"):
+    score_col, option_col = st.columns([2, 3])
+    score = score_col.selectbox("Score", SCORE_NAMES, key="score", **BOUND,
+                                help=md(" · ".join(f"{name}: {SCORE_TITLES[name]}" for name in SCORE_NAMES)))
+    score_prompt: str | None = None
+    task = "digits"
+    if score in PATTERN_SCORE_NAMES:
+        scored_on = option_col.radio("Scored on", SCORED_ON, key="scored_on", horizontal=True, **BOUND,
+                                     help="Generated sequences: 4 × (BOS + 20 random tokens repeated twice), seed 0")
+        score_prompt = prompt if scored_on == SCORED_ON[1] else None
+    elif score == "sequence":
+        task = option_col.selectbox("Task prompts", task_names(), key="score_task", **BOUND)
+
 copy_link(link_col)
 try:
     scores = score_heads(model, score, prompt=score_prompt, task=task, compute=False)

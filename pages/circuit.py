@@ -28,6 +28,7 @@ from components.datasets import (
 from components.heatmap import EXTRA, clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
 from components.model_state import require_model
+from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, set_url_value, url_value
 from components.text import md, plural
 from headscope.ablation import METHODS, prepare_dataset
@@ -49,6 +50,7 @@ ASKED = "ci_asked"  # "estimate" or "exact": what this session last asked for
 
 title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
 title_col.title("Circuit")
+line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption(
     "Components: every head and every MLP. A circuit C scores 100 · LD(C) / LD_clean, where LD(C) is the mean logit "
     "difference with every component outside C ablated at once. A pass visits layers from last to first (the MLP, "
@@ -59,34 +61,35 @@ model = require_model(hooks=True)
 info = model.info
 cache = ResultsCache()
 
-source_col, method_col = st.columns([2, 1])
-with source_col:
-    source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key="source", **BOUND)
-    dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ci_upload")
-with method_col:
-    method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
-                          help="mean: position-wise mean over the corrupted prompts (the study's choice) · zero: "
-                               "output set to 0 · resample: the paired corrupted prompt's output")
-    threshold = float(st.number_input("Threshold (% of clean LD)", min_value=0.0, max_value=100.0,
-                                      value=DEFAULT_THRESHOLD, step=5.0, key="threshold", **BOUND))
-    one_pass = st.checkbox("One pass only", value=False, key="one_pass", **BOUND,
-                           help="stop after the first pass instead of repeating passes until one removes nothing")
+with controls():
+    source_col, method_col = st.columns([2, 1])
+    with source_col:
+        source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key="source", **BOUND)
+        dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ci_upload")
+    with method_col:
+        method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
+                              help="mean: position-wise mean over the corrupted prompts (the study's choice) · zero: "
+                                   "output set to 0 · resample: the paired corrupted prompt's output")
+        threshold = float(st.number_input("Threshold (% of clean LD)", min_value=0.0, max_value=100.0,
+                                          value=DEFAULT_THRESHOLD, step=5.0, key="threshold", **BOUND))
+        one_pass = st.checkbox("One pass only", value=False, key="one_pass", **BOUND,
+                               help="stop after the first pass instead of repeating passes until one removes nothing")
 
-encoded = None
-refused = source == UPLOAD and upload_failed("ci_upload")  # its message is shown: no hint below it
-if dataset is not None:
-    try:
-        encoded = prepare_dataset(model, dataset)
-        remember_choice(dataset, encoded.dataset)
-    except HeadscopeError as error:
-        st.error(md(str(error)))
-        refused = True
+    encoded = None
+    refused = source == UPLOAD and upload_failed("ci_upload")  # its message is shown: no hint below it
+    if dataset is not None:
+        try:
+            encoded = prepare_dataset(model, dataset)
+            remember_choice(dataset, encoded.dataset)
+        except HeadscopeError as error:
+            st.error(md(str(error)))
+            refused = True
 
-buttons = st.container(horizontal=True, wrap=True)  # each button as wide as its label, wrapping: never cut
-run_col = estimate_col = clear_col = buttons
-run_exact = run_col.button("Find circuit", type="primary", disabled=encoded is None, key="ci_run")
-run_estimate = estimate_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ci_estimate")
-clear_cached_button(clear_col, cache, CACHE_KIND, model, "circuit", key="ci_clear", forget=("ci_result",))
+    buttons = st.container(horizontal=True, wrap=True)  # each button as wide as its label, wrapping: never cut
+    run_col = estimate_col = clear_col = buttons
+    run_exact = run_col.button("Find circuit", type="primary", disabled=encoded is None, key="ci_run")
+    run_estimate = estimate_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ci_estimate")
+    clear_cached_button(clear_col, cache, CACHE_KIND, model, "circuit", key="ci_clear", forget=("ci_result",))
 
 say_if_stopped("ci")
 
@@ -125,6 +128,11 @@ elif result is not None:
         st.warning("**Estimate** (attribution-ranked greedy pruning: one forward and one backward pass, effects "
                    "taken as additive). It guides; it is not the circuit. Run *Find circuit* for the exact result.",
                    icon=":material/speed:")
+    chosen = chosen_prompts(result.key.get("dataset_hash", "")) if result.key.get("dataset_hash") else None
+    settings_line(line, f"{result.model} · {result.task}, {plural(result.n_prompts, 'prompt')}"
+                        f"{f', {chosen}' if chosen else ''} · {result.method} ablation · threshold "
+                        f"{result.threshold:g}% · {'one pass' if result.one_pass else 'passes until stable'}"
+                        f"{' (estimate)' if result.estimate else ''}")
     cols = st.columns(6)
     cols[0].metric("Clean LD", f"{result.clean_ld:.3f}")
     cols[1].metric("Circuit score", f"{result.score:.1f}%", f"threshold {result.threshold:g}%", delta_color="off")
@@ -146,7 +154,8 @@ elif result is not None:
     with grid_col:
         chart_key = f"ci_map_{result.key.get('dataset_hash', '')[:12]}_{result.method}_{result.threshold:g}_" \
                     f"{result.one_pass}_{result.estimate}"
-        click = clickable_heatmap(figure, key=chart_key, filename=f"circuit-{result.task}-{result.method}")
+        click = clickable_heatmap(present_figure(figure), key=chart_key,
+                                  filename=f"circuit-{result.task}-{result.method}")
         if click is not None and (click.layer, click.head) != selected:
             set_url_value("head", SELECTED, (click.layer, click.head), show_head)
             st.rerun()
@@ -159,7 +168,7 @@ elif result is not None:
         png_download(down_png, figure, f"{name}.png", key="ci_png")
     with diagram_col:
         if result.size:
-            st.plotly_chart(layered_diagram(result), key="ci_diagram", width="stretch")
+            st.plotly_chart(present_figure(layered_diagram(result)), key="ci_diagram", width="stretch")
         else:
             st.info("Every component was removed: the empty circuit still scores above the threshold.")
 
@@ -182,7 +191,7 @@ elif result is not None:
 
     line_col, table_col = st.columns([3, 2])
     with line_col:
-        st.plotly_chart(score_line(result), key="ci_line", width="stretch")
+        st.plotly_chart(present_figure(score_line(result)), key="ci_line", width="stretch")
     with table_col:
         st.markdown("**Kept components**, each removed alone from the final circuit")
         st.dataframe(kept_frame(result), hide_index=True, width="stretch", height=320)
@@ -227,7 +236,7 @@ else:
         cols[2].metric("Only A", f"{len(comparison.only(0)):d}")
         cols[3].metric("Only B", f"{len(comparison.only(1)):d}")
     compare_figure = comparison_grid(comparison)
-    st.plotly_chart(compare_figure, key="ci_compare_grid", width="stretch")
+    st.plotly_chart(present_figure(compare_figure), key="ci_compare_grid", width="stretch")
     if len(circuits) > 2:
         st.markdown("**Jaccard index of every pair** (|A ∩ B| / |A ∪ B|, heads and MLPs together)")
         st.dataframe(jaccard_frame(comparison), width="stretch")
