@@ -59,14 +59,15 @@ def summary(result: SweepResult) -> None:
 
 
 def timing_metric(column, seconds: float, cached: bool, key: dict | None) -> None:
-    """How long the result took: "Time 33.3 s" when just computed; one read from the results cache says "From cache,
-    computed in 33.3 s on cpu" (its time is the original computation's, not this wait's)."""
+    """How long the result took: "Time 33.3 s" when just computed; one read from the results cache says "Computed in
+    33.3 s · cached" (its time is the original computation's, on the device its help names, not this wait's)."""
     if not cached:
         column.metric("Time", f"{seconds:.1f} s")
         return
     device = (key or {}).get("device")
-    column.metric("Result", "from cache", f"computed in {seconds:.1f} s{f' on {device}' if device else ''}",
-                  delta_color="off", delta_arrow="off")
+    column.metric("Computed in", f"{seconds:.1f} s", "cached", delta_color="off", delta_arrow="off",
+                  help=f"Computed in {seconds:.1f} s{f' on {device}' if device else ''}; read back from the results "
+                       "cache now.")
 
 
 def top_effects_frame(result: SweepResult, heads_per_kv: int, k: int = 12) -> pd.DataFrame:

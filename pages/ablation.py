@@ -43,7 +43,7 @@ LAST = "ab_result"  # (model identity, the last sweep shown): shown again only u
 ASKED = "ab_asked"  # "estimate" or "exact": what this session last asked for
 
 
-title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col, link_col = st.columns([4, 1], vertical_alignment="bottom")
 title_col.title("Ablation heatmap")
 line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption(

@@ -71,7 +71,7 @@ def preset_heads(model, choice: str, sweeps: list) -> tuple[HeadRef, ...]:
     raise InputError(f"Unknown preset {choice!r}.")
 
 
-title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col, link_col = st.columns([4, 1], vertical_alignment="bottom")
 title_col.title("Attention patterns")
 line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption("Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →. "

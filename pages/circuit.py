@@ -48,7 +48,7 @@ from headscope.results_cache import ResultsCache
 SELECTED = "ci_selected"  # (layer, head) or (layer, EXTRA), mirrored in the URL as head=
 ASKED = "ci_asked"  # "estimate" or "exact": what this session last asked for
 
-title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col, link_col = st.columns([4, 1], vertical_alignment="bottom")
 title_col.title("Circuit")
 line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption(

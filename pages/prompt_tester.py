@@ -17,7 +17,7 @@ from headscope.predict import MAX_TOP_K, analyze_prompt, toggle_trailing_space
 
 COMPARE_TOP_K = 5  # next tokens listed per side of the compare
 
-title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col, link_col = st.columns([4, 1], vertical_alignment="bottom")
 title_col.title("Prompt tester")
 line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption(

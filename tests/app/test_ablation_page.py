@@ -73,10 +73,10 @@ def test_clear_asks_first_and_removes_only_this_models_sweeps(run_page):
     cache.store(CACHE_KIND, other, {"anything": 1})
     # read back from the cache, a sweep's time is the original computation's
     again = run_page("pages/ablation.py", n=2)
-    shown_metrics = {m.label: (m.value, m.proto.delta) for m in again.metric}
+    shown_metrics = {m.label: (m.value, m.proto.delta, m.proto.help) for m in again.metric}
     assert "Time" not in shown_metrics
-    value, delta = shown_metrics["Result"]
-    assert value == "from cache" and delta.startswith("computed in ") and delta.endswith(" s on cpu")
+    value, delta, help_text = shown_metrics["Computed in"]
+    assert value.endswith(" s") and delta == "cached" and f"Computed in {value} on cpu" in help_text
 
     clear = app.button(key="ab_clear")
     assert clear.label == "Clear this model's cached sweeps…"

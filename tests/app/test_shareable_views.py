@@ -74,7 +74,7 @@ def test_ablation_opens_the_linked_sweep_with_its_selected_head():
     assert (app.selectbox(key="method").value, app.selectbox(key="show").value) == ("zero", "change from clean")
     assert (app.number_input(key="n").value, app.number_input(key="seed").value) == (3, 1)
     metrics = {m.label: m.value for m in app.metric}
-    assert metrics["Prompts"] == "3" and metrics["Result"] == "from cache"
+    assert metrics["Prompts"] == "3" and app.metric[-1].proto.delta == "cached"
     detail = [shown(m.value) for m in app.markdown if "Head" in m.value]
     assert detail and detail[0].startswith("Head 2.1 (KV head 0): ablated LD")
     assert any("Attention pattern of head 2.1" in shown(h.value) for h in app.subheader)
