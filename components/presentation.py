@@ -23,7 +23,7 @@ TOGGLE = "_hs_present"  # the toggle's key (session state), mirrored in the URL 
 _WRITTEN = "_hs_present_written"  # what this session last wrote to the URL: a link's value differs from it
 SCALE = 1.35  # figures: sizes in pixels (markers, fixed widths and heights, margins) and fonts
 BASE_FONT = 17  # px, figures' text in presentation mode (Plotly's default is 12)
-TITLE_FONT = 22
+TITLE_FONT = 17
 
 CSS = """<style>
 /* larger type for the text, metrics, tables and controls of the page (the figures are scaled by their layout) */
@@ -31,9 +31,8 @@ CSS = """<style>
 [data-testid="stMainBlockContainer"] p, [data-testid="stMainBlockContainer"] li,
 [data-testid="stMainBlockContainer"] label, [data-testid="stMainBlockContainer"] button { font-size: 1.2rem; }
 [data-testid="stMainBlockContainer"] [data-testid="stCaptionContainer"] p { font-size: 1.1rem; }
-[data-testid="stMetricValue"] { font-size: 2.6rem; }
+[data-testid="stMetricValue"], [data-testid="stMetricValue"] * { font-size: 2.4rem; }
 [data-testid="stMetricLabel"] p { font-size: 1.2rem; }
-[data-testid="stDataFrame"] { zoom: 1.25; }
 [data-testid="stTable"] td, [data-testid="stTable"] th { font-size: 1.15rem; }
 </style>"""
 
@@ -105,7 +104,10 @@ def present_figure(figure: go.Figure) -> go.Figure:
         updates["margin"] = {side: round(getattr(margin, side) * SCALE) for side in ("l", "r", "t", "b")
                              if getattr(margin, side) is not None}
     if layout.title is not None and layout.title.text:
-        updates["title_font_size"] = TITLE_FONT
+        # a figure of fixed width made room for its title at its own size: scaled with it; one as wide as its column
+        # gets a moderate size (a Plotly title does not wrap)
+        own = layout.title.font.size if layout.title.font is not None and layout.title.font.size else 14
+        updates["title_font_size"] = round(own * SCALE) if layout.width else TITLE_FONT
     figure.update_layout(**updates)
     for trace in figure.data:
         marker = getattr(trace, "marker", None)
@@ -120,4 +122,6 @@ def present_figure(figure: go.Figure) -> go.Figure:
             marker.colorbar.thickness = round((marker.colorbar.thickness or 14) * SCALE)
     for annotation in figure.layout.annotations or ():
         annotation.font.size = BASE_FONT
+    figure.update_xaxes(tickfont_size=BASE_FONT)
+    figure.update_yaxes(tickfont_size=BASE_FONT - 2 if layout.height and layout.height > 900 else BASE_FONT)
     return figure

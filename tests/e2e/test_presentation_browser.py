@@ -38,6 +38,11 @@ CUT_TEXT = """() => {
 }"""
 
 
+WRAPPED_LABELS = """() => [...document.querySelectorAll('h4')]
+  .filter(h => h.getClientRects().length && h.offsetHeight > 1.5 * parseFloat(getComputedStyle(h).lineHeight))
+  .map(h => `wrapped thumbnail label: "${h.innerText}"`)"""
+
+
 @pytest.fixture(scope="module")
 def computed(browser, app_url):
     """The estimates the pages show, computed once through the pages themselves."""
@@ -75,6 +80,9 @@ def test_every_page_at_projector_sizes_has_nothing_cut(browser, app_url, compute
             page.screenshot(path=str(folder / f"{name}-{size}-{mode}.png"))
             page.screenshot(path=str(folder / f"{name}-{size}-{mode}-full.png"), full_page=True)
             cut = page.evaluate(CUT_TEXT)
+            if name == "attention":  # circuitsvis' thumbnail labels ("L17H2 (KV 0)") on one line each
+                frame = next(f for f in page.frames if f.locator("h4").count())
+                cut += frame.evaluate(WRAPPED_LABELS)
             if cut:
                 problems[name] = cut
             if present:
