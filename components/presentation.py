@@ -113,13 +113,18 @@ def present_figure(figure: go.Figure) -> go.Figure:
         marker = getattr(trace, "marker", None)
         if marker is None:
             continue
+        # square cells tile a grid sized by the figure: they grow with it only where its width is fixed too
+        tiles = str(getattr(marker, "symbol", "") or "").startswith("square")
         size = getattr(marker, "size", None)  # (a bar's marker has none)
-        if isinstance(size, int | float):
+        if tiles and not layout.width:
+            pass
+        elif isinstance(size, int | float):
             marker.size = size * SCALE
         elif size is not None and not isinstance(size, str):
             marker.size = [s * SCALE for s in size]
-        if getattr(marker, "colorbar", None) is not None and getattr(marker, "showscale", None) is not False:
-            marker.colorbar.thickness = round((marker.colorbar.thickness or 14) * SCALE)
+        colorbar = getattr(marker, "colorbar", None)
+        if colorbar is not None and colorbar.to_plotly_json():  # only a colour bar the figure has (none is made)
+            colorbar.thickness = round((colorbar.thickness or 14) * SCALE)
     for annotation in figure.layout.annotations or ():
         annotation.font.size = BASE_FONT
     figure.update_xaxes(tickfont_size=BASE_FONT)
