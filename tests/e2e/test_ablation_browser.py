@@ -32,7 +32,7 @@ def test_run_sweep_click_cell_see_pattern(page, app_url):
     page.mouse.click(x, y)
     # while the pattern is computed (seconds on a first click), the page says so
     page.get_by_text("Computing the attention pattern of head 5.2", exact=False).wait_for(timeout=30_000)
-    heading = page.get_by_text("Attention pattern of head 5.2", exact=False)
+    heading = page.get_by_text("Attention pattern of head 5.2 on", exact=False)
     heading.wait_for(timeout=120_000)
     frame = page.frame_locator('[data-testid="stIFrame"], iframe').last
     frame.locator("canvas, svg").first.wait_for(timeout=60_000)
