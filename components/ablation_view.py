@@ -30,12 +30,23 @@ def summary(result: SweepResult) -> None:
     cols[3].metric("Tokens each", f"{result.seq_len:d}", help="BOS included")
     cols[4].metric("Method", md(result.method), "estimate" if result.estimate else "exact", delta_color="off",
                    delta_arrow="off")
-    cols[5].metric("Time", f"{result.seconds:.1f} s", "from cache" if result.cached else None, delta_color="off",
-                   delta_arrow="off")
+    timing_metric(cols[5], result.seconds, result.cached, result.key)
     with st.expander(f"Prompts and notes · first prompt {quoted(result.first_prompt)}"):
         st.text(plain("Tokens of the first prompt (BOS included): " + " | ".join(result.token_labels)))
         for note in result.notes:
             st.caption(md(note))
+
+
+def timing_metric(column, seconds: float, cached: bool, key: dict | None) -> None:
+    """How long the result took: "Time 33.3 s" when just computed; one read from the results cache says "Computed in
+    33.3 s · cached" (its time is the original computation's, on the device its help names, not this wait's)."""
+    if not cached:
+        column.metric("Time", f"{seconds:.1f} s")
+        return
+    device = (key or {}).get("device")
+    column.metric("Computed in", f"{seconds:.1f} s", "cached", delta_color="off", delta_arrow="off",
+                  help=f"Computed in {seconds:.1f} s{f' on {device}' if device else ''}; read back from the results "
+                       "cache now.")
 
 
 def top_effects_frame(result: SweepResult, heads_per_kv: int, k: int = 12) -> pd.DataFrame:
@@ -97,8 +108,9 @@ def head_pattern(model, prompt: str, layer: int, head: int) -> None:
     from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
     from headscope.patterns import compute_patterns, single_head_view
 
-    try:
-        patterns = compute_patterns(model, prompt, [Component(layer, head)])
+    try:  # the first call on a model can take seconds: say what is being done meanwhile
+        with st.spinner(f"Computing the attention pattern of head {layer:d}.{head:d}…", show_time=True):
+            patterns = compute_patterns(model, prompt, [Component(layer, head)])
     except HeadscopeError as error:
         st.error(md(str(error)))
         return

@@ -101,8 +101,7 @@ def removal_frame(result: CircuitResult) -> pd.DataFrame:
 
 
 def kept_frame(result: CircuitResult) -> pd.DataFrame:
-    rows = [{"component": e.label, "layer": e.layer, "head": "MLP" if e.head is None else str(e.head),
-             "score without it (%)": round(e.score_without, 2),
+    rows = [{"component": e.label, "score without it (%)": round(e.score_without, 2),
              "points lost": round(result.score - e.score_without, 2)} for e in result.kept_effects]
     frame = pd.DataFrame(rows)
     return frame.sort_values("points lost", ascending=False) if len(frame) else frame
@@ -120,6 +119,16 @@ def circuit_csv(result: CircuitResult) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Comparing circuits
+
+
+def counts_frame(comparison: CircuitComparison) -> pd.DataFrame:
+    """One row per circuit; what only it holds in one column ("only in it"), not one column per circuit that is
+    empty (None) in every other row."""
+    rows = []
+    for index, row in enumerate(comparison.counts()):
+        only = row.pop(f"only {letter(index)}")
+        rows.append({**row, "only in it": only})
+    return pd.DataFrame(rows)
 
 
 def jaccard_frame(comparison: CircuitComparison) -> pd.DataFrame:

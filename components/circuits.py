@@ -19,6 +19,9 @@ import streamlit as st
 
 from headscope.patterns import CircuitsView, view_page
 
+# circuitsvis labels each thumbnail with an h4 laid over its top-right corner, as wide as the thumbnail: a name like
+# "L23H3 (KV 1)" wrapped onto two lines ("L23H3 (KV" / "1)"); one line, smaller, extending to the left instead
+LABEL_CSS = "<style>h4 { white-space: nowrap; font-size: 11px !important; line-height: 1.25; }</style>"
 FIT_SCRIPT = """<script>
 (function () {
   function fit() {
@@ -48,5 +51,5 @@ def circuits_frame(
     max_width: int = GRID_MAX_WIDTH,
 ) -> None:
     """One circuitsvis view in its own frame; `description` names the frame for screen readers (and tests)."""
-    page = view_page([view], max_width=max_width, preamble_html=FIT_SCRIPT if height == "content" else "")
+    page = view_page([view], max_width=max_width, preamble_html=LABEL_CSS + (FIT_SCRIPT if height == "content" else ""))
     st.iframe(page, height=height, alt=description)

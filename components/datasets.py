@@ -9,12 +9,40 @@ import math
 import streamlit as st
 
 from components.share import BOUND
-from components.text import md, quoted
+from components.text import md, md_code, quoted
 from headscope.errors import HeadscopeError
+from headscope.results_cache import ResultsCache
 from headscope.tasks import STEP_RANGE, TASKS, Dataset, UploadLimits, build_task_dataset, load_dataset_bytes
 
 BUILT_IN, UPLOAD = "Built-in task", "Upload a dataset"
 UPLOADED = "hs_uploaded"  # the last uploaded dataset of this session (an uploader forgets its file on a page switch)
+CHOICE_KIND = "dataset-choices"  # results-cache kind: what a user chose to build a built-in task's prompts
+
+
+CHOSEN = "hs_task_choice"  # (content hash, what built those prompts) of the task dataset drawn last
+
+
+def remember_choice(asked: Dataset, encoded: Dataset, cache: ResultsCache | None = None) -> None:
+    """File what built a built-in task's prompts (task, step, seed) under the content hash of the prompts a result is
+    computed on (`encoded`: those fitted to the tokenizer), so that results can be named by what the user chose, not
+    by a hash. Written once per set of prompts; nothing for an upload."""
+    digest, choice = st.session_state.get(CHOSEN, (None, None))
+    if digest != asked.content_hash:
+        return
+    cache = cache or ResultsCache()
+    key = {"dataset_hash": encoded.content_hash}
+    if cache.load(CHOICE_KIND, key) is None:
+        cache.store(CHOICE_KIND, key, choice)
+
+
+def chosen_prompts(dataset_hash: str, cache: ResultsCache | None = None) -> str | None:
+    """'seed 0' (or 'step 3, seed 0') for the built-in task's prompts behind a content hash: None where nobody recorded
+    them (a sweep computed from the command line, an upload)."""
+    choice = (cache or ResultsCache()).load(CHOICE_KIND, {"dataset_hash": dataset_hash})
+    if not isinstance(choice, dict):
+        return None
+    step = f"step {choice['step']}, " if choice.get("step") is not None else ""
+    return f"{step}seed {choice.get('seed')}"
 
 
 def upload_limits() -> UploadLimits:
@@ -38,6 +66,7 @@ def uploaded_dataset(key: str) -> Dataset | None:
     )
     st.caption(md(f"Limits on this server: {limits.describe()} per dataset."))
     if upload is None:  # none now (e.g. after a page switch): the last one uploaded in this session, if any
+        st.session_state.pop(f"{key}_failed", None)
         previous = st.session_state.get(UPLOADED)
         if previous is not None:
             note_col, forget_col = st.columns([4, 1], vertical_alignment="center")
@@ -49,9 +78,16 @@ def uploaded_dataset(key: str) -> Dataset | None:
         dataset = load_dataset_bytes(upload.getvalue(), upload.name, limits)
     except HeadscopeError as error:
         st.error(md(str(error)))
+        st.session_state[f"{key}_failed"] = True
         return None
+    st.session_state.pop(f"{key}_failed", None)
     st.session_state[UPLOADED] = dataset
     return dataset
+
+
+def upload_failed(key: str) -> bool:
+    """Whether the file in uploader `key` was refused in this run (its message is shown; no hint to add below it)."""
+    return bool(st.session_state.get(f"{key}_failed"))
 
 
 def task_dataset(model) -> Dataset | None:
@@ -67,9 +103,14 @@ def task_dataset(model) -> Dataset | None:
     n_prompts = n_col.number_input("Prompts", min_value=1, max_value=512, value=16, key="n", **BOUND)
     seed = seed_col.number_input("Seed", min_value=0, value=0, key="seed", **BOUND)
     chosen = f"; this run: step {step}" if step is not None and step != TASKS[task].stride else ""
-    st.caption(md(f"{TASKS[task].title}: {TASKS[task].example}{chosen}"))
+    # the example as a code span: Streamlit rewrites "->" in Markdown text, and md() would keep it only with an
+    # invisible U+2060 inside, which a reader copying the caption copies too
+    st.caption(f"{md(TASKS[task].title)}: {md_code(TASKS[task].example)}{md(chosen)}")
     try:
-        return build_task_dataset(task, int(n_prompts), seed=int(seed), model=model, step=step)
+        dataset = build_task_dataset(task, int(n_prompts), seed=int(seed), model=model, step=step)
     except HeadscopeError as error:
         st.error(md(str(error)))
         return None
+    st.session_state[CHOSEN] = (dataset.content_hash, {"task": task, "n": int(n_prompts), "seed": int(seed),
+                                                       "step": step})
+    return dataset

@@ -18,12 +18,10 @@ from headscope.scores import HeadScores
 
 def list_usage_table(result: HeadScores) -> None:
     """Which ordinal lists the successor and copying scores could use for this tokenizer, and why not."""
-    st.dataframe(
-        pd.DataFrame([{"list": plain(usage.name), "members": len(usage.members), "usable": usage.usable,
-                       "why not": plain(usage.reason)} for usage in result.lists]),
-        hide_index=True,
-        width="stretch",
-    )
+    # a static table: its cells wrap, where a dataframe's cut a reason short ("200 of 200 members are several token…")
+    st.table(pd.DataFrame([{"list": plain(usage.name), "members": len(usage.members),
+                            "usable": "yes" if usage.usable else "no", "why not": plain(usage.reason)}
+                           for usage in result.lists]), hide_index=True)
 
 
 def head_scores_panel(result: HeadScores, key: str) -> list[Component]:

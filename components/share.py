@@ -7,6 +7,7 @@ widget (a head selected by clicking the heatmap) is mirrored by `url_value`. `co
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -14,9 +15,15 @@ from urllib.parse import quote, urlencode
 import streamlit as st
 
 from components.text import md
+from headscope.results_cache import ResultsCache
 
 BOUND: dict[str, Any] = {"bind": "query-params", "persist_state": "session"}
 T = TypeVar("T")
+PROMPT = "prompt"  # the prompt box's key, and its URL parameter while the prompt is short
+PROMPT_ID = "prompt_id"  # the URL parameter naming a long prompt stored in the results cache
+PROMPT_KIND = "prompt-texts"  # results-cache kind of those prompts, keyed by their content hash
+LONG_LINK_CHARS = 2_000  # a prompt longer than this in the URL (encoded) goes by its hash: proxies refuse ~8 KB URLs
+_IN_URL = "_hs_prompt_in_url"  # (prompt, prompt_id) as this session last wrote them to the URL
 
 
 def url_value(param: str, state_key: str, parse: Callable[[str], T | None], show: Callable[[T], str]) -> T | None:
@@ -30,6 +37,7 @@ def url_value(param: str, state_key: str, parse: Callable[[str], T | None], show
     if raw is not None:
         value = parse(raw)
         if value is None:
+            say_dropped(param, raw, "does not fit this view")
             del st.query_params[param]
             st.session_state.pop(state_key, None)
             return None
@@ -92,3 +100,127 @@ def task_arguments(source_is_task: bool, dataset_name: str | None) -> dict[str, 
     step = state.get("step") if task in TASKS and TASKS[task].adjustable_stride else None
     return {"task": task, "step": None if step is None else int(step),
             "n_prompts": int(state.get("n", 16)), "seed": int(state.get("seed", 0))}
+
+
+def prompt_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def prompt_box(target: Any, default: str, **widget_args: Any) -> str:
+    """The prompt box the prompt tester and the attention page share, mirrored in the URL: a short prompt as
+    `prompt=`, a long one (its encoded form over LONG_LINK_CHARS) as `prompt_id=<content hash>`, the text stored in
+    the results cache beside the results, so that a link stays short enough for any reverse proxy.
+
+    A link's prompt (pasted, reloaded) fills the box; the box's own edits win after that (the URL then holds what this
+    session wrote)."""
+    in_url = (st.query_params.get(PROMPT), st.query_params.get(PROMPT_ID))
+    if any(in_url) and in_url != st.session_state.get(_IN_URL):
+        text = in_url[0]
+        if text is None:
+            text = ResultsCache().load(PROMPT_KIND, {"sha256": in_url[1]})
+            if not isinstance(text, str):
+                text = None
+                st.warning(md(f"This link names a long prompt ({PROMPT_ID}={in_url[1]}) that is not in this "
+                              "server's results cache: paste the prompt instead."), icon=":material/link_off:")
+        if text is not None:
+            st.session_state[PROMPT] = text
+    st.session_state.setdefault(PROMPT, default)
+    text = target.text_area("Prompt", key=PROMPT, persist_state="session", **widget_args)
+    _write_prompt(text, default)
+    return text
+
+
+def _write_prompt(text: str, default: str) -> None:
+    short = len(quote(text, safe="")) <= LONG_LINK_CHARS
+    wanted = (None, None) if text == default else (text, None) if short else (None, prompt_digest(text))
+    if wanted[1] is not None:
+        cache = ResultsCache()
+        if cache.load(PROMPT_KIND, {"sha256": wanted[1]}) != text:
+            cache.store(PROMPT_KIND, {"sha256": wanted[1]}, text)
+    for param, value in zip((PROMPT, PROMPT_ID), wanted, strict=True):
+        if value is None:
+            if param in st.query_params:
+                del st.query_params[param]
+        elif st.query_params.get(param) != value:
+            st.query_params[param] = value
+    st.session_state[_IN_URL] = wanted
+
+
+_SAID = "_hs_url_values_said"  # (param, value) pairs of links already said to be dropped in this session
+
+
+def say_dropped(param: str, raw: str, why: str) -> None:
+    """Say once per session and value that a link's parameter was not used (instead of dropping it silently)."""
+    said = st.session_state.setdefault(_SAID, set())
+    if (param, raw) in said:
+        return
+    said.add((param, raw))
+    st.toast(md(f"This link's {param}={raw!r} {why}; it was left out."), icon=":material/link_off:")
+
+
+def _same(raw: str, value: Any) -> bool:
+    """Whether a URL text stands for a widget's value (Streamlit writes booleans, numbers and options its own way)."""
+    if isinstance(value, bool):
+        return raw.strip().lower() in ("true", "1") if value else raw.strip().lower() in ("false", "0")
+    if isinstance(value, int | float):
+        try:
+            return float(raw) == float(value)
+        except ValueError:
+            return False
+    if isinstance(value, list | tuple):
+        return False  # multi-valued parameters are compared whole by the caller
+    return str(value) == raw
+
+
+def url_at_start() -> dict[str, list[str]]:
+    """The query parameters as the run starts (before any widget has read, corrected or dropped one)."""
+    return {key: st.query_params.get_all(key) for key in st.query_params}
+
+
+def say_invalid_url_values(at_start: dict[str, list[str]]) -> None:
+    """After a page has drawn its widgets: a widget's parameter that the link gave and Streamlit dropped or changed
+    (not among the choices, out of range, not a number) is said once, instead of vanishing silently."""
+    for key, values in at_start.items():
+        if key not in st.session_state or key.startswith("_"):
+            continue  # not a widget of this page
+        now = st.query_params.get_all(key)
+        if now == values:
+            continue
+        value = st.session_state[key]
+        if isinstance(value, list | tuple):
+            if [str(v) for v in value] == values:
+                continue
+        elif len(values) == 1 and _same(values[0], value):
+            continue  # the same value (e.g. the default, which Streamlit leaves out of the URL)
+        say_dropped(key, ", ".join(values), f"is not one of the choices here (now {value!r})")
+
+
+_WRITTEN = "_hs_url_written"  # {param: the value this session last wrote to the URL}
+
+
+def linked_choice(param: str, choices: list[str]) -> None:
+    """Before an unbound choice widget keyed `param`: a value a link gave (one this session did not write itself) is
+    chosen; one not among `choices` is said, and the widget keeps its own value. A value no longer among the choices
+    (the head list changed) gives way to the first."""
+    raw = st.query_params.get(param)
+    if raw is not None and raw != st.session_state.get(_WRITTEN, {}).get(param):
+        if raw in choices:
+            st.session_state[param] = raw
+        else:
+            say_dropped(param, raw, "is not one of the choices here")
+    if st.session_state.get(param) not in choices and choices:
+        st.session_state[param] = choices[0]
+
+
+def mirror_choice(param: str, value: str, default: str) -> None:
+    """After that widget: its value in the URL (none for the default), written by the server on every run, so that
+    Copy link holds it however the choices came about."""
+    written = st.session_state.setdefault(_WRITTEN, {})
+    if value == default:
+        if param in st.query_params:
+            del st.query_params[param]
+        written[param] = None
+        return
+    if st.query_params.get(param) != value:
+        st.query_params[param] = value
+    written[param] = value

@@ -31,6 +31,16 @@ def session_id() -> str:
     return st.session_state[SESSION_ID]
 
 
+def waiting_text(status: sharing.GateStatus, what: str) -> str:
+    """What a waiting request is told: the other job's time left is that job's, not this request's wait (a request
+    goes in at the job's next step), so it is said as the job's."""
+    if status.eta_seconds is not None:
+        timing = f"about {status.eta_seconds:.0f} s left for that job as a whole"
+    else:
+        timing = f"that job has run for {status.held_seconds:.0f} s"
+    return f"Waiting for the model: {what} is using it ({timing}; this request goes in at its next step)…"
+
+
 class WaitingNotice:
     """The placeholder that shows the wait; one per script run."""
 
@@ -45,9 +55,10 @@ class WaitingNotice:
         self.button_shown = False  # during the current wait
         self.waits = 0  # waits in this run so far (each wait's Give up button gets its own key)
         self.closed = False  # a message took the notice's place
+        self.server_job = False  # what it waited for last is the server's own (no session's) job
 
     def on_wait(self, status: sharing.GateStatus) -> None:
-        what = status.describe(self.me)
+        what = status.describe(self.me, timing=False)
         if self.gave_up:
             raise Cancelled(f"You gave up waiting for {what}. Change anything on the page to try again.")
         now = time.perf_counter()
@@ -59,8 +70,10 @@ class WaitingNotice:
                 # "Waited … s for …" at once: the page may end (st.stop()) before app.py could finish the notice
                 self.finish()
             return
-        self.last = status.describe(self.me, timing=False)  # for "Waited 3.1 s for …" (its time left is stale)
-        self.text_slot.info(md(f"Waiting for {what}…"), icon=":material/hourglass_top:")
+        self.last = what  # for "Waited 3.1 s for …" (its time left is stale)
+        # nobody's job (the server's own set-up of the model) leaves no "Waited" line once over: nobody asked for it
+        self.server_job = status.owner is None
+        self.text_slot.info(md(waiting_text(status, what)), icon=":material/hourglass_top:")
         if not self.button_shown:
             self.button_shown = True
             self.waits += 1
@@ -79,7 +92,7 @@ class WaitingNotice:
         self.button_shown = False
         if self.closed:
             return
-        if self.started is None or not self.last:
+        if self.started is None or not self.last or self.server_job:
             self.text_slot.empty()
             return
         waited = self.waited_until - self.started + sharing.WAIT_POLL_SECONDS

@@ -111,6 +111,16 @@ class ResultsCache:
                 continue
         return out
 
+    def remove(self, kind: str, matching: dict[str, Any]) -> int:
+        """Remove the entries of a kind whose key holds each item of `matching` (e.g. one model's identity); returns
+        how many went. Everything else stays: other models' results, other kinds."""
+        removed = 0
+        for entry in self.entries(kind, matching):
+            with contextlib.suppress(FileNotFoundError):
+                entry.path.unlink()
+                removed += 1
+        return removed
+
     def clear(self, kind: str | None = None) -> int:
         """Remove stored results (of one kind, or all); returns how many files went."""
         folders = [self.root / kind] if kind else [p for p in self.root.glob("*") if p.is_dir()]

@@ -26,3 +26,18 @@ def positive_env(name: str, default: float | None, *, whole: bool = False, maxim
     if maximum is not None and value > maximum:
         raise InputError(f"{name} must be {kind} of at most {maximum:,g}, got {raw!r}.")
     return value
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+ALLOW_CLEAR = "HEADSCOPE_ALLOW_CLEAR"  # whether a browser on a network-mode server may remove cached results
+
+
+def flag_env(name: str) -> bool:
+    """A yes/no variable: 1/true/yes/on or 0/false/no/off (unset: off); anything else is refused with one line."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise InputError(f"{name} must be 1 or 0 (yes/no, true/false, on/off), got {raw!r}.")

@@ -18,10 +18,20 @@ from components.ablation_view import (
     summary,
     top_effects_frame,
 )
-from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
+from components.clear_cache import clear_cached_button
+from components.datasets import (
+    BUILT_IN,
+    UPLOAD,
+    chosen_prompts,
+    remember_choice,
+    task_dataset,
+    upload_failed,
+    uploaded_dataset,
+)
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
 from components.model_state import active_request, require_model
+from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, set_url_value, task_arguments, url_value
 from components.text import md, plural, quoted
 from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, prepare_dataset, run_sweep
@@ -36,8 +46,9 @@ LAST = "ab_result"  # (model identity, the last sweep shown): shown again only u
 ASKED = "ab_asked"  # "estimate" or "exact": what this session last asked for
 
 
-title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col, link_col = st.columns([4, 1], vertical_alignment="bottom")
 title_col.title("Ablation heatmap")
+line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption(
     "LD = mean over prompts of logit[correct] − logit[incorrect] at the last input position (BOS included in the "
     "positions). Each cell ablates one head's output at every position; the MLP column ablates each layer's MLP."
@@ -48,45 +59,47 @@ cache = ResultsCache()
 
 say_if_stopped("ab")
 
-source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key="source", **BOUND)
-inputs_col, method_col, view_col = st.columns([3, 1, 1.3])
-dataset = None
-with inputs_col:
-    dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ab_upload")
-with method_col:
-    method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
-                          help=md(methods_help()))
-with view_col:
-    normalization = st.selectbox("Show", list(NORMALIZATIONS), key="show", help=md(NORMALIZATION_HELP), **BOUND)
-only_correct = st.checkbox("Only prompts the model gets right", value=False, key="only_correct", **BOUND,
-                           help="top-1 is the correct answer and P(correct) > 2·P(incorrect)")
+with controls():
+    source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key="source", **BOUND)
+    inputs_col, method_col, view_col = st.columns([3, 1, 1.3])
+    dataset = None
+    with inputs_col:
+        dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ab_upload")
+    with method_col:
+        method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
+                              help=md(methods_help()))
+    with view_col:
+        normalization = st.selectbox("Show", list(NORMALIZATIONS), key="show", help=md(NORMALIZATION_HELP), **BOUND)
+    only_correct = st.checkbox("Only prompts the model gets right", value=False, key="only_correct", **BOUND,
+                               help="top-1 is the correct answer and P(correct) > 2·P(incorrect)")
 
-encoded = None
-if dataset is not None:
-    try:
-        encoded = prepare_dataset(model, dataset)
-    except HeadscopeError as error:
-        st.error(md(str(error)))
+    encoded = None
+    refused = source == UPLOAD and upload_failed("ab_upload")  # its message is shown: no hint below it
+    if dataset is not None:
+        try:
+            encoded = prepare_dataset(model, dataset)
+            remember_choice(dataset, encoded.dataset)
+        except HeadscopeError as error:
+            st.error(md(str(error)))
+            refused = True
 
-# An uploaded dataset is named in the URL by its name and content hash: a link opens its sweep from the cache.
-linked_hash = None
-if source == UPLOAD:
-    if encoded is not None:
-        st.query_params["dataset"] = encoded.dataset.name
-        st.query_params["data"] = encoded.dataset.content_hash[:12]
-    linked_hash = st.query_params.get("data")
-else:
-    for param in ("dataset", "data"):
-        if param in st.query_params:
-            del st.query_params[param]
+    # An uploaded dataset is named in the URL by its name and content hash: a link opens its sweep from the cache.
+    linked_hash = None
+    if source == UPLOAD:
+        if encoded is not None:
+            st.query_params["dataset"] = encoded.dataset.name
+            st.query_params["data"] = encoded.dataset.content_hash[:12]
+        linked_hash = st.query_params.get("data")
+    else:
+        for param in ("dataset", "data"):
+            if param in st.query_params:
+                del st.query_params[param]
 
-run_col, preview_col, clear_col, _ = st.columns([1.2, 1.7, 1.4, 2])
-run_exact = run_col.button("Run exact sweep", type="primary", disabled=encoded is None, key="ab_run")
-run_preview = preview_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ab_preview")
-if clear_col.button("Clear cached results", key="ab_clear"):
-    removed = cache.clear(CACHE_KIND)
-    st.session_state.pop(LAST, None)
-    st.toast(f"Removed {plural(removed, 'cached sweep')}.")
+    buttons = st.container(horizontal=True, wrap=True)  # each button as wide as its label, wrapping: never cut
+    run_col = preview_col = clear_col = buttons
+    run_exact = run_col.button("Run exact sweep", type="primary", disabled=encoded is None, key="ab_run")
+    run_preview = preview_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ab_preview")
+    clear_cached_button(clear_col, cache, CACHE_KIND, model, "sweep", key="ab_clear", forget=(LAST,))
 
 result = None
 if encoded is not None:
@@ -135,11 +148,18 @@ copy_link(link_col, notebook_code(active_request(), call_code(
     estimate=True if result is not None and result.estimate else None)))
 
 if result is None:
-    st.info("Choose a task and press **Run exact sweep** (or the instant estimate). Results are cached on disk, so "
-            "a sweep precomputed with `python -m headscope ablate` appears here at once.")
+    if not refused:  # under an error message, a hint to press Run would only repeat that nothing can run
+        first = "Choose a task" if source == BUILT_IN else "Upload a dataset"
+        st.info(f"{first} and press **Run exact sweep** (or the instant estimate). Results are cached on disk, so "
+                "a sweep precomputed with `python -m headscope ablate` appears here at once.")
     st.stop()
 
 summary(result)
+chosen = "" if not result.key.get("dataset_hash") else chosen_prompts(result.key["dataset_hash"])
+settings_line(line, f"{result.model} · {result.task}, {plural(result.n_prompts, 'prompt')}"
+                    f"{f', {chosen}' if chosen else ''} · {result.method} ablation"
+                    f"{' (estimate)' if result.estimate else ''}"
+                    f"{' · only prompts it gets right' if result.key.get('only_correct') else ''} · {normalization}")
 if grid_values(result, normalization)[0] is None:
     st.warning("Normalization to the corrupted baseline needs corrupted prompts; showing % of clean instead.")
 figure = sweep_figure(result, normalization, selected)  # the notebook's figure too (headscope.figures)
@@ -147,12 +167,12 @@ map_col, detail_col = st.columns([1, 1])
 with map_col:
     # one chart key per sweep, the same whether the sweep was just computed or read back from the cache
     chart_key = f"ab_map_{result.key.get('dataset_hash', '')[:16]}_{result.method}_{result.estimate}"
-    click = clickable_heatmap(figure, key=chart_key, filename=f"ablation-{result.task}-{result.method}")
+    click = clickable_heatmap(present_figure(figure), key=chart_key, filename=f"ablation-{result.task}-{result.method}")
     if click is not None and click.component != selected:
         set_url_value("head", SELECTED, click.component, show_head)
         st.rerun()
     grid_name = f"ablation-{result.task}-{result.method}{'-estimate' if result.estimate else ''}"
-    down_csv, down_png = st.columns(2)
+    down_csv = down_png = st.container(horizontal=True, wrap=True)
     down_csv.download_button("Download grid (CSV)", results_csv(result), file_name=f"{grid_name}.csv",
                              mime="text/csv", key="ab_csv", on_click="ignore", icon=":material/table:")
     png_download(down_png, figure, f"{grid_name}.png", key="ab_png")

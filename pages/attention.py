@@ -9,9 +9,11 @@ from __future__ import annotations
 import streamlit as st
 
 from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
+from components.datasets import chosen_prompts
 from components.head_scores import head_scores_panel
 from components.model_state import active_request, require_model
-from components.share import BOUND, copy_link
+from components.presentation import controls, settings_line
+from components.share import BOUND, copy_link, linked_choice, mirror_choice, prompt_box
 from components.text import md, plain, plural, quoted
 from headscope.ablation import cached_sweeps
 from headscope.api import call_code, notebook_code
@@ -45,10 +47,15 @@ SCORED_ON = ("Generated sequences", "The prompt above")
 
 
 def sweep_preset(sweep) -> str:
-    """A cached sweep's preset name, one per sweep: the label, plus what else tells sweeps apart (the prompts' content
-    hash, only-correct)."""
+    """A cached sweep's preset name, one per sweep, in the words the user chose it with: task, method, prompts, seed
+    (a sweep whose prompts nobody recorded, e.g. from the command line or an upload, is told apart by its prompts'
+    content hash), only-correct."""
     only = " · only correct" if sweep.key.get("only_correct") else ""
-    return f"Top {TOP_K} by ablation effect: {sweep.label}{only} · prompts {sweep.key.get('dataset_hash', '')[:6]}"
+    digest = sweep.key.get("dataset_hash", "")
+    chosen = chosen_prompts(digest) or f"prompt set {digest[:6]}"
+    kind = "estimate" if sweep.estimate else "exact"
+    return (f"Top {TOP_K} by ablation: {sweep.task} · {sweep.method} · {sweep.n_prompts} prompts · {chosen}{only} · "
+            f"{kind}")
 
 
 def preset_heads(model, choice: str, sweeps: list) -> tuple[Component, ...]:
@@ -66,8 +73,9 @@ def preset_heads(model, choice: str, sweeps: list) -> tuple[Component, ...]:
     raise InputError(f"Unknown preset {choice!r}.")
 
 
-title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col, link_col = st.columns([4, 1], vertical_alignment="bottom")
 title_col.title("Attention patterns")
+line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption("Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →. "
            "Views are drawn offline (circuitsvis, inlined).")
 model = require_model(hooks=True)
@@ -75,22 +83,24 @@ info = model.info
 if PENDING_HEADS in st.session_state:
     st.session_state[HEADS_BOX] = st.session_state.pop(PENDING_HEADS)
 
-prompt = st.text_area("Prompt", value=default_prompt(model), key="prompt", height=80, **BOUND,
-                      help="Default: a digits prompt from the built-in task, fitted to this tokenizer. The prompt "
-                           "tester shares this box.")
-sweeps = cached_sweeps(model)
-preset_names = [preset.name for preset in model_presets(info)]
-preset_names += [sweep_preset(sweep) for sweep in sweeps]
-score_presets = [f"Top {TOP_K} by {SCORE_TITLES[score].lower()}" for score in SCORE_NAMES]
-preset_names += sorted(score_presets, key=lambda name: "sequence" not in name)  # sequence-member first: cheap
-preset_col, free_col = st.columns([2, 3])
-preset = preset_col.selectbox("Heads preset", preset_names, key="preset", format_func=plain, **BOUND,
-                              help="Published candidates for this model where there are any, the top heads by a "
-                                   "head-type score, or by ablation effect from a cached sweep.")
-typed = free_col.text_input("Heads (layer.head, …) — overrides the preset", key=HEADS_BOX, **BOUND,
-                            placeholder="e.g. 3.24, 5.25, 16.0, 20.17",
-                            help=f"Layers 0–{info.n_layers - 1:d}, heads 0–{info.n_heads - 1:d}. Clicking a cell "
-                                 "of a score heatmap below adds that head here.")
+with controls():
+    prompt = prompt_box(st, default_prompt(model), height=80,
+                        help="Default: a digits prompt from the built-in task, fitted to this tokenizer. The prompt "
+                             "tester shares this box.")
+    sweeps = cached_sweeps(model)
+    # the presets every server has come first, so the default (the first) never depends on what happens to be cached
+    preset_names = [preset.name for preset in model_presets(info)]
+    score_presets = [f"Top {TOP_K} by {SCORE_TITLES[score].lower()}" for score in SCORE_NAMES]
+    preset_names += sorted(score_presets, key=lambda name: "sequence" not in name)  # sequence-member first: cheap
+    preset_names += [sweep_preset(sweep) for sweep in sweeps]
+    preset_col, free_col = st.columns([1, 1])
+    preset = preset_col.selectbox("Heads preset", preset_names, key="preset", format_func=plain, **BOUND,
+                                  help="Published candidates for this model where there are any, the top heads by a "
+                                       "head-type score, or by ablation effect from a cached sweep.")
+    typed = free_col.text_input("Heads (layer.head, …) — overrides the preset", key=HEADS_BOX, **BOUND,
+                                placeholder="e.g. 3.24, 5.25, 16.0, 20.17",
+                                help=f"Layers 0–{info.n_layers - 1:d}, heads 0–{info.n_heads - 1:d}. Clicking a cell "
+                                     "of a score heatmap below adds that head here.")
 
 heads: tuple[Component, ...] = ()
 failed = False
@@ -120,6 +130,8 @@ if failed and memo is not None and memo[0][0] == str(model.identity):
     st.caption(f"Showing the last view: heads {md(format_heads(result.heads))} on the prompt {quoted(result.prompt)}.")
 
 if result is not None:
+    shown_prompt = result.prompt if len(result.prompt) <= 60 else f"{result.prompt[:57]}…"
+    settings_line(line, f"{info.name} · heads {format_heads(result.heads)} · prompt {shown_prompt!r}")
     st.subheader(f"{plural(len(result.heads), 'head')} on {plural(len(result.tokens), 'token')}")
     if len(result.tokens) > MAX_VIEW_TOKENS:
         last_start = len(result.tokens) - MAX_VIEW_TOKENS
@@ -139,12 +151,16 @@ if result is not None:
                    "heads; each query head's KV head is in its name and below.")
         st.dataframe(result.kv_rows(), hide_index=True, width="stretch")
     labels = [head.label for head in result.heads]
-    single_label = st.selectbox("Single-head view", labels, key="single", **BOUND,
+    # not bound to the URL by Streamlit: after the head list changed, the browser stopped writing the choice there
+    # (Copy link then opened the first head); the page mirrors it itself
+    linked_choice("single", labels)
+    single_label = st.selectbox("Single-head view", labels, key="single", persist_state="session",
                                 help="layer.head; the grid above names each head with its KV head")
+    mirror_choice("single", single_label, labels[0])
     single = labels.index(single_label) if single_label in labels else 0
     circuits_frame(single_head_view(result, single), max_width=SINGLE_MAX_WIDTH,
                    description=plain(f"Attention pattern of head {result.head_name(single)} with token labels"))
-    html_col, csv_col = st.columns(2)
+    html_col = csv_col = st.container(horizontal=True, wrap=True)
     html_col.download_button(
         "Download view as offline HTML (for slides)",
         data=lambda: standalone_html(result, single),
@@ -165,17 +181,19 @@ if result is not None:
     )
 
 st.header("Head-type scores")
-score_col, option_col = st.columns([2, 3])
-score = score_col.selectbox("Score", SCORE_NAMES, key="score", **BOUND,
-                            help=md(scores_help()))
-score_prompt: str | None = None
-task = "digits"
-if score in PATTERN_SCORE_NAMES:
-    scored_on = option_col.radio("Scored on", SCORED_ON, key="scored_on", horizontal=True, **BOUND,
-                                 help="Generated sequences: 4 × (BOS + 20 random tokens repeated twice), seed 0")
-    score_prompt = prompt if scored_on == SCORED_ON[1] else None
-elif score == "sequence":
-    task = option_col.selectbox("Task prompts", task_names(), key="score_task", **BOUND)
+with controls("Score controls"):
+    score_col, option_col = st.columns([2, 3])
+    score = score_col.selectbox("Score", SCORE_NAMES, key="score", **BOUND,
+                                help=md(scores_help()))
+    score_prompt: str | None = None
+    task = "digits"
+    if score in PATTERN_SCORE_NAMES:
+        scored_on = option_col.radio("Scored on", SCORED_ON, key="scored_on", horizontal=True, **BOUND,
+                                     help="Generated sequences: 4 × (BOS + 20 random tokens repeated twice), seed 0")
+        score_prompt = prompt if scored_on == SCORED_ON[1] else None
+    elif score == "sequence":
+        task = option_col.selectbox("Task prompts", task_names(), key="score_task", **BOUND)
+
 single_shown = st.session_state.get("single")
 copy_link(link_col, notebook_code(
     active_request(),

@@ -2,22 +2,33 @@
 
 import streamlit as st
 
-from components.ablation_view import head_pattern
+from components.ablation_view import head_pattern, timing_metric
 from components.circuit_view import (
     circuit_csv,
     circuit_grid,
     comparison_grid,
     component_status,
+    counts_frame,
     jaccard_frame,
     kept_frame,
     layered_diagram,
     removal_frame,
     score_line,
 )
-from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
+from components.clear_cache import clear_cached_button
+from components.datasets import (
+    BUILT_IN,
+    UPLOAD,
+    chosen_prompts,
+    remember_choice,
+    task_dataset,
+    upload_failed,
+    uploaded_dataset,
+)
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
 from components.model_state import active_request, require_model
+from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, set_url_value, task_arguments, url_value
 from components.text import md, plural
 from headscope.ablation import METHODS, prepare_dataset
@@ -37,8 +48,9 @@ from headscope.results_cache import ResultsCache
 SELECTED = "ci_selected"  # a Component (head or MLP), mirrored in the URL as head=
 ASKED = "ci_asked"  # "estimate" or "exact": what this session last asked for
 
-title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col, link_col = st.columns([4, 1], vertical_alignment="bottom")
 title_col.title("Circuit")
+line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption(
     "Components: every head and every MLP. A circuit C scores 100 · LD(C) / LD_clean, where LD(C) is the mean logit "
     "difference with every component outside C ablated at once. A pass visits layers from last to first (the MLP, "
@@ -49,32 +61,34 @@ model = require_model(hooks=True)
 info = model.info
 cache = ResultsCache()
 
-source_col, method_col = st.columns([2, 1])
-with source_col:
-    source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key="source", **BOUND)
-    dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ci_upload")
-with method_col:
-    method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
-                          help=md(methods_help()))
-    threshold = float(st.number_input("Threshold (% of clean LD)", min_value=0.0, max_value=100.0,
-                                      value=DEFAULT_THRESHOLD, step=5.0, key="threshold", **BOUND))
-    one_pass = st.checkbox("One pass only", value=False, key="one_pass", **BOUND,
-                           help="stop after the first pass instead of repeating passes until one removes nothing")
+with controls():
+    source_col, method_col = st.columns([2, 1])
+    with source_col:
+        source = st.radio("Source of prompts", [BUILT_IN, UPLOAD], horizontal=True, key="source", **BOUND)
+        dataset = task_dataset(model) if source == BUILT_IN else uploaded_dataset("ci_upload")
+    with method_col:
+        method = st.selectbox("Method", METHODS, index=METHODS.index("mean"), key="method", **BOUND,
+                              help=md(methods_help()))
+        threshold = float(st.number_input("Threshold (% of clean LD)", min_value=0.0, max_value=100.0,
+                                          value=DEFAULT_THRESHOLD, step=5.0, key="threshold", **BOUND))
+        one_pass = st.checkbox("One pass only", value=False, key="one_pass", **BOUND,
+                               help="stop after the first pass instead of repeating passes until one removes nothing")
 
-encoded = None
-if dataset is not None:
-    try:
-        encoded = prepare_dataset(model, dataset)
-    except HeadscopeError as error:
-        st.error(md(str(error)))
+    encoded = None
+    refused = source == UPLOAD and upload_failed("ci_upload")  # its message is shown: no hint below it
+    if dataset is not None:
+        try:
+            encoded = prepare_dataset(model, dataset)
+            remember_choice(dataset, encoded.dataset)
+        except HeadscopeError as error:
+            st.error(md(str(error)))
+            refused = True
 
-run_col, estimate_col, clear_col, _ = st.columns([1, 1.3, 1, 2])
-run_exact = run_col.button("Find circuit", type="primary", disabled=encoded is None, key="ci_run")
-run_estimate = estimate_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ci_estimate")
-if clear_col.button("Clear cached circuits", key="ci_clear"):
-    removed = cache.clear(CACHE_KIND)
-    st.session_state.pop("ci_result", None)
-    st.toast(f"Removed {plural(removed, 'cached circuit')}.")
+    buttons = st.container(horizontal=True, wrap=True)  # each button as wide as its label, wrapping: never cut
+    run_col = estimate_col = clear_col = buttons
+    run_exact = run_col.button("Find circuit", type="primary", disabled=encoded is None, key="ci_run")
+    run_estimate = estimate_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ci_estimate")
+    clear_cached_button(clear_col, cache, CACHE_KIND, model, "circuit", key="ci_clear", forget=("ci_result",))
 
 say_if_stopped("ci")
 
@@ -104,14 +118,20 @@ if result is None:
     if result is not None:
         st.caption("Showing the last circuit (its configuration differs from the controls above).")
 
-if result is None:
-    st.info("Choose a task and press **Find circuit** (or the instant estimate). Circuits are cached on disk, so one "
+if result is None and not refused:
+    first = "Choose a task" if source == BUILT_IN else "Upload a dataset"
+    st.info(f"{first} and press **Find circuit** (or the instant estimate). Circuits are cached on disk, so one "
             "precomputed with `python -m headscope circuit` appears here at once.")
-else:
+elif result is not None:
     if result.estimate:
         st.warning("**Estimate** (attribution-ranked greedy pruning: one forward and one backward pass, effects "
                    "taken as additive). It guides; it is not the circuit. Run *Find circuit* for the exact result.",
                    icon=":material/speed:")
+    chosen = chosen_prompts(result.key.get("dataset_hash", "")) if result.key.get("dataset_hash") else None
+    settings_line(line, f"{result.model} · {result.task}, {plural(result.n_prompts, 'prompt')}"
+                        f"{f', {chosen}' if chosen else ''} · {result.method} ablation · threshold "
+                        f"{result.threshold:g}% · {'one pass' if result.one_pass else 'passes until stable'}"
+                        f"{' (estimate)' if result.estimate else ''}")
     cols = st.columns(6)
     cols[0].metric("Clean LD", f"{result.clean_ld:.3f}")
     cols[1].metric("Circuit score", f"{result.score:.1f}%", f"threshold {result.threshold:g}%", delta_color="off")
@@ -119,7 +139,7 @@ else:
     cols[3].metric("MLPs kept", f"{len(result.mlps):d} / {result.n_layers:d}")
     cols[4].metric("Passes", f"{result.passes:d}", "one pass" if result.one_pass else "until stable",
                    delta_color="off")
-    cols[5].metric("Time", f"{result.seconds:.1f} s", "from cache" if result.cached else None, delta_color="off")
+    timing_metric(cols[5], result.seconds, result.cached, result.key)
     with st.expander(f"Task, prompts ({result.n_prompts:d} × {result.seq_len:d} tokens) and notes"):
         st.text(f"task: {result.task} · method: {result.method} · first prompt: {result.first_prompt!r}")
         st.text("Tokens of the first prompt (BOS included): " + " | ".join(result.token_labels))
@@ -133,12 +153,13 @@ else:
     with grid_col:
         chart_key = f"ci_map_{result.key.get('dataset_hash', '')[:12]}_{result.method}_{result.threshold:g}_" \
                     f"{result.one_pass}_{result.estimate}"
-        click = clickable_heatmap(figure, key=chart_key, filename=f"circuit-{result.task}-{result.method}")
+        click = clickable_heatmap(present_figure(figure), key=chart_key,
+                                  filename=f"circuit-{result.task}-{result.method}")
         if click is not None and click.component != selected:
             set_url_value("head", SELECTED, click.component, show_head)
             st.rerun()
         name = f"circuit-{result.task}-{result.method}-{result.threshold:g}{'-estimate' if result.estimate else ''}"
-        down_json, down_csv, down_png = st.columns(3)
+        down_json = down_csv = down_png = st.container(horizontal=True, wrap=True)
         down_json.download_button("Download circuit (JSON)", result.download_json(), file_name=f"{name}.json",
                                   mime="application/json", key="ci_json")
         down_csv.download_button("Download table (CSV)", circuit_csv(result), file_name=f"{name}.csv",
@@ -146,7 +167,7 @@ else:
         png_download(down_png, figure, f"{name}.png", key="ci_png")
     with diagram_col:
         if result.size:
-            st.plotly_chart(layered_diagram(result), key="ci_diagram", width="stretch")
+            st.plotly_chart(present_figure(layered_diagram(result)), key="ci_diagram", width="stretch")
         else:
             st.info("Every component was removed: the empty circuit still scores above the threshold.")
 
@@ -169,7 +190,7 @@ else:
 
     line_col, table_col = st.columns([3, 2])
     with line_col:
-        st.plotly_chart(score_line(result), key="ci_line", width="stretch")
+        st.plotly_chart(present_figure(score_line(result)), key="ci_line", width="stretch")
     with table_col:
         st.markdown("**Kept components**, each removed alone from the final circuit")
         st.dataframe(kept_frame(result), hide_index=True, width="stretch", height=320)
@@ -187,7 +208,9 @@ st.header("Compare circuits")
 st.caption("Pick two or more cached circuits (other tasks, methods or models) or upload a circuit JSON "
            '({"heads": [[layer, head], …], "mlps": [layer, …]}, 0-based, e.g. a published one).')
 stored = cached_circuits(cache)
-labels = {f"{c.label} · {c.n_prompts} prompts · {c.key.get('dataset_hash', '')[:6]}": c for c in stored}
+labels = {f"{c.label} · {c.n_prompts} prompts · "
+          f"{chosen_prompts(c.key.get('dataset_hash', '')) or 'prompt set ' + c.key.get('dataset_hash', '')[:6]}": c
+          for c in stored}
 if st.session_state.get("ci_compare_touched"):  # keep the user's pick, less circuits no longer cached
     st.session_state["ci_compare_pick"] = [v for v in st.session_state.get("ci_compare_pick", []) if v in labels]
 else:  # until the user picks: the two newest
@@ -215,9 +238,9 @@ else:
         cols[2].metric("Only A", f"{len(comparison.only(0)):d}")
         cols[3].metric("Only B", f"{len(comparison.only(1)):d}")
     compare_figure = comparison_grid(comparison)
-    st.plotly_chart(compare_figure, key="ci_compare_grid", width="stretch")
+    st.plotly_chart(present_figure(compare_figure), key="ci_compare_grid", width="stretch")
     if len(circuits) > 2:
         st.markdown("**Jaccard index of every pair** (|A ∩ B| / |A ∪ B|, heads and MLPs together)")
         st.dataframe(jaccard_frame(comparison), width="stretch")
-    st.dataframe(comparison.counts(), hide_index=True, width="stretch")
+    st.dataframe(counts_frame(comparison), hide_index=True, width="stretch")
     png_download(st, compare_figure, "circuit-overlap.png", key="ci_compare_png")

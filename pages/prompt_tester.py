@@ -8,7 +8,8 @@ import time
 import streamlit as st
 
 from components.model_state import active_request, require_model
-from components.share import BOUND, copy_link
+from components.presentation import controls, present_figure, settings_line
+from components.share import BOUND, copy_link, prompt_box
 from components.text import md, md_code, plain, plural, quoted
 from components.token_view import answer_panel, diagnostics, token_strip, token_table, topk_chart, topk_table
 from headscope.api import call_code, notebook_code
@@ -17,26 +18,29 @@ from headscope.predict import MAX_TOP_K, analyze_prompt, toggle_trailing_space
 
 COMPARE_TOP_K = 5  # next tokens listed per side of the compare
 
-title_col, link_col = st.columns([6, 1], vertical_alignment="bottom")
+title_col, link_col = st.columns([4, 1], vertical_alignment="bottom")
 title_col.title("Prompt tester")
+line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption(
     "Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →; "
     "invisible characters show as ⟨U+XXXX⟩."
 )
 model = require_model()
 
-left, right = st.columns([3, 2])
-with left:
-    prompt = st.text_area("Prompt", value="1 2 3 4 ", key="prompt", height=90, **BOUND,
-                          help="Llama-style tokenizers emit the space before a digit as its own token: "
-                               "'1 2 3 4' predicts a space, '1 2 3 4 ' predicts '5'.")
-with right:
-    a_col, c_col = st.columns(2)
-    answer = a_col.text_input("Expected answer", value="5", key="answer", **BOUND)
-    contrast = c_col.text_input("Contrast answer", value="4", key="contrast", **BOUND)
-    k_col, p_col = st.columns(2)
-    top_k = k_col.number_input("Top-k", min_value=1, max_value=MAX_TOP_K, value=10, step=1, key="top_k", **BOUND)
-    position = p_col.number_input("Position (-1 = last)", value=-1, step=1, key="position", **BOUND)
+with controls("Prompt and answers"):
+    left, right = st.columns([3, 2])
+    with left:
+        prompt = prompt_box(st, "1 2 3 4 ", height=90,
+                            help="Llama-style tokenizers emit the space before a digit as its own token: "
+                                 "'1 2 3 4' predicts a space, '1 2 3 4 ' predicts '5'.")
+    with right:
+        a_col, c_col = st.columns(2)
+        answer = a_col.text_input("Expected answer", value="5", key="answer", **BOUND)
+        contrast = c_col.text_input("Contrast answer", value="4", key="contrast", **BOUND)
+        k_col, p_col = st.columns(2)
+        top_k = k_col.number_input("Top-k", min_value=1, max_value=MAX_TOP_K, value=10, step=1, key="top_k", **BOUND)
+        position = p_col.number_input("Position (-1 = last)", value=-1, step=1, key="position", **BOUND)
+
 copy_link(link_col, notebook_code(active_request(), call_code(
     "tokens", prompt, answer=answer or None, contrast=contrast or None, top_k=None if top_k == 10 else int(top_k),
     position=None if position == -1 else int(position))))
@@ -64,6 +68,8 @@ except HeadscopeError as error:
         analysis = previous
 
 if analysis is not None:
+    settings_line(line, f"{model.info.name} · prompt {analysis.prompt!r} · expected {answer!r} vs {contrast!r} · "
+                        f"top {int(top_k)} at position {analysis.position}")
     diagnostics(analysis)
     st.subheader(plural(len(analysis.tokens), "token"))
     token_strip(analysis)
@@ -77,7 +83,7 @@ if analysis is not None:
         topk_table(analysis.top_k)
     with chart_col:
         answer_ids = {r.typed.first_id for r in (analysis.answer,) if r is not None}
-        st.plotly_chart(topk_chart(analysis.top_k, answer_ids), width="stretch", key="pt_topk_chart")
+        st.plotly_chart(present_figure(topk_chart(analysis.top_k, answer_ids)), width="stretch", key="pt_topk_chart")
 
     if analysis.answer or analysis.contrast:
         st.subheader("Expected answer")

@@ -141,7 +141,9 @@ class BridgeBackend(Backend):
 
             # not a daemon: a process ending meanwhile waits the few seconds for it, instead of being aborted by
             # torch while the thread is in the middle of a forward
-            self._booting = threading.Thread(target=boot, name=f"hooks for {self.info.name}")
+            # daemon=False said outright: a thread inherits its starter's flag, and Streamlit's script threads are
+            # daemons (the process then aborted, "terminate called without an active exception", on SIGTERM)
+            self._booting = threading.Thread(target=boot, name=f"hooks for {self.info.name}", daemon=False)
             self._booting.start()
 
     def _boot(self) -> None:

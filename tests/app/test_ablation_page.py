@@ -74,14 +74,49 @@ def test_task_the_model_never_gets_right_shows_an_error_and_the_page_keeps_worki
     assert (metrics["Prompts"], metrics["Tokens each"]) == ("3", "5")
 
 
-def test_clear_cached_results_forgets_the_sweep(run_page):
+def test_clear_asks_first_and_removes_only_this_models_sweeps(run_page):
+    from headscope.ablation import CACHE_KIND
+    from headscope.results_cache import ResultsCache
+
     app = run_page("pages/ablation.py")
     app.number_input(key="n").set_value(2).run()
     app.button(key="ab_preview").click().run(timeout=300)
-    assert app.metric
-    app.button(key="ab_clear").click().run()
+    _identity, sweep = app.session_state["ab_result"]
+    cache = ResultsCache()
+    other = {**sweep.key, "model_source": "another/model"}  # a colleague's sweep of another model
+    cache.store(CACHE_KIND, other, {"anything": 1})
+    # read back from the cache, a sweep's time is the original computation's
+    again = run_page("pages/ablation.py", n=2)
+    shown_metrics = {m.label: (m.value, m.proto.delta, m.proto.help) for m in again.metric}
+    assert "Time" not in shown_metrics
+    value, delta, help_text = shown_metrics["Computed in"]
+    assert value.endswith(" s") and delta == "cached" and f"Computed in {value} on cpu" in help_text
+
+    clear = app.button(key="ab_clear")
+    assert clear.label == "Clear this model's cached sweeps…"
+    clear.click().run()
+    assert not app.exception and app.metric  # nothing removed before the confirmation
+    assert any("Remove 1 cached sweep of SmolLM2-135M-Instruct" in shown(w.value) for w in app.warning)
+    app.button(key="ab_clear_yes").click().run()
     assert not app.exception
-    assert not app.metric  # nothing cached, nothing shown
+    assert not app.metric  # nothing of this model cached, nothing shown
+    assert len(cache.entries(CACHE_KIND)) == 1 and cache.load(CACHE_KIND, other) == {"anything": 1}
+
+
+def test_clearing_is_off_on_a_shared_server_unless_allowed(run_page, monkeypatch):
+    monkeypatch.setenv("HEADSCOPE_NETWORK_MODE", "1")
+    assert run_page("pages/ablation.py").button(key="ab_clear").disabled
+    monkeypatch.setenv("HEADSCOPE_ALLOW_CLEAR", "1")
+    assert not run_page("pages/ablation.py").button(key="ab_clear").disabled
+
+
+def test_an_upload_error_gets_no_hint_to_press_run_below_it(run_page):
+    app = run_page("pages/ablation.py")
+    app.radio(key="source").set_value("Upload a dataset").run()
+    assert next(shown(i.value) for i in app.info if "press Run exact sweep" in shown(i.value)).startswith("Upload")
+    app.file_uploader(key="ab_upload").upload("bad.csv", b"prompt,answer\n1,2\n", "text/csv").run()
+    assert not app.exception and app.error
+    assert not [i for i in app.info if "press" in i.value]
 
 
 def test_another_models_sweep_is_never_shown_as_this_ones(run_page):

@@ -72,8 +72,10 @@ def test_computing_a_score_shows_a_heatmap_a_table_and_the_usable_lists(run_page
     assert any("has not been computed" in info.value for info in app.info)
     app.button(key="ap_compute").click().run()
     assert not app.exception and not app.error
-    usage = next(df.value for df in app.dataframe if "usable" in df.value.columns)
-    assert dict(zip(usage["list"], usage["usable"], strict=True))["numbers 1–200"] is False
+    # a static table, whose cells wrap: its reasons are never cut
+    usage = next(table.value for table in app.table if "usable" in table.value.columns)
+    assert dict(zip(usage["list"], usage["usable"], strict=True))["numbers 1–200"] == "no"
+    assert any(len(reason) > 40 for reason in usage["why not"])
     table = next(df.value for df in app.dataframe if "score" in df.value.columns)
     assert len(table) == 270 and list(table.columns) == ["layer", "head", "kv_head", "score"]
     assert list(table["score"]) == sorted(table["score"], reverse=True)
@@ -131,10 +133,24 @@ def test_every_cached_sweep_is_its_own_preset(run_page, embedded_model):
     sweeps = [run_sweep(embedded_model, build_task_dataset("digits", 3, seed=seed, model=embedded_model), "mean",
                         estimate=True) for seed in (0, 1)]
     app = run_page("pages/attention.py")
-    presets = [option for option in app.selectbox(key="preset").options if "ablation effect" in option]
+    presets = [option for option in app.selectbox(key="preset").options if "by ablation" in option]
     assert len(presets) == len(set(presets)) == 2
     for sweep in sweeps:
         (name,) = [p for p in presets if sweep.key["dataset_hash"][:6] in p]
         app.selectbox(key="preset").set_value(name).run()
         expected = ", ".join(head.label for head in sweep.top_heads(8))
         assert any(shown(c.value) == f"Preset heads: {expected}" for c in app.caption), expected
+
+
+def test_a_sweep_preset_names_what_the_user_chose_and_the_default_preset_ignores_the_cache(run_page, embedded_model):
+    before = run_page("pages/attention.py")
+    default = before.selectbox(key="preset").value
+    sweep_page = run_page("pages/ablation.py")
+    sweep_page.number_input(key="n").set_value(3).run()
+    sweep_page.number_input(key="seed").set_value(1).run()
+    sweep_page.button(key="ab_preview").click().run(timeout=300)
+    assert not sweep_page.exception and not sweep_page.error
+    app = run_page("pages/attention.py")
+    assert app.selectbox(key="preset").value == default  # a cached sweep does not become the default
+    (preset,) = [option for option in app.selectbox(key="preset").options if "by ablation" in option]
+    assert preset == "Top 8 by ablation: digits · mean · 3 prompts · seed 1 · estimate"

@@ -72,6 +72,7 @@ def test_estimate_is_labelled_and_a_cached_circuit_shows_at_once(run_page):
     again = _small(run_page("pages/circuit.py"))  # another visitor: the estimate is read from the cache
     assert again.session_state["ci_result"].estimate and again.session_state["ci_result"].cached
     app.button(key="ci_clear").click().run()
+    app.button(key="ci_clear_yes").click().run()
     assert not app.exception and not app.metric
 
 

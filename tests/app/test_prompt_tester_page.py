@@ -186,3 +186,16 @@ def test_app_sets_transformerlens_up_in_the_background_after_the_first_page(run_
     while not model.hooks_ready and time.monotonic() < deadline:
         time.sleep(0.2)
     assert model.hooks_ready
+
+
+def test_several_warnings_are_one_list_in_one_box(run_page):
+    # seen: one prompt stacked up to six amber boxes
+    app = run_page("pages/prompt_tester.py")
+    app.text_area(key="prompt").input("1 2 3 4")  # the top prediction is a space
+    app.text_input(key="answer").input("Paris London")  # several tokens
+    app.text_input(key="contrast").input("Paris Berlin").run()  # several tokens, and the same first token
+    assert not app.exception and not app.error
+    assert len(app.warning) == 1
+    items = [line for line in shown(app.warning[0].value).split("\n") if line]
+    assert len(items) >= 3 and any("whitespace token" in item for item in items)
+    assert any("same token" in item for item in items)

@@ -74,7 +74,7 @@ def test_ablation_opens_the_linked_sweep_with_its_selected_head():
     assert (app.selectbox(key="method").value, app.selectbox(key="show").value) == ("zero", "change from clean")
     assert (app.number_input(key="n").value, app.number_input(key="seed").value) == (3, 1)
     metrics = {m.label: m.value for m in app.metric}
-    assert metrics["Prompts"] == "3" and "from cache" in str(app.metric[-1].proto.delta)
+    assert metrics["Prompts"] == "3" and app.metric[-1].proto.delta == "cached"
     detail = [shown(m.value) for m in app.markdown if "Head" in m.value]
     assert detail and detail[0].startswith("Head 2.1 (KV head 0): ablated LD")
     assert any("Attention pattern of head 2.1" in shown(h.value) for h in app.subheader)
@@ -122,3 +122,53 @@ def test_state_survives_switching_pages():
     assert (app.selectbox(key="method").value, app.number_input(key="n").value) == ("zero", 4)
     app.switch_page("pages/attention.py").run()
     assert app.text_input(key="heads").value == "4.4"
+
+
+def test_a_long_prompt_makes_a_short_link_that_reopens_it():
+    long_prompt = "The cat sat on the mat; the dog & the bird watched it (a long story). " * 40  # 2,800 chars
+    app = _open("pages/prompt_tester.py", {"top_k": "5"})
+    app.text_area(key="prompt").input(long_prompt).run()
+    assert not app.exception
+    (link,) = [code.value for code in app.code if "?" in code.value]
+    assert len(link.encode()) < 200  # the text goes by its hash, far under the 8 KB a usual reverse proxy accepts
+    params = _link_params(app)
+    assert "prompt" not in params and len(params["prompt_id"]) == 32 and params["top_k"] == "5"
+
+    again = _open("pages/prompt_tester.py", params)  # a fresh session
+    assert not again.exception
+    assert again.text_area(key="prompt").value == long_prompt
+    short = _open("pages/prompt_tester.py", {"prompt": "1 2 3 "})  # a short prompt stays readable in its link
+    assert _link_params(short)["prompt"] == "1 2 3 " and "prompt_id" not in _link_params(short)
+    unknown = _open("pages/prompt_tester.py", {"prompt_id": "0" * 32})
+    assert any("not in this server's results cache" in shown(w.value) for w in unknown.warning)
+
+
+def test_the_single_head_chosen_after_typing_heads_is_in_the_link():
+    # seen in Chromium: opened without heads=, heads typed, a head chosen in the single-head view: no single= in the
+    # URL, so Copy link opened the view on the first head
+    app = _open("pages/attention.py", {})
+    app.text_input(key="heads").input("4.4, 2.1, 7.3").run()
+    app.selectbox(key="single").set_value("7.3").run()
+    assert not app.exception
+    params = _link_params(app)
+    assert params["single"] == "7.3"  # (heads= is the browser's to write: a bound widget)
+    again = _open("pages/attention.py", {**params, "heads": "4.4, 2.1, 7.3"})
+    assert again.selectbox(key="single").value == "7.3"
+
+
+def test_a_link_value_that_is_not_among_the_choices_is_said_once():
+    app = AppTest.from_file("../../app.py", default_timeout=TIMEOUT)
+    app.query_params.update({"position": "many", "top_k": "7"})
+    app.run()
+    assert not app.exception
+    said = [shown(t.value) for t in app.toast]
+    assert len(said) == 1 and said[0].startswith("This link's position='many' is not one of the choices here"), said
+    assert app.number_input(key="top_k").value == 7  # the valid value is used, and not mentioned
+    app.run()
+    assert not app.toast  # said once
+
+
+def test_a_head_in_a_link_that_does_not_fit_is_said():
+    app = _open("pages/attention.py", {"heads": "4.4, 2.1", "single": "9.9"})
+    assert not app.exception and app.selectbox(key="single").value == "4.4"
+    assert any("single='9.9'" in shown(t.value) for t in app.toast)

@@ -22,8 +22,6 @@ def test_find_circuit_click_kept_head_see_pattern_and_compare(page, app_url, tmp
     prompts.fill("2")
     rerun_settled(page, lambda: prompts.press("Enter"))
     rerun_settled(page, page.get_by_text("One pass only").click)
-    # so that a search really runs (the server's own results folder: never the checkout's cache/)
-    rerun_settled(page, page.get_by_role("button", name="Clear cached circuits").click)
     page.get_by_role("button", name="Find circuit").click()
     page.wait_for_selector('[data-testid="stMetric"]', timeout=900_000)
     chart = page.locator('[data-testid="stPlotlyChart"]').first

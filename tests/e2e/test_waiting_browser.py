@@ -8,7 +8,7 @@ import time
 
 from playwright.sync_api import expect
 
-from tests.e2e.browser_helpers import ARTIFACTS, rerun_settled, wait_for_app, wait_until_idle
+from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app, wait_until_idle
 
 LOAD = 180_000
 
@@ -27,8 +27,6 @@ def test_prompt_tester_answers_during_another_sessions_sweep(browser, app_url):
         # 32 distinct step prompts: a sweep long enough to outlast the answers (24 digits prompts are 6 distinct)
         wait_for_app(sweeper, f"{app_url}/ablation?task=step&n=32&seed=77")
         sweeper.wait_for_selector("text=Run exact sweep", timeout=LOAD)
-        # so that the sweep really runs (the server's own results folder: never the checkout's cache/)
-        rerun_settled(sweeper, sweeper.get_by_role("button", name="Clear cached results").click)
         sweeper.get_by_role("button", name="Run exact sweep").click()
         # under way: its progress bar has moved past 0 (the sweep holds the model chunk by chunk from here on)
         sweeper.wait_for_function(

@@ -169,3 +169,20 @@ def test_a_family_not_checked_for_deferred_set_up_is_wrapped_at_load(name, tiny_
     with pytest.raises(ModelLoadError, match="n_ctx"):  # said again on every use, not retried
         by_hand.prepare_hooks()
     torch.testing.assert_close(by_hand.next_tokens(tokens, 2).logits_at, before)
+
+
+def test_the_background_set_up_is_not_a_daemon_thread_even_when_started_from_one(tiny_model_dir):
+    """Streamlit's script threads are daemons, and a thread inherits its starter's flag: a daemon set-up thread was
+    killed inside TransformerLens' C++ work when the server stopped ("terminate called without an active
+    exception" on SIGTERM). Not a daemon, the process waits the few seconds for it."""
+    import threading
+
+    from headscope.loading import ModelRequest, load_model
+
+    model = load_model(ModelRequest(str(tiny_model_dir)), hooks_later=True)
+    starter = threading.Thread(target=model.prepare_hooks_in_background, daemon=True)
+    starter.start()
+    starter.join()
+    assert model._booting is not None and model._booting.daemon is False
+    model._booting.join()
+    assert model.hooks_ready

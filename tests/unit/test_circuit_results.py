@@ -107,3 +107,29 @@ def test_threshold_is_a_percentage(bad):
     with pytest.raises(InputError, match="threshold"):
         check_threshold(bad)
     assert check_threshold(80) == 80.0
+
+
+def test_the_compare_table_has_no_empty_cells():
+    # seen: a literal None in the only-A / only-B cells (one column per circuit, empty in every other row)
+    from components.circuit_view import counts_frame
+    from headscope.circuit import CircuitSet, compare_circuits
+
+    a = CircuitSet("a", frozenset({(0, 1), (1, 2)}), frozenset({0}), 2, 4)
+    b = CircuitSet("b", frozenset({(1, 2), (1, 3)}), frozenset(), 2, 4)
+    frame = counts_frame(compare_circuits([a, b]))
+    assert not frame.isna().any().any()
+    assert list(frame["only in it"]) == [2, 1]  # A: (0, 1) and MLP 0; B: (1, 3)
+    assert list(frame["circuit"]) == ["A", "B"]
+
+
+def test_removing_one_models_results_keeps_the_others(tmp_path):
+    from headscope.results_cache import ResultsCache
+
+    cache = ResultsCache(tmp_path)
+    mine, theirs = {"model_source": "mine", "task": "digits"}, {"model_source": "theirs", "task": "digits"}
+    cache.store("ablation", mine, 1)
+    cache.store("ablation", theirs, 2)
+    cache.store("circuit", mine, 3)
+    assert cache.remove("ablation", {"model_source": "mine"}) == 1
+    assert cache.load("ablation", mine) is None and cache.load("ablation", theirs) == 2
+    assert cache.load("circuit", mine) == 3
