@@ -20,12 +20,13 @@ from components.ablation_view import (
 )
 from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
 from components.heatmap import EXTRA, clickable_heatmap, layer_head_figure, parse_head, png_download, show_head
-from components.long_run import progress_with_cancel, say_if_stopped
+from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import require_model
 from components.share import BOUND, copy_link, set_url_value, url_value
 from components.text import md, plural, quoted
 from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, prepare_dataset, run_sweep
 from headscope.errors import HeadscopeError
+from headscope.job_time import sweep_estimate
 from headscope.results_cache import ResultsCache
 
 SELECTED = "ab_selected"  # (layer, head) or (layer, EXTRA), mirrored in the URL as head=
@@ -85,6 +86,14 @@ if clear_col.button("Clear cached results", key="ab_clear"):
     removed = cache.clear(CACHE_KIND)
     st.session_state.pop(LAST, None)
     st.toast(f"Removed {plural(removed, 'cached sweep')}.")
+
+if encoded is not None:  # a job estimated above the time limit waits for "Run anyway"
+    def expected_time(kind: str):
+        cached = load_sweep(model, encoded, method, kind == "estimate", only_correct, cache)
+        return None if cached is not None else sweep_estimate(model, encoded, method, kind == "estimate")
+
+    asked = within_time_limit("ab", "exact" if run_exact else "estimate" if run_preview else None, expected_time)
+    run_exact, run_preview = asked == "exact", asked == "estimate"
 
 result = None
 if encoded is not None:

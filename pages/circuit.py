@@ -16,7 +16,7 @@ from components.circuit_view import (
 )
 from components.datasets import BUILT_IN, UPLOAD, task_dataset, uploaded_dataset
 from components.heatmap import EXTRA, clickable_heatmap, parse_head, png_download, show_head
-from components.long_run import progress_with_cancel, say_if_stopped
+from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import require_model
 from components.share import BOUND, copy_link, set_url_value, url_value
 from components.text import md, plural
@@ -32,6 +32,7 @@ from headscope.circuit import (
     run_circuit,
 )
 from headscope.errors import HeadscopeError
+from headscope.job_time import circuit_estimate
 from headscope.results_cache import ResultsCache
 
 SELECTED = "ci_selected"  # (layer, head) or (layer, EXTRA), mirrored in the URL as head=
@@ -78,6 +79,19 @@ if clear_col.button("Clear cached circuits", key="ci_clear"):
     st.toast(f"Removed {plural(removed, 'cached circuit')}.")
 
 say_if_stopped("ci")
+
+if encoded is not None:  # a search estimated above the time limit waits for "Run anyway"
+    def expected_time(kind: str):
+        cached = load_circuit(model, encoded, method, threshold, one_pass, kind == "estimate", cache)
+        return None if cached is not None else circuit_estimate(model, encoded, method, one_pass, kind == "estimate")
+
+    try:
+        asked = within_time_limit("ci", "exact" if run_exact else "estimate" if run_estimate else None,
+                                  expected_time)
+    except HeadscopeError as error:
+        st.error(md(str(error)))
+        asked = None
+    run_exact, run_estimate = asked == "exact", asked == "estimate"
 
 result = None
 if encoded is not None:
