@@ -56,19 +56,26 @@ def page_sweep(page, port: int) -> tuple[float, int, str]:
     return seconds, sum(1 for t in frames if t >= began), " ".join(shown)
 
 
-def head_clicks(page, count: int = 3) -> list[float]:
-    """Click cells of the heatmap (a few heads) and wait for each one's pattern frame."""
+def head_clicks(page, heads=((5, 2), (8, 1), (12, 4))) -> list[float]:
+    """Click heatmap cells one after another; each time from the click to that head's heading shown, its pattern
+    frame drawn and the script idle."""
     times = []
-    box = page.locator(CHART).first.bounding_box()
-    for index in range(count):
-        before = page.locator('iframe[title*="attention pattern of head"]').count()
+    chart = page.locator(CHART).first
+    page.wait_for_timeout(1500)  # the layout settles after the progress bar goes
+    for layer, head in heads:
+        target = chart.locator(".scatterlayer .trace").first.locator("path.point").nth(layer * 9 + head)
+        target.scroll_into_view_if_needed()
+        cell = target.bounding_box()
+        x, y = cell["x"] + cell["width"] / 2, cell["y"] + cell["height"] / 2
+        page.mouse.move(x, y)  # plotly clicks the point under the hover
+        page.wait_for_timeout(300)
         began = time.perf_counter()
-        page.mouse.click(box["x"] + box["width"] * (0.25 + 0.1 * index), box["y"] + box["height"] * (0.3 + 0.1 * index))
-        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="running"]', timeout=30_000)
-        page.wait_for_selector(IDLE, timeout=120_000)
-        page.wait_for_selector('iframe[title*="attention pattern of head"]', timeout=120_000)
+        page.mouse.click(x, y)
+        page.get_by_text(f"Attention pattern of head {layer}.{head}", exact=False).wait_for(timeout=180_000)
+        page.frame_locator('[data-testid="stIFrame"], iframe').last.locator("canvas, svg").first.wait_for(
+            timeout=120_000)
+        page.wait_for_selector(IDLE, timeout=180_000)
         times.append(time.perf_counter() - began)
-        del before
     return times
 
 
@@ -96,6 +103,7 @@ def main() -> None:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 shutil.rmtree(results, ignore_errors=True)  # the CLI's run is not read back by the page
                 seconds, messages, shown = page_sweep(page, port)
+                print(f"  page sweep {seconds:.1f} s ({shown}; {messages} messages), CLI {cli:.1f} s", flush=True)
                 clicks = [] if args.no_clicks else head_clicks(page)
                 browser.close()
             finally:
