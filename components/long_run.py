@@ -4,6 +4,8 @@ when the run ends."""
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 from collections.abc import Callable, Iterator
 
 import streamlit as st
@@ -12,6 +14,8 @@ from components.text import md
 from headscope.durations import time_left
 from headscope.engine import Progress
 from headscope.job_time import JobEstimate
+
+REDRAW_SECONDS = 0.5  # the progress bar's least interval between redraws
 
 
 def say_if_stopped(prefix: str) -> None:
@@ -37,7 +41,16 @@ def progress_with_cancel(prefix: str, what: str) -> Iterator[Callable[[Progress]
     cancel_slot.button("Cancel", key=f"{prefix}_cancel",
                        on_click=lambda: st.session_state.update({cancelled_flag: True}))
 
+    last_drawn = -math.inf
+
     def report(update: Progress) -> None:
+        # at most REDRAW_SECONDS apart: a sweep reports every block (hundreds of times), and each redraw is a message
+        # the server sends and the browser lays out, on the cores the computation runs on
+        nonlocal last_drawn
+        now = time.perf_counter()
+        if now - last_drawn < REDRAW_SECONDS and update.fraction < 1.0:
+            return
+        last_drawn = now
         eta = f" · {time_left(update.eta_seconds)}" if update.eta_seconds is not None else ""
         bar.progress(update.fraction, text=md(f"{100 * update.fraction:.0f}%{eta} · {update.message}"))
 
