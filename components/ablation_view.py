@@ -115,10 +115,11 @@ def results_csv(result: SweepResult) -> str:
 def head_pattern(model, prompt: str, layer: int, head: int) -> None:
     """The attention pattern of one head on a prompt (circuitsvis, inlined, offline)."""
     from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
-    from headscope.patterns import compute_patterns, single_head_view
+    from headscope.pattern_memo import shared_pattern_memo
+    from headscope.patterns import single_head_view
 
     try:
-        patterns = compute_patterns(model, prompt, [(layer, head)])
+        patterns = shared_pattern_memo().patterns(model, prompt, [(layer, head)])
     except HeadscopeError as error:
         st.error(md(str(error)))
         return
