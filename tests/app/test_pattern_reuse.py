@@ -25,3 +25,25 @@ def test_changing_the_head_list_computes_only_the_added_heads(run_page):
     app.text_input(key="heads").input("7.3").run()  # a head already seen: nothing computed
     assert memo.computed_heads == before + 1
     assert app.subheader[0].value == "1 head on 5 tokens"
+
+
+def test_a_prompt_tester_rerun_with_the_same_inputs_reuses_its_forward(run_page, monkeypatch):
+    import headscope.predict as predict
+
+    calls = []
+    real = predict.analyze_prompt
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "analyze_prompt", counted)
+    app = run_page("pages/prompt_tester.py")
+    app.text_area(key="prompt").input("2 3 4 5 ").run()
+    assert calls.count("2 3 4 5 ") == 1
+    app.run()  # e.g. a click elsewhere on the page
+    app.toggle(key="compare").set_value(True).run()  # the variant runs; the prompt itself is not run again
+    assert calls.count("2 3 4 5 ") == 1 and calls.count("2 3 4 5") == 1
+    assert not app.exception and not app.error
+    app.number_input(key="top_k").set_value(5).run()  # another input: computed
+    assert calls.count("2 3 4 5 ") == 2
