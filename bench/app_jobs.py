@@ -79,16 +79,69 @@ def head_clicks(page, heads=((5, 2), (8, 1), (12, 4))) -> list[float]:
     return times
 
 
+PLAIN_FORWARD = """
+import sys, time, torch
+sys.path.insert(0, {repo!r})
+from transformers import AutoModelForCausalLM
+from bench.long_prompt import english_text
+from headscope.loading import ModelRequest, embedded_converted_folder, load_model
+plain = AutoModelForCausalLM.from_pretrained(embedded_converted_folder()[0], dtype=torch.float32,
+                                             attn_implementation="sdpa").eval()
+ids = load_model(ModelRequest()).tensor([load_model(ModelRequest()).input_ids(english_text({chars}))])
+with torch.inference_mode():
+    plain(ids[:, :16])
+    started = time.perf_counter(); plain(ids).logits; print(ids.shape[1], time.perf_counter() - started)
+"""
+
+
+def plain_forward(chars: int, env: dict) -> tuple[int, float]:
+    done = subprocess.run([sys.executable, "-c", PLAIN_FORWARD.format(repo=str(REPO), chars=chars)], cwd=REPO,
+                          env=env, check=True, capture_output=True, text=True)
+    tokens, seconds = done.stdout.strip().splitlines()[-1].split()
+    return int(tokens), float(seconds)
+
+
+def long_prompt_pages(page, port: int, chars: int) -> dict[str, float]:
+    """A long prompt opened by link on the prompt tester and on the attention page (4 heads), then one head added."""
+    from urllib.parse import quote
+
+    from bench.long_prompt import english_text
+
+    text = quote(english_text(chars))
+    figures = {}
+    began = time.perf_counter()
+    page.goto(f"http://localhost:{port}/?prompt={text}")
+    page.wait_for_selector('[data-testid="hs-token-strip"]', timeout=600_000)
+    page.wait_for_selector(IDLE, timeout=600_000)
+    figures["prompt tester"] = time.perf_counter() - began
+    heads = "3.4,9.1,17.2,23.3"
+    began = time.perf_counter()
+    page.goto(f"http://localhost:{port}/attention?prompt={text}&heads={heads}")
+    page.wait_for_selector('iframe', timeout=600_000)
+    page.wait_for_selector(IDLE, timeout=600_000)
+    figures["attention, 4 heads"] = time.perf_counter() - began
+    box = page.get_by_role("textbox", name="Heads (layer.head, …) — overrides the preset")
+    began = time.perf_counter()
+    box.fill(heads.replace(",", ", ") + ", 12.1")
+    box.press("Enter")
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="running"]', timeout=30_000)
+    page.wait_for_selector(IDLE, timeout=600_000)
+    figures["attention, one head added"] = time.perf_counter() - began
+    return figures
+
+
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-clicks", action="store_true")
+    parser.add_argument("--long-chars", type=int, default=0,
+                        help="also a long prompt of this many characters (16000: about 4,400 tokens) on both pages")
     args = parser.parse_args()
     rows = []
     with sync_playwright() as playwright:
-        for round_ in range(args.rounds):
+        for _ in range(args.rounds):
             results = tempfile.mkdtemp(prefix="hs-bench-")
             env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=results)
             load_before = os.getloadavg()[0]
@@ -105,16 +158,22 @@ def main() -> None:
                 seconds, messages, shown = page_sweep(page, port)
                 print(f"  page sweep {seconds:.1f} s ({shown}; {messages} messages), CLI {cli:.1f} s", flush=True)
                 clicks = [] if args.no_clicks else head_clicks(page)
+                long_figures = long_prompt_pages(page, port, args.long_chars) if args.long_chars else {}
                 browser.close()
             finally:
                 server.terminate()
                 server.wait(timeout=30)
-            row = {"cli": cli, "page": seconds, "ratio": seconds / cli, "messages": messages, "shown": shown,
+            if args.long_chars:
+                tokens, forward = plain_forward(args.long_chars, env)
+                long_figures = {name: round(value / forward, 2) for name, value in long_figures.items()}
+                long_figures |= {"plain forward s": round(forward, 1), "tokens": tokens}
+            row = {"long prompt (x plain forward)": long_figures,
+                   "cli": cli, "page": seconds, "ratio": seconds / cli, "messages": messages, "shown": shown,
                    "clicks": clicks, "load": (load_before, os.getloadavg()[0])}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"median: CLI {statistics.median(r['cli'] for r in rows):.1f} s, page "
-          f"{statistics.median(r['page'] for r in rows):.1f} s, ratio {statistics.median(r['ratio'] for r in rows):.2f}")
+    cli, shown = statistics.median(r["cli"] for r in rows), statistics.median(r["page"] for r in rows)
+    print(f"median: CLI {cli:.1f} s, page {shown:.1f} s, ratio {statistics.median(r['ratio'] for r in rows):.2f}")
 
 
 if __name__ == "__main__":
