@@ -84,7 +84,7 @@ def within_time_limit(prefix: str, asked: str | None, estimate_for: Callable[[st
     with slot.container():
         st.warning(md(expected.advice(where="app")), icon=":material/timer:")
         run_col, drop_col, _ = st.columns([1.4, 1, 3])
-        run_anyway = run_col.button(f"Run anyway (about {expected.readable})", key=f"{prefix}_run_anyway")
+        run_anyway = run_col.button(md(f"Run anyway (about {expected.readable})"), key=f"{prefix}_run_anyway")
         dropped = drop_col.button("Don't run", key=f"{prefix}_drop_pending")
     if run_anyway or dropped:
         st.session_state.pop(pending_key, None)
