@@ -34,3 +34,15 @@ def test_a_held_job_is_forgotten_when_the_controls_change(run_page):
     app.number_input(key="n").set_value(4).run(timeout=300)
     assert not [w for w in app.warning if "would take about" in shown(w.value)]
     assert not app.metric
+
+
+def test_a_long_circuit_search_asks_first(run_page):
+    app = run_page("pages/circuit.py")
+    app.number_input(key="n").set_value(3).run()
+    app.button(key="ci_run").click().run(timeout=300)
+    assert not app.exception
+    asked = [shown(w.value) for w in app.warning if "would take about" in shown(w.value)]
+    assert len(asked) == 1 and asked[0].startswith("The circuit search would take about")
+    assert app.button(key="ci_run_anyway")
+    app.button(key="ci_drop_pending").click().run(timeout=300)
+    assert not [w for w in app.warning if "would take about" in shown(w.value)]
