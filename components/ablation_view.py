@@ -106,11 +106,12 @@ def results_csv(result: SweepResult) -> str:
 def head_pattern(model, prompt: str, layer: int, head: int) -> None:
     """The attention pattern of one head on a prompt (circuitsvis, inlined, offline)."""
     from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
-    from headscope.patterns import compute_patterns, single_head_view
+    from headscope.pattern_memo import shared_pattern_memo
+    from headscope.patterns import single_head_view
 
     try:  # the first call on a model can take seconds: say what is being done meanwhile
         with st.spinner(f"Computing the attention pattern of head {layer:d}.{head:d}…", show_time=True):
-            patterns = compute_patterns(model, prompt, [Component(layer, head)])
+            patterns = shared_pattern_memo().patterns(model, prompt, [Component(layer, head)])
     except HeadscopeError as error:
         st.error(md(str(error)))
         return

@@ -4,12 +4,18 @@ when the run ends."""
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 from collections.abc import Callable, Iterator
 
 import streamlit as st
 
 from components.text import md
+from headscope.durations import time_left
 from headscope.engine import Progress
+from headscope.job_time import JobEstimate
+
+REDRAW_SECONDS = 0.5  # the progress bar's least interval between redraws
 
 
 def say_if_stopped(prefix: str) -> None:
@@ -35,11 +41,52 @@ def progress_with_cancel(prefix: str, what: str) -> Iterator[Callable[[Progress]
     cancel_slot.button("Cancel", key=f"{prefix}_cancel",
                        on_click=lambda: st.session_state.update({cancelled_flag: True}))
 
+    last_drawn = -math.inf
+
     def report(update: Progress) -> None:
-        eta = f" · about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""
+        # at most REDRAW_SECONDS apart: a sweep reports every block (hundreds of times), and each redraw is a message
+        # the server sends and the browser lays out, on the cores the computation runs on
+        nonlocal last_drawn
+        now = time.perf_counter()
+        if now - last_drawn < REDRAW_SECONDS and update.fraction < 1.0:
+            return
+        last_drawn = now
+        eta = f" · {time_left(update.eta_seconds)}" if update.eta_seconds is not None else ""
         bar.progress(update.fraction, text=md(f"{100 * update.fraction:.0f}%{eta} · {update.message}"))
 
     yield report
     bar.empty()
     cancel_slot.empty()  # the run is over: nothing left to cancel
     st.session_state.pop(f"{prefix}_running", None)
+
+
+def within_time_limit(prefix: str, asked: str | None, estimate_for: Callable[[str], JobEstimate | None]) -> str | None:
+    """The job to run in this script run: `asked` ("exact" or "estimate", the button clicked now, or None) when its
+    estimated time is within HEADSCOPE_MAX_JOB_SECONDS; a longer one is held back with its estimate, what to do, and
+    a "Run anyway" button (the job then runs on that click's rerun). A held job is forgotten when the controls change
+    (its estimate then differs) or on "Don't run"."""
+    pending_key = f"{prefix}_pending_job"
+    if asked is not None:
+        st.session_state.pop(pending_key, None)
+        expected = estimate_for(asked)
+        if expected is None or not expected.over():
+            return asked
+        st.session_state[pending_key] = (asked, round(expected.token_blocks))
+    pending = st.session_state.get(pending_key)
+    if pending is None:
+        return None
+    kind, work = pending
+    expected = estimate_for(kind)
+    if expected is None or round(expected.token_blocks) != work:  # the controls changed: the job asked is gone
+        st.session_state.pop(pending_key, None)
+        return None
+    slot = st.empty()  # cleared as soon as the job runs
+    with slot.container():
+        st.warning(md(expected.advice(where="app")), icon=":material/timer:")
+        run_col, drop_col, _ = st.columns([1.4, 1, 3])
+        run_anyway = run_col.button(md(f"Run anyway (about {expected.readable})"), key=f"{prefix}_run_anyway")
+        dropped = drop_col.button("Don't run", key=f"{prefix}_drop_pending")
+    if run_anyway or dropped:
+        st.session_state.pop(pending_key, None)
+        slot.empty()
+    return kind if run_anyway else None

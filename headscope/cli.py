@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from headscope.backends import BACKENDS, LOCAL_BACKEND_NAMES
+from headscope.durations import readable_duration, time_left
 from headscope.errors import HeadscopeError, InputError
 from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES, scores_help
 from headscope.methods import get_method, methods_help
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--estimate", action="store_true",
                         help="attribution patching: an instant first-order estimate instead of exact ablation")
     ablate.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
+    ablate.add_argument("--no-time-limit", action="store_true",
+                        help="run even when the job's estimated time exceeds HEADSCOPE_MAX_JOB_SECONDS")
     _add_model_options(ablate)
     ablate.set_defaults(handler=_cmd_ablate)
 
@@ -106,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     circuit.add_argument("--estimate", action="store_true",
                          help="an instant ESTIMATE (attribution-ranked greedy pruning) instead of the exact search")
     circuit.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
+    circuit.add_argument("--no-time-limit", action="store_true",
+                         help="run even when the search's estimated time exceeds HEADSCOPE_MAX_JOB_SECONDS")
     _add_model_options(circuit)
     circuit.set_defaults(handler=_cmd_circuit)
 
@@ -236,11 +241,15 @@ def _model_and_dataset(args: argparse.Namespace) -> tuple[Backend, Dataset]:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from headscope.ablation import run_sweep
+    from headscope.ablation import load_sweep, prepare_dataset, run_sweep
+    from headscope.job_time import sweep_estimate
 
     get_method(args.method)  # an unknown method is refused before any model loads
     model, dataset = _model_and_dataset(args)
-    result = run_sweep(model, dataset, args.method, estimate=args.estimate, only_correct=args.only_correct,
+    encoded = prepare_dataset(model, dataset)
+    if args.no_cache or load_sweep(model, encoded, args.method, args.estimate, args.only_correct) is None:
+        _check_time(args, lambda: sweep_estimate(model, encoded, args.method, args.estimate))
+    result = run_sweep(model, encoded, args.method, estimate=args.estimate, only_correct=args.only_correct,
                        use_cache=not args.no_cache, progress=_progress_printer(args))
     _clear_progress(args)
     if args.json:
@@ -269,10 +278,26 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_time(args: argparse.Namespace, estimate) -> None:
+    """Refuse a job estimated above HEADSCOPE_MAX_JOB_SECONDS (unless --no-time-limit), with the estimate and what
+    to do; say the estimate on stderr otherwise."""
+    from headscope.job_time import max_job_seconds
+
+    if args.no_time_limit and not sys.stderr.isatty():
+        return
+    expected = estimate()
+    if expected is None:
+        return
+    if expected.over() and not args.no_time_limit:
+        raise InputError(expected.advice(where="cli"))
+    if sys.stderr.isatty() and not args.json:
+        sys.stderr.write(f"{expected.job}: about {expected.readable} (limit {readable_duration(max_job_seconds())})\n")
+
+
 def _progress_printer(args: argparse.Namespace):
     def progress(update) -> None:
         if sys.stderr.isatty() and not args.json:
-            eta = f", about {update.eta_seconds:.0f} s left" if update.eta_seconds is not None else ""
+            eta = f", {time_left(update.eta_seconds)}" if update.eta_seconds is not None else ""
             sys.stderr.write(f"\r{100 * update.fraction:5.1f}%{eta} · {update.message[:60]:<60}")
 
     return progress
@@ -289,8 +314,16 @@ def _cmd_circuit(args: argparse.Namespace) -> int:
 
     get_method(args.method)  # every option checked before the model loads
     check_threshold(args.threshold)
+    from headscope.ablation import prepare_dataset
+    from headscope.circuit import load_circuit
+    from headscope.job_time import circuit_estimate
+
     model, dataset = _model_and_dataset(args)
-    result = run_circuit(model, dataset, args.method, args.threshold, one_pass=args.one_pass,
+    encoded = prepare_dataset(model, dataset)
+    if args.no_cache or load_circuit(model, encoded, args.method, args.threshold, args.one_pass, args.estimate) \
+            is None:
+        _check_time(args, lambda: circuit_estimate(model, encoded, args.method, args.one_pass, args.estimate))
+    result = run_circuit(model, encoded, args.method, args.threshold, one_pass=args.one_pass,
                          estimate=args.estimate, use_cache=not args.no_cache, progress=_progress_printer(args))
     _clear_progress(args)
     if args.json:

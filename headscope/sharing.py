@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from headscope.durations import readable_duration, time_left
+
 WAIT_POLL_SECONDS = 0.2
 
 
@@ -42,8 +44,8 @@ class GateStatus:
         where = "" if self.owner is None else (" in this session" if self.owner == me else " in another session")
         if not timing:
             return f"{self.job or 'a computation'}{where}"
-        left = f", about {self.eta_seconds:.0f} s left" if self.eta_seconds is not None else \
-            f", running for {self.held_seconds:.0f} s"
+        left = f", {time_left(self.eta_seconds)}" if self.eta_seconds is not None else \
+            f", running for {readable_duration(self.held_seconds)}"
         return f"{self.job or 'a computation'}{where}{left}"
 
 

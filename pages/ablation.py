@@ -29,7 +29,7 @@ from components.datasets import (
     uploaded_dataset,
 )
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
-from components.long_run import progress_with_cancel, say_if_stopped
+from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import active_request, require_model
 from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, set_url_value, task_arguments, url_value
@@ -38,6 +38,7 @@ from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, p
 from headscope.api import call_code, notebook_code
 from headscope.errors import HeadscopeError
 from headscope.figures import sweep_figure
+from headscope.job_time import sweep_estimate
 from headscope.methods import methods_help
 from headscope.results_cache import ResultsCache
 
@@ -100,6 +101,14 @@ with controls():
     run_exact = run_col.button("Run exact sweep", type="primary", disabled=encoded is None, key="ab_run")
     run_preview = preview_col.button("Instant estimate (attribution)", disabled=encoded is None, key="ab_preview")
     clear_cached_button(clear_col, cache, CACHE_KIND, model, "sweep", key="ab_clear", forget=(LAST,))
+
+if encoded is not None:  # a job estimated above the time limit waits for "Run anyway"
+    def expected_time(kind: str):
+        cached = load_sweep(model, encoded, method, kind == "estimate", only_correct, cache)
+        return None if cached is not None else sweep_estimate(model, encoded, method, kind == "estimate")
+
+    asked = within_time_limit("ab", "exact" if run_exact else "estimate" if run_preview else None, expected_time)
+    run_exact, run_preview = asked == "exact", asked == "estimate"
 
 result = None
 if encoded is not None:

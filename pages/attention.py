@@ -28,9 +28,9 @@ from headscope.heads import (
     parse_heads,
     scores_help,
 )
+from headscope.pattern_memo import shared_pattern_memo
 from headscope.patterns import (
     MAX_VIEW_TOKENS,
-    compute_patterns,
     default_prompt,
     grid_view,
     patterns_csv,
@@ -120,7 +120,7 @@ if heads:
         if memo is not None and memo[0] == memo_key:
             result = memo[1]
         else:
-            result = compute_patterns(model, prompt, heads)
+            result = shared_pattern_memo().patterns(model, prompt, heads)  # only heads not seen on it
             st.session_state["ap_patterns"] = (memo_key, result)
     except HeadscopeError as error:
         st.error(md(str(error)))

@@ -26,7 +26,7 @@ from components.datasets import (
     uploaded_dataset,
 )
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
-from components.long_run import progress_with_cancel, say_if_stopped
+from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import active_request, require_model
 from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, set_url_value, task_arguments, url_value
@@ -42,6 +42,7 @@ from headscope.circuit import (
 )
 from headscope.circuit_compare import compare_circuits, letter, parse_circuit_json
 from headscope.errors import HeadscopeError
+from headscope.job_time import circuit_estimate
 from headscope.methods import methods_help
 from headscope.results_cache import ResultsCache
 
@@ -91,6 +92,19 @@ with controls():
     clear_cached_button(clear_col, cache, CACHE_KIND, model, "circuit", key="ci_clear", forget=("ci_result",))
 
 say_if_stopped("ci")
+
+if encoded is not None:  # a search estimated above the time limit waits for "Run anyway"
+    def expected_time(kind: str):
+        cached = load_circuit(model, encoded, method, threshold, one_pass, kind == "estimate", cache)
+        return None if cached is not None else circuit_estimate(model, encoded, method, one_pass, kind == "estimate")
+
+    try:
+        asked = within_time_limit("ci", "exact" if run_exact else "estimate" if run_estimate else None,
+                                  expected_time)
+    except HeadscopeError as error:
+        st.error(md(str(error)))
+        asked = None
+    run_exact, run_estimate = asked == "exact", asked == "estimate"
 
 result = None
 if encoded is not None:

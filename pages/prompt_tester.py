@@ -54,9 +54,16 @@ def forward_progress(fraction: float, started: float = time.perf_counter()) -> N
         progress_slot.progress(min(fraction, 1.0), text=f"Running the model on the prompt: {100 * fraction:.0f}%")
 
 
+# a rerun with the same inputs (a toggle, an expander, a link copied) reuses the forward: a long prompt's costs seconds
+asked = (str(model.identity), prompt, answer or None, contrast or None, int(top_k), int(position))
 try:
-    analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position),
-                              progress=forward_progress)
+    memo = st.session_state.get("pt_memo")
+    if memo is not None and memo[0] == asked:
+        analysis = memo[1]
+    else:
+        analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position),
+                                  progress=forward_progress)
+        st.session_state["pt_memo"] = (asked, analysis)
     st.session_state["pt_last_good"] = (model.identity, analysis)
     progress_slot.empty()  # the forward is over: its bar goes
 except HeadscopeError as error:

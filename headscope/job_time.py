@@ -1,0 +1,154 @@
+"""How long a job will take, said before it starts: a bound in time for sweeps, estimates and circuit searches.
+
+The estimate is the job's work counted in *token-blocks* (one token of one row through one transformer block) times
+the cost of a token-block measured on this machine: one timed block call on a batch of the job's prompt length, once
+per model, device, dtype and length bucket (kept for the process). Above HEADSCOPE_MAX_JOB_SECONDS (default
+DEFAULT_MAX_JOB_SECONDS) the app asks for a confirmation and the CLI refuses, both with the estimate and what to do.
+
+The count follows the engine's own progress units (headscope.engine.joined_work_units): a single-component sweep runs
+every component from its own layer to the last (Σ over layers of components · (n_layers − layer)), plus the clean and
+corrupted runs. Factors measured on the embedded model (2 cores) turn the count into time for the jobs whose
+per-token work differs from an inference block: the attribution estimate (forward and backward over every prompt,
+not batched by the block loop) and the circuit search (several passes, each pruning step a smaller batch).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from headscope.durations import readable_duration
+from headscope.settings import positive_env
+
+if TYPE_CHECKING:
+    from headscope.backends.base import Backend
+
+DEFAULT_MAX_JOB_SECONDS = 300.0
+# seconds of one attribution token-layer (forward with gradients, backward, the corrupted run) per inference
+# token-block of the batched sweep, measured on the embedded model (CPU, 2 cores)
+ATTRIBUTION_FACTOR = 12.0
+# seconds of a circuit search per token-block of one sweep's work: measured 33 s against 11.5 s (digits, 16 prompts)
+CIRCUIT_FACTOR = 3.0
+ONE_PASS_CIRCUIT_FACTOR = 2.0
+_CALIBRATION_TOKENS = 1024  # rows × positions of the timed block call
+
+_measured: dict[tuple, float] = {}
+_measuring = threading.Lock()
+
+
+def max_job_seconds() -> float:
+    """HEADSCOPE_MAX_JOB_SECONDS: the longest job the app runs without asking (the CLI without --no-time-limit)."""
+    return float(positive_env("HEADSCOPE_MAX_JOB_SECONDS", DEFAULT_MAX_JOB_SECONDS) or DEFAULT_MAX_JOB_SECONDS)
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    """A job's expected duration before it starts: `token_blocks` of work at `block_seconds` each (times the job's
+    factor)."""
+
+    job: str  # "the exact sweep"
+    seconds: float
+    token_blocks: float
+    block_seconds: float
+    rows: int  # distinct prompts computed
+    seq_len: int
+
+    def over(self, limit: float | None = None) -> bool:
+        return self.seconds > (max_job_seconds() if limit is None else limit)
+
+    @property
+    def readable(self) -> str:
+        return readable_duration(self.seconds)
+
+    def advice(self, where: str = "app") -> str:
+        """Why it is long and what to do, in one paragraph."""
+        limit = readable_duration(max_job_seconds())
+        other = ("run it from the command line (`python -m headscope ablate …`, its result then shows here from "
+                 "the results cache)" if where == "app" else "pass --no-time-limit to run it anyway")
+        return (f"{self.job[0].upper()}{self.job[1:]} would take about {self.readable} on this machine "
+                f"({self.rows:,} distinct prompts of {self.seq_len} tokens; the limit here is {limit}, "
+                "HEADSCOPE_MAX_JOB_SECONDS). To make it shorter: use fewer prompts, the instant estimate first, a GPU "
+                f"(--device cuda), or a model served by NDIF (the nnsight backend); or {other}.")
+
+
+def _bucket(seq_len: int) -> int:
+    """Prompt lengths timed together: powers of two (attention's share of a block grows with the length)."""
+    return 1 << max(0, int(seq_len) - 1).bit_length()
+
+
+def block_seconds(model: Backend, seq_len: int) -> float | None:
+    """Seconds per token-block of an inference batch of prompts of about seq_len tokens on this model and device,
+    measured once (one timed block call after a warm-up) and kept; None where the backend has no block runner
+    (a remote model: its time depends on the service)."""
+    runner = getattr(model, "block_runner", None)
+    if runner is None:
+        return None
+    positions = min(_bucket(seq_len), max(model.info.n_ctx, 1))
+    key = (tuple(sorted(model.identity.items())), positions)
+    if key in _measured:
+        return _measured[key]
+    with _measuring:
+        if key in _measured:
+            return _measured[key]
+        rows = max(1, _CALIBRATION_TOKENS // positions)
+        vocab = max(2, min(model.info.vocab_size, 1000))
+        tokens = torch.randint(1, vocab, (rows, positions), generator=torch.Generator().manual_seed(0))
+        tokens = model.tensor(tokens.tolist())
+        layer = min(1, model.info.n_layers - 1)
+        with torch.inference_mode(), model.gate.hold():
+            resid = runner.embed(tokens)
+            context = runner.context(resid)
+            runner.run_block(layer, resid, context)  # warm-up: allocator, kernels
+            started = time.perf_counter()
+            runner.run_block(layer, resid, context)
+            elapsed = time.perf_counter() - started
+        _measured[key] = elapsed / (rows * positions)
+        return _measured[key]
+
+
+def _distinct_rows(encoded) -> int:
+    rows = {tuple(row) for row in encoded.clean.tolist()}
+    return max(1, len(rows))
+
+
+def sweep_work(n_layers: int, n_heads: int, rows: int, seq_len: int, corrupted_runs: int = 1) -> float:
+    """Token-blocks of an exact single-component sweep (heads and MLPs): each component's rows run from its layer to
+    the last; the clean run and the corrupted runs go through every block."""
+    components_from_layer = sum((n_heads + 1) * (n_layers - layer) for layer in range(n_layers))
+    return float(rows * seq_len * (components_from_layer + (1 + corrupted_runs) * n_layers))
+
+
+def sweep_estimate(model: Backend, encoded, method: str, estimate: bool) -> JobEstimate | None:
+    """The exact sweep's (or the attribution estimate's) expected duration; None where it cannot be measured."""
+    info = model.info
+    rows, seq_len = _distinct_rows(encoded), int(encoded.seq_len)
+    cost = block_seconds(model, seq_len)
+    if cost is None:
+        return None
+    if estimate:
+        work = float(rows * seq_len * info.n_layers)
+        return JobEstimate("the instant estimate (attribution)", work * cost * ATTRIBUTION_FACTOR, work, cost, rows,
+                           seq_len)
+    work = sweep_work(info.n_layers, info.n_heads, rows, seq_len, corrupted_runs=0 if method == "zero" else 1)
+    return JobEstimate("the exact sweep", work * cost, work, cost, rows, seq_len)
+
+
+def circuit_estimate(model: Backend, encoded, method: str, one_pass: bool, estimate: bool) -> JobEstimate | None:
+    """The circuit search's expected duration (its number of passes is not known before it runs: the factor is that
+    of a typical search); None where it cannot be measured."""
+    info = model.info
+    rows, seq_len = _distinct_rows(encoded), int(encoded.seq_len)
+    cost = block_seconds(model, seq_len)
+    if cost is None:
+        return None
+    if estimate:
+        work = float(rows * seq_len * info.n_layers)
+        return JobEstimate("the instant circuit estimate", work * cost * ATTRIBUTION_FACTOR, work, cost, rows,
+                           seq_len)
+    work = sweep_work(info.n_layers, info.n_heads, rows, seq_len, corrupted_runs=0 if method == "zero" else 1)
+    factor = ONE_PASS_CIRCUIT_FACTOR if one_pass else CIRCUIT_FACTOR
+    return JobEstimate("the circuit search", work * cost * factor, work, cost, rows, seq_len)
