@@ -46,7 +46,7 @@ def test_exact_sweep_shows_heatmap_metrics_and_top_heads(run_page, embedded_mode
     again = run_page("pages/ablation.py", n=3)
     metrics = {m.label: m.value for m in again.metric}
     assert metrics["Clean LD"] == f"{result.clean_ld:.3f}"
-    assert {m.label: m.proto.delta for m in again.metric}["Time"] == "from cache"
+    assert {m.label: m.proto.delta for m in again.metric}["Computed in"] == "cached"
 
 
 def test_estimate_is_labelled_as_such(run_page):
