@@ -110,6 +110,8 @@ cmd_start() {
     if [ -s "$PIDS/api" ] && kill -0 "$(cat "$PIDS/api")" 2>/dev/null; then log "already running"; client_env; return 0; fi
     server_env
     mkdir -p "$PIDS" "$LOGS" "$NDIF_HOME" "$HF_HOME"
+    # A start that fails half way stops what it had started (so no orphan outlives its overwritten pid file).
+    trap 'code=$?; if [ $code -ne 0 ]; then cmd_stop; fi; exit $code' EXIT
     hf_cache_entry "$EMBEDDED_ID" "$EMBEDDED_DIR"
     local started=$SECONDS
 
@@ -165,6 +167,7 @@ cmd_start() {
     ndif deploy -f "$TESTBED/models.yaml" >"$LOGS/deploy.log" 2>&1 \
         || { log "deploy failed (see $LOGS/deploy.log)"; cat "$LOGS/deploy.log" >&2; exit 1; }
     log "deployed $EMBEDDED_ID; ready in $((SECONDS - started)) s"
+    trap - EXIT
     client_env
 }
 
