@@ -55,8 +55,8 @@ def test_find_circuit_draws_grid_diagram_line_tables_and_compares(run_page, embe
     second = app.session_state["ci_result"]
     metrics = {m.label: m.value for m in app.metric}
     # |A ∩ B| / |A ∪ B| over heads and MLPs, computed here from the two circuits' own lists
-    first_parts = {("head", *h) for h in result.heads} | {("mlp", m) for m in result.mlps}
-    second_parts = {("head", *h) for h in second.heads} | {("mlp", m) for m in second.mlps}
+    first_parts = {("head", h.layer, h.head) for h in result.heads} | {("mlp", m) for m in result.mlps}
+    second_parts = {("head", h.layer, h.head) for h in second.heads} | {("mlp", m) for m in second.mlps}
     expected = len(first_parts & second_parts) / len(first_parts | second_parts)
     assert metrics["Jaccard (A, B)"] == f"{expected:.3f}"
     overlap = json.loads(app.get("plotly_chart")[-1].proto.spec)

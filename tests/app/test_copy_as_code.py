@@ -33,7 +33,8 @@ def _run_cell(cell: str, embedded_model) -> object:
     """The cell's lines run as a notebook would, `hs.load()` answered by the already loaded embedded model (the
     line itself is checked to ask for it); the value of the last line."""
     lines = cell.splitlines()
-    assert lines[1] == "model = hs.load()"
+    # the pages' model is pinned to the CPU in float32 in the tests (tests/app/conftest.py): the line names that
+    assert lines[1] == "model = hs.load(device='cpu', dtype='float32')"
     scope = {"hs": hs, "model": Model(embedded_model, ModelRequest())}
     for line in lines[2:-1]:
         exec(line, scope)
