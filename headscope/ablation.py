@@ -186,8 +186,8 @@ def exact_sweep(
     components = every_component(info.n_layers, info.n_heads, include_mlp)
     source = ValueSource(SourceKind(spec.source))
     groups = [InterventionGroup.ablating([component], source) for component in components]
-    with evaluation(model, task, spec, label="an exact ablation sweep", what="The sweep", path=path, chunk=chunk,
-                    progress=progress, should_cancel=should_cancel) as evaluator:
+    with evaluation(model, task, spec, label="an exact ablation sweep", what="The sweep", subject="An exact sweep",
+                    path=path, chunk=chunk, progress=progress, should_cancel=should_cancel) as evaluator:
         evaluator.timer.add_total(evaluator.setup_units + evaluator.cost([c.layer for c in components]))
         lds = evaluator.evaluate_interventions(groups)  # each group joins at its component's layer
         clean_ld = evaluator.clean_ld()  # the fast path computed it on the way

@@ -423,7 +423,8 @@ def find_circuit(
     task = logit_diff_task(encoded, spec, deduplicate)
     info = model.info
     one_pass_units = _remaining_units(visiting_order(info.n_layers, info.n_heads), info.n_layers)
-    with evaluation(model, task, spec, label="a circuit search", what="The circuit search", path=path, chunk=chunk,
+    with evaluation(model, task, spec, label="a circuit search", what="The circuit search",
+                    subject="A circuit search", path=path, chunk=chunk,
                     progress=progress, should_cancel=should_cancel) as evaluator:
         evaluator.timer.add_total(one_pass_units * (1 if one_pass else 1.5) + 3 * info.n_layers)
         clean_ld = evaluator.clean_ld()

@@ -557,7 +557,7 @@ class LogitDiffEvaluator:
     (`cost`, `setup_units`) on `timer`, whose total a caller sets or adds to."""
 
     def __init__(self, model: Backend, task: LogitDiffTask, method: AblationMethod, timer: WorkTimer, *,
-                 path: str = "auto", chunk: int | None = None, what: str = "The ablation") -> None:
+                 path: str = "auto", chunk: int | None = None, subject: str = "The ablation") -> None:
         if path not in PATHS:
             raise InputError(f"Unknown path {path!r}: choose one of {', '.join(PATHS)}.")
         self.model, self.task, self.method, self.timer = model, task, method, timer
@@ -566,7 +566,7 @@ class LogitDiffEvaluator:
         runner = fast_runner(model, task.seq_len, required=path == "fast")  # None: no block loop, or prompts
         self._path: _FastPath | _GeneralPath                               # beyond a sliding window
         if runner is not None and path != "general":
-            self._path = _FastPath(model, runner, task, method, timer, chunk, what)
+            self._path = _FastPath(model, runner, task, method, timer, chunk, subject)
         else:
             self._path = _GeneralPath(model, task, method, timer, chunk)
 
@@ -627,11 +627,12 @@ def _lowest_layer(groups: AblationGroups, index: int) -> int:
 
 
 @contextlib.contextmanager
-def evaluation(model: Backend, task: LogitDiffTask, method: AblationMethod, *, label: str, what: str,
+def evaluation(model: Backend, task: LogitDiffTask, method: AblationMethod, *, label: str, what: str, subject: str,
                path: str = "auto", chunk: int | None = None, progress: ProgressCallback | None = None,
                should_cancel: Callable[[], bool] | None = None) -> Iterator[LogitDiffEvaluator]:
     """An evaluator inside the model gate's job `label` (other sessions see it and wait per chunk), with a timer
-    that reports progress and checks cancellation."""
+    that reports progress and checks cancellation ("`what` was cancelled."); a refusal for memory says "`subject`
+    needs at least …"."""
     timer = WorkTimer(0, progress, should_cancel, model, what)
     with model.gate.job(label):
-        yield LogitDiffEvaluator(model, task, method, timer, path=path, chunk=chunk, what=what)
+        yield LogitDiffEvaluator(model, task, method, timer, path=path, chunk=chunk, subject=subject)
