@@ -59,7 +59,7 @@ def test_json_has_the_documented_fields_and_feeds_the_app(tiny_model, tiny_model
     # the app's path finds it: same model, same dataset, method, threshold and passes option
     encoded = prepare_dataset(tiny_model, load_dataset_file(ordered_csv))
     stored = load_circuit(tiny_model, encoded, "mean", 99.0, False, cache=ResultsCache(tmp_path / "results"))
-    assert stored is not None and sorted(stored.heads) == sorted(map(tuple, out["heads"]))
+    assert stored is not None and sorted((h.layer, h.head) for h in stored.heads) == sorted(map(tuple, out["heads"]))
     again = json.loads(_cli("--dataset", str(ordered_csv), "--threshold", "99", "--model", str(tiny_model_dir),
                             "--json", cache_dir=tmp_path).stdout)
     assert again["cached"] is True and again["heads"] == out["heads"]
