@@ -114,3 +114,20 @@ def task_dataset(model) -> Dataset | None:
     st.session_state[CHOSEN] = (dataset.content_hash, {"task": task, "n": int(n_prompts), "seed": int(seed),
                                                        "step": step})
     return dataset
+
+
+def encoded_choice(model, dataset: Dataset | None, upload_key: str | None):
+    """The chosen prompts encoded for the model (None when there are none or they are refused, the reason shown) and
+    whether the page was refused its inputs (an upload error or an encoding error: no "press Run" hint below it)."""
+    from headscope.ablation import prepare_dataset
+
+    refused = upload_key is not None and upload_failed(upload_key)  # its message is shown already
+    if dataset is None:
+        return None, refused
+    try:
+        encoded = prepare_dataset(model, dataset)
+    except HeadscopeError as error:
+        st.error(md(str(error)))
+        return None, True
+    remember_choice(dataset, encoded.dataset)
+    return encoded, refused

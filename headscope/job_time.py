@@ -122,8 +122,10 @@ def sweep_work(n_layers: int, n_heads: int, rows: int, seq_len: int, corrupted_r
     return float(rows * seq_len * (components_from_layer + (1 + corrupted_runs) * n_layers))
 
 
-def sweep_estimate(model: Backend, encoded, method: str, estimate: bool) -> JobEstimate | None:
-    """The exact sweep's (or the attribution estimate's) expected duration; None where it cannot be measured."""
+def _estimate(model: Backend, encoded, method: str, estimate: bool, jobs: tuple[str, str],
+              exact_factor: float) -> JobEstimate | None:
+    """A sweep-shaped job's expected duration: the attribution estimate (jobs[0]) or `exact_factor` times an exact
+    sweep's work (jobs[1]); None where a block's cost cannot be measured."""
     info = model.info
     rows, seq_len = _distinct_rows(encoded), int(encoded.seq_len)
     cost = block_seconds(model, seq_len)
@@ -131,24 +133,18 @@ def sweep_estimate(model: Backend, encoded, method: str, estimate: bool) -> JobE
         return None
     if estimate:
         work = float(rows * seq_len * info.n_layers)
-        return JobEstimate("the instant estimate (attribution)", work * cost * ATTRIBUTION_FACTOR, work, cost, rows,
-                           seq_len)
+        return JobEstimate(jobs[0], work * cost * ATTRIBUTION_FACTOR, work, cost, rows, seq_len)
     work = sweep_work(info.n_layers, info.n_heads, rows, seq_len, corrupted_runs=0 if method == "zero" else 1)
-    return JobEstimate("the exact sweep", work * cost, work, cost, rows, seq_len)
+    return JobEstimate(jobs[1], work * cost * exact_factor, work, cost, rows, seq_len)
+
+
+def sweep_estimate(model: Backend, encoded, method: str, estimate: bool) -> JobEstimate | None:
+    """The exact sweep's (or the attribution estimate's) expected duration; None where it cannot be measured."""
+    return _estimate(model, encoded, method, estimate, ("the instant estimate (attribution)", "the exact sweep"), 1.0)
 
 
 def circuit_estimate(model: Backend, encoded, method: str, one_pass: bool, estimate: bool) -> JobEstimate | None:
     """The circuit search's expected duration (its number of passes is not known before it runs: the factor is that
     of a typical search); None where it cannot be measured."""
-    info = model.info
-    rows, seq_len = _distinct_rows(encoded), int(encoded.seq_len)
-    cost = block_seconds(model, seq_len)
-    if cost is None:
-        return None
-    if estimate:
-        work = float(rows * seq_len * info.n_layers)
-        return JobEstimate("the instant circuit estimate", work * cost * ATTRIBUTION_FACTOR, work, cost, rows,
-                           seq_len)
-    work = sweep_work(info.n_layers, info.n_heads, rows, seq_len, corrupted_runs=0 if method == "zero" else 1)
-    factor = ONE_PASS_CIRCUIT_FACTOR if one_pass else CIRCUIT_FACTOR
-    return JobEstimate("the circuit search", work * cost * factor, work, cost, rows, seq_len)
+    return _estimate(model, encoded, method, estimate, ("the instant circuit estimate", "the circuit search"),
+                     ONE_PASS_CIRCUIT_FACTOR if one_pass else CIRCUIT_FACTOR)

@@ -23,9 +23,8 @@ from components.datasets import (
     BUILT_IN,
     UPLOAD,
     chosen_prompts,
-    remember_choice,
+    encoded_choice,
     task_dataset,
-    upload_failed,
     uploaded_dataset,
 )
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
@@ -34,7 +33,7 @@ from components.model_state import active_request, require_model
 from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, set_url_value, task_arguments, url_value
 from components.text import md, plural, quoted
-from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, prepare_dataset, run_sweep
+from headscope.ablation import CACHE_KIND, METHODS, cached_sweeps, load_sweep, run_sweep
 from headscope.api import call_code, notebook_code
 from headscope.errors import HeadscopeError
 from headscope.figures import sweep_figure
@@ -74,15 +73,7 @@ with controls():
     only_correct = st.checkbox("Only prompts the model gets right", value=False, key="only_correct", **BOUND,
                                help="top-1 is the correct answer and P(correct) > 2·P(incorrect)")
 
-    encoded = None
-    refused = source == UPLOAD and upload_failed("ab_upload")  # its message is shown: no hint below it
-    if dataset is not None:
-        try:
-            encoded = prepare_dataset(model, dataset)
-            remember_choice(dataset, encoded.dataset)
-        except HeadscopeError as error:
-            st.error(md(str(error)))
-            refused = True
+    encoded, refused = encoded_choice(model, dataset, "ab_upload" if source == UPLOAD else None)
 
     # An uploaded dataset is named in the URL by its name and content hash: a link opens its sweep from the cache.
     linked_hash = None

@@ -20,9 +20,8 @@ from components.datasets import (
     BUILT_IN,
     UPLOAD,
     chosen_prompts,
-    remember_choice,
+    encoded_choice,
     task_dataset,
-    upload_failed,
     uploaded_dataset,
 )
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
@@ -31,7 +30,7 @@ from components.model_state import active_request, require_model
 from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, set_url_value, task_arguments, url_value
 from components.text import md, plural
-from headscope.ablation import METHODS, prepare_dataset
+from headscope.ablation import METHODS
 from headscope.api import call_code, notebook_code
 from headscope.circuit import (
     CACHE_KIND,
@@ -75,15 +74,7 @@ with controls():
         one_pass = st.checkbox("One pass only", value=False, key="one_pass", **BOUND,
                                help="stop after the first pass instead of repeating passes until one removes nothing")
 
-    encoded = None
-    refused = source == UPLOAD and upload_failed("ci_upload")  # its message is shown: no hint below it
-    if dataset is not None:
-        try:
-            encoded = prepare_dataset(model, dataset)
-            remember_choice(dataset, encoded.dataset)
-        except HeadscopeError as error:
-            st.error(md(str(error)))
-            refused = True
+    encoded, refused = encoded_choice(model, dataset, "ci_upload" if source == UPLOAD else None)
 
     buttons = st.container(horizontal=True, wrap=True)  # each button as wide as its label, wrapping: never cut
     run_col = estimate_col = clear_col = buttons
