@@ -45,8 +45,8 @@ def timing_metric(column, seconds: float, cached: bool, key: dict | None) -> Non
         return
     device = (key or {}).get("device")
     column.metric("Computed in", f"{seconds:.1f} s", "cached", delta_color="off", delta_arrow="off",
-                  help=f"Computed in {seconds:.1f} s{f' on {device}' if device else ''}; read back from the results "
-                       "cache now.")
+                  help=md(f"Computed in {seconds:.1f} s{f' on {device}' if device else ''}; read back from the "
+                          "results cache now."))
 
 
 def top_effects_frame(result: SweepResult, heads_per_kv: int, k: int = 12) -> pd.DataFrame:

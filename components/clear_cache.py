@@ -32,8 +32,8 @@ def clear_cached_button(container, cache: ResultsCache, kind: str, model, noun: 
     name = model.info.name
     allowed, why_not = clearing_allowed()
     asking = f"{key}_confirm"
-    container.button(f"Clear this model's cached {noun}s…", key=key, disabled=not allowed,
-                     help=why_not or f"Removes the cached {noun}s of {name} only, after asking.",
+    container.button(md(f"Clear this model's cached {noun}s…"), key=key, disabled=not allowed,
+                     help=md(why_not or f"Removes the cached {noun}s of {name} only, after asking."),
                      on_click=lambda: st.session_state.update({asking: True}))
     if not allowed or not st.session_state.get(asking):
         return

@@ -75,7 +75,7 @@ def presenting() -> bool:
 def controls(label: str = "Controls") -> Iterator[Any]:
     """The block of a page's inputs: as it is normally, in a folded expander in presentation mode."""
     if presenting():
-        with st.expander(label, expanded=False, icon=":material/tune:") as box:
+        with st.expander(md(label), expanded=False, icon=":material/tune:") as box:
             yield box
     else:
         with st.container() as box:

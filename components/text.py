@@ -81,3 +81,10 @@ def plain(text: object) -> str:
     """`text` for places Streamlit shows as plain text (selectbox options, st.text, table cells): only invisible
     characters need revealing there."""
     return reveal_invisible(str(text))
+
+
+def md_list(items: tuple[str, ...] | list[str]) -> str:
+    """Several texts as one Markdown list, each through md (one amber box, not a stack of them); one as itself."""
+    if len(items) == 1:
+        return md(items[0])
+    return "\n".join(f"- {md(item)}" for item in items)

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from components.text import md, plain, plotly_text
+from components.text import md, md_list, plain, plotly_text
 from headscope.predict import AnswerReport, Prediction, PromptAnalysis
 
 STRIP_CSS = """
@@ -158,15 +158,8 @@ def answer_panel(label: str, report: AnswerReport) -> None:
     )
 
 
-def warning_list(warnings: tuple[str, ...] | list[str]) -> str:
-    """Several warnings as one Markdown list (one amber box, not a stack of them); a single one as itself."""
-    if len(warnings) == 1:
-        return md(warnings[0])
-    return "\n".join(f"- {md(warning)}" for warning in warnings)
-
-
 def diagnostics(analysis: PromptAnalysis) -> None:
     if analysis.warnings:  # one box, however many there are (a prompt could stack six)
-        st.warning(warning_list(analysis.warnings), icon=":material/warning:")
+        st.warning(md_list(analysis.warnings), icon=":material/warning:")
     for note in analysis.notes:
         st.caption(":material/info: " + md(note))

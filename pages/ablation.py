@@ -150,7 +150,7 @@ copy_link(link_col, notebook_code(active_request(), call_code(
 if result is None:
     if not refused:  # under an error message, a hint to press Run would only repeat that nothing can run
         first = "Choose a task" if source == BUILT_IN else "Upload a dataset"
-        st.info(f"{first} and press **Run exact sweep** (or the instant estimate). Results are cached on disk, so "
+        st.info(f"{md(first)} and press **Run exact sweep** (or the instant estimate). Results are cached on disk, so "
                 "a sweep precomputed with `python -m headscope ablate` appears here at once.")
     st.stop()
 

@@ -125,7 +125,7 @@ if result is None:
 
 if result is None and not refused:
     first = "Choose a task" if source == BUILT_IN else "Upload a dataset"
-    st.info(f"{first} and press **Find circuit** (or the instant estimate). Circuits are cached on disk, so one "
+    st.info(f"{md(first)} and press **Find circuit** (or the instant estimate). Circuits are cached on disk, so one "
             "precomputed with `python -m headscope circuit` appears here at once.")
 elif result is not None:
     if result.estimate:

@@ -112,7 +112,7 @@ def test_threshold_is_a_percentage(bad):
 def test_the_compare_table_has_no_empty_cells():
     # seen: a literal None in the only-A / only-B cells (one column per circuit, empty in every other row)
     from components.circuit_view import counts_frame
-    from headscope.circuit import CircuitSet, compare_circuits
+    from headscope.circuit_compare import CircuitSet, compare_circuits
 
     a = CircuitSet("a", frozenset({(0, 1), (1, 2)}), frozenset({0}), 2, 4)
     b = CircuitSet("b", frozenset({(1, 2), (1, 3)}), frozenset(), 2, 4)

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = sorted([*REPO.glob("pages/*.py"), *REPO.glob("components/*.py"), REPO / "app.py"])
-SAFE_HELPERS = {"md", "md_code", "quoted", "plural"}
+SAFE_HELPERS = {"md", "md_code", "md_list", "quoted", "plural"}
 
 # Streamlit calls whose text arguments are Markdown: positional indices and keyword names.
 MARKDOWN_CALLS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
