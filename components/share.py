@@ -23,6 +23,7 @@ PROMPT = "prompt"  # the prompt box's key, and its URL parameter while the promp
 PROMPT_ID = "prompt_id"  # the URL parameter naming a long prompt stored in the results cache
 PROMPT_KIND = "prompt-texts"  # results-cache kind of those prompts, keyed by their content hash
 LONG_LINK_CHARS = 2_000  # a prompt longer than this in the URL (encoded) goes by its hash: proxies refuse ~8 KB URLs
+_TEXT = "_hs_prompt_text"  # the prompt box's text, kept across page switches (the widget's own state is not)
 _IN_URL = "_hs_prompt_in_url"  # (prompt, prompt_id) as this session last wrote them to the URL
 
 
@@ -124,8 +125,12 @@ def prompt_box(target: Any, default: str, **widget_args: Any) -> str:
                               "server's results cache: paste the prompt instead."), icon=":material/link_off:")
         if text is not None:
             st.session_state[PROMPT] = text
-    st.session_state.setdefault(PROMPT, default)
-    text = target.text_area("Prompt", key=PROMPT, persist_state="session", **widget_args)
+    # the text is kept under a key of its own too: a page switch removes the other page's widget state, and the box
+    # is then filled from that copy (or the page's default), set before the widget is made
+    current = st.session_state.get(PROMPT)
+    st.session_state[PROMPT] = current if isinstance(current, str) else st.session_state.get(_TEXT, default)
+    text = target.text_area("Prompt", key=PROMPT, **widget_args)
+    st.session_state[_TEXT] = text
     _write_prompt(text, default)
     return text
 
