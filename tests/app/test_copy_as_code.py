@@ -9,19 +9,12 @@ from streamlit.testing.v1 import AppTest
 import headscope as hs
 from headscope.api import Model
 from headscope.loading import ModelRequest
-
-TIMEOUT = 300
+from tests.app.linked import TIMEOUT, open_page
 
 
 @pytest.fixture(autouse=True)
 def private_results(tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path / "results"))
-
-
-def _open(path: str, params: dict[str, str]) -> AppTest:
-    app = AppTest.from_file(f"../../{path}", default_timeout=TIMEOUT)
-    app.query_params.update(params)
-    return app.run()
 
 
 def _cell(app: AppTest) -> str:
@@ -44,7 +37,7 @@ def _run_cell(cell: str, embedded_model) -> object:
 def test_the_prompt_testers_code_gives_its_numbers(embedded_model):
     params = {"prompt": 'Monday "Tuesday" Wednesday', "answer": " Thursday", "contrast": " Friday", "top_k": "7",
               "position": "2"}
-    app = _open("pages/prompt_tester.py", params)
+    app = open_page("pages/prompt_tester.py", params)
     assert not app.exception and not app.error
     cell = _cell(app)
     assert cell.splitlines()[-1] == ("model.tokens('Monday \"Tuesday\" Wednesday', answer=' Thursday', "
@@ -57,7 +50,7 @@ def test_the_prompt_testers_code_gives_its_numbers(embedded_model):
 
 
 def test_the_ablation_pages_code_opens_its_sweep_from_the_cache(embedded_model):
-    app = _open("pages/ablation.py", {"n": "3", "seed": "1", "method": "zero"})
+    app = open_page("pages/ablation.py", {"n": "3", "seed": "1", "method": "zero"})
     app.button(key="ab_preview").click().run(timeout=TIMEOUT)
     assert not app.exception and not app.error
     cell = _cell(app)
