@@ -7,6 +7,11 @@ which have one layout for every architecture (GPT-2's Conv1D stores its matrices
 
 The fast path (`block_runner`) runs `bridge.blocks[L]` one at a time. It is offered only when, at load, a short input
 run block by block gives the bridge's own full-forward logits; otherwise the engines use the general path.
+
+This module holds the primitives; the backend's other jobs are objects of their own: `bridge_setup.LazyBridge` (the
+bridge made on first need or on a thread), `bridge_checks.RouteChecks` (the load-time checks, each fallback with its
+reason), `bridge_routes` (the native-attention route and the mid-forward hand-over), `bridge_hooks.module_hooks`,
+`bridge_patterns` and `bridge_weights.BridgeView` (the weights as `weights.py` reads them).
 """
 
 from __future__ import annotations

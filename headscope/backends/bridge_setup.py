@@ -35,7 +35,7 @@ class LazyBridge:
         self.bridge: Any | None = None  # set but not `ready` only while this very thread runs adopt
         self.ready = False  # the bridge made and adopted
         self.error: ModelLoadError | None = None
-        self._thread: threading.Thread | None = None
+        self.thread: threading.Thread | None = None  # the background set-up, once started
         self._thread_lock = threading.Lock()
 
     def get(self) -> Any:
@@ -70,7 +70,7 @@ class LazyBridge:
 
     def prepare_in_background(self) -> None:
         with self._thread_lock:  # several sessions may ask at once: one thread
-            if self.ready or self.error is not None or self._thread is not None:
+            if self.ready or self.error is not None or self.thread is not None:
                 return
 
             def boot() -> None:
@@ -81,8 +81,8 @@ class LazyBridge:
             # torch while the thread is in the middle of a forward
             # daemon=False said outright: a thread inherits its starter's flag, and Streamlit's script threads are
             # daemons (the process then aborted, "terminate called without an active exception", on SIGTERM)
-            self._thread = threading.Thread(target=boot, name=f"hooks for {self.name}", daemon=False)
-            self._thread.start()
+            self.thread = threading.Thread(target=boot, name=f"hooks for {self.name}", daemon=False)
+            self.thread.start()
 
 
 def identity_differences(config_read: ModelInfo, bridge_read: ModelInfo) -> list[str]:

@@ -185,6 +185,6 @@ def test_the_background_set_up_is_not_a_daemon_thread_even_when_started_from_one
     starter = threading.Thread(target=model.prepare_hooks_in_background, daemon=True)
     starter.start()
     starter.join()
-    assert model._booting is not None and model._booting.daemon is False
-    model._booting.join()
+    assert model.setup.thread is not None and model.setup.thread.daemon is False
+    model.setup.thread.join()
     assert model.hooks_ready
