@@ -44,6 +44,7 @@ class StandInNdif:
 
         self.model = model
         self.queue_seconds = queue_seconds
+        self.leave_queue = threading.Event()  # set: queued jobs start at once
         self.Status = Status
         self.jobs: dict[str, dict] = {}
         self.requests: list[tuple[str, str, dict]] = []  # (method, path, headers)
@@ -70,7 +71,7 @@ class StandInNdif:
 
         job = self.jobs[job_id]
         job["status"] = self.Status.QUEUED
-        time.sleep(self.queue_seconds)
+        self.leave_queue.wait(self.queue_seconds)
         with self.lock:
             job["status"] = self.Status.RUNNING
             if self.fail_with is not None:
@@ -261,13 +262,19 @@ def test_cancel_while_queued_stops_waiting_and_frees_the_model(tiny_pair):
         if "queued" in status.job:
             raise Cancelled("the user clicked Cancel")
 
-    ndif.queue_seconds = 1.2
+    ndif.queue_seconds = 600  # the job stays queued until the test lets it go
+    ndif.requests.clear()
     try:
-        started = time.perf_counter()
         with caller("session-a", on_wait=cancel), pytest.raises(Cancelled):
             remote.last_logits(_task().clean)
-        assert time.perf_counter() - started < 1.2  # gave up before the job left the queue
+        # the caller gave up while the job was still queued: it never asked for a result
+        assert [job["status"] for job in ndif.jobs.values()].count(ndif.Status.QUEUED) == 1
+        assert not any(path.startswith("/result") for _method, path, _headers in ndif.requests)
     finally:
         ndif.queue_seconds = 0.15
+        ndif.leave_queue.set()
+        while any(job["status"] == ndif.Status.QUEUED for job in ndif.jobs.values()):
+            time.sleep(0.01)
+        ndif.leave_queue.clear()
     assert not remote.gate.status().busy
     assert remote.last_logits(_task().clean).shape == (4, remote.info.vocab_size)  # the next request runs
