@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +40,8 @@ from headscope.methods import METHOD_NAMES
 from headscope.results_cache import ResultsCache, load_result, stored_or_computed, stored_results
 from headscope.serialize import NOT_STORED, from_payload, to_payload
 from headscope.tasks import Dataset, EncodedDataset, prepare_dataset, subset
+from headscope.units import UNIT_NAMES as UNIT_NAMES
+from headscope.units import get_unit
 
 if TYPE_CHECKING:
     from headscope.backends.base import Backend
@@ -48,46 +50,6 @@ METHODS = METHOD_NAMES
 ENGINE_VERSION = 3  # 3: exact sweeps keep per-prompt values and name their unit (older entries recompute)
 CACHE_KIND = "ablation"
 SweepProgress = Progress  # the name pages and the CLI use
-
-UnitName = Literal["head", "kv-group"]
-
-
-@dataclass(frozen=True)
-class SweepUnit:
-    """What one cell of a sweep ablates: one query head, or a whole KV group (the query heads sharing one key/value
-    head on a grouped-query model: heads g·r … g·r + r − 1 for r query heads per KV head)."""
-
-    name: UnitName
-    title: str
-    help: str
-
-    def width(self, n_heads: int, n_kv_heads: int) -> int:
-        """Query heads in one cell."""
-        return 1 if self.name == "head" else n_heads // n_kv_heads
-
-    def cells(self, n_heads: int, n_kv_heads: int) -> int:
-        """Cells per layer."""
-        return n_heads // self.width(n_heads, n_kv_heads)
-
-
-SWEEP_UNITS: dict[str, SweepUnit] = {
-    unit.name: unit
-    for unit in (
-        SweepUnit("head", "Query head", "each query head ablated alone"),
-        SweepUnit("kv-group", "KV group",
-                  "the query heads sharing one key/value head ablated together (grouped-query models)"),
-    )
-}
-UNIT_NAMES: tuple[str, ...] = tuple(SWEEP_UNITS)
-
-
-def get_unit(name: str) -> SweepUnit:
-    """The sweep unit called `name`, or an InputError listing the known ones."""
-    try:
-        return SWEEP_UNITS[name]
-    except KeyError:
-        raise InputError(f"Unknown unit {name!r}: choose one of {', '.join(UNIT_NAMES)}.") from None
-
 
 @dataclass(frozen=True)
 class SweepResult:

@@ -127,9 +127,9 @@ def test_the_nnsight_backend_and_its_remote_dry_run_give_the_same_per_prompt_val
     encoded = prepare_dataset(tiny_model, build_task_dataset("digits", 5, seed=4, model=tiny_model))
     info = tiny_model.info
     heads = [Component(layer, head) for layer in range(info.n_layers) for head in range(info.n_heads)]
-    _, rows, expected, _, expected_clean = _evaluated(tiny_model, encoded, heads, "fast")
+    _, _, expected, _, expected_clean = _evaluated(tiny_model, encoded, heads, "fast")
     assert np.ptp(expected, axis=1).max() > 1e-2
     for backend in (local, local.with_mode("simulate")):
-        _, _, per_task, summed, clean = _evaluated(backend, encoded, heads, "general")
+        _, _, per_task, _, clean = _evaluated(backend, encoded, heads, "general")
         np.testing.assert_allclose(per_task, expected, atol=1e-5, rtol=1e-5)  # LDs ~1, float32
         np.testing.assert_allclose(clean, expected_clean, atol=1e-5, rtol=1e-5)
