@@ -210,29 +210,9 @@ def sweep_cells(n_layers: int, n_heads: int, n_kv_heads: int, unit: str = "head"
 # The exact engine
 
 
-def exact_sweep(
-    model: Backend,
-    encoded: EncodedDataset,
-    method: str,
-    *,
-    include_mlp: bool = True,
-    chunk: int | None = None,
-    deduplicate: bool = True,
-    path: str = "auto",
-    progress: ProgressCallback | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-    unit: str = "head",
-) -> SweepNumbers:
-    """Exact ablation of every head (and MLP), one at a time: one group per component, joining at its layer.
-
-    path "auto" takes the backend's fast path (one pass over the layers, headscope.engine) where it offers one, else
-    the general path (batched full forwards, one batch per layer); "fast" and "general" force one. `chunk` caps the
-    number of ablations in one batch (default: what fits the memory budget). unit "kv-group" ablates each KV
-    group's query heads together (ablated_ld[layer, kv group]).
-    """
-    return exact_sweep_per_prompt(model, encoded, method, include_mlp=include_mlp, chunk=chunk,
-                                  deduplicate=deduplicate, path=path, progress=progress,
-                                  should_cancel=should_cancel, unit=unit)[0]
+def exact_sweep(model: Backend, encoded: EncodedDataset, method: str, **options: Any) -> SweepNumbers:
+    """Exact ablation of every head (and MLP), one at a time: exact_sweep_per_prompt's means (same options)."""
+    return exact_sweep_per_prompt(model, encoded, method, **options)[0]
 
 
 def exact_sweep_per_prompt(
@@ -248,7 +228,14 @@ def exact_sweep_per_prompt(
     should_cancel: Callable[[], bool] | None = None,
     unit: str = "head",
 ) -> tuple[SweepNumbers, PromptNumbers]:
-    """exact_sweep and each dataset prompt's own LDs (a repeated prompt computed once, its values repeated)."""
+    """Exact ablation of every cell (and MLP), one at a time: one group per cell, joining at its layer; the means
+    and each dataset prompt's own LDs (a repeated prompt computed once, its values repeated).
+
+    path "auto" takes the backend's fast path (one pass over the layers, headscope.engine) where it offers one, else
+    the general path (batched full forwards, one batch per layer); "fast" and "general" force one. `chunk` caps the
+    number of ablations in one batch (default: what fits the memory budget). unit "kv-group" ablates each KV
+    group's query heads together (ablated_ld[layer, kv group]).
+    """
     spec = check_method(method, encoded)
     info = model.info
     task = logit_diff_task(encoded, spec, deduplicate)

@@ -88,9 +88,12 @@ class RankingConfidence:
 
 
 def _top_k(magnitude: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest entries of each row of magnitude[row, cell] (NaN last; ties by index)."""
+    """Indices of the k largest entries of each row of magnitude[row, cell], in no order (NaN never before a
+    number). A partition, not a sort: 1,000 resamples of 5,120 heads take a fraction of a second."""
     ordered = np.where(np.isnan(magnitude), -np.inf, magnitude)
-    return np.argsort(-ordered, axis=-1, kind="stable")[..., :k]
+    if k >= ordered.shape[-1]:
+        return np.broadcast_to(np.arange(ordered.shape[-1]), ordered.shape)
+    return np.argpartition(-ordered, k - 1, axis=-1)[..., :k]
 
 
 def ranking_confidence(values: np.ndarray, *, k: int = DEFAULT_TOP_K, resamples: int = DEFAULT_RESAMPLES,

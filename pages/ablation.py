@@ -150,7 +150,7 @@ shape = (result.n_layers, result.n_heads) if result is not None else (info.n_lay
 selected = url_value("head", SELECTED, lambda text: parse_head(text, *shape), show_head)
 copy_link(link_col, notebook_code(active_request(), call_code(
     "sweep", **task_arguments(source == BUILT_IN, dataset.name if dataset is not None else None),
-    method=method, only_correct=only_correct or None,
+    method=method, only_correct=only_correct or None, unit=None if unit == "head" else unit,
     estimate=True if result is not None and result.estimate else None)))
 
 if result is None:
