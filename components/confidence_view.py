@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from components.presentation import present_figure
+from components.text import md
 from headscope.ablation import SweepResult
 from headscope.confidence import (
     DEFAULT_TOP_K,
@@ -80,18 +81,18 @@ def confidence_section(result: SweepResult) -> None:
     crossing = int(frame["crosses 0"].sum())
     stable = int((confidence.stability.frequency >= 0.9).sum())
     cols = st.columns(3)
-    cols[0].metric("Resamples", f"{confidence.intervals.resamples:d}", help=confidence.intervals.how)
+    cols[0].metric("Resamples", f"{confidence.intervals.resamples:d}", help=md(confidence.intervals.how))
     cols[1].metric("Listed cells crossing 0", f"{crossing:d} of {len(frame):d}",
                    help="cells among those listed whose 95% interval reaches no effect")
-    cols[2].metric(f"Stable in the top-{DEFAULT_TOP_K}", f"{stable:d}",
-                   help=f"cells in the top-{DEFAULT_TOP_K} in at least 90% of resamples")
+    cols[2].metric(f"Stable in the top-{DEFAULT_TOP_K:d}", f"{stable:d}",
+                   help=f"cells in the top-{DEFAULT_TOP_K:d} in at least 90% of resamples")
     chart_col, table_col = st.columns([1, 1])
     with chart_col:
         st.plotly_chart(present_figure(intervals_figure(frame, confidence.intervals.how)), key="ab_intervals",
                         config={"displaylogo": False})
     with table_col:
         st.dataframe(frame, hide_index=True, width="stretch", column_config=INTERVAL_COLUMNS, key="ab_interval_table")
-        st.caption(f"{confidence.intervals.how}. Grey points and ticked rows: the interval reaches 0.")
+        st.caption(md(f"{confidence.intervals.how}. Grey points and ticked rows: the interval reaches 0."))
 
 
 def agreement_figure(estimate: SweepResult, exact: SweepResult, agreement: EstimateAgreement) -> go.Figure:

@@ -196,7 +196,7 @@ with detail_col:
     elif result.unit == "kv-group":
         layer, group = selected.layer, selected.head
         per_kv = info.n_heads // info.n_kv_heads
-        st.markdown(f"**KV group {result.cell_label(layer, group)}** (query heads {group * per_kv:d}–"
+        st.markdown(f"**KV group {layer:d}.kv{group:d}** (query heads {group * per_kv:d}–"
                     f"{(group + 1) * per_kv - 1:d} ablated together): ablated LD "
                     f"{result.ablated_ld[layer, group]:.3f}, {result.percent_of_clean[layer, group]:.1f}% of clean, "
                     f"change {result.change[layer, group]:+.3f}")
