@@ -6,6 +6,7 @@ the page shows the numbers headscope.confidence computes from the sweep it shows
 import pytest
 
 from headscope.confidence import estimate_agreement, ranking_confidence
+from tests.shown import shown
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +27,7 @@ def test_kv_group_sweep_shows_intervals_stability_and_estimate_vs_exact(run_page
     app.button(key="ab_preview").click().run(timeout=300)
     assert not app.exception and not app.error
     # the estimate has no per-prompt values: the page says so instead of intervals
-    assert any("Intervals need each prompt's own LD" in c.value for c in app.caption)
+    assert any("Intervals need each prompt's own LD" in shown(c.value) for c in app.caption)
     app.button(key="ab_run").click().run(timeout=600)
     assert not app.exception and not app.error
     result = app.session_state["ab_result"][1]
@@ -44,7 +45,7 @@ def test_kv_group_sweep_shows_intervals_stability_and_estimate_vs_exact(run_page
         assert row["in top-10"] == pytest.approx(expected.stability.frequency[layer, group], abs=1e-9)
         assert row["crosses 0"] == bool(expected.intervals.crosses_zero[layer, group])
     assert {m.label: m.value for m in app.metric}["Resamples"] == "1000"
-    assert any("1000 resamples, seed 0" in c.value for c in app.caption)
+    assert any("over 3 prompts, 1000 resamples, seed 0." in shown(c.value) for c in app.caption)
 
     # estimate vs exact: both sweeps are in the cache now, so the scatter and Spearman's ρ show
     from headscope.ablation import load_sweep, prepare_dataset
