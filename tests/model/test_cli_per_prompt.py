@@ -56,3 +56,21 @@ def test_per_prompt_json_and_kv_groups(capsys, tiny_model_dir, tmp_path, monkeyp
 ])
 def test_bad_combinations_are_one_line(capsys, argv, message):
     assert message in one_line_error(capsys, ["ablate", "--task", "digits", *argv])
+
+
+def test_the_notebook_api_gives_a_sweeps_confidence(tiny_model, tiny_model_dir, tmp_path, monkeypatch):
+    from headscope.api import Model
+    from headscope.confidence import ranking_confidence
+    from headscope.errors import InputError
+    from headscope.loading import ModelRequest
+
+    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path))
+    model = Model(tiny_model, ModelRequest(str(tiny_model_dir), device="cpu"))
+    sweep = model.sweep(task="digits", n_prompts=4, method="zero", unit="kv-group")
+    assert sweep.result.unit == "kv-group" and sweep.result.ablated_ld.shape == (3, 2)
+    got = sweep.confidence(k=3, resamples=200, seed=5)
+    expected = ranking_confidence(sweep.result.per_prompt_change, k=3, resamples=200, seed=5)
+    assert np.array_equal(got.intervals.low, expected.intervals.low)
+    assert got.stability.k == 3 and got.intervals.seed == 5
+    with pytest.raises(InputError, match="no per-prompt values"):
+        model.sweep(task="digits", n_prompts=4, method="zero", estimate=True).confidence()
