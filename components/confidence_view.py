@@ -51,6 +51,17 @@ def intervals_frame(result: SweepResult, confidence: RankingConfidence, rows: in
     return pd.DataFrame(out)
 
 
+def intervals_csv(result: SweepResult, confidence: RankingConfidence) -> str:
+    """Every cell's interval and top-10 stability, one row each, how they were drawn in a comment line."""
+    intervals, stability = confidence.intervals, confidence.stability
+    rows = [{"layer": layer, "cell": result.cell_label(layer, index), "change": intervals.mean[layer, index],
+             "low": intervals.low[layer, index], "high": intervals.high[layer, index],
+             "crosses_zero": bool(intervals.crosses_zero[layer, index]),
+             "in_top_10": stability.frequency[layer, index]}
+            for layer in range(result.n_layers) for index in range(result.n_heads)]
+    return f"# {result.label}; {intervals.how}\n" + pd.DataFrame(rows).to_csv(index=False)
+
+
 def intervals_figure(frame: pd.DataFrame, how: str) -> go.Figure:
     """Each listed cell's mean change with its interval as an error bar; grey where the interval reaches 0."""
     colors = ["#9e9e9e" if crosses else "#1f77b4" for crosses in frame["crosses 0"]]
@@ -93,6 +104,9 @@ def confidence_section(result: SweepResult) -> None:
     with table_col:
         st.dataframe(frame, hide_index=True, width="stretch", column_config=INTERVAL_COLUMNS, key="ab_interval_table")
         st.caption(md(f"{confidence.intervals.how}. Grey points and ticked rows: the interval reaches 0."))
+        st.download_button("Download intervals (CSV)", intervals_csv(result, confidence),
+                           file_name=f"intervals-{result.task}-{result.method}-{result.unit}.csv", mime="text/csv",
+                           key="ab_intervals_csv", on_click="ignore", icon=":material/table:")
 
 
 def agreement_figure(estimate: SweepResult, exact: SweepResult, agreement: EstimateAgreement) -> go.Figure:

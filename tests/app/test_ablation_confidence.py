@@ -46,6 +46,11 @@ def test_kv_group_sweep_shows_intervals_stability_and_estimate_vs_exact(run_page
         assert row["crosses 0"] == bool(expected.intervals.crosses_zero[layer, group])
     assert {m.label: m.value for m in app.metric}["Resamples"] == "1000"
     assert any("over 3 prompts, 1000 resamples, seed 0." in shown(c.value) for c in app.caption)
+    from components.confidence_view import intervals_csv
+
+    lines = intervals_csv(result, expected).splitlines()  # what the download button offers: every cell
+    assert lines[1] == "layer,cell,change,low,high,crosses_zero,in_top_10" and len(lines) == 2 + 30 * 3
+    assert any(b.label == "Download intervals (CSV)" for b in app.get("download_button"))
 
     # estimate vs exact: both sweeps are in the cache now, so the scatter and Spearman's ρ show
     from headscope.ablation import load_sweep, prepare_dataset
