@@ -55,7 +55,7 @@ def top_effects_frame(result: SweepResult, heads_per_kv: int, k: int = 12) -> pd
     for top in result.top_heads(k):
         layer, head = top.layer, top.head
         row = {
-            "head": f"{layer}.{head}",
+            "head": result.cell_label(layer, head),
             "KV": head // heads_per_kv,
             "ablated LD": round(float(result.ablated_ld[layer, head]), 3),
             "% of clean": round(float(result.percent_of_clean[layer, head]), 1),

@@ -33,21 +33,23 @@ from headscope.engine import (
     corrupted_ld,
     evaluation,
     logit_diff_task,
+    prompt_rows,
 )
 from headscope.errors import InputError
 from headscope.methods import METHOD_NAMES
 from headscope.results_cache import ResultsCache, load_result, stored_or_computed, stored_results
 from headscope.serialize import NOT_STORED, from_payload, to_payload
 from headscope.tasks import Dataset, EncodedDataset, prepare_dataset, subset
+from headscope.units import UNIT_NAMES as UNIT_NAMES
+from headscope.units import get_unit
 
 if TYPE_CHECKING:
     from headscope.backends.base import Backend
 
 METHODS = METHOD_NAMES
-ENGINE_VERSION = 2
+ENGINE_VERSION = 3  # 3: exact sweeps keep per-prompt values and name their unit (older entries recompute)
 CACHE_KIND = "ablation"
 SweepProgress = Progress  # the name pages and the CLI use
-
 
 @dataclass(frozen=True)
 class SweepResult:
@@ -67,6 +69,12 @@ class SweepResult:
     token_labels: tuple[str, ...] = ()
     first_prompt: str = ""
     notes: tuple[str, ...] = ()
+    unit: str = "head"  # "kv-group": ablated_ld[layer, kv group], each cell ablating the group's query heads
+    # each prompt's own LD (exact sweeps; None for estimates and results stored before they were kept):
+    # per_prompt_ld[prompt, layer, head], per_prompt_mlp_ld[prompt, layer], per_prompt_clean_ld[prompt]
+    per_prompt_ld: np.ndarray | None = None
+    per_prompt_mlp_ld: np.ndarray | None = None
+    per_prompt_clean_ld: np.ndarray | None = None
     cached: bool = False
     key: dict[str, Any] = field(default_factory=dict, metadata=NOT_STORED)
 
@@ -122,7 +130,19 @@ class SweepResult:
     @property
     def label(self) -> str:
         kind = "estimate" if self.estimate else "exact"
-        return f"{self.task} · {self.method} ablation · {self.n_prompts} prompts · {kind}"
+        unit = " · KV groups" if self.unit == "kv-group" else ""
+        return f"{self.task} · {self.method} ablation{unit} · {self.n_prompts} prompts · {kind}"
+
+    def cell_label(self, layer: int, index: int) -> str:
+        """A cell as the user reads it: head "5.2", or KV group "5.kv2"."""
+        return f"{layer}.kv{index}" if self.unit == "kv-group" else f"{layer}.{index}"
+
+    @property
+    def per_prompt_change(self) -> np.ndarray | None:
+        """change[prompt, layer, head] = each prompt's ablated LD − its clean LD (None without per-prompt values)."""
+        if self.per_prompt_ld is None or self.per_prompt_clean_ld is None:
+            return None
+        return self.per_prompt_ld - self.per_prompt_clean_ld[:, None, None]
 
     def top_heads(self, k: int) -> list[Component]:
         """The k heads whose ablation changes LD the most (either sign)."""
@@ -146,23 +166,56 @@ class SweepNumbers(NamedTuple):
     corrupt_ld: float | None
 
 
+class PromptNumbers(NamedTuple):
+    """The same per dataset prompt: ablated_ld[prompt, layer, head], mlp_ablated_ld[prompt, layer], clean_ld[prompt]."""
+
+    ablated_ld: np.ndarray
+    mlp_ablated_ld: np.ndarray
+    clean_ld: np.ndarray
+
+
+def _grids(cells: list[Component], lds: np.ndarray, n_layers: int, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """lds[cell, ...] laid out as ablated[layer, cell index, ...] and mlp[layer, ...] (NaN where not swept)."""
+    ablated = np.full((n_layers, n_cells, *lds.shape[1:]), np.nan)
+    mlp_ablated = np.full((n_layers, *lds.shape[1:]), np.nan)
+    for cell, value in zip(cells, lds, strict=True):
+        if cell.head is None:
+            mlp_ablated[cell.layer] = value
+        else:
+            ablated[cell.layer, cell.head] = value
+    return ablated, mlp_ablated
+
+
 def _numbers_from(components: list[Component], lds: np.ndarray, n_layers: int, n_heads: int,
                   clean_ld: float, corrupt: float | None) -> SweepNumbers:
-    ablated = np.full((n_layers, n_heads), np.nan)
-    mlp_ablated = np.full(n_layers, np.nan)
-    for component, value in zip(components, lds, strict=True):
-        if component.head is None:
-            mlp_ablated[component.layer] = value
-        else:
-            ablated[component.layer, component.head] = value
+    ablated, mlp_ablated = _grids(components, lds, n_layers, n_heads)
     return SweepNumbers(ablated, mlp_ablated, clean_ld, corrupt)
+
+
+def sweep_cells(n_layers: int, n_heads: int, n_kv_heads: int, unit: str = "head",
+                include_mlp: bool = True) -> list[tuple[Component, list[Component]]]:
+    """Each cell of a sweep (Component(layer, cell index), or the layer's MLP) with the components it ablates."""
+    spec = get_unit(unit)
+    width = spec.width(n_heads, n_kv_heads)
+    out: list[tuple[Component, list[Component]]] = []
+    for cell in every_component(n_layers, spec.cells(n_heads, n_kv_heads), include_mlp):
+        if cell.head is None:
+            out.append((cell, [cell]))
+        else:
+            out.append((cell, [Component(cell.layer, cell.head * width + k) for k in range(width)]))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The exact engine
 
 
-def exact_sweep(
+def exact_sweep(model: Backend, encoded: EncodedDataset, method: str, **options: Any) -> SweepNumbers:
+    """Exact ablation of every head (and MLP), one at a time: exact_sweep_per_prompt's means (same options)."""
+    return exact_sweep_per_prompt(model, encoded, method, **options)[0]
+
+
+def exact_sweep_per_prompt(
     model: Backend,
     encoded: EncodedDataset,
     method: str,
@@ -173,26 +226,37 @@ def exact_sweep(
     path: str = "auto",
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
-) -> SweepNumbers:
-    """Exact ablation of every head (and MLP), one at a time: one group per component, joining at its layer.
+    unit: str = "head",
+) -> tuple[SweepNumbers, PromptNumbers]:
+    """Exact ablation of every cell (and MLP), one at a time: one group per cell, joining at its layer; the means
+    and each dataset prompt's own LDs (a repeated prompt computed once, its values repeated).
 
     path "auto" takes the backend's fast path (one pass over the layers, headscope.engine) where it offers one, else
     the general path (batched full forwards, one batch per layer); "fast" and "general" force one. `chunk` caps the
-    number of ablations in one batch (default: what fits the memory budget).
+    number of ablations in one batch (default: what fits the memory budget). unit "kv-group" ablates each KV
+    group's query heads together (ablated_ld[layer, kv group]).
     """
     spec = check_method(method, encoded)
     info = model.info
     task = logit_diff_task(encoded, spec, deduplicate)
-    components = every_component(info.n_layers, info.n_heads, include_mlp)
+    cells = sweep_cells(info.n_layers, info.n_heads, info.n_kv_heads, unit, include_mlp)
+    n_cells = get_unit(unit).cells(info.n_heads, info.n_kv_heads)
     source = ValueSource(SourceKind(spec.source))
-    groups = [InterventionGroup.ablating([component], source) for component in components]
+    groups = [InterventionGroup.ablating(members, source) for _, members in cells]
     with evaluation(model, task, spec, label="an exact ablation sweep", what="The sweep", subject="An exact sweep",
                     path=path, chunk=chunk, progress=progress, should_cancel=should_cancel) as evaluator:
-        evaluator.timer.add_total(evaluator.setup_units + evaluator.cost([c.layer for c in components]))
-        lds = evaluator.evaluate_interventions(groups)  # each group joins at its component's layer
-        clean_ld = evaluator.clean_ld()  # the fast path computed it on the way
+        evaluator.timer.add_total(evaluator.setup_units + evaluator.cost([cell.layer for cell, _ in cells]))
+        # each group joins at its cell's layer; ld[group, task prompt]
+        per_prompt = evaluator.evaluate_per_prompt(evaluator.interventions_as_groups(groups))
+        clean = evaluator.clean_prompt_lds()  # the fast path computed it on the way
         corrupt = corrupted_ld(model, encoded)
-    return _numbers_from(components, lds, info.n_layers, info.n_heads, clean_ld, corrupt)
+    weights = task.weights.double().cpu().numpy()
+    cell_names = [cell for cell, _ in cells]
+    numbers = _numbers_from(cell_names, per_prompt @ weights, info.n_layers, n_cells, float(clean @ weights), corrupt)
+    rows = prompt_rows(encoded, spec, deduplicate)  # task row of each dataset prompt
+    ablated, mlp_ablated = _grids(cell_names, per_prompt[:, rows], info.n_layers, n_cells)
+    prompts = PromptNumbers(np.moveaxis(ablated, -1, 0), np.moveaxis(mlp_ablated, -1, 0), clean[rows])
+    return numbers, prompts
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -234,14 +298,18 @@ def naive_sweep(
 # Attribution patching: a first-order estimate from one forward and one backward pass
 
 
-def attribution_sweep(model: Backend, encoded: EncodedDataset, method: str) -> SweepNumbers:
-    """Estimate LD_ablated ≈ LD_clean + Σ (replacement − clean) · ∂LD/∂activation for every head and MLP."""
+def attribution_sweep(model: Backend, encoded: EncodedDataset, method: str, unit: str = "head") -> SweepNumbers:
+    """Estimate LD_ablated ≈ LD_clean + Σ (replacement − clean) · ∂LD/∂activation for every head and MLP. A KV group's
+    estimate is the sum of its heads' (first order: the effects of several edits add)."""
     spec = check_method(method, encoded)
     task = logit_diff_task(encoded, spec, deduplicate=True)
     with model.gate.job("an attribution estimate"):
         effects = model.attribution_effects(task, spec)
         corrupt = corrupted_ld(model, encoded)
-    return SweepNumbers(effects.head_effect + effects.clean_ld, effects.mlp_effect + effects.clean_ld,
+    info = model.info
+    width = get_unit(unit).width(info.n_heads, info.n_kv_heads)
+    head_effect = effects.head_effect.reshape(info.n_layers, -1, width).sum(-1)
+    return SweepNumbers(head_effect + effects.clean_ld, effects.mlp_effect + effects.clean_ld,
                         effects.clean_ld, corrupt)
 
 
@@ -268,7 +336,8 @@ def filter_correct(model: Backend, encoded: EncodedDataset) -> EncodedDataset:
                                  f"(top-1 correct, P(correct) > 2·P(incorrect)); dropped {dropped}.")
 
 
-def sweep_key(model: Backend, encoded: EncodedDataset, method: str, estimate: bool, only_correct: bool) -> dict:
+def sweep_key(model: Backend, encoded: EncodedDataset, method: str, estimate: bool, only_correct: bool,
+              unit: str = "head") -> dict:
     """Everything that changes a sweep's result."""
     return {
         **model.identity,
@@ -278,6 +347,7 @@ def sweep_key(model: Backend, encoded: EncodedDataset, method: str, estimate: bo
         "method": method,
         "metric": METRIC,
         "estimate": estimate,
+        "unit": unit,
         "engine": ENGINE_VERSION,
     }
 
@@ -289,9 +359,11 @@ def load_sweep(
     estimate: bool,
     only_correct: bool,
     cache: ResultsCache | None = None,
+    unit: str = "head",
 ) -> SweepResult | None:
     """The stored sweep for exactly this configuration, or None."""
-    return load_result(cache, CACHE_KIND, sweep_key(model, encoded, method, estimate, only_correct), SweepResult)
+    return load_result(cache, CACHE_KIND, sweep_key(model, encoded, method, estimate, only_correct, unit),
+                       SweepResult)
 
 
 def run_sweep(
@@ -305,28 +377,36 @@ def run_sweep(
     use_cache: bool = True,
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    unit: str = "head",
 ) -> SweepResult:
     """A whole sweep: from the results cache when it holds one for exactly this key, else computed and stored.
 
-    `dataset` may already be encoded for this model (the page encodes it to validate it before any run).
+    `dataset` may already be encoded for this model (the page encodes it to validate it before any run). An exact
+    sweep keeps each prompt's own LDs (per_prompt_*); `unit` "kv-group" ablates whole KV groups.
     """
     encoded = dataset if isinstance(dataset, EncodedDataset) else prepare_dataset(model, dataset)
     check_method(method, encoded)
-    key = sweep_key(model, encoded, method, estimate, only_correct)
+    get_unit(unit)
+    key = sweep_key(model, encoded, method, estimate, only_correct, unit)
 
     def compute() -> SweepResult:
         started = time.perf_counter()
         used = filter_correct(model, encoded) if only_correct else encoded
+        prompts: PromptNumbers | None = None
         if estimate:
-            numbers = attribution_sweep(model, used, method)
+            numbers = attribution_sweep(model, used, method, unit)
         else:
-            numbers = exact_sweep(model, used, method, progress=progress, should_cancel=should_cancel)
+            numbers, prompts = exact_sweep_per_prompt(model, used, method, progress=progress,
+                                                      should_cancel=should_cancel, unit=unit)
         return SweepResult(
             model=model.info.name, task=used.dataset.name, method=method, estimate=estimate,
             n_prompts=used.n_prompts, seq_len=used.seq_len, clean_ld=numbers.clean_ld, corrupt_ld=numbers.corrupt_ld,
             ablated_ld=numbers.ablated_ld, mlp_ablated_ld=numbers.mlp_ablated_ld,
             seconds=time.perf_counter() - started, token_labels=used.token_labels,
-            first_prompt=used.dataset.items[0].prompt, notes=(*used.dataset.notes, *used.warnings), key=key,
+            first_prompt=used.dataset.items[0].prompt, notes=(*used.dataset.notes, *used.warnings), unit=unit,
+            per_prompt_ld=None if prompts is None else prompts.ablated_ld,
+            per_prompt_mlp_ld=None if prompts is None else prompts.mlp_ablated_ld,
+            per_prompt_clean_ld=None if prompts is None else prompts.clean_ld, key=key,
         )
 
     return stored_or_computed(cache, CACHE_KIND, key, SweepResult, compute, use_cache=use_cache)

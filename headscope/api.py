@@ -127,16 +127,17 @@ class Model:
     def sweep(self, task: str | None = None, *, dataset: Any = None, method: str = "mean",
               n_prompts: int | None = None, seed: int | None = None, step: int | None = None,
               only_correct: bool = False, estimate: bool = False, use_cache: bool = True, name: str | None = None,
-              ) -> Sweep:
+              unit: str = "head") -> Sweep:
         """Every head and MLP ablated (`headscope ablate`): a built-in task or `dataset` (a file path or a
-        DataFrame; `name` names a DataFrame in the cache). From the results cache when it holds this sweep."""
+        DataFrame; `name` names a DataFrame in the cache). From the results cache when it holds this sweep.
+        unit "kv-group" ablates the query heads of each KV group together (`--unit kv-group`)."""
         from headscope.ablation import METHODS, run_sweep
 
         if method not in METHODS:
             raise InputError(f"Unknown ablation method {method!r}: choose zero, mean or resample.")
         data = self._dataset(task, dataset, n_prompts, seed, step, name)
         result = run_sweep(self.backend, data, method, estimate=estimate, only_correct=only_correct,
-                           use_cache=use_cache)
+                           use_cache=use_cache, unit=unit)
         return Sweep(result, self.info.backend)
 
     def circuit(self, task: str | None = None, *, dataset: Any = None, method: str = "mean",
@@ -296,6 +297,16 @@ class Sweep(_Shown):
         from headscope.figures import sweep_figure
 
         return sweep_figure(self.result, show, None if selected is None else _head(selected))
+
+    def confidence(self, k: int = 10, resamples: int = 1000, seed: int = 0):
+        """Bootstrap intervals of each cell's change and top-k stability over prompts (headscope.confidence); exact
+        sweeps only (they keep each prompt's LDs)."""
+        from headscope.confidence import ranking_confidence
+
+        change = self.result.per_prompt_change
+        if change is None:
+            raise InputError("This sweep has no per-prompt values: run the exact sweep (not the estimate).")
+        return ranking_confidence(change, k=k, resamples=resamples, seed=seed)
 
     def _summary(self) -> str:
         return f"{self.result.label}, clean LD {self.result.clean_ld:.3f}"

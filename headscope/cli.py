@@ -20,6 +20,7 @@ from headscope.durations import readable_duration, time_left
 from headscope.errors import HeadscopeError, InputError
 from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES, scores_help
 from headscope.methods import get_method, methods_help
+from headscope.units import UNIT_NAMES, units_help
 
 if TYPE_CHECKING:
     from headscope.backends.base import Backend
@@ -84,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep only prompts the model gets right (top-1 correct, P(correct) > 2·P(incorrect))")
     ablate.add_argument("--estimate", action="store_true",
                         help="attribution patching: an instant first-order estimate instead of exact ablation")
+    ablate.add_argument("--unit", choices=UNIT_NAMES, default="head",
+                        help=f"what one cell ablates: {units_help()} (default: head)")
+    ablate.add_argument("--per-prompt", action="store_true",
+                        help="each prompt's own LDs: --json adds per_prompt_ld (prompts × layers × heads), "
+                             "per_prompt_mlp_ld and per_prompt_clean_ld; the table adds 95%% bootstrap intervals "
+                             "and top-10 stability (1000 resamples, seed 0). Exact sweeps only")
     ablate.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
     ablate.add_argument("--no-time-limit", action="store_true",
                         help="run even when the job's estimated time exceeds HEADSCOPE_MAX_JOB_SECONDS")
@@ -245,15 +252,21 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from headscope.job_time import sweep_estimate
 
     get_method(args.method)  # an unknown method is refused before any model loads
+    if args.per_prompt and args.estimate:
+        raise InputError("--per-prompt needs the exact sweep: the estimate has no per-prompt values.")
     model, dataset = _model_and_dataset(args)
     encoded = prepare_dataset(model, dataset)
-    if args.no_cache or load_sweep(model, encoded, args.method, args.estimate, args.only_correct) is None:
+    if args.no_cache or load_sweep(model, encoded, args.method, args.estimate, args.only_correct,
+                                   unit=args.unit) is None:
         _check_time(args, lambda: sweep_estimate(model, encoded, args.method, args.estimate))
     result = run_sweep(model, encoded, args.method, estimate=args.estimate, only_correct=args.only_correct,
-                       use_cache=not args.no_cache, progress=_progress_printer(args))
+                       use_cache=not args.no_cache, progress=_progress_printer(args), unit=args.unit)
     _clear_progress(args)
     if args.json:
-        print(json.dumps(result.to_json() | {"backend": model.info.backend}))
+        payload = result.to_json() | {"backend": model.info.backend}
+        if not args.per_prompt:
+            payload = {name: value for name, value in payload.items() if not name.startswith("per_prompt_")}
+        print(json.dumps(payload))
         return 0
     kind = "attribution-patching ESTIMATE" if result.estimate else "exact"
     print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "
@@ -266,16 +279,38 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if result.caution:
         print(f"warning: {result.caution}")
-    print(f"\n{'head':>7}  {'ablated LD':>10}  {'% of clean':>10}  {'change':>8}")
+    print(f"\n{'head' if result.unit == 'head' else 'KV group':>8}  {'ablated LD':>10}  {'% of clean':>10}  "
+          f"{'change':>8}")
     for top in result.top_heads(10):
         layer, head = top.layer, top.head
-        print(f"{layer:>3}.{head:<3}  {result.ablated_ld[layer, head]:>10.3f}  "
+        print(f"{result.cell_label(layer, head):>8}  {result.ablated_ld[layer, head]:>10.3f}  "
               f"{result.percent_of_clean[layer, head]:>10.1f}  {result.change[layer, head]:>8.3f}")
     mlp_order = sorted(range(result.n_layers), key=lambda i: -abs(result.mlp_ablated_ld[i] - result.clean_ld))[:3]
     for layer in mlp_order:
         print(f"MLP{layer:<4}  {result.mlp_ablated_ld[layer]:>10.3f}  {result.mlp_percent_of_clean[layer]:>10.1f}  "
               f"{result.mlp_ablated_ld[layer] - result.clean_ld:>8.3f}")
+    if args.per_prompt:
+        _print_confidence(result)
     return 0
+
+
+def _print_confidence(result) -> None:
+    """The top-10 cells with their 95 % bootstrap interval of the change and how often each stays in the top-10."""
+    from headscope.confidence import ranking_confidence
+
+    change = result.per_prompt_change
+    if change is None:
+        print("\nno per-prompt values in this result: run it again with --no-cache")
+        return
+    confidence = ranking_confidence(change)
+    intervals, stability = confidence.intervals, confidence.stability
+    print(f"\nconfidence: {intervals.how}; top-{stability.k} stability = share of resamples in the top-{stability.k}")
+    print(f"{'cell':>8}  {'change':>8}  {'95% interval':>19}  {'in top-10':>9}")
+    for top in result.top_heads(10):
+        at = (top.layer, top.head)
+        flag = "  crosses 0" if intervals.crosses_zero[at] else ""
+        print(f"{result.cell_label(*at):>8}  {intervals.mean[at]:>8.3f}  [{intervals.low[at]:>7.3f}, "
+              f"{intervals.high[at]:>7.3f}]  {stability.frequency[at]:>8.0%}{flag}")
 
 
 def _check_time(args: argparse.Namespace, estimate) -> None:

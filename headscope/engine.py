@@ -215,19 +215,21 @@ def run_joined_groups(
     *,
     max_groups: int | None = None,
     timer: WorkTimer | None = None,
+    per_prompt: bool = False,
 ) -> np.ndarray:
     """ld[group] for groups that each join the pass at join_layers[group] from entries.entering(join_layer) and
     ablate, at every layer from there on, the components groups.heads[group] / groups.mlps[group] name.
 
     Rows of a group are the P prompts of the entry residual; answer_ids[P, 2] (correct, incorrect) and weights[P]
     (summing to 1) make its LD. Groups are processed in chunks of at most `max_groups` (default: what fits).
+    per_prompt: ld[group, prompt] instead, each prompt's own logit difference (unweighted).
     """
     n_layers = model.info.n_layers
     entry0 = entries.entering(0)
     n_prompts, seq_len = int(entry0.shape[0]), int(entry0.shape[1])
     order = sorted(range(len(groups)), key=lambda g: join_layers[g])
     per_chunk = max_groups or groups_per_chunk(model, n_prompts, seq_len, len(groups))
-    out = np.zeros(len(groups))
+    out = np.zeros((len(groups), n_prompts) if per_prompt else len(groups))
     device = entry0.device
     weights = weights.to(device, torch.float32)
     for start in range(0, len(order), per_chunk):
@@ -266,7 +268,7 @@ def run_joined_groups(
             with model.gate.hold():
                 logits = runner.answer_logits(resid[:, -1, :], answer_ids.to(device).repeat(len(joined), 1))
         diff = (logits[:, 0] - logits[:, 1]).view(len(joined), n_prompts)
-        lds = (diff * weights).sum(1).double().cpu().numpy()
+        lds = (diff if per_prompt else (diff * weights).sum(1)).double().cpu().numpy()
         for index, group in enumerate(joined):
             out[group] = lds[index]
     return out
@@ -298,6 +300,7 @@ class _DistinctRuns:
 
     index: torch.Tensor  # rows of the encoded dataset kept
     weights: torch.Tensor  # [distinct] count / n_prompts
+    rows: torch.Tensor  # [prompt]: the distinct run each prompt of the encoded dataset is
 
 
 def _distinct_runs(encoded: EncodedDataset, method: AblationMethod) -> _DistinctRuns:
@@ -309,7 +312,9 @@ def _distinct_runs(encoded: EncodedDataset, method: AblationMethod) -> _Distinct
     first = torch.full((len(counts),), rows.shape[0], dtype=torch.long)
     first = first.scatter_reduce(0, inverse, torch.arange(rows.shape[0]), reduce="amin")
     order = torch.argsort(first)
-    return _DistinctRuns(first[order], counts[order].double() / rows.shape[0])
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    return _DistinctRuns(first[order], counts[order].double() / rows.shape[0], rank[inverse])
 
 
 def logit_diff_task(encoded: EncodedDataset, method: AblationMethod, deduplicate: bool = True) -> LogitDiffTask:
@@ -329,6 +334,14 @@ def logit_diff_task(encoded: EncodedDataset, method: AblationMethod, deduplicate
         corrupted = encoded.corrupted[index] if method.pairs_prompts else encoded.corrupted
     return LogitDiffTask(encoded.clean[index], corrupted, encoded.correct_ids[index].to(device),
                          encoded.incorrect_ids[index].to(device), weights)
+
+
+def prompt_rows(encoded: EncodedDataset, method: AblationMethod, deduplicate: bool = True) -> np.ndarray:
+    """rows[prompt]: the row of logit_diff_task(encoded, method, deduplicate) that each prompt of the dataset is, so
+    per-prompt values of the task (ld[..., row]) expand back to every dataset prompt (ld[..., rows])."""
+    if not deduplicate:
+        return np.arange(encoded.n_prompts)
+    return _distinct_runs(encoded, method).rows.numpy()
 
 
 def corrupted_ld(model: Backend, encoded: EncodedDataset) -> float | None:
@@ -437,7 +450,7 @@ class _FastPath:
         self._keep = len(self.rows) == 1  # one prompt chunk: its values and entries stay between calls
         self._values: dict[int, LayerValues] = {}
         self._entries: dict[int, EntryResiduals] = {}
-        self._base_lds: dict[int, float] = {}
+        self._base_lds: dict[int, np.ndarray] = {}  # per prompt chunk: each prompt's own base LD
 
     @property
     def setup_units(self) -> float:
@@ -471,30 +484,33 @@ class _FastPath:
             self.timer.advance(self.n_layers, "the clean run" if self.base is None else "the base run")
             if self._keep:
                 self._entries[index] = entries
-            self._base_lds[index] = self._final_ld(entries, rows)
+            self._base_lds[index] = self._final_lds(entries, rows)
         return values, entries
 
-    def _final_ld(self, entries: EntryResiduals, rows: torch.Tensor) -> float:
+    def _final_lds(self, entries: EntryResiduals, rows: torch.Tensor) -> np.ndarray:
         final = entries.final
         with self.model.gate.hold(), torch.inference_mode():
             logits = self.runner.answer_logits(final[:, -1, :], self.task.answer_ids[rows].to(final.device))
-        weights = self.task.weights[rows].to(logits.device, torch.float32)
-        return float(((logits[:, 0] - logits[:, 1]) * weights).sum())
+        return (logits[:, 0] - logits[:, 1]).double().cpu().numpy()
 
-    def base_ld(self) -> float:
+    def base_prompt_lds(self) -> np.ndarray:
         for index in range(len(self.rows)):
             if index not in self._base_lds:
                 self._state(index)
-        return float(sum(self._base_lds[index] for index in range(len(self.rows))))
+        return np.concatenate([self._base_lds[index] for index in range(len(self.rows))])
 
-    def evaluate(self, groups: AblationGroups, join_layers: Sequence[int]) -> np.ndarray:
-        lds = np.zeros(len(groups))
+    def base_ld(self) -> float:
+        weights = np.concatenate([self.task.weights[rows].double().cpu().numpy() for rows in self.rows])
+        return float(self.base_prompt_lds() @ weights)
+
+    def evaluate(self, groups: AblationGroups, join_layers: Sequence[int], per_prompt: bool = False) -> np.ndarray:
+        parts = []
         for index, rows in enumerate(self.rows):
             values, entries = self._state(index)
-            lds += run_joined_groups(self.model, self.runner, entries, groups, join_layers, values,
-                                     self.task.answer_ids[rows], self.task.weights[rows],
-                                     max_groups=self.per_chunk, timer=self.timer)
-        return lds
+            parts.append(run_joined_groups(self.model, self.runner, entries, groups, join_layers, values,
+                                           self.task.answer_ids[rows], self.task.weights[rows],
+                                           max_groups=self.per_chunk, timer=self.timer, per_prompt=per_prompt))
+        return np.concatenate(parts, axis=1) if per_prompt else np.sum(parts, axis=0)
 
 
 class _GeneralPath:
@@ -525,24 +541,29 @@ class _GeneralPath:
         self.timer.advance(self.n_layers, "the clean run")
         return ld
 
-    def evaluate(self, groups: AblationGroups, join_layers: Sequence[int]) -> np.ndarray:
-        lds = np.zeros(len(groups))
+    def base_prompt_lds(self) -> np.ndarray:
+        lds = self.model.ablated_logit_diffs(self.task, self.method, self.base, per_prompt=True)[0]
+        self.timer.advance(self.n_layers, "the clean run")
+        return np.asarray(lds, dtype=np.float64)
+
+    def evaluate(self, groups: AblationGroups, join_layers: Sequence[int], per_prompt: bool = False) -> np.ndarray:
+        lds = np.zeros((len(groups), self.task.n_prompts) if per_prompt else len(groups))
         for layer in sorted(set(join_layers)):
             positions = [g for g, at in enumerate(join_layers) if at == layer]
             step = self.chunk or len(positions)
             for start in range(0, len(positions), step):
                 part = positions[start:start + step]
-                lds[part] = self._call(groups.select(part), f"layer {layer}: full forward passes")
+                lds[part] = self._call(groups.select(part), f"layer {layer}: full forward passes", per_prompt)
         return lds
 
-    def _call(self, groups: AblationGroups, message: str) -> np.ndarray:
+    def _call(self, groups: AblationGroups, message: str, per_prompt: bool = False) -> np.ndarray:
         done = [0]
 
         def progress(groups_done: int) -> None:
             self.timer.advance((groups_done - done[0]) * self.n_layers, message)
             done[0] = groups_done
 
-        lds = self.model.ablated_logit_diffs(self.task, self.method, groups, progress=progress)
+        lds = self.model.ablated_logit_diffs(self.task, self.method, groups, progress=progress, per_prompt=per_prompt)
         if done[0] < len(groups):
             self.timer.advance((len(groups) - done[0]) * self.n_layers, message)
         return lds
@@ -604,14 +625,31 @@ class LogitDiffEvaluator:
             join_layers = [_lowest_layer(groups, g) for g in range(len(groups))]
         return self._path.evaluate(groups, join_layers)
 
-    def evaluate_interventions(self, groups: Sequence[InterventionGroup]) -> np.ndarray:
-        """ld[group] for groups stated in the intervention vocabulary, each joining at its lowest edited layer.
-        Their value source must be this evaluator's method's."""
+    def evaluate_per_prompt(self, groups: AblationGroups, join_layers: Sequence[int] | None = None) -> np.ndarray:
+        """ld[group, prompt] (float64): each task prompt's own logit difference (its weight not applied; expand to
+        the dataset's prompts with `prompt_rows`). `ld[group] = ld[group, :] @ task.weights`."""
+        if join_layers is None:
+            join_layers = [_lowest_layer(groups, g) for g in range(len(groups))]
+        return self._path.evaluate(groups, join_layers, per_prompt=True)
+
+    def clean_prompt_lds(self) -> np.ndarray:
+        """ld[prompt] (float64) with nothing ablated: each task prompt's own logit difference."""
+        self._path.set_base(None)
+        return self._path.base_prompt_lds()
+
+    def interventions_as_groups(self, groups: Sequence[InterventionGroup]) -> AblationGroups:
+        """The dense form of groups stated in the intervention vocabulary; their value source must be this
+        evaluator's method's."""
         masks, source = AblationGroups.from_groups(groups, self.n_layers, self.n_heads)
         if source is not None and source != self.method.source:
             raise UnsupportedIntervention(f"These groups take their values from {source}; this evaluation from "
                                           f"{self.method.source} ({self.method.name} ablation).")
-        return self.evaluate(masks)
+        return masks
+
+    def evaluate_interventions(self, groups: Sequence[InterventionGroup]) -> np.ndarray:
+        """ld[group] for groups stated in the intervention vocabulary, each joining at its lowest edited layer.
+        Their value source must be this evaluator's method's."""
+        return self.evaluate(self.interventions_as_groups(groups))
 
 
 def _same_set(a: AblationGroups | None, b: AblationGroups | None) -> bool:

@@ -318,6 +318,7 @@ def sweep_figure(result: SweepResult, show: str = "% of clean LD", selected: Com
         values, mlp_values, center, label, fmt = grid_values(result, "% of clean LD")
     return layer_head_figure(values, colorbar_title=label, center=center, extra_column=mlp_values, selected=selected,
                              value_format=fmt, title=f"{result.model} · {result.task} · {result.method}"
+                                                     f"{' · KV groups' if result.unit == 'kv-group' else ''}"
                                                      f"{' (estimate)' if result.estimate else ''}")
 
 

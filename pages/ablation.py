@@ -19,6 +19,7 @@ from components.ablation_view import (
     top_effects_frame,
 )
 from components.clear_cache import clear_cached_button
+from components.confidence_view import confidence_section, estimate_vs_exact
 from components.datasets import (
     BUILT_IN,
     UPLOAD,
@@ -40,6 +41,7 @@ from headscope.figures import sweep_figure
 from headscope.job_time import sweep_estimate
 from headscope.methods import methods_help
 from headscope.results_cache import ResultsCache
+from headscope.units import SWEEP_UNITS, UNIT_NAMES, units_help
 
 SELECTED = "ab_selected"  # a Component (head or MLP), mirrored in the URL as head=
 LAST = "ab_result"  # (model identity, the last sweep shown): shown again only under the same model
@@ -72,6 +74,10 @@ with controls():
         normalization = st.selectbox("Show", list(NORMALIZATIONS), key="show", help=md(NORMALIZATION_HELP), **BOUND)
     only_correct = st.checkbox("Only prompts the model gets right", value=False, key="only_correct", **BOUND,
                                help="top-1 is the correct answer and P(correct) > 2·P(incorrect)")
+    unit = "head"  # a choice only where query heads share key/value heads (grouped-query attention)
+    if info.n_kv_heads < info.n_heads:
+        unit = st.radio("Unit", UNIT_NAMES, format_func=lambda name: SWEEP_UNITS[name].title, horizontal=True,
+                        key="unit", help=md(units_help()), **BOUND)
 
     encoded, refused = encoded_choice(model, dataset, "ab_upload" if source == UPLOAD else None)
 
@@ -95,7 +101,7 @@ with controls():
 
 if encoded is not None:  # a job estimated above the time limit waits for "Run anyway"
     def expected_time(kind: str):
-        cached = load_sweep(model, encoded, method, kind == "estimate", only_correct, cache)
+        cached = load_sweep(model, encoded, method, kind == "estimate", only_correct, cache, unit)
         return None if cached is not None else sweep_estimate(model, encoded, method, kind == "estimate")
 
     asked = within_time_limit("ab", "exact" if run_exact else "estimate" if run_preview else None, expected_time)
@@ -108,13 +114,13 @@ if encoded is not None:
     if run_exact or run_preview:
         st.session_state[ASKED] = "estimate" if run_preview else "exact"
     estimate_first = st.session_state.get(ASKED) == "estimate"
-    result = (load_sweep(model, encoded, method, estimate_first, only_correct, cache)
-              or load_sweep(model, encoded, method, not estimate_first, only_correct, cache))
+    result = (load_sweep(model, encoded, method, estimate_first, only_correct, cache, unit)
+              or load_sweep(model, encoded, method, not estimate_first, only_correct, cache, unit))
     if run_exact or run_preview:
         with progress_with_cancel("ab", "estimate" if run_preview else "sweep") as progress:
             try:
                 result = run_sweep(model, encoded, method, estimate=bool(run_preview), only_correct=only_correct,
-                                   cache=cache, progress=progress)
+                                   cache=cache, progress=progress, unit=unit)
             except HeadscopeError as error:
                 st.error(md(str(error)))
     if result is not None:
@@ -123,7 +129,7 @@ elif linked_hash:
     name = st.query_params.get("dataset", "the uploaded dataset")
     matches = [sweep for sweep in cached_sweeps(model, cache)
                if sweep.key.get("dataset_hash", "").startswith(linked_hash) and sweep.method == method
-               and bool(sweep.key.get("only_correct")) == only_correct]
+               and bool(sweep.key.get("only_correct")) == only_correct and sweep.unit == unit]
     result = min(matches, key=lambda sweep: sweep.estimate, default=None)  # exact before estimate
     if result is not None:
         st.caption(f"The sweep of {quoted(name)} from the results cache. Upload the file again to rerun it.")
@@ -144,7 +150,7 @@ shape = (result.n_layers, result.n_heads) if result is not None else (info.n_lay
 selected = url_value("head", SELECTED, lambda text: parse_head(text, *shape), show_head)
 copy_link(link_col, notebook_code(active_request(), call_code(
     "sweep", **task_arguments(source == BUILT_IN, dataset.name if dataset is not None else None),
-    method=method, only_correct=only_correct or None,
+    method=method, only_correct=only_correct or None, unit=None if unit == "head" else unit,
     estimate=True if result is not None and result.estimate else None)))
 
 if result is None:
@@ -178,7 +184,8 @@ with map_col:
     png_download(down_png, figure, f"{grid_name}.png", key="ab_png")
 with detail_col:
     st.markdown("**Largest effects**")
-    st.dataframe(top_effects_frame(result, info.n_heads // info.n_kv_heads, 12), hide_index=True, width="stretch",
+    per_kv = 1 if result.unit == "kv-group" else info.n_heads // info.n_kv_heads  # the KV column: the group itself
+    st.dataframe(top_effects_frame(result, per_kv, 12), hide_index=True, width="stretch",
                  column_config=TOP_EFFECTS_COLUMNS)
     if selected is None:
         st.caption("Click a cell to see that head's attention pattern on the first prompt.")
@@ -186,13 +193,25 @@ with detail_col:
         layer = selected.layer
         st.markdown(f"**MLP {layer:d}**: ablated LD {result.mlp_ablated_ld[layer]:.3f} "
                     f"({result.mlp_percent_of_clean[layer]:.1f}% of clean)")
+    elif result.unit == "kv-group":
+        layer, group = selected.layer, selected.head
+        per_kv = info.n_heads // info.n_kv_heads
+        st.markdown(f"**KV group {layer:d}.kv{group:d}** (query heads {group * per_kv:d}–"
+                    f"{(group + 1) * per_kv - 1:d} ablated together): ablated LD "
+                    f"{result.ablated_ld[layer, group]:.3f}, {result.percent_of_clean[layer, group]:.1f}% of clean, "
+                    f"change {result.change[layer, group]:+.3f}")
     else:
         layer, head = selected.layer, selected.head
         st.markdown(f"**Head {layer:d}.{head:d}** (KV head {head // (info.n_heads // info.n_kv_heads):d}): ablated LD "
                     f"{result.ablated_ld[layer, head]:.3f}, {result.percent_of_clean[layer, head]:.1f}% of clean, "
                     f"change {result.change[layer, head]:+.3f}")
 
-if selected is not None and selected.head is not None and result.first_prompt:
+confidence_section(result)
+estimate_vs_exact(result, None if encoded is None else load_sweep(model, encoded, result.method, not result.estimate,
+                                                                  bool(result.key.get("only_correct")), cache,
+                                                                  result.unit))
+
+if selected is not None and selected.head is not None and result.first_prompt and result.unit == "head":
     layer, head = selected.layer, selected.head
     if layer < result.n_layers and head < result.n_heads and not np.isnan(result.ablated_ld[layer, head]):
         st.subheader(f"Attention pattern of head {layer:d}.{head:d} on {quoted(result.first_prompt)}")

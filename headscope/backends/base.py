@@ -593,8 +593,10 @@ class Backend(ABC):
         progress: Callable[[int], None] | None = None,
         *,
         full_forward: bool = False,
+        per_prompt: bool = False,
     ) -> np.ndarray:
         """ld[group] (float64): LD with each group's components ablated at every position (the general path).
+        per_prompt: ld[group, prompt] instead, each prompt's own logit[correct] − logit[incorrect] (unweighted).
 
         Replacement values come from the task's corrupted prompts through `method`; they stay inside the backend.
         A group ablating nothing gives the clean LD. `progress(groups_done)` is called between batches, and the

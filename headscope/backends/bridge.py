@@ -323,13 +323,14 @@ class BridgeBackend(Backend):
         progress: Callable[[int], None] | None = None,
         *,
         full_forward: bool = False,
+        per_prompt: bool = False,
     ) -> np.ndarray:
         z_values, mlp_values = self.replacement_values(task, method)
         n = task.n_prompts
         groups_per_batch = max(1, self._rows_per_chunk(task.seq_len, n * len(groups), "An ablated forward pass") // n)
         weights = task.weights.to(self.device, torch.float32)
         ids = task.answer_ids.to(self.device)
-        out = np.zeros(len(groups))
+        out = np.zeros((len(groups), n) if per_prompt else len(groups))
         done = 0
         for start in range(0, len(groups), groups_per_batch):
             part = groups.select(slice(start, start + groups_per_batch))
@@ -357,7 +358,7 @@ class BridgeBackend(Backend):
                         normed = self._normed_final(tokens)[:, -1, :]
                     logits = self._answer_from_normed(normed, ids.repeat(g, 1))
             diff = (logits[:, 0] - logits[:, 1]).view(g, n)
-            out[start:start + g] = (diff * weights).sum(1).double().cpu().numpy()
+            out[start:start + g] = (diff if per_prompt else (diff * weights).sum(1)).double().cpu().numpy()
             done += g
             if progress is not None:
                 progress(done)

@@ -129,11 +129,13 @@ def _ablate_layer_mlp(out: torch.Tensor, n_corrupted: int, mlp_rows: torch.Tenso
     return torch.cat([out[:n_corrupted], clean])
 
 
-def _weighted_ld(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """ld[group] = Σ_prompt weight · (logit[correct] − logit[incorrect]) from last-position logits[row, vocab]."""
+def _weighted_ld(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor | None,
+                 n_groups: int) -> torch.Tensor:
+    """ld[group] = Σ_prompt weight · (logit[correct] − logit[incorrect]) from last-position logits[row, vocab];
+    weights None: ld[group, prompt], each prompt's own difference."""
     picked = logits.float().gather(1, ids.to(logits.device))
     diff = (picked[:, 0] - picked[:, 1]).view(n_groups, -1)
-    return (diff * weights.to(diff.device)).sum(1)
+    return diff if weights is None else (diff * weights.to(diff.device)).sum(1)
 
 
 def _next_token_summary(unembed: Any, normed: torch.Tensor, position: int, cap: float) -> tuple:
@@ -344,6 +346,7 @@ class NnsightBackend(Backend):
         progress: Callable[[int], None] | None = None,
         *,
         full_forward: bool = False,  # nnsight always runs the model's own forward; the flag changes nothing here
+        per_prompt: bool = False,
     ) -> np.ndarray:
         model, layout, dims = self.model, self.layout, self.dims
         n = task.n_prompts
@@ -351,8 +354,9 @@ class NnsightBackend(Backend):
         per_request = self._rows_per_request(task.seq_len, len(groups), n_corrupted, n, "An ablated forward pass")
         ids = task.answer_ids.cpu()
         weights = task.weights.float().cpu()
+        row_weights = None if per_prompt else weights  # None: each prompt's own LD
         embed = self._path(layout.embed)
-        out = np.zeros(len(groups))
+        out = np.zeros((len(groups), n) if per_prompt else len(groups))
         done = 0
         for start in range(0, len(groups), per_request):
             part = groups.select(slice(start, start + per_request))
@@ -378,7 +382,7 @@ class NnsightBackend(Backend):
                         if mlp_rows is not None:
                             mlp = model.get(mlp_path)
                             mlp.output = _ablate_layer_mlp(mlp.output, n_corrupted, mlp_rows, method, g, n)
-                    lds = _weighted_ld(model.output.logits[n_corrupted:, -1, :], answer_ids, weights, g)
+                    lds = _weighted_ld(model.output.logits[n_corrupted:, -1, :], answer_ids, row_weights, g)
                     lds = nnsight.save(lds.detach().cpu())
                 (lds,) = self._outputs(job, locals(), "lds")
             out[start:start + g] = lds.double().numpy()

@@ -23,7 +23,7 @@ DOCUMENTED = {
     "tokens.answer": {"text", "ids", "rank", "logit", "prob", "multi_token", "alternate"},
     "ablate": {"model", "task", "method", "n_prompts", "clean_ld", "corrupt_ld", "layers", "heads", "ablated_ld",
                "percent_of_clean", "mlp_ablated_ld", "seconds", "cached", "estimate", "seq_len", "token_labels",
-               "first_prompt", "notes", "backend"},
+               "first_prompt", "notes", "unit", "backend"},
     "heads": {"model", "score", "layers", "heads", "scores", "seconds", "cached", "compute_seconds", "inputs", "lists",
               "notes", "backend"},
     "circuit": {"model", "task", "method", "threshold", "clean_ld", "score", "heads", "mlps", "removed", "passes",
