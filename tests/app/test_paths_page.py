@@ -1,0 +1,115 @@
+"""AppTest of the Paths page on the embedded model (30 layers × 9 heads, 3 KV heads), kept small: a sender in layer
+27 has 18 receivers, a receiver in layer 1 has 9 senders. The numbers themselves are checked in tests/model; here the
+page shows the result it computed, blank where a head is no partner, reads it back from the cache, reopens a link's
+view, re-centres on a clicked head and refuses heads that have no partners with a message."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from headscope.component import Component
+from tests.app.linked import TIMEOUT, open_page
+from tests.shown import shown
+
+PAGE = "pages/paths.py"
+
+
+@pytest.fixture(autouse=True)
+def private_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path / "results"))
+
+
+def _metrics(app) -> dict[str, str]:
+    return {m.label: m.value for m in app.metric}
+
+
+def _cells(app) -> list[tuple[int, int]]:
+    """The (layer, head) of every cell the grid draws (its first trace: the clickable squares)."""
+    figure = json.loads(app.get("plotly_chart")[0].proto.spec)
+    return [(round(row[0]), round(row[1])) for row in figure["data"][0]["customdata"]]
+
+
+def _result(app):
+    return app.session_state["pa_result"][1]
+
+
+def test_sender_view_shows_its_receivers_and_reads_back_from_the_cache(embedded_model):
+    app = open_page(PAGE, {"n": "2", "sender": "27.3"})
+    assert not app.exception and not app.error
+    app.button(key="pa_run").click().run(timeout=TIMEOUT)
+    assert not app.exception and not app.error
+    result = _result(app)
+    assert (result.query.sender, result.query.receiver, result.query.into) == (Component(27, 3), None, "q")
+    assert (result.query.direction, result.query.method) == ("noise", "resample")
+    metrics = _metrics(app)
+    assert metrics["Clean LD"] == f"{result.clean_ld:.3f}" and result.clean_ld > 1  # the model continues digits
+    assert metrics["Prompts"] == "2" and metrics["27.3 → logits"] == f"{result.to_logits_ld:.3f}"
+    # every head of layers 28 and 29 is drawn, and nothing else: the sender's own and earlier layers stay blank
+    assert sorted(_cells(app)) == [(layer, head) for layer in (28, 29) for head in range(9)]
+    assert np.isnan(result.ld[:28]).all() and np.isfinite(result.ld[28:]).all()
+    # the strongest paths, computed here from the raw grid
+    top = next(frame.value for frame in app.dataframe if "patched LD" in frame.value.columns)
+    change = result.ld[28:] - result.clean_ld
+    order = np.argsort(-np.abs(change), axis=None, kind="stable")[:len(top)]
+    assert list(top["head"]) == [f"{28 + i // 9}.{i % 9}" for i in order]
+    assert list(top["change"]) == pytest.approx([round(float(change.flat[i]), 3) for i in order], abs=1e-9)
+
+    again = open_page(PAGE, {"n": "2", "sender": "27.3"})  # another visitor: from the results cache at once
+    assert not again.exception
+    assert _metrics(again)["Clean LD"] == metrics["Clean LD"]
+    assert {m.label: m.proto.delta for m in again.metric}["Computed in"] == "cached"
+
+    # a receiver clicked (as the grid's click does), then "Paths from" it: the page re-centres on it and runs
+    again.query_params["head"] = "28.1"
+    again.run()
+    assert any("Attention pattern of head 28.1" in shown(h.value) for h in again.subheader)
+    assert again.button(key="pa_into").label == "Paths into 28.1" and not again.button(key="pa_into").disabled
+    again.button(key="pa_from").click().run(timeout=TIMEOUT)
+    assert not again.exception and not again.error
+    assert again.text_input(key="sender").value == "28.1" and "head" not in again.query_params
+    assert _result(again).query.sender == Component(28, 1)
+    assert sorted(_cells(again)) == [(29, head) for head in range(9)]
+
+
+def test_a_link_reopens_the_receiver_view_with_its_selected_head(embedded_model):
+    params = {"n": "2", "view": "Receiver ← senders", "receiver": "1.4", "into": "k", "direction": "denoise",
+              "show": "patched LD"}
+    first = open_page(PAGE, params)
+    first.button(key="pa_run").click().run(timeout=TIMEOUT)
+    assert not first.exception and not first.error
+    computed = _result(first)
+    assert computed.kv_grouped and computed.query.receiver == Component(1, 4)
+
+    app = open_page(PAGE, {**params, "head": "0.7"})  # a new session: from the cache, head 0.7 selected
+    assert not app.exception and not app.error
+    assert (app.radio(key="view").value, app.text_input(key="receiver").value) == ("Receiver ← senders", "1.4")
+    assert (app.radio(key="into").value, app.radio(key="direction").value) == ("k", "denoise")
+    assert app.selectbox(key="method").disabled  # denoise carries the clean value: no method
+    assert {m.label: m.proto.delta for m in app.metric}["Computed in"] == "cached"
+    assert sorted(_cells(app)) == [(0, head) for head in range(9)]
+    assert any("KV group of 3" in shown(i.value) for i in app.info)
+    detail = next(shown(m.value) for m in app.markdown if m.value.startswith("**Head"))
+    assert detail == f"Head 0.7 (KV head 2): LD with its path patched {computed.ld[0, 7]:.3f}, change " \
+                     f"{computed.ld[0, 7] - computed.corrupt_ld:+.3f}"
+    assert any("Attention pattern of head 0.7" in shown(h.value) for h in app.subheader)
+    assert app.button(key="pa_into").disabled  # layer 0: nothing earlier writes to it
+    assert not app.button(key="pa_from").disabled
+
+
+@pytest.mark.parametrize(("params", "said"), [
+    ({"sender": "29.2"}, "Sender 29.2 is in the last layer: no later head reads it"),
+    ({"view": "Receiver ← senders", "receiver": "0.1"}, "Receiver 0.1 is in layer 0: no earlier head writes to it"),
+    ({"sender": "30.1"}, "No head 30.1: this model has 30 layers of 9 heads"),
+    ({"sender": "three"}, "Cannot read 'three' as a sender head"),
+])
+def test_a_head_without_partners_is_refused_with_a_message(params, said):
+    app = open_page(PAGE, {"n": "2", **params})
+    assert not app.exception
+    assert any(said in shown(error.value) for error in app.error)
+    assert app.button(key="pa_run").disabled
+    key = "receiver" if "receiver" in params else "sender"
+    app.text_input(key=key).set_value("2.1").run()  # and the page keeps working
+    assert not app.exception and not app.error and not app.button(key="pa_run").disabled
