@@ -163,8 +163,9 @@ cols = st.columns(6)
 cols[0].metric("Clean LD", f"{result.clean_ld:.3f}")
 cols[1].metric("Corrupted LD", "n/a" if result.corrupt_ld is None else f"{result.corrupt_ld:.3f}")
 cols[2].metric("Prompts", f"{result.n_prompts:d}")
-cols[3].metric("Runs on", "clean prompts" if query.direction == "noise" else "corrupted prompts",
-               help=md(f"the run every path patches; its LD (no path patched): {result.run_ld:.3f}"))
+cols[3].metric("Run patched", "clean" if query.direction == "noise" else "corrupted",
+               help=md(f"the prompts every path is patched into (noise: the clean ones, denoise: the corrupted "
+                       f"ones); their LD with no path patched is {result.run_ld:.3f}"))
 if result.to_logits_ld is not None:
     cols[4].metric(f"{centre_of(query).label} → logits", f"{result.to_logits_ld:.3f}",
                    help=md("the LD with only the sender's direct path to the logits patched"))
