@@ -144,9 +144,9 @@ def path_figure(result: PathResult, show: str = "change", selected: Component | 
                                selected=selected, value_format=shown.value_format, diverging=no_effect is not None)
     cells = figure.data[0]
     valid = np.isfinite(np.asarray(cells.marker.color, dtype=float))
-    cells.update(x=np.asarray(cells.x)[valid].tolist(), y=np.asarray(cells.y)[valid].tolist(),
-                 customdata=np.asarray(cells.customdata)[valid].tolist(),
-                 marker={"color": np.asarray(cells.marker.color, dtype=float)[valid].tolist()})
+    cells.update(x=np.asarray(cells.x)[valid], y=np.asarray(cells.y)[valid],
+                 customdata=np.asarray(cells.customdata)[valid],
+                 marker={"color": np.asarray(cells.marker.color, dtype=float)[valid]})
     centre = centre_of(result.query)
     if centre is not None:
         figure.add_trace(go.Scatter(

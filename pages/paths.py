@@ -217,6 +217,5 @@ with detail_col:
 if selected is not None and first_prompt and (result.model, shape) == (info.name, (info.n_layers, info.n_heads)):
     st.subheader(f"Attention pattern of head {selected.label} on {quoted(first_prompt)}")
     link = urlencode({"heads": selected.url_text, "prompt": first_prompt}, quote_via=quote)
-    st.markdown(f"[Open head {selected.label} on the attention page](attention?{link}) (a new tab; its prompt is "
-                "this one)")
+    st.markdown(f"[Open head {selected.label} on the attention page](attention?{link}) (with this prompt)")
     head_pattern(model, first_prompt, selected.layer, selected.head)

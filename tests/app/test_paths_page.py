@@ -5,11 +5,13 @@ view, re-centres on a clicked head and refuses heads that have no partners with 
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
 import pytest
 
+from components.path_view import paths_csv
 from headscope.component import Component
 from tests.app.linked import TIMEOUT, open_page
 from tests.shown import shown
@@ -28,8 +30,11 @@ def _metrics(app) -> dict[str, str]:
 
 def _cells(app) -> list[tuple[int, int]]:
     """The (layer, head) of every cell the grid draws (its first trace: the clickable squares)."""
-    figure = json.loads(app.get("plotly_chart")[0].proto.spec)
-    return [(round(row[0]), round(row[1])) for row in figure["data"][0]["customdata"]]
+    custom = json.loads(app.get("plotly_chart")[0].proto.spec)["data"][0]["customdata"]
+    if isinstance(custom, dict):  # Plotly's typed-array form of a numpy array
+        shape = [int(n) for n in custom["shape"].split(",")]
+        custom = np.frombuffer(base64.b64decode(custom["bdata"]), dtype=custom["dtype"]).reshape(shape)
+    return [(round(float(row[0])), round(float(row[1]))) for row in custom]
 
 
 def _result(app):
@@ -56,6 +61,13 @@ def test_sender_view_shows_its_receivers_and_reads_back_from_the_cache(embedded_
     order = np.argsort(-np.abs(change), axis=None, kind="stable")[:len(top)]
     assert list(top["head"]) == [f"{28 + i // 9}.{i % 9}" for i in order]
     assert list(top["change"]) == pytest.approx([round(float(change.flat[i]), 3) for i in order], abs=1e-9)
+    # the CSV: every head, its value only where it is a receiver
+    rows = paths_csv(result).splitlines()
+    assert rows[0].startswith("# model=SmolLM2-135M-Instruct task=digits view=sender head=27.3 into=q")
+    assert rows[1] == "layer,head,valid_partner,patched_ld,change" and len(rows) == 2 + 270
+    value = float(result.ld[28, 4])
+    assert rows[2 + 28 * 9 + 4] == f"28,4,True,{value!r},{value - result.clean_ld!r}"
+    assert rows[2 + 27 * 9 + 4] == "27,4,False,,"
 
     again = open_page(PAGE, {"n": "2", "sender": "27.3"})  # another visitor: from the results cache at once
     assert not again.exception
@@ -113,3 +125,21 @@ def test_a_head_without_partners_is_refused_with_a_message(params, said):
     key = "receiver" if "receiver" in params else "sender"
     app.text_input(key=key).set_value("2.1").run()  # and the page keeps working
     assert not app.exception and not app.error and not app.button(key="pa_run").disabled
+
+
+def test_the_logits_view_has_no_head_box_and_no_input_choice():
+    app = open_page(PAGE, {"n": "2", "view": "Every head → logits (direct effect)"})
+    assert not app.exception and not app.error
+    assert not [box for box in app.text_input if box.key in ("sender", "receiver")]
+    assert app.radio(key="into").disabled and not app.button(key="pa_run").disabled
+
+
+def test_the_logits_view_draws_every_head(embedded_model):
+    app = open_page(PAGE, {"n": "2", "view": "Every head → logits (direct effect)"})
+    app.button(key="pa_run").click().run(timeout=TIMEOUT)
+    assert not app.exception and not app.error
+    result = _result(app)
+    assert result.query.to_logits and result.to_logits_ld is None
+    assert sorted(_cells(app)) == [(layer, head) for layer in range(30) for head in range(9)]
+    rows = paths_csv(result).splitlines()
+    assert rows[1] == "layer,head,valid_partner,patched_ld,change" and len(rows) == 2 + 270
