@@ -129,6 +129,15 @@ class HfModules:
     def ln1(self, layer: int) -> Any:
         return self.block(layer, self.layout.ln1)
 
+    def ln1_called(self, layer: int) -> Any:
+        """The attention norm as its block calls it (the bridge's wrapper where it wraps: hooks go there, since a
+        wrapper may compute the norm without calling the module it wraps)."""
+        return self.hf_model.get_submodule(self.layout.block(layer, self.layout.ln1))
+
+    @property
+    def final_norm_called(self) -> Any:
+        return self.hf_model.get_submodule(self.layout.final_norm)
+
     def projection(self, site: Site) -> tuple[Any, int]:
         """The module computing the site's projection and the site's slice offset in its output."""
         assert site.head is not None
@@ -201,8 +210,8 @@ def capture_run(modules: HfModules, tokens: torch.Tensor, z_layers: Sequence[int
     for layer in z_layers:
         handles.append(modules.o_proj(layer).register_forward_hook(keep_z(layer)))
     for layer in entry_layers:
-        handles.append(modules.ln1(layer).register_forward_pre_hook(keep_entry(layer)))
-    handles.append(modules.final_norm.register_forward_pre_hook(keep_final))
+        handles.append(modules.ln1_called(layer).register_forward_pre_hook(keep_entry(layer)))
+    handles.append(modules.final_norm_called.register_forward_pre_hook(keep_final))
     with _hooks(handles), torch.inference_mode():
         modules.hf_model.base_model(input_ids=tokens, use_cache=False)
     return got
@@ -277,7 +286,7 @@ class ReceiverHooks:
         handles = []
         kinds = {(row.site.layer, row.site.kind) for row in self.rows} if self.rows else set()
         for layer in sorted(set(layers)):
-            handles.append(self.modules.ln1(layer).register_forward_pre_hook(self._keep_input(layer)))
+            handles.append(self.modules.ln1_called(layer).register_forward_pre_hook(self._keep_input(layer)))
             modules_done: set[int] = set()
             for kind in (SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT):
                 if kinds and (layer, kind) not in kinds:
@@ -338,7 +347,7 @@ def _general(modules: HfModules, hooks: ReceiverHooks, task: PathTask, chunk: li
         final["resid"] = args[0][:, -1]
 
     with hooks.installed([row.site.layer for row in hooks.rows]), torch.inference_mode(), \
-            _hooks([modules.final_norm.register_forward_pre_hook(keep_final)]):
+            _hooks([modules.final_norm_called.register_forward_pre_hook(keep_final)]):
         modules.hf_model.base_model(input_ids=task.run.repeat(n, 1), use_cache=False)
         normed = modules.final_norm.forward(final["resid"].unsqueeze(1)).squeeze(1)
         logits = modules.answer_logits(normed, task.answer_ids.to(normed.device).repeat(n, 1))
