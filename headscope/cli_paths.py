@@ -68,13 +68,15 @@ def query_from_args(args: argparse.Namespace) -> Any:
     from headscope.path_patching import PathQuery
 
     get_method(args.method)  # an unknown method is refused before any model loads
+    options = {"into": args.into, "direction": args.direction, "method": args.method}
     if args.sender is not None:
-        return PathQuery(sender=_head("--sender", args.sender), into=args.into, direction=args.direction,
-                         method=args.method)
-    if args.receiver.strip().lower() == "logits":
-        return PathQuery(to_logits=True, into=args.into, direction=args.direction, method=args.method)
-    return PathQuery(receiver=_head("--receiver", args.receiver), into=args.into, direction=args.direction,
-                     method=args.method)
+        query = PathQuery(sender=_head("--sender", args.sender), **options)
+    elif args.receiver.strip().lower() == "logits":
+        query = PathQuery(to_logits=True, **options)
+    else:
+        query = PathQuery(receiver=_head("--receiver", args.receiver), **options)
+    query.check_options()
+    return query
 
 
 def _nulls(grid: Any) -> list[list[float | None]]:

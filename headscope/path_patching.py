@@ -11,6 +11,7 @@ primitive (headscope/backends/path_runs.py); this module states the query, check
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -67,8 +68,8 @@ class PathQuery:
             return "logits"
         return self.receiver.label if self.receiver is not None else "every later head"
 
-    def check(self, n_layers: int, n_heads: int) -> None:
-        """Raises InputError (one line) for a query that names no valid paths."""
+    def check_options(self) -> None:
+        """Raises InputError (one line) for options that name no valid query, whatever the model."""
         chosen = sum([self.sender is not None, self.receiver is not None, self.to_logits])
         if chosen != 1:
             raise InputError("Choose exactly one of a sender head, a receiver head, or the logits as receiver.")
@@ -79,6 +80,10 @@ class PathQuery:
         if self.direction == "denoise" and self.method != "resample":
             raise InputError("Denoising patches each sender's clean value into the corrupted run: --method applies "
                              "to noising only (leave it at resample).")
+
+    def check(self, n_layers: int, n_heads: int) -> None:
+        """Raises InputError (one line) for a query that names no valid paths on this model."""
+        self.check_options()
         for role, head in (("sender", self.sender), ("receiver", self.receiver)):
             if head is None:
                 continue
@@ -250,11 +255,18 @@ def compute_paths(model: Backend, encoded: EncodedDataset, query: PathQuery, *, 
         corrupt = run_ld
     return PathResult(
         model=info.name, task=encoded.dataset.name, query=query, clean_ld=clean, corrupt_ld=corrupt,
-        ld=np.nanmean(ld_grid, axis=0) if np.isfinite(ld_grid).any() else ld_grid[0],
+        ld=_prompt_mean(ld_grid),
         per_prompt_ld=ld_grid, to_logits_ld=to_logits,
         kv_grouped=query.into != "q" and info.heads_per_kv > 1 and not query.to_logits,
         n_prompts=encoded.n_prompts, seconds=time.perf_counter() - started,
     )
+
+
+def _prompt_mean(grid: np.ndarray) -> np.ndarray:
+    """The mean over prompts of grid[prompt, layer, head], nan where a head holds no value."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": the heads that are no partner
+        return np.nanmean(grid, axis=0)
 
 
 def _clean_ld(model: Backend, encoded: EncodedDataset) -> float:

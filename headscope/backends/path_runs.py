@@ -387,10 +387,11 @@ def _fast(backend: Backend, modules: HfModules, hooks: ReceiverHooks, task: Path
 
 
 def run_path_task(backend: Backend, task: PathTask, *, path: str = "auto", timer: WorkTimer | None = None,
-                  frozen_norm: bool = False, route: Callable[[], contextlib.AbstractContextManager[Any]] | None = None
-                  ) -> tuple[np.ndarray, float]:
+                  frozen_norm: bool = False, route: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+                  max_edges: int | None = None) -> tuple[np.ndarray, float]:
     """(ld[edge, prompt] float64, the run's LD): each edge's LD per prompt with only that path patched. `route`:
-    the backend's fastest checked way to run the whole model (the bridge's native attention), for full forwards."""
+    the backend's fastest checked way to run the whole model (the bridge's native attention), for full forwards;
+    max_edges: at most this many edges per batch (1: one forward per edge, the unbatched reference)."""
     from headscope.engine import fast_runner, groups_per_chunk
 
     hf_model = backend.hf_model
@@ -433,6 +434,7 @@ def run_path_task(backend: Backend, task: PathTask, *, path: str = "auto", timer
         kept = deltas.numel() * deltas.element_size()
         per_chunk = groups_per_chunk(backend, task.n_prompts, task.seq_len, len(receivers), fixed_bytes=kept,
                                      what="The path patching")
+        per_chunk = min(per_chunk, max_edges or per_chunk)
         for chunk in _edge_chunks(receivers, per_chunk):
             if runner is not None:
                 lds = _fast(backend, modules, hooks, task, run, chunk, timer)
