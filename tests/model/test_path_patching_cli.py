@@ -69,3 +69,20 @@ def test_table_lists_the_top_paths(tiny_model_dir, dataset, capsys, tmp_path, mo
 ])
 def test_bad_input_is_one_line(tiny_model_dir, dataset, capsys, args, message):
     assert message in one_line_error(capsys, [*_common(tiny_model_dir, dataset), *args])
+
+
+def test_notebook_api_matches_the_command(tiny_model, tiny_model_dir, dataset, capsys, tmp_path, monkeypatch):
+    """hs's Model.paths gives the numbers and JSON of `headscope paths` (the same cached result)."""
+    from headscope.api import Model
+    from headscope.loading import ModelRequest
+
+    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path / "results"))
+    shown = Model(tiny_model, ModelRequest(str(tiny_model_dir), device="cpu")).paths(
+        dataset=dataset, receiver=(2, 1), into="v", method="mean")
+    assert main([*_common(tiny_model_dir, dataset), "--receiver", "2.1", "--into", "v", "--method", "mean",
+                 "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["cached"] is True  # the notebook's run stored it under the same key
+    assert shown.to_json()["ld"] == printed["ld"]
+    frame = shown.to_frame()
+    assert len(frame) == 2 * 4 and set(frame["layer"]) == {0, 1}
