@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--example", type=int, default=0, metavar="N")
     parser.add_argument("--skip-unbatched", action="store_true")
+    parser.add_argument("--only-example", action="store_true", help="skip the timings")
     args = parser.parse_args()
 
     model = load_model(ModelRequest(args.model, device="cpu"))
@@ -82,6 +83,9 @@ def main() -> None:
     print(f"{info.name}: {info.n_layers} layers × {info.n_heads} heads; sender {query.sender_label} → "
           f"{receivers} receivers ({args.into} input); {encoded.n_prompts} {args.task} prompts of "
           f"{encoded.seq_len} tokens; {args.method}; torch threads {torch.get_num_threads()}")
+    if args.only_example:
+        example(model, encoded, args.example or 3)
+        return
     print(f"load average before: {os.getloadavg()}")
     route = getattr(model, "_native_attention", None)
 

@@ -117,7 +117,7 @@ def cmd_paths(args: argparse.Namespace) -> int:
         raise InputError(str(error)) from None
     _clear_progress(args)
     if args.json:
-        print(json.dumps(result_json(result, args.per_prompt)))
+        print(json.dumps(result_json(result, args.per_prompt) | {"backend": model.info.backend}))
         return 0
     print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "
           f"paths: {query.sender_label} → {query.receiver_label} ({query.into} input)   {query.direction}, "

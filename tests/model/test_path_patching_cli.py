@@ -4,6 +4,7 @@ one-line refusals for queries without valid paths (in this process; the tiny ran
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from tests.cli_in_process import one_line_error
 DIGITS = [{"prompt": f"{i} {i + 1} {i + 2} {i + 3} ", "correct": str(i + 4), "incorrect": str(i + 3),
            "corrupted_prompt": bad} for i, bad in zip(range(1, 4), ["3 1 4 2 ", "6 4 3 5 ", "8 4 6 5 "], strict=True)]
 JSON_KEYS = {"model", "task", "sender", "receiver", "into", "direction", "method", "clean_ld", "corrupt_ld", "ld",
-             "seconds", "cached"}
+             "seconds", "cached", "to_logits_ld", "kv_grouped", "n_prompts", "backend"}
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -33,7 +35,9 @@ def test_json_keys_and_grid(tiny_model_dir, dataset, capsys, tmp_path, monkeypat
     assert main([*_common(tiny_model_dir, dataset), "--sender", "0.1", "--into", "k", "--json",
                  "--per-prompt"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) >= JSON_KEYS
+    assert set(data) == JSON_KEYS | {"per_prompt_ld"}
+    documented = (REPO / "docs" / "path-patching.md").read_text(encoding="utf-8")
+    assert all(f"`{key}`" in documented for key in set(data)), "a --json field the documentation never names"
     stated = (data["sender"], data["receiver"], data["into"], data["direction"], data["method"])
     assert stated == ("0.1", None, "k", "noise", "resample")
     ld = data["ld"]
