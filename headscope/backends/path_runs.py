@@ -376,8 +376,9 @@ def _fast(backend: Backend, modules: HfModules, hooks: ReceiverHooks, task: Path
                     context = runner.context(resid)
             assert resid is not None
             hooks.rows = joined
+            cut = layer == n_layers - 1 and runner.supports_last_position_only  # only the last position is read
             with backend.gate.hold(), hooks.installed([layer] if joining else []):
-                resid = runner.run_block(layer, resid, context).resid
+                resid = runner.run_block(layer, resid, context, last_position_only=cut).resid
             if timer is not None:
                 timer.advance(len(joined), f"layer {layer}: {len(joined)} paths in flight")
         assert resid is not None
