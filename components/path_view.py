@@ -95,6 +95,18 @@ def query_for(view: PathView, head: Component | None, into: str = "q", direction
                      method=method if direction == "noise" else "resample")
 
 
+def notebook_arguments(query: PathQuery) -> dict[str, object]:
+    """The query as keyword arguments of the notebook's `model.paths(...)` (hs.Model.paths): heads as (layer, head)
+    pairs, the logits by name, defaults left out (None)."""
+    def pair(head: Component | None) -> tuple[int, int] | None:
+        return None if head is None else (head.layer, head.head)
+
+    return {"sender": pair(query.sender), "receiver": "logits" if query.to_logits else pair(query.receiver),
+            "into": None if query.to_logits or query.into == "q" else query.into,
+            "direction": None if query.direction == "noise" else query.direction,
+            "method": None if query.method == "resample" else query.method}
+
+
 def centre_of(query: PathQuery) -> Component | None:
     """The head a result's view is centred on (None for every head → logits)."""
     return query.sender if query.sender is not None else query.receiver

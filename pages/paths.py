@@ -15,7 +15,7 @@ from components.clear_cache import clear_cached_button
 from components.datasets import BUILT_IN, UPLOAD, chosen_prompts, encoded_choice, task_dataset, uploaded_dataset
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped
-from components.model_state import require_model
+from components.model_state import active_request, require_model
 from components.path_view import (
     DIRECTION_HELP,
     INTO_GQA_NOTE,
@@ -28,6 +28,7 @@ from components.path_view import (
     default_head,
     describe,
     file_stem,
+    notebook_arguments,
     path_figure,
     paths_csv,
     query_for,
@@ -36,9 +37,10 @@ from components.path_view import (
     top_paths_frame,
 )
 from components.presentation import controls, present_figure, settings_line
-from components.share import BOUND, copy_link, set_url_value, url_value
+from components.share import BOUND, copy_link, set_url_value, task_arguments, url_value
 from components.text import md, plural, quoted
 from headscope.ablation import METHODS
+from headscope.api import call_code, notebook_code
 from headscope.errors import HeadscopeError
 from headscope.methods import methods_help
 from headscope.path_patching import CACHE_KIND, DIRECTIONS, INTO, load_paths, run_paths
@@ -139,7 +141,9 @@ if result is None:
     elif last is not None:  # never another model's numbers under this model's name
         st.caption(f"The last result was of {quoted(last.model)}, not of the model loaded now: run one here.")
 
-copy_link(link_col)
+copy_link(link_col, None if query is None else notebook_code(active_request(), call_code(
+    "paths", **task_arguments(source == BUILT_IN, dataset.name if dataset is not None else None),
+    **notebook_arguments(query))))
 
 if result is None:
     if not refused and problem is None:

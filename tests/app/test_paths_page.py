@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from components.path_view import paths_csv
+from headscope.api import Model
 from headscope.component import Component
+from headscope.loading import ModelRequest
 from tests.app.linked import TIMEOUT, open_page
 from tests.shown import shown
 
@@ -74,6 +76,13 @@ def test_sender_view_shows_its_receivers_and_reads_back_from_the_cache(embedded_
     assert _metrics(again)["Clean LD"] == metrics["Clean LD"]
     assert {m.label: m.proto.delta for m in again.metric}["Computed in"] == "cached"
 
+    # Copy as code: the notebook's call opens the page's result from the same cache
+    (cell,) = [code.value for code in again.code if code.value.startswith("import headscope as hs")]
+    call = cell.splitlines()[-1]
+    assert call == "model.paths(task='digits', n_prompts=2, seed=0, sender=(27, 3))"
+    paths = eval(call, {"model": Model(embedded_model, ModelRequest())})
+    assert paths.result.cached and np.array_equal(paths.result.ld, result.ld, equal_nan=True)
+
     # a receiver clicked (as the grid's click does), then "Paths from" it: the page re-centres on it and runs
     again.query_params["head"] = "28.1"
     again.run()
@@ -107,6 +116,9 @@ def test_a_link_reopens_the_receiver_view_with_its_selected_head(embedded_model)
     assert detail == f"Head 0.7 (KV head 2): LD with its path patched {computed.ld[0, 7]:.3f}, change " \
                      f"{computed.ld[0, 7] - computed.corrupt_ld:+.3f}"
     assert any("Attention pattern of head 0.7" in shown(h.value) for h in app.subheader)
+    (cell,) = [code.value for code in app.code if code.value.startswith("import headscope as hs")]
+    assert cell.splitlines()[-1] == ("model.paths(task='digits', n_prompts=2, seed=0, receiver=(1, 4), into='k', "
+                                     "direction='denoise')")
     assert app.button(key="pa_into").disabled  # layer 0: nothing earlier writes to it
     assert not app.button(key="pa_from").disabled
 
