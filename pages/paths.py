@@ -41,6 +41,7 @@ from components.share import BOUND, copy_link, set_url_value, task_arguments, ur
 from components.text import md, plural, quoted
 from headscope.ablation import METHODS
 from headscope.api import call_code, notebook_code
+from headscope.backends.base import UnsupportedIntervention
 from headscope.errors import HeadscopeError
 from headscope.methods import methods_help
 from headscope.path_patching import CACHE_KIND, DIRECTIONS, INTO, load_paths, run_paths
@@ -128,7 +129,7 @@ if encoded is not None and query is not None:
         with progress_with_cancel("pa", "path patching") as progress:
             try:
                 result = run_paths(model, encoded, query, cache=cache, progress=progress)
-            except HeadscopeError as error:
+            except (HeadscopeError, UnsupportedIntervention) as error:  # the latter: a backend without paths
                 st.error(md(str(error)))
     if result is not None:
         st.session_state[LAST] = (model.identity, result, first_prompt, dataset_hash)
