@@ -33,8 +33,7 @@ VIEW_HELP = (
 INTO_HELP = "which input of the receiving head the path feeds: its query, key or value (before the attention norm)"
 INTO_GQA_NOTE = (
     "On this grouped-query model a head's key and value inputs are shared by its KV group ({group} query heads per "
-    "key/value head): k and v patch the whole group's input, and every head of a group shows the group's value. "
-    "q stays per head."
+    "key/value head): k and v patch the whole group's input (TransformerLens refuses k and v here). q stays per head."
 )
 DIRECTION_HELP = (
     "noise: run the clean prompts; the path carries the sender's ablated value (by the method), consistent with the "
@@ -105,6 +104,17 @@ def notebook_arguments(query: PathQuery) -> dict[str, object]:
             "into": None if query.to_logits or query.into == "q" else query.into,
             "direction": None if query.direction == "noise" else query.direction,
             "method": None if query.method == "resample" else query.method}
+
+
+def grouped_note(query: PathQuery, heads_per_kv: int) -> str:
+    """What a K/V result on a grouped-query model means for the grid of its view."""
+    if query.receiver is not None:
+        first = query.receiver.head - query.receiver.head % heads_per_kv
+        group = ", ".join(f"{query.receiver.layer}.{h}" for h in range(first, first + heads_per_kv))
+        return (f"Grouped-query model: the {query.into} input of {query.receiver.label} is its KV group's ({group}): "
+                "each path patches that group's input, so the values are those of every head of the group.")
+    return (f"Grouped-query model: the {query.into} input is shared by a KV group of {heads_per_kv} query heads, so "
+            "each path patches a group's input and every head of a group shows the group's value.")
 
 
 def centre_of(query: PathQuery) -> Component | None:

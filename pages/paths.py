@@ -28,6 +28,7 @@ from components.path_view import (
     default_head,
     describe,
     file_stem,
+    grouped_note,
     notebook_arguments,
     path_figure,
     paths_csv,
@@ -168,17 +169,15 @@ cols = st.columns(6)
 cols[0].metric("Clean LD", f"{result.clean_ld:.3f}")
 cols[1].metric("Corrupted LD", "n/a" if result.corrupt_ld is None else f"{result.corrupt_ld:.3f}")
 cols[2].metric("Prompts", f"{result.n_prompts:d}")
-cols[3].metric("Run patched", "clean" if query.direction == "noise" else "corrupted",
-               help=md(f"the prompts every path is patched into (noise: the clean ones, denoise: the corrupted "
-                       f"ones); their LD with no path patched is {result.run_ld:.3f}"))
+cols[3].metric("Run's LD", f"{result.run_ld:.3f}",
+               help=md(f"the LD of the run every path is patched into, with no path patched: the "
+                       f"{'clean' if query.direction == 'noise' else 'corrupted'} prompts ({query.direction})"))
 if result.to_logits_ld is not None:
     cols[4].metric(f"{centre_of(query).label} → logits", f"{result.to_logits_ld:.3f}",
                    help=md("the LD with only the sender's direct path to the logits patched"))
 timing_metric(cols[5], result.seconds, result.cached, result.key)
 if result.kv_grouped:
-    st.info(md(f"Grouped-query model: the {query.into} input is shared by a KV group of {info.heads_per_kv:d} query "
-               "heads, so each path patches the group's input and every head of a group shows the group's value."),
-            icon=":material/group_work:")
+    st.info(md(grouped_note(query, info.heads_per_kv)), icon=":material/group_work:")
 if shown_values(result, show) is None:
     st.warning("This view needs corrupted prompts with an LD that differs from the clean one; showing the patched LD.")
 
