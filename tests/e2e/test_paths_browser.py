@@ -21,7 +21,8 @@ def test_click_a_receiver_see_its_pattern_and_recentre_on_it(page, app_url):
     chart, points = _cells(page)
     assert points.count() == 2 * 9  # the receivers of layers 28 and 29; nothing drawn for the other heads
     click_plotly_point(page, chart, points.nth(2))  # layer 28, head 2 (cells run layer by layer)
-    page.get_by_text("Attention pattern of head 28.2", exact=False).wait_for(timeout=120_000)
+    # the heading (the spinner's "Computing the attention pattern of head 28.2…" says it too while it runs)
+    page.get_by_role("heading", name="Attention pattern of head 28.2").first.wait_for(timeout=120_000)
     frame = page.frame_locator('[data-testid="stIFrame"], iframe').last
     frame.locator("canvas, svg").first.wait_for(timeout=60_000)
     assert parse_qs(urlsplit(page.url).query)["head"] == ["28.2"]
