@@ -111,6 +111,7 @@ def test_a_link_reopens_the_receiver_view_with_its_selected_head(embedded_model)
     assert app.selectbox(key="method").disabled  # denoise carries the clean value: no method
     assert {m.label: m.proto.delta for m in app.metric}["Computed in"] == "cached"
     assert sorted(_cells(app)) == [(0, head) for head in range(9)]
+    assert "LD with the path patched" in app.get("plotly_chart")[0].proto.spec  # show=patched LD's colour bar
     assert any("the k input of 1.4 is its KV group's (1.3, 1.4, 1.5)" in shown(i.value) for i in app.info)
     assert _metrics(app)["Run's LD"] == f"{computed.corrupt_ld:.3f}"  # denoise patches the corrupted run
     detail = next(shown(m.value) for m in app.markdown if m.value.startswith("**Head"))
