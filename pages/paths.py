@@ -45,8 +45,8 @@ from headscope.api import call_code, notebook_code
 from headscope.backends.base import UnsupportedIntervention
 from headscope.errors import HeadscopeError
 from headscope.methods import methods_help
-from headscope.path_patching import CACHE_KIND, DIRECTIONS, INTO, load_paths, run_paths
-from headscope.results_cache import ResultsCache
+from headscope.path_patching import CACHE_KIND, DIRECTIONS, INTO, PathResult, load_paths, run_paths
+from headscope.results_cache import ResultsCache, stored_results
 
 SELECTED = "pa_selected"  # the clicked head (a Component), mirrored in the URL as head=
 LAST = "pa_result"  # (model identity, the last result shown, its first prompt, its prompts' content hash): shown
@@ -106,6 +106,17 @@ with controls():
         st.caption(md(INTO_GQA_NOTE.format(group=info.heads_per_kv)))
 
     encoded, refused = encoded_choice(model, dataset, "pa_upload" if source == UPLOAD else None)
+    # an uploaded dataset is named in the URL by its name and content hash: a link opens its result from the cache
+    linked_hash = None
+    if source == UPLOAD:
+        if encoded is not None:
+            st.query_params["dataset"] = encoded.dataset.name
+            st.query_params["data"] = encoded.dataset.content_hash[:12]
+        linked_hash = st.query_params.get("data")
+    else:
+        for param in ("dataset", "data"):
+            if param in st.query_params:
+                del st.query_params[param]
     if problem is not None:
         st.error(md(problem))
 
@@ -134,6 +145,16 @@ if encoded is not None and query is not None:
                 st.error(md(str(error)))
     if result is not None:
         st.session_state[LAST] = (model.identity, result, first_prompt, dataset_hash)
+elif linked_hash and query is not None:
+    name = st.query_params.get("dataset", "the uploaded dataset")
+    result = next((stored for stored in stored_results(cache, CACHE_KIND, PathResult, model.identity)
+                   if stored.key.get("dataset_hash", "").startswith(linked_hash) and stored.query == query), None)
+    if result is not None:
+        dataset_hash = result.key["dataset_hash"]
+        st.caption(f"The paths of {quoted(name)} from the results cache. Upload the file again to rerun them.")
+    else:
+        st.info(f"This link shows paths of {quoted(name)}, which are not in this server's results cache: upload the "
+                "file to compute them.")
 
 if result is None:
     identity, last, last_prompt, last_hash = st.session_state.get(LAST, (None, None, "", ""))

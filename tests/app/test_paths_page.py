@@ -157,3 +157,27 @@ def test_the_logits_view_draws_every_head(embedded_model):
     assert sorted(_cells(app)) == [(layer, head) for layer in range(30) for head in range(9)]
     rows = paths_csv(result).splitlines()
     assert rows[1] == "layer,head,valid_partner,patched_ld,change" and len(rows) == 2 + 270
+
+
+def test_a_link_to_an_uploaded_datasets_paths_opens_them_from_the_cache(embedded_model):
+    rows = [{"prompt": f"{i} {i + 1} {i + 2} {i + 3} ", "correct": str(i + 4), "incorrect": str(i + 3),
+             "corrupted_prompt": f"{i + 3} {i} {i + 2} {i + 1} "} for i in range(1, 3)]
+    app = open_page(PAGE, {"sender": "28.1"})
+    app.radio(key="source").set_value("Upload a dataset").run()
+    app.file_uploader(key="pa_upload").upload("two.json", json.dumps(rows).encode(), "application/json").run()
+    app.button(key="pa_run").click().run(timeout=TIMEOUT)
+    assert not app.exception and not app.error
+    computed = _result(app)
+    # the page writes the file's name and hash; the widgets' own parameters are the browser's to write
+    params = {"source": "Upload a dataset", "sender": "28.1", "dataset": app.query_params["dataset"],
+              "data": app.query_params["data"]}
+    assert params["dataset"] == "two.json" and computed.key["dataset_hash"].startswith(params["data"])
+
+    linked = open_page(PAGE, params)  # no file in this session: the result comes from the cache by its hash
+    assert not linked.exception and not linked.error
+    assert any("The paths of 'two.json' from the results cache" in shown(c.value) for c in linked.caption)
+    assert _metrics(linked)["Clean LD"] == f"{computed.clean_ld:.3f}"
+    assert sorted(_cells(linked)) == [(29, head) for head in range(9)]
+    other = open_page(PAGE, {**params, "sender": "27.1"})  # a query nobody ran on that file
+    assert not other.exception and not other.get("plotly_chart")
+    assert any("not in this server's results cache" in shown(i.value) for i in other.info)
