@@ -157,6 +157,13 @@ def test_the_logits_view_draws_every_head(embedded_model):
     assert sorted(_cells(app)) == [(layer, head) for layer in range(30) for head in range(9)]
     rows = paths_csv(result).splitlines()
     assert rows[1] == "layer,head,valid_partner,patched_ld,change" and len(rows) == 2 + 270
+    # "Paths from" a clicked head switches the view to that head as the sender
+    app.query_params["head"] = "28.1"
+    app.run()
+    app.button(key="pa_from").click().run(timeout=TIMEOUT)
+    assert not app.exception and not app.error
+    assert (app.radio(key="view").value, app.text_input(key="sender").value) == ("Sender → receivers", "28.1")
+    assert _result(app).query.sender == Component(28, 1) and not app.radio(key="into").disabled
 
 
 def test_a_link_to_an_uploaded_datasets_paths_opens_them_from_the_cache(embedded_model):
