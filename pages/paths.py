@@ -89,7 +89,7 @@ with controls():
         head_key = HEAD_KEYS[view]
         if head_key not in st.session_state and head_key not in st.query_params:
             st.session_state[head_key] = default_head(view, info.n_layers)
-        head_text = head_col.text_input(f"{view.capitalize()} head (layer.head)", key=head_key, **BOUND,
+        head_text = head_col.text_input(md(f"{view.capitalize()} head (layer.head)"), key=head_key, **BOUND,
                                         help=f"Layers 0–{info.n_layers - 1:d}, heads 0–{info.n_heads - 1:d}.")
         centre, problem = read_head(view, head_text, info.n_layers, info.n_heads)
     grouped = info.n_kv_heads < info.n_heads
@@ -194,7 +194,7 @@ cols[3].metric("Run's LD", f"{result.run_ld:.3f}",
                help=md(f"the LD of the run every path is patched into, with no path patched: the "
                        f"{'clean' if query.direction == 'noise' else 'corrupted'} prompts ({query.direction})"))
 if result.to_logits_ld is not None:
-    cols[4].metric(f"{centre_of(query).label} → logits", f"{result.to_logits_ld:.3f}",
+    cols[4].metric(md(f"{centre_of(query).label} → logits"), f"{result.to_logits_ld:.3f}",
                    help=md("the LD with only the sender's direct path to the logits patched"))
 timing_metric(cols[5], result.seconds, result.cached, result.key)
 if result.kv_grouped:
@@ -217,7 +217,7 @@ with map_col:
     png_download(down_png, figure, f"{file_stem(result)}.png", key="pa_png")
 with detail_col:
     partners = "receivers" if query.view == "sender" else "senders"
-    st.markdown(f"**Strongest paths** (the {partners} whose one path moves the LD most)")
+    st.markdown(f"**Strongest paths** (the {md(partners)} whose one path moves the LD most)")
     st.dataframe(top_paths_frame(result, info.heads_per_kv), hide_index=True, width="stretch")
     if selected is None:
         st.caption("Click a cell: that head's attention pattern on the first prompt, and a button to centre the "
@@ -225,22 +225,23 @@ with detail_col:
     else:
         value = result.ld[selected.layer, selected.head]
         if np.isnan(value):  # not a partner of this view
-            st.markdown(f"**Head {selected.label}** is not a {partners[:-1]} of this view.")
+            st.markdown(f"**Head {md(selected.label)}** is not a {md(partners[:-1])} of this view.")
         else:
-            st.markdown(f"**Head {selected.label}** (KV head {selected.head // info.heads_per_kv:d}): LD with its "
+            st.markdown(f"**Head {md(selected.label)}** (KV head {selected.head // info.heads_per_kv:d}): LD with its "
                         f"path patched {value:.3f}, change {value - result.run_ld:+.3f}")
         as_sender = read_head("sender", selected.label, info.n_layers, info.n_heads)[1]
         as_receiver = read_head("receiver", selected.label, info.n_layers, info.n_heads)[1]
         own = st.container(horizontal=True, wrap=True)
-        own.button(f"Paths from {selected.label}", key="pa_from", disabled=as_sender is not None,
+        own.button(md(f"Paths from {selected.label}"), key="pa_from", disabled=as_sender is not None,
                    help=md(as_sender or f"centre the page on {selected.label} as the sender"),
                    on_click=lambda: st.session_state.update({RECENTRE: ("sender", selected.label)}))
-        own.button(f"Paths into {selected.label}", key="pa_into", disabled=as_receiver is not None,
+        own.button(md(f"Paths into {selected.label}"), key="pa_into", disabled=as_receiver is not None,
                    help=md(as_receiver or f"centre the page on {selected.label} as the receiver"),
                    on_click=lambda: st.session_state.update({RECENTRE: ("receiver", selected.label)}))
 
 if selected is not None and first_prompt and (result.model, shape) == (info.name, (info.n_layers, info.n_heads)):
-    st.subheader(f"Attention pattern of head {selected.label} on {quoted(first_prompt)}")
+    st.subheader(f"Attention pattern of head {md(selected.label)} on {quoted(first_prompt)}")
     link = urlencode({"heads": selected.url_text, "prompt": first_prompt}, quote_via=quote)
-    st.markdown(f"[Open head {selected.label} on the attention page](attention?{link}) (with this prompt)")
+    st.link_button(md(f"Open head {selected.label} on the attention page"), f"attention?{link}",
+                   icon=":material/visibility:", help="the attention page with this head and this prompt")
     head_pattern(model, first_prompt, selected.layer, selected.head)

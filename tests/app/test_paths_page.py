@@ -27,7 +27,7 @@ def private_results(tmp_path, monkeypatch):
 
 
 def _metrics(app) -> dict[str, str]:
-    return {m.label: m.value for m in app.metric}
+    return {shown(m.label): m.value for m in app.metric}
 
 
 def _cells(app) -> list[tuple[int, int]]:
@@ -87,7 +87,7 @@ def test_sender_view_shows_its_receivers_and_reads_back_from_the_cache(embedded_
     again.query_params["head"] = "28.1"
     again.run()
     assert any("Attention pattern of head 28.1" in shown(h.value) for h in again.subheader)
-    assert again.button(key="pa_into").label == "Paths into 28.1" and not again.button(key="pa_into").disabled
+    assert shown(again.button(key="pa_into").label) == "Paths into 28.1" and not again.button(key="pa_into").disabled
     again.button(key="pa_from").click().run(timeout=TIMEOUT)
     assert not again.exception and not again.error
     assert again.text_input(key="sender").value == "28.1" and "head" not in again.query_params
