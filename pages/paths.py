@@ -89,7 +89,8 @@ with controls():
         head_key = HEAD_KEYS[view]
         if head_key not in st.session_state and head_key not in st.query_params:
             st.session_state[head_key] = default_head(view, info.n_layers)
-        head_text = head_col.text_input(md(f"{view.capitalize()} head (layer.head)"), key=head_key, **BOUND,
+        head_text = head_col.text_input("Sender head (layer.head)" if view == "sender"
+                                        else "Receiver head (layer.head)", key=head_key, **BOUND,
                                         help=f"Layers 0–{info.n_layers - 1:d}, heads 0–{info.n_heads - 1:d}.")
         centre, problem = read_head(view, head_text, info.n_layers, info.n_heads)
     grouped = info.n_kv_heads < info.n_heads
