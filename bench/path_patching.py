@@ -87,7 +87,8 @@ def main() -> None:
         example(model, encoded, args.example or 3)
         return
     print(f"load average before: {os.getloadavg()}")
-    route = getattr(model, "_native_attention", None)
+    native = getattr(model, "native", None)
+    route = native.swapped if native is not None else None
 
     run_path_task(model, path_task(model, encoded, PathQuery(sender=Component(info.n_layers - 2, 0))), path="fast")
     (fast, _), fast_s = timed("batched, fast path (receivers join at their layer)",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from headscope.backends import BACKENDS, LOCAL_BACKEND_NAMES
-from headscope.cli_paths import add_paths_parser
+from headscope.cli_paths import CliSteps, add_paths_parser
 from headscope.durations import readable_duration, time_left
 from headscope.errors import HeadscopeError, InputError
 from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES, scores_help
@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(patterns)
     patterns.set_defaults(handler=_cmd_patterns)
 
-    add_paths_parser(sub, _add_model_options, TASK_HELP)
+    add_paths_parser(sub, CliSteps(_add_model_options, _model_and_dataset, _progress_printer, _clear_progress),
+                     TASK_HELP)
 
     prepare = sub.add_parser("prepare", help="convert the embedded model's GGUF once, so later starts are fast")
     prepare.set_defaults(handler=_cmd_prepare)

@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from headscope.component import Component
@@ -20,7 +22,17 @@ INTO_CHOICES = ("q", "k", "v")
 DIRECTION_CHOICES = ("noise", "denoise")
 
 
-def add_paths_parser(sub: Any, add_model_options: Callable[[argparse.ArgumentParser], None], task_help: str) -> None:
+@dataclass(frozen=True)
+class CliSteps:
+    """The command line's shared steps (headscope.cli passes its own: this module does not import it)."""
+
+    add_model_options: Callable[[argparse.ArgumentParser], None]
+    model_and_dataset: Callable[[argparse.Namespace], Any]
+    progress_printer: Callable[[argparse.Namespace], Any]
+    clear_progress: Callable[[argparse.Namespace], None]
+
+
+def add_paths_parser(sub: Any, steps: CliSteps, task_help: str) -> None:
     paths = sub.add_parser("paths", help="path patching: a sender head's effect through each later head's query, "
                                          "key or value input, or a receiver's from each earlier head")
     source = paths.add_mutually_exclusive_group(required=True)
@@ -49,8 +61,8 @@ def add_paths_parser(sub: Any, add_model_options: Callable[[argparse.ArgumentPar
     paths.add_argument("--per-prompt", action="store_true",
                        help="with --json: add per_prompt_ld (prompts × layers × heads)")
     paths.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
-    add_model_options(paths)
-    paths.set_defaults(handler=cmd_paths)
+    steps.add_model_options(paths)
+    paths.set_defaults(handler=functools.partial(cmd_paths, steps=steps))
 
 
 def _head(option: str, text: str) -> Component:
@@ -99,23 +111,22 @@ def result_json(result: Any, per_prompt: bool) -> dict[str, Any]:
     return out
 
 
-def cmd_paths(args: argparse.Namespace) -> int:
+def cmd_paths(args: argparse.Namespace, steps: CliSteps) -> int:
     from headscope.backends.base import UnsupportedIntervention
-    from headscope.cli import _clear_progress, _model_and_dataset, _progress_printer
     from headscope.path_patching import run_paths
     from headscope.tasks import prepare_dataset
 
     query = query_from_args(args)
     if args.top < 1:
         raise InputError(f"--top must be at least 1, got {args.top}.")
-    model, dataset = _model_and_dataset(args)
+    model, dataset = steps.model_and_dataset(args)
     model.prepare_hooks()
     encoded = prepare_dataset(model, dataset)
     try:
-        result = run_paths(model, encoded, query, use_cache=not args.no_cache, progress=_progress_printer(args))
+        result = run_paths(model, encoded, query, use_cache=not args.no_cache, progress=steps.progress_printer(args))
     except UnsupportedIntervention as error:
         raise InputError(str(error)) from None
-    _clear_progress(args)
+    steps.clear_progress(args)
     if args.json:
         print(json.dumps(result_json(result, args.per_prompt) | {"backend": model.info.backend}))
         return 0

@@ -31,8 +31,6 @@ from headscope.memory import activation_budget, chunk_target_bytes
 from headscope.sharing import ModelGate
 
 if TYPE_CHECKING:
-    from headscope.backends.path_runs import PathTask
-    from headscope.engine import WorkTimer
     from headscope.methods import AblationMethod
 
 
@@ -609,14 +607,10 @@ class Backend(ABC):
     def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:
         """Attribution patching: every head's and MLP's first-order effect from one forward and one backward pass."""
 
-    def path_logit_diffs(self, task: PathTask, *, path: str = "auto", timer: WorkTimer | None = None
-                         ) -> tuple[np.ndarray, float]:
-        """(ld[edge, prompt] float64, the run's LD): path patching (headscope.backends.path_runs), each edge's LD
-        per prompt with only that path patched. Local models only; path as the evaluator's ("auto", "fast",
-        "general")."""
-        from headscope.backends.path_runs import run_path_task
-
-        return run_path_task(self, task, path=path, timer=timer)
+    def path_logit_diffs(self, task: Any, *, path: str = "auto", timer: Any = None) -> tuple[np.ndarray, float]:
+        """(ld[edge, prompt] float64, the run's LD) for a headscope.backends.path_runs.PathTask: path patching, each
+        edge's LD per prompt with only that path patched; path as the evaluator's ("auto", "fast", "general")."""
+        raise UnsupportedIntervention(f"Path patching does not run on the {self.info.backend_label} backend yet.")
 
     @property
     def block_runner(self) -> BlockRunner | None:

@@ -370,7 +370,7 @@ class BridgeBackend(Backend):
         """Path patching on the wrapped model, whole forwards with its own attention where checked at load."""
         from headscope.backends.path_runs import run_path_task
 
-        return run_path_task(self, task, path=path, timer=timer, route=self._native_attention)
+        return run_path_task(self, task, path=path, timer=timer, route=self.native.swapped)
 
     def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:
         info = self.info

@@ -396,7 +396,9 @@ class NnsightBackend(Backend):
         if not self.mode.runs_here:
             raise UnsupportedIntervention(f"Path patching runs on a model loaded here; the {self.mode} mode does "
                                           "not offer it yet.")
-        return super().path_logit_diffs(task, path=path, timer=timer)
+        from headscope.backends.path_runs import run_path_task
+
+        return run_path_task(self, task, path=path, timer=timer)
 
     def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:
         model, layout, dims = self.model, self.layout, self.dims
