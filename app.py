@@ -22,6 +22,7 @@ navigation = st.navigation(
         st.Page("pages/ablation.py", title="Ablation heatmap", icon=":material/grid_on:"),
         st.Page("pages/attention.py", title="Attention patterns", icon=":material/visibility:"),
         st.Page("pages/circuit.py", title="Circuit", icon=":material/account_tree:"),
+        st.Page("pages/paths.py", title="Paths", icon=":material/route:"),
     ],
     position="sidebar" if access_granted() else "hidden",
 )

@@ -155,6 +155,22 @@ class Model:
                              use_cache=use_cache)
         return Circuit(result, self.info.backend)
 
+    def paths(self, task: str | None = None, *, sender: Any = None, receiver: Any = None, into: str = "q",
+              direction: str = "noise", method: str = "resample", dataset: Any = None, n_prompts: int | None = None,
+              seed: int | None = None, step: int | None = None, use_cache: bool = True, name: str | None = None,
+              ) -> Paths:
+        """Path patching (`headscope paths`): `sender` (a head, its path into every later head's `into` input) or
+        `receiver` (a head, or "logits": every earlier head's path into it)."""
+        from headscope.path_patching import PathQuery, run_paths
+
+        to_logits = isinstance(receiver, str) and receiver.strip().lower() == "logits"
+        query = PathQuery(sender=None if sender is None else _head(sender),
+                          receiver=None if receiver is None or to_logits else _head(receiver), to_logits=to_logits,
+                          into=into, direction=direction, method=method)  # type: ignore[arg-type]
+        query.check_options()
+        data = self._dataset(task, dataset, n_prompts, seed, step, name)
+        return Paths(run_paths(self.backend, data, query, use_cache=use_cache), self.info.backend)
+
     def scores(self, score: str, *, prompt: str | None = None, task: str | None = None,
                use_cache: bool = True) -> Scores:
         """One head-type score over every head (`headscope heads`): previous-token, duplicate-token, induction,
@@ -315,6 +331,31 @@ class Sweep(_Shown):
         from headscope.figures import figure_html
 
         return figure_html(self.figure())
+
+
+class Paths(_Shown):
+    """Path patching (headscope.path_patching.PathResult)."""
+
+    def to_json(self) -> dict[str, Any]:
+        from headscope.cli_paths import result_json
+
+        return result_json(self.result, per_prompt=False) | {"backend": self.backend}
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per partner head: the LD with only that path patched and its change from the run's LD."""
+        import numpy as np
+        import pandas as pd
+
+        result = self.result
+        rows = [{"layer": layer, "head": head, "ld": float(result.ld[layer, head]),
+                 "change": float(result.ld[layer, head] - result.run_ld)}
+                for layer in range(result.ld.shape[0]) for head in range(result.ld.shape[1])
+                if not np.isnan(result.ld[layer, head])]
+        return pd.DataFrame(rows)
+
+    def _summary(self) -> str:
+        query = self.result.query
+        return f"{query.sender_label} → {query.receiver_label} ({query.into}, {query.direction})"
 
 
 class Circuit(_Shown):

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from headscope.backends import BACKENDS, LOCAL_BACKEND_NAMES
+from headscope.cli_paths import CliSteps, add_paths_parser
 from headscope.durations import readable_duration, time_left
 from headscope.errors import HeadscopeError, InputError
 from headscope.heads import PATTERN_SCORE_NAMES, SCORE_NAMES, scores_help
@@ -141,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="head of the single-head view (default: the first)")
     _add_model_options(patterns)
     patterns.set_defaults(handler=_cmd_patterns)
+
+    add_paths_parser(sub, CliSteps(_add_model_options, _model_and_dataset, _progress_printer, _clear_progress),
+                     TASK_HELP)
 
     prepare = sub.add_parser("prepare", help="convert the embedded model's GGUF once, so later starts are fast")
     prepare.set_defaults(handler=_cmd_prepare)

@@ -609,6 +609,11 @@ class Backend(ABC):
     def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:
         """Attribution patching: every head's and MLP's first-order effect from one forward and one backward pass."""
 
+    def path_logit_diffs(self, task: Any, *, path: str = "auto", timer: Any = None) -> tuple[np.ndarray, float]:
+        """(ld[edge, prompt] float64, the run's LD) for a headscope.backends.path_runs.PathTask: path patching, each
+        edge's LD per prompt with only that path patched; path as the evaluator's ("auto", "fast", "general")."""
+        raise UnsupportedIntervention(f"Path patching does not run on the {self.info.backend_label} backend yet.")
+
     @property
     def block_runner(self) -> BlockRunner | None:
         """The fast path where this backend offers it (checked against its own full forward at load), else None."""

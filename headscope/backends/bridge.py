@@ -59,6 +59,8 @@ from headscope.errors import InputError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
 if TYPE_CHECKING:
+    from headscope.backends.path_runs import PathTask
+    from headscope.engine import WorkTimer
     from headscope.methods import AblationMethod
 
 UNEMBED_CHUNK_TOKENS = 512  # positions unembedded at a time: a long prompt never holds [pos, vocab] at once
@@ -363,6 +365,13 @@ class BridgeBackend(Backend):
             if progress is not None:
                 progress(done)
         return out
+
+    def path_logit_diffs(self, task: PathTask, *, path: str = "auto", timer: WorkTimer | None = None
+                         ) -> tuple[np.ndarray, float]:
+        """Path patching on the wrapped model, whole forwards with its own attention where checked at load."""
+        from headscope.backends.path_runs import run_path_task
+
+        return run_path_task(self, task, path=path, timer=timer, route=self.native.swapped)
 
     def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:
         info = self.info

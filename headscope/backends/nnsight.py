@@ -32,6 +32,7 @@ from headscope.backends.base import (
     ModelInfo,
     NextTokenSummary,
     Placement,
+    UnsupportedIntervention,
     config_dims,
     config_model_info,
     resident_bytes,
@@ -52,6 +53,8 @@ from headscope.errors import ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
 if TYPE_CHECKING:
+    from headscope.backends.path_runs import PathTask
+    from headscope.engine import WorkTimer
     from headscope.methods import AblationMethod
 
 UNEMBED_CHUNK_TOKENS = 512  # positions unembedded at a time (a long prompt never holds [pos, vocab] at once)
@@ -390,6 +393,16 @@ class NnsightBackend(Backend):
             if progress is not None:
                 progress(done)
         return out
+
+    def path_logit_diffs(self, task: PathTask, *, path: str = "auto", timer: WorkTimer | None = None
+                         ) -> tuple[np.ndarray, float]:
+        """Path patching on the local model (hooks on its modules); not yet through a remote request."""
+        if not self.mode.runs_here:
+            raise UnsupportedIntervention(f"Path patching runs on a model loaded here; the {self.mode} mode does "
+                                          "not offer it yet.")
+        from headscope.backends.path_runs import run_path_task
+
+        return run_path_task(self, task, path=path, timer=timer)
 
     def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:
         model, layout, dims = self.model, self.layout, self.dims

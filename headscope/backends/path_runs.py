@@ -1,0 +1,452 @@
+"""Path patching on a local transformers model: the backends' path primitive (bridge and nnsight run locally).
+
+An edge S → R adds Δ_S, the change of what sender head S writes into the residual (S's z·W_O with its replacement
+value minus with the run's value; on Gemma-2 through the post-attention norm with its scale frozen from the run),
+to the input of R's query (key / value) projection only: R's query gets proj(norm(x + Δ_S)) − proj(norm(x)) on
+R's slice, x being the residual R's block reads in this run, every other reader of S unchanged. The receiver's
+changed output then runs through the rest of the model. An edge S → logits adds Δ_S at the last position through
+the final norm with its scale frozen from the run, onto the answers' unembedding columns (soft-capping after).
+
+Rows: every edge runs every prompt once (edge-major). The general path runs one hooked forward of the model per chunk
+of edges; the fast path starts each edge at its receiver's layer from the run's stored residual (the edges of a chunk
+join the batch layer by layer, as the ablation engine's groups do) through the backend's block runner.
+Hooks sit on the modules the family layout names (backends/layouts.py), unwrapped from TransformerLens' bridge
+components where the bridge wraps them, so the same code serves both local backends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from headscope.backends.base import Site, SiteKind, SourceKind, UnsupportedIntervention
+from headscope.backends.layouts import Layout, layout_for
+from headscope.backends.norms import freeze_norm
+from headscope.component import Component
+
+if TYPE_CHECKING:
+    from headscope.backends.base import Backend
+    from headscope.engine import WorkTimer
+
+
+@dataclass(frozen=True)
+class PathEdge:
+    """One path: sender head → receiver site (Q/K/V input of a later head; K/V per KV group), or None: the logits."""
+
+    sender: Component
+    receiver: Site | None
+
+
+@dataclass(frozen=True)
+class PathTask:
+    """run[prompt, pos]: the prompts the patched run reads; other[prompt | reference prompt, pos]: the run whose
+    sender values replace the run's (PAIRED: row by row; MEAN: position-wise mean over its rows; None for ZERO);
+    answer_ids[prompt, 2] (correct, incorrect); edges: one group of rows each."""
+
+    run: torch.Tensor
+    other: torch.Tensor | None
+    source: SourceKind
+    answer_ids: torch.Tensor
+    edges: tuple[PathEdge, ...]
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self.run.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.run.shape[1])
+
+
+def receiver_site(kind: SiteKind, head: Component, heads_per_kv: int) -> Site:
+    """The site a receiver head's input patch acts on: its own query input, or its KV group's key/value input
+    (named by the group's first query head) on a grouped-query model."""
+    assert head.head is not None
+    if kind is SiteKind.Q_INPUT or heads_per_kv == 1:
+        return Site(kind, head.layer, head.head)
+    return Site(kind, head.layer, head.head - head.head % heads_per_kv)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where each family's query, key and value projections are, and where one head's slice sits in their output
+
+
+@dataclass(frozen=True)
+class Projections:
+    """The module (inside a block) computing a site's projection, and the offset of head h's d_head slice in its
+    output: separate (Llama-like: q per head, k/v per KV head), GPT-2's c_attn ([q | k | v]), NeoX's per-head
+    [q k v]."""
+
+    module: Callable[[SiteKind], str]
+    offset: Callable[[SiteKind, int, int, int, int], int]  # (kind, head, heads_per_kv, n_heads, d_head) -> offset
+
+
+_SEPARATE = Projections(
+    lambda kind: {SiteKind.Q_INPUT: "self_attn.q_proj", SiteKind.K_INPUT: "self_attn.k_proj",
+                  SiteKind.V_INPUT: "self_attn.v_proj"}[kind],
+    lambda kind, head, per_kv, n_heads, d_head: (head if kind is SiteKind.Q_INPUT else head // per_kv) * d_head)
+_PART = {SiteKind.Q_INPUT: 0, SiteKind.K_INPUT: 1, SiteKind.V_INPUT: 2}
+PROJECTIONS: dict[str, Projections] = {
+    "Llama": _SEPARATE, "Mistral": _SEPARATE, "Qwen2": _SEPARATE, "Gemma-2": _SEPARATE,
+    "GPT-2": Projections(lambda kind: "attn.c_attn",
+                         lambda kind, head, per_kv, n_heads, d_head: (_PART[kind] * n_heads + head) * d_head),
+    "GPT-NeoX": Projections(lambda kind: "attention.query_key_value",
+                            lambda kind, head, per_kv, n_heads, d_head: (3 * head + _PART[kind]) * d_head),
+}
+
+
+def _plain(module: Any) -> Any:
+    """The transformers module itself where TransformerLens' bridge wraps it."""
+    return getattr(module, "original_component", None) or module
+
+
+class HfModules:
+    """The modules of one local transformers model that path patching reads and hooks."""
+
+    def __init__(self, hf_model: Any, n_heads: int, n_kv: int, d_head: int) -> None:
+        self.hf_model = hf_model
+        self.layout: Layout = layout_for(hf_model.config, type(hf_model).__name__)
+        projections = PROJECTIONS.get(self.layout.family)
+        if projections is None:
+            raise UnsupportedIntervention(f"Path patching does not know {self.layout.family}'s projections.")
+        self.projections = projections
+        self.n_heads, self.n_kv, self.d_head = n_heads, n_kv, d_head
+        self.heads_per_kv = n_heads // n_kv
+        config = hf_model.config
+        self.logit_cap = float(getattr(config, "final_logit_softcapping", None) or 0.0)
+
+    def block(self, layer: int, part: str) -> Any:
+        return _plain(self.hf_model.get_submodule(self.layout.block(layer, part)))
+
+    def o_proj(self, layer: int) -> Any:
+        return self.block(layer, self.layout.o_proj)
+
+    def ln1(self, layer: int) -> Any:
+        return self.block(layer, self.layout.ln1)
+
+    def ln1_called(self, layer: int) -> Any:
+        """The attention norm as its block calls it (the bridge's wrapper where it wraps: hooks go there, since a
+        wrapper may compute the norm without calling the module it wraps)."""
+        return self.hf_model.get_submodule(self.layout.block(layer, self.layout.ln1))
+
+    @property
+    def final_norm_called(self) -> Any:
+        return self.hf_model.get_submodule(self.layout.final_norm)
+
+    def projection(self, site: Site) -> tuple[Any, int]:
+        """The module computing the site's projection and the site's slice offset in its output."""
+        assert site.head is not None
+        offset = self.projections.offset(site.kind, site.head, self.heads_per_kv, self.n_heads, self.d_head)
+        return self.block(site.layer, self.projections.module(site.kind)), offset
+
+    @property
+    def final_norm(self) -> Any:
+        return _plain(self.hf_model.get_submodule(self.layout.final_norm))
+
+    def answer_logits(self, normed_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """logits[batch, k] (float32, soft-capped where the family caps) of ids[batch, k] from final-normed
+        residuals normed_last[batch, d_model]."""
+        unembed = _plain(self.hf_model.get_submodule(self.layout.unembed))
+        columns = unembed.weight[ids.to(unembed.weight.device)].float()  # [batch, k, d_model]
+        logits = torch.einsum("bd,bkd->bk", normed_last.float(), columns)
+        if getattr(unembed, "bias", None) is not None:
+            logits = logits + unembed.bias[ids.to(unembed.bias.device)].float()
+        return self.logit_cap * torch.tanh(logits / self.logit_cap) if self.logit_cap > 0 else logits
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run and the senders' changes
+
+
+@dataclass
+class RunCapture:
+    """What one hooked forward of the run keeps: z[layer][P, pos, head, d_head] at the layers asked for, the
+    attention output attn_out[layer][P, pos, d_model] (before a post-norm), the residual entering each layer
+    entries[layer] (asked for) and the final residual final[P, pos, d_model]."""
+
+    z: dict[int, torch.Tensor]
+    attn_out: dict[int, torch.Tensor]
+    entries: dict[int, torch.Tensor]
+    final: torch.Tensor | None = None
+
+
+@contextlib.contextmanager
+def _hooks(handles: list[Any]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def capture_run(modules: HfModules, tokens: torch.Tensor, z_layers: Sequence[int],
+                entry_layers: Sequence[int] = ()) -> RunCapture:
+    """One forward of tokens[P, pos] keeping per-head z and attention outputs at z_layers, the residual entering
+    entry_layers and the final residual."""
+    got = RunCapture({}, {}, {})
+    handles = []
+    n_heads, d_head = modules.n_heads, modules.d_head
+
+    def keep_z(layer: int) -> Callable:
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            flat = args[0]
+            got.z[layer] = flat.view(*flat.shape[:-1], n_heads, d_head).detach()
+            got.attn_out[layer] = output.detach()
+        return hook
+
+    def keep_entry(layer: int) -> Callable:
+        def hook(module: Any, args: tuple) -> None:
+            got.entries[layer] = args[0].detach()
+        return hook
+
+    def keep_final(module: Any, args: tuple) -> None:
+        got.final = args[0].detach()
+
+    for layer in z_layers:
+        handles.append(modules.o_proj(layer).register_forward_hook(keep_z(layer)))
+    for layer in entry_layers:
+        handles.append(modules.ln1_called(layer).register_forward_pre_hook(keep_entry(layer)))
+    handles.append(modules.final_norm_called.register_forward_pre_hook(keep_final))
+    with _hooks(handles), torch.inference_mode():
+        modules.hf_model.base_model(input_ids=tokens, use_cache=False)
+    return got
+
+
+def sender_deltas(modules: HfModules, senders: Sequence[Component], run: RunCapture,
+                  other: RunCapture | None, source: SourceKind) -> torch.Tensor:
+    """Δ[sender, P, pos, d_model] (float32): what each sender writes with its replacement value minus what it
+    writes in the run (o_proj's linear part on that head's z slice; through the post-attention norm with the run's
+    scale on Gemma-2)."""
+    out = []
+    d_head = modules.d_head
+    for sender in senders:
+        assert sender.head is not None
+        z_run = run.z[sender.layer][:, :, sender.head]
+        if source is SourceKind.ZERO or other is None:
+            z_new = torch.zeros_like(z_run)
+        elif source is SourceKind.MEAN:
+            z_new = other.z[sender.layer][:, :, sender.head].float().mean(dim=0, keepdim=True).to(z_run.dtype)
+        else:
+            z_new = other.z[sender.layer][:, :, sender.head]
+        o_proj = modules.o_proj(sender.layer)
+        flat = torch.zeros(*z_run.shape[:2], modules.n_heads * d_head, dtype=z_run.dtype, device=z_run.device)
+        flat[..., sender.head * d_head:(sender.head + 1) * d_head] = z_new - z_run
+        with torch.inference_mode():
+            write = (o_proj.forward(flat) - o_proj.forward(torch.zeros_like(flat[:1, :1]))).float()
+            if modules.layout.ln1_post is not None:
+                post = modules.block(sender.layer, modules.layout.ln1_post)
+                write = freeze_norm(post, run.attn_out[sender.layer]).apply(write)
+        out.append(write)
+    return torch.stack(out)
+
+
+def logit_path_lds(modules: HfModules, run: RunCapture, deltas: torch.Tensor, answer_ids: torch.Tensor
+                   ) -> torch.Tensor:
+    """ld[sender, P] (float64) with each sender's change added at the last position through the final norm with
+    the run's scale frozen: its direct path to the logits."""
+    assert run.final is not None
+    final_last = run.final[:, -1].float()
+    frozen = freeze_norm(modules.final_norm, final_last)
+    with torch.inference_mode():
+        normed = modules.final_norm.forward(run.final[:, -1:]).squeeze(1).float()
+        moved = normed.unsqueeze(0) + frozen.apply(deltas[:, :, -1])  # [sender, P, d_model]
+        n_senders, n_prompts = moved.shape[:2]
+        logits = modules.answer_logits(moved.reshape(n_senders * n_prompts, -1), answer_ids.repeat(n_senders, 1))
+    return (logits[:, 0] - logits[:, 1]).view(n_senders, n_prompts).double()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Receivers: the hooked forwards
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One edge in the batch: its receiver site and which sender change it carries."""
+
+    site: Site
+    delta: int
+
+
+class ReceiverHooks:
+    """Adds each batched edge's change to its receiver's projection output: rows are `rows` (edge-major, n_prompts
+    each), set before every forward or block call."""
+
+    def __init__(self, modules: HfModules, deltas: torch.Tensor, n_prompts: int, frozen_norm: bool) -> None:
+        self.modules, self.deltas, self.n_prompts, self.frozen_norm = modules, deltas, n_prompts, frozen_norm
+        self.rows: list[_Row] = []
+        self._x: dict[int, torch.Tensor] = {}
+
+    @contextlib.contextmanager
+    def installed(self, layers: Sequence[int]) -> Iterator[None]:
+        handles = []
+        kinds = {(row.site.layer, row.site.kind) for row in self.rows} if self.rows else set()
+        for layer in sorted(set(layers)):
+            handles.append(self.modules.ln1_called(layer).register_forward_pre_hook(self._keep_input(layer)))
+            modules_done: set[int] = set()
+            for kind in (SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT):
+                if kinds and (layer, kind) not in kinds:
+                    continue
+                module, _ = self.modules.projection(Site(kind, layer, 0))
+                if id(module) in modules_done:
+                    continue
+                modules_done.add(id(module))
+                handles.append(module.register_forward_hook(self._add(layer, module)))
+        with _hooks(handles):
+            yield
+
+    def _keep_input(self, layer: int) -> Callable:
+        def hook(module: Any, args: tuple) -> None:
+            self._x[layer] = args[0]
+        return hook
+
+    def _add(self, layer: int, module: Any) -> Callable:
+        def hook(mod: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            mine = [(index, row) for index, row in enumerate(self.rows) if row.site.layer == layer
+                    and self.modules.projection(row.site)[0] is module]
+            if not mine:
+                return output
+            p = self.n_prompts
+            index = torch.tensor([i * p + j for i, _ in mine for j in range(p)], device=output.device)
+            which = torch.tensor([row.delta for _, row in mine], device=self.deltas.device)
+            delta = self.deltas[which].flatten(0, 1).to(output.device)  # [rows, pos, d_model]
+            x = self._x[layer][index]
+            norm = self.modules.ln1(layer)
+            if self.frozen_norm:
+                moved = freeze_norm(norm, x).apply(delta).to(x.dtype)
+            else:
+                moved = norm.forward(x + delta.to(x.dtype)) - norm.forward(x)
+            projected = module.forward(moved) - module.forward(torch.zeros_like(moved[:1, :1]))
+            out = output.clone()
+            d_head = self.modules.d_head
+            for slot, (_, row) in enumerate(mine):
+                _, offset = self.modules.projection(row.site)
+                rows = index[slot * p:(slot + 1) * p]
+                out[rows, :, offset:offset + d_head] += projected[slot * p:(slot + 1) * p, :, offset:offset + d_head]
+            return out
+        return hook
+
+
+def _edge_chunks(edges: Sequence[tuple[int, _Row]], per_chunk: int) -> list[list[tuple[int, _Row]]]:
+    ordered = sorted(edges, key=lambda item: item[1].site.layer)
+    return [ordered[start:start + per_chunk] for start in range(0, len(ordered), per_chunk)]
+
+
+def _general(modules: HfModules, hooks: ReceiverHooks, task: PathTask, chunk: list[tuple[int, _Row]]
+             ) -> torch.Tensor:
+    """ld[edge, P] for a chunk of edges: one hooked forward of the whole model."""
+    hooks.rows = [row for _, row in chunk]
+    n = len(chunk)
+    final: dict[str, torch.Tensor] = {}
+
+    def keep_final(module: Any, args: tuple) -> None:
+        final["resid"] = args[0][:, -1]
+
+    with hooks.installed([row.site.layer for row in hooks.rows]), torch.inference_mode(), \
+            _hooks([modules.final_norm_called.register_forward_pre_hook(keep_final)]):
+        modules.hf_model.base_model(input_ids=task.run.repeat(n, 1), use_cache=False)
+        normed = modules.final_norm.forward(final["resid"].unsqueeze(1)).squeeze(1)
+        logits = modules.answer_logits(normed, task.answer_ids.to(normed.device).repeat(n, 1))
+    return (logits[:, 0] - logits[:, 1]).view(n, task.n_prompts).double()
+
+
+def _fast(backend: Backend, modules: HfModules, hooks: ReceiverHooks, task: PathTask, run: RunCapture,
+          chunk: list[tuple[int, _Row]], timer: WorkTimer | None) -> torch.Tensor:
+    """ld[edge, P] for a chunk of edges: each joins the block loop at its receiver's layer from the run's residual."""
+    runner = backend.block_runner
+    assert runner is not None
+    n_layers = backend.info.n_layers
+    p = task.n_prompts
+    resid: torch.Tensor | None = None
+    context = None
+    joined: list[_Row] = []
+    first = chunk[0][1].site.layer
+    with torch.inference_mode():
+        for layer in range(first, n_layers):
+            joining = [row for _, row in chunk if row.site.layer == layer]
+            if joining:
+                fresh = run.entries[layer].repeat(len(joining), 1, 1)
+                resid = fresh if resid is None else torch.cat([resid, fresh])
+                joined += joining
+                if context is None:
+                    context = runner.context(resid)
+            assert resid is not None
+            hooks.rows = joined
+            cut = layer == n_layers - 1 and runner.supports_last_position_only  # only the last position is read
+            with backend.gate.hold(), hooks.installed([layer] if joining else []):
+                resid = runner.run_block(layer, resid, context, last_position_only=cut).resid
+            if timer is not None:
+                timer.advance(len(joined), f"layer {layer}: {len(joined)} paths in flight")
+        assert resid is not None
+        with backend.gate.hold():
+            logits = runner.answer_logits(resid[:, -1], task.answer_ids.to(resid.device).repeat(len(joined), 1))
+    return (logits[:, 0] - logits[:, 1]).float().view(len(joined), p).double()
+
+
+def run_path_task(backend: Backend, task: PathTask, *, path: str = "auto", timer: WorkTimer | None = None,
+                  frozen_norm: bool = False, route: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+                  max_edges: int | None = None) -> tuple[np.ndarray, float]:
+    """(ld[edge, prompt] float64, the run's LD): each edge's LD per prompt with only that path patched. `route`:
+    the backend's fastest checked way to run the whole model (the bridge's native attention), for full forwards;
+    max_edges: at most this many edges per batch (1: one forward per edge, the unbatched reference)."""
+    from headscope.engine import fast_runner, groups_per_chunk
+
+    hf_model = backend.hf_model
+    if hf_model is None:
+        raise UnsupportedIntervention(f"Path patching runs on a model loaded here; the {backend.info.backend_label} "
+                                      "backend does not offer it yet.")
+    info = backend.info
+    modules = HfModules(hf_model, info.n_heads, info.n_kv_heads, info.d_head)
+    runner = fast_runner(backend, task.seq_len, required=path == "fast") if path != "general" else None
+    sender_layers = sorted({edge.sender.layer for edge in task.edges})
+    receivers = [(index, _Row(edge.receiver, 0)) for index, edge in enumerate(task.edges) if edge.receiver]
+    entry_layers = sorted({row.site.layer for _, row in receivers}) if runner is not None else []
+    senders = sorted({edge.sender for edge in task.edges})
+    sender_index = {sender: i for i, sender in enumerate(senders)}
+    receivers = [(index, _Row(row.site, sender_index[task.edges[index].sender])) for index, row in receivers]
+    n_layers = info.n_layers
+    if timer is not None:
+        per_edge = [(n_layers - row.site.layer) if runner is not None else n_layers for _, row in receivers]
+        timer.add_total(2 * n_layers + sum(per_edge))
+    out = np.zeros((len(task.edges), task.n_prompts))
+    whole = route or contextlib.nullcontext
+    with backend.gate.hold(), whole():
+        run = capture_run(modules, task.run, sender_layers, entry_layers)
+        other = None if task.other is None else capture_run(modules, task.other, sender_layers)
+    if timer is not None:
+        timer.advance(2 * n_layers, "the run and its replacement values")
+    deltas = sender_deltas(modules, senders, run, other, task.source)
+    assert run.final is not None
+    with torch.inference_mode():
+        normed = modules.final_norm.forward(run.final[:, -1:]).squeeze(1)
+        base = modules.answer_logits(normed, task.answer_ids.to(normed.device))
+    run_ld = float((base[:, 0] - base[:, 1]).double().mean())
+    logit_edges = [index for index, edge in enumerate(task.edges) if edge.receiver is None]
+    if logit_edges:
+        lds = logit_path_lds(modules, run, deltas, task.answer_ids.to(deltas.device))
+        for index in logit_edges:
+            out[index] = lds[sender_index[task.edges[index].sender]].cpu().numpy()
+    if receivers:
+        hooks = ReceiverHooks(modules, deltas, task.n_prompts, frozen_norm)
+        kept = deltas.numel() * deltas.element_size()
+        per_chunk = groups_per_chunk(backend, task.n_prompts, task.seq_len, len(receivers), fixed_bytes=kept,
+                                     what="The path patching")
+        per_chunk = min(per_chunk, max_edges or per_chunk)
+        for chunk in _edge_chunks(receivers, per_chunk):
+            if runner is not None:
+                lds = _fast(backend, modules, hooks, task, run, chunk, timer)
+            else:
+                with backend.gate.hold(), whole():
+                    lds = _general(modules, hooks, task, chunk)
+                if timer is not None:
+                    timer.advance(n_layers * len(chunk), "full forward passes")
+            for slot, (index, _) in enumerate(chunk):  # rows in chunk order (by receiver layer)
+                out[index] = lds[slot].cpu().numpy()
+    return out, run_ld
+
+
+__all__ = ["PathEdge", "PathTask", "receiver_site", "run_path_task"]

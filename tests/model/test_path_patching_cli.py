@@ -1,0 +1,92 @@
+"""`python -m headscope paths`: the JSON keys the README documents, the numbers the library computes, the table, and
+one-line refusals for queries without valid paths (in this process; the tiny random GQA Llama in a local folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from headscope.cli import main
+from tests.cli_in_process import one_line_error
+
+DIGITS = [{"prompt": f"{i} {i + 1} {i + 2} {i + 3} ", "correct": str(i + 4), "incorrect": str(i + 3),
+           "corrupted_prompt": bad} for i, bad in zip(range(1, 4), ["3 1 4 2 ", "6 4 3 5 ", "8 4 6 5 "], strict=True)]
+JSON_KEYS = {"model", "task", "sender", "receiver", "into", "direction", "method", "clean_ld", "corrupt_ld", "ld",
+             "seconds", "cached", "to_logits_ld", "kv_grouped", "n_prompts", "backend"}
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    path = tmp_path / "digits.json"
+    path.write_text(json.dumps(DIGITS))
+    return str(path)
+
+
+def _common(tiny_model_dir, dataset) -> list[str]:
+    return ["paths", "--dataset", dataset, "--model", str(tiny_model_dir), "--device", "cpu"]
+
+
+def test_json_keys_and_grid(tiny_model_dir, dataset, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path / "results"))
+    assert main([*_common(tiny_model_dir, dataset), "--sender", "0.1", "--into", "k", "--json",
+                 "--per-prompt"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == JSON_KEYS | {"per_prompt_ld"}
+    documented = (REPO / "docs" / "path-patching.md").read_text(encoding="utf-8")
+    assert all(f"`{key}`" in documented for key in set(data)), "a --json field the documentation never names"
+    stated = (data["sender"], data["receiver"], data["into"], data["direction"], data["method"])
+    assert stated == ("0.1", None, "k", "noise", "resample")
+    ld = data["ld"]
+    assert len(ld) == 3 and all(len(row) == 4 for row in ld)
+    assert all(v is None for v in ld[0]) and all(v is not None for row in ld[1:] for v in row)
+    assert data["kv_grouped"] is True and ld[1][0] == ld[1][1]  # 4 query heads over 2 KV heads
+    per_prompt = np.array(data["per_prompt_ld"], dtype=float)
+    assert per_prompt.shape == (len(DIGITS), 3, 4)
+    assert np.allclose(np.nanmean(per_prompt, axis=0)[1:], np.array(ld[1:], dtype=float), atol=1e-9)
+    assert data["cached"] is False
+    assert main([*_common(tiny_model_dir, dataset), "--receiver", "logits", "--json"]) == 0
+    logits = json.loads(capsys.readouterr().out)
+    assert logits["receiver"] == "logits" and all(v is not None for row in logits["ld"] for v in row)
+
+
+def test_table_lists_the_top_paths(tiny_model_dir, dataset, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path / "results"))
+    assert main([*_common(tiny_model_dir, dataset), "--receiver", "2.3", "--top", "3", "--method", "zero"]) == 0
+    out = capsys.readouterr().out
+    assert "every head → 2.3 (q input)" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 3 and all(int(row[0].split(".")[0]) < 2 for row in rows)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--sender", "2.0"], "last layer"),
+    pytest.param(["--receiver", "0.3"], "layer 0", marks=pytest.mark.slow),
+    pytest.param(["--sender", "1.9"], "No head 1.9", marks=pytest.mark.slow),
+    (["--sender", "mlp1"], "must name a head"),
+    (["--sender", "x.y"], "not a head"),
+    (["--sender", "0.1", "--direction", "denoise", "--method", "zero"], "noising only"),
+    (["--sender", "0.1", "--method", "median"], "median"),
+])
+def test_bad_input_is_one_line(tiny_model_dir, dataset, capsys, args, message):
+    assert message in one_line_error(capsys, [*_common(tiny_model_dir, dataset), *args])
+
+
+def test_notebook_api_matches_the_command(tiny_model, tiny_model_dir, dataset, capsys, tmp_path, monkeypatch):
+    """hs's Model.paths gives the numbers and JSON of `headscope paths` (the same cached result)."""
+    from headscope.api import Model
+    from headscope.loading import ModelRequest
+
+    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path / "results"))
+    shown = Model(tiny_model, ModelRequest(str(tiny_model_dir), device="cpu")).paths(
+        dataset=dataset, receiver=(2, 1), into="v", method="mean")
+    assert main([*_common(tiny_model_dir, dataset), "--receiver", "2.1", "--into", "v", "--method", "mean",
+                 "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["cached"] is True  # the notebook's run stored it under the same key
+    assert shown.to_json()["ld"] == printed["ld"]
+    frame = shown.to_frame()
+    assert len(frame) == 2 * 4 and set(frame["layer"]) == {0, 1}
