@@ -26,6 +26,8 @@ from headscope.backends.base import (
     AttributionEffects,
     Backend,
     BlockOutput,
+    DirectLogits,
+    LensLogits,
     LocalModel,
     LogitDiffTask,
     MlpEdit,
@@ -45,6 +47,7 @@ from headscope.backends.bridge_routes import (  # noqa: F401  (HAND_OVER_AFTER_S
     NativeAttention,
     StopForward,
 )
+from headscope.component import Component
 from headscope.errors import InputError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
@@ -703,6 +706,24 @@ class BridgeBackend(Backend):
             # layer's whole attention output (the norm's gain reaches the residual; its scale leaves the argmax of
             # final-norm logits unchanged).
             return _block_norm(block, "ln1_post", out)
+
+    # ------------------------------------------------------------------------------------------------ readouts
+    # (headscope.backends.bridge_readout)
+
+    def direct_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> DirectLogits:
+        from headscope.backends.bridge_readout import bridge_direct_logits
+
+        return bridge_direct_logits(self, tokens, position, token_ids)
+
+    def component_direct_logits(self, tokens: torch.Tensor, position: int, component: Component) -> torch.Tensor:
+        from headscope.backends.bridge_readout import bridge_component_logits
+
+        return bridge_component_logits(self, tokens, position, component)
+
+    def lens_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> LensLogits:
+        from headscope.backends.bridge_readout import bridge_lens
+
+        return bridge_lens(self, tokens, position, token_ids)
 
     def unembed_logits(self, resid: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
         with self.gate.hold(), torch.inference_mode():

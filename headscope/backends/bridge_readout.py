@@ -1,0 +1,114 @@
+"""Direct logit attribution and the logit lens on the TransformerLens bridge: one forward with the bridge's own hooks
+(`blocks.0.hook_in`, `blocks.L.hook_out`, `blocks.L.attn.hook_z`, `blocks.L.mlp.hook_out`) read at one position,
+then the arithmetic of headscope.backends.readout. Weights are TransformerLens' public W_O, b_O, W_U, b_U; the norms
+are frozen from the model's own norm modules (their 1-D gains and biases)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from headscope.backends.base import DirectLogits, LensLogits
+from headscope.backends.bridge_routes import StopForward
+from headscope.backends.norms import FrozenNorm, freeze_norm
+from headscope.backends.readout import StreamAt, direct_logits_from, lens_from, split_heads
+from headscope.component import Component
+
+if TYPE_CHECKING:
+    from headscope.backends.bridge import BridgeBackend
+
+
+def _norm_module(component: Any) -> Any:
+    """The transformers norm a bridge component wraps (its gains and biases are 1-D: no layout to get wrong)."""
+    return getattr(component, "original_component", component)
+
+
+def _optional(block: Any, name: str) -> Any | None:
+    module = getattr(block, name, None)
+    return module if isinstance(module, torch.nn.Module) else None
+
+
+def bridge_stream(backend: BridgeBackend, tokens: torch.Tensor, position: int) -> StreamAt:
+    """The residual stream's parts at `position` of tokens[batch, pos] from one forward of the bridge."""
+    bridge = backend.bridge
+    n_layers = backend.info.n_layers
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(value: torch.Tensor, hook: Any) -> None:
+            seen[name] = value[:, position].detach().float()
+        return hook
+
+    hooks = [("blocks.0.hook_in", keep("embed"))]
+    for layer in range(n_layers):
+        hooks += [(f"blocks.{layer}.hook_out", keep(f"after{layer}")),
+                  (f"blocks.{layer}.attn.hook_z", keep(f"z{layer}")),
+                  (f"blocks.{layer}.mlp.hook_out", keep(f"mlp{layer}"))]
+    with backend.gate.hold(), torch.inference_mode():
+        with bridge.hooks(fwd_hooks=[*hooks, ("ln_final.hook_in", _stop)]), contextlib.suppress(StopForward):
+            bridge(tokens)
+        heads, biases, mlps = [], [], []
+        for layer in range(n_layers):
+            block = bridge.blocks[layer]
+            attn = block.attn
+            z = seen[f"z{layer}"]  # [batch, head, d_head]
+            head_raw = torch.einsum("bhe,hed->bhd", z, attn.W_O.float())
+            b_o = getattr(attn, "b_O", None)
+            b_o = None if b_o is None else b_o.float()
+            post = _optional(block, "ln1_post")
+            frozen = None
+            if post is not None:
+                total = head_raw.sum(1) + (b_o if b_o is not None else 0.0)
+                frozen = freeze_norm(_norm_module(post), total)
+            layer_heads, layer_bias = split_heads(head_raw, b_o, frozen)
+            heads.append(layer_heads)
+            biases.append(layer_bias)
+            mlp = seen[f"mlp{layer}"]
+            mlp_post = _optional(block, "ln2_post")
+            mlps.append(mlp if mlp_post is None else mlp_post(mlp.to(backend.dtype)).float())
+    return StreamAt(seen["embed"], torch.stack(heads, 1), torch.stack(biases, 1), torch.stack(mlps, 1),
+                    torch.stack([seen[f"after{layer}"] for layer in range(n_layers)], 1))
+
+
+def _stop(value: torch.Tensor, hook: Any) -> None:
+    raise StopForward
+
+
+def _final_frozen(backend: BridgeBackend, final: torch.Tensor) -> FrozenNorm:
+    return freeze_norm(_norm_module(backend.bridge.ln_final), final)
+
+
+def bridge_direct_logits(backend: BridgeBackend, tokens: torch.Tensor, position: int, token_ids: torch.Tensor
+                         ) -> DirectLogits:
+    stream = bridge_stream(backend, tokens, position)
+    with backend.gate.hold(), torch.inference_mode():
+        ids = token_ids.to(backend.device)
+        columns, b_u = backend.unembed_columns(ids)  # [batch, k, d_model], [batch, k]
+        normed = backend.final_norm(stream.final.to(backend.dtype)).float()
+        model_logits = torch.einsum("bd,bkd->bk", normed, columns.float())
+        if b_u is not None:
+            model_logits = model_logits + b_u.float()
+        out = direct_logits_from(stream, _final_frozen(backend, stream.final), columns, b_u, model_logits,
+                                 backend._logit_cap)
+    return DirectLogits(*(t.cpu() for t in (out.heads, out.mlps, out.embed, out.bias, out.logits)), out.soft_cap)
+
+
+def bridge_component_logits(backend: BridgeBackend, tokens: torch.Tensor, position: int, component: Component
+                            ) -> torch.Tensor:
+    stream = bridge_stream(backend, tokens, position)
+    with backend.gate.hold(), torch.inference_mode():
+        part = _final_frozen(backend, stream.final).apply(stream.component(component.layer, component.head))
+        return (part[0] @ backend.bridge.W_U.float()).cpu()
+
+
+def bridge_lens(backend: BridgeBackend, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> LensLogits:
+    stream = bridge_stream(backend, tokens, position)
+    rows = torch.cat([stream.embed[:, None], stream.after], 1)  # [batch, layer + 1, d_model]
+    with backend.gate.hold(), torch.inference_mode():
+        return lens_from(rows.to(backend.dtype), lambda resid: backend._unembed_all(backend.final_norm(resid)),
+                         token_ids.to(backend.device))
+
+
+__all__ = ["bridge_component_logits", "bridge_direct_logits", "bridge_lens", "bridge_stream"]
