@@ -27,6 +27,8 @@ from headscope.backends.base import (
     AttributionEffects,
     Backend,
     ConfigDims,
+    DirectLogits,
+    LensLogits,
     LocalModel,
     LogitDiffTask,
     ModelInfo,
@@ -47,6 +49,7 @@ from headscope.backends.ndif import (
     gate_on_state,
     no_key_message,
 )
+from headscope.component import Component
 from headscope.errors import ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
@@ -631,6 +634,24 @@ class NnsightBackend(Backend):
                 logits = nnsight.save(_unembed(unembed, normed, token_ids, cap).detach().cpu())
             (logits,) = self._outputs(job, locals(), "logits")
         return logits.to(self.device)
+
+    # ------------------------------------------------------------------------------------------------ readouts
+    # (headscope.backends.nnsight_readout: one request each, reductions inside it)
+
+    def direct_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> DirectLogits:
+        from headscope.backends.nnsight_readout import nnsight_direct_logits
+
+        return nnsight_direct_logits(self, tokens, position, token_ids)
+
+    def component_direct_logits(self, tokens: torch.Tensor, position: int, component: Component) -> torch.Tensor:
+        from headscope.backends.nnsight_readout import nnsight_component_logits
+
+        return nnsight_component_logits(self, tokens, position, component)
+
+    def lens_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> LensLogits:
+        from headscope.backends.nnsight_readout import nnsight_lens
+
+        return nnsight_lens(self, tokens, position, token_ids)
 
     def budget_bytes(self) -> int:
         if self.mode.remote:
