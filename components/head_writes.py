@@ -15,10 +15,10 @@ from components.text import md, plain
 from headscope.component import Component
 from headscope.errors import HeadscopeError
 from headscope.logit_attribution import HeadWrites, head_writes, ov_view
-from headscope.tokens import display_form, tokenize_prompt
+from headscope.tokens import tokenize_prompt
 
 DEFAULT_K = 10
-MAX_K = 50
+MAX_K = 50  # the engine takes up to 200; a table of 50 is already long
 EFFECT_COLUMNS = {
     "token": st.column_config.TextColumn("token", help="whitespace shown: space ·, newline ↵, tab →"),
     "id": st.column_config.NumberColumn("id", format="%d"),
@@ -28,8 +28,8 @@ EFFECT_COLUMNS = {
 
 
 def effects_frame(effects) -> pd.DataFrame:
-    """One row per token: its visible form, id and logit contribution."""
-    return pd.DataFrame([{"token": display_form(e.token), "id": e.token_id, "logit": e.logit} for e in effects],
+    """One row per token: its visible form (whitespace made visible by the engine), id and logit contribution."""
+    return pd.DataFrame([{"token": plain(e.token), "id": e.token_id, "logit": e.logit} for e in effects],
                         columns=["token", "id", "logit"])
 
 
@@ -54,12 +54,11 @@ def _memo(key: str, asked: tuple, compute: Callable[[], HeadWrites]) -> HeadWrit
 
 
 def head_writes_panel(model, prompt: str, component: Component, key: str) -> None:
-    """The panel for one head on one prompt: a position (default the last) and k, the promoted and suppressed tokens
-    there, then the OV view for an input token (default the token at that position). `key` keeps two pages' panels
-    apart."""
-    if not component.is_head:
-        return
-    label = component.label
+    """The panel for one head (or MLP) on one prompt: a position (default the last) and k, the promoted and suppressed
+    tokens there, then, for a head, the OV view for an input token (default the token at that position). `key` keeps
+    two pages' panels apart."""
+    label = component.label if component.is_head else f"MLP {component.layer}"
+    what = f"Head {label}" if component.is_head else label
     try:
         tokens = tokenize_prompt(model, prompt).tokens
     except HeadscopeError as error:
@@ -79,9 +78,11 @@ def head_writes_panel(model, prompt: str, component: Component, key: str) -> Non
     except HeadscopeError as error:
         st.error(md(str(error)))
         return
-    st.caption(f"Head {label}'s output at position {position} through the final norm (its scale frozen from that "
+    st.caption(f"{what}'s output at position {position} through the final norm (its scale frozen from that "
                "position's residual) and the unembedding: the tokens whose logits it raises and lowers most.")
     writes_tables(writes)
+    if not component.is_head:
+        return
 
     st.markdown(f"**OV view of head {label}**")
     chosen = tokens[position]

@@ -65,19 +65,18 @@ def dla_figure(dla: DlaResult, selected: Component | None = None) -> go.Figure:
                              title=f"{dla.model} · {dla.task} · direct logit attribution")
 
 
-def contribution_sum(dla: DlaResult) -> float:
-    """Heads + MLPs + embeddings + constant terms: equals the clean LD (the decomposition is exact)."""
-    return float(np.sum(dla.head_dla) + np.sum(dla.mlp_dla) + dla.embed_dla + dla.bias_dla)
-
-
 def sum_check(dla: DlaResult, sweep: SweepResult) -> None:
     """The decomposition's check, in numbers: the parts, their sum, and the clean LD beside it."""
-    total = contribution_sum(dla)
+    total = dla.total
     st.markdown(
         f"**Sum check:** heads {np.sum(dla.head_dla):+.3f} + MLPs {np.sum(dla.mlp_dla):+.3f} + embeddings "
         f"{dla.embed_dla:+.3f} + constant terms (biases) {dla.bias_dla:+.3f} = **{total:.3f}**; clean LD "
         f"{dla.clean_ld:.3f} (the sweep's {sweep.clean_ld:.3f}). {md(f'{dla.n_prompts} prompts')}, "
         f"{'cached' if dla.cached else f'{dla.seconds:.2f} s'}.")
+    if dla.soft_cap:
+        st.caption(f"{md(dla.model)} caps its final logits (cap {dla.soft_cap:g}): contributions are computed before "
+                   "the cap and each answer's scaled by cap·tanh(l/cap)/l of its pre-cap logit l, so they add up to "
+                   "the capped LD.")
     if not np.isclose(total, dla.clean_ld, rtol=1e-3, atol=1e-3 * max(1.0, abs(dla.clean_ld))):
         st.warning(f"The contributions add up to {total:.4f}, not to the clean LD {dla.clean_ld:.4f}: the "
                    "decomposition is not exact on this model.")
