@@ -20,7 +20,7 @@ MEMO = "pt_lens"  # (question, answer) of the last lens computed in this session
 
 def layer_name(layer: int) -> str:
     """Layer -1 is the residual after the embeddings."""
-    return "embeddings" if layer == -1 else str(layer)
+    return "embed" if layer == -1 else str(layer)
 
 
 def lens_frame(result: LensResult) -> pd.DataFrame:
@@ -36,9 +36,10 @@ def lens_frame(result: LensResult) -> pd.DataFrame:
 
 
 LENS_COLUMNS = {
-    "after": st.column_config.TextColumn("after", help="the residual after the embeddings or after that layer"),
+    "after": st.column_config.TextColumn("after", help="the residual after the embeddings (embed) or after that "
+                                                       "layer"),
     "rank": st.column_config.NumberColumn("rank", format="%d", help="1 = the answer is the top-1 token"),
-    "probability": st.column_config.NumberColumn("probability", format="%.4f"),
+    "probability": st.column_config.NumberColumn("probability", format="%.3g"),
     "logit difference": st.column_config.NumberColumn("logit difference", format="%+.3f",
                                                       help="logit[answer] − logit[contrast]"),
     "top-1": st.column_config.TextColumn("top-1"),
@@ -61,12 +62,15 @@ def lens_figure(result: LensResult) -> go.Figure:
     if rows == 3:
         figure.add_trace(go.Scatter(x=xs, y=[e.logit_diff for e in result.layers], mode="lines+markers",
                                     customdata=names, hovertemplate=hover), row=3, col=1)
-    figure.update_yaxes(type="log", autorange="reversed", row=1, col=1)
+    worst = max(entry.rank for entry in result.layers)
+    decades = [10**power for power in range(len(str(worst)) + 1)]  # 1, 10, 100, … past the worst rank
+    figure.update_yaxes(type="log", autorange="reversed", tickvals=decades, row=1, col=1)
     figure.update_yaxes(range=[0, 1], row=2, col=1)
     if result.first_top1_layer is not None:
         for row in range(1, rows + 1):
             figure.add_vline(x=result.first_top1_layer, line={"dash": "dot", "color": "#e4572e"}, row=row, col=1)
-    figure.update_xaxes(title_text="after layer (−1: embeddings)", row=rows, col=1, dtick=1 if len(xs) <= 40 else 4)
+    figure.update_xaxes(range=[min(xs) - 0.5, max(xs) + 0.5], dtick=1 if len(xs) <= 40 else 4)
+    figure.update_xaxes(title_text="after layer (−1: embeddings)", row=rows, col=1)
     figure.update_layout(height=170 * rows + 80, margin={"l": 60, "r": 20, "t": 40, "b": 50}, showlegend=False)
     return figure
 

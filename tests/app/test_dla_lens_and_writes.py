@@ -28,7 +28,7 @@ def test_logit_lens_has_a_row_per_layer_and_marks_the_first_top1_layer(run_page,
     lens = logit_lens(embedded_model, "1 2 3 4 ", "5", "4")
     table = next(df.value for df in app.dataframe if "top-1" in df.value.columns)
     assert len(table) == embedded_model.info.n_layers + 1 == len(lens.layers)  # the embeddings, then each layer
-    assert table["after"].iloc[0] == "embeddings" and list(table["after"][1:]) == [
+    assert table["after"].iloc[0] == "embed" and list(table["after"][1:]) == [
         str(layer) for layer in range(embedded_model.info.n_layers)]
     assert list(table["rank"]) == [entry.rank for entry in lens.layers]
     np.testing.assert_allclose(table["probability"], [entry.prob for entry in lens.layers], rtol=1e-5)
@@ -46,8 +46,7 @@ def test_logit_lens_has_a_row_per_layer_and_marks_the_first_top1_layer(run_page,
 
 
 def test_attention_page_shows_what_the_chosen_head_writes_and_its_ov_view(run_page, embedded_model):
-    app = run_page("pages/attention.py")
-    app.text_input(key="heads").input("4.4, 2.1").run()
+    app = run_page("pages/attention.py", ap_pending_heads="4.4, 2.1")  # as a click on a score heatmap leaves it
     assert not app.exception and not app.error
     prompt = app.text_area(key="prompt").value
     head = Component(4, 4)  # the single-head view's first head
@@ -63,7 +62,7 @@ def test_attention_page_shows_what_the_chosen_head_writes_and_its_ov_view(run_pa
     _same_effects(ov_suppressed, ov.suppressed)
 
     # another position and k; then an OV token that is not one token: a message, the page keeps working
-    app.selectbox(key="ap_writes_position").set_value(2).run()
+    app.selectbox(key="ap_writes_position").set_value(2)
     app.number_input(key="ap_writes_k").set_value(3).run()
     promoted = _effect_tables(app)[0]
     _same_effects(promoted, head_writes(embedded_model, prompt, head, 2, 3).promoted)
