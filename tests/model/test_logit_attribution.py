@@ -269,3 +269,18 @@ def test_cli_dla_json_and_bad_input(capsys, tiny_model_dir, tmp_path, monkeypatc
     assert "--n-prompts" in one_line_error(capsys, ["dla", "--task", "digits", "--n-prompts", "0", *model])
     assert "task" in one_line_error(capsys, ["dla", "--task", "nonsense", *model])
     one_line_error(capsys, ["dla", *model])  # neither --task nor --dataset
+
+
+def test_python_api_dla_and_lens(tiny_model_dir, tmp_path, monkeypatch):
+    import headscope.api as hs
+
+    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path))
+    model = hs.load(str(tiny_model_dir), device="cpu")
+    dla = model.dla("digits", n_prompts=3)
+    frame = dla.to_frame()
+    assert len(frame) == 3 * 4 + 3 + 2  # heads, MLPs, the embeddings and the biases
+    assert frame["direct_ld"].sum() == pytest.approx(dla.clean_ld, abs=1e-4 * max(1.0, abs(dla.clean_ld)))
+    assert dla.to_json()["backend"] == "bridge"
+    lens = model.lens("1 2 3 4 ", "5", "4")
+    assert list(lens.to_frame()["layer"]) == [-1, 0, 1, 2]
+    assert lens.layers[-1].logit_diff == pytest.approx(model.tokens("1 2 3 4 ", "5", "4").logit_diff, abs=1e-4)
