@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from components.heatmap import CellClick, click_from_event, layer_head_figure
+from components.presentation import present_figure
 from components.share import BOUND
 from components.text import md, plotly_text
 from headscope.ablation import SweepResult
@@ -137,7 +138,7 @@ def direct_vs_total_figure(sweep: SweepResult, dla: DlaResult, selected: Compone
 
 def direct_vs_total(sweep: SweepResult, dla: DlaResult, selected: Component | None, key: str) -> CellClick | None:
     """The scatter, with the line naming the heads that act through later components; returns a clicked head."""
-    event = st.plotly_chart(direct_vs_total_figure(sweep, dla, selected), key=key, on_select="rerun",
+    event = st.plotly_chart(present_figure(direct_vs_total_figure(sweep, dla, selected)), key=key, on_select="rerun",
                             selection_mode="points", width="stretch", config={"displaylogo": False})
     indirect = indirect_heads(sweep, dla)
     names = ", ".join(head.label for head in indirect) or "none"

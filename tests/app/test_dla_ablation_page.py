@@ -81,6 +81,12 @@ def test_direct_effects_toggle_map_sum_check_and_scatter(run_page, embedded_mode
     caption = next(shown(c.value) for c in app.caption if "act through later heads" in shown(c.value))
     assert caption.endswith(": " + (", ".join(expected) or "none") + ".")
 
+    # other prompts chosen above: the sweep stays on screen as the last one, and no DLA of other prompts beside it
+    app.number_input(key="seed").set_value(1).run()
+    assert not app.exception and not app.error
+    assert any("computed on the sweep's own prompts" in shown(i.value) for i in app.info)
+    assert not [m for m in app.markdown if "Sum check" in shown(m.value)]
+
 
 def test_a_selected_head_shows_its_direct_effect_and_what_it_writes(run_page, embedded_model):
     head = Component(3, 1)
