@@ -26,7 +26,7 @@ import torch
 from headscope.component import Component
 from headscope.engine import METRIC, Progress, ProgressCallback, WorkTimer, logit_diff_task
 from headscope.errors import InputError
-from headscope.memory import plan_chunks
+from headscope.memory import block_bytes_per_token, plan_chunks
 from headscope.methods import get_method
 from headscope.results_cache import ResultsCache, load_result, stored_or_computed
 from headscope.serialize import NOT_STORED, from_payload, to_payload
@@ -157,9 +157,11 @@ def dla_numbers(model: Backend, encoded: EncodedDataset, *, progress: ProgressCa
     """Per-prompt DLA of the distinct prompts of a dataset, their weights (sum 1) and the model's soft cap."""
     task = logit_diff_task(encoded, get_method("zero"), deduplicate=True)
     info = model.info
-    per_prompt_bytes = (info.n_layers * info.n_heads + 2 * info.n_layers + 2) * info.d_model * 4 * 2
-    plan = plan_chunks("Direct logit attribution", task.n_prompts, per_prompt_bytes + task.seq_len * info.d_model * 64,
-                       model.budget_bytes())
+    # one forward (the bridge's own attention keeps its scores) and [layer, head, d_model] kept per prompt, twice
+    kept = (info.n_layers * info.n_heads + 3 * info.n_layers + 2) * info.d_model * 4 * 2
+    per_prompt = block_bytes_per_token(info, model.dtype, task.seq_len) * task.seq_len + kept
+    plan = plan_chunks("Direct logit attribution", task.n_prompts, per_prompt, model.budget_bytes(),
+                       target=model.chunk_target())
     timer = WorkTimer(task.n_prompts, progress, should_cancel, model, "Direct logit attribution")
     parts: list[PromptDla] = []
     soft_cap = 0.0

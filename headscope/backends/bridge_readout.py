@@ -34,11 +34,12 @@ def bridge_stream(backend: BridgeBackend, tokens: torch.Tensor, position: int) -
     """The residual stream's parts at `position` of tokens[batch, pos] from one forward of the bridge."""
     bridge = backend.bridge
     n_layers = backend.info.n_layers
+    device = backend.device
     seen: dict[str, torch.Tensor] = {}
 
     def keep(name: str):
         def hook(value: torch.Tensor, hook: Any) -> None:
-            seen[name] = value[:, position].detach().float()
+            seen[name] = value[:, position].detach().float().to(device)  # one device (a model split over GPUs)
         return hook
 
     hooks = [("blocks.0.hook_in", keep("embed"))]
@@ -54,9 +55,9 @@ def bridge_stream(backend: BridgeBackend, tokens: torch.Tensor, position: int) -
             block = bridge.blocks[layer]
             attn = block.attn
             z = seen[f"z{layer}"]  # [batch, head, d_head]
-            head_raw = torch.einsum("bhe,hed->bhd", z, attn.W_O.float())
+            head_raw = torch.einsum("bhe,hed->bhd", z, attn.W_O.float().to(device))
             b_o = getattr(attn, "b_O", None)
-            b_o = None if b_o is None else b_o.float()
+            b_o = None if b_o is None else b_o.float().to(device)
             post = _optional(block, "ln1_post")
             frozen = None
             if post is not None:
@@ -67,7 +68,10 @@ def bridge_stream(backend: BridgeBackend, tokens: torch.Tensor, position: int) -
             biases.append(layer_bias)
             mlp = seen[f"mlp{layer}"]
             mlp_post = _optional(block, "ln2_post")
-            mlps.append(mlp if mlp_post is None else mlp_post(mlp.to(backend.dtype)).float())
+            if mlp_post is not None:
+                weight = next(mlp_post.parameters())
+                mlp = mlp_post(mlp.to(device=weight.device, dtype=weight.dtype)).float().to(device)
+            mlps.append(mlp)
     return StreamAt(seen["embed"], torch.stack(heads, 1), torch.stack(biases, 1), torch.stack(mlps, 1),
                     torch.stack([seen[f"after{layer}"] for layer in range(n_layers)], 1))
 

@@ -181,16 +181,25 @@ def _setup(backend: NnsightBackend) -> tuple[dict, dict, str, float]:
     return paths, modules, kind, _eps(final_norm)
 
 
+def _chunked(backend: NnsightBackend, tokens: torch.Tensor, token_ids: torch.Tensor, run: Any, what: str) -> tuple:
+    """run(tokens, token_ids) on chunks of rows that fit one request (memory here, REMOTE_MAX_TOKENS on NDIF), the
+    tuples of results joined along the batch."""
+    rows = backend._rows_per_request(tokens.shape[1], tokens.shape[0], 0, 1, what)
+    parts = [run(tokens[start:start + rows], token_ids[start:start + rows])
+             for start in range(0, tokens.shape[0], rows)]
+    return tuple(torch.cat(values) for values in zip(*parts, strict=True))
+
+
 def _run(backend: NnsightBackend, tokens: torch.Tensor, position: int, reduce: Any) -> Any:
     """reduce(parts) after one capturing trace: in one remote request (session) or here."""
+    from headscope.backends.nnsight import _check_input
+
     model, dims = backend.model, backend.dims
     paths, modules, kind, eps = _setup(backend)
     embed_path = backend._path(backend.layout.embed)
     tokens = tokens.cpu()
     n_layers, n_heads, d_head = dims.n_layers, dims.n_heads, dims.d_head
     if backend.mode.runs_here:
-        from headscope.backends.nnsight import _check_input
-
         with backend._running():
             backend.requests_sent += 1
             with model.trace(tokens, use_cache=False, logits_to_keep=1) as tracer:
@@ -202,6 +211,7 @@ def _run(backend: NnsightBackend, tokens: torch.Tensor, position: int, reduce: A
         job = backend._trace_backend()
         with model.session(backend=job):
             with model.trace(tokens, use_cache=False, logits_to_keep=1) as tracer:
+                _check_input(embed_path.input, tokens)
                 captures = _capture(model, paths, position, n_layers)
                 tracer.stop()
             out = nnsight.save(reduce(_parts(modules, captures, kind, n_heads, d_head), modules, kind, eps))
@@ -211,12 +221,13 @@ def _run(backend: NnsightBackend, tokens: torch.Tensor, position: int, reduce: A
 
 def nnsight_direct_logits(backend: NnsightBackend, tokens: torch.Tensor, position: int, token_ids: torch.Tensor
                           ) -> DirectLogits:
-    ids = token_ids.cpu()
+    def run(rows: torch.Tensor, ids: torch.Tensor) -> tuple:
+        def reduce(parts: tuple, modules: dict, kind: str, eps: float) -> tuple:
+            return _direct(parts, modules["final_norm"], modules["unembed"], kind, eps, ids)
 
-    def reduce(parts: tuple, modules: dict, kind: str, eps: float) -> tuple:
-        return _direct(parts, modules["final_norm"], modules["unembed"], kind, eps, ids)
+        return _run(backend, rows, position, reduce)
 
-    heads, mlps, embed, bias, logits = _run(backend, tokens, position, reduce)
+    heads, mlps, embed, bias, logits = _chunked(backend, tokens, token_ids.cpu(), run, "Direct logit attribution")
     return DirectLogits(heads, mlps, embed, bias, logits, backend.dims.logit_cap)
 
 
@@ -231,12 +242,15 @@ def nnsight_component_logits(backend: NnsightBackend, tokens: torch.Tensor, posi
 
 
 def nnsight_lens(backend: NnsightBackend, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> LensLogits:
-    ids, cap = token_ids.cpu(), backend.dims.logit_cap
+    cap = backend.dims.logit_cap
 
-    def reduce(parts: tuple, modules: dict, kind: str, eps: float) -> tuple:
-        return _lens(parts, modules["final_norm"], modules["unembed"], ids, cap)
+    def run(rows: torch.Tensor, ids: torch.Tensor) -> tuple:
+        def reduce(parts: tuple, modules: dict, kind: str, eps: float) -> tuple:
+            return _lens(parts, modules["final_norm"], modules["unembed"], ids, cap)
 
-    return LensLogits(*_run(backend, tokens, position, reduce))
+        return _run(backend, rows, position, reduce)
+
+    return LensLogits(*_chunked(backend, tokens, token_ids.cpu(), run, "The logit lens"))
 
 
 __all__ = ["nnsight_component_logits", "nnsight_direct_logits", "nnsight_lens"]
