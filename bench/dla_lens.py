@@ -8,28 +8,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.prompt_tester import median_seconds  # the same warm-up and median
 from headscope.component import Component
 from headscope.lens import logit_lens
 from headscope.loading import ModelRequest, load_model
 from headscope.logit_attribution import head_writes, run_dla
 from headscope.tasks import build_task_dataset, prepare_dataset
-
-
-def median_seconds(fn, runs: int) -> float:
-    fn()  # warm-up (TransformerLens' set-up, first-use allocations)
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def main() -> None:
