@@ -166,7 +166,7 @@ def test_dla_on_the_embedded_model_and_cache(embedded_model, embedded_reference,
     assert again.total == pytest.approx(result.total)
 
 
-@pytest.mark.parametrize("family", ["gpt2", pytest.param("gemma2", marks=pytest.mark.slow), "qwen2",
+@pytest.mark.parametrize("family", ["gpt2", "gemma2", pytest.param("qwen2", marks=pytest.mark.slow),
                                     pytest.param("neox", marks=pytest.mark.slow)])
 def test_backends_agree(family, tiny_family_loader):
     """The nnsight backend, here and in its dry run of the remote path, gives the bridge's numbers."""
