@@ -20,6 +20,7 @@ from components.presentation import present_figure
 from components.share import BOUND
 from components.text import md, plotly_text
 from headscope.ablation import SweepResult
+from headscope.api import call_code
 from headscope.component import Component
 from headscope.errors import HeadscopeError
 from headscope.logit_attribution import DlaResult, run_dla
@@ -41,6 +42,13 @@ def effect_choice() -> str:
                 "adds to LD at the last position through the final norm (its scale frozen from the clean run) and "
                 "the unembedding, mean over the same prompts (direct logit attribution)"),
     ) or TOTAL
+
+
+def dla_code(prompts: dict, only_correct: bool) -> tuple[str, ...]:
+    """The notebook line of the direct effects, while the map shows them (the page's Copy as code popover is drawn
+    before the toggle: the choice is read from the session or the link)."""
+    shown = st.session_state.get(EFFECT_KEY) or st.query_params.get(EFFECT_KEY)
+    return (call_code("dla", **prompts, only_correct=only_correct or None),) if shown == DIRECT else ()
 
 
 def direct_effects(model, sweep: SweepResult, encoded: EncodedDataset | None,

@@ -29,8 +29,16 @@ from components.datasets import (
 )
 from components.head_writes import head_writes_panel
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
-from components.logit_attribution import DIRECT, direct_effects, direct_vs_total, dla_csv, dla_figure, effect_choice
-from components.logit_attribution import sum_check as dla_sum_check
+from components.logit_attribution import (
+    DIRECT,
+    direct_effects,
+    direct_vs_total,
+    dla_code,
+    dla_csv,
+    dla_figure,
+    effect_choice,
+    sum_check,
+)
 from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import active_request, require_model
 from components.presentation import controls, present_figure, settings_line
@@ -148,7 +156,8 @@ selected = url_value("head", SELECTED, lambda text: parse_head(text, *shape), sh
 copy_link(link_col, notebook_code(active_request(), call_code(
     "sweep", **task_arguments(source == BUILT_IN, dataset.name if dataset is not None else None),
     method=method, only_correct=only_correct or None,
-    estimate=True if result is not None and result.estimate else None)))
+    estimate=True if result is not None and result.estimate else None),
+    *dla_code(task_arguments(source == BUILT_IN, dataset.name if dataset is not None else None), only_correct)))
 
 if result is None:
     if not refused:  # under an error message, a hint to press Run would only repeat that nothing can run
@@ -203,7 +212,7 @@ with detail_col:
                     f"{'' if dla is None else f'; direct effect {dla.head_dla[layer, head]:+.3f}'}")
 
 if dla is not None:
-    dla_sum_check(dla, result)
+    sum_check(dla, result)
     point = direct_vs_total(result, dla, selected, key=f"{chart_key}_scatter")
     if point is not None and point.component != selected:
         set_url_value("head", SELECTED, point.component, show_head)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from components.logit_attribution import DIRECT, TOTAL
+from headscope.api import Model
 from headscope.component import Component
+from headscope.loading import ModelRequest
 from headscope.logit_attribution import head_writes, run_dla
 from headscope.tasks import build_task_dataset
 from tests.shown import shown
@@ -80,6 +82,13 @@ def test_direct_effects_toggle_map_sum_check_and_scatter(run_page, embedded_mode
                 if dla.head_dla.ravel()[i] / total.ravel()[i] < 0.5]
     caption = next(shown(c.value) for c in app.caption if "act through later heads" in shown(c.value))
     assert caption.endswith(": " + (", ".join(expected) or "none") + ".")
+
+    # Copy as code: the notebook's last line is the DLA of the same prompts, read back from the same cache
+    cell = next(c.value for c in app.code if c.value.startswith("import headscope as hs")).splitlines()
+    assert cell[-2:] == ["model.sweep(task='digits', n_prompts=2, seed=0, method='mean', estimate=True)",
+                         "model.dla(task='digits', n_prompts=2, seed=0)"]
+    notebook = eval(cell[-1], {"model": Model(embedded_model, ModelRequest())})
+    assert notebook.result.cached and np.array_equal(notebook.result.head_dla, dla.head_dla)
 
     # other prompts chosen above: the sweep stays on screen as the last one, and no DLA of other prompts beside it
     app.number_input(key="seed").set_value(1).run()
