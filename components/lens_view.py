@@ -97,8 +97,10 @@ def lens_panel(model, prompt: str, answer: str, contrast: str | None, key: str =
         return None
     st.markdown(first_top1_text(result))  # the answer quoted and escaped there
     chart_col, table_col = st.columns([3, 2])
+    figure = lens_figure(result)
     with chart_col:
-        st.plotly_chart(present_figure(lens_figure(result)), width="stretch", key=key)
-    with table_col:
-        st.dataframe(lens_frame(result), hide_index=True, width="stretch", column_config=LENS_COLUMNS, height=400)
+        st.plotly_chart(present_figure(figure), width="stretch", key=key)
+    with table_col:  # as tall as the chart beside it
+        st.dataframe(lens_frame(result), hide_index=True, width="stretch", column_config=LENS_COLUMNS,
+                     height=int(figure.layout.height))
     return result
