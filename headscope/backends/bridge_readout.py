@@ -1,17 +1,15 @@
-"""Direct logit attribution and the logit lens on the TransformerLens bridge: one forward with the bridge's own hooks
-(`blocks.0.hook_in`, `blocks.L.hook_out`, `blocks.L.attn.hook_z`, `blocks.L.mlp.hook_out`) read at one position,
-then the arithmetic of headscope.backends.readout. Weights are TransformerLens' public W_O, b_O, W_U, b_U; the norms
+"""Direct logit attribution and the logit lens on the TransformerLens bridge: one forward with hooks on the bridge's
+blocks (input of block 0, each block's output), output projections (z) and MLPs, read at one position, then the
+arithmetic of headscope.backends.readout. Weights are TransformerLens' public W_O, b_O, W_U, b_U; the norms
 are frozen from the model's own norm modules (their 1-D gains and biases)."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from headscope.backends.base import DirectLogits, LensLogits
-from headscope.backends.bridge_routes import StopForward
 from headscope.backends.norms import FrozenNorm, freeze_norm
 from headscope.backends.readout import StreamAt, direct_logits_from, lens_from, split_heads
 from headscope.component import Component
@@ -31,30 +29,39 @@ def _optional(block: Any, name: str) -> Any | None:
 
 
 def bridge_stream(backend: BridgeBackend, tokens: torch.Tensor, position: int) -> StreamAt:
-    """The residual stream's parts at `position` of tokens[batch, pos] from one forward of the bridge."""
+    """The residual stream's parts at `position` of tokens[batch, pos] from one forward, on the fastest checked route
+    (the model's own attention kernel where checked at load: a long prompt never materializes every pattern). Plain
+    torch hooks on the bridge's blocks, each output projection (its input is z) and each MLP fire on either route."""
     bridge = backend.bridge
-    n_layers = backend.info.n_layers
+    n_layers, n_heads, d_head = backend.info.n_layers, backend.info.n_heads, backend.info.d_head
     device = backend.device
     seen: dict[str, torch.Tensor] = {}
 
-    def keep(name: str):
-        def hook(value: torch.Tensor, hook: Any) -> None:
-            seen[name] = value[:, position].detach().float().to(device)  # one device (a model split over GPUs)
-        return hook
+    def keep(name: str, value: Any) -> None:
+        value = value[0] if isinstance(value, tuple) else value
+        seen[name] = value[:, position].detach().float().to(device)  # one device (a model split over GPUs)
 
-    hooks = [("blocks.0.hook_in", keep("embed"))]
+    handles = [bridge.blocks[0].register_forward_pre_hook(
+        lambda module, args, kwargs: keep("embed", args[0] if args else kwargs["hidden_states"]), with_kwargs=True)]
     for layer in range(n_layers):
-        hooks += [(f"blocks.{layer}.hook_out", keep(f"after{layer}")),
-                  (f"blocks.{layer}.attn.hook_z", keep(f"z{layer}")),
-                  (f"blocks.{layer}.mlp.hook_out", keep(f"mlp{layer}"))]
+        block = bridge.blocks[layer]
+        handles += [
+            block.attn.o.original_component.register_forward_pre_hook(
+                lambda module, args, layer=layer: keep(f"z{layer}", args[0])),
+            block.mlp.register_forward_hook(lambda module, args, out, layer=layer: keep(f"mlp{layer}", out)),
+            block.register_forward_hook(lambda module, args, out, layer=layer: keep(f"after{layer}", out)),
+        ]
     with backend.gate.hold(), torch.inference_mode():
-        with bridge.hooks(fwd_hooks=[*hooks, ("ln_final.hook_in", _stop)]), contextlib.suppress(StopForward):
-            bridge(tokens)
+        try:
+            backend._normed_final(tokens)
+        finally:
+            for handle in handles:
+                handle.remove()
         heads, biases, mlps = [], [], []
         for layer in range(n_layers):
             block = bridge.blocks[layer]
             attn = block.attn
-            z = seen[f"z{layer}"]  # [batch, head, d_head]
+            z = seen[f"z{layer}"].view(-1, n_heads, d_head)  # [batch, head, d_head]
             head_raw = torch.einsum("bhe,hed->bhd", z, attn.W_O.float().to(device))
             b_o = getattr(attn, "b_O", None)
             b_o = None if b_o is None else b_o.float().to(device)
@@ -74,10 +81,6 @@ def bridge_stream(backend: BridgeBackend, tokens: torch.Tensor, position: int) -
             mlps.append(mlp)
     return StreamAt(seen["embed"], torch.stack(heads, 1), torch.stack(biases, 1), torch.stack(mlps, 1),
                     torch.stack([seen[f"after{layer}"] for layer in range(n_layers)], 1))
-
-
-def _stop(value: torch.Tensor, hook: Any) -> None:
-    raise StopForward
 
 
 def _final_frozen(backend: BridgeBackend, final: torch.Tensor) -> FrozenNorm:
