@@ -82,8 +82,29 @@ def first_top1_text(result: LensResult) -> str:
             f"{'the embeddings' if result.first_top1_layer == -1 else f'layer {result.first_top1_layer}'}.")
 
 
+def _hooks_on_request(model, key: str) -> bool:
+    """Until the hooks are ready: a note and a button that sets them up now; True once they are."""
+    st.caption("The logit lens reads every layer through TransformerLens' hooks, which are being set up in the "
+               "background (once per model, a few seconds): it shows on the next run of this page.")
+    if not st.button("Show the logit lens now", key=f"{key}_now"):
+        return False
+    try:
+        with st.spinner(md(f"Setting up TransformerLens' hooks on {model.info.name}…")):
+            model.prepare_hooks()
+    except HeadscopeError as error:
+        st.error(md(str(error)))
+        return False
+    return True
+
+
 def lens_panel(model, prompt: str, answer: str, contrast: str | None, key: str = "pt_lens_chart") -> LensResult | None:
-    """The lens of one prompt (one forward, kept for reruns with the same question), as a chart and a table."""
+    """The lens of one prompt (one forward, kept for reruns with the same question), as a chart and a table.
+
+    It reads each layer's residual through TransformerLens' hooks; the prompt tester answers before those are set up
+    (app.py sets them up in the background after the first page), so until then the lens waits for a click instead
+    of holding the page for the set-up."""
+    if not model.hooks_ready and not _hooks_on_request(model, key):
+        return None
     asked = (str(model.identity), prompt, answer, contrast)
     memo = st.session_state.get(MEMO)
     try:
