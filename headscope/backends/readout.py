@@ -58,8 +58,8 @@ def split_heads(head_raw: torch.Tensor, bias: torch.Tensor | None, post_norm: Fr
         constant = constant + bias.float()
     if post_norm is None:
         return head_raw.float(), constant
-    scale_like = post_norm  # inverse_scale[batch, 1]: heads are [batch, head, d] -> move head first
-    heads = scale_like.apply(head_raw.transpose(0, 1)).transpose(0, 1)
+    # the frozen scale is inverse_scale[batch, 1]: the head axis goes first so that it broadcasts
+    heads = post_norm.apply(head_raw.transpose(0, 1)).transpose(0, 1)
     attn_bias = post_norm.apply(constant) if bias is not None else constant
     if post_norm.bias is not None:
         attn_bias = attn_bias + post_norm.bias
