@@ -491,7 +491,9 @@ def _first_token(model: Backend, prompt: str, answer: str, row: int, role: str, 
 
 
 def _member_positions(model: Backend, prompt: str, spans: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
-    """Token positions (BOS included) of the tokens that hold each member's last character."""
+    """Token positions (BOS included) of the token that completes each member's last character: the last token whose
+    span holds it (SentencePiece gives its inserted leading "▁" the span of the first character, and byte-fallback
+    tokens of one character share its span)."""
     if not spans:
         return ()
     _, offsets = model.encode_with_offsets(prompt)
@@ -499,7 +501,7 @@ def _member_positions(model: Backend, prompt: str, spans: tuple[tuple[int, int],
     positions = []
     for _, end in spans:
         hits = [i for i, (a, b) in enumerate(offsets) if a < end <= b]
-        positions.append(hits[0] + shift if hits else -1)
+        positions.append(hits[-1] + shift if hits else -1)
     return tuple(positions)
 
 

@@ -79,15 +79,15 @@ def test_scores_are_cached_by_model_score_and_inputs(embedded_model, cache):
     assert len(cache.entries(CACHE_KIND)) == 1
 
 
-def test_sequence_score_is_attention_from_each_member_to_the_one_before(embedded_model, cache):
+def test_sequence_score_is_attention_from_each_member_to_the_one_before(embedded_model, embedded_reference, cache):
     result = score_heads(embedded_model, "sequence", cache=cache)
     encoded = task_prompts(embedded_model, "digits")
     assert encoded.member_positions[0] == (1, 3, 5, 7)  # '1 2 3 4 ': digits at 1, 3, 5, 7 after BOS
-    # by hand, from the bridge's own forward pass, for a few heads
-    _, cache_acts = embedded_model.bridge.run_with_cache(encoded.clean,
-                                                         names_filter=lambda name: name.endswith("hook_pattern"))
+    # by hand, from the attention weights of an untouched transformers copy (eager attention), for a few heads
+    with torch.no_grad():
+        attentions = embedded_reference(encoded.clean.cpu(), output_attentions=True).attentions
     for layer, head in [(0, 0), (4, 4), (11, 1), (29, 8)]:
-        pattern = cache_acts[f"blocks.{layer}.attn.hook_pattern"][:, head]
+        pattern = attentions[layer][:, head]
         values = [float(pattern[p, after, before])
                   for p, positions in enumerate(encoded.member_positions)
                   for before, after in pairwise(positions)]
