@@ -115,3 +115,12 @@ def test_a_selected_head_shows_its_direct_effect_and_what_it_writes(run_page, em
     np.testing.assert_allclose(promoted["logit"], [e.logit for e in writes.promoted], rtol=1e-5)
     assert list(suppressed["id"]) == [e.token_id for e in writes.suppressed]
     np.testing.assert_allclose(suppressed["logit"], [e.logit for e in writes.suppressed], rtol=1e-5)
+
+    # an MLP's cell: what the MLP writes there (no OV view: that is a head's)
+    app.query_params["head"] = "mlp24"  # as a click leaves it in the link (which wins over the session's head)
+    app.run()
+    assert not app.exception and not app.error
+    assert any(shown(h.value).startswith("What MLP 24 writes") for h in app.subheader)
+    tables = [df.value for df in app.dataframe if list(df.value.columns) == ["token", "id", "logit"]]
+    mlp_writes = head_writes(embedded_model, sweep.first_prompt, Component.mlp(24), sweep.seq_len - 1, 10)
+    assert len(tables) == 2 and list(tables[0]["id"]) == [e.token_id for e in mlp_writes.promoted]
