@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from headscope.ablation import exact_sweep, naive_sweep, prepare_dataset
 from headscope.backends.base import AblationGroups, LogitDiffTask, Placement
+from headscope.component import Component
 from headscope.loading import ModelRequest, load_model
 from headscope.methods import get_method
 from headscope.tasks import build_task_dataset
@@ -130,7 +131,7 @@ def ndif_sizes(prompts: int, seq_len: int) -> None:
 
     request(lambda: backend.ablated_logit_diffs(task, method, AblationGroups.empty(1, n_layers, n_heads)))
     for layer in range(n_layers):
-        components = [(layer, head) for head in range(n_heads)] + [(layer, None)]
+        components = [Component(layer, head) for head in range(n_heads)] + [Component.mlp(layer)]
         request(lambda c=components: backend.ablated_logit_diffs(
             task, method, AblationGroups.single_components(c, n_layers, n_heads)))
     request(lambda: backend.answer_logits(corrupted, answers))  # the corrupted LD

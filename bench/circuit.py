@@ -101,7 +101,7 @@ def random_llama(small: bool, device: str, dtype: torch.dtype):
     torch.manual_seed(0)
     model, _ = build_model("small" if small else "7b", device, dtype)
     if model.block_runner is None:
-        raise SystemExit(f"the fast path failed its check at load (error {model.fast_path_error})")
+        raise SystemExit(f"the fast path failed its check at load (error {model.checks.fast_path_error})")
     return model
 
 

@@ -72,7 +72,7 @@ def build_model(shape: str, device: str, dtype: torch.dtype):
                              source="random", revision="random", placement=placement, n_params=n_params,
                              started=started)  # wrapped now, the fast paths checked, as load_model does
     print(f"model built and wrapped in {time.perf_counter() - started:.1f} s; fast path "
-          f"{'on' if model.block_runner else 'OFF'} (error {model.fast_path_error}), last block at the last "
+          f"{'on' if model.block_runner else 'OFF'} (error {model.checks.fast_path_error}), last block at the last "
           f"position only: {bool(model.block_runner and model.block_runner.supports_last_position_only)}")
     return model, config
 
@@ -123,6 +123,8 @@ def timed(model, fn, repeats: int = 1):
 def pattern_view(model, n_tokens: int) -> None:
     """The pattern view of the study's four Llama-2-7B heads on a long random prompt: its time against a plain
     forward in the same process, and the route (checked on first use) against the bridge's hook_pattern route."""
+    from headscope.backends.bridge_patterns import bridge_patterns
+
     info = model.info
     heads = {3: [24], 5: [25], 16: [0], 20: [17]} if info.n_layers >= 21 else {1: [0], 2: [1], 3: [2], 4: [3]}
     generator = torch.Generator().manual_seed(3)
@@ -136,14 +138,14 @@ def pattern_view(model, n_tokens: int) -> None:
         return model.reduce_attention_patterns(tokens, keep, layers=heads, heads=heads)
 
     print(f"pattern route from the model's own attention (checked on first use): {model.native_patterns} "
-          f"({model.pattern_route_error})")
+          f"({model.checks.pattern_route_error})")
     model.last_logits(tokens)
     view()  # warm-up
     t_plain, _ = timed(model, lambda: model.last_logits(tokens), 3)
     t_view, mine = timed(model, view, 3)
     print(f"{n_tokens:,} tokens: plain forward {t_plain:.3f} s; pattern view of 4 heads {t_view:.3f} s "
           f"({t_view / t_plain:.2f}×)")
-    reference = model._bridge_patterns(tokens, keep, set(heads), heads)
+    reference = bridge_patterns(model, tokens, keep, set(heads), heads)
     diff = max(float((mine[layer] - reference[layer]).abs().max()) for layer in heads)
     print(f"max |pattern − hook_pattern route| = {diff:.2e}")
 

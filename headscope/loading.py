@@ -15,7 +15,7 @@ import re
 import socket
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -469,6 +469,11 @@ def wrap_local_model(
                                     progress, hooks_later))
 
 
+# ids NDIF got as written, because the hub could not be asked for their spelling (why; kept for the process,
+# as nnsight keeps the id it was given)
+_IDS_AS_WRITTEN: dict[str, str] = {}
+
+
 def load_remote(request: ModelRequest, progress: ProgressCallback | None = None) -> Backend:
     """A model run on NDIF: the key, NDIF's reachability and whether it hosts the model are checked first (each
     failing within seconds with what to do); then only the config and tokenizer are read (from the hub)."""
@@ -525,11 +530,18 @@ def load_remote(request: ModelRequest, progress: ProgressCallback | None = None)
         warnings.simplefilter("ignore")
         model = TransformersModel(source, tokenizer=tokenizer, task="text-generation")
     check_modules(model._module, layout, dims.n_layers, source)
-    try:
-        model_key = model.to_model_key()  # asks the hub for the canonical spelling of the id
-    except Exception:
-        nnsight_huggingface._ID_CACHE.setdefault(source, source)  # hub busy: NDIF matches the id as written
+    why = _IDS_AS_WRITTEN.get(source)
+    if why is None:
+        try:
+            model_key = model.to_model_key()  # asks the hub for the canonical spelling of the id
+        except Exception as error:  # hub busy or offline: NDIF matches the id as written; the model card says so
+            why = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else 'no message'}"
+            _IDS_AS_WRITTEN[source] = why
+    if why is not None:
+        nnsight_huggingface._ID_CACHE.setdefault(source, source)
         model_key = model.to_model_key()
+    fallbacks = () if why is None else (f"The hub's spelling of the model id off: {why}; NDIF gets {source!r} as "
+                                        "written",)
     dtype_name = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float16")
     dtype_name = dtype_name.removeprefix("torch.")
     n_params, _ = estimate_weight_bytes(config, torch.float32)
@@ -539,6 +551,7 @@ def load_remote(request: ModelRequest, progress: ProgressCallback | None = None)
                              revision=str(getattr(config, "_commit_hash", None) or "main"), n_params=n_params,
                              device="NDIF", dtype=dtype_name, memory_bytes=0,
                              load_seconds=time.perf_counter() - started, backend="ndif")
+    info = replace(info, fallbacks=fallbacks)
     timeout = positive_env("HEADSCOPE_NDIF_TIMEOUT", NDIF_DEFAULT_TIMEOUT, maximum=7 * 24 * 3600.0)
     backend = NnsightBackend(model, tokenizer, info, placement, layout, dims,
                              mode=NdifRun(NdifTarget(host, model_key, timeout)), api_key=api_key)

@@ -95,7 +95,6 @@ class ModelGate:
         self._queue: deque[object] = deque()
         self._job: _Job | None = None
         self._jobs_by_thread: dict[int, _Job] = {}
-        self.lock = _GateLock(self)  # for code that wants a plain `with model.lock:`
 
     # -------------------------------------------------------------------------------------------- acquiring
 
@@ -232,24 +231,3 @@ class ModelGate:
             elapsed = now - job.progress_started
             eta = elapsed / job.fraction * (1.0 - job.fraction)
         return GateStatus(True, job.label, job.owner, now - job.started, eta, len(self._queue))
-
-
-class _GateLock:
-    """`with gate.lock:` holds the gate (re-entrant), for code written against a plain lock."""
-
-    def __init__(self, gate: ModelGate) -> None:
-        self._gate = gate
-
-    def __enter__(self) -> _GateLock:
-        self._gate.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._gate.release()
-
-    def acquire(self) -> bool:
-        self._gate.acquire()
-        return True
-
-    def release(self) -> None:
-        self._gate.release()

@@ -15,7 +15,6 @@ Two paths for ablations:
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -223,14 +222,11 @@ class AblationGroups:
                    torch.zeros(n_groups, n_layers, dtype=torch.bool))
 
     @classmethod
-    def single_components(cls, components: Sequence[Component | tuple[int, int | None]], n_layers: int,
-                          n_heads: int) -> AblationGroups:
-        """One group per component: a head ablates that head's z, an MLP that layer's MLP output. (A (layer, head)
-        pair is still read, for the backend tests and benchmarks written before Component; new code passes
-        Components.)"""
+    def single_components(cls, components: Sequence[Component], n_layers: int, n_heads: int) -> AblationGroups:
+        """One group per component: a head ablates that head's z, an MLP that layer's MLP output."""
         groups = cls.empty(len(components), n_layers, n_heads)
         for index, component in enumerate(components):
-            groups.mark(index, component if isinstance(component, Component) else Component(*component))
+            groups.mark(index, component)
         return groups
 
     def mark(self, index: int, component: Component) -> None:
@@ -534,11 +530,6 @@ class Backend(ABC):
         self.gate: ModelGate = ModelGate()
 
     # ------------------------------------------------------------------------------------------------ identity
-
-    @property
-    def lock(self) -> threading.RLock:
-        """Compatibility: the gate's underlying re-entrant lock (prefer `gate.hold(...)`)."""
-        return self.gate.lock
 
     @property
     def identity(self) -> dict[str, str]:

@@ -7,20 +7,25 @@ which have one layout for every architecture (GPT-2's Conv1D stores its matrices
 
 The fast path (`block_runner`) runs `bridge.blocks[L]` one at a time. It is offered only when, at load, a short input
 run block by block gives the bridge's own full-forward logits; otherwise the engines use the general path.
+
+This module holds the primitives; the backend's other jobs are objects of their own: `bridge_setup.LazyBridge` (the
+bridge made on first need or on a thread), `bridge_checks.RouteChecks` (the load-time checks, each fallback with its
+reason), `bridge_routes` (the native-attention route and the mid-forward hand-over), `bridge_hooks.module_hooks`,
+`bridge_patterns` and `bridge_weights.BridgeView` (the weights as `weights.py` reads them).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from headscope.backends import bridge_hooks, weights
 from headscope.backends.base import (
     AblationGroups,
     AttributionEffects,
@@ -40,13 +45,18 @@ from headscope.backends.base import (
     resident_bytes,
 )
 from headscope.backends.bos import BosPolicy, decide_bos
+from headscope.backends.bridge_checks import RouteChecks
+from headscope.backends.bridge_hooks import apply_mlp_edit, apply_z_edit
 from headscope.backends.bridge_patterns import bridge_patterns, native_patterns
-from headscope.backends.bridge_routes import (  # noqa: F401  (HAND_OVER_AFTER_SECONDS: re-exported for tests)
-    HAND_OVER_AFTER_SECONDS,
-    LayerTurns,
-    NativeAttention,
-    StopForward,
+from headscope.backends.bridge_routes import LayerTurns, NativeAttention, StopForward
+from headscope.backends.bridge_setup import (
+    LazyBridge,
+    architecture,
+    bridge_info,
+    identity_differences,
+    make_bridge,
 )
+from headscope.backends.bridge_weights import BridgeView
 from headscope.component import Component
 from headscope.errors import InputError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
@@ -55,11 +65,6 @@ if TYPE_CHECKING:
     from headscope.methods import AblationMethod
 
 UNEMBED_CHUNK_TOKENS = 512  # positions unembedded at a time: a long prompt never holds [pos, vocab] at once
-# The routes a load-time check may keep off (named in ModelInfo.fallbacks with the reason)
-FAST_PATH = "Fast path (block-by-block sweeps)"
-LAST_POSITION = "Last-position cut of the fast path's last block"
-NATIVE_ATTENTION = "Model's own attention kernel for plain forwards"
-NATIVE_PATTERNS = "Attention patterns from the model's own kernel"
 
 
 class BridgeBackend(Backend):
@@ -78,81 +83,39 @@ class BridgeBackend(Backend):
                  check_fast_path: bool = True) -> None:
         super().__init__(tokenizer, info, placement, info.bos_token is not None)
         self._hf_model = hf_model
-        self._bridge: Any | None = None
-        self._ready = False  # the bridge made and its fast paths checked
-        self._boot_error: ModelLoadError | None = None
-        self._booting: threading.Thread | None = None
-        self._booting_lock = threading.Lock()
+        self.setup = LazyBridge(self.gate, info.name, self._make_bridge, self._adopt)  # the bridge, made once
         self._served_before_hooks = False  # a plain forward ran before the bridge: its identity may not change
-        self._check_fast_path = check_fast_path
         self._logit_cap = config_dims(hf_model.config).logit_cap
         self._runner: BridgeBlockRunner | None = None
         self._replacement_memo: tuple[Any, Any] | None = None
         self.native = NativeAttention(hf_model)  # the model's own attention kernel for plain forwards
         self.turns = LayerTurns(self.gate, self.native, info.n_layers)  # progress and hand-overs between layers
-        # None: not checked yet (checked on first use, to keep it off the start); without fast paths: never
-        self._native_patterns_ok: bool | None = None if check_fast_path else False
-        self.pattern_route_error: float | str | None = None  # the check's max difference, or why it failed
-        self.fast_path_error: float | None = None
-        self._fallbacks: dict[str, str] = {}  # route -> why a load-time check kept it off (ModelInfo.fallbacks)
+        self.checks = RouteChecks(self, enabled=check_fast_path)  # which faster routes run, and why not
 
     # ------------------------------------------------------------------------------------------------ the bridge
 
     @property
     def bridge(self) -> Any:
         """The TransformerBridge around the model, made (blocking) if it is not yet."""
-        if not self._ready:
-            self.prepare_hooks()
-        return self._bridge
+        return self.setup.get()
 
     @property
     def hooks_ready(self) -> bool:
-        return self._ready
+        return self.setup.ready
 
     def prepare_hooks(self) -> None:
-        """Make the bridge and check the fast paths against it. The import runs outside the gate (other sessions keep
-        using the model meanwhile); wrapping the model changes its modules, so it holds the gate. A failure is kept
-        and raised again on every later call."""
-        if self._ready:
-            return
-        if self._boot_error is not None:
-            raise self._boot_error
-        import transformer_lens.model_bridge  # noqa: F401  (≈ 3 s the first time; no model is touched)
-
-        with self.gate.job(f"TransformerLens' set-up on {self.info.name} (once per model)"), self.gate.hold():
-            # _bridge is set but not ready only while this very thread runs _boot (its checks use `bridge`)
-            if self._bridge is None and self._boot_error is None:
-                try:
-                    self._boot()
-                except ModelLoadError as error:
-                    self._boot_error = error
-                except Exception as error:  # anything else TransformerLens or a check raises: hooks stay off
-                    self._boot_error = ModelLoadError(
-                        f"Setting up TransformerLens' hooks on {self.info.name} failed: {_first_line(error)}. The "
-                        "prompt tester still works; for the other pages load the model with the nnsight backend.")
-            if self._boot_error is not None:
-                raise self._boot_error
+        """Make the bridge and check the fast paths against it (LazyBridge.prepare)."""
+        self.setup.prepare()
 
     def prepare_hooks_in_background(self) -> None:
-        with self._booting_lock:  # several sessions may ask at once: one thread
-            if self._ready or self._boot_error is not None or self._booting is not None:
-                return
+        self.setup.prepare_in_background()
 
-            def boot() -> None:
-                with contextlib.suppress(ModelLoadError):  # kept in _boot_error: prepare_hooks raises it
-                    self.prepare_hooks()
+    def _make_bridge(self) -> Any:
+        return make_bridge(self._hf_model, self.tokenizer, self.info.name, self.placement)
 
-            # not a daemon: a process ending meanwhile waits the few seconds for it, instead of being aborted by
-            # torch while the thread is in the middle of a forward
-            # daemon=False said outright: a thread inherits its starter's flag, and Streamlit's script threads are
-            # daemons (the process then aborted, "terminate called without an active exception", on SIGTERM)
-            self._booting = threading.Thread(target=boot, name=f"hooks for {self.info.name}", daemon=False)
-            self._booting.start()
-
-    def _boot(self) -> None:
-        """Wrap the model (gate held), take the bridge's reading of the model's identity, run the fast-path checks."""
+    def _adopt(self, bridge: Any) -> None:
+        """Take the bridge's reading of the model's identity (gate held) and run the load-time route checks."""
         info = self.info
-        bridge = make_bridge(self._hf_model, self.tokenizer, info.name, self.placement)
         # TransformerLens' own string APIs (to_tokens, detect_head) follow the model's BOS policy too; headscope
         # itself feeds the bridge explicit token tensors only
         bridge.cfg.default_prepend_bos = self.prepends_bos
@@ -160,8 +123,7 @@ class BridgeBackend(Backend):
                            placement=self.placement, n_params=info.n_params, load_seconds=info.load_seconds,
                            bos_token=info.bos_token, bos_rule=info.bos_rule)
         cap = max(float(getattr(bridge.cfg, "output_logits_soft_cap", 0) or 0), 0.0)  # TransformerLens: -1 for none
-        differences = [f"{field} {getattr(info, field)!r} vs {getattr(read, field)!r}" for field in IDENTITY_FIELDS
-                       if getattr(info, field) != getattr(read, field)]
+        differences = identity_differences(info, read)
         if cap != self._logit_cap:
             differences.append(f"logit soft-cap {self._logit_cap!r} vs {cap!r}")
         if differences and self._served_before_hooks:
@@ -172,16 +134,8 @@ class BridgeBackend(Backend):
             )
         self.info = dataclasses.replace(read, memory_bytes=info.memory_bytes, architecture=info.architecture)
         self._logit_cap = cap
-        self._bridge = bridge
         self.native.attach(bridge)
-        if self._check_fast_path:
-            self._check_native()
-            self._runner = self._checked_runner()
-            if self._runner is None and self.native.ok:  # try the block loop on the bridge's own attention
-                self.native.ok = False
-                self._runner = self._checked_runner()
-                self._check_native()
-        self._ready = True
+        self._runner = self.checks.at_load(BridgeBlockRunner(self))
 
     # ------------------------------------------------------------------------------------------------ basics
 
@@ -194,58 +148,8 @@ class BridgeBackend(Backend):
         self.prepare_hooks()
         return self._runner
 
-    def _fall_back(self, route: str, why: str | None) -> None:
-        """Record (why given) or clear (None) that a load-time check kept `route` off, in ModelInfo.fallbacks: the
-        model card says which slower route runs and why, instead of the check swallowing it."""
-        if why is None:
-            self._fallbacks.pop(route, None)
-        else:
-            self._fallbacks[route] = f"{route} off: {why}"
-        self.info = dataclasses.replace(self.info, fallbacks=tuple(self._fallbacks.values()))
-
-    def _checked_runner(self) -> BridgeBlockRunner | None:
-        """The block loop, if it reproduces the bridge's own forward on a short input (else None: general path)."""
-        runner = BridgeBlockRunner(self)
-        vocab = min(self.info.vocab_size, len(self.tokenizer))
-        generator = torch.Generator().manual_seed(0)
-        tokens = torch.randint(0, vocab, (2, 7), generator=generator).to(self.device)
-        ids = torch.randint(0, vocab, (2, 5), generator=generator).to(self.device)
-        tolerance = 1e-4 if self.dtype == torch.float32 else 2e-2
-        last = self.info.n_layers - 1
-        try:
-            with self.gate.hold(), torch.inference_mode():
-                reference = self.bridge(tokens)[:, -1, :].float().gather(1, ids)
-                scale = float(reference.abs().max()) or 1.0
-                resid = runner.embed(tokens)
-                context = runner.context(resid)
-                for layer in range(last):
-                    resid = runner.run_block(layer, resid, context).resid
-                full = runner.run_block(last, resid, context).resid
-                mine = runner.answer_logits(full[:, -1, :], ids)
-                self.fast_path_error = float((mine - reference).abs().max()) / scale
-                if self.fast_path_error > tolerance:
-                    self._fall_back(FAST_PATH, f"the block loop's logits differ from the bridge's by "
-                                               f"{self.fast_path_error:.2g} (relative; tolerance {tolerance:g})")
-                    return None
-                try:
-                    cut = runner.run_block(last, resid, context, last_position_only=True).resid
-                    cut_error = float((runner.answer_logits(cut[:, -1, :], ids) - reference).abs().max()) / scale
-                    runner.last_position_ok = cut_error <= tolerance
-                    self._fall_back(LAST_POSITION, None if runner.last_position_ok else
-                                    f"differs from the full last block by {cut_error:.2g} (relative)")
-                except Exception as error:  # TransformerLens' block refused the cut: the whole last block runs
-                    runner.last_position_ok = False
-                    self._fall_back(LAST_POSITION, _error_line(error))
-        except Exception as error:  # the block loop cannot run this model: the general path serves it
-            self._fall_back(FAST_PATH, _error_line(error))
-            return None
-        self._fall_back(FAST_PATH, None)
-        return runner
-
     def _soft_cap(self, logits: torch.Tensor) -> torch.Tensor:
-        if self._logit_cap > 0:
-            return self._logit_cap * torch.tanh(logits / self._logit_cap)
-        return logits
+        return weights.soft_cap(logits, self._logit_cap)
 
     def unembed_columns(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """W_U[:, ids] as columns[..., d_model] and b_U[ids] (or None), through TransformerLens' public weights."""
@@ -288,96 +192,16 @@ class BridgeBackend(Backend):
         return self._answer_from_normed(self.final_norm(resid_last.unsqueeze(1)).squeeze(1), ids)
 
     # ------------------------------------------------------------------------------------------------ hooks
-    #
-    # Ablations and captures use plain torch hooks on each layer's output projection (its input is z, per head:
-    # [batch, pos, n_heads · d_head], head-major in every transformers family) and on the MLP module (its output).
-    # They fire the same whether the bridge's attention or the model's own runs, so hooked runs can use the model's
-    # own attention kernel too (see _native_attention).
 
-    @contextlib.contextmanager
-    def module_hooks(
-        self,
-        *,
-        z_edits: dict[int, ZEdit] | None = None,
-        mlp_edits: dict[int, MlpEdit] | None = None,
-        capture_z: Iterable[int] = (),
-        capture_mlp: Iterable[int] = (),
-        captured: dict[str, dict[int, torch.Tensor]] | None = None,
-        retain_grad: bool = False,
-        grad_from_embeddings: bool = False,
-        cut_last_position: Iterable[int] = (),
-    ) -> Iterator[None]:
-        """Hooks for one forward: edits, captures (into captured["z"][layer], captured["mlp"][layer]), gradients
-        retained on them, embeddings made to require grad, and the output projection and MLP of some layers cut to
-        the last position."""
-        z_edits, mlp_edits = z_edits or {}, mlp_edits or {}
-        capture_z, capture_mlp, cut = set(capture_z), set(capture_mlp), set(cut_last_position)
-        store = captured if captured is not None else {}
-        store.setdefault("z", {})
-        store.setdefault("mlp", {})
-        n_heads, d_head = self.info.n_heads, self.info.d_head
-        handles = []
-
-        def edited(kind: str, layer: int, act: torch.Tensor, edits: dict, apply: Callable, capture: set[int]
-                   ) -> torch.Tensor:
-            """act with this layer's edit applied (its values cut to the last position where the layer is cut),
-            its gradient retained and captured, as asked."""
-            if layer in edits:
-                edit = edits[layer]
-                if layer in cut and edit.values is not None:
-                    edit = dataclasses.replace(edit, values=edit.values[:, -1:])
-                act = apply(act, edit)
-            if retain_grad and act.requires_grad:
-                act.retain_grad()
-            if layer in capture:
-                store[kind][layer] = act
-            return act
-
-        def z_hook(layer: int) -> Callable:
-            def hook(module: Any, args: tuple) -> tuple:
-                flat = args[0]
-                if layer in cut:  # contiguous: a strided [batch, 1, ·] input would run as batch tiny products
-                    flat = flat[:, -1:].contiguous()
-                z = edited("z", layer, flat.view(*flat.shape[:-1], n_heads, d_head), z_edits, apply_z_edit,
-                           capture_z)
-                return (z.reshape(flat.shape), *args[1:])
-            return hook
-
-        def mlp_pre(module: Any, args: tuple) -> tuple:
-            return (args[0][:, -1:].contiguous(), *args[1:])
-
-        def mlp_hook(layer: int) -> Callable:
-            def hook(module: Any, args: tuple, output: Any) -> Any:
-                out = output[0] if isinstance(output, tuple) else output
-                out = edited("mlp", layer, out, mlp_edits, apply_mlp_edit, capture_mlp)
-                return (out, *output[1:]) if isinstance(output, tuple) else out
-            return hook
-
-        try:
-            if grad_from_embeddings:
-                embeddings = self.hf_model.get_input_embeddings()
-                handles.append(embeddings.register_forward_hook(
-                    lambda module, args, output: output.detach().requires_grad_(True)))
-            for layer in set(z_edits) | capture_z | cut:
-                handles.append(self.bridge.blocks[layer].attn.o.original_component.register_forward_pre_hook(
-                    z_hook(layer)))
-            for layer in cut:
-                handles.append(self.bridge.blocks[layer].mlp.register_forward_pre_hook(mlp_pre))
-            for layer in set(mlp_edits) | capture_mlp:
-                handles.append(self.bridge.blocks[layer].mlp.register_forward_hook(mlp_hook(layer)))
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    _module_hooks = module_hooks  # the name the ablation primitives use
+    # Hooks for one forward: edits and captures of each layer's z and MLP output (written in bridge_hooks.py)
+    module_hooks = bridge_hooks.module_hooks
 
     def _normed_final(self, tokens: torch.Tensor) -> torch.Tensor:
         """normed[batch, pos, d_model] after the final norm, with whatever hooks are registered, on the fastest
         checked route (the model's own attention kernel where checked at load)."""
-        with self._native_attention() as native:
+        with self.native.swapped() as native:
             if native:
-                return self._final_normed(tokens)
+                return self.native.final_normed(tokens)
         return self.final_norm(self._final_resid(tokens))
 
     def _rows_per_chunk(self, seq_len: int, n_rows: int, what: str, per_row_factor: int = 1) -> int:
@@ -388,66 +212,28 @@ class BridgeBackend(Backend):
 
     # ------------------------------------------------------------------------------------------------ forward
     #
-    # Plain forwards (no hooks) run the model's own attention kernel (SDPA) instead of the bridge's attention, which
-    # materializes every [head, dest, src] score to offer hook_pattern: on a 4,000-token prompt that costs several
-    # times the rest of the forward. The swap is checked against the bridge's forward at load, and the model is
-    # handed over between layers to anyone waiting (the swap undone meanwhile), so a long prompt never blocks the
-    # other sessions for its whole forward.
+    # Plain forwards (no hooks) run the model's own attention kernel where checked at load, handing the model over
+    # between layers to anyone waiting (headscope.backends.bridge_routes: NativeAttention, LayerTurns).
 
-    def _native_attention(self, keep: Iterable[int] = ()) -> contextlib.AbstractContextManager[bool]:
-        """NativeAttention.swapped: the model's own attention in every layer but `keep` (False: nothing swapped)."""
-        return self.native.swapped(keep)
-
-    def _check_native(self) -> None:
-        """Enable the native-attention plain forward only where it gives the bridge's logits (within tolerance)."""
-        self.native.ok = True
-        vocab = min(self.info.vocab_size, len(self.tokenizer))
-        tokens = torch.randint(0, vocab, (2, 11), generator=torch.Generator().manual_seed(1)).to(self.device)
-        try:
-            with self.gate.hold(), torch.inference_mode():
-                reference = self.bridge(tokens).float()
-                with self._native_attention() as swapped:
-                    if not swapped:
-                        raise RuntimeError("nothing to swap")
-                    mine = self._unembed_all(self._final_normed(tokens)).float()
-            scale = float(reference.abs().max()) or 1.0
-            error = float((mine - reference).abs().max()) / scale
-            tolerance = 1e-4 if self.dtype == torch.float32 else 2e-2
-            ok = error <= tolerance
-            why = None if ok else (f"its logits differ from the bridge's by {error:.2g} (relative; tolerance "
-                                   f"{tolerance:g})")
-        except Exception as failure:  # the swap cannot run this model: the bridge's own attention serves it
-            ok, why = False, _error_line(failure)
-        self.native.ok = ok
-        self._fall_back(NATIVE_ATTENTION, why)
-
-    def _final_normed(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.native.final_normed(tokens)
-
-    def _unembed_all(self, normed: torch.Tensor) -> torch.Tensor:
+    def unembed_all(self, normed: torch.Tensor) -> torch.Tensor:
         """logits[..., vocab] from final-normed residuals: W_U, or before the bridge is made the model's own output
         layer (the same matrix and bias)."""
-        if not self._ready:
-            out = self._hf_model.get_output_embeddings()(normed)
-        else:
-            out = normed @ self._bridge.W_U
-            b_u = getattr(self._bridge, "b_U", None)
-            if b_u is not None:
-                out = out + b_u
-        return self._soft_cap(out)
+        if not self.setup.ready:
+            return self._soft_cap(self._hf_model.get_output_embeddings()(normed))
+        return weights.normed_logits(normed, *self.family_view.unembedding(None), self._logit_cap)
 
     def _plain_normed(self, tokens: torch.Tensor, progress: Callable[[float], None] | None = None) -> torch.Tensor:
         """normed[batch, pos, d_model] of a forward with no hooks, on the fastest checked route (before the bridge is
         made: the model as transformers loaded it)."""
         with self.gate.hold():
-            if not self._ready:
+            if not self.setup.ready:
                 self._served_before_hooks = True
                 with self.turns.during(progress, hand_over=False):
-                    return self._final_normed(tokens)
-            with self._native_attention() as native:
+                    return self.native.final_normed(tokens)
+            with self.native.swapped() as native:
                 if native:
                     with self.turns.during(progress):
-                        return self._final_normed(tokens)
+                        return self.native.final_normed(tokens)
                 return self.final_norm(self._final_resid(tokens))
 
     @torch.inference_mode()
@@ -463,7 +249,7 @@ class BridgeBackend(Backend):
         with self.gate.hold():  # one hold: the unembedding follows the forward without queueing again
             normed = self._plain_normed(tokens, progress)[0]  # [pos, d_model]
             for start in range(0, normed.shape[0], UNEMBED_CHUNK_TOKENS):
-                chunk = self._unembed_all(normed[start:start + UNEMBED_CHUNK_TOKENS]).float()
+                chunk = self.unembed_all(normed[start:start + UNEMBED_CHUNK_TOKENS]).float()
                 values, ids = chunk.max(-1)
                 top_ids.append(ids)
                 top_logits.append(values)
@@ -482,7 +268,7 @@ class BridgeBackend(Backend):
         rows = self._rows_per_chunk(tokens.shape[1], tokens.shape[0], "A forward pass")
         for start in range(0, tokens.shape[0], rows):
             normed = self._plain_normed(tokens[start:start + rows])[:, -1, :]
-            out.append(self._unembed_all(normed).float())
+            out.append(self.unembed_all(normed).float())
         return torch.cat(out)
 
     @torch.inference_mode()
@@ -517,7 +303,7 @@ class BridgeBackend(Backend):
         for start in range(0, task.corrupted.shape[0], rows):
             captured: dict[str, dict[int, torch.Tensor]] = {}
             with self.gate.hold(), torch.inference_mode(), \
-                    self._module_hooks(capture_z=every, capture_mlp=every, captured=captured):
+                    self.module_hooks(capture_z=every, capture_mlp=every, captured=captured):
                 self._normed_final(task.corrupted[start:start + rows])
             for layer in every:
                 z_builders[layer].add(captured["z"][layer])
@@ -570,7 +356,7 @@ class BridgeBackend(Backend):
                         every = self.bridge(tokens)[:, -1, :].float()
                     logits = every.gather(1, ids.repeat(g, 1))
                 else:
-                    with self._module_hooks(z_edits=z_edits, mlp_edits=mlp_edits):
+                    with self.module_hooks(z_edits=z_edits, mlp_edits=mlp_edits):
                         normed = self._normed_final(tokens)[:, -1, :]
                     logits = self._answer_from_normed(normed, ids.repeat(g, 1))
             diff = (logits[:, 0] - logits[:, 1]).view(g, n)
@@ -594,7 +380,7 @@ class BridgeBackend(Backend):
             stop = min(n, start + rows)
             captured: dict[str, dict[int, torch.Tensor]] = {}
             with self.gate.hold(), torch.enable_grad(), \
-                    self._module_hooks(capture_z=every, capture_mlp=every, captured=captured, retain_grad=True,
+                    self.module_hooks(capture_z=every, capture_mlp=every, captured=captured, retain_grad=True,
                                        grad_from_embeddings=True):
                 normed = self._normed_final(task.clean[start:stop])[:, -1, :]
                 logits = self._answer_from_normed(normed, task.answer_ids[start:stop].to(self.device))
@@ -625,87 +411,32 @@ class BridgeBackend(Backend):
         if not wanted:
             return {}
         if self.native_patterns:
-            return self._native_patterns(tokens, reduce, wanted, heads)
-        return self._bridge_patterns(tokens, reduce, wanted, heads)
+            return native_patterns(self, tokens, reduce, wanted, heads)
+        return bridge_patterns(self, tokens, reduce, wanted, heads)
 
     @property
     def native_patterns(self) -> bool:
-        """Whether patterns come from the model's own attention (_native_patterns): checked against the bridge's
-        hook_pattern on first use."""
-        if self._native_patterns_ok is None:
+        """Whether patterns come from the model's own attention (bridge_patterns.native_patterns): checked against
+        the bridge's hook_pattern on first use."""
+        if self.checks.native_patterns_ok is None:
             self.prepare_hooks()  # the check needs the bridge, and the native forward's own check made with it
-            self._check_native_patterns()
-        return bool(self._native_patterns_ok)
-
-    def _bridge_patterns(self, tokens: torch.Tensor, reduce: Callable[[int, torch.Tensor], Any], wanted: set[int],
-                         heads: dict[int, Sequence[int]] | None) -> dict[int, Any]:
-        return bridge_patterns(self, tokens, reduce, wanted, heads)
-
-    def _native_patterns(self, tokens: torch.Tensor, reduce: Callable[[int, torch.Tensor], Any], wanted: set[int],
-                         heads: dict[int, Sequence[int]] | None) -> dict[int, Any]:
-        return native_patterns(self, tokens, reduce, wanted, heads)
-
-    def _check_native_patterns(self) -> None:
-        """Enable the native pattern route only where it gives hook_pattern's patterns (every layer, every head)."""
-        self._native_patterns_ok = False
-        if not self.native.ok:
-            return
-        vocab = min(self.info.vocab_size, len(self.tokenizer))
-        tokens = torch.randint(0, vocab, (1, 9), generator=torch.Generator().manual_seed(2)).to(self.device)
-        layers = set(range(self.info.n_layers))
-
-        def keep(layer: int, pattern: torch.Tensor) -> torch.Tensor:
-            return pattern.float().clone()
-
-        try:
-            with torch.inference_mode():
-                reference = self._bridge_patterns(tokens, keep, layers, None)
-                mine = self._native_patterns(tokens, keep, layers, None)
-            tolerance = 1e-5 if self.dtype == torch.float32 else 3e-2  # half: the eager reference rounds its scores
-            if reference.keys() != mine.keys() or any(mine[k].shape != reference[k].shape for k in layers):
-                raise RuntimeError("the routes returned different layers or shapes")
-            self.pattern_route_error = max(float((mine[k] - reference[k]).abs().max()) for k in layers)
-            self._native_patterns_ok = self.pattern_route_error <= tolerance
-            self._fall_back(NATIVE_PATTERNS, None if self._native_patterns_ok else
-                            f"its patterns differ from hook_pattern's by {self.pattern_route_error:.2g}")
-        except Exception as error:  # any failure keeps the bridge's route (hook_pattern)
-            self.pattern_route_error = repr(error)[:300]
-            self._native_patterns_ok = False
-            self._fall_back(NATIVE_PATTERNS, _error_line(error))
+            self.checks.native_patterns()
+        return bool(self.checks.native_patterns_ok)
 
     # ------------------------------------------------------------------------------------------------ weights
 
-    def embedding_rows(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """The embedding of tokens token_ids[n] (with the model's own embedding scale) -> [n, d_model]."""
-        return self.bridge.embed(token_ids.to(self.device).unsqueeze(0)).squeeze(0)
+    @property
+    def family_view(self) -> BridgeView:
+        """The bridge as headscope.backends.weights reads it (the definitions shared with every backend)."""
+        return BridgeView(self.bridge, self.info.n_heads, self.info.n_kv_heads, self._logit_cap, self.device)
 
     def mlp0_effective_embedding(self, token_ids: torch.Tensor) -> torch.Tensor:
         with self.gate.hold(), torch.inference_mode():
-            embedded = self.embedding_rows(token_ids).unsqueeze(0)  # [1, n, d_model]
-            block = self.bridge.blocks[0]
-            mlp_out = block.mlp(_block_norm(block, "ln2", embedded))
-            return (embedded + _block_norm(block, "ln2_post", mlp_out)).squeeze(0)
+            return weights.effective_embedding(self.family_view, token_ids)
 
     def ov_outputs(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
-        info = self.info
         with self.gate.hold(), torch.inference_mode():
-            block = self.bridge.blocks[layer]
-            normed = _block_norm(block, "ln1", resid.unsqueeze(0)).squeeze(0)  # [n, d_model]
-            attn = block.attn
-            w_v, w_o = attn.W_V, attn.W_O  # [kv, d_model, d_head], [head, d_head, d_model]
-            kv_of_head = torch.arange(info.n_heads, device=w_v.device) // info.heads_per_kv
-            values = torch.einsum("nd,hde->hne", normed.to(w_v.dtype), w_v[kv_of_head])  # [head, n, d_head]
-            b_v = getattr(attn, "b_V", None)
-            if b_v is not None:
-                values = values + b_v[kv_of_head].unsqueeze(1)
-            out = torch.einsum("hne,hed->hnd", values, w_o)
-            b_o = getattr(attn, "b_O", None)
-            if b_o is not None:
-                out = out + b_o / info.n_heads
-            # A norm after attention (Gemma-2, OLMo-2): each head's output through it on its own, as if it were the
-            # layer's whole attention output (the norm's gain reaches the residual; its scale leaves the argmax of
-            # final-norm logits unchanged).
-            return _block_norm(block, "ln1_post", out)
+            return weights.ov_outputs(self.family_view, layer, resid)
 
     # ------------------------------------------------------------------------------------------------ readouts
     # (headscope.backends.bridge_readout)
@@ -727,26 +458,7 @@ class BridgeBackend(Backend):
 
     def unembed_logits(self, resid: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
         with self.gate.hold(), torch.inference_mode():
-            normed = self.final_norm(resid)
-            if token_ids is None:
-                w_u = self.bridge.W_U
-                out = normed.to(w_u.dtype) @ w_u
-                b_u = getattr(self.bridge, "b_U", None)
-                if b_u is not None:
-                    out = out + b_u
-            else:
-                columns, bias = self.unembed_columns(token_ids)
-                out = normed.to(columns.dtype) @ columns.T
-                if bias is not None:
-                    out = out + bias
-            return self._soft_cap(out.float())
-
-
-def _block_norm(block: Any, name: str, x: torch.Tensor) -> torch.Tensor:
-    """A block's norm `name` ("ln1", "ln2", or the post-norms "ln1_post", "ln2_post") applied to x, or x itself where
-    the architecture has no such norm (pre-norms are absent in OLMo-2, post-norms in most families)."""
-    norm = getattr(block, name, None)
-    return norm(x) if isinstance(norm, torch.nn.Module) else x
+            return weights.unembed_logits(self.family_view, resid, token_ids)
 
 
 def _tile(values: torch.Tensor | None, groups: int, n_prompts: int) -> torch.Tensor | None:
@@ -764,19 +476,6 @@ def _rows_of(values: torch.Tensor | None, start: int, stop: int, like: torch.Ten
     if values.shape[0] == 1:
         return values.expand_as(like)
     return values[start:stop]
-
-
-def apply_z_edit(z: torch.Tensor, edit: ZEdit) -> torch.Tensor:
-    """z[batch, pos, head, d_head] with the edited heads replaced (zeros where values is None)."""
-    mask = edit.rows.to(z.device)[:, None, :, None]
-    values = torch.zeros((), dtype=z.dtype, device=z.device) if edit.values is None else edit.values.to(z)
-    return torch.where(mask, values, z)
-
-
-def apply_mlp_edit(out: torch.Tensor, edit: MlpEdit) -> torch.Tensor:
-    mask = edit.rows.to(out.device)[:, None, None]
-    values = torch.zeros((), dtype=out.dtype, device=out.device) if edit.values is None else edit.values.to(out)
-    return torch.where(mask, values, out)
 
 
 def _z_hook(edit: ZEdit) -> Callable[[torch.Tensor, Any], torch.Tensor]:
@@ -888,41 +587,6 @@ def attention_span_limit(config: Any) -> int | None:
     return min(limits) if limits else None
 
 
-def bridge_info(bridge: Any, *, name: str, source: str, revision: str, placement: Placement, n_params: int,
-                load_seconds: float, bos_token: str | None, bos_rule: str, backend: str = "bridge") -> ModelInfo:
-    """ModelInfo read off a bridge's config; the BOS is the model's policy (headscope.backends.bos), not
-    TransformerLens' per-family default."""
-    cfg = bridge.cfg
-    n_heads = int(cfg.n_heads)
-    n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
-    return ModelInfo(
-        name=name,
-        source=source,
-        revision=revision,
-        n_layers=int(cfg.n_layers),
-        n_heads=n_heads,
-        n_kv_heads=n_kv,
-        d_head=int(cfg.d_head),
-        d_model=int(cfg.d_model),
-        d_mlp=int(getattr(cfg, "d_mlp", 0) or 0),
-        n_ctx=int(cfg.n_ctx),
-        vocab_size=int(cfg.d_vocab),
-        n_params=n_params,
-        device=placement.device,
-        dtype=placement.dtype_name,
-        memory_bytes=resident_bytes(bridge),
-        load_seconds=load_seconds,
-        bos_token=bos_token,
-        backend=backend,
-        bos_rule=bos_rule,
-        architecture=str(getattr(cfg, "architecture", "") or ""),
-    )
-
-
-# What a model's identity must agree on between its config and TransformerLens' reading of it (results depend on it)
-IDENTITY_FIELDS = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model", "d_mlp", "n_ctx", "vocab_size")
-SUPPORTED_FAMILIES_HINT = "Llama, Mistral, Qwen2, Gemma, GPT-2, GPT-NeoX/Pythia, Phi, OLMo, …"
-
 # Families whose config reading is the bridge's (tests/model/test_deferred_hooks.py checks each): the app serves their
 # plain forwards before the bridge is made. Others (families not checked) are wrapped at load, so nothing is computed
 # before TransformerLens has said how it reads them.
@@ -955,71 +619,8 @@ def config_info(hf_model: Any, tokenizer: Any, *, name: str, source: str, revisi
     return config_model_info(config, config_dims(config), bos, name=name, source=source, revision=revision,
                              n_params=n_params, device=placement.device, dtype=placement.dtype_name,
                              memory_bytes=resident_bytes(hf_model), load_seconds=load_seconds, backend="bridge",
-                             architecture=_architecture(hf_model))
+                             architecture=architecture(hf_model))
 
 
-def _architecture(hf_model: Any) -> str:
-    """The model's architecture names from its config, else its class name."""
-    return ", ".join(getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__])
-
-
-def _error_line(error: BaseException) -> str:
-    """An exception as a fallback's reason: its type and first line."""
-    return f"{type(error).__name__}: {_first_line(error)}"
-
-
-def _first_line(error: BaseException) -> str:
-    """An exception's first line (at most 300 characters), or its type where it has no message."""
-    return str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-
-
-def make_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placement) -> Any:
-    """The TransformerBridge around a loaded model, or a ModelLoadError saying why TransformerLens cannot serve it."""
-    architecture = _architecture(hf_model)
-    if not bridge_supports(hf_model.config):
-        raise ModelLoadError(
-            f"TransformerLens has no adapter for {name}'s architecture ({architecture}): choose a model of a "
-            f"family it supports ({SUPPORTED_FAMILIES_HINT}) or the nnsight backend."
-        )
-    try:
-        return wrap_in_bridge(hf_model, tokenizer, name, placement)
-    except Exception as error:
-        raise ModelLoadError(
-            f"TransformerLens cannot serve {name} (architecture {architecture}): {_first_line(error)}. Choose a "
-            f"model of a family TransformerLens supports ({SUPPORTED_FAMILIES_HINT}) or the nnsight backend."
-        ) from error
-
-
-def bridge_supports(config: Any) -> bool:
-    """Whether TransformerLens has an architecture adapter for a transformers config (its own look-up, read only)."""
-    from transformer_lens.model_bridge.sources.transformers import determine_architecture_from_hf_config
-
-    try:
-        determine_architecture_from_hf_config(config)
-    except ValueError:
-        return False
-    return True
-
-
-def wrap_in_bridge(hf_model: Any, tokenizer: Any, name: str, placement: Placement) -> Any:
-    """TransformerBridge around an already loaded model (no hub call)."""
-    import contextlib
-
-    from transformer_lens.model_bridge import TransformerBridge
-
-    with contextlib.redirect_stdout(None):
-        bridge = TransformerBridge.boot_transformers(
-            name,
-            hf_model=hf_model,
-            tokenizer=tokenizer,
-            device=None if placement.device_map else placement.device,
-            dtype=placement.dtype,
-        )
-    bridge.eval()
-    bridge.requires_grad_(False)
-    return bridge
-
-
-__all__ = ["HOOKS_LATER_FAMILIES", "BridgeBackend", "BridgeBlockRunner", "apply_mlp_edit", "apply_z_edit",
-           "attention_span_limit", "bridge_info", "bridge_supports", "config_info", "make_bridge", "open_local",
-           "wrap_in_bridge"]
+__all__ = ["HOOKS_LATER_FAMILIES", "BridgeBackend", "BridgeBlockRunner", "attention_span_limit", "config_info",
+           "open_local"]

@@ -7,12 +7,13 @@ output after the projection; an MLP by replacing the MLP module's output. Famili
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from headscope.backends.weights import BlockNorm
 from headscope.errors import ModelLoadError
 
 
@@ -82,6 +83,84 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
+def _on_module(x: torch.Tensor, module: Any) -> torch.Tensor:
+    """x on the module's device and in its dtype (inputs sent from here are CPU float32; NDIF's model is not)."""
+    param = next(module.parameters())
+    return x.to(device=param.device, dtype=param.dtype)
+
+
+@dataclass(frozen=True)
+class LayoutView:
+    """A model's own modules at a layout's paths, seen as a FamilyView (headscope.backends.weights): `modules` maps
+    each path the view reads to its module (a torch module, or an nnsight Envoy inside a session), so fused QKV and
+    Conv1D layouts stay inside the modules."""
+
+    layout: Layout
+    modules: dict[str, Any]
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    logit_cap: float
+
+    @classmethod
+    def over(cls, module_at: Callable[[str], Any], layout: Layout, layers: Iterable[int], n_heads: int,
+             n_kv_heads: int, d_head: int, logit_cap: float) -> LayoutView:
+        """The view of the embedding, the final norm, the unembedding and every part of `layers`' blocks."""
+        paths = [layout.embed, layout.final_norm, layout.unembed]
+        paths += [layout.block(layer, part) for layer in layers for part in layout.block_parts()]
+        return cls(layout, {path: module_at(path) for path in paths}, n_heads, n_kv_heads, d_head, logit_cap)
+
+    def _part(self, layer: int, part: str) -> Any:
+        return self.modules[self.layout.block(layer, part)]
+
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        embed = self.modules[self.layout.embed]
+        return embed(token_ids.to(embed.weight.device).unsqueeze(0))
+
+    def norm(self, layer: int, which: BlockNorm, x: torch.Tensor) -> torch.Tensor:
+        part = getattr(self.layout, str(which))
+        if part is None:
+            return x
+        norm = self._part(layer, part)
+        return norm(_on_module(x, norm))
+
+    def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        return self._part(layer, self.layout.mlp)(x)
+
+    def values(self, layer: int, normed: torch.Tensor) -> torch.Tensor:
+        return self.layout.values(self._part(layer, self.layout.attn), normed, self.n_heads, self.n_kv_heads,
+                                  self.d_head)
+
+    def heads_out(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """The output projection's input holds every head's z side by side: each head's output alone is the
+        projection of an input that is zero but for that head's slice, less the projection's bias."""
+        o_proj = self._part(layer, self.layout.o_proj)
+        n, n_heads, d_head = z.shape
+        dtype = next(o_proj.parameters()).dtype
+        alone = torch.zeros(n_heads, n, n_heads, d_head, dtype=dtype, device=z.device)
+        heads = torch.arange(n_heads, device=z.device)
+        alone[heads, :, heads] = z.transpose(0, 1).to(dtype)
+        return o_proj(alone.view(n_heads, n, n_heads * d_head)) - self.out_bias(layer)
+
+    def out_bias(self, layer: int) -> torch.Tensor:
+        """b_O, read as the projection of zeros (zeros where the projection has no bias)."""
+        o_proj = self._part(layer, self.layout.o_proj)
+        param = next(o_proj.parameters())
+        return o_proj(torch.zeros(1, self.n_heads * self.d_head, dtype=param.dtype, device=param.device))
+
+    def final_norm(self, resid: torch.Tensor) -> torch.Tensor:
+        norm = self.modules[self.layout.final_norm]
+        return norm(_on_module(resid, norm))
+
+    def unembedding(self, token_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        unembed = self.modules[self.layout.unembed]
+        rows, bias = unembed.weight, unembed.bias
+        if token_ids is not None:
+            ids = token_ids.to(rows.device)
+            rows, bias = rows[ids], None if bias is None else bias[ids]
+        return rows, bias
+
+
 def layout_for(config: Any, name: str) -> Layout:
     """The layout of `config`'s family, or a ModelLoadError naming the families nnsight is served for."""
     model_type = str(getattr(config, "model_type", "") or "")
@@ -116,4 +195,4 @@ def check_modules(root: Any, layout: Layout, n_layers: int, name: str) -> None:
                              "cannot read its columns. Use the TransformerLens backend.")
 
 
-__all__ = ["LAYOUTS", "Layout", "check_modules", "layout_for"]
+__all__ = ["LAYOUTS", "Layout", "LayoutView", "check_modules", "layout_for"]

@@ -39,7 +39,7 @@ from headscope.backends.base import (
     resident_bytes,
 )
 from headscope.backends.bos import BosPolicy, decide_bos
-from headscope.backends.layouts import Layout, check_modules, layout_for
+from headscope.backends.layouts import Layout, LayoutView, check_modules, layout_for
 from headscope.backends.ndif import (
     LOCAL,
     REMOTE_MAX_TOKENS,
@@ -49,6 +49,7 @@ from headscope.backends.ndif import (
     gate_on_state,
     no_key_message,
 )
+from headscope.backends.weights import effective_embedding, normed_logits, ov_outputs, unembed_logits
 from headscope.component import Component
 from headscope.errors import ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
@@ -64,15 +65,6 @@ class CorruptedRows(NamedTuple):
 
     tokens: torch.Tensor  # [n_corrupted, pos] on the CPU
     count: int
-
-
-class OvModules(NamedTuple):
-    """The modules of one layer that OV outputs call (post_norm: the post-attention norm, or None)."""
-
-    ln1: Any
-    attn: Any
-    o_proj: Any
-    post_norm: Any
 
 
 class AttributionSums(NamedTuple):
@@ -94,20 +86,6 @@ def _check_input(ids_in: torch.Tensor, tokens: torch.Tensor) -> None:
     if tuple(ids_in.shape) != tuple(tokens.shape) or not bool((ids_in == tokens.to(ids_in.device)).all()):
         raise RuntimeError(f"nnsight changed the input: sent {tuple(tokens.shape)}, the model got "
                            f"{tuple(ids_in.shape)} (padding?)")
-
-
-def _soft_cap(logits: torch.Tensor, cap: float) -> torch.Tensor:
-    return cap * torch.tanh(logits / cap) if cap > 0 else logits
-
-
-def _param_dtype(module: Any) -> torch.dtype:
-    return next(module.parameters()).dtype
-
-
-def _to_module(x: torch.Tensor, module: Any) -> torch.Tensor:
-    """x on the module's device and in its dtype (inputs sent from here are CPU float32; NDIF's model is not)."""
-    param = next(module.parameters())
-    return x.to(device=param.device, dtype=param.dtype)
 
 
 def _tile_rows(values: torch.Tensor | None, n_groups: int, n_prompts: int) -> torch.Tensor | None:
@@ -161,24 +139,12 @@ def _weighted_ld(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor,
     return (diff * weights.to(diff.device)).sum(1)
 
 
-def _unembed(unembed: Any, normed: torch.Tensor, token_ids: torch.Tensor | None, cap: float) -> torch.Tensor:
-    """logits (float32) of final-normed residuals through the unembedding: every token, or only token_ids."""
-    if token_ids is None:
-        logits = unembed(_to_module(normed, unembed))
-    else:
-        weight = unembed.weight
-        ids = token_ids.to(weight.device)
-        bias = unembed.bias[ids] if unembed.bias is not None else None
-        logits = torch.nn.functional.linear(normed.to(device=weight.device, dtype=weight.dtype), weight[ids], bias)
-    return _soft_cap(logits.float(), cap)
-
-
 def _next_token_summary(unembed: Any, normed: torch.Tensor, position: int, cap: float) -> tuple:
     """(logits_at[vocab], top1_id[pos], top1_logit[pos], top1_logprob[pos]) from normed[pos, d_model], unembedded
     UNEMBED_CHUNK_TOKENS positions at a time."""
     ids, values, logprobs, at = [], [], [], None
     for start in range(0, normed.shape[0], UNEMBED_CHUNK_TOKENS):
-        chunk = _unembed(unembed, normed[start:start + UNEMBED_CHUNK_TOKENS], None, cap)
+        chunk = normed_logits(normed[start:start + UNEMBED_CHUNK_TOKENS], unembed.weight, unembed.bias, cap)
         best, best_id = chunk.max(-1)
         ids.append(best_id)
         values.append(best)
@@ -189,36 +155,9 @@ def _next_token_summary(unembed: Any, normed: torch.Tensor, position: int, cap: 
             torch.cat(logprobs).detach().cpu())
 
 
-def _effective_embedding(embed: Any, ln2: Any, mlp: Any, ln2_post: Any, token_ids: torch.Tensor) -> torch.Tensor:
-    """W_E[t] + ln2_post(MLP0(ln2_0(W_E[t]))) -> [n, d_model], through the model's own modules (ln2_post: the
-    post-MLP norm where the family has one, else None)."""
-    embedded = embed(token_ids.to(embed.weight.device).unsqueeze(0))  # [1, n, d_model]
-    mlp_out = mlp(ln2(embedded))
-    if ln2_post is not None:
-        mlp_out = ln2_post(mlp_out)
-    return (embedded + mlp_out).squeeze(0)
-
-
-def _ov_outputs(ln1: Any, attn: Any, o_proj: Any, ln1_post: Any, values_of: Callable, resid: torch.Tensor,
-                n_heads: int, n_kv: int, d_head: int) -> torch.Tensor:
-    """out[head, n, d_model] = ln1_post(o_proj(z with only head h's slice = V[kv(h)] of ln1(resid)) − b_O + b_O /
-    n_heads): ln1_post is the post-attention norm where the family has one (else None), applied to each head's
-    output alone as if it were the layer's whole attention output.
-
-    Calling the model's own modules keeps every family's layout (fused QKV, Conv1D) out of the arithmetic."""
-    dtype = _param_dtype(o_proj)
-    resid = _to_module(resid, ln1)
-    normed = ln1(resid.unsqueeze(0)).squeeze(0)  # [n, d_model]
-    values = values_of(attn, normed, n_heads, n_kv, d_head)  # [n, kv, d_head]
-    kv_of_head = torch.arange(n_heads, device=values.device) // (n_heads // n_kv)
-    per_head = values[:, kv_of_head]  # [n, head, d_head]
-    n = resid.shape[0]
-    z = torch.zeros(n_heads, n, n_heads, d_head, dtype=dtype, device=values.device)
-    heads = torch.arange(n_heads, device=values.device)
-    z[heads, :, heads] = per_head.transpose(0, 1)
-    bias = o_proj(torch.zeros(1, n_heads * d_head, dtype=dtype, device=values.device))  # b_O (zeros without one)
-    out = o_proj(z.view(n_heads, n, n_heads * d_head)) - bias + bias / n_heads
-    return out if ln1_post is None else ln1_post(out)
+def _ov_unembed(view: LayoutView, layer: int, resid: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """logits[head, n, len(token_ids)] of each head's OV output (one remote request)."""
+    return unembed_logits(view, ov_outputs(view, layer, resid), token_ids)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -550,90 +489,41 @@ class NnsightBackend(Backend):
 
     # ------------------------------------------------------------------------------------------------ weights
 
-    def _here(self, compute: Callable[[], Any]) -> Any:
-        """Module calls on the local model, no trace needed (the other modes run the same calls in a session)."""
-        with self.gate.hold(), torch.inference_mode():
-            self.requests_sent += 1
-            return compute()
+    def _family_view(self, layers: Iterable[int]) -> LayoutView:
+        dims = self.dims
+        return LayoutView.over(self._path, self.layout, layers, dims.n_heads, dims.n_kv, dims.d_head, dims.logit_cap)
 
-    def _optional_path(self, layer: int, part: str | None) -> Any:
-        return None if part is None else self._path(self.layout.block(layer, part))
+    def _weights_request(self, compute: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        """compute(*args), one of headscope.backends.weights' definitions over a LayoutView: called on the local
+        model, or in one session (dry run, NDIF) from which only its result comes back."""
+        if self.mode.runs_here:
+            with self.gate.hold(), torch.inference_mode():
+                self.requests_sent += 1
+                return compute(*args)
+        args = tuple(arg.cpu() if isinstance(arg, torch.Tensor) else arg for arg in args)
+        model = self.model
+        with self._running():
+            job = self._trace_backend()
+            with model.session(backend=job):
+                result = nnsight.save(compute(*args).detach().cpu())
+            (result,) = self._outputs(job, locals(), "result")
+        return result.to(self.device)
 
     def mlp0_effective_embedding(self, token_ids: torch.Tensor) -> torch.Tensor:
-        layout = self.layout
-        embed, ln2, mlp = (self._path(p) for p in (layout.embed, layout.block(0, layout.ln2),
-                                                     layout.block(0, layout.mlp)))
-        ln2_post = self._optional_path(0, layout.ln2_post)
-        token_ids = token_ids.cpu()
-        if self.mode.runs_here:
-            return self._here(lambda: _effective_embedding(embed, ln2, mlp, ln2_post, token_ids))
-        model = self.model
-        with self._running():
-            job = self._trace_backend()
-            with model.session(backend=job):
-                effective = nnsight.save(_effective_embedding(embed, ln2, mlp, ln2_post, token_ids).detach().cpu())
-            (effective,) = self._outputs(job, locals(), "effective")
-        return effective.to(self.device)
-
-    def _ov_modules(self, layer: int) -> OvModules:
-        layout = self.layout
-        return OvModules(self._path(layout.block(layer, layout.ln1)), self._path(layout.block(layer, layout.attn)),
-                self._path(layout.block(layer, layout.o_proj)), self._optional_path(layer, layout.ln1_post))
+        return self._weights_request(effective_embedding, self._family_view([0]), token_ids.cpu())
 
     def ov_outputs(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
-        dims = self.dims
-        ln1, attn, o_proj, ln1_post = self._ov_modules(layer)
-        values_of = self.layout.values
-        if self.mode.runs_here:
-            return self._here(lambda: _ov_outputs(ln1, attn, o_proj, ln1_post, values_of, resid, dims.n_heads,
-                                                  dims.n_kv, dims.d_head))
-        resid = resid.cpu()
-        model = self.model
-        n_heads, n_kv, d_head = dims.n_heads, dims.n_kv, dims.d_head
-        with self._running():
-            job = self._trace_backend()
-            with model.session(backend=job):
-                out = _ov_outputs(ln1, attn, o_proj, ln1_post, values_of, resid, n_heads, n_kv, d_head)
-                out = nnsight.save(out.detach().cpu())
-            (out,) = self._outputs(job, locals(), "out")
-        return out.to(self.device)
+        return self._weights_request(ov_outputs, self._family_view([layer]), layer, resid)
 
     def ov_unembed_logits(self, layer: int, resid: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """One request for what each head's OV output unembeds to, restricted to token_ids: remotely only
         [head, n, len(token_ids)] comes back, never the [head, n, d_model] outputs."""
         if self.mode.runs_here:
             return super().ov_unembed_logits(layer, resid, token_ids)
-        dims, layout = self.dims, self.layout
-        ln1, attn, o_proj, ln1_post = self._ov_modules(layer)
-        final_norm, unembed = self._path(layout.final_norm), self._path(layout.unembed)
-        values_of, cap = layout.values, dims.logit_cap
-        n_heads, n_kv, d_head = dims.n_heads, dims.n_kv, dims.d_head
-        resid, token_ids = resid.cpu(), token_ids.cpu()
-        model = self.model
-        with self._running():
-            job = self._trace_backend()
-            with model.session(backend=job):
-                out = _ov_outputs(ln1, attn, o_proj, ln1_post, values_of, resid, n_heads, n_kv, d_head)
-                logits = nnsight.save(_unembed(unembed, final_norm(out), token_ids, cap).detach().cpu())
-            (logits,) = self._outputs(job, locals(), "logits")
-        return logits.to(self.device)
+        return self._weights_request(_ov_unembed, self._family_view([layer]), layer, resid, token_ids)
 
     def unembed_logits(self, resid: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
-        layout, cap = self.layout, self.dims.logit_cap
-        final_norm, unembed = self._path(layout.final_norm), self._path(layout.unembed)
-        if self.mode.runs_here:
-            return self._here(lambda: _unembed(unembed, final_norm(_to_module(resid, final_norm)),
-                                                         token_ids, cap))
-        resid = resid.cpu()
-        token_ids = None if token_ids is None else token_ids.cpu()
-        model = self.model
-        with self._running():
-            job = self._trace_backend()
-            with model.session(backend=job):
-                normed = final_norm(_to_module(resid, final_norm))
-                logits = nnsight.save(_unembed(unembed, normed, token_ids, cap).detach().cpu())
-            (logits,) = self._outputs(job, locals(), "logits")
-        return logits.to(self.device)
+        return self._weights_request(unembed_logits, self._family_view([]), resid, token_ids)
 
     # ------------------------------------------------------------------------------------------------ readouts
     # (headscope.backends.nnsight_readout: one request each, reductions inside it)
@@ -704,4 +594,4 @@ def _attribution_sums(ld: torch.Tensor, zs: list, mlps: list, z_targets: list, m
     return (ld.sum().detach().cpu(), torch.stack(head_effect).detach().cpu(), torch.stack(mlp_effect).detach().cpu())
 
 
-__all__ = ["AttributionSums", "CorruptedRows", "NnsightBackend", "OvModules", "open_local"]
+__all__ = ["AttributionSums", "CorruptedRows", "NnsightBackend", "open_local"]

@@ -165,15 +165,24 @@ def _lens(parts: tuple, final_norm: Any, unembed: Any, token_ids: torch.Tensor, 
 # The request, for each readout
 
 
+def _optional_module(backend: NnsightBackend, layer: int, part: str | None) -> Any:
+    """A block's module the family may lack (Gemma-2's post-norms): None where it has none."""
+    return None if part is None else backend._path(backend.layout.block(layer, part))
+
+
 def _setup(backend: NnsightBackend) -> tuple[dict, dict, str, float]:
     layout, n_layers = backend.layout, backend.dims.n_layers
+
+    def optional(layer: int, part: str | None) -> Any:
+        return None if part is None else backend._path(layout.block(layer, part))
+
     paths = {"block": [f"{layout.layers}.{layer}" for layer in range(n_layers)],
              "o_proj": [layout.block(layer, layout.o_proj) for layer in range(n_layers)],
              "mlp": [layout.block(layer, layout.mlp) for layer in range(n_layers)]}
     kind = NORM_KINDS.get(layout.family, "rms_norm")
-    post_attn = [backend._optional_path(layer, layout.ln1_post) for layer in range(n_layers)]
+    post_attn = [_optional_module(backend, layer, layout.ln1_post) for layer in range(n_layers)]
     modules = {"o_proj": [backend._path(p) for p in paths["o_proj"]], "post_attn": post_attn,
-               "post_mlp": [backend._optional_path(layer, layout.ln2_post) for layer in range(n_layers)],
+               "post_mlp": [_optional_module(backend, layer, layout.ln2_post) for layer in range(n_layers)],
                "post_attn_eps": _eps(post_attn[0]) if post_attn[0] is not None else 0.0}
     final_norm = backend._path(layout.final_norm)
     modules["final_norm"] = final_norm

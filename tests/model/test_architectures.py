@@ -290,7 +290,7 @@ def digits(family):
 
 def test_the_fast_path_is_offered_where_expected(family):
     name, model, _ = family
-    assert (model.block_runner is not None) == FAST_PATH_EXPECTED[name], (name, model.fast_path_error)
+    assert (model.block_runner is not None) == FAST_PATH_EXPECTED[name], (name, model.checks.fast_path_error)
 
 
 @pytest.mark.parametrize("method", ["zero", "mean", "resample"])
@@ -356,7 +356,7 @@ def test_attention_patterns_equal_the_reference_attention_weights(family, route,
     name, model, ref = family
     assert model.native_patterns == NATIVE_PATTERNS_EXPECTED[name]
     if route == "bridge":
-        monkeypatch.setattr(model, "_native_patterns_ok", False)
+        monkeypatch.setattr(model.checks, "native_patterns_ok", False)
     tokens = torch.tensor([model.input_ids("The cat sat on the mat. The cat sat on the mat.")])
     mine = model.reduce_attention_patterns(tokens, lambda layer, pattern: pattern.clone())
     chosen = {layer: [model.info.n_heads - 1, 0] for layer in range(model.info.n_layers)}

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from headscope.backends.bridge import HOOKS_LATER_FAMILIES, BridgeBackend, config_info
+from headscope.backends.bridge_patterns import bridge_patterns
 from headscope.errors import ModelLoadError
 from headscope.loading import ModelRequest, load_model, resolve_placement
 
@@ -108,10 +109,11 @@ def test_patterns_asked_for_before_the_set_up_still_take_the_models_own_attentio
     model = load_model(ModelRequest(str(tiny_model_dir), device="cpu"), hooks_later=True)
     assert not model.hooks_ready
     assert model.native_patterns  # as a model wrapped at load
-    assert model.hooks_ready and model.pattern_route_error is not None and model.pattern_route_error <= 1e-5
+    assert model.hooks_ready and model.checks.pattern_route_error is not None
+    assert model.checks.pattern_route_error <= 1e-5
     tokens = model.tensor([PROMPT_IDS])
     native = model.reduce_attention_patterns(tokens, lambda layer, pattern: pattern.clone())
-    bridge = model._bridge_patterns(tokens, lambda layer, pattern: pattern.clone(), set(native), None)
+    bridge = bridge_patterns(model, tokens, lambda layer, pattern: pattern.clone(), set(native), None)
     for layer, pattern in native.items():
         torch.testing.assert_close(pattern, bridge[layer], atol=1e-5, rtol=0)
 
@@ -183,6 +185,6 @@ def test_the_background_set_up_is_not_a_daemon_thread_even_when_started_from_one
     starter = threading.Thread(target=model.prepare_hooks_in_background, daemon=True)
     starter.start()
     starter.join()
-    assert model._booting is not None and model._booting.daemon is False
-    model._booting.join()
+    assert model.setup.thread is not None and model.setup.thread.daemon is False
+    model.setup.thread.join()
     assert model.hooks_ready

@@ -22,7 +22,7 @@ def test_warming_leaves_no_one_time_check_for_the_first_head_click(tiny_model_di
     def checked_again():
         raise AssertionError("the pattern route was checked on the click")
 
-    model._check_native_patterns = checked_again
+    model.checks.native_patterns = checked_again
     started = time.perf_counter()
     patterns = compute_patterns(model, "1 2 3 4 ", [(1, 1)])
     assert time.perf_counter() - started < 30  # generous: one short forward on a tiny model

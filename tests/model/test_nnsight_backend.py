@@ -12,6 +12,7 @@ import torch
 
 from headscope.ablation import attribution_sweep, exact_sweep, logit_diff_task, prepare_dataset, run_sweep
 from headscope.backends.base import AblationGroups
+from headscope.component import Component
 from headscope.loading import ModelRequest, load_model
 from headscope.methods import get_method
 from headscope.patterns import compute_patterns
@@ -78,7 +79,7 @@ def test_predictions_match(embedded_model, nnsight_backends):
 
 def _layer_groups(n_layers, n_heads):
     """One group per head and per MLP of LAYERS."""
-    components = [(layer, head) for layer in LAYERS for head in [*range(n_heads), None]]
+    components = [Component(layer, head) for layer in LAYERS for head in [*range(n_heads), None]]
     return AblationGroups.single_components(components, n_layers, n_heads)
 
 

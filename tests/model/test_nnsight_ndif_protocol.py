@@ -27,6 +27,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from headscope.backends.base import AblationGroups, LogitDiffTask, Placement
 from headscope.backends.ndif import NdifRun, NdifTarget, RemoteJobError
 from headscope.backends.nnsight import NnsightBackend
+from headscope.component import Component
 from headscope.errors import Cancelled
 from headscope.loading import embedded_converted_folder
 from headscope.methods import get_method
@@ -192,7 +193,7 @@ def _task():
 def test_remote_numbers_equal_local_ones(tiny_pair):
     local, remote, ndif = tiny_pair
     task = _task()
-    groups = AblationGroups.single_components([(1, h) for h in range(4)] + [(1, None)], 3, 4)
+    groups = AblationGroups.single_components([Component(1, h) for h in range(4)] + [Component.mlp(1)], 3, 4)
     for method in ("zero", "mean", "resample"):
         spec = get_method(method)
         np.testing.assert_allclose(remote.ablated_logit_diffs(task, spec, groups),

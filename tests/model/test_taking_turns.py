@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from headscope.backends.bridge import HAND_OVER_AFTER_SECONDS
+from headscope.backends.bridge_routes import HAND_OVER_AFTER_SECONDS
 
 
 def _ask_meanwhile(model, started: list[threading.Thread], target) -> None:

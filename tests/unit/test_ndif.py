@@ -253,7 +253,7 @@ def _hub_cache_holding(tiny_model_dir, root) -> str:
 def test_the_ndif_job_timeout_is_read_from_headscope_ndif_timeout(status_server, tiny_model_dir, tmp_path):
     """Whole loads against the stand-in status endpoint and a hub cache holding the config and tokenizer, in one
     process of its own (the hub cache folder is read when huggingface_hub is imported); the variable is read at
-    each load."""
+    each load. The offline hub cannot give the id's canonical spelling: each load's fallbacks say so."""
     code = ("import os\n"
             "from headscope.errors import HeadscopeError\n"
             "from headscope.loading import ModelRequest, load_model\n"
@@ -262,11 +262,16 @@ def test_the_ndif_job_timeout_is_read_from_headscope_ndif_timeout(status_server,
             "    try:\n"
             f"        model = load_model(ModelRequest({HOSTED!r}, backend='ndif', api_key='k'))\n"
             "        print('timeout', model.mode.target.timeout)\n"
+            "        print('fallbacks', model.info.fallbacks)\n"
             "    except HeadscopeError as error:\n"
             "        print(error)\n")
     env = cpu_env(HF_HUB_CACHE=_hub_cache_holding(tiny_model_dir, tmp_path / "hub"), NDIF_HOST=status_server)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
                           check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
+    lines = done.stdout.splitlines()
+    assert lines[0::2] == [
         "timeout 123.0", "timeout 1800.0", "HEADSCOPE_NDIF_TIMEOUT must be a number above 0, got 'soon'."]
+    for line in lines[1::2]:  # the hub is offline: the id goes to NDIF as written, and the model card says why
+        assert line.startswith("fallbacks (\"The hub's spelling of the model id off: OfflineModeIsEnabled"), line
+        assert line.endswith(f"NDIF gets '{HOSTED}' as written\",)"), line
