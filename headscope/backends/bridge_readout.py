@@ -114,7 +114,7 @@ def bridge_lens(backend: BridgeBackend, tokens: torch.Tensor, position: int, tok
     stream = bridge_stream(backend, tokens, position)
     rows = torch.cat([stream.embed[:, None], stream.after], 1)  # [batch, layer + 1, d_model]
     with backend.gate.hold(), torch.inference_mode():
-        return lens_from(rows.to(backend.dtype), lambda resid: backend._unembed_all(backend.final_norm(resid)),
+        return lens_from(rows.to(backend.dtype), lambda resid: backend.unembed_all(backend.final_norm(resid)),
                          token_ids.to(backend.device))
 
 
