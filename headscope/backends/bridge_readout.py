@@ -5,7 +5,7 @@ are frozen from the model's own norm modules (their 1-D gains and biases)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -14,8 +14,9 @@ from headscope.backends.norms import FrozenNorm, freeze_norm
 from headscope.backends.readout import StreamAt, direct_logits_from, lens_from, split_heads
 from headscope.component import Component
 
-if TYPE_CHECKING:
-    from headscope.backends.bridge import BridgeBackend
+# The functions take the BridgeBackend as `backend` (typed Any: headscope.backends.bridge imports this module, and
+# the package keeps no import circle, not even under TYPE_CHECKING)
+BridgeBackend = Any
 
 
 def _norm_module(component: Any) -> Any:

@@ -531,17 +531,17 @@ class NnsightBackend(Backend):
     def direct_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> DirectLogits:
         from headscope.backends.nnsight_readout import nnsight_direct_logits
 
-        return nnsight_direct_logits(self, tokens, position, token_ids)
+        return nnsight_direct_logits(self, tokens, position, token_ids, _check_input)
 
     def component_direct_logits(self, tokens: torch.Tensor, position: int, component: Component) -> torch.Tensor:
         from headscope.backends.nnsight_readout import nnsight_component_logits
 
-        return nnsight_component_logits(self, tokens, position, component)
+        return nnsight_component_logits(self, tokens, position, component, _check_input)
 
     def lens_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> LensLogits:
         from headscope.backends.nnsight_readout import nnsight_lens
 
-        return nnsight_lens(self, tokens, position, token_ids)
+        return nnsight_lens(self, tokens, position, token_ids, _check_input)
 
     def budget_bytes(self) -> int:
         if self.mode.remote:

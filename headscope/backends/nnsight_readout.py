@@ -20,8 +20,11 @@ import torch
 from headscope.backends.base import DirectLogits, LensLogits
 
 if TYPE_CHECKING:
-    from headscope.backends.nnsight import NnsightBackend
     from headscope.component import Component
+
+# The functions take the NnsightBackend as `backend` and its input check (`_check_input`) as `check_input` (typed
+# Any: headscope.backends.nnsight imports this module, and the package keeps no import circle)
+NnsightBackend = Any
 
 # the final and post-sublayer norms of each family nnsight serves (headscope.backends.layouts' family names)
 NORM_KINDS = {"GPT-2": "layer_norm", "GPT-NeoX": "layer_norm", "Gemma-2": "gemma_rms_norm"}  # else "rms_norm"
@@ -199,10 +202,8 @@ def _chunked(backend: NnsightBackend, tokens: torch.Tensor, token_ids: torch.Ten
     return tuple(torch.cat(values) for values in zip(*parts, strict=True))
 
 
-def _run(backend: NnsightBackend, tokens: torch.Tensor, position: int, reduce: Any) -> Any:
+def _run(backend: NnsightBackend, tokens: torch.Tensor, position: int, reduce: Any, check_input: Any) -> Any:
     """reduce(parts) after one capturing trace: in one remote request (session) or here."""
-    from headscope.backends.nnsight import _check_input
-
     model, dims = backend.model, backend.dims
     paths, modules, kind, eps = _setup(backend)
     embed_path = backend._path(backend.layout.embed)
@@ -212,7 +213,7 @@ def _run(backend: NnsightBackend, tokens: torch.Tensor, position: int, reduce: A
         with backend._running():
             backend.requests_sent += 1
             with model.trace(tokens, use_cache=False, logits_to_keep=1) as tracer:
-                _check_input(embed_path.input, tokens)
+                check_input(embed_path.input, tokens)
                 captures = nnsight.save(_capture(model, paths, position, n_layers))
                 tracer.stop()
             return reduce(_parts(modules, captures, kind, n_heads, d_head), modules, kind, eps)
@@ -220,7 +221,7 @@ def _run(backend: NnsightBackend, tokens: torch.Tensor, position: int, reduce: A
         job = backend._trace_backend()
         with model.session(backend=job):
             with model.trace(tokens, use_cache=False, logits_to_keep=1) as tracer:
-                _check_input(embed_path.input, tokens)
+                check_input(embed_path.input, tokens)
                 captures = _capture(model, paths, position, n_layers)
                 tracer.stop()
             out = nnsight.save(reduce(_parts(modules, captures, kind, n_heads, d_head), modules, kind, eps))
@@ -228,36 +229,37 @@ def _run(backend: NnsightBackend, tokens: torch.Tensor, position: int, reduce: A
     return out
 
 
-def nnsight_direct_logits(backend: NnsightBackend, tokens: torch.Tensor, position: int, token_ids: torch.Tensor
-                          ) -> DirectLogits:
+def nnsight_direct_logits(backend: NnsightBackend, tokens: torch.Tensor, position: int, token_ids: torch.Tensor,
+                          check_input: Any) -> DirectLogits:
     def run(rows: torch.Tensor, ids: torch.Tensor) -> tuple:
         def reduce(parts: tuple, modules: dict, kind: str, eps: float) -> tuple:
             return _direct(parts, modules["final_norm"], modules["unembed"], kind, eps, ids)
 
-        return _run(backend, rows, position, reduce)
+        return _run(backend, rows, position, reduce, check_input)
 
     heads, mlps, embed, bias, logits = _chunked(backend, tokens, token_ids.cpu(), run, "Direct logit attribution")
     return DirectLogits(heads, mlps, embed, bias, logits, backend.dims.logit_cap)
 
 
-def nnsight_component_logits(backend: NnsightBackend, tokens: torch.Tensor, position: int, component: Component
-                             ) -> torch.Tensor:
+def nnsight_component_logits(backend: NnsightBackend, tokens: torch.Tensor, position: int, component: Component,
+                             check_input: Any) -> torch.Tensor:
     layer, head = component.layer, -1 if component.head is None else component.head
 
     def reduce(parts: tuple, modules: dict, kind: str, eps: float) -> torch.Tensor:
         return _one_component(parts, modules["final_norm"], modules["unembed"], kind, eps, layer, head)
 
-    return _run(backend, tokens[:1], position, reduce)
+    return _run(backend, tokens[:1], position, reduce, check_input)
 
 
-def nnsight_lens(backend: NnsightBackend, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> LensLogits:
+def nnsight_lens(backend: NnsightBackend, tokens: torch.Tensor, position: int, token_ids: torch.Tensor,
+                 check_input: Any) -> LensLogits:
     cap = backend.dims.logit_cap
 
     def run(rows: torch.Tensor, ids: torch.Tensor) -> tuple:
         def reduce(parts: tuple, modules: dict, kind: str, eps: float) -> tuple:
             return _lens(parts, modules["final_norm"], modules["unembed"], ids, cap)
 
-        return _run(backend, rows, position, reduce)
+        return _run(backend, rows, position, reduce, check_input)
 
     return LensLogits(*_chunked(backend, tokens, token_ids.cpu(), run, "The logit lens"))
 
