@@ -171,6 +171,23 @@ class Model:
         data = self._dataset(task, dataset, n_prompts, seed, step, name)
         return Paths(run_paths(self.backend, data, query, use_cache=use_cache), self.info.backend)
 
+    def dla(self, task: str | None = None, *, dataset: Any = None, n_prompts: int | None = None,
+            seed: int | None = None, step: int | None = None, only_correct: bool = False, use_cache: bool = True,
+            name: str | None = None) -> Dla:
+        """Direct logit attribution at the last position (`headscope dla`): each head's, MLP's and the embeddings'
+        direct contribution to the LD; with bias_dla they sum to clean_ld."""
+        from headscope.logit_attribution import run_dla
+
+        data = self._dataset(task, dataset, n_prompts, seed, step, name)
+        return Dla(run_dla(self.backend, data, only_correct=only_correct, use_cache=use_cache), self.info.backend)
+
+    def lens(self, prompt: str, answer: str, contrast: str | None = None) -> Lens:
+        """The logit lens at the prompt's last position (`headscope lens`): the answer's rank, probability and
+        logit difference after the embeddings and after each layer."""
+        from headscope.lens import logit_lens
+
+        return Lens(logit_lens(self.backend, prompt, answer, contrast), self.info.backend)
+
     def scores(self, score: str, *, prompt: str | None = None, task: str | None = None,
                use_cache: bool = True) -> Scores:
         """One head-type score over every head (`headscope heads`): previous-token, duplicate-token, induction,
@@ -356,6 +373,41 @@ class Paths(_Shown):
     def _summary(self) -> str:
         query = self.result.query
         return f"{query.sender_label} → {query.receiver_label} ({query.into}, {query.direction})"
+
+class Dla(_Shown):
+    """Direct logit attribution (headscope.logit_attribution.DlaResult)."""
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per head, per MLP, the embeddings and the constant terms: the direct LD."""
+        import pandas as pd
+
+        r = self.result
+        rows = [{"component": f"{layer}.{head}", "layer": layer, "head": head, "direct_ld": r.head_dla[layer, head]}
+                for layer in range(r.n_layers) for head in range(r.n_heads)]
+        rows += [{"component": f"MLP {layer}", "layer": layer, "head": None, "direct_ld": r.mlp_dla[layer]}
+                 for layer in range(r.n_layers)]
+        rows += [{"component": "embeddings", "layer": None, "head": None, "direct_ld": r.embed_dla},
+                 {"component": "biases", "layer": None, "head": None, "direct_ld": r.bias_dla}]
+        return pd.DataFrame(rows)
+
+    def _summary(self) -> str:
+        r = self.result
+        return f"{r.task}, clean LD {r.clean_ld:.3f} = sum of direct effects {r.total:.3f}"
+
+
+class Lens(_Shown):
+    """The logit lens (headscope.lens.LensResult)."""
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per layer (−1: after the embeddings): rank, probability and logit difference of the answer."""
+        import pandas as pd
+
+        return pd.DataFrame([{"layer": row.layer, "rank": row.rank, "prob": row.prob, "logit_diff": row.logit_diff}
+                             for row in self.result.layers])
+
+    def _summary(self) -> str:
+        first = self.result.first_top1_layer
+        return f"answer {self.result.answer!r}: " + ("never top-1" if first is None else f"top-1 from layer {first}")
 
 
 class Circuit(_Shown):

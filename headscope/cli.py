@@ -122,6 +122,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(circuit)
     circuit.set_defaults(handler=_cmd_circuit)
 
+    dla = sub.add_parser("dla", help="direct logit attribution: each head's, MLP's and the embeddings' direct "
+                                     "contribution to the LD at the last position; writes the cache the app reads")
+    source = dla.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", help="built-in task: " + TASK_HELP)
+    source.add_argument("--dataset", metavar="FILE",
+                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
+    dla.add_argument("--n-prompts", type=int, default=None,
+                     help="prompts generated for a built-in task (default 16)")
+    dla.add_argument("--seed", type=int, default=None,
+                     help="seed for a built-in task's prompts (default 0)")
+    dla.add_argument("--step", type=int, default=None, help="the step of the step task (default 2)")
+    dla.add_argument("--only-correct", action="store_true",
+                     help="keep only prompts the model gets right (top-1 correct, P(correct) > 2·P(incorrect))")
+    dla.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
+    _add_model_options(dla)
+    dla.set_defaults(handler=_cmd_dla)
+
+    lens = sub.add_parser("lens", help="logit lens at the last position: the answer's rank, probability and logit "
+                                       "difference after each layer")
+    lens.add_argument("prompt")
+    lens.add_argument("--answer", required=True, help="the answer to follow (its first token is ranked)")
+    lens.add_argument("--contrast", default=None, help="contrast answer: logit difference answer − contrast")
+    _add_model_options(lens)
+    lens.set_defaults(handler=_cmd_lens)
+
     heads = sub.add_parser("heads", help="score every head: " + ", ".join(SCORE_NAMES))
     heads.add_argument("--score", required=True, choices=SCORE_NAMES, metavar="SCORE", help=scores_help())
     heads.add_argument("--prompt", default=None,
@@ -388,6 +413,61 @@ def _cmd_circuit(args: argparse.Namespace) -> int:
     print(f"\n{len(result.removals)} removals; the last ten:")
     for step, removal in list(enumerate(result.removals, 1))[-10:]:
         print(f"{step:>5}. {removal.label:>8}  score after {removal.score_after:.1f}%  (pass {removal.pass_number})")
+    return 0
+
+
+def _cmd_dla(args: argparse.Namespace) -> int:
+    from headscope.logit_attribution import run_dla
+    from headscope.tasks import prepare_dataset
+
+    model, dataset = _model_and_dataset(args)
+    encoded = prepare_dataset(model, dataset)
+    result = run_dla(model, encoded, only_correct=args.only_correct, use_cache=not args.no_cache,
+                     progress=_progress_printer(args))
+    _clear_progress(args)
+    if args.json:
+        print(json.dumps(result.to_json() | {"backend": model.info.backend}))
+        return 0
+    origin = "from cache" if result.cached else f"{result.seconds:.1f} s"
+    print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "
+          f"prompts: {result.n_prompts}   ({origin})")
+    print(f"clean LD {result.clean_ld:.3f} = heads {result.head_dla.sum():.3f} + MLPs {result.mlp_dla.sum():.3f} "
+          f"+ embeddings {result.embed_dla:.3f} + biases {result.bias_dla:.3f} (sum {result.total:.3f})")
+    if result.soft_cap:
+        print(f"note: final logits soft-capped at {result.soft_cap:g}: contributions scaled per answer by "
+              "cap·tanh(l/cap)/l of its pre-cap logit l")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"\n{'head':>7}  {'direct LD':>9}")
+    for top in result.top_heads(10):
+        print(f"{top.layer:>3}.{top.head:<3}  {result.head_dla[top.layer, top.head]:>9.3f}")
+    for layer in sorted(range(result.n_layers), key=lambda i: -abs(result.mlp_dla[i]))[:3]:
+        print(f"MLP{layer:<4}  {result.mlp_dla[layer]:>9.3f}")
+    return 0
+
+
+def _cmd_lens(args: argparse.Namespace) -> int:
+    from headscope.lens import logit_lens
+
+    if args.prompt == "":
+        raise InputError("The prompt is empty: give some text to read the logit lens on.")
+    if args.answer == "" or args.contrast == "":
+        raise InputError(f"The {'answer' if args.answer == '' else 'contrast'} is empty: give a token to follow.")
+    model = load_for_cli(args)
+    result = logit_lens(model, args.prompt, args.answer, args.contrast)
+    if args.json:
+        print(json.dumps(result.to_json() | {"backend": model.info.backend}))
+        return 0
+    print(f"model: {result.model}   backend: {model.info.backend_label}   prompt: {result.prompt!r}   "
+          f"answer: {result.answer!r}" + (f"   contrast: {result.contrast!r}" if result.contrast is not None else ""))
+    print(f"{'layer':>5}  {'rank':>7}  {'prob':>8}  {'logit diff':>10}")
+    for row in result.layers:
+        label = "emb" if row.layer < 0 else str(row.layer)
+        diff = "" if row.logit_diff is None else f"{row.logit_diff:>10.3f}"
+        print(f"{label:>5}  {row.rank:>7}  {row.prob:>8.4f}  {diff}")
+    first = result.first_top1_layer
+    print("the answer is never top-1" if first is None else
+          f"first top-1 after {'the embeddings' if first < 0 else f'layer {first}'}")
     return 0
 
 

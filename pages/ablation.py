@@ -28,7 +28,18 @@ from components.datasets import (
     task_dataset,
     uploaded_dataset,
 )
+from components.head_writes import head_writes_panel
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
+from components.logit_attribution import (
+    DIRECT,
+    direct_effects,
+    direct_vs_total,
+    dla_code,
+    dla_csv,
+    dla_figure,
+    effect_choice,
+    sum_check,
+)
 from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import active_request, require_model
 from components.presentation import controls, present_figure, settings_line
@@ -151,7 +162,8 @@ selected = url_value("head", SELECTED, lambda text: parse_head(text, *shape), sh
 copy_link(link_col, notebook_code(active_request(), call_code(
     "sweep", **task_arguments(source == BUILT_IN, dataset.name if dataset is not None else None),
     method=method, only_correct=only_correct or None, unit=None if unit == "head" else unit,
-    estimate=True if result is not None and result.estimate else None)))
+    estimate=True if result is not None and result.estimate else None),
+    *dla_code(task_arguments(source == BUILT_IN, dataset.name if dataset is not None else None), only_correct)))
 
 if result is None:
     if not refused:  # under an error message, a hint to press Run would only repeat that nothing can run
@@ -168,18 +180,24 @@ settings_line(line, f"{result.model} · {result.task}, {plural(result.n_prompts,
                     f"{' · only prompts it gets right' if result.key.get('only_correct') else ''} · {normalization}")
 if grid_values(result, normalization)[0] is None:
     st.warning("Normalization to the corrupted baseline needs corrupted prompts; showing % of clean instead.")
-figure = sweep_figure(result, normalization, selected)  # the notebook's figure too (headscope.figures)
+effect = effect_choice()  # over the map: the sweep's total effects, or the direct effects (DLA) of its prompts
+dla = direct_effects(model, result, encoded, cache) if effect == DIRECT else None
+figure = (sweep_figure(result, normalization, selected)  # the notebook's figure too (headscope.figures)
+          if dla is None else dla_figure(dla, selected))
 map_col, detail_col = st.columns([1, 1])
 with map_col:
     # one chart key per sweep, the same whether the sweep was just computed or read back from the cache
-    chart_key = f"ab_map_{result.key.get('dataset_hash', '')[:16]}_{result.method}_{result.estimate}"
+    chart_key = f"ab_map_{result.key.get('dataset_hash', '')[:16]}_{result.method}_{result.estimate}{dla is None}"
     click = clickable_heatmap(present_figure(figure), key=chart_key, filename=f"ablation-{result.task}-{result.method}")
     if click is not None and click.component != selected:
         set_url_value("head", SELECTED, click.component, show_head)
         st.rerun()
     grid_name = f"ablation-{result.task}-{result.method}{'-estimate' if result.estimate else ''}"
+    if dla is not None:
+        grid_name = f"direct-effects-{result.task}"
     down_csv = down_png = st.container(horizontal=True, wrap=True)
-    down_csv.download_button("Download grid (CSV)", results_csv(result), file_name=f"{grid_name}.csv",
+    down_csv.download_button("Download grid (CSV)", results_csv(result) if dla is None else dla_csv(dla),
+                             file_name=f"{grid_name}.csv",
                              mime="text/csv", key="ab_csv", on_click="ignore", icon=":material/table:")
     png_download(down_png, figure, f"{grid_name}.png", key="ab_png")
 with detail_col:
@@ -204,7 +222,15 @@ with detail_col:
         layer, head = selected.layer, selected.head
         st.markdown(f"**Head {layer:d}.{head:d}** (KV head {head // (info.n_heads // info.n_kv_heads):d}): ablated LD "
                     f"{result.ablated_ld[layer, head]:.3f}, {result.percent_of_clean[layer, head]:.1f}% of clean, "
-                    f"change {result.change[layer, head]:+.3f}")
+                    f"change {result.change[layer, head]:+.3f}"
+                    f"{'' if dla is None else f'; direct effect {dla.head_dla[layer, head]:+.3f}'}")
+
+if dla is not None:
+    sum_check(dla, result)
+    point = direct_vs_total(result, dla, selected, key=f"{chart_key}_scatter")
+    if point is not None and point.component != selected:
+        set_url_value("head", SELECTED, point.component, show_head)
+        st.rerun()
 
 confidence_section(result)
 estimate_vs_exact(result, None if encoded is None else load_sweep(model, encoded, result.method, not result.estimate,
@@ -216,3 +242,8 @@ if selected is not None and selected.head is not None and result.first_prompt an
     if layer < result.n_layers and head < result.n_heads and not np.isnan(result.ablated_ld[layer, head]):
         st.subheader(f"Attention pattern of head {layer:d}.{head:d} on {quoted(result.first_prompt)}")
         head_pattern(model, result.first_prompt, layer, head)
+        st.subheader(f"What head {layer:d}.{head:d} writes on {quoted(result.first_prompt)}")
+        head_writes_panel(model, result.first_prompt, selected, key="ab_writes")
+elif selected is not None and result.first_prompt and selected.layer < result.n_layers:
+    st.subheader(f"What MLP {selected.layer:d} writes on {quoted(result.first_prompt)}")
+    head_writes_panel(model, result.first_prompt, selected, key="ab_writes")

@@ -11,6 +11,7 @@ import streamlit as st
 from components.circuits import SINGLE_MAX_WIDTH, circuits_frame
 from components.datasets import chosen_prompts
 from components.head_scores import head_scores_panel
+from components.head_writes import head_writes_panel
 from components.model_state import active_request, require_model
 from components.presentation import controls, settings_line
 from components.share import BOUND, copy_link, linked_choice, mirror_choice, prompt_box
@@ -179,6 +180,8 @@ if result is not None:
         on_click="ignore",
         icon=":material/table:",
     )
+    st.subheader(f"What head {result.heads[single].label} writes")
+    head_writes_panel(model, result.prompt, result.heads[single], key="ap_writes")
 
 st.header("Head-type scores")
 with controls("Score controls"):

@@ -24,6 +24,7 @@ from components.datasets import (
     task_dataset,
     uploaded_dataset,
 )
+from components.head_writes import head_writes_panel
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import active_request, require_model
@@ -187,6 +188,8 @@ elif result is not None:
                         f"{md(component_status(result, component))}. On the first prompt of the task:")
             st.text(repr(result.first_prompt))
             head_pattern(model, result.first_prompt, layer, head)
+            st.subheader(f"What head {layer:d}.{head:d} writes")
+            head_writes_panel(model, result.first_prompt, component, key="ci_writes")
         else:
             st.info("This circuit was found on another model than the one loaded: load that model to see the "
                     "head's attention pattern.")

@@ -7,6 +7,7 @@ import time
 
 import streamlit as st
 
+from components.lens_view import lens_panel
 from components.model_state import active_request, require_model
 from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, prompt_box
@@ -105,6 +106,12 @@ if analysis is not None:
             answer_panel("answer", analysis.answer)
         if analysis.contrast:
             answer_panel("contrast", analysis.contrast)
+
+    if analysis.answer:
+        st.subheader("Logit lens at the last position")
+        st.caption("The residual after the embeddings and after each layer, through the final norm (recomputed on "
+                   "that residual) and the unembedding: where in depth the answer emerges.")
+        lens_panel(model, analysis.prompt, answer, contrast or None)
 
     st.subheader("Compare two variants")
     compare = st.toggle("Compare with a variant of the prompt", value=False, key="compare", **BOUND,

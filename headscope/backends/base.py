@@ -395,6 +395,41 @@ class NextTokenSummary:
     top1_logprob: torch.Tensor
 
 
+@dataclass(frozen=True)
+class DirectLogits:
+    """What each component writes, at one position, into chosen tokens' logits: its output there through the final
+    norm with the scale of that position's final residual frozen, onto W_U[:, token] (before any soft-capping).
+
+    heads[batch, layer, head, k] (Gemma-2: each head through the post-attention norm, its scale frozen likewise),
+    mlps[batch, layer, k] (the MLP's output as added to the residual), embed[batch, k] (token and learned positional
+    embeddings), bias[batch, k] (every constant term: attention-output biases, the final norm's bias, b_U), so that
+    their sum is logits[batch, k], the model's own pre-cap logits (float32). soft_cap: the model's final-logit cap
+    (0 for none)."""
+
+    heads: torch.Tensor
+    mlps: torch.Tensor
+    embed: torch.Tensor
+    bias: torch.Tensor
+    logits: torch.Tensor
+    soft_cap: float = 0.0
+
+    @property
+    def parts_sum(self) -> torch.Tensor:
+        """[batch, k]: the sum of every contribution (equals `logits` up to rounding)."""
+        return self.heads.sum(dim=(1, 2)) + self.mlps.sum(dim=1) + self.embed + self.bias
+
+
+@dataclass(frozen=True)
+class LensLogits:
+    """The logit lens at one position: the residual after the embeddings (row 0) and after each layer (row L + 1)
+    through the final norm (recomputed on it) and W_U, soft-capped as the model's own logits. logits[batch, row, k]
+    of the chosen tokens, rank[batch, row, k] (1 = top), log_norm[batch, row] (logsumexp over the vocabulary)."""
+
+    logits: torch.Tensor
+    rank: torch.Tensor
+    log_norm: torch.Tensor
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The optional fast path: blocks run one at a time from a given residual
 
@@ -654,6 +689,25 @@ class Backend(ABC):
     def unembed_logits(self, resid: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
         """logits[..., vocab or len(token_ids)] (float32) of residual vectors resid[..., d_model] through the final
         norm and W_U (+ b_U)."""
+
+    # ------------------------------------------------------------------------------------------------ readouts
+    #
+    # Direct logit attribution and the logit lens (headscope.logit_attribution, headscope.lens): one forward each, the
+    # reductions done inside the backend, so a remote one returns only [batch, layer, head, k]-sized tensors.
+
+    def direct_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> DirectLogits:
+        """Every component's direct contribution to the logits of token_ids[batch, k] at `position` of
+        tokens[batch, pos] (DirectLogits)."""
+        raise NotImplementedError(f"The {self.name} backend offers no direct logit attribution.")
+
+    def component_direct_logits(self, tokens: torch.Tensor, position: int, component: Component) -> torch.Tensor:
+        """logits[vocab] (float32, pre-cap, no bias): what one component's output at `position` of tokens[1, pos]
+        writes into every token's logit, through the final norm with that position's scale frozen and W_U."""
+        raise NotImplementedError(f"The {self.name} backend offers no direct logit attribution.")
+
+    def lens_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> LensLogits:
+        """The logit lens at `position` of tokens[batch, pos] for token_ids[batch, k] (LensLogits)."""
+        raise NotImplementedError(f"The {self.name} backend offers no logit lens.")
 
     # ------------------------------------------------------------------------------------------------ memory
 

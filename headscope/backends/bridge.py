@@ -31,6 +31,8 @@ from headscope.backends.base import (
     AttributionEffects,
     Backend,
     BlockOutput,
+    DirectLogits,
+    LensLogits,
     LocalModel,
     LogitDiffTask,
     MlpEdit,
@@ -55,6 +57,7 @@ from headscope.backends.bridge_setup import (
     make_bridge,
 )
 from headscope.backends.bridge_weights import BridgeView
+from headscope.component import Component
 from headscope.errors import InputError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
@@ -444,6 +447,24 @@ class BridgeBackend(Backend):
     def ov_outputs(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
         with self.gate.hold(), torch.inference_mode():
             return weights.ov_outputs(self.family_view, layer, resid)
+
+    # ------------------------------------------------------------------------------------------------ readouts
+    # (headscope.backends.bridge_readout)
+
+    def direct_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> DirectLogits:
+        from headscope.backends.bridge_readout import bridge_direct_logits
+
+        return bridge_direct_logits(self, tokens, position, token_ids)
+
+    def component_direct_logits(self, tokens: torch.Tensor, position: int, component: Component) -> torch.Tensor:
+        from headscope.backends.bridge_readout import bridge_component_logits
+
+        return bridge_component_logits(self, tokens, position, component)
+
+    def lens_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> LensLogits:
+        from headscope.backends.bridge_readout import bridge_lens
+
+        return bridge_lens(self, tokens, position, token_ids)
 
     def unembed_logits(self, resid: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
         with self.gate.hold(), torch.inference_mode():

@@ -1,0 +1,127 @@
+"""The logit lens on the prompt tester: the residual at the last position after the embeddings and after each layer,
+through the final norm (recomputed on that residual) and the unembedding; the answer's rank, probability and logit
+difference to the contrast answer per layer, and the first layer where the answer is the top-1 token.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from components.presentation import present_figure
+from components.text import md, quoted
+from headscope.errors import HeadscopeError
+from headscope.lens import LensResult, logit_lens
+
+MEMO = "pt_lens"  # (question, answer) of the last lens computed in this session
+
+
+def layer_name(layer: int) -> str:
+    """Layer -1 is the residual after the embeddings."""
+    return "embed" if layer == -1 else str(layer)
+
+
+def lens_frame(result: LensResult) -> pd.DataFrame:
+    """A row per layer: rank (1 = top), probability, logit difference (empty without a contrast), top-1 marked."""
+    rows = []
+    for entry in result.layers:
+        row = {"after": layer_name(entry.layer), "rank": entry.rank, "probability": entry.prob}
+        if result.contrast is not None:
+            row["logit difference"] = entry.logit_diff
+        row["top-1"] = "✓ first" if entry.layer == result.first_top1_layer else "✓" if entry.rank == 1 else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+LENS_COLUMNS = {
+    "after": st.column_config.TextColumn("after", help="the residual after the embeddings (embed) or after that "
+                                                       "layer"),
+    "rank": st.column_config.NumberColumn("rank", format="%d", help="1 = the answer is the top-1 token"),
+    "probability": st.column_config.NumberColumn("probability", format="%.3g"),
+    "logit difference": st.column_config.NumberColumn("logit difference", format="%+.3f",
+                                                      help="logit[answer] − logit[contrast]"),
+    "top-1": st.column_config.TextColumn("top-1"),
+}
+
+
+def lens_figure(result: LensResult) -> go.Figure:
+    """Rank (log scale), probability and logit difference against the layer; the first top-1 layer marked."""
+    rows = 3 if result.contrast is not None else 2
+    titles = ["rank of the answer (log scale)", "probability of the answer", "logit[answer] − logit[contrast]"]
+    figure = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                           subplot_titles=titles[:rows])
+    xs = [entry.layer for entry in result.layers]
+    hover = "after %{customdata}<br>%{y}<extra></extra>"
+    names = [layer_name(x) for x in xs]
+    figure.add_trace(go.Scatter(x=xs, y=[e.rank for e in result.layers], mode="lines+markers", customdata=names,
+                                hovertemplate=hover), row=1, col=1)
+    figure.add_trace(go.Scatter(x=xs, y=[e.prob for e in result.layers], mode="lines+markers", customdata=names,
+                                hovertemplate=hover), row=2, col=1)
+    if rows == 3:
+        figure.add_trace(go.Scatter(x=xs, y=[e.logit_diff for e in result.layers], mode="lines+markers",
+                                    customdata=names, hovertemplate=hover), row=3, col=1)
+    worst = max(entry.rank for entry in result.layers)
+    decades = [10**power for power in range(len(str(worst)) + 1)]  # 1, 10, 100, … past the worst rank
+    figure.update_yaxes(type="log", autorange="reversed", tickvals=decades, row=1, col=1)
+    figure.update_yaxes(range=[0, 1], row=2, col=1)
+    if result.first_top1_layer is not None:
+        for row in range(1, rows + 1):
+            figure.add_vline(x=result.first_top1_layer, line={"dash": "dot", "color": "#e4572e"}, row=row, col=1)
+    figure.update_xaxes(range=[min(xs) - 0.5, max(xs) + 0.5], dtick=1 if len(xs) <= 40 else 4)
+    figure.update_xaxes(title_text="after layer (−1: embeddings)", row=rows, col=1)
+    figure.update_layout(height=170 * rows + 80, margin={"l": 60, "r": 20, "t": 40, "b": 50}, showlegend=False)
+    return figure
+
+
+def first_top1_text(result: LensResult) -> str:
+    if result.first_top1_layer is None:
+        return f"The answer {quoted(result.answer)} is never the top-1 token at the last position."
+    return (f"The answer {quoted(result.answer)} is first the top-1 token after "
+            f"{'the embeddings' if result.first_top1_layer == -1 else f'layer {result.first_top1_layer}'}.")
+
+
+def _hooks_on_request(model, key: str) -> bool:
+    """Until the hooks are ready: a note and a button that sets them up now; True once they are."""
+    st.caption("The logit lens reads every layer through TransformerLens' hooks, which are being set up in the "
+               "background (once per model, a few seconds): it shows on the next run of this page.")
+    if not st.button("Show the logit lens now", key=f"{key}_now"):
+        return False
+    try:
+        with st.spinner(md(f"Setting up TransformerLens' hooks on {model.info.name}…")):
+            model.prepare_hooks()
+    except HeadscopeError as error:
+        st.error(md(str(error)))
+        return False
+    return True
+
+
+def lens_panel(model, prompt: str, answer: str, contrast: str | None, key: str = "pt_lens_chart") -> LensResult | None:
+    """The lens of one prompt (one forward, kept for reruns with the same question), as a chart and a table.
+
+    It reads each layer's residual through TransformerLens' hooks; the prompt tester answers before those are set up
+    (app.py sets them up in the background after the first page), so until then the lens waits for a click instead
+    of holding the page for the set-up."""
+    if not model.hooks_ready and not _hooks_on_request(model, key):
+        return None
+    asked = (str(model.identity), prompt, answer, contrast)
+    memo = st.session_state.get(MEMO)
+    try:
+        if memo is not None and memo[0] == asked:
+            result = memo[1]
+        else:
+            result = logit_lens(model, prompt, answer, contrast)
+            st.session_state[MEMO] = (asked, result)
+    except HeadscopeError as error:
+        st.error(md(str(error)))
+        return None
+    st.markdown(first_top1_text(result))  # the answer quoted and escaped there
+    chart_col, table_col = st.columns([3, 2])
+    figure = lens_figure(result)
+    with chart_col:
+        st.plotly_chart(present_figure(figure), width="stretch", key=key)
+    with table_col:  # as tall as the chart beside it
+        st.dataframe(lens_frame(result), hide_index=True, width="stretch", column_config=LENS_COLUMNS,
+                     height=int(figure.layout.height))
+    return result
