@@ -32,6 +32,17 @@ DOCUMENTED = {
                 "notes"},
     "circuit.removed[]": {"component", "score_after", "layer", "head", "ld_after", "pass"},
     "patterns": {"model", "backend", "prompt", "heads", "kv_heads", "tokens", "html", "csv", "seconds"},
+    "ablate --per-prompt": {"model", "task", "method", "n_prompts", "clean_ld", "corrupt_ld", "layers", "heads",
+                            "ablated_ld", "percent_of_clean", "mlp_ablated_ld", "seconds", "cached", "estimate",
+                            "seq_len", "token_labels", "first_prompt", "notes", "unit", "backend", "per_prompt_ld",
+                            "per_prompt_mlp_ld", "per_prompt_clean_ld"},
+    "paths": {"model", "task", "sender", "receiver", "into", "direction", "method", "clean_ld", "corrupt_ld", "ld",
+              "seconds", "cached", "to_logits_ld", "kv_grouped", "n_prompts", "backend"},
+    "dla": {"model", "task", "clean_ld", "head_dla", "mlp_dla", "embed_dla", "bias_dla", "seconds", "cached", "total",
+            "layers", "heads", "n_prompts", "seq_len", "soft_cap", "notes", "backend"},
+    "lens": {"layers", "first_top1_layer", "model", "backend", "prompt", "answer", "contrast", "answer_id",
+             "contrast_id"},
+    "lens.layers[]": {"layer", "rank", "prob", "logit_diff"},
 }
 NOT_YET_IN_THE_README: set[str] = set()
 
@@ -95,3 +106,32 @@ def test_patterns_json(capsys, tiny_model_dir, tmp_path):
                          "--model", str(tiny_model_dir), "--device", "cpu", "--json"])
     _assert_documented("patterns", set(out))
     assert len(out["heads"]) == 2 and (tmp_path / "p.html").is_file()
+
+
+def test_ablate_per_prompt_json(capsys, tiny_model_dir):
+    out = _json(capsys, ["ablate", "--task", "digits", "--n-prompts", "3", "--method", "zero", "--per-prompt",
+                         "--no-cache", "--model", str(tiny_model_dir), "--device", "cpu", "--json"])
+    _assert_documented("ablate --per-prompt", set(out))
+    assert len(out["per_prompt_ld"]) == out["n_prompts"] and len(out["per_prompt_ld"][0]) == out["layers"]
+
+
+def test_paths_json(capsys, tiny_model_dir):
+    out = _json(capsys, ["paths", "--task", "digits", "--n-prompts", "3", "--sender", "0.1", "--no-cache",
+                         "--model", str(tiny_model_dir), "--device", "cpu", "--json"])
+    _assert_documented("paths", set(out))
+    assert out["ld"][0] == [None] * 4 and all(v is not None for v in out["ld"][1])  # layer 0 is no receiver of 0.1
+
+
+def test_dla_json(capsys, tiny_model_dir):
+    out = _json(capsys, ["dla", "--task", "digits", "--n-prompts", "3", "--no-cache", "--model", str(tiny_model_dir),
+                         "--device", "cpu", "--json"])
+    _assert_documented("dla", set(out))
+    assert len(out["head_dla"]) == 3 and len(out["mlp_dla"]) == 3
+
+
+def test_lens_json(capsys, tiny_model_dir):
+    out = _json(capsys, ["lens", "1 2 3 4 ", "--answer", "5", "--contrast", "4", "--model", str(tiny_model_dir),
+                         "--device", "cpu", "--json"])
+    _assert_documented("lens", set(out))
+    _assert_documented("lens.layers[]", set(out["layers"][0]))
+    assert [row["layer"] for row in out["layers"]] == [-1, 0, 1, 2]
