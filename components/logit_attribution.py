@@ -55,6 +55,9 @@ def direct_effects(model, sweep: SweepResult, encoded: EncodedDataset | None,
                    cache: ResultsCache | None = None) -> DlaResult | None:
     """The DLA of exactly the sweep's prompts (results cache first); None, with the reason shown, where the page does
     not hold those prompts (a sweep from a link to an upload, or the last sweep after the controls changed)."""
+    if sweep.unit != "head":  # direct effects are per query head; a KV-group map has one cell per group
+        st.info("Direct effects are per query head: choose *Unit: Query head* above to compare them with the sweep.")
+        return None
     if encoded is None or sweep.key.get("dataset_hash") != encoded.dataset.content_hash:
         st.info("Direct effects are computed on the sweep's own prompts: choose the same task and prompts above (or "
                 "upload the same file) to compute them.")

@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(patterns)
     patterns.set_defaults(handler=_cmd_patterns)
 
-    add_paths_parser(sub, CliSteps(_add_model_options, _model_and_dataset, _progress_printer, _clear_progress),
+    add_paths_parser(sub, CliSteps(_add_model_options, _model_and_dataset, _progress_printer, _clear_progress,
+                                   _check_time),
                      TASK_HELP)
 
     prepare = sub.add_parser("prepare", help="convert the embedded model's GGUF once, so later starts are fast")

@@ -30,6 +30,7 @@ class CliSteps:
     model_and_dataset: Callable[[argparse.Namespace], Any]
     progress_printer: Callable[[argparse.Namespace], Any]
     clear_progress: Callable[[argparse.Namespace], None]
+    check_time: Callable[[argparse.Namespace, Callable[[], Any]], None]
 
 
 def add_paths_parser(sub: Any, steps: CliSteps, task_help: str) -> None:
@@ -61,6 +62,8 @@ def add_paths_parser(sub: Any, steps: CliSteps, task_help: str) -> None:
     paths.add_argument("--per-prompt", action="store_true",
                        help="with --json: add per_prompt_ld (prompts × layers × heads)")
     paths.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
+    paths.add_argument("--no-time-limit", action="store_true",
+                       help="run even if the job is estimated above HEADSCOPE_MAX_JOB_SECONDS")
     steps.add_model_options(paths)
     paths.set_defaults(handler=functools.partial(cmd_paths, steps=steps))
 
@@ -113,7 +116,8 @@ def result_json(result: Any, per_prompt: bool) -> dict[str, Any]:
 
 def cmd_paths(args: argparse.Namespace, steps: CliSteps) -> int:
     from headscope.backends.base import UnsupportedIntervention
-    from headscope.path_patching import run_paths
+    from headscope.job_time import paths_estimate
+    from headscope.path_patching import load_paths, run_paths
     from headscope.tasks import prepare_dataset
 
     query = query_from_args(args)
@@ -122,6 +126,8 @@ def cmd_paths(args: argparse.Namespace, steps: CliSteps) -> int:
     model, dataset = steps.model_and_dataset(args)
     model.prepare_hooks()
     encoded = prepare_dataset(model, dataset)
+    if args.no_cache or load_paths(model, encoded, query) is None:
+        steps.check_time(args, lambda: paths_estimate(model, encoded, query))
     try:
         result = run_paths(model, encoded, query, use_cache=not args.no_cache, progress=steps.progress_printer(args))
     except UnsupportedIntervention as error:

@@ -148,3 +148,28 @@ def circuit_estimate(model: Backend, encoded, method: str, one_pass: bool, estim
     of a typical search); None where it cannot be measured."""
     return _estimate(model, encoded, method, estimate, ("the instant circuit estimate", "the circuit search"),
                      ONE_PASS_CIRCUIT_FACTOR if one_pass else CIRCUIT_FACTOR)
+
+
+def paths_work(n_layers: int, n_heads: int, rows: int, seq_len: int, join_layers: list[int]) -> float:
+    """Token-blocks of a path-patching job: each partner's rows run from its join layer to the last (none for paths
+    straight to the logits, which need no forward of their own), plus the run and the sender's source run."""
+    return float(rows * seq_len * (sum(n_layers - layer for layer in join_layers) + 2 * n_layers))
+
+
+def paths_estimate(model: Backend, encoded, query) -> JobEstimate | None:
+    """Path patching's expected duration (a path_patching.PathQuery); None where it cannot be measured."""
+    from headscope.path_patching import partners
+
+    info = model.info
+    rows, seq_len = _distinct_rows(encoded), int(encoded.seq_len)
+    cost = block_seconds(model, seq_len)
+    if cost is None:
+        return None
+    if query.to_logits:
+        joins: list[int] = []
+    elif query.receiver is not None:  # every sender's group joins at the receiver's layer
+        joins = [query.receiver.layer] * len(partners(query, info.n_layers, info.n_heads))
+    else:  # each receiver joins at its own layer
+        joins = [head.layer for head in partners(query, info.n_layers, info.n_heads)]
+    work = paths_work(info.n_layers, info.n_heads, rows, seq_len, joins)
+    return JobEstimate("path patching", work * cost, work, cost, rows, seq_len)

@@ -244,6 +244,6 @@ if selected is not None and selected.head is not None and result.first_prompt an
         head_pattern(model, result.first_prompt, layer, head)
         st.subheader(f"What head {layer:d}.{head:d} writes on {quoted(result.first_prompt)}")
         head_writes_panel(model, result.first_prompt, selected, key="ab_writes")
-elif selected is not None and result.first_prompt and selected.layer < result.n_layers:
+elif selected is not None and selected.is_mlp and result.first_prompt and selected.layer < result.n_layers:
     st.subheader(f"What MLP {selected.layer:d} writes on {quoted(result.first_prompt)}")
     head_writes_panel(model, result.first_prompt, selected, key="ab_writes")

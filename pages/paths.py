@@ -14,7 +14,7 @@ from components.ablation_view import head_pattern, timing_metric
 from components.clear_cache import clear_cached_button
 from components.datasets import BUILT_IN, UPLOAD, chosen_prompts, encoded_choice, task_dataset, uploaded_dataset
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
-from components.long_run import progress_with_cancel, say_if_stopped
+from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import active_request, require_model
 from components.path_view import (
     DIRECTION_HELP,
@@ -44,6 +44,7 @@ from headscope.ablation import METHODS
 from headscope.api import call_code, notebook_code
 from headscope.backends.base import UnsupportedIntervention
 from headscope.errors import HeadscopeError
+from headscope.job_time import paths_estimate
 from headscope.methods import methods_help
 from headscope.path_patching import CACHE_KIND, DIRECTIONS, INTO, PathResult, load_paths, run_paths
 from headscope.results_cache import ResultsCache, stored_results
@@ -129,6 +130,11 @@ with controls():
 
 query = None if problem is not None else query_for(view, centre, into, direction, method)
 run = (run or bool(st.session_state.pop(RUN_NOW, False))) and encoded is not None and query is not None
+if encoded is not None and query is not None:  # a job estimated above the time limit waits for "Run anyway"
+    def expected_time(_kind: str):
+        return None if load_paths(model, encoded, query, cache) is not None else paths_estimate(model, encoded, query)
+
+    run = within_time_limit("pa", "exact" if run else None, expected_time) == "exact"
 
 result = None
 first_prompt = dataset_hash = ""

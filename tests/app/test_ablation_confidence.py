@@ -65,3 +65,10 @@ def test_kv_group_sweep_shows_intervals_stability_and_estimate_vs_exact(run_page
     assert list(worst["cell"]) == [result.cell_label(*cell) for cell in agreement.worst]
     charts = [chart.proto.spec for chart in app.get("plotly_chart")]
     assert any("Spearman" in spec for spec in charts)
+
+    # direct effects are per query head: on a KV-group map the toggle says so instead of drawing a mismatched scatter
+    from components.logit_attribution import DIRECT
+
+    app.segmented_control(key="effect").set_value(DIRECT).run(timeout=300)
+    assert not app.exception and not app.error
+    assert any("Direct effects are per query head" in shown(i.value) for i in app.info)

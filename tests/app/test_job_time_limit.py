@@ -46,3 +46,14 @@ def test_a_long_circuit_search_asks_first(run_page):
     assert app.button(key="ci_run_anyway")
     app.button(key="ci_drop_pending").click().run(timeout=300)
     assert not [w for w in app.warning if "would take about" in shown(w.value)]
+
+
+def test_a_long_path_patching_job_asks_first(run_page):
+    app = run_page("pages/paths.py")
+    app.button(key="pa_run").click().run(timeout=300)
+    assert not app.exception
+    asked = [shown(w.value) for w in app.warning if "would take about" in shown(w.value)]
+    assert len(asked) == 1 and asked[0].startswith("Path patching would take about")
+    assert app.button(key="pa_run_anyway")
+    app.button(key="pa_drop_pending").click().run(timeout=300)
+    assert not [w for w in app.warning if "would take about" in shown(w.value)]

@@ -47,6 +47,26 @@ def test_the_cli_refuses_a_job_over_the_limit_with_the_estimate_and_what_to_do(t
     code = main(["circuit", "--model", str(tiny_model_dir), "--task", "digits", "--n-prompts", "4", "--no-cache",
                  "--one-pass"])
     assert code == 2 and "circuit search would take about" in capsys.readouterr().err
+    code = main(["paths", "--model", str(tiny_model_dir), "--task", "digits", "--n-prompts", "4", "--no-cache",
+                 "--sender", "0.1"])
+    assert code == 2 and "path patching would take about" in capsys.readouterr().err.lower()
+
+
+def test_path_patching_work_counts_each_partner_from_its_own_layer(tiny_model):
+    from headscope.component import Component
+    from headscope.job_time import paths_estimate
+    from headscope.path_patching import PathQuery
+
+    encoded = prepare_dataset(tiny_model, build_task_dataset("digits", 4, seed=0, model=tiny_model))
+    tokens = encoded.n_prompts * encoded.seq_len  # 3 layers × 4 heads; the run and the source run: 2 × 3 blocks
+    early = paths_estimate(tiny_model, encoded, PathQuery(sender=Component(0, 1), receiver=None))
+    late = paths_estimate(tiny_model, encoded, PathQuery(sender=Component(1, 1), receiver=None))
+    into = paths_estimate(tiny_model, encoded, PathQuery(sender=None, receiver=Component(2, 0)))
+    logits = paths_estimate(tiny_model, encoded, PathQuery(sender=None, receiver=None, to_logits=True))
+    assert early.token_blocks == tokens * (4 * 2 + 4 * 1 + 6)  # receivers in layers 1 and 2
+    assert late.token_blocks == tokens * (4 * 1 + 6)
+    assert into.token_blocks == tokens * (8 * 1 + 6)  # 8 senders, each joining at the receiver's layer 2
+    assert logits.token_blocks == tokens * 6
 
 
 def test_no_time_limit_runs_it_anyway(tiny_model_dir, monkeypatch, tmp_path, capsys):
