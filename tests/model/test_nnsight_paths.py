@@ -14,8 +14,8 @@ from tests.model.test_path_patching import TOLERANCE, _encoded, _nnsight
 
 QUERIES = {
     "sender-k-resample": PathQuery(sender=Component(0, 1), into="k", method="resample"),
-    "receiver-q-mean": PathQuery(receiver=Component(2, 3), into="q", method="mean"),
-    "sender-v-zero-denoise": PathQuery(sender=Component(1, 0), into="v", direction="denoise"),
+    "receiver-q-mean": PathQuery(receiver=Component(1, 3), into="q", method="mean"),
+    "sender-v-zero-denoise": PathQuery(sender=Component(0, 2), into="v", direction="denoise"),
     "logits-zero": PathQuery(to_logits=True, method="zero"),
 }
 
