@@ -214,33 +214,25 @@ def nnsight_path_logit_diffs(backend: NnsightBackend, task: PathTask, check_inpu
         logit_args = (final_norm, kind, final_eps, unembed, ids, cap)
         with backend._running():
             job = backend._trace_backend()
-            if n_edges:
-                with model.session(backend=job):
-                    with model.trace(tokens, use_cache=False, logits_to_keep=1):
-                        check_input(embed.input, tokens)
-                        captured = _capture(*capture_args)
-                    deltas = _sender_deltas(captured, *delta_args)
-                    run_lds, logit_lds = _logit_paths(deltas, captured, *logit_args)
+            with model.session(backend=job):
+                with model.trace(tokens, use_cache=False, logits_to_keep=1):
+                    check_input(embed.input, tokens)
+                    captured = _capture(*capture_args)
+                deltas = _sender_deltas(captured, *delta_args)
+                run_lds, logit_lds = _logit_paths(deltas, captured, *logit_args)
+                lds = torch.zeros(0, n_prompts)
+                if n_edges:  # a second forward: the edges' rows with their additions
                     added = _additions(edge_specs, captured, deltas, ln1s, projs, d_head)
                     with model.trace(edge_tokens, use_cache=False, logits_to_keep=1):
                         check_input(embed.input, edge_tokens)
                         for name, rows in edits:
                             proj = model.get(name)
                             proj.output = _patch_projection(proj.output, rows, added, n_prompts, d_head)
-                        lds = nnsight.save(_edge_lds(model.output.logits[:, -1, :], ids, n_edges).detach().cpu())
-                    run_lds = nnsight.save(run_lds)
-                    logit_lds = nnsight.save(logit_lds)
-                lds, run_lds, logit_lds = backend._outputs(job, locals(), "lds", "run_lds", "logit_lds")
-            else:  # only the direct paths to the logits: no second forward
-                with model.session(backend=job):
-                    with model.trace(tokens, use_cache=False, logits_to_keep=1):
-                        check_input(embed.input, tokens)
-                        captured = _capture(*capture_args)
-                    deltas = _sender_deltas(captured, *delta_args)
-                    run_lds, logit_lds = _logit_paths(deltas, captured, *logit_args)
-                    run_lds = nnsight.save(run_lds)
-                    logit_lds = nnsight.save(logit_lds)
-                run_lds, logit_lds = backend._outputs(job, locals(), "run_lds", "logit_lds")
+                        lds = _edge_lds(model.output.logits[:, -1, :], ids, n_edges).detach().cpu()
+                lds = nnsight.save(lds)
+                run_lds = nnsight.save(run_lds)
+                logit_lds = nnsight.save(logit_lds)
+            lds, run_lds, logit_lds = backend._outputs(job, locals(), "lds", "run_lds", "logit_lds")
         for slot, (index, _) in enumerate(chunk):
             out[index] = lds[slot].double().numpy()
         if number == 0:
