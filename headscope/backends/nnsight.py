@@ -399,10 +399,14 @@ class NnsightBackend(Backend):
 
     def path_logit_diffs(self, task: PathTask, *, path: str = "auto", timer: WorkTimer | None = None
                          ) -> tuple[np.ndarray, float]:
-        """Path patching on the local model (hooks on its modules); not yet through a remote request."""
+        """Path patching: here with hooks on the local model's modules; in the dry run and on NDIF as one nnsight
+        request per chunk of edges (headscope.backends.nnsight_paths, the general path)."""
         if not self.mode.runs_here:
-            raise UnsupportedIntervention(f"Path patching runs on a model loaded here; the {self.mode} mode does "
-                                          "not offer it yet.")
+            if path == "fast":
+                raise UnsupportedIntervention("The fast path runs on a model loaded here only.")
+            from headscope.backends.nnsight_paths import nnsight_path_logit_diffs
+
+            return nnsight_path_logit_diffs(self, task, _check_input, timer)
         from headscope.backends.path_runs import run_path_task
 
         return run_path_task(self, task, path=path, timer=timer)

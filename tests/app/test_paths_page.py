@@ -188,3 +188,16 @@ def test_a_link_to_an_uploaded_datasets_paths_opens_them_from_the_cache(embedded
     other = open_page(PAGE, {**params, "sender": "27.1"})  # a query nobody ran on that file
     assert not other.exception and not other.get("plotly_chart")
     assert any("not in this server's results cache" in shown(i.value) for i in other.info)
+
+
+def test_a_backend_without_path_patching_says_so(embedded_model, monkeypatch):
+    """Every backend runs paths now (NDIF through nnsight's tracing); one that does not (the Backend interface's own
+    default, as a new backend starts) gets the page's message, not a traceback, and nothing is cached."""
+    from headscope.backends.base import Backend
+
+    monkeypatch.setattr(type(embedded_model), "path_logit_diffs", Backend.path_logit_diffs)
+    app = open_page(PAGE, {"n": "2", "view": "Every head → logits (direct effect)"})
+    app.button(key="pa_run").click().run(timeout=TIMEOUT)
+    assert not app.exception
+    assert any("Path patching does not run on the" in shown(error.value) for error in app.error)
+    assert "pa_result" not in app.session_state
