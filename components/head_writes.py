@@ -78,13 +78,13 @@ def head_writes_panel(model, prompt: str, component: Component, key: str) -> Non
     except HeadscopeError as error:
         st.error(md(str(error)))
         return
-    st.caption(f"{what}'s output at position {position} through the final norm (its scale frozen from that "
+    st.caption(f"{md(what)}'s output at position {position:d} through the final norm (its scale frozen from that "
                "position's residual) and the unembedding: the tokens whose logits it raises and lowers most.")
     writes_tables(writes)
     if not component.is_head:
         return
 
-    st.markdown(f"**OV view of head {label}**")
+    st.markdown(f"**OV view of head {md(label)}**")
     chosen = tokens[position]
     token = st.text_input(
         "Input token", value="" if chosen.special else chosen.text, key=f"{key}_ov_token_{position}",

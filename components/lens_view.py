@@ -75,11 +75,15 @@ def lens_figure(result: LensResult) -> go.Figure:
     return figure
 
 
-def first_top1_text(result: LensResult) -> str:
-    if result.first_top1_layer is None:
-        return f"The answer {quoted(result.answer)} is never the top-1 token at the last position."
-    return (f"The answer {quoted(result.answer)} is first the top-1 token after "
-            f"{'the embeddings' if result.first_top1_layer == -1 else f'layer {result.first_top1_layer}'}.")
+def show_first_top1(result: LensResult) -> None:
+    """The line naming the first layer after which the answer is the top-1 token (the answer quoted as typed)."""
+    layer = result.first_top1_layer
+    if layer is None:
+        st.markdown(f"The answer {quoted(result.answer)} is never the top-1 token at the last position.")
+    elif layer == -1:
+        st.markdown(f"The answer {quoted(result.answer)} is first the top-1 token after the embeddings.")
+    else:
+        st.markdown(f"The answer {quoted(result.answer)} is first the top-1 token after layer {layer:d}.")
 
 
 def _hooks_on_request(model, key: str) -> bool:
@@ -116,7 +120,7 @@ def lens_panel(model, prompt: str, answer: str, contrast: str | None, key: str =
     except HeadscopeError as error:
         st.error(md(str(error)))
         return None
-    st.markdown(first_top1_text(result))  # the answer quoted and escaped there
+    show_first_top1(result)
     chart_col, table_col = st.columns([3, 2])
     figure = lens_figure(result)
     with chart_col:

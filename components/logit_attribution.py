@@ -154,8 +154,8 @@ def direct_vs_total(sweep: SweepResult, dla: DlaResult, selected: Component | No
     indirect = indirect_heads(sweep, dla)
     names = ", ".join(head.label for head in indirect) or "none"
     st.caption(f"Heads with a large total but a small direct effect act through later heads (or MLPs). Of the "
-               f"{INDIRECT_TOP} heads with the largest total effect, direct effect under "
-               f"{INDIRECT_SHARE:.0%} of the total: {names}.")
+               f"{INDIRECT_TOP:d} heads with the largest total effect, direct effect under "
+               f"{INDIRECT_SHARE:.0%} of the total: {md(names)}.")
     return click_from_event(event)
 
 

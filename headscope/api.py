@@ -318,6 +318,11 @@ class Tokens(_Shown):
 class Sweep(_Shown):
     """An ablation sweep (headscope.ablation.SweepResult)."""
 
+    def to_json(self, per_prompt: bool = False) -> dict[str, Any]:
+        """What `headscope ablate --json` prints (`per_prompt=True`: `--per-prompt --json`, each prompt's LDs)."""
+        payload = super().to_json()
+        return payload if per_prompt else {k: v for k, v in payload.items() if not k.startswith("per_prompt_")}
+
     def to_frame(self) -> pd.DataFrame:
         """One row per head and per MLP: ablated LD, % of clean, change, normalized (with corrupted prompts)."""
         from headscope.frames import sweep_frame

@@ -180,7 +180,7 @@ if result is not None:
         on_click="ignore",
         icon=":material/table:",
     )
-    st.subheader(f"What head {result.heads[single].label} writes")
+    st.subheader(f"What head {md(result.heads[single].label)} writes")
     head_writes_panel(model, result.prompt, result.heads[single], key="ap_writes")
 
 st.header("Head-type scores")

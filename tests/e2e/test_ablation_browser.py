@@ -32,11 +32,12 @@ def test_run_sweep_click_cell_see_pattern(page, app_url):
     assert "Head 5.2" in page.inner_text("body")
 
     with page.expect_download(timeout=120_000) as png:
-        page.get_by_role("button", name="Download figure (PNG)").click()
+        # the map's own button (by its key): while the page reruns below the map, a stale copy may still stand
+        page.locator(".st-key-ab_png").get_by_role("button", name="Download figure (PNG)").first.click()
     assert png.value.suggested_filename.endswith(".png")
     assert Path(png.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with page.expect_download(timeout=60_000) as csv:
-        page.get_by_role("button", name="Download grid (CSV)").click()
+        page.locator(".st-key-ab_csv").get_by_role("button", name="Download grid (CSV)").first.click()
     rows = Path(csv.value.path()).read_text(encoding="utf-8").splitlines()
     assert rows[1] == "layer,component,head,ablated_ld,percent_of_clean,change,normalized"
     assert len(rows) == 2 + 30 * 9 + 30  # comment line, header, every head and every MLP

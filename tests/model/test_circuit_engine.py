@@ -138,6 +138,8 @@ def _embedded_case(embedded_model, embedded_hf_tokenizer, starts):
     return encoded, inputs
 
 
+@pytest.mark.slow  # ~2 min of sequential reference forwards; engine = sequential is checked by default on the tiny
+# models (every method, every path and speculation)
 def test_engine_equals_the_sequential_algorithm_on_the_embedded_model(embedded_model, embedded_reference,
                                                                        embedded_hf_tokenizer):
     encoded, inputs = _embedded_case(embedded_model, embedded_hf_tokenizer, [1, 4])
