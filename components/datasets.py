@@ -131,3 +131,17 @@ def encoded_choice(model, dataset: Dataset | None, upload_key: str | None):
         return None, True
     remember_choice(dataset, encoded.dataset)
     return encoded, refused
+
+
+def upload_in_url(encoded, uploaded: bool) -> str | None:
+    """An uploaded dataset named in the URL by its name and the start of its content hash, so a link opens its result
+    from the results cache; the hash a link carries (None for a built-in task, whose parameters are removed)."""
+    if not uploaded:
+        for param in ("dataset", "data"):
+            if param in st.query_params:
+                del st.query_params[param]
+        return None
+    if encoded is not None:
+        st.query_params["dataset"] = encoded.dataset.name
+        st.query_params["data"] = encoded.dataset.content_hash[:12]
+    return st.query_params.get("data")

@@ -26,6 +26,7 @@ from components.datasets import (
     chosen_prompts,
     encoded_choice,
     task_dataset,
+    upload_in_url,
     uploaded_dataset,
 )
 from components.head_writes import head_writes_panel
@@ -92,17 +93,7 @@ with controls():
 
     encoded, refused = encoded_choice(model, dataset, "ab_upload" if source == UPLOAD else None)
 
-    # An uploaded dataset is named in the URL by its name and content hash: a link opens its sweep from the cache.
-    linked_hash = None
-    if source == UPLOAD:
-        if encoded is not None:
-            st.query_params["dataset"] = encoded.dataset.name
-            st.query_params["data"] = encoded.dataset.content_hash[:12]
-        linked_hash = st.query_params.get("data")
-    else:
-        for param in ("dataset", "data"):
-            if param in st.query_params:
-                del st.query_params[param]
+    linked_hash = upload_in_url(encoded, uploaded=source == UPLOAD)
 
     buttons = st.container(horizontal=True, wrap=True)  # each button as wide as its label, wrapping: never cut
     run_col = preview_col = clear_col = buttons

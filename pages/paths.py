@@ -12,7 +12,15 @@ import streamlit as st
 
 from components.ablation_view import head_pattern, timing_metric
 from components.clear_cache import clear_cached_button
-from components.datasets import BUILT_IN, UPLOAD, chosen_prompts, encoded_choice, task_dataset, uploaded_dataset
+from components.datasets import (
+    BUILT_IN,
+    UPLOAD,
+    chosen_prompts,
+    encoded_choice,
+    task_dataset,
+    upload_in_url,
+    uploaded_dataset,
+)
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import active_request, require_model
@@ -108,17 +116,7 @@ with controls():
         st.caption(md(INTO_GQA_NOTE.format(group=info.heads_per_kv)))
 
     encoded, refused = encoded_choice(model, dataset, "pa_upload" if source == UPLOAD else None)
-    # an uploaded dataset is named in the URL by its name and content hash: a link opens its result from the cache
-    linked_hash = None
-    if source == UPLOAD:
-        if encoded is not None:
-            st.query_params["dataset"] = encoded.dataset.name
-            st.query_params["data"] = encoded.dataset.content_hash[:12]
-        linked_hash = st.query_params.get("data")
-    else:
-        for param in ("dataset", "data"):
-            if param in st.query_params:
-                del st.query_params[param]
+    linked_hash = upload_in_url(encoded, uploaded=source == UPLOAD)
     if problem is not None:
         st.error(md(problem))
 
