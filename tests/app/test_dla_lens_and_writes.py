@@ -27,7 +27,7 @@ def test_attention_page_shows_what_the_chosen_head_writes_and_its_ov_view(run_pa
     assert not app.exception and not app.error
     prompt = app.text_area(key="prompt").value
     head = Component(4, 4)  # the single-head view's first head
-    assert any(s.value == "What head 4.4 writes" for s in app.subheader)
+    assert any(shown(s.value) == "What head 4.4 writes" for s in app.subheader)
     last = len(tokenize_prompt(embedded_model, prompt)) - 1
     promoted, suppressed, ov_promoted, ov_suppressed = _effect_tables(app)
     writes = head_writes(embedded_model, prompt, head, last, 10)
