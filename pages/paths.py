@@ -70,7 +70,8 @@ line = st.empty()  # presentation mode: the view's settings, in one line under t
 st.caption(
     "Path patching: the sender's write into the residual stream is changed (its ablated value for noise, its clean "
     "value for denoise) and only one reader sees the change: the receiver's query, key or value input (through "
-    "its attention norm, scale frozen), or the logits directly. Every other reader of the sender sees the unchanged "
+    "its attention norm, recomputed as TransformerLens does), or the logits directly (final norm scale frozen). Every "
+    "other reader of the sender sees the unchanged "
     "value; the receiver's own changed output flows on to the logits. LD = mean over prompts of logit[correct] − "
     "logit[incorrect] at the last position."
 )
