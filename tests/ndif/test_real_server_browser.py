@@ -1,0 +1,121 @@
+"""The app's NDIF backend in a real browser against NDIF's own server (tests/ndif/serve.sh): load a served model
+through the sidebar, run the prompt tester and a small ablation sweep; the numbers equal the local nnsight backend's.
+Marked `ndif` (and it needs Chromium, as tests/e2e does)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.browser_helpers import ARTIFACTS, rerun_settled, wait_for_app
+from tests.e2e.conftest import CHROMIUM_ARGS, _free_port, _start_server
+from tests.ndif.realserver import (
+    REPO,
+    assert_same_numbers,
+    cached_files,
+    cli_json,
+    run_cli,
+    tiny_local,
+    tiny_remote,
+)
+from tests.pinned import cpu_env
+
+pytestmark = pytest.mark.ndif
+
+SERVED = tiny_remote("llama")
+
+
+@pytest.fixture(scope="module")
+def ndif_app(ndif, tmp_path_factory):
+    """A streamlit server whose environment points the NDIF backend at the local NDIF; returns (url, results)."""
+    results = tmp_path_factory.mktemp("ndif-app-results")
+    env = cpu_env(PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(results), **ndif)
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = ARTIFACTS / "streamlit-ndif-server.log"
+    for _ in range(3):
+        server = _start_server(_free_port(), env, log)
+        if server is not None:
+            break
+    else:
+        pytest.fail(f"streamlit exited before becoming healthy three times; see {log}")
+    port = next(arg for arg in server.args if arg.isdigit())
+    yield f"http://localhost:{port}", results
+    server.terminate()
+    server.wait(timeout=15)
+
+
+@pytest.fixture
+def page():
+    """A Chromium page (Debian's Chromium through Playwright, as in tests/e2e) that records console errors."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(executable).exists():
+        pytest.skip("Chromium is missing: `make browser` installs it")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.console_errors = []
+        page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
+        yield page
+        browser.close()
+
+
+def _load_served_model(page) -> None:
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    rerun_settled(page, lambda: sidebar.get_by_text("NDIF (remote)", exact=True).click())
+    hub_id = sidebar.get_by_role("textbox", name="Hub id")
+    hub_id.fill(SERVED)
+    rerun_settled(page, lambda: hub_id.press("Enter"))
+    rerun_settled(page, lambda: sidebar.get_by_role("button", name="Load model").click(), timeout_ms=300_000)
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stSidebar"]')]
+                 .some(bar => bar.innerText.includes('NDIF') && bar.innerText.includes('2 layers'))""",
+        timeout=120_000)
+
+
+def _metric(page, label: str) -> str:
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def test_prompt_tester_and_sweep_on_ndif_match_local(ndif_app, page, tmp_path):
+    url, results = ndif_app
+    wait_for_app(page, url)
+    page.wait_for_selector('[data-testid="hs-token-strip"]', timeout=180_000)
+    _load_served_model(page)
+
+    # the prompt tester, on NDIF: its answer's rank and logit difference equal the local nnsight backend's
+    box = page.get_by_role("textbox", name="Prompt", exact=True)
+    rerun_settled(page, lambda: (box.fill("1 2 3 4 "), box.press("Control+Enter")), timeout_ms=300_000)
+    page.wait_for_selector('[data-testid="stMetric"]', timeout=300_000)
+    answer = page.get_by_role("textbox", name="Expected answer").input_value()
+    contrast = page.get_by_role("textbox", name="Contrast answer").input_value()
+    local = cli_json(["tokens", "1 2 3 4 ", "--answer", answer, "--contrast", contrast, "--model",
+                      tiny_local("llama"), "--backend", "nnsight"], {}, tmp_path / "local-tokens")
+    assert _metric(page, "Logit difference") == f"{local['logit_diff']:.3f}"
+    assert _metric(page, "Rank of answer") == str(local["answer"]["rank"])
+    page.screenshot(path=str(ARTIFACTS / "ndif-prompt-tester.png"))
+
+    # a small sweep on the ablation page, on NDIF: its cached result equals the local nnsight backend's
+    page.goto(f"{url}/ablation")
+    page.wait_for_selector("text=Run exact sweep", timeout=180_000)
+    prompts = page.get_by_role("spinbutton", name="Prompts")
+    prompts.fill("2")
+    rerun_settled(page, lambda: prompts.press("Enter"))
+    page.get_by_role("button", name="Run exact sweep").click()
+    page.wait_for_selector('[data-testid="stMetric"]', timeout=600_000)
+    page.screenshot(path=str(ARTIFACTS / "ndif-ablation.png"))
+    remote_files = [f for f in cached_files(results) if f.parent.name == "sweep"]
+    assert len(remote_files) == 1, cached_files(results)
+    done = run_cli(["ablate", "--task", "digits", "--n-prompts", "2", "--method", "mean", "--model",
+                    tiny_local("llama"), "--backend", "nnsight"], {}, tmp_path / "local-sweep")
+    assert done.returncode == 0, done.stderr[-2000:]
+    local_files = [f for f in cached_files(tmp_path / "local-sweep") if f.parent.name == "sweep"]
+    assert len(local_files) == 1
+    remote_payload = json.loads(Path(remote_files[0]).read_text())["payload"]
+    local_payload = json.loads(Path(local_files[0]).read_text())["payload"]
+    assert assert_same_numbers(remote_payload, local_payload, "the page's NDIF sweep vs local nnsight") > 10
+    assert not page.console_errors

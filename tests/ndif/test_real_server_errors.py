@@ -1,0 +1,193 @@
+"""NDIF's own server (tests/ndif/serve.sh) failing the ways a real one does, end to end through headscope's CLI: each
+failure is headscope's one line and a non-zero exit, nothing from the failed job is cached, and the next command
+works. Also the job states headscope shows while it waits, and where the API key travels. Marked `ndif`."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.ndif.realserver import (
+    HOSTED,
+    REPO,
+    SERVE,
+    TESTBED,
+    cached_files,
+    one_line_error,
+    run_cli,
+    tiny_remote,
+)
+
+pytestmark = pytest.mark.ndif
+
+TINY = tiny_remote("llama")
+ABLATE = ["ablate", "--task", "digits", "--n-prompts", "2", "--method", "zero"]
+
+# headscope's CLI in a process that records the states it sees while polling (what the page's wait line and the
+# CLI's show) and, when told, stops a server process group once the job runs: argv[1] = JSON {"args", "kill_pgid"}.
+WATCHED_CLI = """
+import json, os, signal, sys
+import headscope.backends.nnsight as nb
+from headscope.cli import main
+spec = json.loads(sys.argv[1])
+seen, real = [], nb.wait_for_job
+def spy(job, *, timeout, on_state, **kwargs):
+    def record(state):
+        seen.append(state.state)
+        if spec.get("kill_pgid") and state.state != "completed" and len(seen) == 1:
+            os.killpg(spec["kill_pgid"], signal.SIGKILL)
+        if on_state is not None:
+            on_state(state)
+    return real(job, timeout=timeout, on_state=record, **kwargs)
+nb.wait_for_job = spy
+code = main(spec["args"])
+print("WATCHED " + json.dumps({"code": code, "states": seen}), file=sys.stderr)
+"""
+
+
+def _watched(args: list[str], env_extra: dict, results: Path, kill_pgid: int | None = None) -> tuple[dict, str]:
+    env = {**os.environ, **env_extra, "HEADSCOPE_RESULTS_DIR": str(results)}
+    done = subprocess.run([sys.executable, "-c", WATCHED_CLI, json.dumps({"args": args, "kill_pgid": kill_pgid})],
+                          capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
+    lines = done.stderr.strip().splitlines()
+    report = json.loads(lines[-1].removeprefix("WATCHED "))
+    return report, "\n".join(lines[:-1])
+
+
+def _extra_api(port: int, min_nnsight: str = "") -> int:
+    """A second NDIF API on the same queue and Ray (serve.sh extra-api); returns its process group id."""
+    env = {**os.environ, "NDIF_TESTBED_MIN_NNSIGHT": min_nnsight}
+    subprocess.run(["bash", str(SERVE), "extra-api", str(port)], check=True, env=env, timeout=300)
+    pid_file = TESTBED / "pids" / f"api-{port}"
+    return int(pid_file.read_text())
+
+
+def _stop_extra_api(port: int, pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    (TESTBED / "pids" / f"api-{port}").unlink(missing_ok=True)
+
+
+def _works_after(ndif: dict, results: Path) -> None:
+    """The next command on the same results folder runs and caches its result (nothing left over blocks it)."""
+    done = run_cli([*ABLATE, "--model", TINY, "--backend", "nnsight", "--remote", "--json"], ndif, results)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["n_prompts"] == 2 and len(cached_files(results)) == 1
+
+
+def test_job_states_seen_while_waiting(ndif, tmp_path):
+    import headscope.backends.ndif as ndif_backend
+
+    report, stderr = _watched(["tokens", "Hello there", "--model", HOSTED, "--backend", "nnsight", "--remote",
+                               "--json"], ndif, tmp_path)
+    assert report["code"] == 0, stderr[-2000:]
+    states = report["states"]
+    assert states[-1] == "completed"
+    assert set(states) <= set(ndif_backend._STATE_WORDS.values()), states
+    assert {"received", "queued", "running"} & set(states[:-1]), states
+
+
+def test_model_not_deployed_is_one_line(ndif, tmp_path):
+    done = run_cli([*ABLATE, "--model", "HuggingFaceTB/SmolLM2-360M", "--backend", "nnsight", "--remote"], ndif,
+                   tmp_path, timeout=300)
+    line = one_line_error(done)
+    assert "does not host HuggingFaceTB/SmolLM2-360M" in line and HOSTED in line and TINY in line
+    assert cached_files(tmp_path) == []
+    _works_after(ndif, tmp_path)
+
+
+def test_job_past_timeout_is_one_line(ndif, tmp_path):
+    done = run_cli([*ABLATE, "--model", TINY, "--backend", "nnsight", "--remote"],
+                   {**ndif, "HEADSCOPE_NDIF_TIMEOUT": "0.5"}, tmp_path, timeout=300)
+    line = one_line_error(done)
+    assert "did not finish within" in line and "HEADSCOPE_NDIF_TIMEOUT" in line
+    assert cached_files(tmp_path) == []
+    _works_after(ndif, tmp_path)
+
+
+def _client_cache_with_layers(tmp_path: Path, family: str, n_layers: int) -> Path:
+    """A client-side Hugging Face cache in which a served model's config says `n_layers` layers: the client then
+    builds interventions on layers the server's model does not have (a client and a server that disagree about a
+    model, as after an update on one side)."""
+    served = Path(ndif_hf_home()) / "hub" / f"models--headscope-tiny--{family}"
+    entry = tmp_path / "hf" / "hub" / served.name
+    commit = (served / "refs" / "main").read_text()
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text(commit)
+    snapshot = entry / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for file in (served / "snapshots" / commit).iterdir():
+        if file.name == "config.json":
+            config = json.loads(file.read_text())
+            config["num_hidden_layers"] = n_layers
+            (snapshot / file.name).write_text(json.dumps(config))
+        else:
+            (snapshot / file.name).symlink_to(file.resolve())
+    return tmp_path / "hf"
+
+
+def ndif_hf_home() -> str:
+    return str(TESTBED / "hf")
+
+
+def test_intervention_raising_on_the_server_is_one_line(ndif, tmp_path):
+    hf_home = _client_cache_with_layers(tmp_path, "llama", 3)  # the server's tiny Llama has 2
+    done = run_cli(["dla", "--task", "digits", "--n-prompts", "2", "--model", TINY, "--backend", "nnsight",
+                    "--remote"], {**ndif, "HF_HOME": str(hf_home)}, tmp_path / "results", timeout=300)
+    line = one_line_error(done)
+    assert "NDIF job" in line and "failed" in line, line
+    assert cached_files(tmp_path / "results") == []
+    _works_after(ndif, tmp_path / "results")
+
+
+def test_server_stopped_mid_job_is_one_line(ndif, tmp_path):
+    port = int(ndif["NDIF_HOST"].rsplit(":", 1)[1]) + 60
+    pgid = _extra_api(port)
+    try:
+        report, stderr = _watched([*ABLATE, "--model", HOSTED, "--backend", "nnsight", "--remote"],
+                                  {**ndif, "NDIF_HOST": f"http://127.0.0.1:{port}"}, tmp_path, kill_pgid=pgid)
+    finally:
+        _stop_extra_api(port, pgid)
+    assert report["code"] != 0 and report["states"] and "completed" not in report["states"], report
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Lost contact with NDIF" in lines[0], stderr[-2000:]
+    assert cached_files(tmp_path) == []
+    _works_after(ndif, tmp_path)
+
+
+def test_client_below_servers_minimum_version_is_one_line(ndif, tmp_path):
+    port = int(ndif["NDIF_HOST"].rsplit(":", 1)[1]) + 50
+    pgid = _extra_api(port, min_nnsight="9.0")
+    try:
+        done = run_cli([*ABLATE, "--model", TINY, "--backend", "nnsight", "--remote"],
+                       {**ndif, "NDIF_HOST": f"http://127.0.0.1:{port}"}, tmp_path, timeout=300)
+    finally:
+        _stop_extra_api(port, pgid)
+    line = one_line_error(done)
+    assert "9.0" in line and "nnsight" in line
+    assert cached_files(tmp_path) == []
+    _works_after(ndif, tmp_path)
+
+
+def test_the_key_is_never_in_outputs_caches_urls_or_server_logs(ndif, tmp_path):
+    """The key travels in a request header only: not in headscope's output or cache, not in a URL the server
+    logged, not in any log the server's processes wrote."""
+    key = "4f1c2a7e-key-never-shown-9d3b"
+    marker = TESTBED / "logs" / ".before-key-test"
+    marker.touch()
+    done = run_cli([*ABLATE, "--model", TINY, "--backend", "nnsight", "--remote", "--json"],
+                   {**ndif, "NDIF_API_KEY": key}, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert key not in done.stdout and key not in done.stderr
+    for file in cached_files(tmp_path):
+        assert key not in file.read_text(), file
+    written = [file for root in (TESTBED / "logs", TESTBED / "ray" / "session_latest" / "logs")
+               for file in root.rglob("*") if file.is_file() and file.stat().st_mtime >= marker.stat().st_mtime]
+    assert written, "the server wrote no log while running the job"
+    leaked = [str(file) for file in written if key in file.read_text(errors="replace")]
+    assert leaked == []
