@@ -1,6 +1,8 @@
 """Helpers for the tests against NDIF's own server (tests/ndif/serve.sh): the client's environment, headscope's CLI
 run as a user runs it, and number-by-number comparison of two JSON results."""
 
+import contextlib
+import io
 import json
 import os
 import socket
@@ -57,6 +59,27 @@ def cli_json(args: list[str], env_extra: dict[str, str], results: Path) -> dict:
     return json.loads(done.stdout)
 
 
+def local_json(args: list[str], results: Path) -> dict:
+    """`headscope ARGS --json` on a local backend, run in this process (headscope.cli.main, what `python -m
+    headscope` calls): each comparison's two local runs then cost no torch import each, which on this shared
+    2-core machine is most of a tiny model's run."""
+    from headscope.cli import main
+
+    before = os.environ.get("HEADSCOPE_RESULTS_DIR")
+    os.environ["HEADSCOPE_RESULTS_DIR"] = str(results)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([*args, "--json"])
+    finally:
+        if before is None:
+            os.environ.pop("HEADSCOPE_RESULTS_DIR", None)
+        else:
+            os.environ["HEADSCOPE_RESULTS_DIR"] = before
+    assert code == 0, err.getvalue()[-2000:]
+    return json.loads(out.getvalue())
+
+
 def numbers(value, path=""):
     """(path, float) for every number in a JSON value, timings left out."""
     if isinstance(value, dict):
@@ -87,13 +110,13 @@ def _without(result: dict, keys: tuple[str, ...]) -> dict:
 
 def three_ways(command: list[str], ndif: dict, tmp_path: Path, remote_model: str = HOSTED,
                local_model: str = "embedded", backends: tuple[str, ...] = ("nnsight", "bridge")) -> dict:
-    """The command on NDIF and on each local backend: every number equal (the model's name and backend aside).
-    Returns NDIF's result."""
+    """The command on NDIF (a `python -m headscope` process, as a user runs it) and on each local backend (in this
+    process): every number equal (the model's name and backend aside). Returns NDIF's result."""
     ignored = ("model", "backend")
     remote = cli_json([*command, "--model", remote_model, "--backend", "nnsight", "--remote"], ndif,
                       tmp_path / "remote")
     for backend in backends:
-        local = cli_json([*command, "--model", local_model, "--backend", backend], {}, tmp_path / backend)
+        local = local_json([*command, "--model", local_model, "--backend", backend], tmp_path / backend)
         assert_same_numbers(_without(remote, ignored), _without(local, ignored),
                             f"{' '.join(command[:1])} on NDIF vs local {backend}")
     return remote

@@ -13,7 +13,7 @@ from tests.ndif.realserver import (
     REPO,
     assert_same_numbers,
     cached_files,
-    cli_json,
+    local_json,
     run_cli,
     tiny_local,
     tiny_remote,
@@ -93,8 +93,8 @@ def test_prompt_tester_and_sweep_on_ndif_match_local(ndif_app, page, tmp_path):
     page.wait_for_selector('[data-testid="stMetric"]', timeout=300_000)
     answer = page.get_by_role("textbox", name="Expected answer").input_value()
     contrast = page.get_by_role("textbox", name="Contrast answer").input_value()
-    local = cli_json(["tokens", "1 2 3 4 ", "--answer", answer, "--contrast", contrast, "--model",
-                      tiny_local("llama"), "--backend", "nnsight"], {}, tmp_path / "local-tokens")
+    local = local_json(["tokens", "1 2 3 4 ", "--answer", answer, "--contrast", contrast, "--model",
+                        tiny_local("llama"), "--backend", "nnsight"], tmp_path / "local-tokens")
     assert _metric(page, "Logit difference") == f"{local['logit_diff']:.3f}"
     assert _metric(page, "Rank of answer") == str(local["answer"]["rank"])
     page.screenshot(path=str(ARTIFACTS / "ndif-prompt-tester.png"))
