@@ -6,6 +6,7 @@
 #   tests/ndif/serve.sh stop      stop only what `start` started (by the process ids it recorded)
 #   tests/ndif/serve.sh env       the client's environment (NDIF_HOST, HF_HOME, ...) as `export` lines
 #   tests/ndif/serve.sh status    what runs, and NDIF's /status
+#   tests/ndif/serve.sh restart-api   the API (and its dispatcher) anew: after it lost Ray (503 "reconnecting")
 #
 # What is not NDIF's default here, and why (see docs/ndif-testbed.md):
 # - Python 3.11: ndif 0.1.2 says Requires-Python >=3.12, but this machine has 3.11 only and the package's code
@@ -263,6 +264,16 @@ cmd_extra_api() {  # port: one more NDIF API on the same queue and Ray, with thi
     wait_connected "$1"
 }
 
+cmd_restart_api() {  # the main NDIF API (and its queue dispatcher) anew, e.g. after it lost Ray on a starved machine
+    server_env
+    stop_one api
+    spawn api gunicorn --config python:ndif.services.api.gunicorn_conf --bind "127.0.0.1:$API_PORT" \
+        ndif.services.api.app:app
+    wait_port 127.0.0.1 "$API_PORT" 60 "the NDIF API"
+    wait_connected "$API_PORT"
+    log "API restarted"
+}
+
 cmd_status() {
     for name in redis s3 ray api; do
         local pid=""; [ -s "$PIDS/$name" ] && pid="$(cat "$PIDS/$name")"
@@ -279,5 +290,6 @@ case "${1:-}" in
     env) client_env ;;
     status) cmd_status ;;
     extra-api) cmd_extra_api "$2" ;;
-    *) echo "usage: $0 install|start|stop|env|status|extra-api PORT" >&2; exit 2 ;;
+    restart-api) cmd_restart_api ;;
+    *) echo "usage: $0 install|start|stop|env|status|restart-api|extra-api PORT" >&2; exit 2 ;;
 esac
