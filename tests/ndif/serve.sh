@@ -51,6 +51,10 @@ server_env() {
     export HF_HOME="$TESTBED/hf" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
     export GRPC_ENABLE_FORK_SUPPORT=0 RAY_USAGE_STATS_ENABLED=0 OMP_NUM_THREADS=2 HEADSCOPE_NDIF_TESTBED=1
     export RAY_agent_register_timeout_ms=120000  # a loaded 2-core machine starts the dashboard agent slowly
+    # Ray's client proxy gives the per-client server it starts for each connection (the API's dispatcher, deploys)
+    # 30 s to come up; at nice 19 on a busy 2-core machine it took longer, the API lost Ray and answered 503
+    # "compute backend is reconnecting" for good (seen at 12:52)
+    export RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S=600
     export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
 }
 
