@@ -112,4 +112,8 @@ def test_circuit(ndif, tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_tokens_and_ablate(ndif, tmp_path, family):
     _tiny(["tokens", "1 2 3 4 ", "--answer", "5", "--top-k", "5"], ndif, tmp_path / "tokens", family)
+    if family == "gemma2":
+        # the tiny Gemma-2's sliding window is 10 positions (tests/model/tiny_families.py): headscope refuses the
+        # digit task's sweep on it locally ("prompts of 16 tokens run on the general path"), so `tokens` only
+        return
     _tiny([*ABLATE, "--method", "resample"], ndif, tmp_path / "ablate", family)

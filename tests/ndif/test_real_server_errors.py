@@ -71,10 +71,17 @@ def _extra_api(port: int, min_nnsight: str = "") -> int:
     return int(pid_file.read_text())
 
 
-def _stop_extra_api(port: int, pgid: int) -> None:
+def _stop_extra_api(port: int, pgid: int, ndif: dict) -> None:
+    """Stop the second API; then, when the main API answers 503 "compute backend is reconnecting", restart it. NDIF
+    keeps whether Ray is reachable in one Redis flag (`ray:connected`) that every API's dispatcher deletes while it
+    (re)connects: a second API stopped at the wrong moment leaves it deleted, and every API refuses every call."""
+    import httpx
+
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGTERM)
     (TESTBED / "pids" / f"api-{port}").unlink(missing_ok=True)
+    if httpx.get(f"{ndif['NDIF_HOST']}/status", timeout=30).status_code == 503:
+        subprocess.run(["bash", str(SERVE), "restart-api"], check=True, timeout=900)
 
 
 def _works_after(ndif: dict, results: Path) -> None:
@@ -159,7 +166,7 @@ def test_server_stopped_mid_job_is_one_line(ndif, tmp_path):
         report, stderr = _watched([*ABLATE, "--model", HOSTED, "--backend", "nnsight", "--remote"],
                                   {**ndif, "NDIF_HOST": f"http://127.0.0.1:{port}"}, tmp_path, kill_pgid=pgid)
     finally:
-        _stop_extra_api(port, pgid)
+        _stop_extra_api(port, pgid, ndif)
     assert report["code"] != 0 and "killed" in report["states"], report
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Lost contact with NDIF" in lines[0], stderr[-2000:]
@@ -174,7 +181,7 @@ def test_client_below_servers_minimum_version_is_one_line(ndif, tmp_path):
         done = run_cli([*ABLATE, "--model", TINY, "--backend", "nnsight", "--remote"],
                        {**ndif, "NDIF_HOST": f"http://127.0.0.1:{port}"}, tmp_path, timeout=300)
     finally:
-        _stop_extra_api(port, pgid)
+        _stop_extra_api(port, pgid, ndif)
     line = one_line_error(done)
     assert "9.0" in line and "nnsight" in line
     assert cached_files(tmp_path) == []
