@@ -167,7 +167,7 @@ def test_server_stopped_mid_job_is_one_line(ndif, tmp_path):
                                   {**ndif, "NDIF_HOST": f"http://127.0.0.1:{port}"}, tmp_path, kill_pgid=pgid)
     finally:
         _stop_extra_api(port, pgid, ndif)
-    assert report["code"] != 0 and "killed" in report["states"], report
+    assert report["code"] != 0 and "killed" in report["states"], (report, stderr[-2000:])
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Lost contact with NDIF" in lines[0], stderr[-2000:]
     assert cached_files(tmp_path) == []
