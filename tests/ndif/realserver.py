@@ -17,7 +17,7 @@ TESTBED = Path(os.environ.get("NDIF_TESTBED_DIR", "/tmp/headscope-ndif"))
 HOSTED = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the embedded model's converted folder, as NDIF serves it here
 TOLERANCE = 1e-4  # of the compared values' scale (float32 on both ends)
 TIMING_KEYS = {"seconds", "elapsed", "load_seconds", "wall_seconds", "compute_seconds",
-               "evaluations"}  # times, and the circuit search's count of evaluations (its cost, not its result)
+               "evaluations", "batches"}  # times, and the circuit search's evaluations and batches (its cost)
 
 
 def client_env() -> dict[str, str]:
