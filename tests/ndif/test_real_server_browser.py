@@ -88,8 +88,8 @@ def test_prompt_tester_and_sweep_on_ndif_match_local(ndif_app, page, tmp_path):
     _load_served_model(page)
 
     # the prompt tester, on NDIF: its answer's rank and logit difference equal the local nnsight backend's
-    box = page.get_by_role("textbox", name="Prompt", exact=True)
-    rerun_settled(page, lambda: (box.fill("1 2 3 4 "), box.press("Control+Enter")), timeout_ms=300_000)
+    # the default prompt, '1 2 3 4 ', runs on the newly loaded model by itself (typing the same text starts no run)
+    assert page.get_by_role("textbox", name="Prompt", exact=True).input_value() == "1 2 3 4 "
     page.wait_for_selector('[data-testid="stMetric"]', timeout=300_000)
     answer = page.get_by_role("textbox", name="Expected answer").input_value()
     contrast = page.get_by_role("textbox", name="Contrast answer").input_value()
