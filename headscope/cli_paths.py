@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from headscope.cli_args import add_prompt_source
 from headscope.component import Component
 from headscope.errors import InputError
 from headscope.methods import get_method, methods_help
@@ -33,13 +34,10 @@ class CliSteps:
     check_time: Callable[[argparse.Namespace, Callable[[], Any]], None]
 
 
-def add_paths_parser(sub: Any, steps: CliSteps, task_help: str) -> None:
+def add_paths_parser(sub: Any, steps: CliSteps) -> None:
     paths = sub.add_parser("paths", help="path patching: a sender head's effect through each later head's query, "
                                          "key or value input, or a receiver's from each earlier head")
-    source = paths.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help="built-in task: " + task_help)
-    source.add_argument("--dataset", metavar="FILE",
-                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
+    add_prompt_source(paths)
     which = paths.add_mutually_exclusive_group(required=True)
     which.add_argument("--sender", metavar="L.H", help="sender head: its path into every later head")
     which.add_argument("--receiver", metavar="L.H|logits",
@@ -53,11 +51,6 @@ def add_paths_parser(sub: Any, steps: CliSteps, task_help: str) -> None:
                             "corrupted run, the path carries its clean value")
     paths.add_argument("--method", default="resample",
                        help=f"how the sender is ablated when noising: {methods_help()} (default: resample)")
-    paths.add_argument("--n-prompts", type=int, default=None,
-                       help="prompts generated for a built-in task (default 16)")
-    paths.add_argument("--seed", type=int, default=None,
-                       help="seed for a built-in task's prompts and corrupted prompts (default 0)")
-    paths.add_argument("--step", type=int, default=None, help="the step of the step task (default 2)")
     paths.add_argument("--top", type=int, default=10, help="how many paths the table lists (default 10)")
     paths.add_argument("--per-prompt", action="store_true",
                        help="with --json: add per_prompt_ld (prompts × layers × heads)")
