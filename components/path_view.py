@@ -1,6 +1,7 @@
 """Pieces of the Paths page: the views (sender → receivers, receiver ← senders, every head → logits), the head a
 view is centred on and why a head cannot be one, the values the grid shows, the grid itself (invalid partners left
-blank), the top-paths table and the CSV export. Free of page state, so each piece is tested on its own."""
+blank), the top-paths table, its intervals and the CSV exports. Free of page state, so each piece is tested on
+its own."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from headscope.errors import InputError
 from headscope.figures import layer_head_figure
 
 if TYPE_CHECKING:
+    from headscope.confidence import RankingConfidence
     from headscope.path_patching import PathQuery, PathResult
 
 PathView = Literal["sender", "receiver", "logits"]
@@ -213,3 +215,35 @@ def file_stem(result: PathResult) -> str:
     head = "" if centre is None else f"-{centre.layer}.{centre.head}"
     into = "" if query.to_logits else f"-{query.into}"
     return f"paths-{result.task}-{query.view}{head}{into}-{query.direction}-{query.method}"
+
+
+def path_intervals_frame(result: PathResult, confidence: RankingConfidence, heads_per_kv: int,
+                         k: int = 12) -> pd.DataFrame:
+    """The top paths table with each path's interval: the k partners whose path moves the LD most, the mean change
+    (patched − the run's LD) with its bootstrap [low, high], the share of resamples keeping it in the top-k, and
+    whether the interval reaches 0."""
+    intervals, stability = confidence.intervals, confidence.stability
+    rows = []
+    for head, _ld in result.top_paths(k):
+        at = (head.layer, head.head)
+        rows.append({"head": head.label, "KV": head.head // heads_per_kv, "change": float(intervals.mean[at]),
+                     "low": float(intervals.low[at]), "high": float(intervals.high[at]),
+                     "in top-k": float(stability.frequency[at]), "crosses 0": bool(intervals.crosses_zero[at])})
+    return pd.DataFrame(rows, columns=["head", "KV", "change", "low", "high", "in top-k", "crosses 0"])
+
+
+def path_intervals_csv(result: PathResult, confidence: RankingConfidence) -> str:
+    """Every partner's interval and top-k share, one row each (non-partners left out), how they were drawn in a
+    comment line."""
+    intervals, stability = confidence.intervals, confidence.stability
+    n_layers, n_heads = result.ld.shape
+    rows = [{"layer": layer, "head": head, "change": intervals.mean[layer, head], "low": intervals.low[layer, head],
+             "high": intervals.high[layer, head], "crosses_zero": bool(intervals.crosses_zero[layer, head]),
+             f"in_top_{stability.k}": stability.frequency[layer, head]}
+            for layer in range(n_layers) for head in range(n_heads) if np.isfinite(intervals.mean[layer, head])]
+    query = result.query
+    centre = centre_of(query)
+    return (f"# model={result.model} task={result.task} view={query.view} "
+            f"head={'' if centre is None else centre.label} into={query.into} direction={query.direction} "
+            f"method={query.method}; change = patched − run LD per prompt; {intervals.how}\n"
+            + pd.DataFrame(rows).to_csv(index=False))
