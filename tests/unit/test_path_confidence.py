@@ -61,6 +61,7 @@ def test_kv_groups_count_once_and_every_head_of_a_group_shows_its_interval():
     groups = (result.per_prompt_ld[:, 1:, ::2] - run[:, None, None]).reshape(N_PROMPTS, -1)
     low, high, share = _bootstrap(groups, 200, 0, 2)
     np.testing.assert_allclose(got.intervals.low[1:, ::2].ravel(), low, atol=1e-12)
+    np.testing.assert_allclose(got.intervals.high[1:, ::2].ravel(), high, atol=1e-12)
     np.testing.assert_allclose(got.stability.frequency[1:, ::2].ravel(), share, atol=1e-12)
     np.testing.assert_array_equal(got.intervals.high[:, ::2], got.intervals.high[:, 1::2])
     np.testing.assert_array_equal(got.stability.frequency[:, ::2], got.stability.frequency[:, 1::2])
