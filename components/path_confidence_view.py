@@ -64,7 +64,7 @@ def path_confidence_section(model: Backend, result: PathResult, encoded: Encoded
                             dataset_hash: str) -> None:
     """An expander under the map: the strongest paths with their intervals, a chart of them, and every partner's
     interval as CSV."""
-    with st.expander(f"Confidence: 95% intervals and top-{DEFAULT_TOP_K} stability", icon=":material/query_stats:"):
+    with st.expander(md(f"Confidence: 95% intervals and top-{DEFAULT_TOP_K} stability"), icon=":material/query_stats:"):
         confidence = _confidence(model, result, encoded, dataset_hash)
         if isinstance(confidence, str):
             st.caption(md(confidence))
