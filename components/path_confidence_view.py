@@ -72,8 +72,9 @@ def path_confidence_section(model: Backend, result: PathResult, encoded: Encoded
         intervals, stability = confidence.intervals, confidence.stability
         frame = path_intervals_frame(result, confidence, model.info.heads_per_kv, SHOWN_ROWS)
         crossing = int(frame["crosses 0"].sum())
-        stable = int(((stability.frequency >= 0.9) & np.isfinite(intervals.mean)).sum())
-        unit = "paths" if not result.kv_grouped else "heads (KV groups counted once)"
+        group = model.info.heads_per_kv if result.kv_grouped else 1  # a KV group's heads share one path
+        stable = int((stability.frequency[:, ::group] >= 0.9).sum())
+        unit = "KV groups' paths" if group > 1 else "paths"
         cols = st.columns(3)
         cols[0].metric("Resamples", f"{intervals.resamples:d}", help=md(intervals.how))
         cols[1].metric("Listed paths crossing 0", f"{crossing:d} of {len(frame):d}",

@@ -149,6 +149,8 @@ def test_a_link_reopens_the_receiver_view_with_its_selected_head(embedded_model)
     assert "LD with the path patched" in app.get("plotly_chart")[0].proto.spec  # show=patched LD's colour bar
     assert any("the k input of 1.4 is its KV group's (1.3, 1.4, 1.5)" in shown(i.value) for i in app.info)
     assert _metrics(app)["Run's LD"] == f"{computed.corrupt_ld:.3f}"  # denoise patches the corrupted run
+    # intervals of the corrupted run's paired effects (a clean run's LDs would be refused), one path per KV group
+    assert _metrics(app)["Stable in the top-3"] == "3"  # 9 senders in 3 groups: k is the 3 distinct paths
     detail = next(shown(m.value) for m in app.markdown if m.value.startswith("**Head"))
     assert detail == f"Head 0.7 (KV head 2): LD with its path patched {computed.ld[0, 7]:.3f}, change " \
                      f"{computed.ld[0, 7] - computed.corrupt_ld:+.3f}"
