@@ -44,6 +44,7 @@ from components.path_view import (
     query_for,
     read_head,
     shown_values,
+    signed_change,
     top_paths_frame,
 )
 from components.presentation import controls, present_figure, settings_line

@@ -26,3 +26,9 @@ def test_the_grid_and_its_title_fit_the_map_column(query):
     title = json.loads(figure.to_json())["layout"]["title"]["text"]
     first, second = title.split("<br>")
     assert first == "SmolLM2-135M-Instruct · number-words" and query.direction in second
+
+
+def test_a_change_that_rounds_to_zero_keeps_its_digits():
+    from components.path_view import signed_change
+
+    assert [signed_change(v) for v in (-0.00042, 0.0, 0.0123, -1.5)] == ["-0.00042", "+0.000", "+0.012", "-1.500"]
