@@ -74,7 +74,7 @@ def _check_confidence(app, result, model) -> None:
         assert row["crosses 0"] == bool(low[at] <= 0 <= high[at])
         assert row["change"] == pytest.approx(effects[:, at].mean(), abs=1e-5)
     assert _metrics(app)["Resamples"] == "1000"
-    assert any(e.label.startswith("Confidence: 95% intervals") for e in app.expander)
+    assert any(shown(e.label).startswith("Confidence: 95% intervals") for e in app.expander)
 
 
 def test_sender_view_shows_its_receivers_and_reads_back_from_the_cache(embedded_model):
@@ -152,8 +152,9 @@ def test_a_link_reopens_the_receiver_view_with_its_selected_head(embedded_model)
     # intervals of the corrupted run's paired effects (a clean run's LDs would be refused), one path per KV group
     assert _metrics(app)["Stable in the top-3"] == "3"  # 9 senders in 3 groups: k is the 3 distinct paths
     detail = next(shown(m.value) for m in app.markdown if m.value.startswith("**Head"))
-    assert detail == f"Head 0.7 (KV head 2): LD with its path patched {computed.ld[0, 7]:.3f}, change " \
-                     f"{computed.ld[0, 7] - computed.corrupt_ld:+.3f}"
+    change = computed.ld[0, 7] - computed.corrupt_ld  # below 0.0005 here: two significant digits, never "-0.000"
+    written = f"{change:+.3f}" if abs(change) >= 0.0005 else f"{change:+.2g}"
+    assert detail == f"Head 0.7 (KV head 2): LD with its path patched {computed.ld[0, 7]:.3f}, change {written}"
     assert any("Attention pattern of head 0.7" in shown(h.value) for h in app.subheader)
     (cell,) = [code.value for code in app.code if code.value.startswith("import headscope as hs")]
     assert cell.splitlines()[-1] == ("model.paths(task='digits', n_prompts=2, seed=0, receiver=(1, 4), into='k', "
