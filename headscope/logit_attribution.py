@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from headscope.backends.base import ReadNorm, Readout, Site, SiteKind, SiteReadings
 from headscope.component import Component
 from headscope.engine import METRIC, Progress, ProgressCallback, WorkTimer, logit_diff_task
 from headscope.errors import InputError
@@ -34,7 +35,7 @@ from headscope.tasks import Dataset, EncodedDataset, prepare_dataset
 from headscope.tokens import TokenDescriber
 
 if TYPE_CHECKING:
-    from headscope.backends.base import Backend, DirectLogits
+    from headscope.backends.base import Backend
 
 ENGINE_VERSION = 1
 CACHE_KIND = "dla"
@@ -109,7 +110,7 @@ class HeadWrites:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The arithmetic: per-prompt contributions from a backend's DirectLogits
+# The arithmetic: per-prompt contributions from one read of every component at the last position
 
 
 def capped_scales(pre_cap: torch.Tensor, cap: float) -> torch.Tensor:
@@ -134,18 +135,63 @@ class PromptDla:
     ld: np.ndarray
 
 
-def per_prompt_dla(direct: DirectLogits) -> PromptDla:
+@dataclass(frozen=True)
+class DlaSites:
+    """The sites DLA reads: the embeddings (the residual entering block 0), every head's and MLP's output and every
+    layer's attention bias as added to the residual, and the final residual (whose read is the model's own logit)."""
+
+    n_layers: int
+    n_heads: int
+
+    @property
+    def heads(self) -> list[Site]:
+        return [Site(SiteKind.HEAD_OUT, layer, head) for layer in range(self.n_layers) for head in range(self.n_heads)]
+
+    @property
+    def mlps(self) -> list[Site]:
+        return [Site(SiteKind.MLP_OUT, layer) for layer in range(self.n_layers)]
+
+    @property
+    def biases(self) -> list[Site]:
+        return [Site(SiteKind.ATTN_BIAS, layer) for layer in range(self.n_layers)]
+
+    @property
+    def embed(self) -> Site:
+        return Site(SiteKind.RESID, 0)
+
+    @property
+    def final(self) -> Site:
+        return Site(SiteKind.RESID, self.n_layers)
+
+    @property
+    def all(self) -> list[Site]:
+        return [self.embed, *self.heads, *self.mlps, *self.biases, self.final]
+
+
+def read_direct(model: Backend, tokens: torch.Tensor, answer_ids: torch.Tensor) -> SiteReadings:
+    """Every component's direct contribution to the logits of answer_ids[batch, k] at the last position: its output
+    there through the final norm with the scale frozen from the run's final residual, onto W_U's rows (pre-cap)."""
+    info = model.info
+    readout = Readout(ReadNorm.FROZEN, token_ids=answer_ids)
+    return model.read_sites(tokens, -1, DlaSites(info.n_layers, info.n_heads).all, readout)
+
+
+def per_prompt_dla(readings: SiteReadings, n_layers: int, n_heads: int) -> PromptDla:
     """LD contributions from the contributions to the correct (k = 0) and incorrect (k = 1) logits, each answer's
-    scaled for the soft cap by its own pre-cap logit (the model's: direct.logits)."""
-    scales = capped_scales(direct.logits, direct.soft_cap)  # [prompt, 2]
-    sign = torch.tensor([1.0, -1.0], dtype=torch.float64)
-    weights = scales * sign  # [prompt, 2]
+    scaled for the soft cap by its own pre-cap logit (the model's: the final residual's read plus the constant)."""
+    sites = DlaSites(n_layers, n_heads)
+    assert readings.constant is not None
+    logits = readings.at(sites.final).double() + readings.constant.double()  # [prompt, 2]
+    scales = capped_scales(logits, readings.soft_cap)
+    weights = scales * torch.tensor([1.0, -1.0], dtype=torch.float64)  # [prompt, 2]
 
     def ld(part: torch.Tensor) -> np.ndarray:
         return (part.double() * weights.view(-1, *([1] * (part.ndim - 2)), 2)).sum(-1).numpy()
 
-    return PromptDla(ld(direct.heads), ld(direct.mlps), ld(direct.embed), ld(direct.bias),
-                     ld(direct.logits))
+    batch = logits.shape[0]
+    bias = readings.stacked(sites.biases).double().sum(1) + readings.constant.double()
+    return PromptDla(ld(readings.stacked(sites.heads).reshape(batch, n_layers, n_heads, -1)),
+                     ld(readings.stacked(sites.mlps)), ld(readings.at(sites.embed)), ld(bias), ld(logits))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,9 +214,9 @@ def dla_numbers(model: Backend, encoded: EncodedDataset, *, progress: ProgressCa
     with model.gate.job("a direct logit attribution"):
         for start in range(0, task.n_prompts, plan.per_chunk):
             stop = min(task.n_prompts, start + plan.per_chunk)
-            direct = model.direct_logits(task.clean[start:stop], -1, task.answer_ids[start:stop])
-            parts.append(per_prompt_dla(direct))
-            soft_cap = direct.soft_cap
+            readings = read_direct(model, task.clean[start:stop], task.answer_ids[start:stop])
+            parts.append(per_prompt_dla(readings, info.n_layers, info.n_heads))
+            soft_cap = readings.soft_cap
             timer.advance(stop - start, f"prompts {start + 1}–{stop} of {task.n_prompts}")
     joined = PromptDla(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                          ("heads", "mlps", "embed", "bias", "ld")))
@@ -276,8 +322,10 @@ def head_writes(model: Backend, prompt: str, component: Component, position: int
         raise InputError("The prompt is empty: give some text to read the head's output on.")
     ids = model.input_ids(prompt)
     pos = resolve_position(position, len(ids))
-    logits = model.component_direct_logits(model.tensor([ids]), pos, component)
-    promoted, suppressed = _effects(model, logits, k)
+    site = Site(SiteKind.MLP_OUT, component.layer) if component.head is None else \
+        Site(SiteKind.HEAD_OUT, component.layer, component.head)
+    readings = model.read_sites(model.tensor([ids]), pos, [site], Readout(ReadNorm.FROZEN, whole_vocabulary=True))
+    promoted, suppressed = _effects(model, readings.values[0, 0], k)
     return HeadWrites(component, pos, promoted, suppressed)
 
 
@@ -302,4 +350,4 @@ def ov_view(model: Backend, component: Component, token: str, k: int = 10) -> He
 
 
 __all__ = ["CACHE_KIND", "DlaResult", "HeadWrites", "Progress", "PromptDla", "TokenEffect", "capped_scales",
-           "dla_key", "dla_numbers", "head_writes", "load_dla", "ov_view", "per_prompt_dla", "run_dla"]
+           "dla_key", "dla_numbers", "head_writes", "load_dla", "ov_view", "per_prompt_dla", "read_direct", "run_dla"]

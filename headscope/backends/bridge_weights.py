@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from headscope.backends.norms import FrozenNorm, freeze_norm
 from headscope.backends.weights import BlockNorm
 
 
@@ -60,6 +61,19 @@ class BridgeView:
             rows = rows[token_ids.to(rows.device)]
             bias = None if bias is None else bias[token_ids.to(bias.device)]
         return rows, bias
+
+    def frozen_final_norm(self, reference: torch.Tensor) -> FrozenNorm:
+        return freeze_norm(_wrapped(self.bridge.ln_final), reference)
+
+    def frozen_norm(self, layer: int, which: BlockNorm, reference: torch.Tensor) -> FrozenNorm | None:
+        norm = getattr(self.bridge.blocks[layer], str(which), None)
+        return freeze_norm(_wrapped(norm), reference) if isinstance(norm, torch.nn.Module) else None
+
+
+def _wrapped(component: Any) -> Any:
+    """The transformers norm a bridge component wraps: its class names its kind, and a norm's gain and bias are 1-D
+    (no layout to get wrong)."""
+    return getattr(component, "original_component", component)
 
 
 __all__ = ["BridgeView", "block_norm"]

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from headscope.backends.base import ReadNorm, Readout, Site, SiteKind
 from headscope.cli import main
 from headscope.component import Component
 from headscope.errors import InputError
-from headscope.logit_attribution import head_writes, ov_view, run_dla
+from headscope.logit_attribution import DlaSites, head_writes, ov_view, run_dla
 from headscope.results_cache import ResultsCache
 from headscope.tasks import Dataset, prepare_dataset
 from tests.cli_in_process import one_line_error
@@ -177,15 +178,47 @@ def test_backends_agree(family, tiny_family_loader):
     bridge = loaded.backend
     tokens = bridge.tensor([bridge.input_ids("1 2 3 4 "), bridge.input_ids("5 6 7 8 ")])
     ids = torch.tensor([[20, 30], [40, 50]])
-    mine = bridge.direct_logits(tokens, -1, ids)
+    every = [Site(SiteKind.RESID, 0), Site(SiteKind.HEAD_OUT, 1, 2), Site(SiteKind.ATTN_BIAS, 1),
+             Site(SiteKind.MLP_OUT, 1), Site(SiteKind.RESID, 2)]
+    readouts = [Readout(ReadNorm.FROZEN, token_ids=ids), Readout(ReadNorm.NONE),
+                Readout(ReadNorm.DECODE, whole_vocabulary=True, rank_ids=ids),
+                Readout(ReadNorm.FROZEN, directions=torch.randn(1, 3, bridge.info.d_model, generator=torch.Generator()
+                                                                .manual_seed(0)))]
+    mine = [bridge.read_sites(tokens, -1, every, readout) for readout in readouts]
     for backend in (nnsight, nnsight.with_mode("simulate")):
-        theirs = backend.direct_logits(tokens, -1, ids)
-        for name in ("heads", "mlps", "embed", "bias", "logits"):
-            torch.testing.assert_close(getattr(theirs, name), getattr(mine, name), atol=1e-5, rtol=1e-4)
-        assert theirs.soft_cap == mine.soft_cap
-        torch.testing.assert_close(backend.component_direct_logits(tokens[:1], 3, Component(1, 2)),
-                                   bridge.component_direct_logits(tokens[:1], 3, Component(1, 2)),
-                                   atol=1e-5, rtol=1e-4)
+        for readout, expected in zip(readouts, mine, strict=True):
+            theirs = backend.read_sites(tokens, -1, every, readout)
+            for name in ("values", "constant", "rank", "log_norm"):
+                if getattr(expected, name) is None:
+                    assert getattr(theirs, name) is None
+                else:
+                    torch.testing.assert_close(getattr(theirs, name), getattr(expected, name), atol=1e-5, rtol=1e-4)
+            assert theirs.soft_cap == expected.soft_cap
+        head = [Site(SiteKind.HEAD_OUT, 1, 2)]
+        whole = Readout(ReadNorm.FROZEN, whole_vocabulary=True)
+        torch.testing.assert_close(backend.read_sites(tokens[:1], 3, head, whole).values,
+                                   bridge.read_sites(tokens[:1], 3, head, whole).values, atol=1e-5, rtol=1e-4)
+
+
+def test_reads_of_the_residual_parts_add_up_to_the_models_logits(tiny_family_loader):
+    """The frozen readout is affine: the parts' reads plus the constant are the model's own pre-cap logits, and the
+    decoding readout of the final residual is the model's own (capped) logits."""
+    loaded = tiny_family_loader("gemma2")
+    bridge = loaded.backend
+    info = bridge.info
+    tokens = bridge.tensor([bridge.input_ids("1 2 3 4 "), bridge.input_ids("5 6 7 8 ")])
+    ids = torch.tensor([[20, 30], [40, 50]])
+    sites = DlaSites(info.n_layers, info.n_heads)
+    frozen = bridge.read_sites(tokens, -1, sites.all, Readout(ReadNorm.FROZEN, token_ids=ids))
+    parts = [sites.embed, *sites.heads, *sites.mlps, *sites.biases]
+    torch.testing.assert_close(frozen.stacked(parts).sum(1) + frozen.constant,
+                               frozen.at(sites.final) + frozen.constant, atol=1e-5, rtol=1e-4)
+    decoded = bridge.read_sites(tokens, -1, [sites.final], Readout(ReadNorm.DECODE, token_ids=ids))
+    torch.testing.assert_close(decoded.values[:, 0], bridge.answer_logits(tokens, ids), atol=1e-5, rtol=1e-4)
+    capped = frozen.soft_cap * torch.tanh((frozen.at(sites.final) + frozen.constant) / frozen.soft_cap)
+    torch.testing.assert_close(decoded.values[:, 0], capped, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="reads"):
+        bridge.read_sites(tokens, -1, [Site(SiteKind.Z, 0, 0)], Readout())
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gemma2"])
