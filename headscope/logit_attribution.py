@@ -25,7 +25,8 @@ import torch
 
 from headscope.backends.base import ReadNorm, Readout, Site, SiteKind, SiteReadings
 from headscope.component import Component
-from headscope.engine import METRIC, Progress, ProgressCallback, WorkTimer, logit_diff_task
+from headscope.confidence import RankingConfidence, ranking_confidence
+from headscope.engine import METRIC, Progress, ProgressCallback, WorkTimer, logit_diff_task, prompt_rows
 from headscope.errors import InputError
 from headscope.memory import block_bytes_per_token, plan_chunks
 from headscope.methods import get_method
@@ -37,7 +38,7 @@ from headscope.tokens import TokenDescriber
 if TYPE_CHECKING:
     from headscope.backends.base import Backend
 
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2  # 2: per-prompt values kept (version-1 entries recompute)
 CACHE_KIND = "dla"
 MAX_K = 200
 
@@ -45,7 +46,9 @@ MAX_K = 200
 @dataclass(frozen=True)
 class DlaResult:
     """Direct logit attribution of one task: head_dla[layer, head], mlp_dla[layer], embed_dla and bias_dla in LD
-    units (their sum is clean_ld), mean over prompts (the task's weights)."""
+    units (their sum is clean_ld), mean over prompts (the task's weights). per_prompt_*: the same per dataset prompt
+    (a repeated prompt computed once, its values repeated), in the dataset's order: [prompt, ...]; their plain mean
+    over prompts is the value above."""
 
     model: str
     task: str
@@ -60,9 +63,21 @@ class DlaResult:
     seq_len: int = 0
     soft_cap: float = 0.0  # the model's final-logit cap (contributions scaled as the module docstring says), 0: none
     notes: tuple[str, ...] = ()
+    per_prompt_head_dla: np.ndarray | None = None  # [prompt, layer, head]
+    per_prompt_mlp_dla: np.ndarray | None = None  # [prompt, layer]
+    per_prompt_embed_dla: np.ndarray | None = None  # [prompt]
+    per_prompt_bias_dla: np.ndarray | None = None  # [prompt]
+    per_prompt_clean_ld: np.ndarray | None = None  # [prompt]
     key: dict[str, Any] = field(default_factory=dict, metadata=NOT_STORED)
 
     json_derived: ClassVar[dict[str, str]] = {"layers": "n_layers", "heads": "n_heads", "total": "total"}
+
+    def confidence(self, **options: Any) -> RankingConfidence | None:
+        """Bootstrap intervals of each head's direct effect and its top-10 stability (headscope.confidence, options
+        passed on), or None without per-prompt values or with fewer than two prompts."""
+        if self.per_prompt_head_dla is None or self.per_prompt_head_dla.shape[0] < 2:
+            return None
+        return ranking_confidence(self.per_prompt_head_dla, **options)
 
     @property
     def n_layers(self) -> int:
@@ -263,6 +278,7 @@ def run_dla(
         started = time.perf_counter()
         used = filter_correct(model, encoded) if only_correct else encoded
         numbers, weights, soft_cap = dla_numbers(model, used, progress=progress, should_cancel=should_cancel)
+        rows = prompt_rows(used, get_method("zero"))  # the distinct run of each dataset prompt
 
         def mean(values: np.ndarray) -> np.ndarray:
             return np.tensordot(weights, values, axes=(0, 0))
@@ -271,7 +287,10 @@ def run_dla(
             model=model.info.name, task=used.dataset.name, clean_ld=float(mean(numbers.ld)),
             head_dla=mean(numbers.heads), mlp_dla=mean(numbers.mlps), embed_dla=float(mean(numbers.embed)),
             bias_dla=float(mean(numbers.bias)), n_prompts=used.n_prompts, seconds=time.perf_counter() - started,
-            seq_len=used.seq_len, soft_cap=soft_cap, notes=(*used.dataset.notes, *used.warnings), key=key,
+            seq_len=used.seq_len, soft_cap=soft_cap, notes=(*used.dataset.notes, *used.warnings),
+            per_prompt_head_dla=numbers.heads[rows], per_prompt_mlp_dla=numbers.mlps[rows],
+            per_prompt_embed_dla=numbers.embed[rows], per_prompt_bias_dla=numbers.bias[rows],
+            per_prompt_clean_ld=numbers.ld[rows], key=key,
         )
 
     return stored_or_computed(cache, CACHE_KIND, key, DlaResult, compute, use_cache=use_cache)

@@ -32,7 +32,8 @@ LAYER_NORM_FAMILIES = {"gpt2", "neox"}  # LayerNorm (x − mean) / std · w + b;
 
 
 def _dataset() -> Dataset:
-    return Dataset("dla-digits", digit_items([1, 2, 4], ["3 1 4 2 ", "2 4 1 3 ", "4 2 3 1 "]))
+    """Three prompts and the first again: a repeated prompt is computed once and keeps its weight and its rows."""
+    return Dataset("dla-digits", digit_items([1, 2, 4, 1], ["3 1 4 2 ", "2 4 1 3 ", "4 2 3 1 ", "3 1 4 2 "]))
 
 
 def _frozen(family: str, norm: torch.nn.Module, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -129,6 +130,16 @@ def _check_dla(result, expected: dict[str, np.ndarray]) -> None:
     assert result.clean_ld == pytest.approx(float(expected["ld"].mean()), abs=atol)  # the model's own LD
     assert result.total == pytest.approx(result.clean_ld, abs=atol)  # the sum check
     assert np.abs(result.head_dla).max() > 10 * atol  # the heads write something visible: the test can fail
+    for mine, theirs in (("head_dla", "heads"), ("mlp_dla", "mlps"), ("embed_dla", "embed"), ("bias_dla", "bias"),
+                         ("clean_ld", "ld")):  # each prompt's own values, in the dataset's order
+        np.testing.assert_allclose(getattr(result, f"per_prompt_{mine}"), expected[theirs], atol=atol)
+
+
+def _bootstrap(values: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A 95 % percentile bootstrap over the prompts (axis 0), written out here."""
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    means = np.stack([values[draw].mean(0) for draw in draws])
+    return np.quantile(means, 0.025, axis=0), np.quantile(means, 0.975, axis=0)
 
 
 @pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FAMILIES else f
@@ -148,6 +159,13 @@ def test_dla_matches_raw_weights_on_every_family(family, tiny_family_loader, emb
     _check_dla(result, expected)
     if family == "gemma2":  # the cap bites on these weights: pre-cap sums would miss the LD
         assert result.soft_cap == 3.0
+    if family == "llama":  # the intervals: a bootstrap of the reference's per-prompt values, written in the test
+        confidence = result.confidence()
+        low, high = _bootstrap(expected["heads"])
+        scale = max(float(np.abs(expected["heads"]).max()), 1.0)
+        np.testing.assert_allclose(confidence.intervals.low, low, atol=1e-4 * scale)
+        np.testing.assert_allclose(confidence.intervals.high, high, atol=1e-4 * scale)
+        np.testing.assert_allclose(confidence.intervals.mean, result.head_dla, atol=1e-4 * scale)
     if family == "gpt2":
         assert abs(result.bias_dla) > 1e-3  # GPT-2's biases are attributed, not lost
 
@@ -299,6 +317,13 @@ def test_cli_dla_json_and_bad_input(capsys, tiny_model_dir, tmp_path, monkeypatc
     assert heads.shape == (3, 4)
     total = heads.sum() + sum(payload["mlp_dla"]) + payload["embed_dla"] + payload["bias_dla"]
     assert total == pytest.approx(payload["clean_ld"], abs=1e-4 * max(1.0, abs(payload["clean_ld"])))
+    assert not any(name.startswith("per_prompt_") for name in payload)
+    assert main(["dla", "--task", "digits", "--n-prompts", "3", "--json", "--per-prompt", *model]) == 0
+    per_prompt = json.loads(capsys.readouterr().out)
+    assert per_prompt["cached"] and np.asarray(per_prompt["per_prompt_head_dla"]).shape == (3, 3, 4)
+    np.testing.assert_allclose(np.mean(per_prompt["per_prompt_head_dla"], 0), heads, atol=1e-6)
+    assert main(["dla", "--task", "digits", "--n-prompts", "3", "--per-prompt", *model]) == 0
+    assert "95% percentile bootstrap over 3 prompts" in capsys.readouterr().out
     assert "--n-prompts" in one_line_error(capsys, ["dla", "--task", "digits", "--n-prompts", "0", *model])
     assert "task" in one_line_error(capsys, ["dla", "--task", "nonsense", *model])
     one_line_error(capsys, ["dla", *model])  # neither --task nor --dataset
