@@ -62,17 +62,18 @@ def intervals_csv(result: SweepResult, confidence: RankingConfidence) -> str:
     return f"# {result.label}; {intervals.how}\n" + pd.DataFrame(rows).to_csv(index=False)
 
 
-def intervals_figure(frame: pd.DataFrame, how: str) -> go.Figure:
-    """Each listed cell's mean change with its interval as an error bar; grey where the interval reaches 0."""
+def intervals_figure(frame: pd.DataFrame, how: str, value: str = "change",
+                     axis_title: str = "change in LD (ablated − clean)") -> go.Figure:
+    """Each listed cell's mean `value` with its interval as an error bar; grey where the interval reaches 0."""
     colors = ["#9e9e9e" if crosses else "#1f77b4" for crosses in frame["crosses 0"]]
     figure = go.Figure(go.Scatter(
-        x=frame["change"], y=frame["cell"], mode="markers", marker={"color": colors, "size": 9},
-        error_x={"type": "data", "symmetric": False, "array": frame["high"] - frame["change"],
-                 "arrayminus": frame["change"] - frame["low"], "color": "#555"},
+        x=frame[value], y=frame["cell"], mode="markers", marker={"color": colors, "size": 9},
+        error_x={"type": "data", "symmetric": False, "array": frame["high"] - frame[value],
+                 "arrayminus": frame[value] - frame["low"], "color": "#555"},
         hovertemplate="%{y}: %{x:+.3f}<extra></extra>"))
     figure.add_vline(x=0, line_dash="dot", line_color="#888")
     figure.update_layout(height=120 + 22 * len(frame), margin={"l": 10, "r": 10, "t": 40, "b": 30},
-                         title={"text": how, "font": {"size": 12}}, xaxis_title="change in LD (ablated − clean)",
+                         title={"text": how, "font": {"size": 12}}, xaxis_title=axis_title,
                          yaxis={"autorange": "reversed", "type": "category"})
     return figure
 

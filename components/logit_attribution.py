@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from components.confidence_view import INTERVAL_COLUMNS, SHOWN, intervals_figure
 from components.heatmap import CellClick, click_from_event, layer_head_figure
 from components.presentation import present_figure
 from components.share import BOUND
@@ -22,6 +23,7 @@ from components.text import md, plotly_text
 from headscope.ablation import SweepResult
 from headscope.api import call_code
 from headscope.component import Component
+from headscope.confidence import DEFAULT_TOP_K, RankingConfidence, ranking_confidence
 from headscope.errors import HeadscopeError
 from headscope.logit_attribution import DlaResult, run_dla
 from headscope.results_cache import ResultsCache
@@ -157,6 +159,62 @@ def direct_vs_total(sweep: SweepResult, dla: DlaResult, selected: Component | No
                f"{INDIRECT_TOP:d} heads with the largest total effect, direct effect under "
                f"{INDIRECT_SHARE:.0%} of the total: {md(names)}.")
     return click_from_event(event)
+
+
+DLA_INTERVAL_COLUMNS = {
+    "direct LD": st.column_config.NumberColumn("direct LD", format="%+.3f",
+                                               help="mean over prompts of the head's direct effect on LD"),
+    "low": INTERVAL_COLUMNS["low"], "high": INTERVAL_COLUMNS["high"],
+    "in top-10": st.column_config.ProgressColumn("in top-10", format="percent", min_value=0.0, max_value=1.0,
+                                                 help="share of bootstrap resamples in which this head is among the "
+                                                      "10 largest |direct effects|"),
+    "crosses 0": INTERVAL_COLUMNS["crosses 0"],
+}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _dla_confidence(per_prompt: np.ndarray) -> RankingConfidence:
+    return ranking_confidence(per_prompt)
+
+
+def dla_intervals_frame(dla: DlaResult, confidence: RankingConfidence, rows: int = SHOWN) -> pd.DataFrame:
+    """The heads with the largest |direct effect|: interval, whether it reaches 0, top-10 stability."""
+    intervals, stability = confidence.intervals, confidence.stability
+    out = []
+    for top in dla.top_heads(rows):
+        at = (top.layer, top.head)
+        out.append({"cell": top.label, "direct LD": float(intervals.mean[at]), "low": float(intervals.low[at]),
+                    "high": float(intervals.high[at]), "in top-10": float(stability.frequency[at]),
+                    "crosses 0": bool(intervals.crosses_zero[at])})
+    return pd.DataFrame(out)
+
+
+def dla_confidence_section(dla: DlaResult) -> None:
+    """How far the direct-effect ranking can be trusted: per-head bootstrap intervals over the prompts and how often
+    each head stays in the top-10 (headscope.confidence), as the sweep's Confidence section shows them."""
+    st.markdown("**Direct effects: confidence**")
+    if dla.per_prompt_head_dla is None or dla.n_prompts < 2:
+        st.caption("Intervals need each prompt's own direct effects from at least two prompts.")
+        return
+    confidence = _dla_confidence(dla.per_prompt_head_dla)
+    frame = dla_intervals_frame(dla, confidence)
+    crossing = int(frame["crosses 0"].sum())
+    stable = int((confidence.stability.frequency >= 0.9).sum())
+    cols = st.columns(3)
+    cols[0].metric("Resamples", f"{confidence.intervals.resamples:d}", help=md(confidence.intervals.how))
+    cols[1].metric("Listed heads crossing 0", f"{crossing:d} of {len(frame):d}",
+                   help="heads among those listed whose 95% interval of the direct effect reaches no effect")
+    cols[2].metric(f"Stable in the top-{DEFAULT_TOP_K:d}", f"{stable:d}",
+                   help=f"heads in the top-{DEFAULT_TOP_K:d} by |direct effect| in at least 90% of resamples")
+    chart_col, table_col = st.columns([1, 1])
+    with chart_col:
+        st.plotly_chart(present_figure(intervals_figure(frame, confidence.intervals.how, "direct LD",
+                                                        "direct effect on LD")),
+                        key="dla_intervals", config={"displaylogo": False})
+    with table_col:
+        st.dataframe(frame, hide_index=True, width="stretch", column_config=DLA_INTERVAL_COLUMNS,
+                     key="dla_interval_table")
+        st.caption(md(f"{confidence.intervals.how}. Grey points and ticked rows: the interval reaches 0."))
 
 
 def dla_csv(dla: DlaResult) -> str:
