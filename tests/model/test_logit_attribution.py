@@ -338,7 +338,9 @@ def test_python_api_dla_and_lens(tiny_model_dir, tmp_path, monkeypatch):
     frame = dla.to_frame()
     assert len(frame) == 3 * 4 + 3 + 2  # heads, MLPs, the embeddings and the biases
     assert frame["direct_ld"].sum() == pytest.approx(dla.clean_ld, abs=1e-4 * max(1.0, abs(dla.clean_ld)))
-    assert dla.to_json()["backend"] == "bridge"
+    assert dla.to_json()["backend"] == "bridge" and "per_prompt_head_dla" not in dla.to_json()
+    assert np.asarray(dla.to_json(per_prompt=True)["per_prompt_head_dla"]).shape == (3, 3, 4)
+    assert dla.confidence(k=3).stability.k == 3
     lens = model.lens("1 2 3 4 ", "5", "4")
     assert list(lens.to_frame()["layer"]) == [-1, 0, 1, 2]
     assert lens.layers[-1].logit_diff == pytest.approx(model.tokens("1 2 3 4 ", "5", "4").logit_diff, abs=1e-4)
