@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from components.confidence_view import INTERVAL_COLUMNS, SHOWN, intervals_figure
+from components.confidence_view import INTERVAL_COLUMNS, SHOWN, cells_frame, show_intervals
 from components.heatmap import CellClick, click_from_event, layer_head_figure
 from components.presentation import present_figure
 from components.share import BOUND
@@ -23,7 +23,7 @@ from components.text import md, plotly_text
 from headscope.ablation import SweepResult
 from headscope.api import call_code
 from headscope.component import Component
-from headscope.confidence import DEFAULT_TOP_K, RankingConfidence, ranking_confidence
+from headscope.confidence import RankingConfidence, ranking_confidence
 from headscope.errors import HeadscopeError
 from headscope.logit_attribution import DlaResult, run_dla
 from headscope.results_cache import ResultsCache
@@ -177,18 +177,6 @@ def _dla_confidence(per_prompt: np.ndarray) -> RankingConfidence:
     return ranking_confidence(per_prompt)
 
 
-def dla_intervals_frame(dla: DlaResult, confidence: RankingConfidence, rows: int = SHOWN) -> pd.DataFrame:
-    """The heads with the largest |direct effect|: interval, whether it reaches 0, top-10 stability."""
-    intervals, stability = confidence.intervals, confidence.stability
-    out = []
-    for top in dla.top_heads(rows):
-        at = (top.layer, top.head)
-        out.append({"cell": top.label, "direct LD": float(intervals.mean[at]), "low": float(intervals.low[at]),
-                    "high": float(intervals.high[at]), "in top-10": float(stability.frequency[at]),
-                    "crosses 0": bool(intervals.crosses_zero[at])})
-    return pd.DataFrame(out)
-
-
 def dla_confidence_section(dla: DlaResult) -> None:
     """How far the direct-effect ranking can be trusted: per-head bootstrap intervals over the prompts and how often
     each head stays in the top-10 (headscope.confidence), as the sweep's Confidence section shows them."""
@@ -197,24 +185,9 @@ def dla_confidence_section(dla: DlaResult) -> None:
         st.caption("Intervals need each prompt's own direct effects from at least two prompts.")
         return
     confidence = _dla_confidence(dla.per_prompt_head_dla)
-    frame = dla_intervals_frame(dla, confidence)
-    crossing = int(frame["crosses 0"].sum())
-    stable = int((confidence.stability.frequency >= 0.9).sum())
-    cols = st.columns(3)
-    cols[0].metric("Resamples", f"{confidence.intervals.resamples:d}", help=md(confidence.intervals.how))
-    cols[1].metric("Listed heads crossing 0", f"{crossing:d} of {len(frame):d}",
-                   help="heads among those listed whose 95% interval of the direct effect reaches no effect")
-    cols[2].metric(f"Stable in the top-{DEFAULT_TOP_K:d}", f"{stable:d}",
-                   help=f"heads in the top-{DEFAULT_TOP_K:d} by |direct effect| in at least 90% of resamples")
-    chart_col, table_col = st.columns([1, 1])
-    with chart_col:
-        st.plotly_chart(present_figure(intervals_figure(frame, confidence.intervals.how, "direct LD",
-                                                        "direct effect on LD")),
-                        key="dla_intervals", config={"displaylogo": False})
-    with table_col:
-        st.dataframe(frame, hide_index=True, width="stretch", column_config=DLA_INTERVAL_COLUMNS,
-                     key="dla_interval_table")
-        st.caption(md(f"{confidence.intervals.how}. Grey points and ticked rows: the interval reaches 0."))
+    frame = cells_frame([(top.label, (top.layer, top.head)) for top in dla.top_heads(SHOWN)], confidence,
+                        "direct LD")
+    show_intervals(frame, confidence, "direct LD", "direct effect on LD", DLA_INTERVAL_COLUMNS, "dla", "heads")
 
 
 def dla_csv(dla: DlaResult) -> str:

@@ -337,14 +337,19 @@ def _print_confidence(result) -> None:
     if change is None:
         print("\nno per-prompt values in this result: run it again with --no-cache")
         return
-    confidence = ranking_confidence(change)
+    cells = [(result.cell_label(top.layer, top.head), (top.layer, top.head)) for top in result.top_heads(10)]
+    _print_intervals(ranking_confidence(change), cells, "cell", "change")
+
+
+def _print_intervals(confidence, cells: list, cell_header: str, value_header: str) -> None:
+    """Each (label, index) cell's mean with its bootstrap interval and its top-k stability, one line each."""
     intervals, stability = confidence.intervals, confidence.stability
     print(f"\nconfidence: {intervals.how}; top-{stability.k} stability = share of resamples in the top-{stability.k}")
-    print(f"{'cell':>8}  {'change':>8}  {'95% interval':>19}  {'in top-10':>9}")
-    for top in result.top_heads(10):
-        at = (top.layer, top.head)
+    width = max(8, len(value_header))
+    print(f"{cell_header:>8}  {value_header:>{width}}  {'95% interval':>19}  {'in top-10':>9}")
+    for label, at in cells:
         flag = "  crosses 0" if intervals.crosses_zero[at] else ""
-        print(f"{result.cell_label(*at):>8}  {intervals.mean[at]:>8.3f}  [{intervals.low[at]:>7.3f}, "
+        print(f"{label:>8}  {intervals.mean[at]:>{width}.3f}  [{intervals.low[at]:>7.3f}, "
               f"{intervals.high[at]:>7.3f}]  {stability.frequency[at]:>8.0%}{flag}")
 
 
@@ -463,14 +468,8 @@ def _print_dla_confidence(result) -> None:
     if confidence is None:
         print("\nintervals need each prompt's own values from at least two prompts")
         return
-    intervals, stability = confidence.intervals, confidence.stability
-    print(f"\nconfidence: {intervals.how}; top-{stability.k} stability = share of resamples in the top-{stability.k}")
-    print(f"{'head':>7}  {'direct LD':>9}  {'95% interval':>19}  {'in top-10':>9}")
-    for top in result.top_heads(10):
-        at = (top.layer, top.head)
-        flag = "  crosses 0" if intervals.crosses_zero[at] else ""
-        print(f"{top.layer:>3}.{top.head:<3}  {intervals.mean[at]:>9.3f}  [{intervals.low[at]:>7.3f}, "
-              f"{intervals.high[at]:>7.3f}]  {stability.frequency[at]:>8.0%}{flag}")
+    _print_intervals(confidence, [(top.label, (top.layer, top.head)) for top in result.top_heads(10)], "head",
+                     "direct LD")
 
 
 def _cmd_lens(args: argparse.Namespace) -> int:
