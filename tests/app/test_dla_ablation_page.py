@@ -114,8 +114,18 @@ def test_a_selected_head_shows_its_direct_effect_and_what_it_writes(run_page, em
     app = run_page("pages/ablation.py", n=2)
     app.button(key="ab_preview").click().run(timeout=300)
     app.session_state["ab_selected"] = head
+    # a DLA run stopped by its Cancel button (the flags progress_with_cancel leaves): the page says so and waits
+    app.session_state["dla_running"] = "direct logit attribution"
+    app.session_state["dla_cancelled"] = True
     app.segmented_control(key="effect").set_value(DIRECT).run(timeout=300)
     assert not app.exception and not app.error
+    assert any("direct logit attribution was cancelled" in shown(i.value) for i in app.info)
+    assert not [m for m in app.markdown if "Sum check" in shown(m.value)]
+    app.run()  # any other rerun keeps waiting
+    assert not [m for m in app.markdown if "Sum check" in shown(m.value)]
+    app.button(key="dla_start").click().run(timeout=300)
+    assert not app.exception and not app.error
+    assert any("Sum check" in shown(m.value) for m in app.markdown)
     dla = run_dla(embedded_model, build_task_dataset("digits", 2, seed=0, model=embedded_model))
     line = next(shown(m.value) for m in app.markdown if shown(m.value).startswith("Head 3.1"))
     assert line.endswith(f"direct effect {dla.head_dla[3, 1]:+.3f}")
