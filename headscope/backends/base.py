@@ -418,7 +418,7 @@ class ReadNorm(StrEnum):
     DECODE = "decode"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
 class Readout:
     """The linear readout every read vector goes through inside the backend, so a remote one returns
     [batch, site, k]-sized tensors, never every head's [d_model] output.
@@ -449,7 +449,7 @@ class Readout:
         return self.directions is not None or self.token_ids is not None or self.whole_vocabulary
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
 class SiteReadings:
     """What `Backend.read_sites` returns for sites read at one position (float32, on the CPU):
     values[batch, site, k] through the readout (or [batch, site, d_model] without one), in the order asked;
