@@ -108,10 +108,10 @@ def show_intervals(frame: pd.DataFrame, confidence: RankingConfidence, value: st
     stable = int((confidence.stability.frequency >= 0.9).sum())
     cols = st.columns(3)
     cols[0].metric("Resamples", f"{confidence.intervals.resamples:d}", help=md(confidence.intervals.how))
-    cols[1].metric(f"Listed {noun} crossing 0", f"{crossing:d} of {len(frame):d}",
-                   help=f"{noun} among those listed whose 95% interval reaches no effect")
+    cols[1].metric(md(f"Listed {noun} crossing 0"), f"{crossing:d} of {len(frame):d}",
+                   help=md(f"{noun} among those listed whose 95% interval reaches no effect"))
     cols[2].metric(f"Stable in the top-{DEFAULT_TOP_K:d}", f"{stable:d}",
-                   help=f"{noun} in the top-{DEFAULT_TOP_K:d} in at least 90% of resamples")
+                   help=md(f"{noun} in the top-{DEFAULT_TOP_K:d} in at least 90% of resamples"))
     chart_col, table_col = st.columns([1, 1])
     with chart_col:
         st.plotly_chart(present_figure(intervals_figure(frame, confidence.intervals.how, value, axis_title)),
