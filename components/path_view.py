@@ -233,21 +233,6 @@ def file_stem(result: PathResult) -> str:
     return f"paths-{result.task}-{query.view}{head}{into}-{query.direction}-{query.method}"
 
 
-def path_intervals_frame(result: PathResult, confidence: RankingConfidence, heads_per_kv: int,
-                         k: int = 12) -> pd.DataFrame:
-    """The top paths table with each path's interval: the k partners whose path moves the LD most, the mean change
-    (patched − the run's LD) with its bootstrap [low, high], the share of resamples keeping it in the top-k, and
-    whether the interval reaches 0."""
-    intervals, stability = confidence.intervals, confidence.stability
-    rows = []
-    for head, _ld in result.top_paths(k):
-        at = (head.layer, head.head)
-        rows.append({"head": head.label, "KV": head.head // heads_per_kv, "change": float(intervals.mean[at]),
-                     "low": float(intervals.low[at]), "high": float(intervals.high[at]),
-                     "in top-k": float(stability.frequency[at]), "crosses 0": bool(intervals.crosses_zero[at])})
-    return pd.DataFrame(rows, columns=["head", "KV", "change", "low", "high", "in top-k", "crosses 0"])
-
-
 def path_intervals_csv(result: PathResult, confidence: RankingConfidence) -> str:
     """Every partner's interval and top-k share, one row each (non-partners left out), how they were drawn in a
     comment line."""

@@ -66,11 +66,11 @@ def _check_confidence(app, result, model) -> None:
     cells = [f"{layer}.{head}" for layer, head in zip(*np.nonzero(partners), strict=True)]
     table = next(frame.value for frame in app.dataframe if "crosses 0" in frame.value.columns)
     top = next(frame.value for frame in app.dataframe if "patched LD" in frame.value.columns)
-    assert list(table["head"]) == list(top["head"]) and len(table) == 12
+    assert list(table["cell"]) == list(top["head"]) and len(table) == 12
     for _, row in table.iterrows():
-        at = cells.index(row["head"])
+        at = cells.index(row["cell"])
         assert (row["low"], row["high"]) == pytest.approx((low[at], high[at]), abs=1e-9)
-        assert row["in top-k"] == pytest.approx(share[at] / 1000, abs=1e-12)
+        assert row["in top-10"] == pytest.approx(share[at] / 1000, abs=1e-12)
         assert row["crosses 0"] == bool(low[at] <= 0 <= high[at])
         assert row["change"] == pytest.approx(effects[:, at].mean(), abs=1e-5)
     assert _metrics(app)["Resamples"] == "1000"
@@ -150,7 +150,7 @@ def test_a_link_reopens_the_receiver_view_with_its_selected_head(embedded_model)
     assert any("the k input of 1.4 is its KV group's (1.3, 1.4, 1.5)" in shown(i.value) for i in app.info)
     assert _metrics(app)["Run's LD"] == f"{computed.corrupt_ld:.3f}"  # denoise patches the corrupted run
     # intervals of the corrupted run's paired effects (a clean run's LDs would be refused), one path per KV group
-    assert _metrics(app)["Stable in the top-3"] == "3"  # 9 senders in 3 groups: k is the 3 distinct paths
+    assert _metrics(app)["Stable in the top-10"] == "3"  # 9 senders in 3 KV groups: 3 distinct paths, each kept
     detail = next(shown(m.value) for m in app.markdown if m.value.startswith("**Head"))
     change = computed.ld[0, 7] - computed.corrupt_ld  # below 0.0005 here: two significant digits, never "-0.000"
     written = f"{change:+.3f}" if abs(change) >= 0.0005 else f"{change:+.2g}"
