@@ -236,7 +236,7 @@ with detail_col:
             st.markdown(f"**Head {md(selected.label)}** is not a {md(partners[:-1])} of this view.")
         else:
             st.markdown(f"**Head {md(selected.label)}** (KV head {selected.head // info.heads_per_kv:d}): LD with its "
-                        f"path patched {value:.3f}, change {signed_change(value - result.run_ld)}")
+                        f"path patched {value:.3f}, change {md(signed_change(value - result.run_ld))}")
         as_sender = read_head("sender", selected.label, info.n_layers, info.n_heads)[1]
         as_receiver = read_head("receiver", selected.label, info.n_layers, info.n_heads)[1]
         own = st.container(horizontal=True, wrap=True)
