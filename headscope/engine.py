@@ -653,7 +653,7 @@ class LogitDiffEvaluator:
         `prompt_rows`); `ld[group] = ld[group, :] @ task.weights`."""
         own = self._masks(groups)
         if join_layers is None:
-            join_layers = [own.lowest_layer(g) for g in range(len(own))]
+            join_layers = own.lowest_layers()
         if isinstance(self._path, _GeneralPath):  # full forwards: the join layers only order the calls
             return self._path.evaluate(groups, join_layers, per_prompt)
         masks = own if self._base_masks is None else own.union(self._base_masks)

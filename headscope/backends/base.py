@@ -251,27 +251,40 @@ class AblationGroups:
         sites, positions or mixed sources raise UnsupportedIntervention: they need an engine module of their own."""
         out = cls.empty(len(groups), n_layers, n_heads)
         source: ValueSource | None = None
+        heads: tuple[list[int], list[int], list[int]] = ([], [], [])  # group, layer, head of every z edit
+        mlps: tuple[list[int], list[int]] = ([], [])  # group, layer of every MLP edit
         for index, group in enumerate(groups):
             for edit in group.edits:
-                if edit.site.kind not in (SiteKind.Z, SiteKind.MLP_OUT) or edit.positions is not None:
+                site = edit.site
+                if edit.positions is not None or (site.kind is not SiteKind.Z and site.kind is not SiteKind.MLP_OUT):
                     raise UnsupportedIntervention(f"{edit.describe()}: the ablation primitives replace head z and "
                                                   "MLP outputs at every position only.")
-                if source is not None and edit.source != source:
-                    raise UnsupportedIntervention(f"{edit.describe()}: one value source per evaluation "
-                                                  f"({source.kind} given first).")
-                source = edit.source
-                out.mark(index, edit.site.component)
+                if edit.source is not source:
+                    if source is not None and edit.source != source:
+                        raise UnsupportedIntervention(f"{edit.describe()}: one value source per evaluation "
+                                                      f"({source.kind} given first).")
+                    source = edit.source
+                if site.head is None:
+                    mlps[0].append(index)
+                    mlps[1].append(site.layer)
+                else:
+                    heads[0].append(index)
+                    heads[1].append(site.layer)
+                    heads[2].append(site.head)
+        out.heads[heads] = True  # one indexed write for every edit (thousands of groups lower in milliseconds)
+        out.mlps[mlps] = True
         return out, None if source is None else source.kind
 
     def union(self, base: AblationGroups) -> AblationGroups:
         """Every group with base's one group added to it."""
         return AblationGroups(self.heads | base.heads[:1], self.mlps | base.mlps[:1])
 
-    def lowest_layer(self, index: int) -> int:
-        """The lowest layer group `index` touches (the last layer for a group touching none)."""
-        touched = self.heads[index].any(dim=1) | self.mlps[index]
-        layers = torch.nonzero(touched).flatten()
-        return int(layers[0]) if len(layers) else int(self.heads.shape[1]) - 1
+    def lowest_layers(self) -> list[int]:
+        """The lowest layer each group touches (the last layer for a group touching none)."""
+        touched = self.heads.any(dim=2) | self.mlps  # [group, layer]
+        n_layers = int(self.heads.shape[1])
+        first = torch.where(touched.any(dim=1), touched.int().argmax(dim=1), torch.tensor(n_layers - 1))
+        return [int(layer) for layer in first.tolist()]
 
     def layers_touched(self) -> list[int]:
         """Layers in which some group ablates something (ascending)."""
