@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from headscope.backends import BACKENDS, LOCAL_BACKEND_NAMES
+from headscope.cli_args import add_prompt_source
 from headscope.cli_paths import CliSteps, add_paths_parser
 from headscope.durations import readable_duration, time_left
 from headscope.errors import HeadscopeError, InputError
@@ -26,9 +27,6 @@ from headscope.units import UNIT_NAMES, units_help
 if TYPE_CHECKING:
     from headscope.backends.base import Backend
     from headscope.tasks import Dataset
-
-# the built-in tasks (headscope.tasks.TASKS, not imported here: it loads torch, and --help should be instant)
-TASK_HELP = "digits, number-words, months, days, template, step (--step K), decreasing, fibonacci, letters"
 
 EXIT_BAD_INPUT = 2
 
@@ -72,16 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.set_defaults(handler=_cmd_tokens)
 
     ablate = sub.add_parser("ablate", help="ablate every head and MLP on a task; writes the cache the app reads")
-    source = ablate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help="built-in task: " + TASK_HELP)
-    source.add_argument("--dataset", metavar="FILE",
-                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
+    add_prompt_source(ablate)
     ablate.add_argument("--method", default="mean", help=f"{methods_help()} (default: mean)")
-    ablate.add_argument("--n-prompts", type=int, default=None,
-                        help="prompts generated for a built-in task (default 16)")
-    ablate.add_argument("--seed", type=int, default=None,
-                        help="seed for a built-in task's prompts and corrupted prompts (default 0)")
-    ablate.add_argument("--step", type=int, default=None, help="the step of the step task (default 2)")
     ablate.add_argument("--only-correct", action="store_true",
                         help="keep only prompts the model gets right (top-1 correct, P(correct) > 2·P(incorrect))")
     ablate.add_argument("--estimate", action="store_true",
@@ -100,20 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     circuit = sub.add_parser("circuit", help="find the circuit by iterative pruning (exact); writes the cache the app "
                                              "reads")
-    source = circuit.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help="built-in task: " + TASK_HELP)
-    source.add_argument("--dataset", metavar="FILE",
-                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
+    add_prompt_source(circuit, step_help="the step of the step task (default 2): 2 4 6 8 -> 10")
     circuit.add_argument("--method", default="mean", help=f"{methods_help()} (default: mean)")
     circuit.add_argument("--threshold", type=float, default=80.0,
                          help="keep a removal when the circuit still scores ≥ this %% of the clean LD (default 80)")
     circuit.add_argument("--one-pass", action="store_true", help="stop after one pass (default: until a pass "
                                                                    "removes nothing)")
-    circuit.add_argument("--n-prompts", type=int, default=None,
-                         help="prompts generated for a built-in task (default 16)")
-    circuit.add_argument("--seed", type=int, default=None,
-                         help="seed for a built-in task's prompts and corrupted prompts (default 0)")
-    circuit.add_argument("--step", type=int, default=None, help="the step of the step task (default 2): 2 4 6 8 -> 10")
     circuit.add_argument("--estimate", action="store_true",
                          help="an instant ESTIMATE (attribution-ranked greedy pruning) instead of the exact search")
     circuit.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
@@ -124,17 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     dla = sub.add_parser("dla", help="direct logit attribution: each head's, MLP's and the embeddings' direct "
                                      "contribution to the LD at the last position; writes the cache the app reads")
-    source = dla.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help="built-in task: " + TASK_HELP)
-    source.add_argument("--dataset", metavar="FILE",
-                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
-    dla.add_argument("--n-prompts", type=int, default=None,
-                     help="prompts generated for a built-in task (default 16)")
-    dla.add_argument("--seed", type=int, default=None,
-                     help="seed for a built-in task's prompts (default 0)")
-    dla.add_argument("--step", type=int, default=None, help="the step of the step task (default 2)")
+    add_prompt_source(dla, seed_help="seed for a built-in task's prompts (default 0)")
     dla.add_argument("--only-correct", action="store_true",
                      help="keep only prompts the model gets right (top-1 correct, P(correct) > 2·P(incorrect))")
+    dla.add_argument("--per-prompt", action="store_true",
+                     help="each prompt's own contributions: --json adds per_prompt_head_dla (prompts × layers × "
+                          "heads), per_prompt_mlp_dla, per_prompt_embed_dla, per_prompt_bias_dla and "
+                          "per_prompt_clean_ld; the table adds 95%% bootstrap intervals and top-10 stability "
+                          "(1000 resamples, seed 0)")
     dla.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
     _add_model_options(dla)
     dla.set_defaults(handler=_cmd_dla)
@@ -169,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     patterns.set_defaults(handler=_cmd_patterns)
 
     add_paths_parser(sub, CliSteps(_add_model_options, _model_and_dataset, _progress_printer, _clear_progress,
-                                   _check_time),
-                     TASK_HELP)
+                                   _check_time))
 
     prepare = sub.add_parser("prepare", help="convert the embedded model's GGUF once, so later starts are fast")
     prepare.set_defaults(handler=_cmd_prepare)
@@ -332,14 +310,19 @@ def _print_confidence(result) -> None:
     if change is None:
         print("\nno per-prompt values in this result: run it again with --no-cache")
         return
-    confidence = ranking_confidence(change)
+    cells = [(result.cell_label(top.layer, top.head), (top.layer, top.head)) for top in result.top_heads(10)]
+    _print_intervals(ranking_confidence(change), cells, "cell", "change")
+
+
+def _print_intervals(confidence, cells: list, cell_header: str, value_header: str) -> None:
+    """Each (label, index) cell's mean with its bootstrap interval and its top-k stability, one line each."""
     intervals, stability = confidence.intervals, confidence.stability
     print(f"\nconfidence: {intervals.how}; top-{stability.k} stability = share of resamples in the top-{stability.k}")
-    print(f"{'cell':>8}  {'change':>8}  {'95% interval':>19}  {'in top-10':>9}")
-    for top in result.top_heads(10):
-        at = (top.layer, top.head)
+    width = max(8, len(value_header))
+    print(f"{cell_header:>8}  {value_header:>{width}}  {'95% interval':>19}  {'in top-10':>9}")
+    for label, at in cells:
         flag = "  crosses 0" if intervals.crosses_zero[at] else ""
-        print(f"{result.cell_label(*at):>8}  {intervals.mean[at]:>8.3f}  [{intervals.low[at]:>7.3f}, "
+        print(f"{label:>8}  {intervals.mean[at]:>{width}.3f}  [{intervals.low[at]:>7.3f}, "
               f"{intervals.high[at]:>7.3f}]  {stability.frequency[at]:>8.0%}{flag}")
 
 
@@ -427,7 +410,10 @@ def _cmd_dla(args: argparse.Namespace) -> int:
                      progress=_progress_printer(args))
     _clear_progress(args)
     if args.json:
-        print(json.dumps(result.to_json() | {"backend": model.info.backend}))
+        payload = result.to_json() | {"backend": model.info.backend}
+        if not args.per_prompt:
+            payload = {name: value for name, value in payload.items() if not name.startswith("per_prompt_")}
+        print(json.dumps(payload))
         return 0
     origin = "from cache" if result.cached else f"{result.seconds:.1f} s"
     print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "
@@ -444,7 +430,19 @@ def _cmd_dla(args: argparse.Namespace) -> int:
         print(f"{top.layer:>3}.{top.head:<3}  {result.head_dla[top.layer, top.head]:>9.3f}")
     for layer in sorted(range(result.n_layers), key=lambda i: -abs(result.mlp_dla[i]))[:3]:
         print(f"MLP{layer:<4}  {result.mlp_dla[layer]:>9.3f}")
+    if args.per_prompt:
+        _print_dla_confidence(result)
     return 0
+
+
+def _print_dla_confidence(result) -> None:
+    """The top-10 heads by direct effect with their 95 % bootstrap interval and how often each stays in the top-10."""
+    confidence = result.confidence()
+    if confidence is None:
+        print("\nintervals need each prompt's own values from at least two prompts")
+        return
+    _print_intervals(confidence, [(top.label, (top.layer, top.head)) for top in result.top_heads(10)], "head",
+                     "direct LD")
 
 
 def _cmd_lens(args: argparse.Namespace) -> int:
