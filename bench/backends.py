@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from headscope.ablation import exact_sweep, naive_sweep, prepare_dataset
-from headscope.backends.base import AblationGroups, LogitDiffTask, Placement
+from headscope.backends.base import InterventionGroup, LogitDiffTask, Placement, SourceKind, ValueSource
 from headscope.component import Component
 from headscope.loading import ModelRequest, load_model
 from headscope.methods import get_method
@@ -129,11 +129,12 @@ def ndif_sizes(prompts: int, seq_len: int) -> None:
             if not isinstance(error.__cause__, _Captured) and not isinstance(error, _Captured):
                 raise
 
-    request(lambda: backend.ablated_logit_diffs(task, method, AblationGroups.empty(1, n_layers, n_heads)))
+    source = ValueSource(SourceKind(method.source))
+    request(lambda: backend.logit_diffs(task, [InterventionGroup.nothing()]))
     for layer in range(n_layers):
         components = [Component(layer, head) for head in range(n_heads)] + [Component.mlp(layer)]
-        request(lambda c=components: backend.ablated_logit_diffs(
-            task, method, AblationGroups.single_components(c, n_layers, n_heads)))
+        request(lambda c=components: backend.logit_diffs(
+            task, [InterventionGroup.ablating([component], source) for component in c]))
     request(lambda: backend.answer_logits(corrupted, answers))  # the corrupted LD
     requests = backend.requests_sent
 

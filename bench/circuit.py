@@ -127,7 +127,7 @@ def random_task(model, n_prompts: int, seq_len: int, seed: int):
 
 
 def gpu_bench(args: argparse.Namespace) -> None:
-    from headscope.backends.base import AblationGroups
+    from headscope.backends.base import InterventionGroup, SourceKind, ValueSource
     from headscope.circuit import visiting_order
     from headscope.methods import get_method
 
@@ -165,12 +165,12 @@ def gpu_bench(args: argparse.Namespace) -> None:
     spec = get_method(args.method)
     task = logit_diff_task(encoded, spec, deduplicate=False)
     sample = visiting_order(info.n_layers, info.n_heads)[: args.plain_sample]
-    groups = AblationGroups.single_components(sample, info.n_layers, info.n_heads)
-    model.ablated_logit_diffs(task, spec, groups.select([0]))  # warm-up (and the replacement values)
+    groups = [InterventionGroup.ablating([c], ValueSource(SourceKind(spec.source))) for c in sample]
+    model.logit_diffs(task, groups[:1])  # warm-up (and the replacement values)
     sync(model)
     started = time.perf_counter()
-    for index in range(len(sample)):
-        model.ablated_logit_diffs(task, spec, groups.select([index]))
+    for group in groups:
+        model.logit_diffs(task, [group])
     sync(model)
     per_forward = (time.perf_counter() - started) / len(sample)
     forwards = plain_forwards(first, n_components, args.one_pass)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
-from headscope.backends.base import AblationGroups, InterventionGroup, SourceKind, ValueSource
+from headscope.backends.base import InterventionGroup, SourceKind, ValueSource
 from headscope.component import Component, every_component
 from headscope.engine import (
     METRIC,
@@ -247,7 +247,7 @@ def exact_sweep_per_prompt(
                     path=path, chunk=chunk, progress=progress, should_cancel=should_cancel) as evaluator:
         evaluator.timer.add_total(evaluator.setup_units + evaluator.cost([cell.layer for cell, _ in cells]))
         # each group joins at its cell's layer; ld[group, task prompt]
-        per_prompt = evaluator.evaluate_per_prompt(evaluator.interventions_as_groups(groups))
+        per_prompt = evaluator.evaluate_per_prompt(groups)
         clean = evaluator.clean_prompt_lds()  # the fast path computed it on the way
         corrupt = corrupted_ld(model, encoded)
     weights = task.weights.double().cpu().numpy()
@@ -284,12 +284,13 @@ def naive_sweep(
     wanted = list(range(info.n_layers)) if layers is None else layers
     components = [c for c in every_component(info.n_layers, info.n_heads, include_mlp) if c.layer in wanted]
     timer = WorkTimer(len(components), progress, None, model, "The naive sweep")
+    source = ValueSource(SourceKind(spec.source))
     lds = []
     for component in components:
-        groups = AblationGroups.single_components([component], info.n_layers, info.n_heads)
-        lds.append(float(model.ablated_logit_diffs(task, spec, groups, full_forward=True)[0]))
+        group = InterventionGroup.ablating([component], source)
+        lds.append(float(model.logit_diffs(task, [group], full_forward=True)[0]))
         timer.advance(1, component.label)
-    clean = float(model.ablated_logit_diffs(task, spec, AblationGroups.empty(1, info.n_layers, info.n_heads))[0])
+    clean = float(model.logit_diffs(task, [InterventionGroup.nothing()])[0])
     numbers = _numbers_from(components, np.asarray(lds), info.n_layers, info.n_heads, clean, None)
     return numbers.ablated_ld, numbers.mlp_ablated_ld, clean
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from headscope.ablation import attribution_sweep
-from headscope.backends.base import AblationGroups
+from headscope.backends.base import InterventionGroup, SourceKind, ValueSource
 from headscope.circuit_compare import CircuitSet
 from headscope.component import Component, every_component
 from headscope.engine import (
@@ -253,26 +253,33 @@ class _Scorer:
         self.reused = 0
         self.last_batch = 0  # groups the last evaluate() ran (0: every score was known)
         self._known: dict[bytes, float] = {}  # LD by ablated set
+        self._base = (torch.zeros(self.n_layers, self.n_heads, dtype=torch.bool),
+                      torch.zeros(self.n_layers, dtype=torch.bool))  # the pass's removed set
 
     def start_pass(self, heads: torch.Tensor, mlps: torch.Tensor) -> None:
         """The removed set at the start of a pass: heads[layer, head], mlps[layer] (bool)."""
-        self.evaluator.set_base(AblationGroups(heads[None].clone(), mlps[None].clone()))
+        self._base = (heads.clone(), mlps.clone())
+        self.evaluator.set_base(self.evaluator.ablating(_components(heads, mlps)))
 
-    def evaluate(self, groups: AblationGroups, join_layers: Sequence[int]) -> np.ndarray:
-        """ld[group]; every group's components below its join layer must be those of the pass's removed set.
+    def evaluate(self, candidates: _Candidates, join_layers: Sequence[int]) -> np.ndarray:
+        """ld[candidate]; every candidate set's components below its join layer must be those of the pass's removed
+        set (each group handed to the evaluator carries the candidate's components beyond that set).
 
         A set scored before is not run again (a pass that follows one ending in removals at high layers scores
         the components below them on the very circuit the earlier pass did)."""
-        keys = [groups.heads[g].numpy().tobytes() + groups.mlps[g].numpy().tobytes() for g in range(len(groups))]
+        keys = [candidates.key(g) for g in range(len(candidates))]
         todo = [g for g, key in enumerate(keys) if key not in self._known]
-        self.reused += len(groups) - len(todo)
+        self.reused += len(keys) - len(todo)
         self.last_batch = len(todo)
         if todo:
             self.batches += 1
             self.evaluations += len(todo)
             joins = [join_layers[g] for g in todo]
             self.group_blocks += self.blocks(joins)
-            lds = self.evaluator.evaluate(groups.select(todo), joins)
+            base_heads, base_mlps = self._base
+            groups = [self.evaluator.ablating(_components(candidates.heads[g] & ~base_heads,
+                                                          candidates.mlps[g] & ~base_mlps)) for g in todo]
+            lds = self.evaluator.evaluate(groups, joins)
             for g, ld in zip(todo, lds, strict=True):
                 self._known[keys[g]] = float(ld)
         return np.array([self._known[key] for key in keys])
@@ -282,13 +289,36 @@ class _Scorer:
         return self.evaluator.cost(join_layers)
 
 
-def _group_masks(n: int, heads: torch.Tensor, mlps: torch.Tensor) -> AblationGroups:
-    return AblationGroups(heads[None].repeat(n, 1, 1), mlps[None].repeat(n, 1))
+class _Candidates:
+    """Candidate removed sets, one per group: heads[group, layer, head] and mlps[group, layer] (bool), each starting
+    as the current removed set."""
+
+    def __init__(self, n: int, heads: torch.Tensor, mlps: torch.Tensor) -> None:
+        self.heads = heads[None].repeat(n, 1, 1)
+        self.mlps = mlps[None].repeat(n, 1)
+
+    def __len__(self) -> int:
+        return int(self.heads.shape[0])
+
+    def mark(self, index: int, component: Component) -> None:
+        _mark(self.heads[index], self.mlps[index], component)
+
+    def key(self, index: int) -> bytes:
+        return self.heads[index].numpy().tobytes() + self.mlps[index].numpy().tobytes()
+
+
+def _components(heads: torch.Tensor, mlps: torch.Tensor) -> list[Component]:
+    """The components masks heads[layer, head], mlps[layer] name."""
+    return ([Component(int(layer), int(head)) for layer, head in torch.nonzero(heads).tolist()]
+            + [Component.mlp(int(layer)) for layer in torch.nonzero(mlps).flatten().tolist()])
 
 
 def _mark(heads: torch.Tensor, mlps: torch.Tensor, component: Component) -> None:
     """Set a component in masks heads[layer, head], mlps[layer]."""
-    AblationGroups(heads[None], mlps[None]).mark(0, component)
+    if component.head is None:
+        mlps[component.layer] = True
+    else:
+        heads[component.layer, component.head] = True
 
 
 def _remaining_units(components: Iterable[Component], n_layers: int) -> float:
@@ -339,7 +369,7 @@ def _search(
                 window = undecided[: guess.window(undecided)]
                 guessed_by = [guess.guess(c) for c in window]
                 guesses = [g for g, _ in guessed_by]
-                groups = _group_masks(len(window), heads, mlps)
+                groups = _Candidates(len(window), heads, mlps)
                 for index, component in enumerate(window):
                     for earlier, guessed in zip(window[:index], guesses, strict=False):
                         if guessed:
@@ -382,7 +412,7 @@ def _search(
         effects = [last_pass_lds[c] for c in kept]
     elif kept:  # one pass that removed something: score the kept components on the final circuit now
         evaluator.start_pass(heads, mlps)
-        groups = _group_masks(len(kept), heads, mlps)
+        groups = _Candidates(len(kept), heads, mlps)
         for index, component in enumerate(kept):
             groups.mark(index, component)
         effects = list(evaluator.evaluate(groups, [c.layer for c in kept]))
@@ -452,9 +482,14 @@ def plain_circuit(
     info = model.info
     n_layers, n_heads = info.n_layers, info.n_heads
     timer = WorkTimer(n_layers * (n_heads + 1), progress, None, model, "The plain loop")
-    clean = float(model.ablated_logit_diffs(task, spec, AblationGroups.empty(1, n_layers, n_heads))[0])
+    source = ValueSource(SourceKind(spec.source))
+
+    def ld_without(components: Iterable[Component]) -> float:
+        return float(model.logit_diffs(task, [InterventionGroup.ablating(components, source)])[0])
+
+    clean = ld_without(())
     _check_clean(clean)
-    removed = AblationGroups.empty(1, n_layers, n_heads)
+    removed: list[Component] = []
     removals: list[Removal] = []
     passes = evaluations = 0
     current = clean
@@ -463,16 +498,14 @@ def plain_circuit(
         passes += 1
         changed = False
         for component in visiting_order(n_layers, n_heads):
-            if removed.holds(0, component):
+            if component in removed:
                 continue
-            group = AblationGroups(removed.heads.clone(), removed.mlps.clone())
-            group.mark(0, component)
-            ld = float(model.ablated_logit_diffs(task, spec, group)[0])
+            ld = ld_without([*removed, component])
             evaluations += 1
             timer.advance(1, component.label)
             scores[component] = ld
             if 100.0 * ld / clean >= threshold:
-                removed = group
+                removed.append(component)
                 current = ld
                 removals.append(Removal(component.layer, component.head, ld, 100.0 * ld / clean, passes))
                 changed = True
@@ -482,9 +515,7 @@ def plain_circuit(
     effects = []
     for component in kept:
         if changed:  # one pass that removed something: the scores above were taken on earlier circuits
-            group = AblationGroups(removed.heads.clone(), removed.mlps.clone())
-            group.mark(0, component)
-            scores[component] = float(model.ablated_logit_diffs(task, spec, group)[0])
+            scores[component] = ld_without([*removed, component])
             evaluations += 1
         effects.append(KeptEffect(component.layer, component.head, scores[component],
                                   100.0 * scores[component] / clean))

@@ -2,10 +2,11 @@
 components replaced", exactly, on a backend's fast or general path.
 
 `LogitDiffEvaluator` takes a logit-difference task (headscope.backends.base.LogitDiffTask), an ablation method (the
-value source) and groups of components (AblationGroups: which heads' z and which MLP outputs each group replaces).
-It picks the path once, plans prompt and group chunks from the memory budget, holds the model gate (`evaluation`)
-and reports progress and cancellation itself (`WorkTimer`). Analyses (headscope.ablation, headscope.circuit) only
-build groups and read the LDs.
+value source) and InterventionGroups (the vocabulary of headscope.backends.base: which sites each group of rows
+edits, with what). It picks the path once, plans prompt and group chunks from the memory budget, holds the model
+gate (`evaluation`) and reports progress and cancellation itself (`WorkTimer`). Analyses (headscope.ablation,
+headscope.circuit) only build groups and read the LDs. Internally the fast path runs the groups' dense lowering
+(AblationGroups); the general path hands the groups to the backend's `logit_diffs`.
 
 The fast path: one pass over the layers. Each group of rows *joins* the pass at a layer: below that layer its
 residual stream equals a shared entry residual (the run with the evaluator's *base* set ablated: nothing for a sweep,
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,9 +40,12 @@ from headscope.backends.base import (
     InterventionGroup,
     LogitDiffTask,
     MlpEdit,
+    SourceKind,
     UnsupportedIntervention,
+    ValueSource,
     ZEdit,
 )
+from headscope.component import Component
 from headscope.errors import Cancelled, InputError
 from headscope.memory import block_bytes_per_token, element_size, plan_chunks
 from headscope.methods import AblationMethod, get_method
@@ -521,9 +525,8 @@ class _GeneralPath:
     def __init__(self, model: Backend, task: LogitDiffTask, method: AblationMethod, timer: WorkTimer,
                  chunk: int | None) -> None:
         self.model, self.task, self.method, self.timer, self.chunk = model, task, method, timer, chunk
-        info = model.info
-        self.n_layers = info.n_layers
-        self.base = AblationGroups.empty(1, info.n_layers, info.n_heads)
+        self.n_layers = model.info.n_layers
+        self.base = InterventionGroup.nothing()
 
     @property
     def setup_units(self) -> float:
@@ -532,50 +535,53 @@ class _GeneralPath:
     def cost(self, join_layers: Sequence[int]) -> int:
         return self.n_layers * len(join_layers)  # full forwards
 
-    def set_base(self, base: AblationGroups | None) -> None:
-        info = self.model.info
-        self.base = base if base is not None else AblationGroups.empty(1, info.n_layers, info.n_heads)
+    def set_base(self, base: InterventionGroup | None) -> None:
+        self.base = base if base is not None else InterventionGroup.nothing()
 
     def base_ld(self) -> float:
-        ld = float(self.model.ablated_logit_diffs(self.task, self.method, self.base)[0])
+        ld = float(self.model.logit_diffs(self.task, [self.base])[0])
         self.timer.advance(self.n_layers, "the clean run")
         return ld
 
     def base_prompt_lds(self) -> np.ndarray:
-        lds = self.model.ablated_logit_diffs(self.task, self.method, self.base, per_prompt=True)[0]
+        lds = self.model.logit_diffs(self.task, [self.base], per_prompt=True)[0]
         self.timer.advance(self.n_layers, "the clean run")
         return np.asarray(lds, dtype=np.float64)
 
-    def evaluate(self, groups: AblationGroups, join_layers: Sequence[int], per_prompt: bool = False) -> np.ndarray:
+    def evaluate(self, groups: Sequence[InterventionGroup], join_layers: Sequence[int], per_prompt: bool = False
+                 ) -> np.ndarray:
         lds = np.zeros((len(groups), self.task.n_prompts) if per_prompt else len(groups))
         for layer in sorted(set(join_layers)):
             positions = [g for g, at in enumerate(join_layers) if at == layer]
             step = self.chunk or len(positions)
             for start in range(0, len(positions), step):
                 part = positions[start:start + step]
-                lds[part] = self._call(groups.select(part), f"layer {layer}: full forward passes", per_prompt)
+                lds[part] = self._call([self.base.with_edits_of(groups[g]) for g in part],
+                                       f"layer {layer}: full forward passes", per_prompt)
         return lds
 
-    def _call(self, groups: AblationGroups, message: str, per_prompt: bool = False) -> np.ndarray:
+    def _call(self, groups: Sequence[InterventionGroup], message: str, per_prompt: bool = False) -> np.ndarray:
         done = [0]
 
         def progress(groups_done: int) -> None:
             self.timer.advance((groups_done - done[0]) * self.n_layers, message)
             done[0] = groups_done
 
-        lds = self.model.ablated_logit_diffs(self.task, self.method, groups, progress=progress, per_prompt=per_prompt)
+        lds = self.model.logit_diffs(self.task, groups, progress=progress, per_prompt=per_prompt)
         if done[0] < len(groups):
             self.timer.advance((len(groups) - done[0]) * self.n_layers, message)
         return lds
 
 
 class LogitDiffEvaluator:
-    """ld[group]: the task's LD with each group's components replaced by the method's values at every position.
+    """ld[group]: the task's LD with each InterventionGroup's edits applied (their value source must be the
+    method's).
 
-    `set_base(group)` names the set every following group ablates below its join layer (the fast path reuses the
-    residual stream of that run); `evaluate(groups, join_layers)` scores groups, each joining at its layer (default:
-    the lowest layer it touches); `clean_ld()` is the LD with nothing ablated. Work is counted in group-blocks
-    (`cost`, `setup_units`) on `timer`, whose total a caller sets or adds to."""
+    `set_base(group)` names edits every following group carries as well (the fast path reuses the residual stream of
+    that run below each group's join layer: nothing for a sweep, the current circuit for a circuit search);
+    `evaluate(groups, join_layers)` scores groups, each joining at its layer (default: the lowest layer its own edits
+    touch); `clean_ld()` is the LD with nothing edited. Work is counted in group-blocks (`cost`, `setup_units`) on
+    `timer`, whose total a caller sets or adds to."""
 
     def __init__(self, model: Backend, task: LogitDiffTask, method: AblationMethod, timer: WorkTimer, *,
                  path: str = "auto", chunk: int | None = None, subject: str = "The ablation") -> None:
@@ -584,12 +590,14 @@ class LogitDiffEvaluator:
         self.model, self.task, self.method, self.timer = model, task, method, timer
         info = model.info
         self.n_layers, self.n_heads = info.n_layers, info.n_heads
+        self.source = ValueSource(SourceKind(method.source))  # the value source of every edit evaluated here
         runner = fast_runner(model, task.seq_len, required=path == "fast")  # None: no block loop, or prompts
         self._path: _FastPath | _GeneralPath                               # beyond a sliding window
         if runner is not None and path != "general":
             self._path = _FastPath(model, runner, task, method, timer, chunk, subject)
         else:
             self._path = _GeneralPath(model, task, method, timer, chunk)
+        self._base_masks: AblationGroups | None = None
 
     @property
     def path(self) -> str:
@@ -605,63 +613,67 @@ class LogitDiffEvaluator:
         """Group-blocks that groups joining at these layers cost (per prompt)."""
         return self._path.cost(join_layers)
 
-    def set_base(self, base: AblationGroups | None) -> None:
-        """base: one group (the set shared below every join layer), or None for the clean run."""
-        if base is not None and not (bool(base.heads.any()) or bool(base.mlps.any())):
+    def ablating(self, components: Iterable[Component]) -> InterventionGroup:
+        """A group replacing each component's output by this evaluation's value source (an ablation)."""
+        return InterventionGroup.ablating(components, self.source)
+
+    def _masks(self, groups: Sequence[InterventionGroup]) -> AblationGroups:
+        """The groups' dense lowering, after checking their value source is this evaluation's."""
+        masks, source = AblationGroups.from_groups(groups, self.n_layers, self.n_heads)
+        if source is not None and source != self.source.kind:
+            raise UnsupportedIntervention(f"These groups take their values from {source}; this evaluation from "
+                                          f"{self.source.kind} ({self.method.name} ablation).")
+        return masks
+
+    def set_base(self, base: InterventionGroup | None) -> None:
+        """base: edits every following group carries (the set shared below every join layer), or None for the
+        clean run."""
+        if base is not None and not base.edits:
             base = None  # an empty set is the clean run
-        self._path.set_base(base)
+        masks = None if base is None else self._masks([base])
+        self._base_masks = masks
+        if isinstance(self._path, _FastPath):
+            self._path.set_base(masks)
+        else:
+            self._path.set_base(base)
 
     def clean_ld(self) -> float:
-        self._path.set_base(None)
+        self.set_base(None)
         return self._path.base_ld()
 
     def base_ld(self) -> float:
         """The LD with the base set ablated."""
         return self._path.base_ld()
 
-    def evaluate(self, groups: AblationGroups, join_layers: Sequence[int] | None = None) -> np.ndarray:
-        """ld[group] (float64). A group's components below its join layer must be the base set's."""
+    def evaluate(self, groups: Sequence[InterventionGroup], join_layers: Sequence[int] | None = None, *,
+                 per_prompt: bool = False) -> np.ndarray:
+        """ld[group] (float64), each group's edits applied on top of the base's. Below its join layer a group's own
+        edits must be none (default join: the lowest layer they touch). per_prompt: ld[group, prompt], each task
+        prompt's own logit difference (its weight not applied; expand to the dataset's prompts with
+        `prompt_rows`); `ld[group] = ld[group, :] @ task.weights`."""
+        own = self._masks(groups)
         if join_layers is None:
-            join_layers = [_lowest_layer(groups, g) for g in range(len(groups))]
-        return self._path.evaluate(groups, join_layers)
+            join_layers = own.lowest_layers()
+        if isinstance(self._path, _GeneralPath):  # full forwards: the join layers only order the calls
+            return self._path.evaluate(groups, join_layers, per_prompt)
+        masks = own if self._base_masks is None else own.union(self._base_masks)
+        return self._path.evaluate(masks, join_layers, per_prompt)
 
-    def evaluate_per_prompt(self, groups: AblationGroups, join_layers: Sequence[int] | None = None) -> np.ndarray:
-        """ld[group, prompt] (float64): each task prompt's own logit difference (its weight not applied; expand to
-        the dataset's prompts with `prompt_rows`). `ld[group] = ld[group, :] @ task.weights`."""
-        if join_layers is None:
-            join_layers = [_lowest_layer(groups, g) for g in range(len(groups))]
-        return self._path.evaluate(groups, join_layers, per_prompt=True)
+    def evaluate_per_prompt(self, groups: Sequence[InterventionGroup], join_layers: Sequence[int] | None = None
+                            ) -> np.ndarray:
+        """ld[group, prompt] (float64): `evaluate(..., per_prompt=True)`."""
+        return self.evaluate(groups, join_layers, per_prompt=True)
 
     def clean_prompt_lds(self) -> np.ndarray:
-        """ld[prompt] (float64) with nothing ablated: each task prompt's own logit difference."""
-        self._path.set_base(None)
+        """ld[prompt] (float64) with nothing edited: each task prompt's own logit difference."""
+        self.set_base(None)
         return self._path.base_prompt_lds()
-
-    def interventions_as_groups(self, groups: Sequence[InterventionGroup]) -> AblationGroups:
-        """The dense form of groups stated in the intervention vocabulary; their value source must be this
-        evaluator's method's."""
-        masks, source = AblationGroups.from_groups(groups, self.n_layers, self.n_heads)
-        if source is not None and source != self.method.source:
-            raise UnsupportedIntervention(f"These groups take their values from {source}; this evaluation from "
-                                          f"{self.method.source} ({self.method.name} ablation).")
-        return masks
-
-    def evaluate_interventions(self, groups: Sequence[InterventionGroup]) -> np.ndarray:
-        """ld[group] for groups stated in the intervention vocabulary, each joining at its lowest edited layer.
-        Their value source must be this evaluator's method's."""
-        return self.evaluate(self.interventions_as_groups(groups))
 
 
 def _same_set(a: AblationGroups | None, b: AblationGroups | None) -> bool:
     if a is None or b is None:
         return a is b
     return bool(torch.equal(a.heads, b.heads) and torch.equal(a.mlps, b.mlps))
-
-
-def _lowest_layer(groups: AblationGroups, index: int) -> int:
-    touched = groups.heads[index].any(dim=1) | groups.mlps[index]
-    layers = torch.nonzero(touched).flatten()
-    return int(layers[0]) if len(layers) else int(groups.heads.shape[1]) - 1
 
 
 @contextlib.contextmanager

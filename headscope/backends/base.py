@@ -5,12 +5,14 @@ A backend wraps one loaded model (TransformerLens' TransformerBridge, nnsight lo
 hooks, modules or weights. Each primitive says what it returns, with shapes in names or docstrings
 (`pattern[batch, head, dest, src]`). Positions always count the model's real input, BOS included.
 
-Two paths for ablations:
-- the general path, `ablated_logit_diffs`: one batched forward in which each group of rows ablates its own set of
-  components. Every backend offers it, remote ones included (the replacement values never leave the backend);
-- the fast path, `block_runner` (optional): block-by-block execution from a given residual, so an engine can reuse the
-  residual stream below the layer it ablates. A backend offers it only where it has checked, at load, that its block
-  loop reproduces its own full forward.
+Interventions are data (the vocabulary below: Site, ValueSource, Edit, InterventionGroup). Two paths run them:
+- the general path, `logit_diffs(task, groups)`: "run these InterventionGroups, return the LD per group (per prompt
+  optionally)", one batched forward in which each group of rows carries its own edits. Every backend offers it,
+  remote ones included (the replacement values never leave the backend). Backends lower the groups to a dense mask
+  (AblationGroups, `masked_logit_diffs`) for speed; that lowering is theirs, no engine states masks;
+- the fast path, `block_runner` (optional): block-by-block execution from a given residual, so the evaluator
+  (headscope.engine) can reuse the residual stream below the layer a group edits. A backend offers it only where it
+  has checked, at load, that its block loop reproduces its own full forward.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,10 +30,8 @@ from headscope.backends import BACKENDS
 from headscope.backends.bos import BosPolicy
 from headscope.component import Component
 from headscope.memory import activation_budget, chunk_target_bytes
+from headscope.methods import AblationMethod, method_for_source
 from headscope.sharing import ModelGate
-
-if TYPE_CHECKING:
-    from headscope.methods import AblationMethod
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,9 @@ class LogitDiffTask:
 
 @dataclass(frozen=True)
 class AblationGroups:
-    """Which components each group of rows ablates: heads[group, layer, head] and mlps[group, layer] (bool, CPU).
+    """The backends' dense lowering of InterventionGroups that replace head z and MLP outputs: which components each
+    group of rows ablates, heads[group, layer, head] and mlps[group, layer] (bool, CPU). Engines state
+    InterventionGroups; the backends and the evaluator's fast path run this form (`from_groups`).
 
     A group runs every prompt of the task once; group-major rows (group 0's prompts first).
     """
@@ -249,17 +251,40 @@ class AblationGroups:
         sites, positions or mixed sources raise UnsupportedIntervention: they need an engine module of their own."""
         out = cls.empty(len(groups), n_layers, n_heads)
         source: ValueSource | None = None
+        heads: tuple[list[int], list[int], list[int]] = ([], [], [])  # group, layer, head of every z edit
+        mlps: tuple[list[int], list[int]] = ([], [])  # group, layer of every MLP edit
         for index, group in enumerate(groups):
             for edit in group.edits:
-                if edit.site.kind not in (SiteKind.Z, SiteKind.MLP_OUT) or edit.positions is not None:
+                site = edit.site
+                if edit.positions is not None or (site.kind is not SiteKind.Z and site.kind is not SiteKind.MLP_OUT):
                     raise UnsupportedIntervention(f"{edit.describe()}: the ablation primitives replace head z and "
                                                   "MLP outputs at every position only.")
-                if source is not None and edit.source != source:
-                    raise UnsupportedIntervention(f"{edit.describe()}: one value source per evaluation "
-                                                  f"({source.kind} given first).")
-                source = edit.source
-                out.mark(index, edit.site.component)
+                if edit.source is not source:
+                    if source is not None and edit.source != source:
+                        raise UnsupportedIntervention(f"{edit.describe()}: one value source per evaluation "
+                                                      f"({source.kind} given first).")
+                    source = edit.source
+                if site.head is None:
+                    mlps[0].append(index)
+                    mlps[1].append(site.layer)
+                else:
+                    heads[0].append(index)
+                    heads[1].append(site.layer)
+                    heads[2].append(site.head)
+        out.heads[heads] = True  # one indexed write for every edit (thousands of groups lower in milliseconds)
+        out.mlps[mlps] = True
         return out, None if source is None else source.kind
+
+    def union(self, base: AblationGroups) -> AblationGroups:
+        """Every group with base's one group added to it."""
+        return AblationGroups(self.heads | base.heads[:1], self.mlps | base.mlps[:1])
+
+    def lowest_layers(self) -> list[int]:
+        """The lowest layer each group touches (the last layer for a group touching none)."""
+        touched = self.heads.any(dim=2) | self.mlps  # [group, layer]
+        n_layers = int(self.heads.shape[1])
+        first = torch.where(touched.any(dim=1), touched.int().argmax(dim=1), torch.tensor(n_layers - 1))
+        return [int(layer) for layer in first.tolist()]
 
     def layers_touched(self) -> list[int]:
         """Layers in which some group ablates something (ascending)."""
@@ -379,6 +404,15 @@ class InterventionGroup:
     def ablating(cls, components: Iterable[Component], source: ValueSource) -> InterventionGroup:
         """Each component's output replaced by the source at every position (an ablation)."""
         return cls(frozenset(Edit(Site.output_of(c), source) for c in components))
+
+    @classmethod
+    def nothing(cls) -> InterventionGroup:
+        """No edit: the run itself."""
+        return cls(frozenset())
+
+    def with_edits_of(self, other: InterventionGroup) -> InterventionGroup:
+        """This group's edits and other's together."""
+        return InterventionGroup(self.edits | other.edits) if other.edits else self
 
 
 @dataclass(frozen=True)
@@ -663,8 +697,34 @@ class Backend(ABC):
 
     # ------------------------------------------------------------------------------------------------ ablation
 
+    def logit_diffs(
+        self,
+        task: LogitDiffTask,
+        groups: Sequence[InterventionGroup],
+        progress: Callable[[int], None] | None = None,
+        *,
+        full_forward: bool = False,
+        per_prompt: bool = False,
+    ) -> np.ndarray:
+        """ld[group] (float64): the task's LD with each group's edits applied (the general path), one batched
+        forward per chunk of groups. per_prompt: ld[group, prompt] instead, each prompt's own logit[correct] −
+        logit[incorrect] (unweighted).
+
+        The edits' values come from the task's corrupted prompts (their ValueSource: zero, mean, paired) and stay
+        inside the backend. A group with no edit gives the clean LD. `progress(groups_done)` is called between
+        batches, and the model is held only per batch, so other sessions' short requests get in between.
+        `full_forward` runs the model's own forward to the logits of every position, as a notebook loop does (the
+        naive reference); otherwise a backend may stop at the final residual and compute only the two answer
+        logits. Sites the backends run today: head z and MLP outputs at every position, one value source per call
+        (others raise UnsupportedIntervention)."""
+        info = self.info
+        masks, source = AblationGroups.from_groups(groups, info.n_layers, info.n_heads)
+        method = method_for_source(source if source is not None else SourceKind.ZERO)
+        return self.masked_logit_diffs(task, method, masks, progress, full_forward=full_forward,
+                                       per_prompt=per_prompt)
+
     @abstractmethod
-    def ablated_logit_diffs(
+    def masked_logit_diffs(
         self,
         task: LogitDiffTask,
         method: AblationMethod,
@@ -674,15 +734,8 @@ class Backend(ABC):
         full_forward: bool = False,
         per_prompt: bool = False,
     ) -> np.ndarray:
-        """ld[group] (float64): LD with each group's components ablated at every position (the general path).
-        per_prompt: ld[group, prompt] instead, each prompt's own logit[correct] − logit[incorrect] (unweighted).
-
-        Replacement values come from the task's corrupted prompts through `method`; they stay inside the backend.
-        A group ablating nothing gives the clean LD. `progress(groups_done)` is called between batches, and the
-        model is held only per batch, so other sessions' short requests get in between. `full_forward` runs the
-        model's own forward to the logits of every position, as a notebook loop does (the naive reference);
-        otherwise a backend may stop at the final residual and compute only the two answer logits.
-        """
+        """`logit_diffs` on the groups' dense lowering (each group's components replaced by `method`'s values at
+        every position): what each backend implements. Engines call `logit_diffs`."""
 
     @abstractmethod
     def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:

@@ -320,7 +320,7 @@ class BridgeBackend(Backend):
         return values
 
     @torch.inference_mode()
-    def ablated_logit_diffs(
+    def masked_logit_diffs(
         self,
         task: LogitDiffTask,
         method: AblationMethod,

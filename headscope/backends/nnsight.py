@@ -344,7 +344,7 @@ class NnsightBackend(Backend):
             corrupted = corrupted[rows]
         return CorruptedRows(corrupted, int(corrupted.shape[0]))
 
-    def ablated_logit_diffs(
+    def masked_logit_diffs(
         self,
         task: LogitDiffTask,
         method: AblationMethod,

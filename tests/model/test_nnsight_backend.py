@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from headscope.ablation import attribution_sweep, exact_sweep, logit_diff_task, prepare_dataset, run_sweep
-from headscope.backends.base import AblationGroups
+from headscope.backends.base import InterventionGroup, SourceKind, ValueSource
 from headscope.component import Component
 from headscope.loading import ModelRequest, load_model
 from headscope.methods import get_method
@@ -77,10 +77,10 @@ def test_predictions_match(embedded_model, nnsight_backends):
         torch.testing.assert_close(summary.logits_at, ref_summary.logits_at, atol=TOL, rtol=0)
 
 
-def _layer_groups(n_layers, n_heads):
+def _layer_groups(n_heads, source):
     """One group per head and per MLP of LAYERS."""
     components = [Component(layer, head) for layer in LAYERS for head in [*range(n_heads), None]]
-    return AblationGroups.single_components(components, n_layers, n_heads)
+    return [InterventionGroup.ablating([component], source) for component in components]
 
 
 def _hooked_ld(hf, encoded, heads, mlps, method):
@@ -129,17 +129,18 @@ def test_ablations_match_the_bridge(embedded_model, nnsight_backends, digits, me
     info = embedded_model.info
     spec = get_method(method)
     task = logit_diff_task(digits, spec)
-    groups = _layer_groups(info.n_layers, info.n_heads)
-    circuit = AblationGroups.empty(2, info.n_layers, info.n_heads)  # several components; nothing
-    circuit.heads[0, 2, 1] = circuit.heads[0, 9, 4] = circuit.heads[0, 9, 5] = circuit.mlps[0, 5] = True
-    expected = embedded_model.ablated_logit_diffs(task, spec, groups)
-    expected_circuit = embedded_model.ablated_logit_diffs(task, spec, circuit)
+    source = ValueSource(SourceKind(spec.source))
+    groups = _layer_groups(info.n_heads, source)
+    circuit = [InterventionGroup.ablating([Component(2, 1), Component(9, 4), Component(9, 5), Component.mlp(5)],
+                                          source), InterventionGroup.nothing()]  # several components; nothing
+    expected = embedded_model.logit_diffs(task, groups)
+    expected_circuit = embedded_model.logit_diffs(task, circuit)
     for name, model in nnsight_backends.items():
         sent = model.requests_sent
-        got = model.ablated_logit_diffs(task, spec, groups)
+        got = model.logit_diffs(task, groups)
         assert model.requests_sent == sent + 1, name  # all 20 ablations in one trace
         np.testing.assert_allclose(got, expected, atol=TOL, rtol=0, err_msg=name)
-        np.testing.assert_allclose(model.ablated_logit_diffs(task, spec, circuit), expected_circuit, atol=TOL,
+        np.testing.assert_allclose(model.logit_diffs(task, circuit), expected_circuit, atol=TOL,
                                    rtol=0, err_msg=name)
     assert np.abs(expected - expected_circuit[1]).max() > 0.05  # the ablations move LD (equality is not trivial)
 
@@ -149,14 +150,13 @@ def test_ablations_match_plain_hooks(nnsight_backends, embedded_reference, digit
     spec = get_method(method)
     task = logit_diff_task(digits, spec, deduplicate=False)
     hf = embedded_reference  # an untouched transformers copy: no backend's model object, hooked by no library
-    groups = AblationGroups.empty(3, 30, 9)
-    groups.heads[0, 5, 2] = True
-    groups.mlps[1, 14] = True
-    groups.heads[2, 2, 1] = groups.heads[2, 9, 4] = groups.mlps[2, 5] = True
+    source = ValueSource(SourceKind(spec.source))
+    groups = [InterventionGroup.ablating(components, source) for components in
+              ([Component(5, 2)], [Component.mlp(14)], [Component(2, 1), Component(9, 4), Component.mlp(5)])]
     expected = [_hooked_ld(hf, digits, [(5, 2)], [], method), _hooked_ld(hf, digits, [], [14], method),
                 _hooked_ld(hf, digits, [(2, 1), (9, 4)], [5], method)]
     for name, model in nnsight_backends.items():
-        np.testing.assert_allclose(model.ablated_logit_diffs(task, spec, groups), expected, atol=TOL, rtol=0,
+        np.testing.assert_allclose(model.logit_diffs(task, groups), expected, atol=TOL, rtol=0,
                                    err_msg=name)
 
 

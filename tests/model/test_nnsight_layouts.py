@@ -21,8 +21,9 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from headscope.backends.base import AblationGroups, LogitDiffTask, Placement
+from headscope.backends.base import InterventionGroup, LogitDiffTask, Placement, SourceKind, ValueSource
 from headscope.backends.nnsight import NnsightBackend
+from headscope.component import Component
 from headscope.errors import ModelLoadError
 from headscope.loading import embedded_converted_folder
 from headscope.methods import get_method
@@ -224,10 +225,11 @@ def test_ablation_equals_hand_written_hooks(family_model, method):
     answers = torch.randint(0, 1000, (3, 2), generator=generator)
     task = LogitDiffTask(clean, corrupted, answers[:, 0], answers[:, 1], torch.full((3,), 1 / 3))
     # three groups: one head; two heads of different layers plus an MLP (as a circuit search asks); nothing
-    groups = AblationGroups.empty(3, N_LAYERS, N_HEADS)
-    groups.heads[0, 1, 2] = True
-    groups.heads[1, 0, 3] = groups.heads[1, 2, 0] = groups.mlps[1, 1] = True
-    lds = backend.ablated_logit_diffs(task, get_method(method), groups)
+    source = ValueSource(SourceKind(get_method(method).source))
+    groups = [InterventionGroup.ablating([Component(1, 2)], source),
+              InterventionGroup.ablating([Component(0, 3), Component(2, 0), Component.mlp(1)], source),
+              InterventionGroup.nothing()]
+    lds = backend.logit_diffs(task, groups)
     expected = [
         _hooked_ld(family, model, clean, corrupted, answers, [(1, 2)], [], method),
         _hooked_ld(family, model, clean, corrupted, answers, [(0, 3), (2, 0)], [1], method),

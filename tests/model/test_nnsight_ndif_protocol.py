@@ -24,7 +24,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from headscope.backends.base import AblationGroups, LogitDiffTask, Placement
+from headscope.backends.base import InterventionGroup, LogitDiffTask, Placement, SourceKind, ValueSource
 from headscope.backends.ndif import NdifRun, NdifTarget, RemoteJobError
 from headscope.backends.nnsight import NnsightBackend
 from headscope.component import Component
@@ -194,11 +194,12 @@ def _task():
 def test_remote_numbers_equal_local_ones(tiny_pair):
     local, remote, ndif = tiny_pair
     task = _task()
-    groups = AblationGroups.single_components([Component(1, h) for h in range(4)] + [Component.mlp(1)], 3, 4)
     for method in ("zero", "mean", "resample"):
-        spec = get_method(method)
-        np.testing.assert_allclose(remote.ablated_logit_diffs(task, spec, groups),
-                                   local.ablated_logit_diffs(task, spec, groups), atol=1e-5, rtol=0)  # LDs ~1, float32
+        source = ValueSource(SourceKind(get_method(method).source))
+        groups = [InterventionGroup.ablating([c], source) for c in [Component(1, h) for h in range(4)]
+                  + [Component.mlp(1)]]
+        np.testing.assert_allclose(remote.logit_diffs(task, groups),
+                                   local.logit_diffs(task, groups), atol=1e-5, rtol=0)  # LDs ~1, float32
     torch.testing.assert_close(remote.answer_logits(task.clean, task.answer_ids),
                                local.answer_logits(task.clean, task.answer_ids))
     keep = lambda layer, pattern: pattern[0].clone()  # noqa: E731 (shipped by value to the server)

@@ -9,7 +9,7 @@ import torch
 from transformer_lens.patching import generic_activation_patch, layer_head_vector_patch_setter
 
 from headscope.ablation import exact_sweep, prepare_dataset, run_sweep
-from headscope.backends.base import AblationGroups
+from headscope.backends.base import InterventionGroup, SourceKind, ValueSource
 from headscope.component import Component
 from headscope.engine import check_method, evaluation, logit_diff_task, prompt_rows
 from headscope.results_cache import ResultsCache
@@ -51,8 +51,7 @@ def embedded_case(embedded_model):
 def _evaluated(model, encoded, heads, path):
     spec = check_method("resample", encoded)
     task = logit_diff_task(encoded, spec)  # a repeated prompt is one run, weighted by its count
-    info = model.info
-    groups = AblationGroups.single_components(heads, info.n_layers, info.n_heads)
+    groups = [InterventionGroup.ablating([head], ValueSource(SourceKind(spec.source))) for head in heads]
     with evaluation(model, task, spec, label="a test", what="The test", subject="The test", path=path) as evaluator:
         assert evaluator.path == path
         per_task = evaluator.evaluate_per_prompt(groups)

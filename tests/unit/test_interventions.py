@@ -47,6 +47,20 @@ def test_a_group_of_several_components_and_an_empty_group():
     assert AblationGroups.from_groups([InterventionGroup(frozenset())], 3, 4)[1] is None
 
 
+def test_groups_add_to_a_base_and_join_at_their_lowest_layer():
+    base = InterventionGroup.ablating([Component(2, 0)], MEAN)
+    own = [InterventionGroup.ablating([Component(1, 3), Component.mlp(2)], MEAN), InterventionGroup.nothing(),
+           InterventionGroup.ablating([Component.mlp(0)], MEAN)]
+    masks, _ = AblationGroups.from_groups(own, 3, 4)
+    assert masks.lowest_layers() == [1, 2, 0]  # a group editing nothing joins at the last layer
+    base_masks, _ = AblationGroups.from_groups([base], 3, 4)
+    merged = masks.union(base_masks)
+    assert all(bool(merged.heads[g, 2, 0]) for g in range(3)) and bool(merged.heads[0, 1, 3])
+    assert int(merged.heads.sum() + merged.mlps.sum()) == 3 + 3  # each group's own edits plus the base's one
+    lowered, _ = AblationGroups.from_groups([base.with_edits_of(group) for group in own], 3, 4)
+    assert torch.equal(lowered.heads, merged.heads) and torch.equal(lowered.mlps, merged.mlps)
+
+
 def test_what_the_ablation_primitives_do_not_run_is_refused_by_name():
     q_input = Edit(Site(SiteKind.Q_INPUT, 2, 1), ValueSource(SourceKind.PAIRED))
     with pytest.raises(UnsupportedIntervention, match=r"q_input of 2\.1"):
