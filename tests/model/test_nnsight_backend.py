@@ -3,8 +3,6 @@ NDIF with local modules hidden, then run here), on the embedded model, to 1e-4 i
 show; the ablations also against plain PyTorch hooks on the HF modules."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from headscope.patterns import compute_patterns
 from headscope.predict import analyze_prompt
 from headscope.scores import score_heads
 from headscope.tasks import build_task_dataset
-from tests.pinned import cpu_env
+from tests.cli_in_process import run_cli
 
 TOL = 1e-4
 LAYERS = [0, 29]  # the default run checks these layers' heads and MLPs; the slow test every layer
@@ -226,17 +224,17 @@ def test_full_exact_sweep_matches_the_bridge(embedded_model, nnsight_backends, d
         assert got.clean_ld == pytest.approx(reference.clean_ld, abs=TOL)
 
 
-def _cli_json(*args):
-    env = cpu_env()
-    done = subprocess.run([sys.executable, "-m", "headscope", *args, "--json"], capture_output=True, text=True,
-                          env=env, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+def test_cli_tokens_with_the_nnsight_backend(capsys, cli_shares_the_embedded_model):
+    """In-process (tests/cli_in_process.py), pinned to the CPU as the subprocesses were; the bridge's answer comes
+    from the session's embedded model, nnsight's from a model the command loads itself."""
 
+    def cli_json(*args):
+        done = run_cli(capsys, [*args, "--device", "cpu", "--json"])
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
 
-def test_cli_tokens_with_the_nnsight_backend():
-    nnsight = _cli_json("tokens", "1 2 3 4 ", "--answer", "5", "--backend", "nnsight")
-    bridge = _cli_json("tokens", "1 2 3 4 ", "--answer", "5")
+    nnsight = cli_json("tokens", "1 2 3 4 ", "--answer", "5", "--backend", "nnsight")
+    bridge = cli_json("tokens", "1 2 3 4 ", "--answer", "5")
     assert nnsight["backend"] == "nnsight" and bridge["backend"] == "bridge"
     assert [p["id"] for p in nnsight["top_k"]] == [p["id"] for p in bridge["top_k"]]
     np.testing.assert_allclose([p["logit"] for p in nnsight["top_k"]], [p["logit"] for p in bridge["top_k"]],
