@@ -1,7 +1,7 @@
 """headscope's CLI run in this process (headscope.cli.main, what `python -m headscope` calls): a process per case would
 spend seconds importing torch (and loading the embedded model again) for what the command prints. The real process's
-exit code and stderr are checked by the real-process cases in tests/model/test_cli_bad_input.py, test_cli_tokens.py's
-table and unknown-option cases, and tests/model/test_package.py."""
+exit code and stderr are checked by the real-process cases in tests/model/test_cli_bad_input.py and test_cli_tokens.py's
+table and unknown-option cases (and, in the slow run and .ci/run, by the installed package's command)."""
 
 from dataclasses import dataclass
 

@@ -97,7 +97,8 @@ def cli_shares_the_embedded_model(monkeypatch, embedded_model):
     """The CLI run in this process (tests/cli_in_process.py) answers a request for the embedded model on the CPU (the
     default: "auto" is the CPU in float32 where the subprocesses ran, with no CUDA device visible) with the session's
     copy instead of loading its own (seconds per command). Every other request loads as the command would; the load
-    from the command line itself is checked by real processes (test_cli_tokens.py, test_package.py)."""
+    from the command line itself is checked by real processes (test_cli_tokens.py's table case, test_cli_bad_input.py;
+    in the slow run and .ci/run, the installed package's command)."""
     import headscope.cli as cli
 
     load = cli.load_for_cli

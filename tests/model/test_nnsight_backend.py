@@ -25,7 +25,8 @@ LAYERS = [0, 29]  # the default run checks these layers' heads and MLPs; the slo
 
 @pytest.fixture(scope="module")
 def nnsight_local():
-    return load_model(ModelRequest(backend="nnsight"))
+    # pinned: "auto" would be CUDA float16 on a GPU machine, against the bridge's CPU float32 numbers
+    return load_model(ModelRequest(device="cpu", dtype="float32", backend="nnsight"))
 
 
 @pytest.fixture(scope="module")
@@ -224,9 +225,15 @@ def test_full_exact_sweep_matches_the_bridge(embedded_model, nnsight_backends, d
         assert got.clean_ld == pytest.approx(reference.clean_ld, abs=TOL)
 
 
-def test_cli_tokens_with_the_nnsight_backend(capsys, cli_shares_the_embedded_model):
+def test_cli_tokens_with_the_nnsight_backend(capsys, monkeypatch, cli_shares_the_embedded_model, nnsight_local):
     """In-process (tests/cli_in_process.py), pinned to the CPU as the subprocesses were; the bridge's answer comes
-    from the session's embedded model, nnsight's from a model the command loads itself."""
+    from the session's embedded model, nnsight's from this module's nnsight copy of it (what --backend asked for
+    reaches the load: the answers say which backend gave them)."""
+    import headscope.cli as cli
+
+    bridge_or_load = cli.load_for_cli
+    monkeypatch.setattr(cli, "load_for_cli", lambda args: nnsight_local if (
+        args.model == "embedded" and cli.backend_for(args) == "nnsight") else bridge_or_load(args))
 
     def cli_json(*args):
         done = run_cli(capsys, [*args, "--device", "cpu", "--json"])
