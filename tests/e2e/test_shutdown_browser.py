@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import signal
 
-import pytest
-
 from tests.e2e.browser_helpers import REPO, wait_for_app
-from tests.e2e.conftest import _free_port, _start_server
+from tests.e2e.conftest import start_healthy_server
 from tests.pinned import cpu_env
 
 
@@ -17,13 +15,7 @@ def test_sigterm_during_the_background_set_up_ends_cleanly(browser, tmp_path):
     # another port where one was taken between finding it free and binding it)
     env = cpu_env(PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(tmp_path / "results"))
     log = tmp_path / "server.log"
-    for _ in range(3):
-        port = _free_port()
-        server = _start_server(port, env, log)
-        if server is not None:
-            break
-    else:
-        pytest.fail(f"streamlit exited before becoming healthy three times; see {log}")
+    server, port = start_healthy_server(env, log)
     try:
         context = browser.new_context()
         page = context.new_page()
