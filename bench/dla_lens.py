@@ -17,7 +17,7 @@ from bench.prompt_tester import median_seconds  # the same warm-up and median
 from headscope.component import Component
 from headscope.lens import logit_lens
 from headscope.loading import ModelRequest, load_model
-from headscope.logit_attribution import head_writes, run_dla
+from headscope.logit_attribution import head_writes, read_direct, run_dla
 from headscope.tasks import build_task_dataset, prepare_dataset
 
 
@@ -37,7 +37,7 @@ def main() -> None:
     clean = encoded.clean
     ids = encoded.clean[:, :1].repeat(1, 2)  # any two token ids: the cost does not depend on them
     forward = median_seconds(lambda: model.last_logits(clean), args.runs)
-    direct = median_seconds(lambda: model.direct_logits(clean, -1, ids), args.runs)
+    direct = median_seconds(lambda: read_direct(model, clean, ids), args.runs)
     dla = median_seconds(lambda: run_dla(model, encoded, use_cache=False), args.runs)
     one = clean[:1]
     forward_one = median_seconds(lambda: model.last_logits(one), args.runs)
@@ -47,7 +47,7 @@ def main() -> None:
     print(f"{args.prompts} digit prompts of {encoded.seq_len} tokens ({encoded.n_prompts} rows; the task's repeats "
           f"computed once by run_dla), median of {args.runs}:")
     print(f"  one forward (last-position logits)  {1000 * forward:8.1f} ms")
-    print(f"  direct_logits (every head and MLP)  {1000 * direct:8.1f} ms  {direct / forward:5.2f}× a forward")
+    print(f"  read_direct (every head and MLP)    {1000 * direct:8.1f} ms  {direct / forward:5.2f}× a forward")
     print(f"  run_dla (uncached)                  {1000 * dla:8.1f} ms  {dla / forward:5.2f}× a forward")
     print(f"one prompt: forward {1000 * forward_one:.1f} ms; logit lens {1000 * lens:.1f} ms "
           f"({lens / forward_one:.2f}×); what a head writes {1000 * writes:.1f} ms ({writes / forward_one:.2f}×)")

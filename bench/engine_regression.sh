@@ -5,6 +5,9 @@
 #   bash bench/engine_regression.sh                       # dc2ecbc (before issue 16's engine work) against HEAD
 #   BASE=dc2ecbc NEW=engine ROUNDS=3 bash bench/engine_regression.sh
 #   PROMPTS=8 CIRCUIT_PROMPTS=4 bash bench/engine_regression.sh     # shorter runs
+#   MODE=cpu ROUNDS=3 PROMPTS=8 CIRCUIT_PROMPTS=4 bash bench/engine_regression.sh
+#       # on a loaded machine: this checkout's bench/engine_cpu_ab.py in both trees, one torch thread, the median
+#       # thread CPU seconds per job (what other processes' load barely moves) and B / A
 #
 # The revisions are exported with `git archive` into /tmp (no worktree is registered), with this checkout's .venv and
 # cache/models linked in; results go to a private folder. Run it on a quiet machine (`uptime` load well under the
@@ -35,6 +38,32 @@ echo "A = $BASE ($(git rev-parse --short "$BASE")), B = $NEW ($(git rev-parse --
 uptime
 export_tree "$BASE" "$WORK/A"
 export_tree "$NEW" "$WORK/B"
+
+if [ "${MODE:-wall}" = cpu ]; then
+  for round in $(seq 1 "$ROUNDS"); do
+    for side in A B; do
+      echo "== round $round, $side (thread CPU seconds)"
+      (cd "$WORK/$side" && PYTHONPATH="$WORK/$side" "$PYTHON" "$ROOT/bench/engine_cpu_ab.py" --repeats 2 \
+        --prompts "$PROMPTS" --circuit-prompts "$CIRCUIT_PROMPTS" --method "$METHOD" 2>"$WORK/cpu.$side.$round.err") \
+        | tail -1 > "$WORK/cpu.$side.$round.json"
+    done
+  done
+  "$PYTHON" - "$WORK" "$ROUNDS" <<'EOF'
+import json
+import statistics
+import sys
+from pathlib import Path
+
+work, rounds = Path(sys.argv[1]), int(sys.argv[2])
+runs = {side: [json.loads((work / f"cpu.{side}.{r}.json").read_text()) for r in range(1, rounds + 1)] for side in "AB"}
+print(f"\n{'job':<28} {'A cpu s':>8} {'B cpu s':>8} {'B / A':>6}   loads {[round(run['load'], 1) for run in runs['A']]}")
+for job in runs["A"][0]["jobs"]:
+    a = statistics.median(run["jobs"][job]["cpu"] for run in runs["A"])
+    b = statistics.median(run["jobs"][job]["cpu"] for run in runs["B"])
+    print(f"{job:<28} {a:8.2f} {b:8.2f} {b / a:6.3f}")
+EOF
+  exit 0
+fi
 
 for round in $(seq 1 "$ROUNDS"); do
   for side in A B; do

@@ -39,16 +39,19 @@ def _confidence(change: np.ndarray) -> RankingConfidence:
     return ranking_confidence(change)
 
 
+def cells_frame(cells: list[tuple[str, tuple[int, int]]], confidence: RankingConfidence,
+                value: str = "change") -> pd.DataFrame:
+    """One row per (label, cell index): the mean as `value`, its interval, whether it reaches 0, top-10 stability."""
+    intervals, stability = confidence.intervals, confidence.stability
+    return pd.DataFrame([{"cell": label, value: float(intervals.mean[at]), "low": float(intervals.low[at]),
+                          "high": float(intervals.high[at]), "in top-10": float(stability.frequency[at]),
+                          "crosses 0": bool(intervals.crosses_zero[at])} for label, at in cells])
+
+
 def intervals_frame(result: SweepResult, confidence: RankingConfidence, rows: int = SHOWN) -> pd.DataFrame:
     """The cells with the largest |mean change|: interval, whether it reaches 0, top-10 stability."""
-    intervals, stability = confidence.intervals, confidence.stability
-    out = []
-    for top in result.top_heads(rows):
-        at = (top.layer, top.head)
-        out.append({"cell": result.cell_label(*at), "change": float(intervals.mean[at]),
-                    "low": float(intervals.low[at]), "high": float(intervals.high[at]),
-                    "in top-10": float(stability.frequency[at]), "crosses 0": bool(intervals.crosses_zero[at])})
-    return pd.DataFrame(out)
+    return cells_frame([(result.cell_label(top.layer, top.head), (top.layer, top.head))
+                        for top in result.top_heads(rows)], confidence)
 
 
 def intervals_csv(result: SweepResult, confidence: RankingConfidence) -> str:
@@ -62,17 +65,18 @@ def intervals_csv(result: SweepResult, confidence: RankingConfidence) -> str:
     return f"# {result.label}; {intervals.how}\n" + pd.DataFrame(rows).to_csv(index=False)
 
 
-def intervals_figure(frame: pd.DataFrame, how: str) -> go.Figure:
-    """Each listed cell's mean change with its interval as an error bar; grey where the interval reaches 0."""
+def intervals_figure(frame: pd.DataFrame, how: str, value: str = "change",
+                     axis_title: str = "change in LD (ablated − clean)") -> go.Figure:
+    """Each listed cell's mean `value` with its interval as an error bar; grey where the interval reaches 0."""
     colors = ["#9e9e9e" if crosses else "#1f77b4" for crosses in frame["crosses 0"]]
     figure = go.Figure(go.Scatter(
-        x=frame["change"], y=frame["cell"], mode="markers", marker={"color": colors, "size": 9},
-        error_x={"type": "data", "symmetric": False, "array": frame["high"] - frame["change"],
-                 "arrayminus": frame["change"] - frame["low"], "color": "#555"},
+        x=frame[value], y=frame["cell"], mode="markers", marker={"color": colors, "size": 9},
+        error_x={"type": "data", "symmetric": False, "array": frame["high"] - frame[value],
+                 "arrayminus": frame[value] - frame["low"], "color": "#555"},
         hovertemplate="%{y}: %{x:+.3f}<extra></extra>"))
     figure.add_vline(x=0, line_dash="dot", line_color="#888")
     figure.update_layout(height=120 + 22 * len(frame), margin={"l": 10, "r": 10, "t": 40, "b": 30},
-                         title={"text": how, "font": {"size": 12}}, xaxis_title="change in LD (ablated − clean)",
+                         title={"text": how, "font": {"size": 12}}, xaxis_title=axis_title,
                          yaxis={"autorange": "reversed", "type": "category"})
     return figure
 
@@ -89,24 +93,33 @@ def confidence_section(result: SweepResult) -> None:
         return
     confidence = _confidence(change)
     frame = intervals_frame(result, confidence)
+    table_col = show_intervals(frame, confidence, "change", "change in LD (ablated − clean)", INTERVAL_COLUMNS, "ab",
+                               "cells")
+    with table_col:
+        st.download_button("Download intervals (CSV)", intervals_csv(result, confidence),
+                           file_name=f"intervals-{result.task}-{result.method}-{result.unit}.csv", mime="text/csv",
+                           key="ab_intervals_csv", on_click="ignore", icon=":material/table:")
+
+
+def show_intervals(frame: pd.DataFrame, confidence: RankingConfidence, value: str, axis_title: str,
+                   columns: dict, key: str, noun: str):
+    """The metrics, the error-bar chart and the table of a cells_frame; returns the table's column."""
     crossing = int(frame["crosses 0"].sum())
     stable = int((confidence.stability.frequency >= 0.9).sum())
     cols = st.columns(3)
     cols[0].metric("Resamples", f"{confidence.intervals.resamples:d}", help=md(confidence.intervals.how))
-    cols[1].metric("Listed cells crossing 0", f"{crossing:d} of {len(frame):d}",
-                   help="cells among those listed whose 95% interval reaches no effect")
+    cols[1].metric(md(f"Listed {noun} crossing 0"), f"{crossing:d} of {len(frame):d}",
+                   help=md(f"{noun} among those listed whose 95% interval reaches no effect"))
     cols[2].metric(f"Stable in the top-{DEFAULT_TOP_K:d}", f"{stable:d}",
-                   help=f"cells in the top-{DEFAULT_TOP_K:d} in at least 90% of resamples")
+                   help=md(f"{noun} in the top-{DEFAULT_TOP_K:d} in at least 90% of resamples"))
     chart_col, table_col = st.columns([1, 1])
     with chart_col:
-        st.plotly_chart(present_figure(intervals_figure(frame, confidence.intervals.how)), key="ab_intervals",
-                        config={"displaylogo": False})
+        st.plotly_chart(present_figure(intervals_figure(frame, confidence.intervals.how, value, axis_title)),
+                        key=f"{key}_intervals", config={"displaylogo": False})
     with table_col:
-        st.dataframe(frame, hide_index=True, width="stretch", column_config=INTERVAL_COLUMNS, key="ab_interval_table")
+        st.dataframe(frame, hide_index=True, width="stretch", column_config=columns, key=f"{key}_interval_table")
         st.caption(md(f"{confidence.intervals.how}. Grey points and ticked rows: the interval reaches 0."))
-        st.download_button("Download intervals (CSV)", intervals_csv(result, confidence),
-                           file_name=f"intervals-{result.task}-{result.method}-{result.unit}.csv", mime="text/csv",
-                           key="ab_intervals_csv", on_click="ignore", icon=":material/table:")
+    return table_col
 
 
 def agreement_figure(estimate: SweepResult, exact: SweepResult, agreement: EstimateAgreement) -> go.Figure:

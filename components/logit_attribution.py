@@ -15,15 +15,18 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from components.confidence_view import INTERVAL_COLUMNS, SHOWN, cells_frame, show_intervals
 from components.heatmap import CellClick, click_from_event, layer_head_figure
+from components.long_run import progress_with_cancel, say_if_stopped
 from components.presentation import present_figure
 from components.share import BOUND
 from components.text import md, plotly_text
 from headscope.ablation import SweepResult
 from headscope.api import call_code
 from headscope.component import Component
+from headscope.confidence import RankingConfidence, ranking_confidence
 from headscope.errors import HeadscopeError
-from headscope.logit_attribution import DlaResult, run_dla
+from headscope.logit_attribution import DlaResult, load_dla, run_dla
 from headscope.results_cache import ResultsCache
 from headscope.tasks import EncodedDataset
 
@@ -32,6 +35,7 @@ EFFECTS = (TOTAL, DIRECT)
 EFFECT_KEY = "effect"  # the toggle's key and URL parameter
 INDIRECT_SHARE = 0.5  # a top head whose direct effect is below this share of its total effect acts through others
 INDIRECT_TOP = 10  # among how many heads (largest total effect) those are looked for
+DLA_PREFIX = "dla"  # the DLA run's progress, Cancel button and stopped flag (components.long_run)
 
 
 def effect_choice() -> str:
@@ -62,9 +66,21 @@ def direct_effects(model, sweep: SweepResult, encoded: EncodedDataset | None,
         st.info("Direct effects are computed on the sweep's own prompts: choose the same task and prompts above (or "
                 "upload the same file) to compute them.")
         return None
+    only_correct = bool(sweep.key.get("only_correct"))
+    stored = load_dla(model, encoded, only_correct, cache)
+    if stored is not None:
+        return stored
+    paused = f"{DLA_PREFIX}_paused"  # Cancel pressed: the toggle stays on direct effects, so wait for a click
+    if st.session_state.get(f"{DLA_PREFIX}_cancelled"):
+        st.session_state[paused] = True
+    say_if_stopped(DLA_PREFIX)
+    if st.session_state.get(paused):
+        if not st.button("Compute direct effects", key=f"{DLA_PREFIX}_start", icon=":material/play_arrow:"):
+            return None
+        st.session_state.pop(paused)
     try:
-        with st.spinner("Direct logit attribution on the sweep's prompts…", show_time=True):
-            return run_dla(model, encoded, only_correct=bool(sweep.key.get("only_correct")), cache=cache)
+        with progress_with_cancel(DLA_PREFIX, "direct logit attribution") as progress:
+            return run_dla(model, encoded, only_correct=only_correct, cache=cache, progress=progress)
     except HeadscopeError as error:
         st.error(md(str(error)))
         return None
@@ -157,6 +173,35 @@ def direct_vs_total(sweep: SweepResult, dla: DlaResult, selected: Component | No
                f"{INDIRECT_TOP:d} heads with the largest total effect, direct effect under "
                f"{INDIRECT_SHARE:.0%} of the total: {md(names)}.")
     return click_from_event(event)
+
+
+DLA_INTERVAL_COLUMNS = {
+    "direct LD": st.column_config.NumberColumn("direct LD", format="%+.3f",
+                                               help="mean over prompts of the head's direct effect on LD"),
+    "low": INTERVAL_COLUMNS["low"], "high": INTERVAL_COLUMNS["high"],
+    "in top-10": st.column_config.ProgressColumn("in top-10", format="percent", min_value=0.0, max_value=1.0,
+                                                 help="share of bootstrap resamples in which this head is among the "
+                                                      "10 largest |direct effects|"),
+    "crosses 0": INTERVAL_COLUMNS["crosses 0"],
+}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _dla_confidence(per_prompt: np.ndarray) -> RankingConfidence:
+    return ranking_confidence(per_prompt)
+
+
+def dla_confidence_section(dla: DlaResult) -> None:
+    """How far the direct-effect ranking can be trusted: per-head bootstrap intervals over the prompts and how often
+    each head stays in the top-10 (headscope.confidence), as the sweep's Confidence section shows them."""
+    st.markdown("**Direct effects: confidence**")
+    if dla.per_prompt_head_dla is None or dla.n_prompts < 2:
+        st.caption("Intervals need each prompt's own direct effects from at least two prompts.")
+        return
+    confidence = _dla_confidence(dla.per_prompt_head_dla)
+    frame = cells_frame([(top.label, (top.layer, top.head)) for top in dla.top_heads(SHOWN)], confidence,
+                        "direct LD")
+    show_intervals(frame, confidence, "direct LD", "direct effect on LD", DLA_INTERVAL_COLUMNS, "dla", "heads")
 
 
 def dla_csv(dla: DlaResult) -> str:

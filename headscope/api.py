@@ -382,6 +382,18 @@ class Paths(_Shown):
 class Dla(_Shown):
     """Direct logit attribution (headscope.logit_attribution.DlaResult)."""
 
+    def to_json(self, per_prompt: bool = False) -> dict[str, Any]:
+        """What `headscope dla --json` prints (`per_prompt=True`: `--per-prompt --json`, each prompt's values)."""
+        payload = super().to_json()
+        return payload if per_prompt else {k: v for k, v in payload.items() if not k.startswith("per_prompt_")}
+
+    def confidence(self, k: int = 10, resamples: int = 1000, seed: int = 0):
+        """Bootstrap intervals of each head's direct effect and top-k stability over prompts (headscope.confidence)."""
+        confidence = self.result.confidence(k=k, resamples=resamples, seed=seed)
+        if confidence is None:
+            raise InputError("Intervals need each prompt's own direct effects from at least two prompts.")
+        return confidence
+
     def to_frame(self) -> pd.DataFrame:
         """One row per head, per MLP, the embeddings and the constant terms: the direct LD."""
         import pandas as pd

@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     dla.add_argument("--step", type=int, default=None, help="the step of the step task (default 2)")
     dla.add_argument("--only-correct", action="store_true",
                      help="keep only prompts the model gets right (top-1 correct, P(correct) > 2·P(incorrect))")
+    dla.add_argument("--per-prompt", action="store_true",
+                     help="each prompt's own contributions: --json adds per_prompt_head_dla (prompts × layers × "
+                          "heads), per_prompt_mlp_dla, per_prompt_embed_dla, per_prompt_bias_dla and "
+                          "per_prompt_clean_ld; the table adds 95%% bootstrap intervals and top-10 stability "
+                          "(1000 resamples, seed 0)")
     dla.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
     _add_model_options(dla)
     dla.set_defaults(handler=_cmd_dla)
@@ -332,14 +337,19 @@ def _print_confidence(result) -> None:
     if change is None:
         print("\nno per-prompt values in this result: run it again with --no-cache")
         return
-    confidence = ranking_confidence(change)
+    cells = [(result.cell_label(top.layer, top.head), (top.layer, top.head)) for top in result.top_heads(10)]
+    _print_intervals(ranking_confidence(change), cells, "cell", "change")
+
+
+def _print_intervals(confidence, cells: list, cell_header: str, value_header: str) -> None:
+    """Each (label, index) cell's mean with its bootstrap interval and its top-k stability, one line each."""
     intervals, stability = confidence.intervals, confidence.stability
     print(f"\nconfidence: {intervals.how}; top-{stability.k} stability = share of resamples in the top-{stability.k}")
-    print(f"{'cell':>8}  {'change':>8}  {'95% interval':>19}  {'in top-10':>9}")
-    for top in result.top_heads(10):
-        at = (top.layer, top.head)
+    width = max(8, len(value_header))
+    print(f"{cell_header:>8}  {value_header:>{width}}  {'95% interval':>19}  {'in top-10':>9}")
+    for label, at in cells:
         flag = "  crosses 0" if intervals.crosses_zero[at] else ""
-        print(f"{result.cell_label(*at):>8}  {intervals.mean[at]:>8.3f}  [{intervals.low[at]:>7.3f}, "
+        print(f"{label:>8}  {intervals.mean[at]:>{width}.3f}  [{intervals.low[at]:>7.3f}, "
               f"{intervals.high[at]:>7.3f}]  {stability.frequency[at]:>8.0%}{flag}")
 
 
@@ -427,7 +437,10 @@ def _cmd_dla(args: argparse.Namespace) -> int:
                      progress=_progress_printer(args))
     _clear_progress(args)
     if args.json:
-        print(json.dumps(result.to_json() | {"backend": model.info.backend}))
+        payload = result.to_json() | {"backend": model.info.backend}
+        if not args.per_prompt:
+            payload = {name: value for name, value in payload.items() if not name.startswith("per_prompt_")}
+        print(json.dumps(payload))
         return 0
     origin = "from cache" if result.cached else f"{result.seconds:.1f} s"
     print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "
@@ -444,7 +457,19 @@ def _cmd_dla(args: argparse.Namespace) -> int:
         print(f"{top.layer:>3}.{top.head:<3}  {result.head_dla[top.layer, top.head]:>9.3f}")
     for layer in sorted(range(result.n_layers), key=lambda i: -abs(result.mlp_dla[i]))[:3]:
         print(f"MLP{layer:<4}  {result.mlp_dla[layer]:>9.3f}")
+    if args.per_prompt:
+        _print_dla_confidence(result)
     return 0
+
+
+def _print_dla_confidence(result) -> None:
+    """The top-10 heads by direct effect with their 95 % bootstrap interval and how often each stays in the top-10."""
+    confidence = result.confidence()
+    if confidence is None:
+        print("\nintervals need each prompt's own values from at least two prompts")
+        return
+    _print_intervals(confidence, [(top.label, (top.layer, top.head)) for top in result.top_heads(10)], "head",
+                     "direct LD")
 
 
 def _cmd_lens(args: argparse.Namespace) -> int:

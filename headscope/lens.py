@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from headscope.backends.base import ReadNorm, Readout, Site, SiteKind
 from headscope.errors import InputError
 from headscope.serialize import to_payload
 from headscope.tokens import continuation_ids
@@ -65,11 +66,14 @@ def logit_lens(model: Backend, prompt: str, answer: str, contrast: str | None = 
     assert answer_id is not None
     ids = [answer_id] + ([contrast_id] if contrast_id is not None else [])
     tokens = model.tensor([model.input_ids(prompt)])
-    lens = model.lens_logits(tokens, -1, torch.tensor([ids], device=model.device))
+    sites = [Site(SiteKind.RESID, layer) for layer in range(model.info.n_layers + 1)]
+    readout = Readout(ReadNorm.DECODE, whole_vocabulary=True, rank_ids=torch.tensor([ids], device=model.device))
+    lens = model.read_sites(tokens, -1, sites, readout)
+    assert lens.rank is not None and lens.log_norm is not None
     layers = []
-    for row in range(lens.logits.shape[1]):
-        logit = float(lens.logits[0, row, 0])
-        diff = None if contrast_id is None else logit - float(lens.logits[0, row, 1])
+    for row in range(lens.values.shape[1]):
+        logit = float(lens.values[0, row, 0])
+        diff = None if contrast_id is None else logit - float(lens.values[0, row, 1])
         layers.append(LensLayer(row - 1, int(lens.rank[0, row, 0]), math.exp(logit - float(lens.log_norm[0, row])),
                                 diff))
     first = next((layer.layer for layer in layers if layer.rank == 1), None)

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from headscope.backends.base import ReadNorm, Readout, Site, SiteKind, SiteReadings
 from headscope.component import Component
-from headscope.engine import METRIC, Progress, ProgressCallback, WorkTimer, logit_diff_task
+from headscope.confidence import RankingConfidence, ranking_confidence
+from headscope.engine import METRIC, Progress, ProgressCallback, WorkTimer, logit_diff_task, prompt_rows
 from headscope.errors import InputError
 from headscope.memory import block_bytes_per_token, plan_chunks
 from headscope.methods import get_method
@@ -34,9 +36,9 @@ from headscope.tasks import Dataset, EncodedDataset, prepare_dataset
 from headscope.tokens import TokenDescriber
 
 if TYPE_CHECKING:
-    from headscope.backends.base import Backend, DirectLogits
+    from headscope.backends.base import Backend
 
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2  # 2: per-prompt values kept (version-1 entries recompute)
 CACHE_KIND = "dla"
 MAX_K = 200
 
@@ -44,7 +46,9 @@ MAX_K = 200
 @dataclass(frozen=True)
 class DlaResult:
     """Direct logit attribution of one task: head_dla[layer, head], mlp_dla[layer], embed_dla and bias_dla in LD
-    units (their sum is clean_ld), mean over prompts (the task's weights)."""
+    units (their sum is clean_ld), mean over prompts (the task's weights). per_prompt_*: the same per dataset prompt
+    (a repeated prompt computed once, its values repeated), in the dataset's order: [prompt, ...]; their plain mean
+    over prompts is the value above."""
 
     model: str
     task: str
@@ -59,9 +63,21 @@ class DlaResult:
     seq_len: int = 0
     soft_cap: float = 0.0  # the model's final-logit cap (contributions scaled as the module docstring says), 0: none
     notes: tuple[str, ...] = ()
+    per_prompt_head_dla: np.ndarray | None = None  # [prompt, layer, head]
+    per_prompt_mlp_dla: np.ndarray | None = None  # [prompt, layer]
+    per_prompt_embed_dla: np.ndarray | None = None  # [prompt]
+    per_prompt_bias_dla: np.ndarray | None = None  # [prompt]
+    per_prompt_clean_ld: np.ndarray | None = None  # [prompt]
     key: dict[str, Any] = field(default_factory=dict, metadata=NOT_STORED)
 
     json_derived: ClassVar[dict[str, str]] = {"layers": "n_layers", "heads": "n_heads", "total": "total"}
+
+    def confidence(self, **options: Any) -> RankingConfidence | None:
+        """Bootstrap intervals of each head's direct effect and its top-10 stability (headscope.confidence, options
+        passed on), or None without per-prompt values or with fewer than two prompts."""
+        if self.per_prompt_head_dla is None or self.per_prompt_head_dla.shape[0] < 2:
+            return None
+        return ranking_confidence(self.per_prompt_head_dla, **options)
 
     @property
     def n_layers(self) -> int:
@@ -109,7 +125,7 @@ class HeadWrites:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The arithmetic: per-prompt contributions from a backend's DirectLogits
+# The arithmetic: per-prompt contributions from one read of every component at the last position
 
 
 def capped_scales(pre_cap: torch.Tensor, cap: float) -> torch.Tensor:
@@ -134,18 +150,63 @@ class PromptDla:
     ld: np.ndarray
 
 
-def per_prompt_dla(direct: DirectLogits) -> PromptDla:
+@dataclass(frozen=True)
+class DlaSites:
+    """The sites DLA reads: the embeddings (the residual entering block 0), every head's and MLP's output and every
+    layer's attention bias as added to the residual, and the final residual (whose read is the model's own logit)."""
+
+    n_layers: int
+    n_heads: int
+
+    @property
+    def heads(self) -> list[Site]:
+        return [Site(SiteKind.HEAD_OUT, layer, head) for layer in range(self.n_layers) for head in range(self.n_heads)]
+
+    @property
+    def mlps(self) -> list[Site]:
+        return [Site(SiteKind.MLP_OUT, layer) for layer in range(self.n_layers)]
+
+    @property
+    def biases(self) -> list[Site]:
+        return [Site(SiteKind.ATTN_BIAS, layer) for layer in range(self.n_layers)]
+
+    @property
+    def embed(self) -> Site:
+        return Site(SiteKind.RESID, 0)
+
+    @property
+    def final(self) -> Site:
+        return Site(SiteKind.RESID, self.n_layers)
+
+    @property
+    def all(self) -> list[Site]:
+        return [self.embed, *self.heads, *self.mlps, *self.biases, self.final]
+
+
+def read_direct(model: Backend, tokens: torch.Tensor, answer_ids: torch.Tensor) -> SiteReadings:
+    """Every component's direct contribution to the logits of answer_ids[batch, k] at the last position: its output
+    there through the final norm with the scale frozen from the run's final residual, onto W_U's rows (pre-cap)."""
+    info = model.info
+    readout = Readout(ReadNorm.FROZEN, token_ids=answer_ids)
+    return model.read_sites(tokens, -1, DlaSites(info.n_layers, info.n_heads).all, readout)
+
+
+def per_prompt_dla(readings: SiteReadings, n_layers: int, n_heads: int) -> PromptDla:
     """LD contributions from the contributions to the correct (k = 0) and incorrect (k = 1) logits, each answer's
-    scaled for the soft cap by its own pre-cap logit (the model's: direct.logits)."""
-    scales = capped_scales(direct.logits, direct.soft_cap)  # [prompt, 2]
-    sign = torch.tensor([1.0, -1.0], dtype=torch.float64)
-    weights = scales * sign  # [prompt, 2]
+    scaled for the soft cap by its own pre-cap logit (the model's: the final residual's read plus the constant)."""
+    sites = DlaSites(n_layers, n_heads)
+    assert readings.constant is not None
+    logits = readings.at(sites.final).double() + readings.constant.double()  # [prompt, 2]
+    scales = capped_scales(logits, readings.soft_cap)
+    weights = scales * torch.tensor([1.0, -1.0], dtype=torch.float64)  # [prompt, 2]
 
     def ld(part: torch.Tensor) -> np.ndarray:
         return (part.double() * weights.view(-1, *([1] * (part.ndim - 2)), 2)).sum(-1).numpy()
 
-    return PromptDla(ld(direct.heads), ld(direct.mlps), ld(direct.embed), ld(direct.bias),
-                     ld(direct.logits))
+    batch = logits.shape[0]
+    bias = readings.stacked(sites.biases).double().sum(1) + readings.constant.double()
+    return PromptDla(ld(readings.stacked(sites.heads).reshape(batch, n_layers, n_heads, -1)),
+                     ld(readings.stacked(sites.mlps)), ld(readings.at(sites.embed)), ld(bias), ld(logits))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,9 +229,9 @@ def dla_numbers(model: Backend, encoded: EncodedDataset, *, progress: ProgressCa
     with model.gate.job("a direct logit attribution"):
         for start in range(0, task.n_prompts, plan.per_chunk):
             stop = min(task.n_prompts, start + plan.per_chunk)
-            direct = model.direct_logits(task.clean[start:stop], -1, task.answer_ids[start:stop])
-            parts.append(per_prompt_dla(direct))
-            soft_cap = direct.soft_cap
+            readings = read_direct(model, task.clean[start:stop], task.answer_ids[start:stop])
+            parts.append(per_prompt_dla(readings, info.n_layers, info.n_heads))
+            soft_cap = readings.soft_cap
             timer.advance(stop - start, f"prompts {start + 1}–{stop} of {task.n_prompts}")
     joined = PromptDla(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                          ("heads", "mlps", "embed", "bias", "ld")))
@@ -217,6 +278,7 @@ def run_dla(
         started = time.perf_counter()
         used = filter_correct(model, encoded) if only_correct else encoded
         numbers, weights, soft_cap = dla_numbers(model, used, progress=progress, should_cancel=should_cancel)
+        rows = prompt_rows(used, get_method("zero"))  # the distinct run of each dataset prompt
 
         def mean(values: np.ndarray) -> np.ndarray:
             return np.tensordot(weights, values, axes=(0, 0))
@@ -225,7 +287,10 @@ def run_dla(
             model=model.info.name, task=used.dataset.name, clean_ld=float(mean(numbers.ld)),
             head_dla=mean(numbers.heads), mlp_dla=mean(numbers.mlps), embed_dla=float(mean(numbers.embed)),
             bias_dla=float(mean(numbers.bias)), n_prompts=used.n_prompts, seconds=time.perf_counter() - started,
-            seq_len=used.seq_len, soft_cap=soft_cap, notes=(*used.dataset.notes, *used.warnings), key=key,
+            seq_len=used.seq_len, soft_cap=soft_cap, notes=(*used.dataset.notes, *used.warnings),
+            per_prompt_head_dla=numbers.heads[rows], per_prompt_mlp_dla=numbers.mlps[rows],
+            per_prompt_embed_dla=numbers.embed[rows], per_prompt_bias_dla=numbers.bias[rows],
+            per_prompt_clean_ld=numbers.ld[rows], key=key,
         )
 
     return stored_or_computed(cache, CACHE_KIND, key, DlaResult, compute, use_cache=use_cache)
@@ -276,8 +341,10 @@ def head_writes(model: Backend, prompt: str, component: Component, position: int
         raise InputError("The prompt is empty: give some text to read the head's output on.")
     ids = model.input_ids(prompt)
     pos = resolve_position(position, len(ids))
-    logits = model.component_direct_logits(model.tensor([ids]), pos, component)
-    promoted, suppressed = _effects(model, logits, k)
+    site = Site(SiteKind.MLP_OUT, component.layer) if component.head is None else \
+        Site(SiteKind.HEAD_OUT, component.layer, component.head)
+    readings = model.read_sites(model.tensor([ids]), pos, [site], Readout(ReadNorm.FROZEN, whole_vocabulary=True))
+    promoted, suppressed = _effects(model, readings.values[0, 0], k)
     return HeadWrites(component, pos, promoted, suppressed)
 
 
@@ -302,4 +369,4 @@ def ov_view(model: Backend, component: Component, token: str, k: int = 10) -> He
 
 
 __all__ = ["CACHE_KIND", "DlaResult", "HeadWrites", "Progress", "PromptDla", "TokenEffect", "capped_scales",
-           "dla_key", "dla_numbers", "head_writes", "load_dla", "ov_view", "per_prompt_dla", "run_dla"]
+           "dla_key", "dla_numbers", "head_writes", "load_dla", "ov_view", "per_prompt_dla", "read_direct", "run_dla"]

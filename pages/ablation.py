@@ -36,6 +36,7 @@ from components.logit_attribution import (
     direct_effects,
     direct_vs_total,
     dla_code,
+    dla_confidence_section,
     dla_csv,
     dla_figure,
     effect_choice,
@@ -222,6 +223,7 @@ if dla is not None:
     if point is not None and point.component != selected:
         set_url_value("head", SELECTED, point.component, show_head)
         st.rerun()
+    dla_confidence_section(dla)
 
 confidence_section(result)
 estimate_vs_exact(result, None if encoded is None else load_sweep(model, encoded, result.method, not result.estimate,

@@ -283,7 +283,13 @@ class SiteKind(StrEnum):
       norm: [pos, d_model] (path patching: only that head sees the edited value; on grouped-query models K and V
       inputs are per KV group, `head` naming any query head of the group);
     - MLP_OUT: a layer's MLP output: [pos, d_model];
-    - RESID: the residual stream entering a layer: [pos, d_model] (layer n_layers: after the last block)."""
+    - RESID: the residual stream entering a layer: [pos, d_model] (layer n_layers: after the last block);
+    - HEAD_OUT (read only): what one head adds to the residual, z·W_O[head] (Gemma-2: through the post-attention
+      norm with its scale frozen from the layer's whole attention output): [pos, d_model];
+    - ATTN_BIAS (read only): what a layer's attention adds whatever its heads do (b_O, through a frozen
+      post-attention norm where the family has one): [pos, d_model].
+    Read by `Backend.read_sites`, MLP_OUT is what the MLP adds to the residual (after a post-MLP norm where the
+    family has one), RESID 0 the embeddings."""
 
     Z = "z"
     Q_INPUT = "q_input"
@@ -291,9 +297,11 @@ class SiteKind(StrEnum):
     V_INPUT = "v_input"
     MLP_OUT = "mlp_out"
     RESID = "resid"
+    HEAD_OUT = "head_out"
+    ATTN_BIAS = "attn_bias"
 
 
-HEAD_SITES = (SiteKind.Z, SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT)
+HEAD_SITES = (SiteKind.Z, SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT, SiteKind.HEAD_OUT)
 
 
 @dataclass(frozen=True)
@@ -395,39 +403,75 @@ class NextTokenSummary:
     top1_logprob: torch.Tensor
 
 
-@dataclass(frozen=True)
-class DirectLogits:
-    """What each component writes, at one position, into chosen tokens' logits: its output there through the final
-    norm with the scale of that position's final residual frozen, onto W_U[:, token] (before any soft-capping).
+class ReadNorm(StrEnum):
+    """How a read vector meets the final norm before a readout's directions:
 
-    heads[batch, layer, head, k] (Gemma-2: each head through the post-attention norm, its scale frozen likewise),
-    mlps[batch, layer, k] (the MLP's output as added to the residual), embed[batch, k] (token and learned positional
-    embeddings), bias[batch, k] (every constant term: attention-output biases, the final norm's bias, b_U), so that
-    their sum is logits[batch, k], the model's own pre-cap logits (float32). soft_cap: the model's final-logit cap
-    (0 for none)."""
+    - NONE: as it is (the vectors themselves, [d_model], when the readout has no directions either);
+    - FROZEN: the final norm with its scale frozen from the run's own final residual at that position, without its
+      bias: affine, so the reads of the residual's parts add up to the read of the residual (direct logit
+      attribution); what the norm and b_U add whatever the input comes back as `SiteReadings.constant`;
+    - DECODE: as the model decodes its own last residual: the final norm recomputed on each vector, W_U, b_U and the
+      soft cap (the logit lens)."""
 
-    heads: torch.Tensor
-    mlps: torch.Tensor
-    embed: torch.Tensor
-    bias: torch.Tensor
-    logits: torch.Tensor
-    soft_cap: float = 0.0
+    NONE = "none"
+    FROZEN = "frozen"
+    DECODE = "decode"
+
+
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
+class Readout:
+    """The linear readout every read vector goes through inside the backend, so a remote one returns
+    [batch, site, k]-sized tensors, never every head's [d_model] output.
+
+    directions: the caller's own directions[batch | 1, k, d_model], or None for the model's unembedding: W_U's rows of
+    token_ids[batch, k], or (token_ids None) of the whole vocabulary, read inside the backend through its FamilyView
+    (headscope.backends.weights), so no weight leaves a remote model. rank_ids[batch, k] (DECODE over the whole
+    vocabulary only): reduce each read to these tokens' logits, their ranks (1 = top) and the logsumexp."""
+
+    norm: ReadNorm = ReadNorm.NONE
+    directions: torch.Tensor | None = None
+    token_ids: torch.Tensor | None = None
+    whole_vocabulary: bool = False
+    rank_ids: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        unembeds = self.token_ids is not None or self.whole_vocabulary
+        if self.directions is not None and unembeds:
+            raise ValueError("A readout reads either the caller's directions or the unembedding, not both.")
+        if self.norm is ReadNorm.DECODE and not unembeds:
+            raise ValueError("A decoding readout reads through the unembedding.")
+        if self.rank_ids is not None and not (self.norm is ReadNorm.DECODE and self.whole_vocabulary):
+            raise ValueError("Ranks are over the whole vocabulary as the model decodes it.")
 
     @property
-    def parts_sum(self) -> torch.Tensor:
-        """[batch, k]: the sum of every contribution (equals `logits` up to rounding)."""
-        return self.heads.sum(dim=(1, 2)) + self.mlps.sum(dim=1) + self.embed + self.bias
+    def linear(self) -> bool:
+        """Whether the readout maps each vector to k numbers (False: the vectors come back as they are)."""
+        return self.directions is not None or self.token_ids is not None or self.whole_vocabulary
 
 
-@dataclass(frozen=True)
-class LensLogits:
-    """The logit lens at one position: the residual after the embeddings (row 0) and after each layer (row L + 1)
-    through the final norm (recomputed on it) and W_U, soft-capped as the model's own logits. logits[batch, row, k]
-    of the chosen tokens, rank[batch, row, k] (1 = top), log_norm[batch, row] (logsumexp over the vocabulary)."""
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
+class SiteReadings:
+    """What `Backend.read_sites` returns for sites read at one position (float32, on the CPU):
+    values[batch, site, k] through the readout (or [batch, site, d_model] without one), in the order asked;
+    constant[batch, k] (FROZEN readouts): the final norm's bias onto the directions plus b_U, so that the read of a
+    residual plus `constant` is the model's own pre-cap logit; rank[batch, site, k] and log_norm[batch, site] (with
+    rank_ids): values then holds the rank_ids' logits."""
 
-    logits: torch.Tensor
-    rank: torch.Tensor
-    log_norm: torch.Tensor
+    sites: tuple[Site, ...]
+    values: torch.Tensor
+    constant: torch.Tensor | None = None
+    rank: torch.Tensor | None = None
+    log_norm: torch.Tensor | None = None
+    soft_cap: float = 0.0  # the model's final-logit cap (0: none); FROZEN and NONE reads are before it
+
+    def at(self, site: Site) -> torch.Tensor:
+        """values[batch, k | d_model] of one site."""
+        return self.values[:, self.sites.index(site)]
+
+    def stacked(self, sites: Sequence[Site]) -> torch.Tensor:
+        """values[batch, len(sites), ...] of the given sites, in that order."""
+        index = {site: i for i, site in enumerate(self.sites)}
+        return self.values[:, [index[site] for site in sites]]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -692,22 +736,14 @@ class Backend(ABC):
 
     # ------------------------------------------------------------------------------------------------ readouts
     #
-    # Direct logit attribution and the logit lens (headscope.logit_attribution, headscope.lens): one forward each, the
-    # reductions done inside the backend, so a remote one returns only [batch, layer, head, k]-sized tensors.
+    # One primitive reads sites at one position of one clean forward; direct logit attribution, what a head writes
+    # and the logit lens (headscope.logit_attribution, headscope.lens) are engine modules over it.
 
-    def direct_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> DirectLogits:
-        """Every component's direct contribution to the logits of token_ids[batch, k] at `position` of
-        tokens[batch, pos] (DirectLogits)."""
-        raise NotImplementedError(f"The {self.name} backend offers no direct logit attribution.")
-
-    def component_direct_logits(self, tokens: torch.Tensor, position: int, component: Component) -> torch.Tensor:
-        """logits[vocab] (float32, pre-cap, no bias): what one component's output at `position` of tokens[1, pos]
-        writes into every token's logit, through the final norm with that position's scale frozen and W_U."""
-        raise NotImplementedError(f"The {self.name} backend offers no direct logit attribution.")
-
-    def lens_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> LensLogits:
-        """The logit lens at `position` of tokens[batch, pos] for token_ids[batch, k] (LensLogits)."""
-        raise NotImplementedError(f"The {self.name} backend offers no logit lens.")
+    def read_sites(self, tokens: torch.Tensor, position: int, sites: Sequence[Site], readout: Readout
+                   ) -> SiteReadings:
+        """sites (HEAD_OUT, ATTN_BIAS, MLP_OUT, RESID) at `position` of tokens[batch, pos], from one forward, each
+        through `readout` inside the backend (SiteReadings)."""
+        raise NotImplementedError(f"The {self.name} backend reads no sites.")
 
     # ------------------------------------------------------------------------------------------------ memory
 

@@ -31,14 +31,15 @@ from headscope.backends.base import (
     AttributionEffects,
     Backend,
     BlockOutput,
-    DirectLogits,
-    LensLogits,
     LocalModel,
     LogitDiffTask,
     MlpEdit,
     ModelInfo,
     NextTokenSummary,
     Placement,
+    Readout,
+    Site,
+    SiteReadings,
     ZEdit,
     config_dims,
     config_model_info,
@@ -57,7 +58,6 @@ from headscope.backends.bridge_setup import (
     make_bridge,
 )
 from headscope.backends.bridge_weights import BridgeView
-from headscope.component import Component
 from headscope.errors import InputError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
@@ -451,20 +451,11 @@ class BridgeBackend(Backend):
     # ------------------------------------------------------------------------------------------------ readouts
     # (headscope.backends.bridge_readout)
 
-    def direct_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> DirectLogits:
-        from headscope.backends.bridge_readout import bridge_direct_logits
+    def read_sites(self, tokens: torch.Tensor, position: int, sites: Sequence[Site], readout: Readout
+                   ) -> SiteReadings:
+        from headscope.backends.bridge_readout import bridge_read_sites
 
-        return bridge_direct_logits(self, tokens, position, token_ids)
-
-    def component_direct_logits(self, tokens: torch.Tensor, position: int, component: Component) -> torch.Tensor:
-        from headscope.backends.bridge_readout import bridge_component_logits
-
-        return bridge_component_logits(self, tokens, position, component)
-
-    def lens_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> LensLogits:
-        from headscope.backends.bridge_readout import bridge_lens
-
-        return bridge_lens(self, tokens, position, token_ids)
+        return bridge_read_sites(self, tokens, position, sites, readout)
 
     def unembed_logits(self, resid: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
         with self.gate.hold(), torch.inference_mode():

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from headscope.backends.norms import FrozenNorm, freeze_family_norm
 from headscope.backends.weights import BlockNorm
 from headscope.errors import ModelLoadError
 
@@ -159,6 +160,13 @@ class LayoutView:
             ids = token_ids.to(rows.device)
             rows, bias = rows[ids], None if bias is None else bias[ids]
         return rows, bias
+
+    def frozen_final_norm(self, reference: torch.Tensor) -> FrozenNorm:
+        return freeze_family_norm(self.layout.family, self.modules[self.layout.final_norm], reference)
+
+    def frozen_norm(self, layer: int, which: BlockNorm, reference: torch.Tensor) -> FrozenNorm | None:
+        part = getattr(self.layout, str(which))
+        return None if part is None else freeze_family_norm(self.layout.family, self._part(layer, part), reference)
 
 
 def layout_for(config: Any, name: str) -> Layout:

@@ -27,13 +27,14 @@ from headscope.backends.base import (
     AttributionEffects,
     Backend,
     ConfigDims,
-    DirectLogits,
-    LensLogits,
     LocalModel,
     LogitDiffTask,
     ModelInfo,
     NextTokenSummary,
     Placement,
+    Readout,
+    Site,
+    SiteReadings,
     UnsupportedIntervention,
     config_dims,
     config_model_info,
@@ -51,7 +52,6 @@ from headscope.backends.ndif import (
     no_key_message,
 )
 from headscope.backends.weights import effective_embedding, normed_logits, ov_outputs, unembed_logits
-from headscope.component import Component
 from headscope.errors import ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
@@ -549,20 +549,11 @@ class NnsightBackend(Backend):
     # ------------------------------------------------------------------------------------------------ readouts
     # (headscope.backends.nnsight_readout: one request each, reductions inside it)
 
-    def direct_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> DirectLogits:
-        from headscope.backends.nnsight_readout import nnsight_direct_logits
+    def read_sites(self, tokens: torch.Tensor, position: int, sites: Sequence[Site], readout: Readout
+                   ) -> SiteReadings:
+        from headscope.backends.nnsight_readout import nnsight_read_sites
 
-        return nnsight_direct_logits(self, tokens, position, token_ids, _check_input)
-
-    def component_direct_logits(self, tokens: torch.Tensor, position: int, component: Component) -> torch.Tensor:
-        from headscope.backends.nnsight_readout import nnsight_component_logits
-
-        return nnsight_component_logits(self, tokens, position, component, _check_input)
-
-    def lens_logits(self, tokens: torch.Tensor, position: int, token_ids: torch.Tensor) -> LensLogits:
-        from headscope.backends.nnsight_readout import nnsight_lens
-
-        return nnsight_lens(self, tokens, position, token_ids, _check_input)
+        return nnsight_read_sites(self, tokens, position, sites, readout, _check_input)
 
     def budget_bytes(self) -> int:
         if self.mode.remote:

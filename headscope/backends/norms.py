@@ -42,7 +42,7 @@ def norm_kind(module: Any) -> NormKind:
 def _eps(module: Any) -> float:
     for name in ("variance_epsilon", "eps"):
         value = getattr(module, name, None)
-        if value is not None:
+        if isinstance(value, float | int):
             return float(value)
     raise TypeError(f"The norm {type(module).__name__} states no epsilon.")
 
@@ -69,20 +69,34 @@ class FrozenNorm:
 
 def freeze_norm(module: Any, x: torch.Tensor) -> FrozenNorm:
     """The norm `module` (a transformers norm) with the scale of its input x[..., d_model]."""
-    kind = norm_kind(module)
+    return freeze_parts(norm_kind(module), getattr(module, "weight", None), getattr(module, "bias", None),
+                        _eps(module), x)
+
+
+# the final and post-sublayer norms of the families the nnsight backend serves (headscope.backends.layouts' family
+# names; any other family's are RMSNorms): inside an nnsight session a module is an Envoy, whose class says nothing
+FAMILY_NORMS = {"GPT-2": NormKind.LAYER_NORM, "GPT-NeoX": NormKind.LAYER_NORM, "Gemma-2": NormKind.GEMMA_RMS_NORM}
+
+
+def freeze_family_norm(family: str, module: Any, x: torch.Tensor) -> FrozenNorm:
+    """The norm `module` of a model of `family` (also an nnsight Envoy) with the scale of its input x[..., d_model]."""
+    return freeze_parts(FAMILY_NORMS.get(family, NormKind.RMS_NORM), getattr(module, "weight", None),
+                        getattr(module, "bias", None), _eps(module), x)
+
+
+def freeze_parts(kind: NormKind, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+                 x: torch.Tensor) -> FrozenNorm:
+    """A norm of `kind` with gain `weight`, `bias` and `eps`, with the scale of its input x[..., d_model]."""
     x = x.float()
-    eps = _eps(module)
     if kind is NormKind.LAYER_NORM:
         spread = x.var(dim=-1, keepdim=True, unbiased=False)
     else:
         spread = x.pow(2).mean(dim=-1, keepdim=True)
-    weight = getattr(module, "weight", None)
     gain = None if weight is None else weight.detach().float().to(x.device)
     if gain is not None and kind is NormKind.GEMMA_RMS_NORM:
         gain = 1.0 + gain
-    bias = getattr(module, "bias", None)
     return FrozenNorm(kind, torch.rsqrt(spread + eps), gain,
                       None if bias is None else bias.detach().float().to(x.device))
 
 
-__all__ = ["FrozenNorm", "NormKind", "freeze_norm", "norm_kind"]
+__all__ = ["FAMILY_NORMS", "FrozenNorm", "NormKind", "freeze_family_norm", "freeze_norm", "freeze_parts", "norm_kind"]

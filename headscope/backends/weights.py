@@ -19,6 +19,8 @@ from typing import Protocol
 
 import torch
 
+from headscope.backends.norms import FrozenNorm
+
 
 class BlockNorm(StrEnum):
     """A block's norms, by the names both TransformerLens' blocks and nnsight's layouts give them."""
@@ -59,6 +61,13 @@ class FamilyView(Protocol):
 
     def unembedding(self, token_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """W_U's rows [vocab or len(token_ids), d_model] and b_U's entries (None without a bias)."""
+
+    def frozen_final_norm(self, reference: torch.Tensor) -> FrozenNorm:
+        """The final norm with the scale of its input reference[..., d_model] (headscope.backends.norms)."""
+
+    def frozen_norm(self, layer: int, which: BlockNorm, reference: torch.Tensor) -> FrozenNorm | None:
+        """The block's norm `which` with the scale of its input reference[..., d_model]; None where the family has
+        no such norm."""
 
 
 def soft_cap(logits: torch.Tensor, cap: float) -> torch.Tensor:

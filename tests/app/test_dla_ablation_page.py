@@ -83,6 +83,18 @@ def test_direct_effects_toggle_map_sum_check_and_scatter(run_page, embedded_mode
     caption = next(shown(c.value) for c in app.caption if "act through later heads" in shown(c.value))
     assert caption.endswith(": " + (", ".join(expected) or "none") + ".")
 
+    # the direct effects' confidence: the largest heads with the engine's bootstrap intervals and top-10 stability
+    table = next(df.value for df in app.dataframe if "direct LD" in df.value.columns)
+    confidence = dla.confidence()
+    expected_heads = dla.top_heads(len(table))
+    assert list(table["cell"]) == [head.label for head in expected_heads]
+    rows = ([h.layer for h in expected_heads], [h.head for h in expected_heads])
+    np.testing.assert_allclose(table["direct LD"], dla.head_dla[rows], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(table["low"], confidence.intervals.low[rows], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(table["high"], confidence.intervals.high[rows], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(table["in top-10"], confidence.stability.frequency[rows])
+    assert list(table["crosses 0"]) == list(confidence.intervals.crosses_zero[rows])
+
     # Copy as code: the notebook's last line is the DLA of the same prompts, read back from the same cache
     cell = next(c.value for c in app.code if c.value.startswith("import headscope as hs")).splitlines()
     assert cell[-2:] == ["model.sweep(task='digits', n_prompts=2, seed=0, method='mean', estimate=True)",
@@ -102,8 +114,18 @@ def test_a_selected_head_shows_its_direct_effect_and_what_it_writes(run_page, em
     app = run_page("pages/ablation.py", n=2)
     app.button(key="ab_preview").click().run(timeout=300)
     app.session_state["ab_selected"] = head
+    # a DLA run stopped by its Cancel button (the flags progress_with_cancel leaves): the page says so and waits
+    app.session_state["dla_running"] = "direct logit attribution"
+    app.session_state["dla_cancelled"] = True
     app.segmented_control(key="effect").set_value(DIRECT).run(timeout=300)
     assert not app.exception and not app.error
+    assert any("direct logit attribution was cancelled" in shown(i.value) for i in app.info)
+    assert not [m for m in app.markdown if "Sum check" in shown(m.value)]
+    app.run()  # any other rerun keeps waiting
+    assert not [m for m in app.markdown if "Sum check" in shown(m.value)]
+    app.button(key="dla_start").click().run(timeout=300)
+    assert not app.exception and not app.error
+    assert any("Sum check" in shown(m.value) for m in app.markdown)
     dla = run_dla(embedded_model, build_task_dataset("digits", 2, seed=0, model=embedded_model))
     line = next(shown(m.value) for m in app.markdown if shown(m.value).startswith("Head 3.1"))
     assert line.endswith(f"direct effect {dla.head_dla[3, 1]:+.3f}")

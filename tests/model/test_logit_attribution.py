@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from headscope.backends.base import ReadNorm, Readout, Site, SiteKind
 from headscope.cli import main
 from headscope.component import Component
 from headscope.errors import InputError
-from headscope.logit_attribution import head_writes, ov_view, run_dla
+from headscope.logit_attribution import DlaSites, head_writes, ov_view, run_dla
 from headscope.results_cache import ResultsCache
 from headscope.tasks import Dataset, prepare_dataset
 from tests.cli_in_process import one_line_error
@@ -31,7 +32,8 @@ LAYER_NORM_FAMILIES = {"gpt2", "neox"}  # LayerNorm (x − mean) / std · w + b;
 
 
 def _dataset() -> Dataset:
-    return Dataset("dla-digits", digit_items([1, 2, 4], ["3 1 4 2 ", "2 4 1 3 ", "4 2 3 1 "]))
+    """Three prompts and the first again: a repeated prompt is computed once and keeps its weight and its rows."""
+    return Dataset("dla-digits", digit_items([1, 2, 4, 1], ["3 1 4 2 ", "2 4 1 3 ", "4 2 3 1 ", "3 1 4 2 "]))
 
 
 def _frozen(family: str, norm: torch.nn.Module, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -128,6 +130,16 @@ def _check_dla(result, expected: dict[str, np.ndarray]) -> None:
     assert result.clean_ld == pytest.approx(float(expected["ld"].mean()), abs=atol)  # the model's own LD
     assert result.total == pytest.approx(result.clean_ld, abs=atol)  # the sum check
     assert np.abs(result.head_dla).max() > 10 * atol  # the heads write something visible: the test can fail
+    for mine, theirs in (("head_dla", "heads"), ("mlp_dla", "mlps"), ("embed_dla", "embed"), ("bias_dla", "bias"),
+                         ("clean_ld", "ld")):  # each prompt's own values, in the dataset's order
+        np.testing.assert_allclose(getattr(result, f"per_prompt_{mine}"), expected[theirs], atol=atol)
+
+
+def _bootstrap(values: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A 95 % percentile bootstrap over the prompts (axis 0), written out here."""
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    means = np.stack([values[draw].mean(0) for draw in draws])
+    return np.quantile(means, 0.025, axis=0), np.quantile(means, 0.975, axis=0)
 
 
 @pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FAMILIES else f
@@ -147,6 +159,13 @@ def test_dla_matches_raw_weights_on_every_family(family, tiny_family_loader, emb
     _check_dla(result, expected)
     if family == "gemma2":  # the cap bites on these weights: pre-cap sums would miss the LD
         assert result.soft_cap == 3.0
+    if family == "llama":  # the intervals: a bootstrap of the reference's per-prompt values, written in the test
+        confidence = result.confidence()
+        low, high = _bootstrap(expected["heads"])
+        scale = max(float(np.abs(expected["heads"]).max()), 1.0)
+        np.testing.assert_allclose(confidence.intervals.low, low, atol=1e-4 * scale)
+        np.testing.assert_allclose(confidence.intervals.high, high, atol=1e-4 * scale)
+        np.testing.assert_allclose(confidence.intervals.mean, result.head_dla, atol=1e-4 * scale)
     if family == "gpt2":
         assert abs(result.bias_dla) > 1e-3  # GPT-2's biases are attributed, not lost
 
@@ -177,15 +196,47 @@ def test_backends_agree(family, tiny_family_loader):
     bridge = loaded.backend
     tokens = bridge.tensor([bridge.input_ids("1 2 3 4 "), bridge.input_ids("5 6 7 8 ")])
     ids = torch.tensor([[20, 30], [40, 50]])
-    mine = bridge.direct_logits(tokens, -1, ids)
+    every = [Site(SiteKind.RESID, 0), Site(SiteKind.HEAD_OUT, 1, 2), Site(SiteKind.ATTN_BIAS, 1),
+             Site(SiteKind.MLP_OUT, 1), Site(SiteKind.RESID, 2)]
+    readouts = [Readout(ReadNorm.FROZEN, token_ids=ids), Readout(ReadNorm.NONE),
+                Readout(ReadNorm.DECODE, whole_vocabulary=True, rank_ids=ids),
+                Readout(ReadNorm.FROZEN, directions=torch.randn(1, 3, bridge.info.d_model, generator=torch.Generator()
+                                                                .manual_seed(0)))]
+    mine = [bridge.read_sites(tokens, -1, every, readout) for readout in readouts]
     for backend in (nnsight, nnsight.with_mode("simulate")):
-        theirs = backend.direct_logits(tokens, -1, ids)
-        for name in ("heads", "mlps", "embed", "bias", "logits"):
-            torch.testing.assert_close(getattr(theirs, name), getattr(mine, name), atol=1e-5, rtol=1e-4)
-        assert theirs.soft_cap == mine.soft_cap
-        torch.testing.assert_close(backend.component_direct_logits(tokens[:1], 3, Component(1, 2)),
-                                   bridge.component_direct_logits(tokens[:1], 3, Component(1, 2)),
-                                   atol=1e-5, rtol=1e-4)
+        for readout, expected in zip(readouts, mine, strict=True):
+            theirs = backend.read_sites(tokens, -1, every, readout)
+            for name in ("values", "constant", "rank", "log_norm"):
+                if getattr(expected, name) is None:
+                    assert getattr(theirs, name) is None
+                else:
+                    torch.testing.assert_close(getattr(theirs, name), getattr(expected, name), atol=1e-5, rtol=1e-4)
+            assert theirs.soft_cap == expected.soft_cap
+        head = [Site(SiteKind.HEAD_OUT, 1, 2)]
+        whole = Readout(ReadNorm.FROZEN, whole_vocabulary=True)
+        torch.testing.assert_close(backend.read_sites(tokens[:1], 3, head, whole).values,
+                                   bridge.read_sites(tokens[:1], 3, head, whole).values, atol=1e-5, rtol=1e-4)
+
+
+def test_reads_of_the_residual_parts_add_up_to_the_models_logits(tiny_family_loader):
+    """The frozen readout is affine: the parts' reads plus the constant are the model's own pre-cap logits, and the
+    decoding readout of the final residual is the model's own (capped) logits."""
+    loaded = tiny_family_loader("gemma2")
+    bridge = loaded.backend
+    info = bridge.info
+    tokens = bridge.tensor([bridge.input_ids("1 2 3 4 "), bridge.input_ids("5 6 7 8 ")])
+    ids = torch.tensor([[20, 30], [40, 50]])
+    sites = DlaSites(info.n_layers, info.n_heads)
+    frozen = bridge.read_sites(tokens, -1, sites.all, Readout(ReadNorm.FROZEN, token_ids=ids))
+    parts = [sites.embed, *sites.heads, *sites.mlps, *sites.biases]
+    torch.testing.assert_close(frozen.stacked(parts).sum(1) + frozen.constant,
+                               frozen.at(sites.final) + frozen.constant, atol=1e-5, rtol=1e-4)
+    decoded = bridge.read_sites(tokens, -1, [sites.final], Readout(ReadNorm.DECODE, token_ids=ids))
+    torch.testing.assert_close(decoded.values[:, 0], bridge.answer_logits(tokens, ids), atol=1e-5, rtol=1e-4)
+    capped = frozen.soft_cap * torch.tanh((frozen.at(sites.final) + frozen.constant) / frozen.soft_cap)
+    torch.testing.assert_close(decoded.values[:, 0], capped, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="reads"):
+        bridge.read_sites(tokens, -1, [Site(SiteKind.Z, 0, 0)], Readout())
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gemma2"])
@@ -266,6 +317,13 @@ def test_cli_dla_json_and_bad_input(capsys, tiny_model_dir, tmp_path, monkeypatc
     assert heads.shape == (3, 4)
     total = heads.sum() + sum(payload["mlp_dla"]) + payload["embed_dla"] + payload["bias_dla"]
     assert total == pytest.approx(payload["clean_ld"], abs=1e-4 * max(1.0, abs(payload["clean_ld"])))
+    assert not any(name.startswith("per_prompt_") for name in payload)
+    assert main(["dla", "--task", "digits", "--n-prompts", "3", "--json", "--per-prompt", *model]) == 0
+    per_prompt = json.loads(capsys.readouterr().out)
+    assert per_prompt["cached"] and np.asarray(per_prompt["per_prompt_head_dla"]).shape == (3, 3, 4)
+    np.testing.assert_allclose(np.mean(per_prompt["per_prompt_head_dla"], 0), heads, atol=1e-6)
+    assert main(["dla", "--task", "digits", "--n-prompts", "3", "--per-prompt", *model]) == 0
+    assert "95% percentile bootstrap over 3 prompts" in capsys.readouterr().out
     assert "--n-prompts" in one_line_error(capsys, ["dla", "--task", "digits", "--n-prompts", "0", *model])
     assert "task" in one_line_error(capsys, ["dla", "--task", "nonsense", *model])
     one_line_error(capsys, ["dla", *model])  # neither --task nor --dataset
@@ -280,7 +338,9 @@ def test_python_api_dla_and_lens(tiny_model_dir, tmp_path, monkeypatch):
     frame = dla.to_frame()
     assert len(frame) == 3 * 4 + 3 + 2  # heads, MLPs, the embeddings and the biases
     assert frame["direct_ld"].sum() == pytest.approx(dla.clean_ld, abs=1e-4 * max(1.0, abs(dla.clean_ld)))
-    assert dla.to_json()["backend"] == "bridge"
+    assert dla.to_json()["backend"] == "bridge" and "per_prompt_head_dla" not in dla.to_json()
+    assert np.asarray(dla.to_json(per_prompt=True)["per_prompt_head_dla"]).shape == (3, 3, 4)
+    assert dla.confidence(k=3).stability.k == 3
     lens = model.lens("1 2 3 4 ", "5", "4")
     assert list(lens.to_frame()["layer"]) == [-1, 0, 1, 2]
     assert lens.layers[-1].logit_diff == pytest.approx(model.tokens("1 2 3 4 ", "5", "4").logit_diff, abs=1e-4)

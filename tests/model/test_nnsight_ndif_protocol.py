@@ -302,3 +302,28 @@ def test_path_patching_through_ndif_equals_local_and_returns_only_lds(tiny_pair)
     assert remote.requests_sent == sent + 1  # all 17 edges in one request
     # what came back: [edges, prompts] + [prompts] + [senders, prompts] float32 values and their pickling
     assert len(ndif.result_sizes) == sizes + 1 and ndif.result_sizes[-1] < 4_000
+
+
+def test_reading_sites_through_ndif_equals_local_and_returns_only_the_readout(tiny_pair):
+    """read_sites on NDIF (capture and readout in one request) = the local backend's: every head, MLP, bias and
+    residual read through the frozen final norm onto two answers (DLA), and the residuals decoded over the whole
+    vocabulary reduced to ranks (the logit lens); only [batch, site, k]-sized tensors come back."""
+    from headscope.backends.base import ReadNorm, Readout
+    from headscope.logit_attribution import DlaSites
+
+    local, remote, ndif = tiny_pair
+    task = _task()
+    sites = DlaSites(3, 4).all
+    readouts = (Readout(ReadNorm.FROZEN, token_ids=task.answer_ids),
+                Readout(ReadNorm.DECODE, whole_vocabulary=True, rank_ids=task.answer_ids))
+    for readout in readouts:
+        sizes = len(ndif.result_sizes)
+        got, expected = remote.read_sites(task.clean, -1, sites, readout), local.read_sites(task.clean, -1, sites,
+                                                                                             readout)
+        for name in ("values", "constant", "rank", "log_norm"):
+            if getattr(expected, name) is None:
+                assert getattr(got, name) is None
+            else:
+                torch.testing.assert_close(getattr(got, name), getattr(expected, name), atol=1e-5, rtol=1e-5)
+        # [4 prompts, 21 sites, 2] values (+ ranks and log-norms) and their pickling, never a [.., d_model] vector
+        assert len(ndif.result_sizes) == sizes + 1 and ndif.result_sizes[-1] < 4_000
