@@ -102,10 +102,11 @@ def confidence_section(result: SweepResult) -> None:
 
 
 def show_intervals(frame: pd.DataFrame, confidence: RankingConfidence, value: str, axis_title: str,
-                   columns: dict, key: str, noun: str):
-    """The metrics, the error-bar chart and the table of a cells_frame; returns the table's column."""
+                   columns: dict, key: str, noun: str, group: int = 1):
+    """The metrics, the error-bar chart and the table of a cells_frame; returns the table's column. `group`: cells
+    along the last axis that share one value (a KV group's heads on a path grid), counted once as stable."""
     crossing = int(frame["crosses 0"].sum())
-    stable = int((confidence.stability.frequency >= 0.9).sum())
+    stable = int((confidence.stability.frequency[..., ::group] >= 0.9).sum())
     cols = st.columns(3)
     cols[0].metric("Resamples", f"{confidence.intervals.resamples:d}", help=md(confidence.intervals.how))
     cols[1].metric(md(f"Listed {noun} crossing 0"), f"{crossing:d} of {len(frame):d}",

@@ -1,6 +1,7 @@
 """Pieces of the Paths page: the views (sender → receivers, receiver ← senders, every head → logits), the head a
 view is centred on and why a head cannot be one, the values the grid shows, the grid itself (invalid partners left
-blank), the top-paths table and the CSV export. Free of page state, so each piece is tested on its own."""
+blank), the top-paths table, its intervals and the CSV exports. Free of page state, so each piece is tested on
+its own."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import plotly.graph_objects as go
 
 from headscope.component import Component
 from headscope.errors import InputError
-from headscope.figures import layer_head_figure
+from headscope.figures import layer_head_figure, plotly_text
 
 if TYPE_CHECKING:
+    from headscope.confidence import RankingConfidence
     from headscope.path_patching import PathQuery, PathResult
 
+TITLE_LINE_PX = 18  # a 14 px title line
 PathView = Literal["sender", "receiver", "logits"]
 VIEWS: dict[PathView, str] = {
     "sender": "Sender → receivers",
@@ -117,6 +120,14 @@ def grouped_note(query: PathQuery, heads_per_kv: int) -> str:
             "each path patches a group's input and every head of a group shows the group's value.")
 
 
+def signed_change(value: float) -> str:
+    """A change in LD with its sign, three decimals; one that rounds to zero keeps two significant digits instead of
+    reading "-0.000"."""
+    if value != 0 and abs(value) < 0.0005:
+        return f"{value:+.2g}"
+    return f"{value:+.3f}"
+
+
 def centre_of(query: PathQuery) -> Component | None:
     """The head a result's view is centred on (None for every head → logits)."""
     return query.sender if query.sender is not None else query.receiver
@@ -147,7 +158,9 @@ def describe(query: PathQuery) -> str:
     return f"each earlier head → receiver {query.receiver.label}'s {where} · {query.direction}: {kind}"
 
 
-def grid_title(result: PathResult) -> str:
+def grid_title(result: PathResult) -> tuple[str, str]:
+    """The grid's title in two lines (model and task; which paths): on one line it was wider than the page's map
+    column at 1280 px and Plotly cut it (a Plotly title does not wrap)."""
     query = result.query
     if query.to_logits:
         what = "every head → logits"
@@ -155,15 +168,20 @@ def grid_title(result: PathResult) -> str:
         what = f"{query.sender.label} → receivers ({query.into})"
     else:
         what = f"senders → {query.receiver.label} ({query.into})"
-    return f"{result.model} · {result.task} · {what} · {query.direction}"
+    return f"{result.model} · {result.task}", f"{what} · {query.direction}"
 
 
 def path_figure(result: PathResult, show: str = "change", selected: Component | None = None) -> go.Figure:
     """The layer × head grid of a path result: one square per valid partner, nothing drawn where a head is not one
     (the sender's own and earlier layers, ...); the head the view is centred on drawn as a black diamond."""
     values, no_effect, shown = shown_values(result, show) or shown_values(result, "patched LD")
-    figure = layer_head_figure(values, title=grid_title(result), colorbar_title=shown.label, center=no_effect,
+    lines = grid_title(result)
+    figure = layer_head_figure(values, title=max(lines, key=len), colorbar_title=shown.label, center=no_effect,
                                selected=selected, value_format=shown.value_format, diverging=no_effect is not None)
+    # sized for its longer line; the second line gets a line's room above the plot
+    figure.update_layout(title_text="<br>".join(plotly_text(line) for line in lines),
+                         height=figure.layout.height + TITLE_LINE_PX,
+                         margin_t=figure.layout.margin.t + TITLE_LINE_PX)
     cells = figure.data[0]
     valid = np.isfinite(np.asarray(cells.marker.color, dtype=float))
     cells.update(x=np.asarray(cells.x)[valid], y=np.asarray(cells.y)[valid],
@@ -213,3 +231,20 @@ def file_stem(result: PathResult) -> str:
     head = "" if centre is None else f"-{centre.layer}.{centre.head}"
     into = "" if query.to_logits else f"-{query.into}"
     return f"paths-{result.task}-{query.view}{head}{into}-{query.direction}-{query.method}"
+
+
+def path_intervals_csv(result: PathResult, confidence: RankingConfidence) -> str:
+    """Every partner's interval and top-k share, one row each (non-partners left out), how they were drawn in a
+    comment line."""
+    intervals, stability = confidence.intervals, confidence.stability
+    n_layers, n_heads = result.ld.shape
+    rows = [{"layer": layer, "head": head, "change": intervals.mean[layer, head], "low": intervals.low[layer, head],
+             "high": intervals.high[layer, head], "crosses_zero": bool(intervals.crosses_zero[layer, head]),
+             f"in_top_{stability.k}": stability.frequency[layer, head]}
+            for layer in range(n_layers) for head in range(n_heads) if np.isfinite(intervals.mean[layer, head])]
+    query = result.query
+    centre = centre_of(query)
+    return (f"# model={result.model} task={result.task} view={query.view} "
+            f"head={'' if centre is None else centre.label} into={query.into} direction={query.direction} "
+            f"method={query.method}; change = patched − run LD per prompt; {intervals.how}\n"
+            + pd.DataFrame(rows).to_csv(index=False))

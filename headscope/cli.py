@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from headscope.backends import BACKENDS, LOCAL_BACKEND_NAMES
+from headscope.cli_args import add_prompt_source
 from headscope.cli_paths import CliSteps, add_paths_parser
 from headscope.durations import readable_duration, time_left
 from headscope.errors import HeadscopeError, InputError
@@ -26,9 +27,6 @@ from headscope.units import UNIT_NAMES, units_help
 if TYPE_CHECKING:
     from headscope.backends.base import Backend
     from headscope.tasks import Dataset
-
-# the built-in tasks (headscope.tasks.TASKS, not imported here: it loads torch, and --help should be instant)
-TASK_HELP = "digits, number-words, months, days, template, step (--step K), decreasing, fibonacci, letters"
 
 EXIT_BAD_INPUT = 2
 
@@ -72,16 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.set_defaults(handler=_cmd_tokens)
 
     ablate = sub.add_parser("ablate", help="ablate every head and MLP on a task; writes the cache the app reads")
-    source = ablate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help="built-in task: " + TASK_HELP)
-    source.add_argument("--dataset", metavar="FILE",
-                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
+    add_prompt_source(ablate)
     ablate.add_argument("--method", default="mean", help=f"{methods_help()} (default: mean)")
-    ablate.add_argument("--n-prompts", type=int, default=None,
-                        help="prompts generated for a built-in task (default 16)")
-    ablate.add_argument("--seed", type=int, default=None,
-                        help="seed for a built-in task's prompts and corrupted prompts (default 0)")
-    ablate.add_argument("--step", type=int, default=None, help="the step of the step task (default 2)")
     ablate.add_argument("--only-correct", action="store_true",
                         help="keep only prompts the model gets right (top-1 correct, P(correct) > 2·P(incorrect))")
     ablate.add_argument("--estimate", action="store_true",
@@ -100,20 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     circuit = sub.add_parser("circuit", help="find the circuit by iterative pruning (exact); writes the cache the app "
                                              "reads")
-    source = circuit.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help="built-in task: " + TASK_HELP)
-    source.add_argument("--dataset", metavar="FILE",
-                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
+    add_prompt_source(circuit, step_help="the step of the step task (default 2): 2 4 6 8 -> 10")
     circuit.add_argument("--method", default="mean", help=f"{methods_help()} (default: mean)")
     circuit.add_argument("--threshold", type=float, default=80.0,
                          help="keep a removal when the circuit still scores ≥ this %% of the clean LD (default 80)")
     circuit.add_argument("--one-pass", action="store_true", help="stop after one pass (default: until a pass "
                                                                    "removes nothing)")
-    circuit.add_argument("--n-prompts", type=int, default=None,
-                         help="prompts generated for a built-in task (default 16)")
-    circuit.add_argument("--seed", type=int, default=None,
-                         help="seed for a built-in task's prompts and corrupted prompts (default 0)")
-    circuit.add_argument("--step", type=int, default=None, help="the step of the step task (default 2): 2 4 6 8 -> 10")
     circuit.add_argument("--estimate", action="store_true",
                          help="an instant ESTIMATE (attribution-ranked greedy pruning) instead of the exact search")
     circuit.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
@@ -124,15 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dla = sub.add_parser("dla", help="direct logit attribution: each head's, MLP's and the embeddings' direct "
                                      "contribution to the LD at the last position; writes the cache the app reads")
-    source = dla.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help="built-in task: " + TASK_HELP)
-    source.add_argument("--dataset", metavar="FILE",
-                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
-    dla.add_argument("--n-prompts", type=int, default=None,
-                     help="prompts generated for a built-in task (default 16)")
-    dla.add_argument("--seed", type=int, default=None,
-                     help="seed for a built-in task's prompts (default 0)")
-    dla.add_argument("--step", type=int, default=None, help="the step of the step task (default 2)")
+    add_prompt_source(dla, seed_help="seed for a built-in task's prompts (default 0)")
     dla.add_argument("--only-correct", action="store_true",
                      help="keep only prompts the model gets right (top-1 correct, P(correct) > 2·P(incorrect))")
     dla.add_argument("--per-prompt", action="store_true",
@@ -174,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     patterns.set_defaults(handler=_cmd_patterns)
 
     add_paths_parser(sub, CliSteps(_add_model_options, _model_and_dataset, _progress_printer, _clear_progress,
-                                   _check_time),
-                     TASK_HELP)
+                                   _check_time))
 
     prepare = sub.add_parser("prepare", help="convert the embedded model's GGUF once, so later starts are fast")
     prepare.set_defaults(handler=_cmd_prepare)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from headscope.cli_args import add_prompt_source
 from headscope.component import Component
 from headscope.errors import InputError
 from headscope.methods import get_method, methods_help
@@ -33,13 +34,10 @@ class CliSteps:
     check_time: Callable[[argparse.Namespace, Callable[[], Any]], None]
 
 
-def add_paths_parser(sub: Any, steps: CliSteps, task_help: str) -> None:
+def add_paths_parser(sub: Any, steps: CliSteps) -> None:
     paths = sub.add_parser("paths", help="path patching: a sender head's effect through each later head's query, "
                                          "key or value input, or a receiver's from each earlier head")
-    source = paths.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help="built-in task: " + task_help)
-    source.add_argument("--dataset", metavar="FILE",
-                        help="CSV or JSON with prompt, correct, incorrect[, corrupted_prompt]")
+    add_prompt_source(paths)
     which = paths.add_mutually_exclusive_group(required=True)
     which.add_argument("--sender", metavar="L.H", help="sender head: its path into every later head")
     which.add_argument("--receiver", metavar="L.H|logits",
@@ -53,14 +51,12 @@ def add_paths_parser(sub: Any, steps: CliSteps, task_help: str) -> None:
                             "corrupted run, the path carries its clean value")
     paths.add_argument("--method", default="resample",
                        help=f"how the sender is ablated when noising: {methods_help()} (default: resample)")
-    paths.add_argument("--n-prompts", type=int, default=None,
-                       help="prompts generated for a built-in task (default 16)")
-    paths.add_argument("--seed", type=int, default=None,
-                       help="seed for a built-in task's prompts and corrupted prompts (default 0)")
-    paths.add_argument("--step", type=int, default=None, help="the step of the step task (default 2)")
     paths.add_argument("--top", type=int, default=10, help="how many paths the table lists (default 10)")
     paths.add_argument("--per-prompt", action="store_true",
-                       help="with --json: add per_prompt_ld (prompts × layers × heads)")
+                       help="each prompt's own LDs and bootstrap intervals of each path's effect: --json adds "
+                            "per_prompt_ld (prompts × layers × heads), per_prompt_run_ld, change_low, change_high, "
+                            "crosses_zero, in_top_k and bootstrap; the table adds 95%% intervals and top-10 "
+                            "stability (1000 resamples, seed 0)")
     paths.add_argument("--no-cache", action="store_true", help="recompute even if the result is cached")
     paths.add_argument("--no-time-limit", action="store_true",
                        help="run even if the job is estimated above HEADSCOPE_MAX_JOB_SECONDS")
@@ -114,6 +110,24 @@ def result_json(result: Any, per_prompt: bool) -> dict[str, Any]:
     return out
 
 
+def confidence_json(confidence: Any, run_ld: Any, kv_grouped: bool) -> dict[str, Any]:
+    """--per-prompt's interval fields: each prompt's run LD, each path's 95 % interval of its effect (patched − run
+    LD), whether it reaches 0, its top-k share, and how the bootstrap was drawn (null off the partners)."""
+    import numpy as np
+
+    intervals, stability = confidence.intervals, confidence.stability
+    valid = ~np.isnan(intervals.mean)
+    return {
+        "per_prompt_run_ld": [float(v) for v in run_ld],
+        "change_low": _nulls(intervals.low), "change_high": _nulls(intervals.high),
+        "crosses_zero": [[bool(c) if ok else None for c, ok in zip(row, mask, strict=True)]
+                         for row, mask in zip(intervals.crosses_zero, valid, strict=True)],
+        "in_top_k": _nulls(np.where(valid, stability.frequency, np.nan)),
+        "bootstrap": {"level": intervals.level, "resamples": intervals.resamples, "seed": intervals.seed,
+                      "k": stability.k, "unit": "kv-group" if kv_grouped else "head"},
+    }
+
+
 def cmd_paths(args: argparse.Namespace, steps: CliSteps) -> int:
     from headscope.backends.base import UnsupportedIntervention
     from headscope.job_time import paths_estimate
@@ -133,8 +147,17 @@ def cmd_paths(args: argparse.Namespace, steps: CliSteps) -> int:
     except UnsupportedIntervention as error:
         raise InputError(str(error)) from None
     steps.clear_progress(args)
+    confidence = run_ld = None
+    if args.per_prompt:
+        from headscope.path_confidence import path_confidence, run_prompt_lds
+
+        run_ld = run_prompt_lds(model, encoded, query.direction)
+        confidence = path_confidence(result, run_ld, model.info.heads_per_kv)
     if args.json:
-        print(json.dumps(result_json(result, args.per_prompt) | {"backend": model.info.backend}))
+        out = result_json(result, args.per_prompt) | {"backend": model.info.backend}
+        if confidence is not None:
+            out |= confidence_json(confidence, run_ld, result.kv_grouped)
+        print(json.dumps(out))
         return 0
     print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "
           f"paths: {query.sender_label} → {query.receiver_label} ({query.into} input)   {query.direction}, "
@@ -149,7 +172,17 @@ def cmd_paths(args: argparse.Namespace, steps: CliSteps) -> int:
         print(f"{query.sender_label} → logits (direct path): LD {result.to_logits_ld:.3f}   "
               f"change {result.to_logits_ld - result.run_ld:+.3f}")
     partner = "receiver" if query.sender is not None else "sender"
-    print(f"\n{partner:>8}  {'LD':>8}  {'change':>8}")
+    if confidence is not None:
+        intervals, stability = confidence.intervals, confidence.stability
+        print(f"\nconfidence: {intervals.how}; top-{stability.k} stability = share of resamples in the "
+              f"top-{stability.k}{' (KV groups counted once)' if result.kv_grouped else ''}")
+    extra = "" if confidence is None else f"  {'95% interval':>19}  {f'in top-{confidence.stability.k}':>9}"
+    print(f"\n{partner:>8}  {'LD':>8}  {'change':>8}{extra}")
     for head, ld in result.top_paths(args.top):
-        print(f"{head.label:>8}  {ld:>8.3f}  {ld - result.run_ld:>+8.3f}")
+        line = f"{head.label:>8}  {ld:>8.3f}  {ld - result.run_ld:>+8.3f}"
+        if confidence is not None:
+            at = (head.layer, head.head)
+            line += (f"  [{intervals.low[at]:>+7.3f}, {intervals.high[at]:>+7.3f}]  {stability.frequency[at]:>8.0%}"
+                     f"{'  crosses 0' if intervals.crosses_zero[at] else ''}")
+        print(line)
     return 0

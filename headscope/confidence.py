@@ -111,7 +111,7 @@ def ranking_confidence(values: np.ndarray, *, k: int = DEFAULT_TOP_K, resamples:
     intervals = BootstrapIntervals(mean, low, high, level, resamples, seed, n_prompts)
 
     cells = int(np.prod(values.shape[1:], dtype=int))
-    k = min(k, cells)
+    k = min(k, int(np.isfinite(mean).sum()) or cells)  # fewer valid cells than k (a receiver in layer 1): all of them
     top = _top_k(np.abs(means.reshape(resamples, cells)), k)
     frequency = np.bincount(top.ravel(), minlength=cells) / resamples
     in_top = np.zeros(cells, dtype=bool)

@@ -24,6 +24,7 @@ from components.datasets import (
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import active_request, require_model
+from components.path_confidence_view import path_confidence_section
 from components.path_view import (
     DIRECTION_HELP,
     INTO_GQA_NOTE,
@@ -43,6 +44,7 @@ from components.path_view import (
     query_for,
     read_head,
     shown_values,
+    signed_change,
     top_paths_frame,
 )
 from components.presentation import controls, present_figure, settings_line
@@ -234,7 +236,7 @@ with detail_col:
             st.markdown(f"**Head {md(selected.label)}** is not a {md(partners[:-1])} of this view.")
         else:
             st.markdown(f"**Head {md(selected.label)}** (KV head {selected.head // info.heads_per_kv:d}): LD with its "
-                        f"path patched {value:.3f}, change {value - result.run_ld:+.3f}")
+                        f"path patched {value:.3f}, change {md(signed_change(value - result.run_ld))}")
         as_sender = read_head("sender", selected.label, info.n_layers, info.n_heads)[1]
         as_receiver = read_head("receiver", selected.label, info.n_layers, info.n_heads)[1]
         own = st.container(horizontal=True, wrap=True)
@@ -244,6 +246,9 @@ with detail_col:
         own.button(md(f"Paths into {selected.label}"), key="pa_into", disabled=as_receiver is not None,
                    help=md(as_receiver or f"centre the page on {selected.label} as the receiver"),
                    on_click=lambda: st.session_state.update({RECENTRE: ("receiver", selected.label)}))
+
+if (result.model, shape) == (info.name, (info.n_layers, info.n_heads)):
+    path_confidence_section(model, result, encoded, dataset_hash)
 
 if selected is not None and first_prompt and (result.model, shape) == (info.name, (info.n_layers, info.n_heads)):
     st.subheader(f"Attention pattern of head {md(selected.label)} on {quoted(first_prompt)}")

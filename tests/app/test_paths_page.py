@@ -43,6 +43,40 @@ def _result(app):
     return app.session_state["pa_result"][1]
 
 
+def _check_confidence(app, result, model) -> None:
+    """The Confidence expander lists the strongest paths with the interval and top-10 share of a bootstrap computed
+    here: each prompt's change is its patched LD minus its own clean LD (the backend's answer logits, whose mean is
+    the clean LD the path run measured), resampled with the draw docs/confidence.md states."""
+    import torch
+
+    from headscope.tasks import build_task_dataset, prepare_dataset
+
+    encoded = prepare_dataset(model, build_task_dataset("digits", result.n_prompts, seed=0, model=model))
+    logits = model.answer_logits(encoded.clean, torch.stack([encoded.correct_ids, encoded.incorrect_ids], dim=1))
+    run = (logits[:, 0] - logits[:, 1]).double().numpy()
+    assert run.mean() == pytest.approx(result.clean_ld, abs=1e-5)
+    partners = np.isfinite(result.ld)
+    effects = result.per_prompt_ld[:, partners] - run[:, None]  # [prompt, partner]
+    draws = np.random.default_rng(0).integers(0, len(run), size=(1000, len(run)))
+    means = effects[draws].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5], axis=0)
+    share = np.zeros(effects.shape[1])
+    for sample in np.abs(means):
+        share[np.argsort(-sample)[:10]] += 1
+    cells = [f"{layer}.{head}" for layer, head in zip(*np.nonzero(partners), strict=True)]
+    table = next(frame.value for frame in app.dataframe if "crosses 0" in frame.value.columns)
+    top = next(frame.value for frame in app.dataframe if "patched LD" in frame.value.columns)
+    assert list(table["cell"]) == list(top["head"]) and len(table) == 12
+    for _, row in table.iterrows():
+        at = cells.index(row["cell"])
+        assert (row["low"], row["high"]) == pytest.approx((low[at], high[at]), abs=1e-9)
+        assert row["in top-10"] == pytest.approx(share[at] / 1000, abs=1e-12)
+        assert row["crosses 0"] == bool(low[at] <= 0 <= high[at])
+        assert row["change"] == pytest.approx(effects[:, at].mean(), abs=1e-5)
+    assert _metrics(app)["Resamples"] == "1000"
+    assert any(shown(e.label).startswith("Confidence: 95% intervals") for e in app.expander)
+
+
 def test_sender_view_shows_its_receivers_and_reads_back_from_the_cache(embedded_model):
     app = open_page(PAGE, {"n": "2", "sender": "27.3"})
     assert not app.exception and not app.error
@@ -70,6 +104,7 @@ def test_sender_view_shows_its_receivers_and_reads_back_from_the_cache(embedded_
     value = float(result.ld[28, 4])
     assert rows[2 + 28 * 9 + 4] == f"28,4,True,{value!r},{value - result.clean_ld!r}"
     assert rows[2 + 27 * 9 + 4] == "27,4,False,,"
+    _check_confidence(app, result, embedded_model)
 
     again = open_page(PAGE, {"n": "2", "sender": "27.3"})  # another visitor: from the results cache at once
     assert not again.exception
@@ -114,9 +149,12 @@ def test_a_link_reopens_the_receiver_view_with_its_selected_head(embedded_model)
     assert "LD with the path patched" in app.get("plotly_chart")[0].proto.spec  # show=patched LD's colour bar
     assert any("the k input of 1.4 is its KV group's (1.3, 1.4, 1.5)" in shown(i.value) for i in app.info)
     assert _metrics(app)["Run's LD"] == f"{computed.corrupt_ld:.3f}"  # denoise patches the corrupted run
+    # intervals of the corrupted run's paired effects (a clean run's LDs would be refused), one path per KV group
+    assert _metrics(app)["Stable in the top-10"] == "3"  # 9 senders in 3 KV groups: 3 distinct paths, each kept
     detail = next(shown(m.value) for m in app.markdown if m.value.startswith("**Head"))
-    assert detail == f"Head 0.7 (KV head 2): LD with its path patched {computed.ld[0, 7]:.3f}, change " \
-                     f"{computed.ld[0, 7] - computed.corrupt_ld:+.3f}"
+    change = computed.ld[0, 7] - computed.corrupt_ld  # below 0.0005 here: two significant digits, never "-0.000"
+    written = f"{change:+.3f}" if abs(change) >= 0.0005 else f"{change:+.2g}"
+    assert detail == f"Head 0.7 (KV head 2): LD with its path patched {computed.ld[0, 7]:.3f}, change {written}"
     assert any("Attention pattern of head 0.7" in shown(h.value) for h in app.subheader)
     (cell,) = [code.value for code in app.code if code.value.startswith("import headscope as hs")]
     assert cell.splitlines()[-1] == ("model.paths(task='digits', n_prompts=2, seed=0, receiver=(1, 4), into='k', "
@@ -185,6 +223,7 @@ def test_a_link_to_an_uploaded_datasets_paths_opens_them_from_the_cache(embedded
     assert any("The paths of 'two.json' from the results cache" in shown(c.value) for c in linked.caption)
     assert _metrics(linked)["Clean LD"] == f"{computed.clean_ld:.3f}"
     assert sorted(_cells(linked)) == [(29, head) for head in range(9)]
+    assert any("Intervals need the result's prompts" in shown(c.value) for c in linked.caption)
     other = open_page(PAGE, {**params, "sender": "27.1"})  # a query nobody ran on that file
     assert not other.exception and not other.get("plotly_chart")
     assert any("not in this server's results cache" in shown(i.value) for i in other.info)

@@ -15,6 +15,7 @@ PAGES = {  # small configurations, their results computed once by the test (an e
     "ablation": "/ablation?n=3",
     "attention": "/attention?heads=3.4%2C%2017.2%2C%205.1",
     "circuit": "/circuit?n=2&one_pass=true",
+    "paths": "/paths?n=2&sender=27.3&head=28.2",  # 18 receivers of 2 prompts, one selected: its pattern below
 }
 
 CUT_TEXT = """() => {
@@ -67,7 +68,7 @@ def settled(page, name: str, timeout_ms: int = 60_000):
 
 @pytest.fixture(scope="module")
 def computed(browser, app_url):
-    """The estimates the pages show, computed once through the pages themselves."""
+    """The estimates the pages show, and the paths of one sender, computed once through the pages themselves."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     try:
@@ -78,6 +79,12 @@ def computed(browser, app_url):
             page.get_by_role("button", name="Instant estimate (attribution)").first.click()
             page.wait_for_selector('[data-testid="stMetric"]', timeout=600_000)
             wait_until_idle(page)
+        wait_for_app(page, app_url + PAGES["paths"])
+        page.get_by_role("button", name="Run path patching").wait_for(timeout=LOAD)
+        wait_until_idle(page)
+        page.get_by_role("button", name="Run path patching").click()
+        page.wait_for_selector('[data-testid="stMetric"]', timeout=300_000)
+        wait_until_idle(page)
     finally:
         context.close()
 

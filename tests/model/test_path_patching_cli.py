@@ -16,6 +16,8 @@ DIGITS = [{"prompt": f"{i} {i + 1} {i + 2} {i + 3} ", "correct": str(i + 4), "in
            "corrupted_prompt": bad} for i, bad in zip(range(1, 4), ["3 1 4 2 ", "6 4 3 5 ", "8 4 6 5 "], strict=True)]
 JSON_KEYS = {"model", "task", "sender", "receiver", "into", "direction", "method", "clean_ld", "corrupt_ld", "ld",
              "seconds", "cached", "to_logits_ld", "kv_grouped", "n_prompts", "backend"}
+PER_PROMPT_KEYS = {"per_prompt_ld", "per_prompt_run_ld", "change_low", "change_high", "crosses_zero", "in_top_k",
+                   "bootstrap"}
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -35,8 +37,9 @@ def test_json_keys_and_grid(tiny_model_dir, dataset, capsys, tmp_path, monkeypat
     assert main([*_common(tiny_model_dir, dataset), "--sender", "0.1", "--into", "k", "--json",
                  "--per-prompt"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == JSON_KEYS | {"per_prompt_ld"}
-    documented = (REPO / "docs" / "path-patching.md").read_text(encoding="utf-8")
+    assert set(data) == JSON_KEYS | PER_PROMPT_KEYS
+    documented = "\n".join((REPO / "docs" / name).read_text(encoding="utf-8")
+                           for name in ("path-patching.md", "intervals.md"))
     assert all(f"`{key}`" in documented for key in set(data)), "a --json field the documentation never names"
     stated = (data["sender"], data["receiver"], data["into"], data["direction"], data["method"])
     assert stated == ("0.1", None, "k", "noise", "resample")
@@ -48,9 +51,42 @@ def test_json_keys_and_grid(tiny_model_dir, dataset, capsys, tmp_path, monkeypat
     assert per_prompt.shape == (len(DIGITS), 3, 4)
     assert np.allclose(np.nanmean(per_prompt, axis=0)[1:], np.array(ld[1:], dtype=float), atol=1e-9)
     assert data["cached"] is False
+    assert data["bootstrap"]["unit"] == "kv-group" and data["bootstrap"]["k"] == 4  # 2 layers × 2 KV groups
+    assert data["in_top_k"][1][0] == data["in_top_k"][1][1] and data["change_low"][0] == [None] * 4
     assert main([*_common(tiny_model_dir, dataset), "--receiver", "logits", "--json"]) == 0
     logits = json.loads(capsys.readouterr().out)
     assert logits["receiver"] == "logits" and all(v is not None for row in logits["ld"] for v in row)
+    assert "per_prompt_run_ld" not in logits and "change_low" not in logits
+
+
+def test_per_prompt_intervals_equal_a_bootstrap_of_the_printed_values(tiny_model_dir, dataset, capsys, tmp_path,
+                                                                      monkeypatch):
+    """Every head → logits (12 paths, the top-10 not all of them): the intervals and top-10 shares are those of a
+    bootstrap written here over (per_prompt_ld − per_prompt_run_ld), the draw of docs/confidence.md; the run's LDs
+    average to the clean LD the path run itself measured."""
+    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path / "results"))
+    assert main([*_common(tiny_model_dir, dataset), "--receiver", "logits", "--json", "--per-prompt"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    run = np.array(data["per_prompt_run_ld"])
+    assert run.shape == (len(DIGITS),) and run.mean() == pytest.approx(data["clean_ld"], abs=1e-5)
+    effects = np.array(data["per_prompt_ld"], dtype=float) - run[:, None, None]  # [prompt, layer, head]
+    assert data["bootstrap"] == {"level": 0.95, "resamples": 1000, "seed": 0, "k": 10, "unit": "head"}
+    draws = np.random.default_rng(0).integers(0, len(run), size=(1000, len(run)))
+    means = effects[draws].mean(axis=1).reshape(1000, -1)  # [resample, cell]
+    low, high = np.percentile(means, [2.5, 97.5], axis=0)
+    np.testing.assert_allclose(np.array(data["change_low"]).ravel(), low, atol=1e-9)
+    np.testing.assert_allclose(np.array(data["change_high"]).ravel(), high, atol=1e-9)
+    assert np.array(data["crosses_zero"]).ravel().tolist() == ((low <= 0) & (high >= 0)).tolist()
+    share = np.zeros(means.shape[1])
+    for sample in np.abs(means):
+        share[np.argsort(-sample)[:10]] += 1
+    np.testing.assert_allclose(np.array(data["in_top_k"]).ravel(), share / 1000, atol=1e-12)
+
+    assert main([*_common(tiny_model_dir, dataset), "--receiver", "logits", "--per-prompt", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "confidence: 95% percentile bootstrap over 3 prompts, 1000 resamples, seed 0" in out
+    rows = [line for line in out.splitlines() if line.strip()[:1].isdigit() and "[" in line]
+    assert len(rows) == 3 and all("%" in row for row in rows)
 
 
 def test_table_lists_the_top_paths(tiny_model_dir, dataset, capsys, tmp_path, monkeypatch):

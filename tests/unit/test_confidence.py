@@ -69,3 +69,14 @@ def test_estimate_agreement_ranks_and_names_the_worst_cells():
     assert got.worst[0] == (1, 2)
     identical = estimate_agreement(exact, exact)
     assert identical.spearman == pytest.approx(1.0)
+
+
+def test_fewer_valid_cells_than_k_fill_the_top_k_alone():
+    """A receiver in layer 1 has one layer of senders: with k above their count, the top-k is those cells, never a
+    cell that holds no value."""
+    values = _values(layers=2, heads=3)
+    values[:, 1, :] = np.nan  # only layer 0's three cells hold values
+    got = ranking_confidence(values, k=10, resamples=50)
+    assert got.stability.k == 3
+    assert got.stability.in_top[0].all() and not got.stability.in_top[1].any()
+    np.testing.assert_array_equal(got.stability.frequency, [[1, 1, 1], [0, 0, 0]])
