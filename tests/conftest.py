@@ -90,3 +90,24 @@ def tiny_model(tiny_model_dir):
     from headscope.loading import ModelRequest, load_model
 
     return load_model(ModelRequest(str(tiny_model_dir), device="cpu"))  # float32 on any machine
+
+
+@pytest.fixture
+def cli_shares_the_embedded_model(monkeypatch, embedded_model):
+    """The CLI run in this process (tests/cli_in_process.py) answers a request for the embedded model on the CPU (the
+    default: "auto" is the CPU in float32 where the subprocesses ran, with no CUDA device visible) with the session's
+    copy instead of loading its own (seconds per command). Every other request loads as the command would; the load
+    from the command line itself is checked by real processes (test_cli_tokens.py's table case, test_cli_bad_input.py;
+    in the slow run and .ci/run, the installed package's command)."""
+    import headscope.cli as cli
+
+    load = cli.load_for_cli
+
+    def shared_or_loaded(args):
+        embedded_on_cpu = (args.model == "embedded" and args.device in ("auto", "cpu")
+                           and args.dtype in ("auto", "float32") and args.bos == "auto")
+        if embedded_on_cpu and cli.backend_for(args) == "bridge":
+            return embedded_model
+        return load(args)
+
+    monkeypatch.setattr(cli, "load_for_cli", shared_or_loaded)

@@ -50,20 +50,23 @@ def _start_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen
     pytest.fail(f"streamlit did not become healthy; see {log}")
 
 
+def start_healthy_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
+    """A healthy streamlit server of this checkout and its port; another port where one was taken meanwhile."""
+    for _ in range(3):
+        port = _free_port()
+        server = _start_server(port, env, log)
+        if server is not None:
+            return server, port
+    pytest.fail(f"streamlit exited before becoming healthy three times; see {log}")
+
+
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     """A real server with its own results folder (the tests clear cached results: never the user's cache/), on the
     CPU (a GPU machine would otherwise serve CUDA float16). The converted embedded model is shared: it is read only."""
     env = cpu_env(PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(tmp_path_factory.mktemp("server-results")))
     ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / "streamlit-server.log"
-    for _ in range(3):
-        port = _free_port()
-        server = _start_server(port, env, log)
-        if server is not None:
-            break
-    else:
-        pytest.fail(f"streamlit exited before becoming healthy three times; see {log}")
+    server, port = start_healthy_server(env, ARTIFACTS / "streamlit-server.log")
     yield f"http://localhost:{port}"
     server.terminate()
     try:

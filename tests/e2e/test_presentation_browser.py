@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app, wait_until_idle
+from tests.e2e.browser_helpers import ARTIFACTS, next_frames, wait_for_app, wait_until_idle
 
 LOAD = 180_000
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
@@ -42,6 +42,28 @@ CUT_TEXT = """() => {
 WRAPPED_LABELS = """() => [...document.querySelectorAll('h4')]
   .filter(h => h.getClientRects().length && h.offsetHeight > 1.5 * parseFloat(getComputedStyle(h).lineHeight))
   .map(h => `wrapped thumbnail label: "${h.innerText}"`)"""
+
+
+# every plotly chart on the page drawn (plotly draws after Streamlit's run has ended)
+CHARTS_DRAWN = """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+  .every(chart => chart.querySelector('.main-svg'))"""
+
+
+def settled(page, name: str, timeout_ms: int = 60_000):
+    """Wait until what the page draws after its run is there: its plotly charts, and on the attention page
+    circuitsvis' thumbnails in their frame (returned); then two animation frames, so that it is laid out. A
+    condition, not a fixed pause: as long as it takes on a loaded machine, and no longer."""
+    page.wait_for_function(CHARTS_DRAWN, timeout=timeout_ms)
+    frame = None
+    waited = 0
+    while name == "attention" and frame is None:
+        frame = next((f for f in page.frames if f.locator("h4").count()), None)
+        if frame is None:
+            assert waited < timeout_ms, "circuitsvis drew no thumbnails"
+            page.wait_for_timeout(100)
+            waited += 100
+    next_frames(page)
+    return frame
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +104,13 @@ def test_every_page_at_projector_sizes_has_nothing_cut(browser, app_url, compute
             wait_for_app(page, url)
             page.wait_for_selector('[data-testid="stMetric"], [data-testid="stIFrame"], iframe', timeout=LOAD)
             wait_until_idle(page)
-            page.wait_for_timeout(1500)  # figures and frames settle
+            thumbnails = settled(page, name)
             mode = "present" if present else "usual"
             page.screenshot(path=str(folder / f"{name}-{size}-{mode}.png"))
             page.screenshot(path=str(folder / f"{name}-{size}-{mode}-full.png"), full_page=True)
             cut = page.evaluate(CUT_TEXT)
-            if name == "attention":  # circuitsvis' thumbnail labels ("L17H2 (KV 0)") on one line each
-                frame = next(f for f in page.frames if f.locator("h4").count())
-                cut += frame.evaluate(WRAPPED_LABELS)
+            if thumbnails is not None:  # circuitsvis' thumbnail labels ("L17H2 (KV 0)") on one line each
+                cut += thumbnails.evaluate(WRAPPED_LABELS)
             if cut:
                 problems[name] = cut
             if present:

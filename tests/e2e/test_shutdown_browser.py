@@ -3,44 +3,31 @@ cleanly: no C++ abort ("terminate called without an active exception") and exit 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
-import urllib.request
 
 from tests.e2e.browser_helpers import REPO, wait_for_app
-from tests.e2e.conftest import _free_port
+from tests.e2e.conftest import start_healthy_server
+from tests.pinned import cpu_env
 
 
 def test_sigterm_during_the_background_set_up_ends_cleanly(browser, tmp_path):
-    port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(tmp_path / "results"))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    # a server of its own (it is stopped here), on the CPU, healthy on a port that is its own (conftest's start:
+    # another port where one was taken between finding it free and binding it)
+    env = cpu_env(PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(tmp_path / "results"))
+    log = tmp_path / "server.log"
+    server, port = start_healthy_server(env, log)
     try:
-        url = f"http://localhost:{port}"
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
         context = browser.new_context()
         page = context.new_page()
-        wait_for_app(page, url)
+        wait_for_app(page, f"http://localhost:{port}")
         page.wait_for_selector("text=Token table", timeout=180_000)  # answered: the set-up now starts after the run
         page.wait_for_timeout(10_000)  # TransformerLens imported, the model being wrapped (seen to abort here)
         server.send_signal(signal.SIGTERM)  # with the browser session still open
-        _, stderr = server.communicate(timeout=120)
+        server.wait(timeout=120)
         context.close()
     finally:
         if server.poll() is None:
             server.kill()
-    assert "terminate called" not in stderr.decode(errors="replace")
+            server.wait(timeout=30)
+    assert "terminate called" not in log.read_text(errors="replace")
     assert server.returncode == 0

@@ -70,6 +70,9 @@ def test_repeated_prompts_are_computed_once_with_identical_results(tiny_model):
         assert fast[3] == pytest.approx(full[3], abs=1e-5, rel=1e-5)
 
 
+# slow: batched = naive is checked in the default run on the tiny model (every method, three chunk sizes), and the
+# batched sweep of the embedded model against hand-written hooks below
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["mean", "resample"])
 def test_batched_equals_naive_on_embedded_model(embedded_model, embedded_digits, embedded_exact, method):
     layers = [0, 3, 16, 29]
@@ -98,7 +101,10 @@ def test_every_method_matches_hand_written_hooks_on_the_tiny_model(tiny_model, t
     assert np.abs(expected - clean).max() > 1e-2  # the heads do something: equality above is not trivial
 
 
-@pytest.mark.parametrize("method", ["zero", "mean", "resample"])
+# zero and resample slow (a whole exact sweep of the embedded model each): every method is checked against
+# hand-written hooks in the default run on the tiny model above, and mean here on the embedded model
+@pytest.mark.parametrize("method", [pytest.param("zero", marks=pytest.mark.slow), "mean",
+                                    pytest.param("resample", marks=pytest.mark.slow)])
 def test_every_method_matches_hand_written_hooks_on_the_embedded_model(embedded_reference, embedded_inputs,
                                                                         embedded_exact, method):
     ablated, mlp, clean, _ = embedded_exact(method)

@@ -1,8 +1,6 @@
 """Sweeps as the app and the CLI run them: encoding checks, the results cache, the command line."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ from headscope.ablation import run_sweep
 from headscope.errors import InputError
 from headscope.results_cache import ResultsCache
 from headscope.tasks import Dataset, PromptItem, build_task_dataset, encode_dataset, load_dataset_text
-from tests.pinned import cpu_env
+from tests.cli_in_process import run_cli
 
 
 def test_uneven_token_lengths_name_the_rows(embedded_model):
@@ -68,14 +66,19 @@ def test_cache_round_trip_and_corrupted_file_recomputed(tiny_model, tmp_path):
     assert run_sweep(tiny_model, dataset, "mean", cache=cache).cached
 
 
-def _cli(*args, cache_dir, check=True):
-    env = cpu_env(HEADSCOPE_CACHE_DIR=str(cache_dir),
-               HEADSCOPE_RESULTS_DIR=str(cache_dir / "results"))
-    return subprocess.run([sys.executable, "-m", "headscope", *args], capture_output=True, text=True, env=env,
-                          check=False, timeout=600)
+@pytest.fixture
+def _cli(capsys, monkeypatch):
+    """`headscope ARGS` in this process (tests/cli_in_process.py), with caches in the test's own folder."""
+
+    def run(*args, cache_dir):
+        monkeypatch.setenv("HEADSCOPE_CACHE_DIR", str(cache_dir))
+        monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(cache_dir / "results"))
+        return run_cli(capsys, [*args, "--device", "cpu"])  # pinned, as the subprocesses were
+
+    return run
 
 
-def test_cli_ablate_json_and_the_cache_the_app_reads(tiny_model, tiny_model_dir, tmp_path):
+def test_cli_ablate_json_and_the_cache_the_app_reads(tiny_model, tiny_model_dir, tmp_path, _cli):
     done = _cli("ablate", "--task", "digits", "--n-prompts", "4", "--method", "resample", "--model",
                 str(tiny_model_dir), "--json", cache_dir=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -103,14 +106,14 @@ def test_cli_ablate_json_and_the_cache_the_app_reads(tiny_model, tiny_model_dir,
     (["ablate"], "one of the arguments --task --dataset is required"),
     (["ablate", "--task", "digits", "--dataset", "x.csv"], "not allowed with"),
 ])
-def test_cli_bad_input_exits_2_with_one_line(args, message, tmp_path):
+def test_cli_bad_input_exits_2_with_one_line(args, message, tmp_path, _cli):
     done = _cli(*args, cache_dir=tmp_path)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
 
 
-def test_cli_bad_dataset_exits_2_naming_rows(tmp_path, tiny_model_dir):
+def test_cli_bad_dataset_exits_2_naming_rows(tmp_path, tiny_model_dir, _cli):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"prompt": "1 2 3 4 ", "correct": "5", "incorrect": "4"},
                                {"prompt": "1 2 ", "correct": "3", "incorrect": "2"}]))

@@ -1,8 +1,6 @@
 """`python -m headscope circuit`: the JSON contract, the cache the app reads, one-line errors with exit code 2."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,15 +9,19 @@ from headscope.ablation import prepare_dataset
 from headscope.circuit import load_circuit
 from headscope.results_cache import ResultsCache
 from headscope.tasks import build_task_dataset, load_dataset_file
-from tests.cli_in_process import one_line_error
-from tests.pinned import cpu_env
+from tests.cli_in_process import one_line_error, run_cli
 
 
-def _cli(*args, cache_dir):
-    env = cpu_env(HEADSCOPE_CACHE_DIR=str(cache_dir),
-               HEADSCOPE_RESULTS_DIR=str(cache_dir / "results"))
-    return subprocess.run([sys.executable, "-m", "headscope", "circuit", *args], capture_output=True, text=True,
-                          env=env, check=False, timeout=900)
+@pytest.fixture
+def _cli(capsys, monkeypatch):
+    """`headscope circuit ARGS` in this process (tests/cli_in_process.py), with caches in the test's own folder."""
+
+    def run(*args, cache_dir):
+        monkeypatch.setenv("HEADSCOPE_CACHE_DIR", str(cache_dir))
+        monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(cache_dir / "results"))
+        return run_cli(capsys, ["circuit", *args, "--device", "cpu"])  # pinned, as the subprocesses were
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def ordered_csv(tiny_model, tmp_path_factory):
     return path
 
 
-def test_json_has_the_documented_fields_and_feeds_the_app(tiny_model, tiny_model_dir, ordered_csv, tmp_path):
+def test_json_has_the_documented_fields_and_feeds_the_app(tiny_model, tiny_model_dir, ordered_csv, tmp_path, _cli):
     done = _cli("--dataset", str(ordered_csv), "--threshold", "99", "--model", str(tiny_model_dir), "--json",
                 cache_dir=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -68,7 +70,7 @@ def test_json_has_the_documented_fields_and_feeds_the_app(tiny_model, tiny_model
     assert one["cached"] is False and one["passes"] == 1  # another passes option is another result
 
 
-def test_table_output_and_the_estimate_label(tiny_model_dir, ordered_csv, tmp_path):
+def test_table_output_and_the_estimate_label(tiny_model_dir, ordered_csv, tmp_path, _cli):
     done = _cli("--dataset", str(ordered_csv), "--method", "zero", "--threshold", "90", "--model",
                 str(tiny_model_dir), cache_dir=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -78,7 +80,7 @@ def test_table_output_and_the_estimate_label(tiny_model_dir, ordered_csv, tmp_pa
     assert estimate.returncode == 0 and "ESTIMATE" in estimate.stdout
 
 
-def test_a_negative_clean_ld_is_refused_in_one_line(tiny_model_dir, tmp_path):
+def test_a_negative_clean_ld_is_refused_in_one_line(tiny_model_dir, tmp_path, _cli):
     done = _cli("--task", "digits", "--n-prompts", "6", "--seed", "1", "--model", str(tiny_model_dir),
                 cache_dir=tmp_path)
     assert done.returncode == 2

@@ -1,33 +1,30 @@
-"""`python -m headscope heads` and `patterns` as a user runs them: real processes, offline, the embedded model."""
+"""`python -m headscope heads` and `patterns` as a user runs them: offline, the embedded model; in this process on the
+session's copy of it (tests/cli_in_process.py: a process per command would import torch and load the model again)."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from headscope.patterns import external_references
-from tests.cli_in_process import one_line_error
-from tests.pinned import cpu_env
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*args: str, results_dir: Path) -> subprocess.CompletedProcess:
-    env = cpu_env(PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(results_dir))
-    return subprocess.run([sys.executable, "-m", "headscope", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+from tests.cli_in_process import one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
-def results_dir(tmp_path_factory, embedded_model):
+def results_dir(tmp_path_factory):
     """A results cache of its own, so the first run really computes (the embedded model is converted already)."""
     return tmp_path_factory.mktemp("cli-results")
 
 
-def test_heads_json_has_the_documented_fields_and_a_layer_by_head_grid(results_dir):
-    done = run_cli("heads", "--score", "successor", "--json", results_dir=results_dir)
+@pytest.fixture
+def cli(capsys, monkeypatch, results_dir: Path, cli_shares_the_embedded_model):
+    """`headscope ARGS` in this process, writing its results to this module's own folder."""
+    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(results_dir))
+    return lambda *args: run_cli(capsys, list(args))
+
+
+def test_heads_json_has_the_documented_fields_and_a_layer_by_head_grid(cli):
+    done = cli("heads", "--score", "successor", "--json")
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert {"model", "score", "layers", "heads", "scores", "seconds"} <= set(payload)
@@ -36,13 +33,12 @@ def test_heads_json_has_the_documented_fields_and_a_layer_by_head_grid(results_d
     assert len(payload["scores"]) == 30 and all(len(row) == 9 for row in payload["scores"])
     assert payload["cached"] is False
     assert [entry["name"] for entry in payload["lists"] if not entry["usable"]] == ["numbers 1–200"]
-    again = json.loads(run_cli("heads", "--score", "successor", "--json", results_dir=results_dir).stdout)
+    again = json.loads(cli("heads", "--score", "successor", "--json").stdout)
     assert again["cached"] is True and again["scores"] == payload["scores"]
 
 
-def test_heads_on_a_prompt_prints_a_table_of_top_heads(results_dir):
-    done = run_cli("heads", "--score", "previous-token", "--prompt", "one two three four five", "--top", "3",
-                   results_dir=results_dir)
+def test_heads_on_a_prompt_prints_a_table_of_top_heads(cli):
+    done = cli("heads", "--score", "previous-token", "--prompt", "one two three four five", "--top", "3")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "score: previous-token" in lines[0]
@@ -53,10 +49,10 @@ def test_heads_on_a_prompt_prints_a_table_of_top_heads(results_dir):
     assert scores == sorted(scores, reverse=True) and scores[0] > 0.5
 
 
-def test_patterns_writes_an_offline_html_file_and_csv(results_dir, tmp_path):
+def test_patterns_writes_an_offline_html_file_and_csv(cli, tmp_path):
     html_file, csv_file = tmp_path / "view.html", tmp_path / "values.csv"
-    done = run_cli("patterns", "--prompt", "1 2 3 4 ", "--heads", "4.4,2.1", "--html", str(html_file),
-                   "--csv", str(csv_file), "--json", results_dir=results_dir)
+    done = cli("patterns", "--prompt", "1 2 3 4 ", "--heads", "4.4,2.1", "--html", str(html_file),
+               "--csv", str(csv_file), "--json")
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert payload["heads"] == ["4.4", "2.1"] and payload["kv_heads"] == [1, 0]
@@ -72,7 +68,7 @@ def test_patterns_writes_an_offline_html_file_and_csv(results_dir, tmp_path):
     ("31.0", "Head 31.0 is out of range: SmolLM2-135M-Instruct has layers 0–29 and heads 0–8."),
     ("2.1, 2.9, 40.0", "Heads 2.9, 40.0 are out of range"),
 ])
-def test_bad_head_lists_exit_2_with_one_line(capsys, tmp_path, heads, message):
+def test_bad_head_lists_exit_2_with_one_line(capsys, tmp_path, heads, message, cli_shares_the_embedded_model):
     target = tmp_path / "never.html"
     line = one_line_error(capsys, ["patterns", "--prompt", "1 2 3", "--heads", heads, "--html", str(target),
                                    "--device", "cpu"])

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from headscope.cli import main
+from tests.cli_in_process import run_cli
 from tests.pinned import cpu_env
 
 
@@ -17,8 +18,15 @@ def _run(*args):
                           env=env, timeout=300, check=False)
 
 
-def test_json_has_the_documented_fields():
-    done = _run("1 2 3 4 ", "--answer", "5", "--contrast", "4", "--top-k", "3", "--json")
+@pytest.fixture
+def tokens(capsys, cli_shares_the_embedded_model):
+    """`headscope tokens ARGS` in this process, on the session's embedded model (the table case below runs the real
+    process)."""
+    return lambda *args: run_cli(capsys, ["tokens", *args])
+
+
+def test_json_has_the_documented_fields(tokens):
+    done = tokens("1 2 3 4 ", "--answer", "5", "--contrast", "4", "--top-k", "3", "--json")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["model"] == "SmolLM2-135M-Instruct"
@@ -33,8 +41,8 @@ def test_json_has_the_documented_fields():
     assert out["warnings"] == []
 
 
-def test_json_without_answer_has_nulls_and_the_whitespace_warning():
-    out = json.loads(_run("1 2 3 4", "--json").stdout)
+def test_json_without_answer_has_nulls_and_the_whitespace_warning(tokens):
+    out = json.loads(tokens("1 2 3 4", "--json").stdout)
     assert out["answer"] is None and out["logit_diff"] is None
     assert any("whitespace token" in w for w in out["warnings"])
 

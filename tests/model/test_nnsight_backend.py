@@ -3,8 +3,6 @@ NDIF with local modules hidden, then run here), on the embedded model, to 1e-4 i
 show; the ablations also against plain PyTorch hooks on the HF modules."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from headscope.patterns import compute_patterns
 from headscope.predict import analyze_prompt
 from headscope.scores import score_heads
 from headscope.tasks import build_task_dataset
-from tests.pinned import cpu_env
+from tests.cli_in_process import run_cli
 
 TOL = 1e-4
 LAYERS = [0, 29]  # the default run checks these layers' heads and MLPs; the slow test every layer
@@ -27,7 +25,8 @@ LAYERS = [0, 29]  # the default run checks these layers' heads and MLPs; the slo
 
 @pytest.fixture(scope="module")
 def nnsight_local():
-    return load_model(ModelRequest(backend="nnsight"))
+    # pinned: "auto" would be CUDA float16 on a GPU machine, against the bridge's CPU float32 numbers
+    return load_model(ModelRequest(device="cpu", dtype="float32", backend="nnsight"))
 
 
 @pytest.fixture(scope="module")
@@ -226,17 +225,23 @@ def test_full_exact_sweep_matches_the_bridge(embedded_model, nnsight_backends, d
         assert got.clean_ld == pytest.approx(reference.clean_ld, abs=TOL)
 
 
-def _cli_json(*args):
-    env = cpu_env()
-    done = subprocess.run([sys.executable, "-m", "headscope", *args, "--json"], capture_output=True, text=True,
-                          env=env, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+def test_cli_tokens_with_the_nnsight_backend(capsys, monkeypatch, cli_shares_the_embedded_model, nnsight_local):
+    """In-process (tests/cli_in_process.py), pinned to the CPU as the subprocesses were; the bridge's answer comes
+    from the session's embedded model, nnsight's from this module's nnsight copy of it (what --backend asked for
+    reaches the load: the answers say which backend gave them)."""
+    import headscope.cli as cli
 
+    bridge_or_load = cli.load_for_cli
+    monkeypatch.setattr(cli, "load_for_cli", lambda args: nnsight_local if (
+        args.model == "embedded" and cli.backend_for(args) == "nnsight") else bridge_or_load(args))
 
-def test_cli_tokens_with_the_nnsight_backend():
-    nnsight = _cli_json("tokens", "1 2 3 4 ", "--answer", "5", "--backend", "nnsight")
-    bridge = _cli_json("tokens", "1 2 3 4 ", "--answer", "5")
+    def cli_json(*args):
+        done = run_cli(capsys, [*args, "--device", "cpu", "--json"])
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    nnsight = cli_json("tokens", "1 2 3 4 ", "--answer", "5", "--backend", "nnsight")
+    bridge = cli_json("tokens", "1 2 3 4 ", "--answer", "5")
     assert nnsight["backend"] == "nnsight" and bridge["backend"] == "bridge"
     assert [p["id"] for p in nnsight["top_k"]] == [p["id"] for p in bridge["top_k"]]
     np.testing.assert_allclose([p["logit"] for p in nnsight["top_k"]], [p["logit"] for p in bridge["top_k"]],

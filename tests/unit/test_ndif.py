@@ -15,7 +15,7 @@ from headscope.backends.ndif import RemoteJobError, RemoteJobState, gate_on_stat
 from headscope.errors import Cancelled, ModelLoadError
 from headscope.loading import ModelRequest, load_model
 from headscope.sharing import caller
-from tests.cli_in_process import one_line_error
+from tests.cli_in_process import one_line_error, run_cli
 from tests.pinned import cpu_env
 
 SECRET = "ndif-test-key-5f1e2d3c4b5a"
@@ -201,12 +201,6 @@ def test_the_job_state_reaches_the_callers_on_wait():
     assert seen[0].describe("session-a") == "the NDIF job (queued) in this session, running for 12 s"
 
 
-def _cli(*args, env=None):
-    full_env = cpu_env(**(env or {}))
-    return subprocess.run([sys.executable, "-m", "headscope", *args], capture_output=True, text=True, env=full_env,
-                          timeout=120, check=False)
-
-
 @pytest.mark.parametrize(("args", "message"), [
     (["tokens", "x", "--backend", "tl"], "invalid choice: 'tl'"),
     (["tokens", "x", "--remote", "--backend", "bridge"], "--remote runs nnsight on NDIF"),
@@ -217,9 +211,10 @@ def test_cli_bad_backend_input_exits_2_with_one_line(capsys, no_saved_key, args,
     assert message in one_line_error(capsys, args)  # in-process: tests/cli_in_process.py
 
 
-def test_cli_never_prints_the_key(closed_host):
-    done = _cli("tokens", "1 2 3 4 ", "--remote", "--model", HOSTED, "--json",
-                env={"NDIF_API_KEY": SECRET, "NDIF_HOST": closed_host})
+def test_cli_never_prints_the_key(closed_host, monkeypatch, capsys):
+    monkeypatch.setenv("NDIF_API_KEY", SECRET)
+    monkeypatch.setenv("NDIF_HOST", closed_host)
+    done = run_cli(capsys, ["tokens", "1 2 3 4 ", "--remote", "--model", HOSTED, "--json"])  # in-process
     assert done.returncode == 2
     assert "not reachable" in done.stderr
     assert SECRET not in done.stdout + done.stderr
