@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,9 +37,12 @@ import torch
 from headscope.backends.base import (
     AblationGroups,
     BlockRunner,
+    InputEdit,
     InterventionGroup,
     LogitDiffTask,
     MlpEdit,
+    Site,
+    SiteKind,
     SourceKind,
     UnsupportedIntervention,
     ValueSource,
@@ -115,9 +118,9 @@ class LayerValues:
 @dataclass(frozen=True)
 class EntryResiduals:
     """The residual entering every layer of one run: resid[layer][P, pos, d_model] for layer 0 … N (N: after the
-    last block), plus the run's replacement values when the run was the corrupted one."""
+    last block); or (a mapping) only at the layers a run_joined_groups pass joins at."""
 
-    resid: list[torch.Tensor]
+    resid: Sequence[torch.Tensor] | Mapping[int, torch.Tensor]
 
     def entering(self, layer: int) -> torch.Tensor:
         return self.resid[layer]
@@ -207,6 +210,39 @@ def groups_per_chunk(model: Backend, n_prompts: int, seq_len: int, n_groups: int
     return plan_chunks(what, n_groups, unit, budget, fixed_bytes, target=model.chunk_target() + fixed_bytes).per_chunk
 
 
+@dataclass(frozen=True, eq=False)  # holds a tensor: compared by identity
+class ReceiverInput:
+    """A path group's change at its join layer (path patching's edge S → R): delta[P, pos, d_model] (the sender's
+    change, float32) added to what receiver site R's projection reads (Q_INPUT, K_INPUT, V_INPUT; a KV group named
+    by its first query head), every other reader of the residual unchanged."""
+
+    site: Site
+    delta: torch.Tensor
+
+
+def _input_edits(model: Backend, receivers: Sequence[ReceiverInput | None], joined: Sequence[int], layer: int,
+                 n_prompts: int, like: torch.Tensor, frozen_norm: bool) -> tuple[InputEdit, ...]:
+    """The block runner's input edits (one per kind) for the groups in the batch whose receiver sits at `layer`."""
+    per_kv = model.info.n_heads // model.info.n_kv_heads
+    mine = [(slot, receiver) for slot, group in enumerate(joined)
+            if (receiver := receivers[group]) is not None and receiver.site.layer == layer]
+    edits = []
+    for kind in (SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT):
+        of_kind = [(slot, receiver) for slot, receiver in mine if receiver.site.kind is kind]
+        if not of_kind:
+            continue
+        per_column = 1 if kind is SiteKind.Q_INPUT else per_kv
+        rows = torch.zeros(like.shape[0], model.info.n_heads // per_column, dtype=torch.bool, device=like.device)
+        delta = torch.zeros(*like.shape, dtype=of_kind[0][1].delta.dtype, device=like.device)
+        for slot, receiver in of_kind:
+            assert receiver.site.head is not None
+            span = slice(slot * n_prompts, (slot + 1) * n_prompts)
+            rows[span, receiver.site.head // per_column] = True
+            delta[span] = receiver.delta.to(like.device)
+        edits.append(InputEdit(kind, rows, delta, frozen_norm))
+    return tuple(edits)
+
+
 def run_joined_groups(
     model: Backend,
     runner: BlockRunner,
@@ -220,6 +256,9 @@ def run_joined_groups(
     max_groups: int | None = None,
     timer: WorkTimer | None = None,
     per_prompt: bool = False,
+    receivers: Sequence[ReceiverInput | None] | None = None,
+    frozen_receiver_norm: bool = False,
+    what: str = "ablations",
 ) -> np.ndarray:
     """ld[group] for groups that each join the pass at join_layers[group] from entries.entering(join_layer) and
     ablate, at every layer from there on, the components groups.heads[group] / groups.mlps[group] name.
@@ -227,11 +266,13 @@ def run_joined_groups(
     Rows of a group are the P prompts of the entry residual; answer_ids[P, 2] (correct, incorrect) and weights[P]
     (summing to 1) make its LD. Groups are processed in chunks of at most `max_groups` (default: what fits).
     per_prompt: ld[group, prompt] instead, each prompt's own logit difference (unweighted).
+    receivers[group] (path groups, joining at their receiver's layer): that group's receiver reads the residual plus
+    its delta at its join layer (the receiver norm recomputed, or frozen with frozen_receiver_norm).
     """
     n_layers = model.info.n_layers
-    entry0 = entries.entering(0)
-    n_prompts, seq_len = int(entry0.shape[0]), int(entry0.shape[1])
     order = sorted(range(len(groups)), key=lambda g: join_layers[g])
+    entry0 = entries.entering(join_layers[order[0]] if order else 0)
+    n_prompts, seq_len = int(entry0.shape[0]), int(entry0.shape[1])
     per_chunk = max_groups or groups_per_chunk(model, n_prompts, seq_len, len(groups))
     out = np.zeros((len(groups), n_prompts) if per_prompt else len(groups))
     device = entry0.device
@@ -262,12 +303,14 @@ def run_joined_groups(
                 if bool(mlp_mask.any()):
                     mlp_edit = MlpEdit(mlp_mask.to(device).repeat_interleave(n_prompts),
                                        _tile_rows(values.mlp[layer], len(joined)))
+                inputs = () if receivers is None or not joining else _input_edits(
+                    model, receivers, joined, layer, n_prompts, resid, frozen_receiver_norm)
                 cut = layer == n_layers - 1 and runner.supports_last_position_only
                 with model.gate.hold():
                     resid = runner.run_block(layer, resid, context, z_edit=z_edit, mlp_edit=mlp_edit,
-                                             last_position_only=cut).resid
+                                             input_edits=inputs, last_position_only=cut).resid
                 if timer is not None:
-                    timer.advance(len(joined), f"layer {layer}: {len(joined)} ablations in flight")
+                    timer.advance(len(joined), f"layer {layer}: {len(joined)} {what} in flight")
             assert resid is not None
             with model.gate.hold():
                 logits = runner.answer_logits(resid[:, -1, :], answer_ids.to(device).repeat(len(joined), 1))

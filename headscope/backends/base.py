@@ -531,6 +531,20 @@ class MlpEdit:
 
 
 @dataclass(frozen=True)
+class InputEdit:
+    """Add delta[batch, pos, d_model] to what some heads' query (key, value) projection reads: the heads selected by
+    rows[batch, column] (bool; columns are heads for Q_INPUT, KV groups for K_INPUT / V_INPUT) get
+    proj(norm(x + delta)) − proj(norm(x)) added on their slice, x being the residual the block reads and norm its
+    attention norm recomputed (frozen_norm: its scale frozen from x instead). Every other reader of x is unchanged:
+    a path patching receiver."""
+
+    kind: SiteKind  # Q_INPUT | K_INPUT | V_INPUT
+    rows: torch.Tensor
+    delta: torch.Tensor
+    frozen_norm: bool = False
+
+
+@dataclass(frozen=True)
 class BlockOutput:
     """One block's output residual resid[batch, pos, d_model] and what was captured on the way."""
 
@@ -563,12 +577,14 @@ class BlockRunner(Protocol):
         *,
         z_edit: ZEdit | None = None,
         mlp_edit: MlpEdit | None = None,
+        input_edits: Sequence[InputEdit] = (),
         capture_z: bool = False,
         capture_mlp: bool = False,
         capture_pattern: bool = False,
         last_position_only: bool = False,
     ) -> BlockOutput:
-        """Block `layer` on resid[batch, pos, d_model], optionally replacing or capturing z and the MLP output.
+        """Block `layer` on resid[batch, pos, d_model], optionally replacing or capturing z and the MLP output and
+        changing what some heads' projections read (input_edits, at most one per kind).
 
         last_position_only (for the last block, when only the final position's residual is read): the output
         projection and the MLP run on the last position alone (keys and values still see every position); only

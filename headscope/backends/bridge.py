@@ -31,6 +31,7 @@ from headscope.backends.base import (
     AttributionEffects,
     Backend,
     BlockOutput,
+    InputEdit,
     LocalModel,
     LogitDiffTask,
     MlpEdit,
@@ -58,6 +59,7 @@ from headscope.backends.bridge_setup import (
     make_bridge,
 )
 from headscope.backends.bridge_weights import BridgeView
+from headscope.backends.path_runs import HfModules, input_edit_hooks
 from headscope.errors import InputError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
@@ -495,6 +497,7 @@ class BridgeBlockRunner:
         self.bridge = backend.bridge
         self.last_position_ok = False  # set by the backend's check at load
         self.max_seq_len = attention_span_limit(backend.hf_model.config)
+        self.hf_modules: HfModules | None = None
 
     @property
     def supports_last_position_only(self) -> bool:
@@ -528,6 +531,7 @@ class BridgeBlockRunner:
         *,
         z_edit: ZEdit | None = None,
         mlp_edit: MlpEdit | None = None,
+        input_edits: Sequence[InputEdit] = (),
         capture_z: bool = False,
         capture_mlp: bool = False,
         capture_pattern: bool = False,
@@ -552,7 +556,8 @@ class BridgeBlockRunner:
         # the bridge's attention only where its pattern is wanted; elsewhere the model's own (checked at load)
         keep = range(backend.info.n_layers) if capture_pattern else [i for i in range(backend.info.n_layers)
                                                                      if i != layer]
-        with hooks, backend.native.swapped(keep=keep):
+        inputs = input_edit_hooks(self._modules(), layer, input_edits) if input_edits else contextlib.nullcontext()
+        with hooks, inputs, backend.native.swapped(keep=keep):
             if capture_pattern:
                 with self.bridge.hooks(fwd_hooks=[(f"blocks.{layer}.attn.hook_pattern", on_pattern)]):
                     out = block(resid, **context)
@@ -564,6 +569,13 @@ class BridgeBlockRunner:
 
     def answer_logits(self, resid_last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return self.backend.answer_from_resid(resid_last, ids)
+
+    def _modules(self) -> HfModules:
+        """The transformers modules input edits hook (made at first need)."""
+        if self.hf_modules is None:
+            info = self.backend.info
+            self.hf_modules = HfModules(self.backend.hf_model, info.n_heads, info.n_kv_heads, info.d_head)
+        return self.hf_modules
 
 
 def attention_span_limit(config: Any) -> int | None:

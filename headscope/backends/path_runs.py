@@ -8,8 +8,9 @@ changed output then runs through the rest of the model. An edge S → logits add
 the final norm with its scale frozen from the run, onto the answers' unembedding columns (soft-capping after).
 
 Rows: every edge runs every prompt once (edge-major). The general path runs one hooked forward of the model per chunk
-of edges; the fast path starts each edge at its receiver's layer from the run's stored residual (the edges of a chunk
-join the batch layer by layer, as the ablation engine's groups do) through the backend's block runner.
+of edges; the fast path is the one evaluator's joined-group pass (engine.run_joined_groups): each edge a group
+starting at its receiver's layer from the run's stored residual with its sender's change as the block runner's
+input edit (base.InputEdit, applied by `input_edit_hooks`).
 Hooks sit on the modules the family layout names (backends/layouts.py), unwrapped from TransformerLens' bridge
 components where the bridge wraps them, so the same code serves both local backends.
 """
@@ -24,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from headscope.backends.base import Site, SiteKind, SourceKind, UnsupportedIntervention
+from headscope.backends.base import AblationGroups, InputEdit, Site, SiteKind, SourceKind, UnsupportedIntervention
 from headscope.backends.layouts import Layout, layout_for
 from headscope.backends.norms import freeze_norm
 from headscope.component import Component
 
 if TYPE_CHECKING:
-    from headscope.backends.base import Backend
+    from headscope.backends.base import Backend, BlockRunner
     from headscope.engine import WorkTimer
 
 
@@ -272,6 +273,61 @@ class _Row:
     delta: int
 
 
+def projected_change(modules: HfModules, layer: int, module: Any, x: torch.Tensor, delta: torch.Tensor,
+                     frozen_norm: bool) -> torch.Tensor:
+    """proj(norm(x + Δ)) − proj(norm(x)) for rows x[rows, pos, d_model], Δ[rows, pos, d_model] (float32), with the
+    layer's attention norm recomputed (frozen_norm: its scale frozen from x) and `module` the projection: every
+    head's slice of what the projection's output would gain."""
+    norm = modules.ln1(layer)
+    if frozen_norm:
+        moved = freeze_norm(norm, x).apply(delta).to(x.dtype)
+    else:
+        moved = norm.forward(x + delta.to(x.dtype)) - norm.forward(x)
+    return module.forward(moved) - module.forward(torch.zeros_like(moved[:1, :1]))
+
+
+@contextlib.contextmanager
+def input_edit_hooks(modules: HfModules, layer: int, edits: Sequence[InputEdit]) -> Iterator[None]:
+    """Hooks applying a block runner's input edits (base.InputEdit) at `layer`: the attention norm's input is kept,
+    and each edited projection's output gains its selected heads' (KV groups') slices of the change."""
+    if not edits:
+        yield
+        return
+    kept: dict[str, torch.Tensor] = {}
+    by_module: dict[int, tuple[Any, list[InputEdit]]] = {}
+    for edit in edits:
+        module, _ = modules.projection(Site(edit.kind, layer, 0))
+        by_module.setdefault(id(module), (module, []))[1].append(edit)
+
+    def keep_input(module: Any, args: tuple) -> None:
+        kept["x"] = args[0]
+
+    def add(module: Any, mine: list[InputEdit]) -> Callable:
+        def hook(mod: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            out = output.clone()
+            d_head = modules.d_head
+            for edit in mine:
+                selected = edit.rows.to(output.device)
+                index = selected.any(dim=1).nonzero().squeeze(1)
+                if index.numel() == 0:
+                    continue
+                projected = projected_change(modules, layer, module, kept["x"][index],
+                                             edit.delta.to(output.device)[index], edit.frozen_norm)
+                columns = selected[index]
+                per_kv = 1 if edit.kind is SiteKind.Q_INPUT else modules.heads_per_kv
+                for column in columns.any(dim=0).nonzero().squeeze(1).tolist():
+                    _, offset = modules.projection(Site(edit.kind, layer, column * per_kv))
+                    hit = columns[:, column].nonzero().squeeze(1)
+                    out[index[hit], :, offset:offset + d_head] += projected[hit, :, offset:offset + d_head]
+            return out
+        return hook
+
+    handles = [modules.ln1_called(layer).register_forward_pre_hook(keep_input)]
+    handles += [module.register_forward_hook(add(module, mine)) for module, mine in by_module.values()]
+    with _hooks(handles):
+        yield
+
+
 class ReceiverHooks:
     """Adds each batched edge's change to its receiver's projection output: rows are `rows` (edge-major, n_prompts
     each), set before every forward or block call."""
@@ -314,13 +370,7 @@ class ReceiverHooks:
             index = torch.tensor([i * p + j for i, _ in mine for j in range(p)], device=output.device)
             which = torch.tensor([row.delta for _, row in mine], device=self.deltas.device)
             delta = self.deltas[which].flatten(0, 1).to(output.device)  # [rows, pos, d_model]
-            x = self._x[layer][index]
-            norm = self.modules.ln1(layer)
-            if self.frozen_norm:
-                moved = freeze_norm(norm, x).apply(delta).to(x.dtype)
-            else:
-                moved = norm.forward(x + delta.to(x.dtype)) - norm.forward(x)
-            projected = module.forward(moved) - module.forward(torch.zeros_like(moved[:1, :1]))
+            projected = projected_change(self.modules, layer, module, self._x[layer][index], delta, self.frozen_norm)
             out = output.clone()
             d_head = self.modules.d_head
             for slot, (_, row) in enumerate(mine):
@@ -354,37 +404,22 @@ def _general(modules: HfModules, hooks: ReceiverHooks, task: PathTask, chunk: li
     return (logits[:, 0] - logits[:, 1]).view(n, task.n_prompts).double()
 
 
-def _fast(backend: Backend, modules: HfModules, hooks: ReceiverHooks, task: PathTask, run: RunCapture,
-          chunk: list[tuple[int, _Row]], timer: WorkTimer | None) -> torch.Tensor:
-    """ld[edge, P] for a chunk of edges: each joins the block loop at its receiver's layer from the run's residual."""
-    runner = backend.block_runner
-    assert runner is not None
+def _fast(backend: Backend, runner: BlockRunner, task: PathTask, run: RunCapture, deltas: torch.Tensor,
+          receivers: Sequence[tuple[int, _Row]], per_chunk: int, frozen_norm: bool, timer: WorkTimer | None
+          ) -> np.ndarray:
+    """ld[receiver edge, P]: the one evaluator's joined-group pass, each edge a group joining at its receiver's
+    layer from the run's residual there with its sender's change on its receiver's input."""
+    from headscope.engine import EntryResiduals, LayerValues, ReceiverInput, run_joined_groups
+
     n_layers = backend.info.n_layers
-    p = task.n_prompts
-    resid: torch.Tensor | None = None
-    context = None
-    joined: list[_Row] = []
-    first = chunk[0][1].site.layer
-    with torch.inference_mode():
-        for layer in range(first, n_layers):
-            joining = [row for _, row in chunk if row.site.layer == layer]
-            if joining:
-                fresh = run.entries[layer].repeat(len(joining), 1, 1)
-                resid = fresh if resid is None else torch.cat([resid, fresh])
-                joined += joining
-                if context is None:
-                    context = runner.context(resid)
-            assert resid is not None
-            hooks.rows = joined
-            cut = layer == n_layers - 1 and runner.supports_last_position_only  # only the last position is read
-            with backend.gate.hold(), hooks.installed([layer] if joining else []):
-                resid = runner.run_block(layer, resid, context, last_position_only=cut).resid
-            if timer is not None:
-                timer.advance(len(joined), f"layer {layer}: {len(joined)} paths in flight")
-        assert resid is not None
-        with backend.gate.hold():
-            logits = runner.answer_logits(resid[:, -1], task.answer_ids.to(resid.device).repeat(len(joined), 1))
-    return (logits[:, 0] - logits[:, 1]).float().view(len(joined), p).double()
+    groups = AblationGroups.empty(len(receivers), n_layers, backend.info.n_heads)
+    nothing: list[torch.Tensor | None] = [None] * n_layers
+    inputs = [ReceiverInput(row.site, deltas[row.delta]) for _, row in receivers]
+    weights = torch.full((task.n_prompts,), 1.0 / task.n_prompts)
+    return run_joined_groups(backend, runner, EntryResiduals(run.entries), groups,
+                             [row.site.layer for _, row in receivers], LayerValues(nothing, nothing),
+                             task.answer_ids, weights, max_groups=per_chunk, timer=timer, per_prompt=True,
+                             receivers=inputs, frozen_receiver_norm=frozen_norm, what="paths")
 
 
 def run_path_task(backend: Backend, task: PathTask, *, path: str = "auto", timer: WorkTimer | None = None,
@@ -431,21 +466,23 @@ def run_path_task(backend: Backend, task: PathTask, *, path: str = "auto", timer
         for index in logit_edges:
             out[index] = lds[sender_index[task.edges[index].sender]].cpu().numpy()
     if receivers:
-        hooks = ReceiverHooks(modules, deltas, task.n_prompts, frozen_norm)
         kept = deltas.numel() * deltas.element_size()
         per_chunk = groups_per_chunk(backend, task.n_prompts, task.seq_len, len(receivers), fixed_bytes=kept,
                                      what="The path patching")
         per_chunk = min(per_chunk, max_edges or per_chunk)
-        for chunk in _edge_chunks(receivers, per_chunk):
-            if runner is not None:
-                lds = _fast(backend, modules, hooks, task, run, chunk, timer)
-            else:
+        if runner is not None:
+            lds = _fast(backend, runner, task, run, deltas, receivers, per_chunk, frozen_norm, timer)
+            for slot, (index, _) in enumerate(receivers):
+                out[index] = lds[slot]
+        else:
+            hooks = ReceiverHooks(modules, deltas, task.n_prompts, frozen_norm)
+            for chunk in _edge_chunks(receivers, per_chunk):
                 with backend.gate.hold(), whole():
                     lds = _general(modules, hooks, task, chunk)
                 if timer is not None:
                     timer.advance(n_layers * len(chunk), "full forward passes")
-            for slot, (index, _) in enumerate(chunk):  # rows in chunk order (by receiver layer)
-                out[index] = lds[slot].cpu().numpy()
+                for slot, (index, _) in enumerate(chunk):  # rows in chunk order (by receiver layer)
+                    out[index] = lds[slot].cpu().numpy()
     return out, run_ld
 
 
