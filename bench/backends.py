@@ -30,7 +30,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from headscope.ablation import exact_sweep, naive_sweep, prepare_dataset
-from headscope.backends.base import InterventionGroup, LogitDiffTask, Placement, SourceKind, ValueSource
+from headscope.backends.base import Placement
+from headscope.backends.interventions import InterventionGroup, LogitDiffTask, SourceKind, ValueSource
 from headscope.component import Component
 from headscope.loading import ModelRequest, load_model
 from headscope.methods import get_method

@@ -127,7 +127,7 @@ def random_task(model, n_prompts: int, seq_len: int, seed: int):
 
 
 def gpu_bench(args: argparse.Namespace) -> None:
-    from headscope.backends.base import InterventionGroup, SourceKind, ValueSource
+    from headscope.backends.interventions import InterventionGroup, SourceKind, ValueSource
     from headscope.circuit import visiting_order
     from headscope.methods import get_method
 

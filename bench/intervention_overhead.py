@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from headscope.backends.base import AblationGroups, InterventionGroup, SourceKind, ValueSource
+from headscope.backends.interventions import AblationGroups, InterventionGroup, SourceKind, ValueSource
 from headscope.circuit import _Candidates, _components
 from headscope.component import every_component
 

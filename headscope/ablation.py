@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
-from headscope.backends.base import InterventionGroup, SourceKind, ValueSource
+from headscope.backends.interventions import InterventionGroup, SourceKind, ValueSource
 from headscope.component import Component, every_component
 from headscope.engine import (
     METRIC,

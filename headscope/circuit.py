@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from headscope.ablation import attribution_sweep
-from headscope.backends.base import InterventionGroup, SourceKind, ValueSource
+from headscope.backends.interventions import InterventionGroup, SourceKind, ValueSource
 from headscope.circuit_compare import CircuitSet
 from headscope.component import Component, every_component
 from headscope.engine import (

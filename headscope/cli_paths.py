@@ -129,7 +129,7 @@ def confidence_json(confidence: Any, run_ld: Any, kv_grouped: bool) -> dict[str,
 
 
 def cmd_paths(args: argparse.Namespace, steps: CliSteps) -> int:
-    from headscope.backends.base import UnsupportedIntervention
+    from headscope.backends.interventions import UnsupportedIntervention
     from headscope.job_time import paths_estimate
     from headscope.path_patching import load_paths, run_paths
     from headscope.tasks import prepare_dataset

@@ -34,19 +34,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from headscope.backends.base import (
+from headscope.backends.base import BlockRunner, InputEdit, MlpEdit, ZEdit
+from headscope.backends.interventions import (
     AblationGroups,
-    BlockRunner,
-    InputEdit,
     InterventionGroup,
     LogitDiffTask,
-    MlpEdit,
     Site,
     SiteKind,
     SourceKind,
     UnsupportedIntervention,
     ValueSource,
-    ZEdit,
 )
 from headscope.component import Component
 from headscope.errors import Cancelled, InputError

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from headscope.backends.base import ReadNorm, Readout, Site, SiteKind
+from headscope.backends.base import ReadNorm, Readout
+from headscope.backends.interventions import Site, SiteKind
 from headscope.errors import InputError
 from headscope.serialize import to_payload
 from headscope.tokens import continuation_ids

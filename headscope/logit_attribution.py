@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from headscope.backends.base import ReadNorm, Readout, Site, SiteKind, SiteReadings
+from headscope.backends.base import ReadNorm, Readout, SiteReadings
+from headscope.backends.interventions import Site, SiteKind
 from headscope.component import Component
 from headscope.confidence import RankingConfidence, ranking_confidence
 from headscope.engine import METRIC, Progress, ProgressCallback, WorkTimer, logit_diff_task, prompt_rows

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import numpy as np
 import torch
 
-from headscope.backends.base import SiteKind, SourceKind
+from headscope.backends.interventions import SiteKind, SourceKind
 from headscope.component import Component
 from headscope.engine import METRIC, Progress, ProgressCallback, WorkTimer, check_method
 from headscope.errors import InputError

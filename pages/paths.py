@@ -52,7 +52,7 @@ from components.share import BOUND, copy_link, set_url_value, task_arguments, ur
 from components.text import md, plural, quoted
 from headscope.ablation import METHODS
 from headscope.api import call_code, notebook_code
-from headscope.backends.base import UnsupportedIntervention
+from headscope.backends.interventions import UnsupportedIntervention
 from headscope.errors import HeadscopeError
 from headscope.job_time import paths_estimate
 from headscope.methods import methods_help

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -28,7 +28,15 @@ import torch
 
 from headscope.backends import BACKENDS
 from headscope.backends.bos import BosPolicy
-from headscope.component import Component
+from headscope.backends.interventions import (
+    AblationGroups,
+    InterventionGroup,
+    LogitDiffTask,
+    Site,
+    SiteKind,
+    SourceKind,
+    UnsupportedIntervention,
+)
 from headscope.memory import activation_budget, chunk_target_bytes
 from headscope.methods import AblationMethod, method_for_source
 from headscope.sharing import ModelGate
@@ -161,258 +169,6 @@ def config_model_info(config: Any, dims: ConfigDims, bos: BosPolicy, *, name: st
         architecture=architecture if architecture is not None else ", ".join(getattr(config, "architectures", None)
                                                                              or []),
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# What an ablated run measures and ablates
-
-
-@dataclass(frozen=True)
-class LogitDiffTask:
-    """Prompts of one length and their answers: LD = Σ_prompt weight · (logit[correct] − logit[incorrect]) at the
-    last position. clean[prompt, pos], corrupted[prompt | corrupted prompt, pos] (None without corrupted prompts),
-    correct[prompt], incorrect[prompt], weights[prompt] (sum 1; a repeated prompt counts once with its weight)."""
-
-    clean: torch.Tensor
-    corrupted: torch.Tensor | None
-    correct: torch.Tensor
-    incorrect: torch.Tensor
-    weights: torch.Tensor
-
-    @property
-    def n_prompts(self) -> int:
-        return int(self.clean.shape[0])
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.clean.shape[1])
-
-    @property
-    def answer_ids(self) -> torch.Tensor:
-        """ids[prompt, 2]: correct, incorrect."""
-        return torch.stack([self.correct, self.incorrect], dim=1)
-
-
-@dataclass(frozen=True)
-class AblationGroups:
-    """The backends' dense lowering of InterventionGroups that replace head z and MLP outputs: which components each
-    group of rows ablates, heads[group, layer, head] and mlps[group, layer] (bool, CPU). Engines state
-    InterventionGroups; the backends and the evaluator's fast path run this form (`from_groups`).
-
-    A group runs every prompt of the task once; group-major rows (group 0's prompts first).
-    """
-
-    heads: torch.Tensor
-    mlps: torch.Tensor
-
-    @property
-    def n_groups(self) -> int:
-        return int(self.heads.shape[0])
-
-    def __len__(self) -> int:
-        return self.n_groups
-
-    def select(self, index: Sequence[int] | slice) -> AblationGroups:
-        if isinstance(index, slice):
-            return AblationGroups(self.heads[index], self.mlps[index])
-        rows = torch.as_tensor(list(index), dtype=torch.long)
-        return AblationGroups(self.heads[rows], self.mlps[rows])
-
-    @classmethod
-    def empty(cls, n_groups: int, n_layers: int, n_heads: int) -> AblationGroups:
-        return cls(torch.zeros(n_groups, n_layers, n_heads, dtype=torch.bool),
-                   torch.zeros(n_groups, n_layers, dtype=torch.bool))
-
-    @classmethod
-    def single_components(cls, components: Sequence[Component], n_layers: int, n_heads: int) -> AblationGroups:
-        """One group per component: a head ablates that head's z, an MLP that layer's MLP output."""
-        groups = cls.empty(len(components), n_layers, n_heads)
-        for index, component in enumerate(components):
-            groups.mark(index, component)
-        return groups
-
-    def mark(self, index: int, component: Component) -> None:
-        """Add a component to group `index`."""
-        if component.head is None:
-            self.mlps[index, component.layer] = True
-        else:
-            self.heads[index, component.layer, component.head] = True
-
-    def holds(self, index: int, component: Component) -> bool:
-        if component.head is None:
-            return bool(self.mlps[index, component.layer])
-        return bool(self.heads[index, component.layer, component.head])
-
-    @classmethod
-    def from_groups(cls, groups: Sequence[InterventionGroup], n_layers: int, n_heads: int
-                    ) -> tuple[AblationGroups, SourceKind | None]:
-        """The dense form of groups that replace head z and MLP outputs at every position, all from one value source
-        (what the backends' ablation primitives run), and that source (None when no group edits anything). Other
-        sites, positions or mixed sources raise UnsupportedIntervention: they need an engine module of their own."""
-        out = cls.empty(len(groups), n_layers, n_heads)
-        source: ValueSource | None = None
-        heads: tuple[list[int], list[int], list[int]] = ([], [], [])  # group, layer, head of every z edit
-        mlps: tuple[list[int], list[int]] = ([], [])  # group, layer of every MLP edit
-        for index, group in enumerate(groups):
-            for edit in group.edits:
-                site = edit.site
-                if edit.positions is not None or (site.kind is not SiteKind.Z and site.kind is not SiteKind.MLP_OUT):
-                    raise UnsupportedIntervention(f"{edit.describe()}: the ablation primitives replace head z and "
-                                                  "MLP outputs at every position only.")
-                if edit.source is not source:
-                    if source is not None and edit.source != source:
-                        raise UnsupportedIntervention(f"{edit.describe()}: one value source per evaluation "
-                                                      f"({source.kind} given first).")
-                    source = edit.source
-                if site.head is None:
-                    mlps[0].append(index)
-                    mlps[1].append(site.layer)
-                else:
-                    heads[0].append(index)
-                    heads[1].append(site.layer)
-                    heads[2].append(site.head)
-        out.heads[heads] = True  # one indexed write for every edit (thousands of groups lower in milliseconds)
-        out.mlps[mlps] = True
-        return out, None if source is None else source.kind
-
-    def union(self, base: AblationGroups) -> AblationGroups:
-        """Every group with base's one group added to it."""
-        return AblationGroups(self.heads | base.heads[:1], self.mlps | base.mlps[:1])
-
-    def lowest_layers(self) -> list[int]:
-        """The lowest layer each group touches (the last layer for a group touching none)."""
-        touched = self.heads.any(dim=2) | self.mlps  # [group, layer]
-        n_layers = int(self.heads.shape[1])
-        first = torch.where(touched.any(dim=1), touched.int().argmax(dim=1), torch.tensor(n_layers - 1))
-        return [int(layer) for layer in first.tolist()]
-
-    def layers_touched(self) -> list[int]:
-        """Layers in which some group ablates something (ascending)."""
-        touched = self.heads.any(dim=(0, 2)) | self.mlps.any(dim=0)
-        return [int(i) for i in torch.nonzero(touched).flatten()]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Interventions as data: where (site), with what (value source), at which positions, in groups of rows
-
-
-class UnsupportedIntervention(NotImplementedError):
-    """An intervention the vocabulary can state but no engine path runs yet."""
-
-
-class SiteKind(StrEnum):
-    """What an edit replaces. Shapes per row of a batch (pos: every input position, BOS included):
-
-    - Z: a head's z, its attention output before W_O: [pos, d_head] (the ablation sites);
-    - Q_INPUT / K_INPUT / V_INPUT: the residual one head's query / key / value reads, before the block's attention
-      norm: [pos, d_model] (path patching: only that head sees the edited value; on grouped-query models K and V
-      inputs are per KV group, `head` naming any query head of the group);
-    - MLP_OUT: a layer's MLP output: [pos, d_model];
-    - RESID: the residual stream entering a layer: [pos, d_model] (layer n_layers: after the last block);
-    - HEAD_OUT (read only): what one head adds to the residual, z·W_O[head] (Gemma-2: through the post-attention
-      norm with its scale frozen from the layer's whole attention output): [pos, d_model];
-    - ATTN_BIAS (read only): what a layer's attention adds whatever its heads do (b_O, through a frozen
-      post-attention norm where the family has one): [pos, d_model].
-    Read by `Backend.read_sites`, MLP_OUT is what the MLP adds to the residual (after a post-MLP norm where the
-    family has one), RESID 0 the embeddings."""
-
-    Z = "z"
-    Q_INPUT = "q_input"
-    K_INPUT = "k_input"
-    V_INPUT = "v_input"
-    MLP_OUT = "mlp_out"
-    RESID = "resid"
-    HEAD_OUT = "head_out"
-    ATTN_BIAS = "attn_bias"
-
-
-HEAD_SITES = (SiteKind.Z, SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT, SiteKind.HEAD_OUT)
-
-
-@dataclass(frozen=True)
-class Site:
-    """One place in the forward pass: a kind, a layer and (for head sites) a head."""
-
-    kind: SiteKind
-    layer: int
-    head: int | None = None
-
-    def __post_init__(self) -> None:
-        if (self.kind in HEAD_SITES) != (self.head is not None):
-            raise ValueError(f"A {self.kind} site {'needs' if self.kind in HEAD_SITES else 'takes no'} head.")
-
-    @classmethod
-    def output_of(cls, component: Component) -> Site:
-        """Where ablating a component acts: a head's z, or the MLP's output."""
-        if component.head is None:
-            return cls(SiteKind.MLP_OUT, component.layer)
-        return cls(SiteKind.Z, component.layer, component.head)
-
-    @property
-    def component(self) -> Component:
-        """The component the site belongs to (RESID sites belong to none)."""
-        if self.kind is SiteKind.RESID:
-            raise UnsupportedIntervention("The residual stream is not a component.")
-        return Component(self.layer, self.head)
-
-    def describe(self) -> str:
-        where = f"{self.layer}.{self.head}" if self.head is not None else f"layer {self.layer}"
-        return f"{self.kind} of {where}"
-
-
-class SourceKind(StrEnum):
-    """Where an edit's value comes from: ZERO; MEAN, the position-wise mean over a reference run's prompts (every
-    corrupted prompt); PAIRED, the same site on the paired row of another run (the corrupted prompt of this row:
-    resampling, activation patching); GIVEN, a tensor the caller holds, broadcastable over [row, pos, ...site]."""
-
-    ZERO = "zero"
-    MEAN = "mean"
-    PAIRED = "paired"
-    GIVEN = "given"
-
-
-@dataclass(frozen=True)
-class ValueSource:
-    """A value source; `reference` names the run MEAN and PAIRED read ("corrupted": the task's corrupted prompts;
-    "clean" for denoising), `value` the GIVEN tensor (compared by identity)."""
-
-    kind: SourceKind
-    reference: str = "corrupted"
-    value: torch.Tensor | None = field(default=None, compare=False, hash=False)
-
-
-@dataclass(frozen=True)
-class Edit:
-    """Replace `site` with `source`'s value at `positions` (None: every position)."""
-
-    site: Site
-    source: ValueSource
-    positions: tuple[int, ...] | None = None
-
-    def describe(self) -> str:
-        at = "every position" if self.positions is None else f"positions {list(self.positions)}"
-        return f"{self.site.describe()} ← {self.source.kind} at {at}"
-
-
-@dataclass(frozen=True)
-class InterventionGroup:
-    """The edits one group of rows carries (every prompt of the task once, with all of them applied)."""
-
-    edits: frozenset[Edit]
-
-    @classmethod
-    def ablating(cls, components: Iterable[Component], source: ValueSource) -> InterventionGroup:
-        """Each component's output replaced by the source at every position (an ablation)."""
-        return cls(frozenset(Edit(Site.output_of(c), source) for c in components))
-
-    @classmethod
-    def nothing(cls) -> InterventionGroup:
-        """No edit: the run itself."""
-        return cls(frozenset())
-
-    def with_edits_of(self, other: InterventionGroup) -> InterventionGroup:
-        """This group's edits and other's together."""
-        return InterventionGroup(self.edits | other.edits) if other.edits else self
 
 
 @dataclass(frozen=True)

@@ -27,19 +27,16 @@ import torch
 
 from headscope.backends import bridge_hooks, weights
 from headscope.backends.base import (
-    AblationGroups,
     AttributionEffects,
     Backend,
     BlockOutput,
     InputEdit,
     LocalModel,
-    LogitDiffTask,
     MlpEdit,
     ModelInfo,
     NextTokenSummary,
     Placement,
     Readout,
-    Site,
     SiteReadings,
     ZEdit,
     config_dims,
@@ -59,6 +56,7 @@ from headscope.backends.bridge_setup import (
     make_bridge,
 )
 from headscope.backends.bridge_weights import BridgeView
+from headscope.backends.interventions import AblationGroups, LogitDiffTask, Site
 from headscope.backends.path_runs import HfModules, input_edit_hooks
 from headscope.errors import InputError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from headscope.backends.base import Readout, Site, SiteReadings
+from headscope.backends.base import Readout, SiteReadings
+from headscope.backends.interventions import Site
 from headscope.backends.readout import Captures, check_sites, plain_readout, plain_sites, read_captured
 
 # The functions take the BridgeBackend as `backend` (typed Any: headscope.backends.bridge imports this module, and

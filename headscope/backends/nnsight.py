@@ -23,24 +23,21 @@ import numpy as np
 import torch
 
 from headscope.backends.base import (
-    AblationGroups,
     AttributionEffects,
     Backend,
     ConfigDims,
     LocalModel,
-    LogitDiffTask,
     ModelInfo,
     NextTokenSummary,
     Placement,
     Readout,
-    Site,
     SiteReadings,
-    UnsupportedIntervention,
     config_dims,
     config_model_info,
     resident_bytes,
 )
 from headscope.backends.bos import BosPolicy, decide_bos
+from headscope.backends.interventions import AblationGroups, LogitDiffTask, Site, UnsupportedIntervention
 from headscope.backends.layouts import Layout, LayoutView, check_modules, layout_for
 from headscope.backends.ndif import (
     LOCAL,

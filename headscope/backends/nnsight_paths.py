@@ -23,7 +23,7 @@ import nnsight
 import numpy as np
 import torch
 
-from headscope.backends.base import Site, SiteKind, SourceKind, UnsupportedIntervention
+from headscope.backends.interventions import Site, SiteKind, SourceKind, UnsupportedIntervention
 from headscope.backends.nnsight_readout import NORM_KINDS, _eps, _first, _frozen
 from headscope.backends.path_runs import PROJECTIONS
 

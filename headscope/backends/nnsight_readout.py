@@ -19,7 +19,8 @@ from typing import Any
 import nnsight
 import torch
 
-from headscope.backends.base import Readout, Site, SiteReadings
+from headscope.backends.base import Readout, SiteReadings
+from headscope.backends.interventions import Site
 from headscope.backends.readout import (
     Captures,
     PlainReadout,

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from headscope.backends.base import AblationGroups, InputEdit, Site, SiteKind, SourceKind, UnsupportedIntervention
+from headscope.backends.base import InputEdit
+from headscope.backends.interventions import AblationGroups, Site, SiteKind, SourceKind, UnsupportedIntervention
 from headscope.backends.layouts import Layout, layout_for
 from headscope.backends.norms import freeze_norm
 from headscope.component import Component

@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from headscope.backends.base import Readout, Site, SiteKind
+from headscope.backends.base import Readout
+from headscope.backends.interventions import Site, SiteKind
 from headscope.backends.weights import BlockNorm, normed_logits
 
 DECODE_ROWS_PER_CHUNK = 8  # sites decoded over the whole vocabulary at a time (each a [batch, vocab] block)

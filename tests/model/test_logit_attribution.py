@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from headscope.backends.base import ReadNorm, Readout, Site, SiteKind
+from headscope.backends.base import ReadNorm, Readout
+from headscope.backends.interventions import Site, SiteKind
 from headscope.cli import main
 from headscope.component import Component
 from headscope.errors import InputError

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from headscope.ablation import attribution_sweep, exact_sweep, logit_diff_task, prepare_dataset, run_sweep
-from headscope.backends.base import InterventionGroup, SourceKind, ValueSource
+from headscope.backends.interventions import InterventionGroup, SourceKind, ValueSource
 from headscope.component import Component
 from headscope.loading import ModelRequest, load_model
 from headscope.methods import get_method

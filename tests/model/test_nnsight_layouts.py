@@ -21,7 +21,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from headscope.backends.base import InterventionGroup, LogitDiffTask, Placement, SourceKind, ValueSource
+from headscope.backends.base import Placement
+from headscope.backends.interventions import InterventionGroup, LogitDiffTask, SourceKind, ValueSource
 from headscope.backends.nnsight import NnsightBackend
 from headscope.component import Component
 from headscope.errors import ModelLoadError

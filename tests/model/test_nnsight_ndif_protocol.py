@@ -24,7 +24,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from headscope.backends.base import InterventionGroup, LogitDiffTask, Placement, SourceKind, ValueSource
+from headscope.backends.base import Placement
+from headscope.backends.interventions import InterventionGroup, LogitDiffTask, SourceKind, ValueSource
 from headscope.backends.ndif import NdifRun, NdifTarget, RemoteJobError
 from headscope.backends.nnsight import NnsightBackend
 from headscope.component import Component
@@ -284,7 +285,7 @@ def test_cancel_while_queued_stops_waiting_and_frees_the_model(tiny_pair):
 def test_path_patching_through_ndif_equals_local_and_returns_only_lds(tiny_pair):
     """Path patching on NDIF (the general path: one session per chunk of edges) = the local backend's hooks, per
     prompt; only the edges' per-prompt LDs, the run's and the logit paths' come back."""
-    from headscope.backends.base import SiteKind, SourceKind
+    from headscope.backends.interventions import SiteKind, SourceKind
     from headscope.backends.path_runs import PathEdge, PathTask, receiver_site
 
     local, remote, ndif = tiny_pair

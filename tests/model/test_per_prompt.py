@@ -9,7 +9,7 @@ import torch
 from transformer_lens.patching import generic_activation_patch, layer_head_vector_patch_setter
 
 from headscope.ablation import exact_sweep, prepare_dataset, run_sweep
-from headscope.backends.base import InterventionGroup, SourceKind, ValueSource
+from headscope.backends.interventions import InterventionGroup, SourceKind, ValueSource
 from headscope.component import Component
 from headscope.engine import check_method, evaluation, logit_diff_task, prompt_rows
 from headscope.results_cache import ResultsCache

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from headscope.backends.base import (
+from headscope.backends.interventions import (
     AblationGroups,
     Edit,
     InterventionGroup,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from headscope.backends.base import Site, SiteKind, SourceKind
+from headscope.backends.interventions import Site, SiteKind, SourceKind
 from headscope.backends.path_runs import PathEdge, PathTask, receiver_site
 from headscope.component import Component
 from headscope.errors import InputError
