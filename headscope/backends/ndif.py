@@ -104,7 +104,7 @@ class _NdifJob(RemoteBackend):
         try:
             return super().submit(tracer)
         except Exception as error:
-            raise _request_error(error, self.host) from error
+            raise _request_error(error, self.host, self.api_key) from error
 
 
 @dataclass(frozen=True)
@@ -276,9 +276,15 @@ def probe_ndif(host: str, timeout: float = NDIF_PROBE_SECONDS) -> list[str] | No
     return sorted(hosted)
 
 
-def _request_error(error: Exception, host: str) -> HeadscopeError:
-    """nnsight's remote-request failures as messages that say what to do."""
-    text = _without_credentials(str(error), host)
+def _without_key(text: str, api_key: str | None) -> str:
+    """The text with the API key left out: NDIF echoes a malformed key in its refusal ("Invalid API key format:
+    '<key>'"), and a message is shown, logged and may be pasted into a bug report."""
+    return text.replace(api_key, "<your key>") if api_key else text
+
+
+def _request_error(error: Exception, host: str, api_key: str | None = None) -> HeadscopeError:
+    """nnsight's remote-request failures as messages that say what to do (never holding the key)."""
+    text = _without_key(_without_credentials(str(error), host), api_key)
     name = type(error).__name__
     if name in ("ConnectError", "ConnectTimeout", "WebSocketAddressException") or isinstance(error, ConnectionError):
         return RemoteJobError(f"NDIF ({shown_host(host)}) is not reachable: {text}. Check the network; local backends "

@@ -126,7 +126,11 @@ class StandInNdif:
                 ndif.requests.append(("POST", self.path, dict(self.headers)))
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if ndif.refuse_with is not None:
-                    self._send(ndif.refuse_with, json.dumps({"detail": "Invalid API key."}))
+                    # NDIF 0.1.2's refusals (ndif/services/api/auth.py): a malformed key is echoed back in the detail
+                    detail = (f"Invalid API key format: '{self.headers.get('ndif-api-key')}'. API keys must be in "
+                              "the format: xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx." if ndif.refuse_with == 400
+                              else "Invalid API key.")
+                    self._send(ndif.refuse_with, json.dumps({"detail": detail}))
                     return
                 message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
                     f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + body)
@@ -248,13 +252,16 @@ def test_a_failed_or_refused_job_says_what_happened(tiny_pair):
             remote.last_logits(_task().clean)
     finally:
         ndif.fail_with = None
-    ndif.refuse_with = 401
-    try:
-        with pytest.raises(RemoteJobError, match=r"NDIF refused the request.*Invalid API key.*Check the API key") as e:
-            remote.last_logits(_task().clean)
-        assert SECRET not in str(e.value)
-    finally:
-        ndif.refuse_with = None
+    for status in (401, 400):  # 400: a malformed key, which NDIF echoes in its answer and headscope leaves out
+        ndif.refuse_with = status
+        try:
+            with pytest.raises(RemoteJobError,
+                               match=r"NDIF refused the request.*Invalid API key.*Check the API key") as e:
+                remote.last_logits(_task().clean)
+            assert SECRET not in str(e.value)
+        finally:
+            ndif.refuse_with = None
+    assert "'<your key>'" in str(e.value)
 
 
 def test_cancel_while_queued_stops_waiting_and_frees_the_model(tiny_pair):

@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+# The browser tier's Chromium (Debian's, through Playwright) and its page, which records console errors: one
+# definition, tests/e2e's, for both tiers
+from tests.e2e.conftest import browser, page  # noqa: F401
 from tests.ndif.realserver import SERVE, api_up, client_env
 
 

@@ -7,6 +7,8 @@
 #   tests/ndif/serve.sh env       the client's environment (NDIF_HOST, HF_HOME, ...) as `export` lines
 #   tests/ndif/serve.sh status    what runs, and NDIF's /status
 #   tests/ndif/serve.sh restart-api   the API (and its dispatcher) anew: after it lost Ray (503 "reconnecting")
+#   tests/ndif/serve.sh extra-api PORT   one more API on the same queue and Ray (with NDIF_TESTBED_MIN_NNSIGHT, or
+#                                 NDIF_TESTBED_AUTH=1: NDIF's key check against a local Postgres holding the one key)
 #
 # What is not NDIF's default here, and why (see docs/ndif-testbed.md):
 # - Python 3.11: ndif 0.1.2 says Requires-Python >=3.12, but this machine has 3.11 only and the package's code
@@ -28,6 +30,8 @@ TESTBED="${NDIF_TESTBED_DIR:-/tmp/headscope-ndif}"
 BASE="${NDIF_TESTBED_PORT_BASE:-27000}"
 REDIS_PORT=$((BASE + 379)); S3_PORT=$((BASE + 900)); API_PORT=$((BASE + 801))
 RAY_PORT=$((BASE + 385)); RAY_CLIENT_PORT=$((BASE + 1)); RAY_DASHBOARD_PORT=$((BASE + 265))
+PG_PORT=$((BASE + 432))
+PG_BIN="${NDIF_TESTBED_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)}"
 EMBEDDED_ID="HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_DIR="$(ls -d "$REPO"/cache/models/SmolLM2-135M-Instruct-* 2>/dev/null | head -1 || true)"
 PIDS="$TESTBED/pids"
@@ -120,7 +124,7 @@ cmd_install() {
         "$NDIF_VENV/bin/pip" install -q torch==2.13.0
         # Pins shared with headscope's venv, so a wheel for Python 3.11 is found for each.
         "$NDIF_VENV/bin/pip" install -q --only-binary=:all: --ignore-requires-python -c "$HERE/constraints.txt" \
-            "ndif[api,ray]==0.1.2" "moto[server]"
+            "ndif[api,ray,postgres]==0.1.2" "moto[server]"
     fi
     log "installed in $((SECONDS - started)) s; $(du -sm "$NDIF_VENV" | cut -f1) MB in $NDIF_VENV"
 }
@@ -175,7 +179,7 @@ cmd_start() {
     spawn api gunicorn --config python:ndif.services.api.gunicorn_conf --bind "127.0.0.1:$API_PORT" \
         ndif.services.api.app:app
     wait_port 127.0.0.1 "$API_PORT" 60 "the NDIF API"
-    wait_connected "$API_PORT"
+    wait_connected "$API_PORT" api
     log "services up in $((SECONDS - started)) s"
 
     # The model key as nnsight's client spells it (TransformersModel, task text-generation), given outright:
@@ -227,9 +231,14 @@ start_ray_head() {
         --temp-dir "$TESTBED/ray"
 }
 
-wait_connected() {  # port: until that API says it reaches Ray, and its /status answers
+wait_connected() {  # port log-name: until that API's own dispatcher has reached Ray, and its /status answers
+    # /connected reads one Redis flag shared by every API on this Redis (`ray:connected`): a second or restarted API
+    # answers 200 there from the flag the running one set, and a few seconds later its own dispatcher deletes the flag
+    # while it connects (every API then answers 503 "compute backend is reconnecting"). So the new API's log must
+    # say its dispatcher connected first (seen at 13:24: a request 5 s after extra-api returned was refused).
     local deadline=$((SECONDS + 180))
-    until curl -sf "http://127.0.0.1:$1/connected" >/dev/null && curl -sf "http://127.0.0.1:$1/status" >/dev/null; do
+    until grep -q "Connected to Ray" "$LOGS/$2.log" 2>/dev/null && curl -sf "http://127.0.0.1:$1/connected" >/dev/null \
+            && curl -sf "http://127.0.0.1:$1/status" >/dev/null; do
         if [ $SECONDS -ge $deadline ]; then log "the API on port $1 never connected to Ray (see $LOGS)"; exit 1; fi
         sleep 1
     done
@@ -255,17 +264,51 @@ sweep_ray() {  # Ray's own daemons (gcs, raylet, workers) left behind: only thos
 cmd_stop() {
     [ -d "$PIDS" ] || return 0
     for name in "$PIDS"/api-*; do [ -e "$name" ] && stop_one "$(basename "$name")"; done
-    for name in api ray s3 redis; do stop_one "$name"; done
+    for name in api ray s3 redis pg; do stop_one "$name"; done
     sweep_ray
     log "stopped"
 }
 
 cmd_extra_api() {  # port: one more NDIF API on the same queue and Ray, with this shell's NDIF_TESTBED_MIN_NNSIGHT
-    server_env
+    server_env      # and, with NDIF_TESTBED_AUTH=1, NDIF's API-key check (its keys table in a local Postgres)
+    if [ "${NDIF_TESTBED_AUTH:-0}" = 1 ]; then
+        start_auth_db
+        export NDIF_POSTGRES_URL="postgresql://postgres@127.0.0.1:$PG_PORT/ndif"
+    fi
     spawn "api-$1" gunicorn --config python:ndif.services.api.gunicorn_conf --bind "127.0.0.1:$1" \
         ndif.services.api.app:app
     wait_port 127.0.0.1 "$1" 60 "the extra NDIF API"
-    wait_connected "$1"
+    wait_connected "$1" "api-$1"
+}
+
+# NDIF checks keys only when NDIF_POSTGRES_URL is set: then POST /request looks the key up in its accounts database
+# (ndif/services/api/auth.py: `keys` joined to `users` and the key's user tags). A Postgres of this test bed holds
+# those tables (the columns auth.py reads) and one row: the test bed's key. Postgres refuses to run as root, so it
+# runs as Debian's `postgres` user, trusting loopback connections only.
+start_auth_db() {
+    [ -x "$PG_BIN/postgres" ] || { log "no PostgreSQL server (apt-get install postgresql)"; exit 1; }
+    if [ -s "$PIDS/pg" ] && kill -0 "$(cat "$PIDS/pg")" 2>/dev/null; then return 0; fi
+    local data="$TESTBED/pg/data"
+    if [ ! -s "$data/PG_VERSION" ]; then
+        mkdir -p "$TESTBED/pg" && chown postgres "$TESTBED/pg"
+        runuser -u postgres -- "$PG_BIN/initdb" -D "$data" --auth=trust -U postgres >"$LOGS/pg-init.log" 2>&1 \
+            || { log "initdb failed (see $LOGS/pg-init.log)"; exit 1; }
+    fi
+    spawn pg runuser -u postgres -- "$PG_BIN/postgres" -D "$data" -p "$PG_PORT" -k "$TESTBED/pg" \
+        -c listen_addresses=127.0.0.1
+    wait_port 127.0.0.1 "$PG_PORT" 60 PostgreSQL
+    local sql=(psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1)
+    until "${sql[@]}" -d postgres -c 'select 1' >/dev/null 2>&1; do sleep 0.5; done  # past its start-up
+    "${sql[@]}" -d postgres -tAc "select 1 from pg_database where datname = 'ndif'" | grep -q 1 \
+        || "${sql[@]}" -d postgres -c 'create database ndif'
+    "${sql[@]}" -d ndif >"$LOGS/pg-schema.log" 2>&1 <<SQL
+create table if not exists users (user_id uuid primary key, email text);
+create table if not exists keys (key_id uuid primary key, user_id uuid not null references users);
+create table if not exists user_tags (user_tag_id serial primary key, name text not null unique);
+create table if not exists key_user_tag_assignments (key_id uuid references keys, user_tag_id int references user_tags);
+insert into users values ('11111111-1111-4111-8111-111111111111', 'testbed@localhost') on conflict do nothing;
+insert into keys values ('$API_KEY', '11111111-1111-4111-8111-111111111111') on conflict do nothing;
+SQL
 }
 
 cmd_restart_api() {  # the main NDIF API (and its queue dispatcher) anew, e.g. after it lost Ray on a starved machine
@@ -274,7 +317,7 @@ cmd_restart_api() {  # the main NDIF API (and its queue dispatcher) anew, e.g. a
     spawn api gunicorn --config python:ndif.services.api.gunicorn_conf --bind "127.0.0.1:$API_PORT" \
         ndif.services.api.app:app
     wait_port 127.0.0.1 "$API_PORT" 60 "the NDIF API"
-    wait_connected "$API_PORT"
+    wait_connected "$API_PORT" api
     log "API restarted"
 }
 

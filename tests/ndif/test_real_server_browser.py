@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.browser_helpers import ARTIFACTS, rerun_settled, wait_for_app
-from tests.e2e.conftest import CHROMIUM_ARGS, _free_port, _start_server
+from tests.e2e.conftest import start_healthy_server
 from tests.ndif.realserver import (
     REPO,
     assert_same_numbers,
@@ -31,36 +31,10 @@ def ndif_app(ndif, tmp_path_factory):
     results = tmp_path_factory.mktemp("ndif-app-results")
     env = cpu_env(PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=str(results), **ndif)
     ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / "streamlit-ndif-server.log"
-    for _ in range(3):
-        server = _start_server(_free_port(), env, log)
-        if server is not None:
-            break
-    else:
-        pytest.fail(f"streamlit exited before becoming healthy three times; see {log}")
-    port = next(arg for arg in server.args if arg.isdigit())
+    server, port = start_healthy_server(env, ARTIFACTS / "streamlit-ndif-server.log")
     yield f"http://localhost:{port}", results
     server.terminate()
     server.wait(timeout=15)
-
-
-@pytest.fixture
-def page():
-    """A Chromium page (Debian's Chromium through Playwright, as in tests/e2e) that records console errors."""
-    import shutil
-
-    from playwright.sync_api import sync_playwright
-
-    executable = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(executable).exists():
-        pytest.skip("Chromium is missing: `make browser` installs it")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-        page.console_errors = []
-        page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
-        yield page
-        browser.close()
 
 
 def _load_served_model(page) -> None:
