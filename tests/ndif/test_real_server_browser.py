@@ -74,22 +74,26 @@ def test_prompt_tester_and_sweep_on_ndif_match_local(ndif_app, page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "ndif-prompt-tester.png"))
 
     # a small sweep on the ablation page, on NDIF: its cached result equals the local nnsight backend's
-    page.goto(f"{url}/ablation")
+    # through the app's own navigation: a new address would start a new session, back on the default local model
+    page.get_by_role("link", name="Ablation heatmap").click()
     page.wait_for_selector("text=Run exact sweep", timeout=180_000)
+    assert "headscope-tiny/llama · NDIF (remote)" in page.locator('[data-testid="stSidebar"]').inner_text()
     prompts = page.get_by_role("spinbutton", name="Prompts")
     prompts.fill("2")
     rerun_settled(page, lambda: prompts.press("Enter"))
     page.get_by_role("button", name="Run exact sweep").click()
     page.wait_for_selector('[data-testid="stMetric"]', timeout=600_000)
     page.screenshot(path=str(ARTIFACTS / "ndif-ablation.png"))
-    remote_files = [f for f in cached_files(results) if f.parent.name == "sweep"]
+    remote_files = [f for f in cached_files(results) if f.parent.name == "ablation"]
     assert len(remote_files) == 1, cached_files(results)
     done = run_cli(["ablate", "--task", "digits", "--n-prompts", "2", "--method", "mean", "--model",
                     tiny_local("llama"), "--backend", "nnsight"], {}, tmp_path / "local-sweep")
     assert done.returncode == 0, done.stderr[-2000:]
-    local_files = [f for f in cached_files(tmp_path / "local-sweep") if f.parent.name == "sweep"]
+    local_files = [f for f in cached_files(tmp_path / "local-sweep") if f.parent.name == "ablation"]
     assert len(local_files) == 1
-    remote_payload = json.loads(Path(remote_files[0]).read_text())["payload"]
+    remote_entry = json.loads(Path(remote_files[0]).read_text())
+    assert SERVED in json.dumps(remote_entry["key"]), remote_entry["key"]
+    remote_payload = remote_entry["payload"]
     local_payload = json.loads(Path(local_files[0]).read_text())["payload"]
     assert assert_same_numbers(remote_payload, local_payload, "the page's NDIF sweep vs local nnsight") > 10
     assert not page.console_errors

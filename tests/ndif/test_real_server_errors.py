@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -63,9 +64,11 @@ def _watched(args: list[str], env_extra: dict, results: Path, kill_pgid: int | N
     return report, "\n".join(lines[:-1])
 
 
-def _extra_api(port: int, min_nnsight: str = "") -> int:
-    """A second NDIF API on the same queue and Ray (serve.sh extra-api); returns its process group id."""
-    env = {**os.environ, "NDIF_TESTBED_MIN_NNSIGHT": min_nnsight}
+def _extra_api(port: int, min_nnsight: str = "", check_keys: bool = False) -> int:
+    """A second NDIF API on the same queue and Ray (serve.sh extra-api), refusing clients below `min_nnsight` or,
+    with `check_keys`, checking keys against its accounts database (a local Postgres holding the test bed's key);
+    returns its process group id."""
+    env = {**os.environ, "NDIF_TESTBED_MIN_NNSIGHT": min_nnsight, "NDIF_TESTBED_AUTH": "1" if check_keys else "0"}
     subprocess.run(["bash", str(SERVE), "extra-api", str(port)], check=True, env=env, timeout=300)
     pid_file = TESTBED / "pids" / f"api-{port}"
     return int(pid_file.read_text())
@@ -186,6 +189,26 @@ def test_client_below_servers_minimum_version_is_one_line(ndif, tmp_path):
     assert "9.0" in line and "nnsight" in line
     assert cached_files(tmp_path) == []
     _works_after(ndif, tmp_path)
+
+
+def test_wrong_key_is_one_line(ndif, tmp_path):
+    """NDIF checks keys only with its accounts database (NDIF_POSTGRES_URL): a second API with the check on. A key
+    it does not know (403) and a malformed one (400, which NDIF echoes in its answer) each give headscope's one line,
+    without the key, and cache nothing; the test bed's own key passes the same check."""
+    port = int(ndif["NDIF_HOST"].rsplit(":", 1)[1]) + 70
+    pgid = _extra_api(port, check_keys=True)
+    checked = {**ndif, "NDIF_HOST": f"http://127.0.0.1:{port}"}
+    try:
+        for key in (str(uuid.uuid4()), "7d2e-not-a-key"):
+            done = run_cli([*ABLATE, "--model", TINY, "--backend", "nnsight", "--remote"],
+                           {**checked, "NDIF_API_KEY": key}, tmp_path, timeout=300)
+            line = one_line_error(done)
+            assert "NDIF refused the request" in line and "Check the API key" in line, line
+            assert key not in done.stdout + done.stderr
+            assert cached_files(tmp_path) == []
+        _works_after(checked, tmp_path)
+    finally:
+        _stop_extra_api(port, pgid, ndif)
 
 
 def test_the_key_is_never_in_outputs_caches_or_urls(ndif, tmp_path):
