@@ -44,9 +44,14 @@ def _load_served_model(page) -> None:
     hub_id.fill(SERVED)
     rerun_settled(page, lambda: hub_id.press("Enter"))
     rerun_settled(page, lambda: sidebar.get_by_role("button", name="Load model").click(), timeout_ms=300_000)
+    _wait_for_served_model_card(page)
+
+
+def _wait_for_served_model_card(page) -> None:
+    """The sidebar's model card shows the served tiny model on NDIF (2 layers; the embedded model has 30)."""
     page.wait_for_function(
         """() => [...document.querySelectorAll('[data-testid="stSidebar"]')]
-                 .some(bar => bar.innerText.includes('NDIF') && bar.innerText.includes('2 layers'))""",
+                 .some(bar => bar.innerText.includes('NDIF (remote) · 2 layers'))""",
         timeout=120_000)
 
 
@@ -77,7 +82,7 @@ def test_prompt_tester_and_sweep_on_ndif_match_local(ndif_app, page, tmp_path):
     # through the app's own navigation: a new address would start a new session, back on the default local model
     page.get_by_role("link", name="Ablation heatmap").click()
     page.wait_for_selector("text=Run exact sweep", timeout=180_000)
-    assert "headscope-tiny/llama · NDIF (remote)" in page.locator('[data-testid="stSidebar"]').inner_text()
+    _wait_for_served_model_card(page)
     prompts = page.get_by_role("spinbutton", name="Prompts")
     prompts.fill("2")
     rerun_settled(page, lambda: prompts.press("Enter"))
