@@ -6,9 +6,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
+# How long a page may take to first answer: the server imports TransformerLens and loads the model for its first run.
+# Tens of seconds on an idle machine; 180 s was passed at a load average of 12–15. Every first-load wait uses this.
+FIRST_LOAD_MS = 300_000
 
 
-def wait_for_app(page, url: str, timeout_ms: int = 180_000) -> None:
+def wait_for_app(page, url: str, timeout_ms: int = FIRST_LOAD_MS) -> None:
     page.goto(url)
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.browser_helpers import ARTIFACTS, next_frames, wait_for_app, wait_until_idle
+from tests.e2e.browser_helpers import ARTIFACTS, FIRST_LOAD_MS, next_frames, wait_for_app, wait_until_idle
 
-LOAD = 180_000
+LOAD = FIRST_LOAD_MS
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 PAGES = {  # small configurations, their results computed once by the test (an estimate each)
     "prompt-tester": "/?prompt=1%202%203%204%20",

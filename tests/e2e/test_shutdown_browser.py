@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 
-from tests.e2e.browser_helpers import REPO, wait_for_app
+from tests.e2e.browser_helpers import FIRST_LOAD_MS, REPO, wait_for_app
 from tests.e2e.conftest import start_healthy_server
 from tests.pinned import cpu_env
 
@@ -20,7 +20,8 @@ def test_sigterm_during_the_background_set_up_ends_cleanly(browser, tmp_path):
         context = browser.new_context()
         page = context.new_page()
         wait_for_app(page, f"http://localhost:{port}")
-        page.wait_for_selector("text=Token table", timeout=180_000)  # answered: the set-up now starts after the run
+        # answered: the set-up now starts after the run
+        page.wait_for_selector("text=Token table", timeout=FIRST_LOAD_MS)
         page.wait_for_timeout(10_000)  # TransformerLens imported, the model being wrapped (seen to abort here)
         server.send_signal(signal.SIGTERM)  # with the browser session still open
         server.wait(timeout=120)
