@@ -228,9 +228,11 @@ def test_input_errors_found_with_the_model(capsys, files, tiny_model_dir, argv, 
 # ------------------------------------------------------------------------------------------------ real processes
 
 
+# A real process each (seconds of imports): by default the case that loads a model first; an input error before the
+# load leaves through the same exit, and an argparse error in a real process is test_cli_tokens.py's unknown option.
 @pytest.mark.parametrize(("argv", "message"), [
-    (["ablate", "--dataset", "{tmp}/picture.csv"], "not a text file"),
-    (["tokens", "x", "--top-k", "abc"], "invalid int value"),
+    pytest.param(["ablate", "--dataset", "{tmp}/picture.csv"], "not a text file", marks=pytest.mark.slow),
+    pytest.param(["tokens", "x", "--top-k", "abc"], "invalid int value", marks=pytest.mark.slow),
     (["patterns", "--prompt", "x", "--heads", "99.0", "--html", "{tmp}/o.html", "--model", "{model}"],
      "Head 99.0 is out of range"),
 ])
