@@ -23,6 +23,14 @@ def streamlit_command(port: int) -> list[str]:
             "--server.headless", "true", "--browser.gatherUsageStats", "false"]
 
 
+def _start_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen | None:
+    """This checkout's app on `port` once healthy; None where it exited first (kept for tests/ndif's older import)."""
+    return serving.start_on_port(streamlit_command(port), port, env, log, cwd=REPO)
+
+
+_free_port = serving.free_port
+
+
 def start_healthy_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
     """A healthy streamlit server of this checkout and its port (tests/serving.py: another port where one was taken
     between finding it free and streamlit binding it)."""
