@@ -14,7 +14,7 @@ FIRST_LOAD_MS = 300_000
 
 
 def wait_for_app(page, url: str, timeout_ms: int = FIRST_LOAD_MS) -> None:
-    page.goto(url)
+    page.goto(url, timeout=timeout_ms)  # Playwright's default 30 s for the load event was passed at a load of 24
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests import serving
-from tests.e2e.browser_helpers import ARTIFACTS, REPO
+from tests.e2e.browser_helpers import ARTIFACTS, FIRST_LOAD_MS, REPO
 from tests.pinned import cpu_env
 
 CHROMIUM_ARGS = [
@@ -64,6 +64,7 @@ def browser():
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_navigation_timeout(FIRST_LOAD_MS)  # a reload is a first load of a new session too
     page = context.new_page()
     page.console_errors = []
     page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
