@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.browser import IDLE, start, wait_healthy  # the same server start and idle test
-from bench.load import CHROMIUM_ARGS, free_port
+from bench.load import CHROMIUM_ARGS, RUN_RECORDER, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = '[data-testid="stPlotlyChart"]'
@@ -41,13 +41,17 @@ def cli_seconds(env: dict) -> float:
 
 
 def page_sweep(page, port: int) -> tuple[float, int, str]:
+    """Click to heatmap drawn and idle; `shown` also says, on the page's own clock, how long after the click its
+    script runs began and ended (the rest is the browser drawing)."""
     frames = []
     page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(time.perf_counter())))
+    page.add_init_script(RUN_RECORDER)
     page.goto(f"http://localhost:{port}/ablation")
     page.wait_for_selector("text=Run exact sweep", timeout=240_000)
     page.wait_for_selector(IDLE, timeout=240_000)
     page.wait_for_timeout(500)
     began = time.perf_counter()
+    sent = page.evaluate("performance.now()")
     page.get_by_role("button", name="Run exact sweep").click()
     try:
         page.wait_for_selector(CHART, timeout=900_000)
@@ -56,8 +60,14 @@ def page_sweep(page, port: int) -> tuple[float, int, str]:
         raise
     page.wait_for_selector(IDLE, timeout=600_000)
     seconds = time.perf_counter() - began
+    drawn = page.evaluate("performance.now()")
     shown = page.locator('[data-testid="stMetric"]').filter(has_text="Time").inner_text().split("\n")
-    return seconds, sum(1 for t in frames if t >= began), " ".join(shown)
+    runs = [(t, state) for t, state in page.evaluate("window.__hsRuns") if t > sent]
+    first = next((t for t, state in runs if state == "running"), sent)
+    last = max((t for t, state in runs if state == "notRunning"), default=drawn)
+    script = (f"script runs from {(first - sent) / 1000:.2f} s to {(last - sent) / 1000:.2f} s after the click, "
+              f"{sum(1 for _, state in runs if state == 'running')} runs")
+    return seconds, sum(1 for t in frames if t >= began), " ".join(shown) + "; " + script
 
 
 def head_clicks(page, heads=((5, 2), (8, 1), (12, 4))) -> list[float]:
