@@ -115,8 +115,15 @@ def plain_forward(chars: int, env: dict) -> tuple[int, float]:
     return int(tokens), float(seconds)
 
 
+def script_span(page, sent: float) -> float:
+    """Seconds from `sent` (the page's clock) to the end of the last script run after it: the server's part."""
+    runs = [(t, state) for t, state in page.evaluate("window.__hsRuns") if t > sent]
+    return (max((t for t, state in runs if state == "notRunning"), default=sent) - sent) / 1000
+
+
 def long_prompt_pages(page, port: int, chars: int) -> dict[str, float]:
-    """A long prompt opened by link on the prompt tester and on the attention page (4 heads), then one head added."""
+    """A long prompt opened by link on the prompt tester and on the attention page (4 heads), then one head added;
+    beside each, when its last script run ended (`… script s`; the rest is the browser drawing)."""
     from urllib.parse import quote
 
     from bench.long_prompt import english_text
@@ -128,19 +135,23 @@ def long_prompt_pages(page, port: int, chars: int) -> dict[str, float]:
     page.wait_for_selector('[data-testid="hs-token-strip"]', timeout=600_000)
     page.wait_for_selector(IDLE, timeout=600_000)
     figures["prompt tester"] = time.perf_counter() - began
+    figures["prompt tester script s"] = script_span(page, 0.0)
     heads = "3.4,9.1,17.2,23.3"
     began = time.perf_counter()
     page.goto(f"http://localhost:{port}/attention?prompt={text}&heads={heads}")
     page.wait_for_selector('iframe', timeout=600_000)
     page.wait_for_selector(IDLE, timeout=600_000)
     figures["attention, 4 heads"] = time.perf_counter() - began
+    figures["attention, 4 heads script s"] = script_span(page, 0.0)
     box = page.get_by_role("textbox", name="Heads (layer.head, …) — overrides the preset")
     began = time.perf_counter()
+    sent = page.evaluate("performance.now()")
     box.fill(heads.replace(",", ", ") + ", 12.1")
     box.press("Enter")
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="running"]', timeout=30_000)
     page.wait_for_selector(IDLE, timeout=600_000)
     figures["attention, one head added"] = time.perf_counter() - began
+    figures["attention, one head added script s"] = script_span(page, sent)
     return figures
 
 
@@ -181,7 +192,8 @@ def main() -> None:
                 server.wait(timeout=30)
             if args.long_chars:
                 tokens, forward = plain_forward(args.long_chars, env)
-                long_figures = {name: round(value / forward, 2) for name, value in long_figures.items()}
+                long_figures = {name: round(value if name.endswith(" s") else value / forward, 2)
+                                for name, value in long_figures.items()}
                 long_figures |= {"plain forward s": round(forward, 1), "tokens": tokens}
             row = {"long prompt (x plain forward)": long_figures,
                    "cli": cli, "page": seconds, "ratio": seconds / cli, "messages": messages, "shown": shown,
