@@ -51,7 +51,9 @@ class LazyBridge:
             return
         if self.error is not None:
             raise self.error
-        if threading.current_thread().daemon:  # e.g. a Streamlit script thread: the set-up runs on one that is not
+        # a daemon (e.g. Streamlit's script thread): the set-up runs on a thread that is not one, unless this one
+        # holds the model (that thread would wait for it: a caller inside a model call sets up here, as before)
+        if threading.current_thread().daemon and not self.gate.held_here():
             self._prepare_on_own_thread()
             return
         import transformer_lens.model_bridge  # noqa: F401  (≈ 3 s the first time; no model is touched)

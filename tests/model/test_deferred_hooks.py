@@ -207,3 +207,24 @@ def test_a_set_up_asked_from_a_daemon_thread_runs_on_one_that_is_not(tiny_model_
     asker.join(timeout=120)
     assert model.hooks_ready  # ready when the asker's call returned
     assert len(made_on) == 1 and made_on[0] is not asker and made_on[0].daemon is False
+
+
+def test_a_daemon_thread_inside_a_model_call_still_sets_up_without_waiting_for_itself(tiny_model_dir):
+    """A first hook used inside a model call (the gate held) from a daemon thread: the set-up cannot move to another
+    thread (it would wait for the gate this one holds), so it runs here, as before, instead of deadlocking."""
+    import threading
+
+    from headscope.loading import ModelRequest, load_model
+
+    model = load_model(ModelRequest(str(tiny_model_dir)), hooks_later=True)
+    done: list[bool] = []
+
+    def inside_a_model_call() -> None:
+        with model.gate.hold():
+            model.prepare_hooks()
+            done.append(model.hooks_ready)
+
+    asker = threading.Thread(target=inside_a_model_call, daemon=True)
+    asker.start()
+    asker.join(timeout=120)
+    assert done == [True]
