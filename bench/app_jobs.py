@@ -1,5 +1,6 @@
 """The app's long jobs in a real browser beside the CLI's compute time for the same job, in one run: the digits exact
-sweep (mean, 16 prompts) on the ablation page, and the first and later head clicks after it.
+sweep (mean, 16 prompts) on the ablation page, the first and later head clicks after it, and the circuit search on
+the circuit page (the same prompts, until stable).
 
     python bench/app_jobs.py              # 3 rounds, medians
     python bench/app_jobs.py --rounds 1
@@ -34,10 +35,27 @@ CHART = '[data-testid="stPlotlyChart"]'
 JOB = ["--task", "digits", "--n-prompts", "16", "--method", "mean"]
 
 
-def cli_seconds(env: dict) -> float:
-    done = subprocess.run([sys.executable, "-m", "headscope", "ablate", *JOB, "--no-cache", "--json"], cwd=REPO,
+def cli_seconds(env: dict, command: str = "ablate") -> float:
+    """The CLI's own compute seconds for JOB (`ablate`: the exact sweep; `circuit`: the search until stable)."""
+    done = subprocess.run([sys.executable, "-m", "headscope", command, *JOB, "--no-cache", "--json"], cwd=REPO,
                           env=env, check=True, capture_output=True, text=True)
     return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def page_circuit(page, port: int) -> tuple[float, str]:
+    """The circuit page's search (its defaults: digits, 16 prompts, mean, threshold 80, until stable): click on
+    "Find circuit" to its result drawn and the script idle, and the page's own compute time."""
+    page.goto(f"http://localhost:{port}/circuit")
+    page.wait_for_selector("text=Find circuit", timeout=240_000)
+    page.wait_for_selector(IDLE, timeout=240_000)
+    page.wait_for_timeout(500)
+    began = time.perf_counter()
+    page.get_by_role("button", name="Find circuit").click()
+    page.locator('[data-testid="stMetric"]').filter(has_text="Circuit score").first.wait_for(timeout=900_000)
+    page.wait_for_selector(IDLE, timeout=600_000)
+    seconds = time.perf_counter() - began
+    shown = page.locator('[data-testid="stMetric"]').filter(has_text="Time").inner_text().split("\n")
+    return seconds, " ".join(shown)
 
 
 def page_sweep(page, port: int) -> tuple[float, int, str]:
@@ -161,6 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-clicks", action="store_true")
+    parser.add_argument("--no-circuit", action="store_true", help="leave out the circuit search (page and CLI)")
     parser.add_argument("--long-chars", type=int, default=0,
                         help="also a long prompt of this many characters (16000: about 4,400 tokens) on both pages")
     args = parser.parse_args()
@@ -173,6 +192,7 @@ def main() -> None:
                        HEADSCOPE_MAX_JOB_SECONDS="86400")
             load_before = os.getloadavg()[0]
             cli = cli_seconds(env)
+            cli_circuit = None if args.no_circuit else cli_seconds(env, "circuit")
             port = free_port()
             os.environ.update(HEADSCOPE_RESULTS_DIR=results, HEADSCOPE_MAX_JOB_SECONDS="86400")
             server = start([sys.executable, "-m", "streamlit", "run", "app.py"], port)
@@ -185,6 +205,9 @@ def main() -> None:
                 seconds, messages, shown = page_sweep(page, port)
                 print(f"  page sweep {seconds:.1f} s ({shown}; {messages} messages), CLI {cli:.1f} s", flush=True)
                 clicks = [] if args.no_clicks else head_clicks(page)
+                circuit = None if args.no_circuit else page_circuit(page, port)
+                if circuit is not None:
+                    print(f"  page circuit {circuit[0]:.1f} s ({circuit[1]}), CLI {cli_circuit:.1f} s", flush=True)
                 long_figures = long_prompt_pages(page, port, args.long_chars) if args.long_chars else {}
                 browser.close()
             finally:
@@ -197,7 +220,9 @@ def main() -> None:
                 long_figures |= {"plain forward s": round(forward, 1), "tokens": tokens}
             row = {"long prompt (x plain forward)": long_figures,
                    "cli": cli, "page": seconds, "ratio": seconds / cli, "messages": messages, "shown": shown,
-                   "clicks": clicks, "load": (load_before, os.getloadavg()[0])}
+                   "clicks": clicks, "load": (load_before, os.getloadavg()[0]),
+                   "circuit": None if circuit is None else {"cli": cli_circuit, "page": circuit[0],
+                                                            "ratio": circuit[0] / cli_circuit, "shown": circuit[1]}}
             rows.append(row)
             print(json.dumps(row), flush=True)
     cli, shown = statistics.median(r["cli"] for r in rows), statistics.median(r["page"] for r in rows)
