@@ -53,10 +53,11 @@ def test_sigterm_while_a_first_page_sets_transformerlens_up_ends_cleanly(browser
         context = browser.new_context()
         page = context.new_page()
         wait_for_app(page, f"http://localhost:{port}/ablation")
-        page.wait_for_selector("text=Setting up TransformerLens", timeout=180_000)  # the model loaded meanwhile
+        # the model loaded meanwhile
+        page.wait_for_selector("text=Setting up TransformerLens", timeout=FIRST_LOAD_MS)
         page.wait_for_timeout(300)
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=120)
+        server.wait(timeout=FIRST_LOAD_MS / 1000)  # it ends once the set-up has: as long as a first load may take
         context.close()
     finally:
         if server.poll() is None:
