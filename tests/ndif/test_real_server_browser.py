@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import serving
 from tests.e2e.browser_helpers import ARTIFACTS, rerun_settled, wait_for_app
 from tests.e2e.conftest import start_healthy_server
 from tests.ndif.realserver import (
@@ -33,8 +34,7 @@ def ndif_app(ndif, tmp_path_factory):
     ARTIFACTS.mkdir(exist_ok=True)
     server, port = start_healthy_server(env, ARTIFACTS / "streamlit-ndif-server.log")
     yield f"http://localhost:{port}", results
-    server.terminate()
-    server.wait(timeout=15)
+    serving.stop(server)
 
 
 def _load_served_model(page) -> None:
