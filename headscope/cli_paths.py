@@ -147,16 +147,15 @@ def cmd_paths(args: argparse.Namespace, steps: CliSteps) -> int:
     except UnsupportedIntervention as error:
         raise InputError(str(error)) from None
     steps.clear_progress(args)
-    confidence = run_ld = None
+    confidence = None
     if args.per_prompt:
-        from headscope.path_confidence import path_confidence, run_prompt_lds
+        from headscope.path_confidence import path_confidence
 
-        run_ld = run_prompt_lds(model, encoded, query.direction)
-        confidence = path_confidence(result, run_ld, model.info.heads_per_kv)
+        confidence = path_confidence(result, model.info.heads_per_kv)
     if args.json:
         out = result_json(result, args.per_prompt) | {"backend": model.info.backend}
         if confidence is not None:
-            out |= confidence_json(confidence, run_ld, result.kv_grouped)
+            out |= confidence_json(confidence, result.run_prompt_ld, result.kv_grouped)
         print(json.dumps(out))
         return 0
     print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "

@@ -37,6 +37,7 @@ import torch
 from headscope.backends.base import BlockRunner, InputEdit, MlpEdit, ZEdit
 from headscope.backends.interventions import (
     AblationGroups,
+    EdgeGroups,
     InterventionGroup,
     LogitDiffTask,
     Site,
@@ -690,7 +691,11 @@ class LogitDiffEvaluator:
         """ld[group] (float64), each group's edits applied on top of the base's. Below its join layer a group's own
         edits must be none (default join: the lowest layer they touch). per_prompt: ld[group, prompt], each task
         prompt's own logit difference (its weight not applied; expand to the dataset's prompts with
-        `prompt_rows`); `ld[group] = ld[group, :] @ task.weights`."""
+        `prompt_rows`); `ld[group] = ld[group, :] @ task.weights`. Path groups (sender changes, `PathEdge.group`)
+        are evaluated as the backend lowers edges (`_edges`)."""
+        if EdgeGroups.applies(groups):
+            lds = self._edges(groups)
+            return lds if per_prompt else lds @ self.task.weights.double().cpu().numpy()
         own = self._masks(groups)
         if join_layers is None:
             join_layers = own.lowest_layers()
@@ -698,6 +703,18 @@ class LogitDiffEvaluator:
             return self._path.evaluate(groups, join_layers, per_prompt)
         masks = own if self._base_masks is None else own.union(self._base_masks)
         return self._path.evaluate(masks, join_layers, per_prompt)
+
+    def _edges(self, groups: Sequence[InterventionGroup]) -> np.ndarray:
+        """ld[group, prompt] of path groups: the backend's edge lowering in one call (the run and the senders'
+        replacement runs are captured once for every edge), handed this evaluation's block runner on the fast path."""
+        edges = EdgeGroups.from_groups(groups, self.n_layers)
+        if edges.replacement != self.source.kind:
+            raise UnsupportedIntervention(f"These paths replace their senders by {edges.replacement}; this evaluation "
+                                          f"by {self.source.kind} ({self.method.name}).")
+        if self._base_masks is not None:
+            raise UnsupportedIntervention("Path groups are evaluated on the run itself: no base set.")
+        runner = self._path.runner if isinstance(self._path, _FastPath) else None
+        return self.model.edge_logit_diffs(self.task, edges, runner=runner, timer=self.timer)
 
     def evaluate_per_prompt(self, groups: Sequence[InterventionGroup], join_layers: Sequence[int] | None = None
                             ) -> np.ndarray:

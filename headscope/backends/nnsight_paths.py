@@ -28,7 +28,9 @@ from headscope.backends.nnsight_readout import NORM_KINDS, _eps, _first, _frozen
 from headscope.backends.path_runs import PROJECTIONS
 
 if TYPE_CHECKING:
-    from headscope.backends.path_runs import PathTask
+    from collections.abc import Callable
+
+    from headscope.backends.interventions import EdgeGroups, LogitDiffTask
     from headscope.engine import WorkTimer
 
 _EXECUTION_ORDER = {SiteKind.Q_INPUT: 0, SiteKind.K_INPUT: 1, SiteKind.V_INPUT: 2}  # Llama-like: q, k, v
@@ -140,29 +142,31 @@ def _source_name(source: SourceKind) -> str:
     return {SourceKind.ZERO: "zero", SourceKind.MEAN: "mean"}.get(source, "paired")
 
 
-def nnsight_path_logit_diffs(backend: NnsightBackend, task: PathTask, check_input: Any,
-                             timer: WorkTimer | None = None) -> tuple[np.ndarray, float]:
-    """(ld[edge, prompt] float64, the run's LD) as run_path_task computes it, in one nnsight request per chunk of
-    edges (the general path: whole forwards of the model's own code)."""
+def nnsight_edge_lds(backend: NnsightBackend, task: LogitDiffTask, edges: EdgeGroups, check_input: Any,
+                     timer: WorkTimer | None = None, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """ld[group, prompt] (float64) as headscope.backends.path_runs.edge_lds computes it (a group without an edge:
+    the run's own LDs), in one nnsight request per chunk of edges (the general path: whole forwards of the model's
+    own code)."""
     model, layout, dims = backend.model, backend.layout, backend.dims
     projections = PROJECTIONS.get(layout.family)
     if projections is None:
         raise UnsupportedIntervention(f"Path patching does not know {layout.family}'s projections.")
     n_heads, d_head, n_layers = dims.n_heads, dims.d_head, dims.n_layers
     heads_per_kv = n_heads // dims.n_kv
-    run = task.run.cpu()
-    other = None if task.other is None or task.source is SourceKind.ZERO else task.other.cpu()
+    run = task.clean.cpu()
+    other = None if task.corrupted is None or edges.replacement is SourceKind.ZERO else task.corrupted.cpu()
     if other is not None and other.shape[1] != run.shape[1]:
         raise ValueError(f"the replacement prompts have {other.shape[1]} positions, the run's {run.shape[1]}")
     tokens = run if other is None else torch.cat([run, other])
     n_run, n_prompts = run.shape[0], task.n_prompts
     ids = task.answer_ids.cpu()
-    source = _source_name(task.source)
-    senders = sorted({(edge.sender.layer, int(edge.sender.head)) for edge in task.edges})
+    source = _source_name(edges.replacement)
+    senders = [(sender.layer, int(sender.head)) for sender in edges.senders]  # type: ignore[arg-type]
     sender_index = {sender: i for i, sender in enumerate(senders)}
     sender_layers = sorted({layer for layer, _ in senders})
-    receivers = [(index, edge) for index, edge in enumerate(task.edges) if edge.receiver is not None]
-    logit_edges = [index for index, edge in enumerate(task.edges) if edge.receiver is None]
+    receivers = edges.receivers
+    logit_edges = [index for index, edge in enumerate(edges.edges) if edge is not None and edge.receiver is None]
+    run_groups = [index for index, edge in enumerate(edges.edges) if edge is None]
     receivers.sort(key=lambda item: item[1].receiver.layer)
 
     kind = NORM_KINDS.get(layout.family, "rms_norm")
@@ -181,8 +185,7 @@ def nnsight_path_logit_diffs(backend: NnsightBackend, task: PathTask, check_inpu
     chunks = [receivers[start:start + per_request] for start in range(0, len(receivers), per_request)] or [[]]
     if timer is not None:
         timer.add_total(len(chunks) * 2 * n_layers + n_layers * len(receivers))
-    out = np.zeros((len(task.edges), n_prompts))
-    run_ld = 0.0
+    out = np.zeros((len(edges), n_prompts))
     for number, chunk in enumerate(chunks):
         receiver_layers = sorted({edge.receiver.layer for _, edge in chunk})
         plan = [(layer, layout.block(layer, layout.ln1) if layer in receiver_layers else None,
@@ -236,13 +239,16 @@ def nnsight_path_logit_diffs(backend: NnsightBackend, task: PathTask, check_inpu
         for slot, (index, _) in enumerate(chunk):
             out[index] = lds[slot].double().numpy()
         if number == 0:
-            run_ld = float(run_lds.double().mean())
+            for index in run_groups:
+                out[index] = run_lds.double().numpy()
             for index in logit_edges:
-                edge = task.edges[index]
-                out[index] = logit_lds[sender_index[(edge.sender.layer, int(edge.sender.head))]].double().numpy()
+                sender = edges.edges[index].sender  # type: ignore[union-attr]
+                out[index] = logit_lds[sender_index[(sender.layer, int(sender.head))]].double().numpy()
         if timer is not None:
             timer.advance(2 * n_layers + n_layers * n_edges, f"{n_edges} paths in one request")
-    return out, run_ld
+        if progress is not None:
+            progress(sum(len(part) for part in chunks[:number + 1]))
+    return out
 
 
-__all__ = ["nnsight_path_logit_diffs"]
+__all__ = ["nnsight_edge_lds"]

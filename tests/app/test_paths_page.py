@@ -223,7 +223,8 @@ def test_a_link_to_an_uploaded_datasets_paths_opens_them_from_the_cache(embedded
     assert any("The paths of 'two.json' from the results cache" in shown(c.value) for c in linked.caption)
     assert _metrics(linked)["Clean LD"] == f"{computed.clean_ld:.3f}"
     assert sorted(_cells(linked)) == [(29, head) for head in range(9)]
-    assert any("Intervals need the result's prompts" in shown(c.value) for c in linked.caption)
+    # the result keeps its run's per-prompt LDs: its intervals show without the file
+    assert not any("Intervals need" in shown(c.value) for c in linked.caption)
     other = open_page(PAGE, {**params, "sender": "27.1"})  # a query nobody ran on that file
     assert not other.exception and not other.get("plotly_chart")
     assert any("not in this server's results cache" in shown(i.value) for i in other.info)
@@ -234,7 +235,7 @@ def test_a_backend_without_path_patching_says_so(embedded_model, monkeypatch):
     default, as a new backend starts) gets the page's message, not a traceback, and nothing is cached."""
     from headscope.backends.base import Backend
 
-    monkeypatch.setattr(type(embedded_model), "path_logit_diffs", Backend.path_logit_diffs)
+    monkeypatch.setattr(type(embedded_model), "edge_logit_diffs", Backend.edge_logit_diffs)
     app = open_page(PAGE, {"n": "2", "view": "Every head → logits (direct effect)"})
     app.button(key="pa_run").click().run(timeout=TIMEOUT)
     assert not app.exception
