@@ -45,7 +45,7 @@ def path_confidence_section(model: Backend, result: PathResult) -> None:
         frame = cells_frame([(head.label, (head.layer, head.head)) for head, _ld in result.top_paths(SHOWN_ROWS)],
                             confidence)
         frame.insert(1, "KV", [int(label.split(".")[1]) // heads_per_kv for label in frame["cell"]])
-        grouped = result.kv_grouped and heads_per_kv > 1
+        grouped = result.cells_per_group and heads_per_kv > 1
         table_col = show_intervals(frame, confidence, "change", "change in LD (patched − the run's LD)", COLUMNS, "pa",
                                    "KV groups' paths" if grouped else "paths", heads_per_kv if grouped else 1)
         with table_col:

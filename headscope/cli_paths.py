@@ -155,7 +155,7 @@ def cmd_paths(args: argparse.Namespace, steps: CliSteps) -> int:
     if args.json:
         out = result_json(result, args.per_prompt) | {"backend": model.info.backend}
         if confidence is not None:
-            out |= confidence_json(confidence, result.run_prompt_ld, result.kv_grouped)
+            out |= confidence_json(confidence, result.run_prompt_ld, result.cells_per_group)
         print(json.dumps(out))
         return 0
     print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "
@@ -174,7 +174,7 @@ def cmd_paths(args: argparse.Namespace, steps: CliSteps) -> int:
     if confidence is not None:
         intervals, stability = confidence.intervals, confidence.stability
         print(f"\nconfidence: {intervals.how}; top-{stability.k} stability = share of resamples in the "
-              f"top-{stability.k}{' (KV groups counted once)' if result.kv_grouped else ''}")
+              f"top-{stability.k}{' (KV groups counted once)' if result.cells_per_group else ''}")
     extra = "" if confidence is None else f"  {'95% interval':>19}  {f'in top-{confidence.stability.k}':>9}"
     print(f"\n{partner:>8}  {'LD':>8}  {'change':>8}{extra}")
     for head, ld in result.top_paths(args.top):

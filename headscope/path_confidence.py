@@ -5,9 +5,9 @@ A path's effect on one prompt is that prompt's LD with the path patched minus th
 nothing patched (clean for noise, corrupted for denoise): a paired difference, far tighter than the spread of the
 prompts' LDs themselves. A PathResult keeps both (per_prompt_ld and run_prompt_ld, from the same evaluation).
 
-On a grouped-query model a K/V result patches a whole KV group's input, and every head of a group holds the group's
-value: the bootstrap counts each group once (the top-k is the k largest distinct paths) and every head of a group
-shows its group's interval and stability.
+On a grouped-query model a K/V sender result patches a whole KV group's input, and every head of a group holds the
+group's value: the bootstrap counts each group once (the top-k is the k largest distinct paths) and every head of a
+group shows its group's interval and stability.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def path_confidence(result: PathResult, heads_per_kv: int = 1, *, k: int = DEFAU
     """Intervals of each path's effect (patched − run LD) and the top-k stability by |effect|, over [layer, head]
     (a K/V result on a grouped-query model: over KV groups, shown on each of the group's heads)."""
     effects = path_effects(result)
-    group = heads_per_kv if result.kv_grouped and heads_per_kv > 1 else 1
+    group = heads_per_kv if result.cells_per_group and heads_per_kv > 1 else 1
     confidence = ranking_confidence(effects[:, :, ::group], k=k, resamples=resamples, seed=seed, level=level)
     if group == 1:
         return confidence

@@ -137,6 +137,12 @@ class PathResult:
         return self.clean_ld
 
     @property
+    def cells_per_group(self) -> bool:
+        """Whether the grid repeats one KV group's value on each of its query heads: a K/V sender view on a grouped-
+        query model (a receiver view's K/V input is the group's too, but its cells are distinct senders)."""
+        return self.kv_grouped and self.query.sender is not None
+
+    @property
     def change(self) -> np.ndarray:
         """ld − the run's LD: a path's effect (nan where not a partner)."""
         return self.ld - self.run_ld
