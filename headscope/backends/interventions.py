@@ -182,6 +182,7 @@ class SiteKind(StrEnum):
 
 
 HEAD_SITES = (SiteKind.Z, SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT, SiteKind.HEAD_OUT)
+COMPONENTLESS = (SiteKind.RESID, SiteKind.ATTN_BIAS)
 
 
 @dataclass(frozen=True)
@@ -205,9 +206,10 @@ class Site:
 
     @property
     def component(self) -> Component:
-        """The component the site belongs to (RESID sites belong to none)."""
-        if self.kind is SiteKind.RESID:
-            raise UnsupportedIntervention("The residual stream is not a component.")
+        """The component the site belongs to: its head, or its layer's MLP (MLP_OUT). RESID and ATTN_BIAS belong to
+        none (the attention's bias is added whatever its heads do; it is no head and no MLP)."""
+        if self.kind in COMPONENTLESS:
+            raise UnsupportedIntervention(f"A {self.kind} site belongs to no component.")
         return Component(self.layer, self.head)
 
     def describe(self) -> str:

@@ -149,8 +149,9 @@ def test_a_link_reopens_the_receiver_view_with_its_selected_head(embedded_model)
     assert "LD with the path patched" in app.get("plotly_chart")[0].proto.spec  # show=patched LD's colour bar
     assert any("the k input of 1.4 is its KV group's (1.3, 1.4, 1.5)" in shown(i.value) for i in app.info)
     assert _metrics(app)["Run's LD"] == f"{computed.corrupt_ld:.3f}"  # denoise patches the corrupted run
-    # intervals of the corrupted run's paired effects (a clean run's LDs would be refused), one path per KV group
-    assert _metrics(app)["Stable in the top-10"] == "3"  # 9 senders in 3 KV groups: 3 distinct paths, each kept
+    # intervals of the corrupted run's paired effects; the receiver's k input is its KV group's, but each of the 9
+    # senders is its own path (its own value), so all 9 count, and with 9 cells the top-9 keeps every one
+    assert _metrics(app)["Stable in the top-10"] == "9"
     detail = next(shown(m.value) for m in app.markdown if m.value.startswith("**Head"))
     change = computed.ld[0, 7] - computed.corrupt_ld  # below 0.0005 here: two significant digits, never "-0.000"
     written = f"{change:+.3f}" if abs(change) >= 0.0005 else f"{change:+.2g}"
