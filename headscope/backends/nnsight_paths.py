@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from headscope.backends.interventions import Site, SiteKind, SourceKind, UnsupportedIntervention
-from headscope.backends.nnsight_readout import NORM_KINDS, _eps, _first, _frozen
+from headscope.backends.nnsight_readout import _first
+from headscope.backends.norms import freeze_family_norm
 from headscope.backends.path_runs import PROJECTIONS
 
 if TYPE_CHECKING:
@@ -56,8 +57,8 @@ def _capture(model: Any, plan: list, final_path: str, n_run: int) -> tuple:
     return entries, zs, attns, final_last
 
 
-def _sender_deltas(captured: tuple, senders: list, o_projs: dict, posts: dict, kind: str, post_eps: float,
-                   n_run: int, source: str, n_heads: int, d_head: int) -> torch.Tensor:
+def _sender_deltas(captured: tuple, senders: list, o_projs: dict, posts: dict, family: str, n_run: int, source: str,
+                   n_heads: int, d_head: int) -> torch.Tensor:
     """Δ[sender, P, pos, d_model] (float32): each sender's write with its replacement value minus with the run's
     (source "zero", "mean": position-wise mean of the other rows, "paired": the paired other row)."""
     _, zs, attns, _ = captured
@@ -78,7 +79,7 @@ def _sender_deltas(captured: tuple, senders: list, o_projs: dict, posts: dict, k
         write = (o_proj(flat) - o_proj(torch.zeros_like(flat[:1, :1]))).float()
         post = posts[layer]
         if post is not None:
-            write = _frozen(kind, post.weight, post_eps, attns[layer], write)
+            write = freeze_family_norm(family, post, attns[layer]).apply(write)
         out.append(write)
     return torch.stack(out)
 
@@ -95,13 +96,13 @@ def _answer_lds(normed: torch.Tensor, unembed: Any, ids: torch.Tensor, cap: floa
     return logits[..., 0] - logits[..., 1]
 
 
-def _logit_paths(deltas: torch.Tensor, captured: tuple, final_norm: Any, kind: str, eps: float, unembed: Any,
-                 ids: torch.Tensor, cap: float) -> tuple:
+def _logit_paths(deltas: torch.Tensor, captured: tuple, final_norm: Any, family: str, unembed: Any, ids: torch.Tensor,
+                 cap: float) -> tuple:
     """(run ld[P], ld[sender, P] with each sender's Δ at the last position through the final norm frozen on the
     run's final residual), on the CPU."""
     final_last = captured[3]
     normed = final_norm(final_last).float()
-    moved = normed[None] + _frozen(kind, final_norm.weight, eps, final_last, deltas[:, :, -1])
+    moved = normed[None] + freeze_family_norm(family, final_norm, final_last).apply(deltas[:, :, -1])
     return (_answer_lds(normed, unembed, ids, cap).detach().cpu(),
             _answer_lds(moved, unembed, ids, cap).detach().cpu())
 
@@ -169,15 +170,11 @@ def nnsight_edge_lds(backend: NnsightBackend, task: LogitDiffTask, edges: EdgeGr
     run_groups = [index for index, edge in enumerate(edges.edges) if edge is None]
     receivers.sort(key=lambda item: item[1].receiver.layer)
 
-    kind = NORM_KINDS.get(layout.family, "rms_norm")
     final_path = layout.final_norm
     final_norm, unembed, embed = (backend._path(p) for p in (layout.final_norm, layout.unembed, layout.embed))
     o_projs = {layer: backend._path(layout.block(layer, layout.o_proj)) for layer in sender_layers}
     posts = {layer: None if layout.ln1_post is None else backend._path(layout.block(layer, layout.ln1_post))
              for layer in sender_layers}
-    first_post = next((post for post in posts.values() if post is not None), None)
-    post_eps = _eps(first_post) if first_post is not None else 0.0
-    final_eps = _eps(final_norm)
     cap = dims.logit_cap
 
     per_request = backend._rows_per_request(task.seq_len, max(1, len(receivers)), tokens.shape[0], n_prompts,
@@ -213,8 +210,8 @@ def nnsight_edge_lds(backend: NnsightBackend, task: LogitDiffTask, edges: EdgeGr
         # every statement in a session on one line: nnsight 0.8.1 maps a session's later traces to their source
         # lines without counting a statement's continuation lines (WithBlockNotFoundError)
         capture_args = (model, plan, final_path, n_run)
-        delta_args = (senders, o_projs, posts, kind, post_eps, n_run, source, n_heads, d_head)
-        logit_args = (final_norm, kind, final_eps, unembed, ids, cap)
+        delta_args = (senders, o_projs, posts, layout.family, n_run, source, n_heads, d_head)
+        logit_args = (final_norm, layout.family, unembed, ids, cap)
         with backend._running():
             job = backend._trace_backend()
             with model.session(backend=job):
