@@ -5,8 +5,10 @@ components replaced", exactly, on a backend's fast or general path.
 value source) and InterventionGroups (the vocabulary of headscope.backends.base: which sites each group of rows
 edits, with what). It picks the path once, plans prompt and group chunks from the memory budget, holds the model
 gate (`evaluation`) and reports progress and cancellation itself (`WorkTimer`). Analyses (headscope.ablation,
-headscope.circuit) only build groups and read the LDs. Internally the fast path runs the groups' dense lowering
-(AblationGroups); the general path hands the groups to the backend's `logit_diffs`.
+headscope.circuit, headscope.path_patching) only build groups and read the LDs. Internally the fast path runs the
+groups' dense lowering (AblationGroups); the general path hands the groups to the backend's `logit_diffs`. Path
+patching's groups (a sender's change into one receiver: SENDER_CHANGE edits) go to the backend's edge lowering
+(`edge_logit_diffs`) in one call, with this evaluator's block runner on the fast path.
 
 The fast path: one pass over the layers. Each group of rows *joins* the pass at a layer: below that layer its
 residual stream equals a shared entry residual (the run with the evaluator's *base* set ablated: nothing for a sweep,

@@ -9,7 +9,8 @@ Interventions are data (the vocabulary below: Site, ValueSource, Edit, Intervent
 - the general path, `logit_diffs(task, groups)`: "run these InterventionGroups, return the LD per group (per prompt
   optionally)", one batched forward in which each group of rows carries its own edits. Every backend offers it,
   remote ones included (the replacement values never leave the backend). Backends lower the groups to a dense mask
-  (AblationGroups, `masked_logit_diffs`) for speed; that lowering is theirs, no engine states masks;
+  (AblationGroups, `masked_logit_diffs`) for speed, and path patching's edges to EdgeGroups (`edge_logit_diffs`);
+  that lowering is theirs, no engine states masks or edges;
 - the fast path, `block_runner` (optional): block-by-block execution from a given residual, so the evaluator
   (headscope.engine) can reuse the residual stream below the layer a group edits. A backend offers it only where it
   has checked, at load, that its block loop reproduces its own full forward.

@@ -32,7 +32,6 @@ from headscope.backends.interventions import (
     AblationGroups,
     EdgeGroups,
     LogitDiffTask,
-    PathEdge,
     Site,
     SiteKind,
     SourceKind,
@@ -456,4 +455,4 @@ def edge_lds(backend: Backend, task: LogitDiffTask, edges: EdgeGroups, *, runner
     return out
 
 
-__all__ = ["PathEdge", "edge_lds", "receiver_site"]
+__all__ = ["edge_lds", "receiver_site"]
