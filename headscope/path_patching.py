@@ -28,6 +28,7 @@ from headscope.backends.interventions import (
     Site,
     SiteKind,
     SourceKind,
+    receiver_site,
 )
 from headscope.component import Component
 from headscope.engine import METRIC, Progress, ProgressCallback, check_method, evaluation, logit_diff_task
@@ -211,8 +212,6 @@ class PathGroups:
 
 def path_groups(model: Backend, encoded: EncodedDataset, query: PathQuery) -> PathGroups:
     """The query's edges as InterventionGroups, one per edge, after the run: every prompt once (not deduplicated)."""
-    from headscope.backends.path_runs import receiver_site
-
     info = model.info
     query.check(info.n_layers, info.n_heads)
     source = _source_kind(query)

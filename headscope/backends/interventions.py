@@ -322,6 +322,15 @@ class PathEdge:
 RECEIVER_KINDS = (SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT)
 
 
+def receiver_site(kind: SiteKind, head: Component, heads_per_kv: int) -> Site:
+    """The site a receiver head's input patch acts on: its own query input, or its KV group's key/value input
+    (named by the group's first query head) on a grouped-query model."""
+    assert head.head is not None
+    if kind is SiteKind.Q_INPUT or heads_per_kv == 1:
+        return Site(kind, head.layer, head.head)
+    return Site(kind, head.layer, head.head - head.head % heads_per_kv)
+
+
 @dataclass(frozen=True)
 class EdgeGroups:
     """The backends' lowering of groups that each carry at most one sender-change edit: edges[group] (None: a group

@@ -46,15 +46,6 @@ if TYPE_CHECKING:
     from headscope.engine import WorkTimer
 
 
-def receiver_site(kind: SiteKind, head: Component, heads_per_kv: int) -> Site:
-    """The site a receiver head's input patch acts on: its own query input, or its KV group's key/value input
-    (named by the group's first query head) on a grouped-query model."""
-    assert head.head is not None
-    if kind is SiteKind.Q_INPUT or heads_per_kv == 1:
-        return Site(kind, head.layer, head.head)
-    return Site(kind, head.layer, head.head - head.head % heads_per_kv)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Where each family's query, key and value projections are, and where one head's slice sits in their output
 
@@ -455,4 +446,4 @@ def edge_lds(backend: Backend, task: LogitDiffTask, edges: EdgeGroups, *, runner
     return out
 
 
-__all__ = ["edge_lds", "receiver_site"]
+__all__ = ["edge_lds"]

@@ -285,8 +285,7 @@ def test_cancel_while_queued_stops_waiting_and_frees_the_model(tiny_pair):
 def test_path_patching_through_ndif_equals_local_and_returns_only_lds(tiny_pair):
     """Path patching on NDIF (the general path: one session per chunk of edges) = the local backend's hooks, per
     prompt; only the edges' per-prompt LDs, the run's and the logit paths' come back."""
-    from headscope.backends.interventions import InterventionGroup, PathEdge, SiteKind, SourceKind
-    from headscope.backends.path_runs import receiver_site
+    from headscope.backends.interventions import InterventionGroup, PathEdge, SiteKind, SourceKind, receiver_site
 
     local, remote, ndif = tiny_pair
     task = _task()

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from headscope.backends.interventions import PathEdge, Site, SiteKind
-from headscope.backends.path_runs import receiver_site
+from headscope.backends.interventions import PathEdge, Site, SiteKind, receiver_site
 from headscope.component import Component
 from headscope.errors import InputError
 from headscope.path_patching import PathQuery, PathResult, _grid, partners
