@@ -220,9 +220,11 @@ class ReceiverInput:
     delta: torch.Tensor
 
 
-def _input_edits(model: Backend, receivers: Sequence[ReceiverInput | None], joined: Sequence[int], layer: int,
-                 n_prompts: int, like: torch.Tensor, frozen_norm: bool) -> tuple[InputEdit, ...]:
-    """The block runner's input edits (one per kind) for the groups in the batch whose receiver sits at `layer`."""
+def receiver_input_edits(model: Backend, receivers: Sequence[ReceiverInput | None], joined: Sequence[int],
+                         layer: int, n_prompts: int, like: torch.Tensor, frozen_norm: bool) -> tuple[InputEdit, ...]:
+    """The block runner's input edits (one per kind) for the groups in the batch (`joined`, in row order, n_prompts
+    rows each; `like`: a tensor of the batch's [rows, pos, d_model] shape and device) whose receiver sits at `layer`:
+    the fast path's at its join layer, and the general path's whole forward at every receiver layer."""
     per_kv = model.info.n_heads // model.info.n_kv_heads
     mine = [(slot, receiver) for slot, group in enumerate(joined)
             if (receiver := receivers[group]) is not None and receiver.site.layer == layer]
@@ -303,7 +305,7 @@ def run_joined_groups(
                 if bool(mlp_mask.any()):
                     mlp_edit = MlpEdit(mlp_mask.to(device).repeat_interleave(n_prompts),
                                        _tile_rows(values.mlp[layer], len(joined)))
-                inputs = () if receivers is None or not joining else _input_edits(
+                inputs = () if receivers is None or not joining else receiver_input_edits(
                     model, receivers, joined, layer, n_prompts, resid, frozen_receiver_norm)
                 cut = layer == n_layers - 1 and runner.supports_last_position_only
                 with model.gate.hold():

@@ -301,45 +301,28 @@ def input_edit_hooks(modules: HfModules, layer: int, edits: Sequence[InputEdit])
         yield
 
 
-def _edge_inputs(modules: HfModules, rows: Sequence[_Row], deltas: torch.Tensor, n_prompts: int, layer: int,
-                 frozen_norm: bool) -> tuple[InputEdit, ...]:
-    """The input edits (one per kind) of the batch's edges whose receiver sits at `layer`: rows edge-major,
-    n_prompts each, every edge carrying its sender's change."""
-    edits = []
-    for kind in (SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT):
-        mine = [(slot, row) for slot, row in enumerate(rows) if row.site.layer == layer and row.site.kind is kind]
-        if not mine:
-            continue
-        per_column = 1 if kind is SiteKind.Q_INPUT else modules.heads_per_kv
-        selected = torch.zeros(len(rows) * n_prompts, modules.n_heads // per_column, dtype=torch.bool)
-        delta = torch.zeros(len(rows) * n_prompts, *deltas.shape[2:], dtype=deltas.dtype, device=deltas.device)
-        for slot, row in mine:
-            assert row.site.head is not None
-            span = slice(slot * n_prompts, (slot + 1) * n_prompts)
-            selected[span, row.site.head // per_column] = True
-            delta[span] = deltas[row.delta]
-        edits.append(InputEdit(kind, selected, delta, frozen_norm))
-    return tuple(edits)
-
-
 def _edge_chunks(edges: Sequence[tuple[int, _Row]], per_chunk: int) -> list[list[tuple[int, _Row]]]:
     ordered = sorted(edges, key=lambda item: item[1].site.layer)
     return [ordered[start:start + per_chunk] for start in range(0, len(ordered), per_chunk)]
 
 
-def _general(modules: HfModules, run: torch.Tensor, answer_ids: torch.Tensor, deltas: torch.Tensor,
-             rows: Sequence[_Row], frozen_norm: bool) -> torch.Tensor:
-    """ld[edge, P] for a chunk of edges: one whole forward of the model, each receiver layer's input edits applied
-    by the same hooks as the fast path's (`input_edit_hooks`)."""
+def _general(backend: Backend, modules: HfModules, run: torch.Tensor, answer_ids: torch.Tensor,
+             deltas: torch.Tensor, rows: Sequence[_Row], frozen_norm: bool) -> torch.Tensor:
+    """ld[edge, P] for a chunk of edges: one whole forward of the model, each receiver layer's input edits (built as
+    the fast path builds them, `engine.receiver_input_edits`) applied by the same hooks (`input_edit_hooks`)."""
+    from headscope.engine import ReceiverInput, receiver_input_edits
+
     n, n_prompts = len(rows), int(run.shape[0])
     final: dict[str, torch.Tensor] = {}
+    inputs = [ReceiverInput(row.site, deltas[row.delta]) for row in rows]
+    like = torch.empty(n * n_prompts, *deltas.shape[2:], device=deltas.device)  # the batch's shape and device
 
     def keep_final(module: Any, args: tuple) -> None:
         final["resid"] = args[0][:, -1]
 
     with contextlib.ExitStack() as stack:
         for layer in sorted({row.site.layer for row in rows}):
-            edits = _edge_inputs(modules, rows, deltas, n_prompts, layer, frozen_norm)
+            edits = receiver_input_edits(backend, inputs, range(n), layer, n_prompts, like, frozen_norm)
             stack.enter_context(input_edit_hooks(modules, layer, edits))
         stack.enter_context(_hooks([modules.final_norm_called.register_forward_pre_hook(keep_final)]))
         stack.enter_context(torch.inference_mode())
@@ -435,7 +418,8 @@ def edge_lds(backend: Backend, task: LogitDiffTask, edges: EdgeGroups, *, runner
             done = 0
             for chunk in _edge_chunks(receivers, per_chunk):
                 with backend.gate.hold(), whole():
-                    lds = _general(modules, task.clean, answer_ids, deltas, [row for _, row in chunk], frozen_norm)
+                    lds = _general(backend, modules, task.clean, answer_ids, deltas, [row for _, row in chunk],
+                                   frozen_norm)
                 if timer is not None:
                     timer.advance(n_layers * len(chunk), "full forward passes")
                 for slot, (index, _) in enumerate(chunk):  # rows in chunk order (by receiver layer)
