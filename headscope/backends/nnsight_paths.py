@@ -1,4 +1,5 @@
-"""Path patching on the nnsight backend as nnsight requests: its dry run and NDIF (the general path).
+"""Path patching on the nnsight backend as nnsight requests: its dry run and NDIF lower path patching's edges
+(EdgeGroups, headscope.backends.interventions) to the general path inside one request per chunk of edges.
 
 One request (a session) per chunk of edges. Its first trace runs the run's prompts and, in the same batch, the
 prompts whose sender values replace them (corrupted rows after the run's rows), reading per layer in execution
@@ -12,7 +13,8 @@ prompt each) with those additions on their projections' outputs. Only ld[edge, p
 the logit paths' LDs are saved: remotely nothing larger comes back. An edge's row equals the run's row below its
 receiver's layer, so the run's captured residual is the one its receiver reads.
 
-The functions that run inside requests use torch and their arguments only (shipped by value to NDIF).
+The functions that run inside requests use torch, their arguments and headscope.backends.norms' frozen norm (the
+readout's requests use it too; shipped by value to NDIF).
 """
 
 from __future__ import annotations
