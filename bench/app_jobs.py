@@ -1,5 +1,6 @@
 """The app's long jobs in a real browser beside the CLI's compute time for the same job, in one run: the digits exact
-sweep (mean, 16 prompts) on the ablation page, and the first and later head clicks after it.
+sweep (mean, 16 prompts) on the ablation page, the first and later head clicks after it, and the circuit search on
+the circuit page (the same prompts, until stable).
 
     python bench/app_jobs.py              # 3 rounds, medians
     python bench/app_jobs.py --rounds 1
@@ -27,27 +28,48 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.browser import IDLE, start, wait_healthy  # the same server start and idle test
-from bench.load import CHROMIUM_ARGS, free_port
+from bench.load import CHROMIUM_ARGS, RUN_RECORDER, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = '[data-testid="stPlotlyChart"]'
 JOB = ["--task", "digits", "--n-prompts", "16", "--method", "mean"]
 
 
-def cli_seconds(env: dict) -> float:
-    done = subprocess.run([sys.executable, "-m", "headscope", "ablate", *JOB, "--no-cache", "--json"], cwd=REPO,
+def cli_seconds(env: dict, command: str = "ablate") -> float:
+    """The CLI's own compute seconds for JOB (`ablate`: the exact sweep; `circuit`: the search until stable)."""
+    done = subprocess.run([sys.executable, "-m", "headscope", command, *JOB, "--no-cache", "--json"], cwd=REPO,
                           env=env, check=True, capture_output=True, text=True)
     return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
 
 
+def page_circuit(page, port: int) -> tuple[float, str]:
+    """The circuit page's search (its defaults: digits, 16 prompts, mean, threshold 80, until stable): click on
+    "Find circuit" to its result drawn and the script idle, and the page's own compute time."""
+    page.goto(f"http://localhost:{port}/circuit")
+    page.wait_for_selector("text=Find circuit", timeout=240_000)
+    page.wait_for_selector(IDLE, timeout=240_000)
+    page.wait_for_timeout(500)
+    began = time.perf_counter()
+    page.get_by_role("button", name="Find circuit").click()
+    page.locator('[data-testid="stMetric"]').filter(has_text="Circuit score").first.wait_for(timeout=900_000)
+    page.wait_for_selector(IDLE, timeout=600_000)
+    seconds = time.perf_counter() - began
+    shown = page.locator('[data-testid="stMetric"]').filter(has_text="Time").inner_text().split("\n")
+    return seconds, " ".join(shown)
+
+
 def page_sweep(page, port: int) -> tuple[float, int, str]:
+    """Click to heatmap drawn and idle; `shown` also says, on the page's own clock, how long after the click its
+    script runs began and ended (the rest is the browser drawing)."""
     frames = []
     page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(time.perf_counter())))
+    page.add_init_script(RUN_RECORDER)
     page.goto(f"http://localhost:{port}/ablation")
     page.wait_for_selector("text=Run exact sweep", timeout=240_000)
     page.wait_for_selector(IDLE, timeout=240_000)
     page.wait_for_timeout(500)
     began = time.perf_counter()
+    sent = page.evaluate("performance.now()")
     page.get_by_role("button", name="Run exact sweep").click()
     try:
         page.wait_for_selector(CHART, timeout=900_000)
@@ -56,8 +78,14 @@ def page_sweep(page, port: int) -> tuple[float, int, str]:
         raise
     page.wait_for_selector(IDLE, timeout=600_000)
     seconds = time.perf_counter() - began
+    drawn = page.evaluate("performance.now()")
     shown = page.locator('[data-testid="stMetric"]').filter(has_text="Time").inner_text().split("\n")
-    return seconds, sum(1 for t in frames if t >= began), " ".join(shown)
+    runs = [(t, state) for t, state in page.evaluate("window.__hsRuns") if t > sent]
+    first = next((t for t, state in runs if state == "running"), sent)
+    last = max((t for t, state in runs if state == "notRunning"), default=drawn)
+    script = (f"script runs from {(first - sent) / 1000:.2f} s to {(last - sent) / 1000:.2f} s after the click, "
+              f"{sum(1 for _, state in runs if state == 'running')} runs")
+    return seconds, sum(1 for t in frames if t >= began), " ".join(shown) + "; " + script
 
 
 def head_clicks(page, heads=((5, 2), (8, 1), (12, 4))) -> list[float]:
@@ -105,8 +133,15 @@ def plain_forward(chars: int, env: dict) -> tuple[int, float]:
     return int(tokens), float(seconds)
 
 
+def script_span(page, sent: float) -> float:
+    """Seconds from `sent` (the page's clock) to the end of the last script run after it: the server's part."""
+    runs = [(t, state) for t, state in page.evaluate("window.__hsRuns") if t > sent]
+    return (max((t for t, state in runs if state == "notRunning"), default=sent) - sent) / 1000
+
+
 def long_prompt_pages(page, port: int, chars: int) -> dict[str, float]:
-    """A long prompt opened by link on the prompt tester and on the attention page (4 heads), then one head added."""
+    """A long prompt opened by link on the prompt tester and on the attention page (4 heads), then one head added;
+    beside each, when its last script run ended (`… script s`; the rest is the browser drawing)."""
     from urllib.parse import quote
 
     from bench.long_prompt import english_text
@@ -118,19 +153,23 @@ def long_prompt_pages(page, port: int, chars: int) -> dict[str, float]:
     page.wait_for_selector('[data-testid="hs-token-strip"]', timeout=600_000)
     page.wait_for_selector(IDLE, timeout=600_000)
     figures["prompt tester"] = time.perf_counter() - began
+    figures["prompt tester script s"] = script_span(page, 0.0)
     heads = "3.4,9.1,17.2,23.3"
     began = time.perf_counter()
     page.goto(f"http://localhost:{port}/attention?prompt={text}&heads={heads}")
     page.wait_for_selector('iframe', timeout=600_000)
     page.wait_for_selector(IDLE, timeout=600_000)
     figures["attention, 4 heads"] = time.perf_counter() - began
+    figures["attention, 4 heads script s"] = script_span(page, 0.0)
     box = page.get_by_role("textbox", name="Heads (layer.head, …) — overrides the preset")
     began = time.perf_counter()
+    sent = page.evaluate("performance.now()")
     box.fill(heads.replace(",", ", ") + ", 12.1")
     box.press("Enter")
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="running"]', timeout=30_000)
     page.wait_for_selector(IDLE, timeout=600_000)
     figures["attention, one head added"] = time.perf_counter() - began
+    figures["attention, one head added script s"] = script_span(page, sent)
     return figures
 
 
@@ -140,6 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-clicks", action="store_true")
+    parser.add_argument("--no-circuit", action="store_true", help="leave out the circuit search (page and CLI)")
     parser.add_argument("--long-chars", type=int, default=0,
                         help="also a long prompt of this many characters (16000: about 4,400 tokens) on both pages")
     args = parser.parse_args()
@@ -152,6 +192,7 @@ def main() -> None:
                        HEADSCOPE_MAX_JOB_SECONDS="86400")
             load_before = os.getloadavg()[0]
             cli = cli_seconds(env)
+            cli_circuit = None if args.no_circuit else cli_seconds(env, "circuit")
             port = free_port()
             os.environ.update(HEADSCOPE_RESULTS_DIR=results, HEADSCOPE_MAX_JOB_SECONDS="86400")
             server = start([sys.executable, "-m", "streamlit", "run", "app.py"], port)
@@ -164,6 +205,9 @@ def main() -> None:
                 seconds, messages, shown = page_sweep(page, port)
                 print(f"  page sweep {seconds:.1f} s ({shown}; {messages} messages), CLI {cli:.1f} s", flush=True)
                 clicks = [] if args.no_clicks else head_clicks(page)
+                circuit = None if args.no_circuit else page_circuit(page, port)
+                if circuit is not None:
+                    print(f"  page circuit {circuit[0]:.1f} s ({circuit[1]}), CLI {cli_circuit:.1f} s", flush=True)
                 long_figures = long_prompt_pages(page, port, args.long_chars) if args.long_chars else {}
                 browser.close()
             finally:
@@ -171,11 +215,14 @@ def main() -> None:
                 server.wait(timeout=30)
             if args.long_chars:
                 tokens, forward = plain_forward(args.long_chars, env)
-                long_figures = {name: round(value / forward, 2) for name, value in long_figures.items()}
+                long_figures = {name: round(value if name.endswith(" s") else value / forward, 2)
+                                for name, value in long_figures.items()}
                 long_figures |= {"plain forward s": round(forward, 1), "tokens": tokens}
             row = {"long prompt (x plain forward)": long_figures,
                    "cli": cli, "page": seconds, "ratio": seconds / cli, "messages": messages, "shown": shown,
-                   "clicks": clicks, "load": (load_before, os.getloadavg()[0])}
+                   "clicks": clicks, "load": (load_before, os.getloadavg()[0]),
+                   "circuit": None if circuit is None else {"cli": cli_circuit, "page": circuit[0],
+                                                            "ratio": circuit[0] / cli_circuit, "shown": circuit[1]}}
             rows.append(row)
             print(json.dumps(row), flush=True)
     cli, shown = statistics.median(r["cli"] for r in rows), statistics.median(r["page"] for r in rows)

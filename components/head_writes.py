@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pandas as pd
 import streamlit as st
 
+from components.long_prompt import run_on_request
 from components.text import md, plain
 from headscope.component import Component
 from headscope.errors import HeadscopeError
@@ -72,15 +73,18 @@ def head_writes_panel(model, prompt: str, component: Component, key: str) -> Non
              "the logit difference is read at")
     k = int(k_col.number_input("Tokens listed", min_value=1, max_value=MAX_K, value=DEFAULT_K, key=f"{key}_k"))
     identity = str(model.identity)
-    try:
-        writes = _memo(f"{key}_writes", (identity, prompt, component, position, k),
-                       lambda: head_writes(model, prompt, component, position, k))
-    except HeadscopeError as error:
-        st.error(md(str(error)))
-        return
-    st.caption(f"{md(what)}'s output at position {position:d} through the final norm (its scale frozen from that "
-               "position's residual) and the unembedding: the tokens whose logits it raises and lowers most.")
-    writes_tables(writes)
+    asked = (identity, prompt, component, position, k)
+    memo = st.session_state.get(f"{key}_writes")
+    named = f"head {label}" if component.is_head else label
+    if (memo is not None and memo[0] == asked) or run_on_request(len(tokens), prompt, f"What {named} writes", key):
+        try:
+            writes = _memo(f"{key}_writes", asked, lambda: head_writes(model, prompt, component, position, k))
+        except HeadscopeError as error:
+            st.error(md(str(error)))
+            return
+        st.caption(f"{md(what)}'s output at position {position:d} through the final norm (its scale frozen from that "
+                   "position's residual) and the unembedding: the tokens whose logits it raises and lowers most.")
+        writes_tables(writes)
     if not component.is_head:
         return
 

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from components.long_prompt import run_on_request
 from components.presentation import present_figure
 from components.text import md, quoted
 from headscope.errors import HeadscopeError
@@ -101,18 +102,22 @@ def _hooks_on_request(model, key: str) -> bool:
     return True
 
 
-def lens_panel(model, prompt: str, answer: str, contrast: str | None, key: str = "pt_lens_chart") -> LensResult | None:
+def lens_panel(model, prompt: str, answer: str, contrast: str | None, key: str = "pt_lens_chart",
+               n_tokens: int = 0) -> LensResult | None:
     """The lens of one prompt (one forward, kept for reruns with the same question), as a chart and a table.
 
     It reads each layer's residual through TransformerLens' hooks; the prompt tester answers before those are set up
     (app.py sets them up in the background after the first page), so until then the lens waits for a click instead
-    of holding the page for the set-up."""
-    if not model.hooks_ready and not _hooks_on_request(model, key):
-        return None
+    of holding the page for the set-up. On a long prompt (n_tokens) its forward waits for a click too."""
     asked = (str(model.identity), prompt, answer, contrast)
     memo = st.session_state.get(MEMO)
+    known = memo is not None and memo[0] == asked
+    if not known and not run_on_request(n_tokens, prompt, "The logit lens", key):
+        return None
+    if not model.hooks_ready and not _hooks_on_request(model, key):
+        return None
     try:
-        if memo is not None and memo[0] == asked:
+        if known:
             result = memo[1]
         else:
             result = logit_lens(model, prompt, answer, contrast)

@@ -194,8 +194,9 @@ def warm_first_use_in_background(model: Backend) -> threading.Thread | None:
                                             layers=[0], heads={0: [0]})
             block_seconds(model, 16)
 
-    # not a daemon, as the hooks' own set-up: a process ending meanwhile waits the few seconds for it
-    thread = threading.Thread(target=warm, name=f"first use of {model.info.name}")
+    # not a daemon, as the hooks' own set-up: a process ending meanwhile waits the few seconds for it (said outright:
+    # a thread inherits its starter's flag, and this one is started from Streamlit's script thread, a daemon)
+    thread = threading.Thread(target=warm, name=f"first use of {model.info.name}", daemon=False)
     thread.start()
     return thread
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -28,12 +28,35 @@ if TYPE_CHECKING:
     from headscope.backends.base import Backend
 
 DEFAULT_MAX_JOB_SECONDS = 300.0
-# seconds of one attribution token-layer (forward with gradients, backward, the corrupted run) per inference
-# token-block of the batched sweep, measured on the embedded model (CPU, 2 cores)
-ATTRIBUTION_FACTOR = 12.0
-# seconds of a circuit search per token-block of one sweep's work: measured 33 s against 11.5 s (digits, 16 prompts)
-CIRCUIT_FACTOR = 3.0
-ONE_PASS_CIRCUIT_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A job's factor (its seconds per token-block of its work, in units of one inference block's cost) and the
+    measurements it was taken from: bench/job_time.py on the embedded model, 2 cores, at normal priority. `ratios` are
+    measured ÷ estimated at factor 1 (one per task and prompt count); the factor is their median."""
+
+    factor: float
+    ratios: tuple[float, ...]
+    measured: str  # where and when
+
+    def spread(self) -> float:
+        """How far the worst measurement lies from the factor (1.0: all exactly on it)."""
+        return max(max(ratio / self.factor, self.factor / ratio) for ratio in self.ratios)
+
+
+JobKind = Literal["sweep", "attribution", "circuit", "one-pass circuit", "paths"]
+_MEASURED = ("bench/job_time.py --prompts 16,48 --tasks digits,months (mean); 2026-12-06, 85a7b74, load 10-13, the "
+             "other jobs niced")
+CALIBRATION: dict[JobKind, Calibration] = {
+    "sweep": Calibration(0.81, (0.92, 0.98, 0.71, 0.71), _MEASURED),
+    # counted over every prompt: the corrupted run and the replacement means take them all, not only distinct ones
+    "attribution": Calibration(3.43, (3.76, 2.64, 4.11, 3.10), _MEASURED),
+    # digits only: on months the embedded model's clean LD is ≤ 0, which a circuit search refuses
+    "circuit": Calibration(2.05, (2.07, 2.03), _MEASURED),
+    "one-pass circuit": Calibration(2.07, (1.73, 2.40), _MEASURED),
+    "paths": Calibration(0.83, (0.93, 1.16, 0.73, 0.71), _MEASURED),
+}
 _CALIBRATION_TOKENS = 1024  # rows × positions of the timed block call
 
 _measured: dict[tuple, float] = {}
@@ -110,9 +133,14 @@ def block_seconds(model: Backend, seq_len: int) -> float | None:
         return _measured[key]
 
 
-def _distinct_rows(encoded) -> int:
-    rows = {tuple(row) for row in encoded.clean.tolist()}
-    return max(1, len(rows))
+def _distinct_rows(encoded, method: str) -> int:
+    """The rows the engine computes: its distinct runs (prompt, answers and, for resample, the paired corrupted
+    prompt; repeated prompts are computed once)."""
+    from headscope.engine import prompt_rows
+    from headscope.methods import get_method
+
+    rows = prompt_rows(encoded, get_method(method))
+    return max(1, int(rows.max()) + 1 if len(rows) else 1)
 
 
 def sweep_work(n_layers: int, n_heads: int, rows: int, seq_len: int, corrupted_runs: int = 1) -> float:
@@ -123,31 +151,33 @@ def sweep_work(n_layers: int, n_heads: int, rows: int, seq_len: int, corrupted_r
 
 
 def _estimate(model: Backend, encoded, method: str, estimate: bool, jobs: tuple[str, str],
-              exact_factor: float) -> JobEstimate | None:
-    """A sweep-shaped job's expected duration: the attribution estimate (jobs[0]) or `exact_factor` times an exact
-    sweep's work (jobs[1]); None where a block's cost cannot be measured."""
+              exact: JobKind) -> JobEstimate | None:
+    """A sweep-shaped job's expected duration: the attribution estimate (jobs[0]) or an exact sweep's work times the
+    `exact` job's factor (jobs[1]); None where a block's cost cannot be measured."""
     info = model.info
-    rows, seq_len = _distinct_rows(encoded), int(encoded.seq_len)
+    rows, seq_len = _distinct_rows(encoded, method), int(encoded.seq_len)
     cost = block_seconds(model, seq_len)
     if cost is None:
         return None
-    if estimate:
+    if estimate:  # every prompt: its corrupted run and replacement means are not deduplicated
+        rows = encoded.n_prompts
         work = float(rows * seq_len * info.n_layers)
-        return JobEstimate(jobs[0], work * cost * ATTRIBUTION_FACTOR, work, cost, rows, seq_len)
+        return JobEstimate(jobs[0], work * cost * CALIBRATION["attribution"].factor, work, cost, rows, seq_len)
     work = sweep_work(info.n_layers, info.n_heads, rows, seq_len, corrupted_runs=0 if method == "zero" else 1)
-    return JobEstimate(jobs[1], work * cost * exact_factor, work, cost, rows, seq_len)
+    return JobEstimate(jobs[1], work * cost * CALIBRATION[exact].factor, work, cost, rows, seq_len)
 
 
 def sweep_estimate(model: Backend, encoded, method: str, estimate: bool) -> JobEstimate | None:
     """The exact sweep's (or the attribution estimate's) expected duration; None where it cannot be measured."""
-    return _estimate(model, encoded, method, estimate, ("the instant estimate (attribution)", "the exact sweep"), 1.0)
+    return _estimate(model, encoded, method, estimate, ("the instant estimate (attribution)", "the exact sweep"),
+                     "sweep")
 
 
 def circuit_estimate(model: Backend, encoded, method: str, one_pass: bool, estimate: bool) -> JobEstimate | None:
     """The circuit search's expected duration (its number of passes is not known before it runs: the factor is that
     of a typical search); None where it cannot be measured."""
     return _estimate(model, encoded, method, estimate, ("the instant circuit estimate", "the circuit search"),
-                     ONE_PASS_CIRCUIT_FACTOR if one_pass else CIRCUIT_FACTOR)
+                     "one-pass circuit" if one_pass else "circuit")
 
 
 def paths_work(n_layers: int, n_heads: int, rows: int, seq_len: int, join_layers: list[int]) -> float:
@@ -161,7 +191,7 @@ def paths_estimate(model: Backend, encoded, query) -> JobEstimate | None:
     from headscope.path_patching import partners
 
     info = model.info
-    rows, seq_len = _distinct_rows(encoded), int(encoded.seq_len)
+    rows, seq_len = encoded.n_prompts, int(encoded.seq_len)  # path patching runs every prompt (no deduplication)
     cost = block_seconds(model, seq_len)
     if cost is None:
         return None
@@ -172,4 +202,4 @@ def paths_estimate(model: Backend, encoded, query) -> JobEstimate | None:
     else:  # each receiver joins at its own layer
         joins = [head.layer for head in partners(query, info.n_layers, info.n_heads)]
     work = paths_work(info.n_layers, info.n_heads, rows, seq_len, joins)
-    return JobEstimate("path patching", work * cost, work, cost, rows, seq_len)
+    return JobEstimate("path patching", work * cost * CALIBRATION["paths"].factor, work, cost, rows, seq_len)

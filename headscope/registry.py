@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import OrderedDict
 
@@ -34,6 +35,12 @@ class ModelRegistry:
                 self._models.move_to_end(key)
                 return self._models[key]
             load_lock = self._loading.setdefault(key, threading.Lock())
+        if not threading.current_thread().daemon:
+            return self._load_and_keep(key, load_lock, request, progress, policy, hooks_later)
+        return self._load_on_own_thread(key, load_lock, request, progress, policy, hooks_later)
+
+    def _load_and_keep(self, key: tuple[str, ...], load_lock: threading.Lock, request: ModelRequest,
+                       progress: ProgressCallback | None, policy: SourcePolicy | None, hooks_later: bool) -> Backend:
         with load_lock:
             with self._guard:
                 if key in self._models:
@@ -45,6 +52,34 @@ class ModelRegistry:
                     self._models.popitem(last=False)
                 self._loading.pop(key, None)
             return model
+
+    def _load_on_own_thread(self, key: tuple[str, ...], load_lock: threading.Lock, request: ModelRequest,
+                            progress: ProgressCallback | None, policy: SourcePolicy | None,
+                            hooks_later: bool) -> Backend:
+        """The load on a thread that is not a daemon, this (daemon) thread relaying its progress. Streamlit's script
+        threads are daemons, and the interpreter's exit (the server stopped by SIGTERM during a first load) killed
+        one inside torch's C++ reading the weights: "terminate called without an active exception". A thread that
+        is not a daemon is waited for; the load then ends and is kept even when this caller stops early (its
+        progress callback raising, as Streamlit's stop and rerun do): a caller after it finds the model."""
+        updates: queue.SimpleQueue = queue.SimpleQueue()
+        outcome: list[Backend | BaseException] = []
+
+        def load() -> None:
+            relay = None if progress is None else lambda stage, fraction: updates.put((stage, fraction))
+            try:
+                outcome.append(self._load_and_keep(key, load_lock, request, relay, policy, hooks_later))
+            except BaseException as error:  # raised again in the caller
+                outcome.append(error)
+            finally:
+                updates.put(None)
+
+        threading.Thread(target=load, name=f"loading {request.source}", daemon=False).start()
+        while (update := updates.get()) is not None:
+            if progress is not None:
+                progress(*update)
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
 
     def loaded(self, request: ModelRequest) -> Backend | None:
         with self._guard:

@@ -214,6 +214,11 @@ class ModelGate:
         with self._mutex:
             return bool(self._queue)
 
+    def held_here(self) -> bool:
+        """Whether the calling thread holds the gate (another thread asked to work meanwhile would wait for it)."""
+        with self._mutex:
+            return self._holder == threading.get_ident()
+
     def _status_locked(self) -> GateStatus:
         job = self._job
         if self._holder is None and job is None:

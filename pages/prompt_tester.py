@@ -111,7 +111,7 @@ if analysis is not None:
         st.subheader("Logit lens at the last position")
         st.caption("The residual after the embeddings and after each layer, through the final norm (recomputed on "
                    "that residual) and the unembedding: where in depth the answer emerges.")
-        lens_panel(model, analysis.prompt, answer, contrast or None)
+        lens_panel(model, analysis.prompt, answer, contrast or None, n_tokens=len(analysis.tokens))
 
     st.subheader("Compare two variants")
     compare = st.toggle("Compare with a variant of the prompt", value=False, key="compare", **BOUND,

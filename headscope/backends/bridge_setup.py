@@ -51,6 +51,11 @@ class LazyBridge:
             return
         if self.error is not None:
             raise self.error
+        # a daemon (e.g. Streamlit's script thread): the set-up runs on a thread that is not one, unless this one
+        # holds the model (that thread would wait for it: a caller inside a model call sets up here, as before)
+        if threading.current_thread().daemon and not self.gate.held_here():
+            self._prepare_on_own_thread()
+            return
         import transformer_lens.model_bridge  # noqa: F401  (≈ 3 s the first time; no model is touched)
 
         with self.gate.job(f"TransformerLens' set-up on {self.name} (once per model)"), self.gate.hold():
@@ -67,6 +72,20 @@ class LazyBridge:
                         "prompt tester still works; for the other pages load the model with the nnsight backend.")
             if self.error is not None:
                 raise self.error
+
+    def _prepare_on_own_thread(self) -> None:
+        """prepare() asked from a daemon thread (a first page that needs hooks, in Streamlit's script thread): the
+        set-up runs on the background thread, which is not a daemon, and this one waits for it. SIGTERM while a
+        daemon thread was inside TransformerLens' set-up aborted the process ("terminate called without an active
+        exception"): the interpreter's exit killed it in C++; a thread that is not a daemon is waited for."""
+        self.prepare_in_background()
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        if self.error is not None:
+            raise self.error
+        if not self.ready:  # the thread ended without a result (it should not): said, not hidden
+            raise ModelLoadError(f"Setting up TransformerLens' hooks on {self.name} stopped without a result.")
 
     def prepare_in_background(self) -> None:
         with self._thread_lock:  # several sessions may ask at once: one thread

@@ -188,3 +188,43 @@ def test_the_background_set_up_is_not_a_daemon_thread_even_when_started_from_one
     assert model.setup.thread is not None and model.setup.thread.daemon is False
     model.setup.thread.join()
     assert model.hooks_ready
+
+
+def test_a_set_up_asked_from_a_daemon_thread_runs_on_one_that_is_not(tiny_model_dir):
+    """A first page that needs hooks asks for them from Streamlit's script thread, a daemon: SIGTERM meanwhile
+    aborted the process inside TransformerLens' set-up ("terminate called without an active exception",
+    reproduced on /ablation). The set-up runs on the background thread, which the exit waits for; the asker waits."""
+    import threading
+
+    from headscope.loading import ModelRequest, load_model
+
+    model = load_model(ModelRequest(str(tiny_model_dir)), hooks_later=True)
+    made_on: list[threading.Thread] = []
+    make = model.setup._make
+    model.setup._make = lambda: (made_on.append(threading.current_thread()), make())[1]
+    asker = threading.Thread(target=model.prepare_hooks, daemon=True)
+    asker.start()
+    asker.join(timeout=120)
+    assert model.hooks_ready  # ready when the asker's call returned
+    assert len(made_on) == 1 and made_on[0] is not asker and made_on[0].daemon is False
+
+
+def test_a_daemon_thread_inside_a_model_call_still_sets_up_without_waiting_for_itself(tiny_model_dir):
+    """A first hook used inside a model call (the gate held) from a daemon thread: the set-up cannot move to another
+    thread (it would wait for the gate this one holds), so it runs here, as before, instead of deadlocking."""
+    import threading
+
+    from headscope.loading import ModelRequest, load_model
+
+    model = load_model(ModelRequest(str(tiny_model_dir)), hooks_later=True)
+    done: list[bool] = []
+
+    def inside_a_model_call() -> None:
+        with model.gate.hold():
+            model.prepare_hooks()
+            done.append(model.hooks_ready)
+
+    asker = threading.Thread(target=inside_a_model_call, daemon=True)
+    asker.start()
+    asker.join(timeout=120)
+    assert done == [True]

@@ -99,3 +99,50 @@ def test_the_least_recently_used_model_leaves_the_registry(tiny_model_dir, tmp_p
     assert model_b.logits(tokens).shape[-1] == model_b.info.vocab_size  # still usable by whoever holds it
     assert registry.get(b, hooks_later=True) is not model_b  # asked again: loaded afresh
     assert registry.loaded(a) is None  # and now a was the least recently used
+
+
+def test_a_load_asked_from_a_daemon_thread_runs_on_one_that_is_not_and_is_kept_when_the_caller_stops(
+        tiny_model_dir, monkeypatch):
+    """Streamlit's script threads are daemons: SIGTERM during a first load killed one inside torch's C++ ("terminate
+    called without an active exception"). The load runs on a thread the exit waits for, its progress relayed to the
+    caller; a caller stopped meanwhile (Streamlit's stop raises in its next st call) leaves the load to finish."""
+    import threading
+
+    from headscope import registry as registry_module
+    from headscope.registry import ModelRegistry
+
+    loaded_on: list[threading.Thread] = []
+    real_load = registry_module.load_model
+
+    def recording_load(*args, **kwargs):
+        loaded_on.append(threading.current_thread())
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(registry_module, "load_model", recording_load)
+    registry = ModelRegistry()
+    request = ModelRequest(str(tiny_model_dir), device="cpu")
+    stages_seen_on: list[threading.Thread] = []
+    outcome: list[str] = []
+
+    class Stopped(Exception):
+        pass
+
+    def stopping_progress(stage: str, fraction: float) -> None:
+        stages_seen_on.append(threading.current_thread())
+        raise Stopped  # as Streamlit's StopException from the script's next st call
+
+    def script_run() -> None:
+        try:
+            registry.get(request, stopping_progress, hooks_later=True)
+        except Stopped:
+            outcome.append("stopped")
+
+    caller = threading.Thread(target=script_run, daemon=True)
+    caller.start()
+    caller.join(timeout=120)
+    assert outcome == ["stopped"] and stages_seen_on == [caller]  # relayed on the caller's own thread
+    assert len(loaded_on) == 1 and loaded_on[0].daemon is False
+    loaded_on[0].join(timeout=120)
+    model = registry.loaded(request)
+    assert model is not None  # kept although its caller stopped: the next script run finds it
+    assert registry.get(request) is model and len(loaded_on) == 1

@@ -1,0 +1,45 @@
+"""A long prompt's extra forwards wait for a click (issue 20: the prompt tester and the attention page each ran a
+second forward over a 4,343-token prompt, the logit lens and what a head writes, taking about twice the one
+forward their result needs). The length limit is lowered here so that a short prompt stands for a long one."""
+
+from __future__ import annotations
+
+import pytest
+
+import components.long_prompt
+
+
+@pytest.fixture(autouse=True)
+def private_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setattr(components.long_prompt, "LONG_PROMPT_TOKENS", 4)  # "1 2 3 4 " is 9 tokens: long here
+
+
+def _chart_keys(app) -> list[str]:
+    return [chart.proto.id for chart in app.get("plotly_chart")]
+
+
+def test_the_lens_on_a_long_prompt_runs_when_asked_and_stays(run_page, embedded_model):
+    embedded_model.prepare_hooks()
+    app = run_page("pages/prompt_tester.py")
+    assert not app.exception
+    assert "pt_lens" not in app.session_state and len(app.get("plotly_chart")) == 1  # the top-k chart only
+    assert any("one more forward over all 9 tokens" in caption.value for caption in app.caption)
+    app.button(key="pt_lens_chart_long_prompt_button").click().run()
+    assert not app.exception and len(app.get("plotly_chart")) == 2  # the lens drawn
+    app.run()  # any later run of the page keeps it, without another click
+    assert len(app.get("plotly_chart")) == 2
+
+
+def _writes_shown(app) -> bool:
+    return any("output at position" in caption.value for caption in app.caption)
+
+
+def test_what_a_head_writes_on_a_long_prompt_runs_when_asked(run_page, embedded_model):
+    app = run_page("pages/attention.py", heads="3.4, 9.1")
+    assert not app.exception and not _writes_shown(app)
+    assert any("writes needs one more forward over all" in caption.value for caption in app.caption)
+    # the OV view needs no forward over the prompt: it is there either way
+    assert any("OV view of head" in block.value for block in app.markdown)
+    app.button(key="ap_writes_long_prompt_button").click().run()
+    assert not app.exception and _writes_shown(app)
