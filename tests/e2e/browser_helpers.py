@@ -4,12 +4,17 @@ pytest loaded last)."""
 import time
 from pathlib import Path
 
+from playwright.sync_api import Error as PlaywrightError
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
+# How long a page may take to first answer: the server imports TransformerLens and loads the model for its first run.
+# Tens of seconds on an idle machine; 180 s was passed at a load average of 12–15. Every first-load wait uses this.
+FIRST_LOAD_MS = 300_000
 
 
-def wait_for_app(page, url: str, timeout_ms: int = 180_000) -> None:
-    page.goto(url)
+def wait_for_app(page, url: str, timeout_ms: int = FIRST_LOAD_MS) -> None:
+    page.goto(url, timeout=timeout_ms)  # Playwright's default 30 s for the load event was passed at a load of 24
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
 
 
@@ -21,8 +26,11 @@ def wait_for_text_in_frame(page, frame_selector: str, text: str, timeout_ms: int
     while True:
         frames = page.locator(frame_selector)
         for index in range(frames.count()):
-            if frames.nth(index).content_frame.get_by_text(text).count():
-                return
+            try:
+                if frames.nth(index).content_frame.get_by_text(text).count():
+                    return
+            except PlaywrightError:  # that frame went between counting and looking into it (a rerun): look again
+                pass
         if waited >= timeout_ms:
             raise AssertionError(f"no {frame_selector} showed {text!r} within {timeout_ms / 1000:.0f} s")
         page.wait_for_timeout(250)
@@ -34,15 +42,16 @@ def wait_until_idle(page, timeout_ms: int = 120_000) -> None:
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
 
 
+# the whole document is watched (with subtree), not the stApp element found now: nothing to be null, and an app
+# element drawn anew would still be seen
 _COUNT_FINISHED_RUNS = """() => {
-    const app = document.querySelector('[data-testid="stApp"]');
     window.__hsRunsEnded = 0;
     if (window.__hsObserver) window.__hsObserver.disconnect();
     window.__hsObserver = new MutationObserver(records => {
         for (const record of records) if (record.oldValue === 'running') window.__hsRunsEnded += 1;
     });
-    window.__hsObserver.observe(app, {attributes: true, attributeOldValue: true,
-                                      attributeFilter: ['data-test-script-state']});
+    window.__hsObserver.observe(document.documentElement, {attributes: true, attributeOldValue: true, subtree: true,
+                                                           attributeFilter: ['data-test-script-state']});
 }"""
 
 

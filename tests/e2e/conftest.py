@@ -1,16 +1,14 @@
 """A real server (`streamlit run app.py`) and a real browser (Debian's Chromium through Playwright)."""
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.browser_helpers import ARTIFACTS, REPO
+from tests import serving
+from tests.e2e.browser_helpers import ARTIFACTS, FIRST_LOAD_MS, REPO
 from tests.pinned import cpu_env
 
 CHROMIUM_ARGS = [
@@ -19,45 +17,24 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def streamlit_command(port: int) -> list[str]:
+    """This checkout's app served on `port`."""
+    return [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
 
 
 def _start_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen | None:
-    """A streamlit server on `port`, once healthy; None when it exited first (e.g. the port was taken between
-    _free_port releasing it and streamlit binding it: the caller tries another port)."""
-    with log.open("w") as sink:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
-        )
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if server.poll() is not None:
-            return None
-        try:
-            with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2) as reply:
-                # ours, not another server that took the port: alive, and its log names the port it serves
-                if reply.status == 200 and server.poll() is None and f":{port}" in log.read_text(errors="replace"):
-                    return server
-        except OSError:
-            pass
-        time.sleep(0.5)
-    server.kill()
-    pytest.fail(f"streamlit did not become healthy; see {log}")
+    """This checkout's app on `port` once healthy; None where it exited first (kept for tests/ndif's older import)."""
+    return serving.start_on_port(streamlit_command(port), port, env, log, cwd=REPO)
+
+
+_free_port = serving.free_port
 
 
 def start_healthy_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
-    """A healthy streamlit server of this checkout and its port; another port where one was taken meanwhile."""
-    for _ in range(3):
-        port = _free_port()
-        server = _start_server(port, env, log)
-        if server is not None:
-            return server, port
-    pytest.fail(f"streamlit exited before becoming healthy three times; see {log}")
+    """A healthy streamlit server of this checkout and its port (tests/serving.py: another port where one was taken
+    between finding it free and streamlit binding it)."""
+    return serving.start_healthy_server(streamlit_command, env, log, cwd=REPO)
 
 
 @pytest.fixture(scope="session")
@@ -68,11 +45,7 @@ def app_url(tmp_path_factory):
     ARTIFACTS.mkdir(exist_ok=True)
     server, port = start_healthy_server(env, ARTIFACTS / "streamlit-server.log")
     yield f"http://localhost:{port}"
-    server.terminate()
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.kill()
+    serving.stop(server)
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +64,7 @@ def browser():
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_navigation_timeout(FIRST_LOAD_MS)  # a reload is a first load of a new session too
     page = context.new_page()
     page.console_errors = []
     page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))

@@ -2,12 +2,19 @@
 
 from pathlib import Path
 
-from tests.e2e.browser_helpers import ARTIFACTS, click_plotly_point, next_frames, rerun_settled, wait_for_app
+from tests.e2e.browser_helpers import (
+    ARTIFACTS,
+    FIRST_LOAD_MS,
+    click_plotly_point,
+    next_frames,
+    rerun_settled,
+    wait_for_app,
+)
 
 
 def test_run_sweep_click_cell_see_pattern(page, app_url):
     wait_for_app(page, f"{app_url}/ablation")
-    page.wait_for_selector("text=Run exact sweep", timeout=180_000)
+    page.wait_for_selector("text=Run exact sweep", timeout=FIRST_LOAD_MS)
     # a first visit straight to /ablation still gets app.py's navigation and model picker
     nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
     assert "Ablation heatmap" in nav and "Prompt tester" in nav
@@ -45,7 +52,7 @@ def test_run_sweep_click_cell_see_pattern(page, app_url):
 
 def test_a_running_sweep_can_be_cancelled(page, app_url):
     wait_for_app(page, f"{app_url}/ablation")
-    page.wait_for_selector("text=Run exact sweep", timeout=180_000)
+    page.wait_for_selector("text=Run exact sweep", timeout=FIRST_LOAD_MS)
     seed = page.get_by_role("spinbutton", name="Seed")
     seed.fill("41")  # prompts no earlier run has cached
     rerun_settled(page, lambda: seed.press("Enter"))

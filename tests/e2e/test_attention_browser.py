@@ -6,6 +6,7 @@ from urllib.parse import urlparse
 
 from tests.e2e.browser_helpers import (
     ARTIFACTS,
+    FIRST_LOAD_MS,
     next_frames,
     rerun_settled,
     wait_for_app,
@@ -40,7 +41,7 @@ def _open_attention_page(page, app_url):
     /attention/_stcore/..., which 404s)."""
     wait_for_app(page, app_url)
     page.get_by_role("link", name="Attention patterns").click()
-    page.wait_for_selector(FRAME, timeout=180_000)
+    page.wait_for_selector(FRAME, timeout=FIRST_LOAD_MS)
     frame = page.frame_locator(FRAME)
     frame.locator("[id^=circuits-vis] canvas").first.wait_for(timeout=60_000)
     return frame

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tests.e2e.browser_helpers import (
     ARTIFACTS,
+    FIRST_LOAD_MS,
     hover_plotly_point,
     next_frames,
     rerun_settled,
@@ -16,7 +17,7 @@ from tests.e2e.browser_helpers import (
 
 def test_find_circuit_click_kept_head_see_pattern_and_compare(page, app_url, tmp_path):
     wait_for_app(page, f"{app_url}/circuit")
-    page.wait_for_selector("text=Find circuit", timeout=180_000)
+    page.wait_for_selector("text=Find circuit", timeout=FIRST_LOAD_MS)
     assert "Circuit" in page.locator('[data-testid="stSidebarNav"]').inner_text()
     prompts = page.get_by_role("spinbutton", name="Prompts")
     prompts.fill("2")

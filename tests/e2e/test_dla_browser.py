@@ -5,7 +5,14 @@ import re
 
 import pytest
 
-from tests.e2e.browser_helpers import ARTIFACTS, hover_plotly_point, next_frames, rerun_settled, wait_for_app
+from tests.e2e.browser_helpers import (
+    ARTIFACTS,
+    FIRST_LOAD_MS,
+    hover_plotly_point,
+    next_frames,
+    rerun_settled,
+    wait_for_app,
+)
 
 TOPMOST_POINT = """points => {
     let best = 0;
@@ -19,7 +26,7 @@ TOPMOST_POINT = """points => {
 @pytest.mark.slow  # ~40 s beyond the shared server's start; the click path is the heatmap's, covered by default
 def test_direct_effect_toggle_and_a_scatter_click_selects_the_head(page, app_url):
     wait_for_app(page, f"{app_url}/ablation")
-    page.wait_for_selector("text=Run exact sweep", timeout=180_000)
+    page.wait_for_selector("text=Run exact sweep", timeout=FIRST_LOAD_MS)
     prompts = page.get_by_role("spinbutton", name="Prompts")
     prompts.fill("2")
     rerun_settled(page, lambda: prompts.press("Enter"))

@@ -3,7 +3,14 @@ re-centre the page on it ("Paths from")."""
 
 from urllib.parse import parse_qs, urlsplit
 
-from tests.e2e.browser_helpers import ARTIFACTS, click_plotly_point, next_frames, rerun_settled, wait_for_app
+from tests.e2e.browser_helpers import (
+    ARTIFACTS,
+    FIRST_LOAD_MS,
+    click_plotly_point,
+    next_frames,
+    rerun_settled,
+    wait_for_app,
+)
 
 
 def _cells(page):
@@ -14,7 +21,7 @@ def _cells(page):
 
 def test_click_a_receiver_see_its_pattern_and_recentre_on_it(page, app_url):
     wait_for_app(page, f"{app_url}/paths?n=2&sender=27.3")
-    page.wait_for_selector("text=Run path patching", timeout=180_000)
+    page.wait_for_selector("text=Run path patching", timeout=FIRST_LOAD_MS)
     assert "Paths" in page.locator('[data-testid="stSidebarNav"]').inner_text()
     page.get_by_role("button", name="Run path patching").click()
     page.wait_for_selector('[data-testid="stMetric"]', timeout=300_000)

@@ -1,6 +1,6 @@
 """The prompt tester in a real browser: type a prompt, see its tokens. A screenshot is kept in test-artifacts/."""
 
-from tests.e2e.browser_helpers import ARTIFACTS, next_frames, wait_for_app
+from tests.e2e.browser_helpers import ARTIFACTS, FIRST_LOAD_MS, next_frames, wait_for_app
 
 
 def _strip_texts(page):
@@ -9,7 +9,7 @@ def _strip_texts(page):
 
 def test_typing_a_prompt_shows_its_token_table(page, app_url):
     wait_for_app(page, app_url)
-    page.wait_for_selector('[data-testid="hs-token-strip"]', timeout=180_000)
+    page.wait_for_selector('[data-testid="hs-token-strip"]', timeout=FIRST_LOAD_MS)
     assert _strip_texts(page)[1:] == ["1", "·", "2", "·", "3", "·", "4", "·"]  # the default prompt '1 2 3 4 '
 
     box = page.get_by_role("textbox", name="Prompt", exact=True)
@@ -31,7 +31,7 @@ def test_typing_a_prompt_shows_its_token_table(page, app_url):
 
 def test_script_in_a_prompt_is_shown_not_run(page, app_url):
     wait_for_app(page, app_url)
-    page.wait_for_selector('[data-testid="hs-token-strip"]', timeout=180_000)
+    page.wait_for_selector('[data-testid="hs-token-strip"]', timeout=FIRST_LOAD_MS)
     page.evaluate("window.__pwned = false")
     box = page.get_by_role("textbox", name="Prompt", exact=True)
     box.fill('<img src=x onerror="window.__pwned=true">')

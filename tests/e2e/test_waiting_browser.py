@@ -8,9 +8,9 @@ import time
 
 from playwright.sync_api import expect
 
-from tests.e2e.browser_helpers import ARTIFACTS, wait_for_app, wait_until_idle
+from tests.e2e.browser_helpers import ARTIFACTS, FIRST_LOAD_MS, wait_for_app, wait_until_idle
 
-LOAD = 180_000
+LOAD = FIRST_LOAD_MS
 
 
 def _session(browser):

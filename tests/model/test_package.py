@@ -9,11 +9,9 @@ than of the registries (`.ci/run` installs from the registries into a clean virt
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import headscope
+from tests.serving import start_healthy_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_FILES = {"headscope/_app/app.py", "headscope/_app/pages/prompt_tester.py", "headscope/_app/pages/ablation.py",
@@ -105,33 +104,15 @@ def test_the_installed_package_is_not_the_checkout(installed, tmp_path):
     assert Path(app) == Path(module).parent / "_app"
 
 
-def _serve_once(installed: Path, env: dict[str, str], cwd: Path) -> str | None:
-    """Start `headscope run` on a port free a moment ago; "ok" from its health check, None where another process took
-    the port first (the one race a released port leaves)."""
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([installed / "bin" / "headscope", "run", "--port", str(port)], env=env, cwd=cwd,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2) as answer:
-                    return answer.read().decode()
-            except OSError:
-                if server.poll() is not None:
-                    output = server.stdout.read()
-                    assert "already in use" in output, output[-2000:]
-                    return None
-                time.sleep(0.5)
-        raise AssertionError("the server did not answer within 120 s")
-    finally:
-        server.terminate()
-        server.communicate(timeout=30)
-
-
 def test_headscope_run_serves_the_app_from_the_installed_package(installed, tmp_path):
     env = _clean_env(HEADSCOPE_CACHE_DIR=str(ROOT / "cache"), HEADSCOPE_RESULTS_DIR=str(tmp_path / "results"))
-    answers = [_serve_once(installed, env, tmp_path) for _ in range(3)]
-    assert "ok" in answers
+    # healthy on a port of its own: tests/serving.py tries another port where one was taken before the server bound it,
+    # and counts an answer only from a live server whose own log names the port
+    server, port = start_healthy_server(
+        lambda port: [str(installed / "bin" / "headscope"), "run", "--port", str(port)], env, tmp_path / "server.log",
+        cwd=tmp_path)
+    try:
+        with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=10) as answer:
+            assert answer.read().decode() == "ok"
+    finally:
+        stop(server)
