@@ -27,7 +27,7 @@ def run_on_request(n_tokens: int, prompt: str, what: str, key: str) -> bool:
         return True
     st.caption(md(f"{what} needs one more forward over all {n_tokens:,} tokens of this prompt, as long as the one "
                   "above: it runs when asked."))
-    if st.button(f"Show {what[0].lower()}{what[1:]}", key=f"{asked}_button"):
+    if st.button(md(f"Show {what[0].lower()}{what[1:]}"), key=f"{asked}_button"):
         st.session_state[asked] = digest
         return True
     return False

@@ -169,7 +169,8 @@ class Model:
                           into=into, direction=direction, method=method)  # type: ignore[arg-type]
         query.check_options()
         data = self._dataset(task, dataset, n_prompts, seed, step, name)
-        return Paths(run_paths(self.backend, data, query, use_cache=use_cache), self.info.backend)
+        return Paths(run_paths(self.backend, data, query, use_cache=use_cache), self.info.backend,
+                     self.info.heads_per_kv)
 
     def dla(self, task: str | None = None, *, dataset: Any = None, n_prompts: int | None = None,
             seed: int | None = None, step: int | None = None, only_correct: bool = False, use_cache: bool = True,
@@ -355,13 +356,27 @@ class Sweep(_Shown):
         return figure_html(self.figure())
 
 
+@dataclass(frozen=True, eq=False)
 class Paths(_Shown):
-    """Path patching (headscope.path_patching.PathResult)."""
+    """Path patching (headscope.path_patching.PathResult); heads_per_kv: the model's query heads per KV head (a
+    K/V result's intervals count each group once)."""
 
-    def to_json(self) -> dict[str, Any]:
+    heads_per_kv: int = 1
+
+    def to_json(self, per_prompt: bool = False) -> dict[str, Any]:
+        """What `headscope paths --json` prints (`per_prompt=True`: also `per_prompt_ld`)."""
         from headscope.cli_paths import result_json
 
-        return result_json(self.result, per_prompt=False) | {"backend": self.backend}
+        return result_json(self.result, per_prompt=per_prompt) | {"backend": self.backend}
+
+    def confidence(self, k: int = 10, resamples: int = 1000, seed: int = 0):
+        """Bootstrap intervals of each path's effect (patched − the run's LD, paired per prompt) and top-k stability
+        (headscope.path_confidence): the numbers `headscope paths --per-prompt` prints."""
+        from headscope.path_confidence import path_confidence
+
+        if self.result.n_prompts < 2:
+            raise InputError("Intervals need at least two prompts.")
+        return path_confidence(self.result, self.heads_per_kv, k=k, resamples=resamples, seed=seed)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per partner head: the LD with only that path patched and its change from the run's LD."""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from headscope.backends import BACKENDS, LOCAL_BACKEND_NAMES
-from headscope.cli_args import add_prompt_source
+from headscope.cli_args import add_prompt_source, print_intervals
 from headscope.cli_paths import CliSteps, add_paths_parser
 from headscope.durations import readable_duration, time_left
 from headscope.errors import HeadscopeError, InputError
@@ -316,14 +316,9 @@ def _print_confidence(result) -> None:
 
 def _print_intervals(confidence, cells: list, cell_header: str, value_header: str) -> None:
     """Each (label, index) cell's mean with its bootstrap interval and its top-k stability, one line each."""
-    intervals, stability = confidence.intervals, confidence.stability
-    print(f"\nconfidence: {intervals.how}; top-{stability.k} stability = share of resamples in the top-{stability.k}")
     width = max(8, len(value_header))
-    print(f"{cell_header:>8}  {value_header:>{width}}  {'95% interval':>19}  {'in top-10':>9}")
-    for label, at in cells:
-        flag = "  crosses 0" if intervals.crosses_zero[at] else ""
-        print(f"{label:>8}  {intervals.mean[at]:>{width}.3f}  [{intervals.low[at]:>7.3f}, "
-              f"{intervals.high[at]:>7.3f}]  {stability.frequency[at]:>8.0%}{flag}")
+    rows = [(f"{label:>8}  {confidence.intervals.mean[at]:>{width}.3f}", at) for label, at in cells]
+    print_intervals(confidence, rows, f"{cell_header:>8}  {value_header:>{width}}")
 
 
 def _check_time(args: argparse.Namespace, estimate) -> None:

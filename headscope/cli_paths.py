@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from headscope.cli_args import add_prompt_source
+from headscope.cli_args import add_prompt_source, print_intervals
 from headscope.component import Component
 from headscope.errors import InputError
 from headscope.methods import get_method, methods_help
@@ -147,16 +147,15 @@ def cmd_paths(args: argparse.Namespace, steps: CliSteps) -> int:
     except UnsupportedIntervention as error:
         raise InputError(str(error)) from None
     steps.clear_progress(args)
-    confidence = run_ld = None
+    confidence = None
     if args.per_prompt:
-        from headscope.path_confidence import path_confidence, run_prompt_lds
+        from headscope.path_confidence import path_confidence
 
-        run_ld = run_prompt_lds(model, encoded, query.direction)
-        confidence = path_confidence(result, run_ld, model.info.heads_per_kv)
+        confidence = path_confidence(result, model.info.heads_per_kv)
     if args.json:
         out = result_json(result, args.per_prompt) | {"backend": model.info.backend}
         if confidence is not None:
-            out |= confidence_json(confidence, run_ld, result.kv_grouped)
+            out |= confidence_json(confidence, result.run_prompt_ld, result.cells_per_group)
         print(json.dumps(out))
         return 0
     print(f"model: {result.model}   backend: {model.info.backend_label}   task: {result.task}   "
@@ -166,23 +165,20 @@ def cmd_paths(args: argparse.Namespace, steps: CliSteps) -> int:
     print(f"clean LD {result.clean_ld:.3f}   corrupted LD {corrupt}   prompts {result.n_prompts}   "
           f"{result.seconds:.1f} s{'  (from cache)' if result.cached else ''}")
     if result.kv_grouped:
+        shows = ", and every head of a group shows the group's value" if result.cells_per_group else ""
         print(f"note: {model.info.name} shares each key/value input among {model.info.heads_per_kv} query heads: "
-              "the path enters the whole KV group, and every head of a group shows the group's value.")
+              f"the path enters the whole KV group{shows}.")
     if result.to_logits_ld is not None:
         print(f"{query.sender_label} → logits (direct path): LD {result.to_logits_ld:.3f}   "
               f"change {result.to_logits_ld - result.run_ld:+.3f}")
     partner = "receiver" if query.sender is not None else "sender"
+    headers = f"{partner:>8}  {'LD':>8}  {'change':>8}"
+    rows = [(f"{head.label:>8}  {ld:>8.3f}  {ld - result.run_ld:>+8.3f}", (head.layer, head.head))
+            for head, ld in result.top_paths(args.top)]
     if confidence is not None:
-        intervals, stability = confidence.intervals, confidence.stability
-        print(f"\nconfidence: {intervals.how}; top-{stability.k} stability = share of resamples in the "
-              f"top-{stability.k}{' (KV groups counted once)' if result.kv_grouped else ''}")
-    extra = "" if confidence is None else f"  {'95% interval':>19}  {f'in top-{confidence.stability.k}':>9}"
-    print(f"\n{partner:>8}  {'LD':>8}  {'change':>8}{extra}")
-    for head, ld in result.top_paths(args.top):
-        line = f"{head.label:>8}  {ld:>8.3f}  {ld - result.run_ld:>+8.3f}"
-        if confidence is not None:
-            at = (head.layer, head.head)
-            line += (f"  [{intervals.low[at]:>+7.3f}, {intervals.high[at]:>+7.3f}]  {stability.frequency[at]:>8.0%}"
-                     f"{'  crosses 0' if intervals.crosses_zero[at] else ''}")
+        print_intervals(confidence, rows, headers, " (KV groups counted once)" if result.cells_per_group else "")
+        return 0
+    print(f"\n{headers}")
+    for line, _ in rows:
         print(line)
     return 0

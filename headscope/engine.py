@@ -5,8 +5,10 @@ components replaced", exactly, on a backend's fast or general path.
 value source) and InterventionGroups (the vocabulary of headscope.backends.base: which sites each group of rows
 edits, with what). It picks the path once, plans prompt and group chunks from the memory budget, holds the model
 gate (`evaluation`) and reports progress and cancellation itself (`WorkTimer`). Analyses (headscope.ablation,
-headscope.circuit) only build groups and read the LDs. Internally the fast path runs the groups' dense lowering
-(AblationGroups); the general path hands the groups to the backend's `logit_diffs`.
+headscope.circuit, headscope.path_patching) only build groups and read the LDs. Internally the fast path runs the
+groups' dense lowering (AblationGroups); the general path hands the groups to the backend's `logit_diffs`. Path
+patching's groups (a sender's change into one receiver: SENDER_CHANGE edits) go to the backend's edge lowering
+(`edge_logit_diffs`) in one call, with this evaluator's block runner on the fast path.
 
 The fast path: one pass over the layers. Each group of rows *joins* the pass at a layer: below that layer its
 residual stream equals a shared entry residual (the run with the evaluator's *base* set ablated: nothing for a sweep,
@@ -37,6 +39,7 @@ import torch
 from headscope.backends.base import BlockRunner, InputEdit, MlpEdit, ZEdit
 from headscope.backends.interventions import (
     AblationGroups,
+    EdgeGroups,
     InterventionGroup,
     LogitDiffTask,
     Site,
@@ -217,9 +220,11 @@ class ReceiverInput:
     delta: torch.Tensor
 
 
-def _input_edits(model: Backend, receivers: Sequence[ReceiverInput | None], joined: Sequence[int], layer: int,
-                 n_prompts: int, like: torch.Tensor, frozen_norm: bool) -> tuple[InputEdit, ...]:
-    """The block runner's input edits (one per kind) for the groups in the batch whose receiver sits at `layer`."""
+def receiver_input_edits(model: Backend, receivers: Sequence[ReceiverInput | None], joined: Sequence[int],
+                         layer: int, n_prompts: int, like: torch.Tensor, frozen_norm: bool) -> tuple[InputEdit, ...]:
+    """The block runner's input edits (one per kind) for the groups in the batch (`joined`, in row order, n_prompts
+    rows each; `like`: a tensor of the batch's [rows, pos, d_model] shape and device) whose receiver sits at `layer`:
+    the fast path's at its join layer, and the general path's whole forward at every receiver layer."""
     per_kv = model.info.n_heads // model.info.n_kv_heads
     mine = [(slot, receiver) for slot, group in enumerate(joined)
             if (receiver := receivers[group]) is not None and receiver.site.layer == layer]
@@ -300,7 +305,7 @@ def run_joined_groups(
                 if bool(mlp_mask.any()):
                     mlp_edit = MlpEdit(mlp_mask.to(device).repeat_interleave(n_prompts),
                                        _tile_rows(values.mlp[layer], len(joined)))
-                inputs = () if receivers is None or not joining else _input_edits(
+                inputs = () if receivers is None or not joining else receiver_input_edits(
                     model, receivers, joined, layer, n_prompts, resid, frozen_receiver_norm)
                 cut = layer == n_layers - 1 and runner.supports_last_position_only
                 with model.gate.hold():
@@ -690,7 +695,11 @@ class LogitDiffEvaluator:
         """ld[group] (float64), each group's edits applied on top of the base's. Below its join layer a group's own
         edits must be none (default join: the lowest layer they touch). per_prompt: ld[group, prompt], each task
         prompt's own logit difference (its weight not applied; expand to the dataset's prompts with
-        `prompt_rows`); `ld[group] = ld[group, :] @ task.weights`."""
+        `prompt_rows`); `ld[group] = ld[group, :] @ task.weights`. Path groups (sender changes, `PathEdge.group`)
+        are evaluated as the backend lowers edges (`_edges`)."""
+        if EdgeGroups.applies(groups):
+            lds = self._edges(groups)
+            return lds if per_prompt else lds @ self.task.weights.double().cpu().numpy()
         own = self._masks(groups)
         if join_layers is None:
             join_layers = own.lowest_layers()
@@ -698,6 +707,18 @@ class LogitDiffEvaluator:
             return self._path.evaluate(groups, join_layers, per_prompt)
         masks = own if self._base_masks is None else own.union(self._base_masks)
         return self._path.evaluate(masks, join_layers, per_prompt)
+
+    def _edges(self, groups: Sequence[InterventionGroup]) -> np.ndarray:
+        """ld[group, prompt] of path groups: the backend's edge lowering in one call (the run and the senders'
+        replacement runs are captured once for every edge), handed this evaluation's block runner on the fast path."""
+        edges = EdgeGroups.from_groups(groups, self.n_layers)
+        if edges.replacement != self.source.kind:
+            raise UnsupportedIntervention(f"These paths replace their senders by {edges.replacement}; this evaluation "
+                                          f"by {self.source.kind} ({self.method.name}).")
+        if self._base_masks is not None:
+            raise UnsupportedIntervention("Path groups are evaluated on the run itself: no base set.")
+        runner = self._path.runner if isinstance(self._path, _FastPath) else None
+        return self.model.edge_logit_diffs(self.task, edges, runner=runner, timer=self.timer)
 
     def evaluate_per_prompt(self, groups: Sequence[InterventionGroup], join_layers: Sequence[int] | None = None
                             ) -> np.ndarray:

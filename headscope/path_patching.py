@@ -4,8 +4,10 @@ value of the run.
 
 Noise (default, as the ablation page): run the clean prompts; the path carries S's ablated value (zero, mean,
 resample). Denoise (TransformerLens' convention): run the corrupted prompts; the path carries S's clean value.
-The definition, its reference and its costs are in docs/path-patching.md. The model work is the backends' path
-primitive (headscope/backends/path_runs.py); this module states the query, checks it, caches and reads results.
+The definition, its reference and its costs are in docs/path-patching.md. This module states the query, checks it,
+builds one InterventionGroup per edge (`PathEdge.group`: the sender's change on the receiver's input) and reads
+the one evaluator's per-prompt LDs (headscope.engine), caches and reads results; the backends lower the edges
+(headscope/backends/path_runs.py, nnsight_paths.py).
 """
 
 from __future__ import annotations
@@ -19,9 +21,17 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import numpy as np
 import torch
 
-from headscope.backends.interventions import SiteKind, SourceKind
+from headscope.backends.interventions import (
+    InterventionGroup,
+    LogitDiffTask,
+    PathEdge,
+    Site,
+    SiteKind,
+    SourceKind,
+    receiver_site,
+)
 from headscope.component import Component
-from headscope.engine import METRIC, Progress, ProgressCallback, WorkTimer, check_method
+from headscope.engine import METRIC, Progress, ProgressCallback, check_method, evaluation, logit_diff_task
 from headscope.errors import InputError
 from headscope.results_cache import ResultsCache, load_result, stored_or_computed
 from headscope.serialize import NOT_STORED
@@ -29,14 +39,14 @@ from headscope.tasks import Dataset, EncodedDataset, prepare_dataset
 
 if TYPE_CHECKING:
     from headscope.backends.base import Backend
-    from headscope.backends.path_runs import PathTask
+    from headscope.methods import AblationMethod
 
 PathInto = Literal["q", "k", "v"]
 PathDirection = Literal["noise", "denoise"]
 INTO: tuple[str, ...] = get_args(PathInto)
 DIRECTIONS: tuple[str, ...] = get_args(PathDirection)
 INTO_SITES: dict[str, SiteKind] = {"q": SiteKind.Q_INPUT, "k": SiteKind.K_INPUT, "v": SiteKind.V_INPUT}
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2  # 2: results keep the run's per-prompt LDs (run_prompt_ld)
 CACHE_KIND = "paths"
 PathProgress = Progress
 
@@ -112,6 +122,7 @@ class PathResult:
     corrupt_ld: float | None  # LD of the corrupted run (the run that denoising patches)
     ld: np.ndarray  # [layer, head]
     per_prompt_ld: np.ndarray  # [prompt, layer, head]
+    run_prompt_ld: np.ndarray  # [prompt]: each prompt's LD in the run, nothing patched (from the same evaluation)
     to_logits_ld: float | None
     kv_grouped: bool  # K/V inputs patched per KV group (grouped-query models): every head of a group shows its value
     n_prompts: int
@@ -125,6 +136,12 @@ class PathResult:
         if self.query.direction == "denoise" and self.corrupt_ld is not None:
             return self.corrupt_ld
         return self.clean_ld
+
+    @property
+    def cells_per_group(self) -> bool:
+        """Whether the grid repeats one KV group's value on each of its query heads: a K/V sender view on a grouped-
+        query model (a receiver view's K/V input is the group's too, but its cells are distinct senders)."""
+        return self.kv_grouped and self.query.sender is not None
 
     @property
     def change(self) -> np.ndarray:
@@ -181,19 +198,28 @@ def check_source(method: str) -> SourceKind:
     return SourceKind(get_method(method).source)
 
 
-def path_task(model: Backend, encoded: EncodedDataset, query: PathQuery) -> PathTask:
-    """The backend's task: the run, where the senders' replacement values come from, and the paths as groups."""
-    from headscope.backends.path_runs import PathEdge, PathTask, receiver_site
+@dataclass(frozen=True)
+class PathGroups:
+    """What the evaluator runs for a query: the task (its clean prompts are the run: the corrupted ones when
+    denoising, the replacement values' prompts then the clean ones), the senders' replacement method, the edges and
+    their groups (group 0 edits nothing: the run's own LDs)."""
 
+    task: LogitDiffTask
+    method: AblationMethod
+    edges: tuple[PathEdge, ...]
+    groups: tuple[InterventionGroup, ...]
+
+
+def path_groups(model: Backend, encoded: EncodedDataset, query: PathQuery) -> PathGroups:
+    """The query's edges as InterventionGroups, one per edge, after the run: every prompt once (not deduplicated)."""
     info = model.info
     query.check(info.n_layers, info.n_heads)
     source = _source_kind(query)
-    if query.direction == "denoise" or source is not SourceKind.ZERO:
-        check_method("resample" if query.direction == "denoise" else query.method, encoded)
-    assert encoded.corrupted is not None or source is SourceKind.ZERO
-    run, other = encoded.clean, encoded.corrupted
+    method = check_method("resample" if query.direction == "denoise" else query.method, encoded)
+    task = logit_diff_task(encoded, method, deduplicate=False)
     if query.direction == "denoise":
-        run, other = encoded.corrupted, encoded.clean
+        assert task.corrupted is not None
+        task = LogitDiffTask(task.corrupted, task.clean, task.correct, task.incorrect, task.weights)
     heads = partners(query, info.n_layers, info.n_heads)
     if query.sender is not None:
         sites = {receiver_site(INTO_SITES[query.into], h, info.heads_per_kv) for h in heads}
@@ -204,22 +230,22 @@ def path_task(model: Backend, encoded: EncodedDataset, query: PathQuery) -> Path
         edges = [PathEdge(h, site) for h in heads]
     else:
         edges = [PathEdge(h, None) for h in heads]
-    return PathTask(run=run, other=None if source is SourceKind.ZERO else other, source=source,
-                    answer_ids=torch.stack([encoded.correct_ids, encoded.incorrect_ids], dim=1),
-                    edges=tuple(edges))
+    reference = "clean" if query.direction == "denoise" else "corrupted"
+    groups = [InterventionGroup.nothing()] + [edge.group(source, info.n_layers, reference) for edge in edges]
+    return PathGroups(task, method, tuple(edges), tuple(groups))
 
 
-def _site_order(site: Any) -> tuple[int, int]:
-    return (site.layer, site.head)
+def _site_order(site: Site) -> tuple[int, int]:
+    return (site.layer, site.head if site.head is not None else -1)
 
 
-def _grid(task: PathTask, per_edge: np.ndarray, query: PathQuery, n_layers: int, n_heads: int,
+def _grid(edges: tuple[PathEdge, ...], per_edge: np.ndarray, query: PathQuery, n_layers: int, n_heads: int,
           heads_per_kv: int) -> tuple[np.ndarray, float | None]:
     """per_prompt[prompt, layer, head] (nan off the partners) from per_edge[edge, prompt]; the sender's logits path."""
     n_prompts = per_edge.shape[1]
     grid = np.full((n_prompts, n_layers, n_heads), np.nan)
     to_logits = None
-    for index, edge in enumerate(task.edges):
+    for index, edge in enumerate(edges):
         values = per_edge[index]
         if query.sender is not None:
             if edge.receiver is None:
@@ -238,25 +264,27 @@ def _grid(task: PathTask, per_edge: np.ndarray, query: PathQuery, n_layers: int,
 def compute_paths(model: Backend, encoded: EncodedDataset, query: PathQuery, *, path: str = "auto",
                   progress: ProgressCallback | None = None,
                   should_cancel: Callable[[], bool] | None = None) -> PathResult:
-    """The paths of `query`, computed (no cache). path: "auto" (the fast path where the backend has one), "fast" or
-    "general"."""
+    """The paths of `query`, computed (no cache): one evaluation of the run and every edge's group. path: "auto"
+    (the fast path where the backend has one), "fast" or "general"."""
     from headscope.engine import corrupted_ld
 
     started = time.perf_counter()
     info = model.info
-    task = path_task(model, encoded, query)
-    timer = WorkTimer(0, progress, should_cancel, model, "The path patching")
-    with model.gate.job("Path patching"):
-        per_edge, run_ld = model.path_logit_diffs(task, path=path, timer=timer)
-    ld_grid, to_logits = _grid(task, per_edge, query, info.n_layers, info.n_heads, info.heads_per_kv)
+    planned = path_groups(model, encoded, query)
+    with evaluation(model, planned.task, planned.method, label="Path patching", what="The path patching",
+                    subject="The path patching", path=path, progress=progress,
+                    should_cancel=should_cancel) as evaluator:
+        lds = evaluator.evaluate(planned.groups, per_prompt=True)
+    run_prompt_ld, per_edge = lds[0], lds[1:]
+    run_ld = float(torch.from_numpy(run_prompt_ld).mean())
+    ld_grid, to_logits = _grid(planned.edges, per_edge, query, info.n_layers, info.n_heads, info.heads_per_kv)
     corrupt = corrupted_ld(model, encoded)
     clean = run_ld if query.direction == "noise" else _clean_ld(model, encoded)
     if query.direction == "denoise":
         corrupt = run_ld
     return PathResult(
         model=info.name, task=encoded.dataset.name, query=query, clean_ld=clean, corrupt_ld=corrupt,
-        ld=_prompt_mean(ld_grid),
-        per_prompt_ld=ld_grid, to_logits_ld=to_logits,
+        ld=_prompt_mean(ld_grid), per_prompt_ld=ld_grid, run_prompt_ld=run_prompt_ld, to_logits_ld=to_logits,
         kv_grouped=query.into != "q" and info.heads_per_kv > 1 and not query.to_logits,
         n_prompts=encoded.n_prompts, seconds=time.perf_counter() - started,
     )

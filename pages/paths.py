@@ -248,7 +248,7 @@ with detail_col:
                    on_click=lambda: st.session_state.update({RECENTRE: ("receiver", selected.label)}))
 
 if (result.model, shape) == (info.name, (info.n_layers, info.n_heads)):
-    path_confidence_section(model, result, encoded, dataset_hash)
+    path_confidence_section(model, result)
 
 if selected is not None and first_prompt and (result.model, shape) == (info.name, (info.n_layers, info.n_heads)):
     st.subheader(f"Attention pattern of head {md(selected.label)} on {quoted(first_prompt)}")

@@ -9,7 +9,8 @@ Interventions are data (the vocabulary below: Site, ValueSource, Edit, Intervent
 - the general path, `logit_diffs(task, groups)`: "run these InterventionGroups, return the LD per group (per prompt
   optionally)", one batched forward in which each group of rows carries its own edits. Every backend offers it,
   remote ones included (the replacement values never leave the backend). Backends lower the groups to a dense mask
-  (AblationGroups, `masked_logit_diffs`) for speed; that lowering is theirs, no engine states masks;
+  (AblationGroups, `masked_logit_diffs`) for speed, and path patching's edges to EdgeGroups (`edge_logit_diffs`);
+  that lowering is theirs, no engine states masks or edges;
 - the fast path, `block_runner` (optional): block-by-block execution from a given residual, so the evaluator
   (headscope.engine) can reuse the residual stream below the layer a group edits. A backend offers it only where it
   has checked, at load, that its block loop reproduces its own full forward.
@@ -30,6 +31,7 @@ from headscope.backends import BACKENDS
 from headscope.backends.bos import BosPolicy
 from headscope.backends.interventions import (
     AblationGroups,
+    EdgeGroups,
     InterventionGroup,
     LogitDiffTask,
     Site,
@@ -487,9 +489,14 @@ class Backend(ABC):
         batches, and the model is held only per batch, so other sessions' short requests get in between.
         `full_forward` runs the model's own forward to the logits of every position, as a notebook loop does (the
         naive reference); otherwise a backend may stop at the final residual and compute only the two answer
-        logits. Sites the backends run today: head z and MLP outputs at every position, one value source per call
-        (others raise UnsupportedIntervention)."""
+        logits. Sites the backends run today: head z and MLP outputs at every position, one value source per call;
+        or path patching's edges (a sender's change into a receiver's Q/K/V input, or the logits), one edit per
+        group (others raise UnsupportedIntervention)."""
         info = self.info
+        if EdgeGroups.applies(groups):
+            edges = EdgeGroups.from_groups(groups, info.n_layers)
+            lds = self.edge_logit_diffs(task, edges, progress)
+            return lds if per_prompt else lds @ task.weights.double().cpu().numpy()
         masks, source = AblationGroups.from_groups(groups, info.n_layers, info.n_heads)
         method = method_for_source(source if source is not None else SourceKind.ZERO)
         return self.masked_logit_diffs(task, method, masks, progress, full_forward=full_forward,
@@ -513,9 +520,13 @@ class Backend(ABC):
     def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:
         """Attribution patching: every head's and MLP's first-order effect from one forward and one backward pass."""
 
-    def path_logit_diffs(self, task: Any, *, path: str = "auto", timer: Any = None) -> tuple[np.ndarray, float]:
-        """(ld[edge, prompt] float64, the run's LD) for a headscope.backends.path_runs.PathTask: path patching, each
-        edge's LD per prompt with only that path patched; path as the evaluator's ("auto", "fast", "general")."""
+    def edge_logit_diffs(self, task: LogitDiffTask, edges: EdgeGroups, progress: Callable[[int], None] | None = None,
+                         *, runner: BlockRunner | None = None, timer: Any = None) -> np.ndarray:
+        """ld[group, prompt] (float64) on the groups' edge lowering (path patching: each edge's LD with only that
+        path patched; a group without an edge, the run's own LDs): what a backend that runs path patching
+        implements. task.clean is the run, task.corrupted the prompts the senders' replacements come from.
+        runner: the evaluator's fast path (this backend's block runner), else whole forwards; timer: the
+        evaluator's WorkTimer (totals added here). Engines call `logit_diffs` or the evaluator."""
         raise UnsupportedIntervention(f"Path patching does not run on the {self.info.backend_label} backend yet.")
 
     @property

@@ -30,6 +30,7 @@ from headscope.backends.base import (
     AttributionEffects,
     Backend,
     BlockOutput,
+    BlockRunner,
     InputEdit,
     LocalModel,
     MlpEdit,
@@ -56,13 +57,12 @@ from headscope.backends.bridge_setup import (
     make_bridge,
 )
 from headscope.backends.bridge_weights import BridgeView
-from headscope.backends.interventions import AblationGroups, LogitDiffTask, Site
+from headscope.backends.interventions import AblationGroups, EdgeGroups, LogitDiffTask, Site
 from headscope.backends.path_runs import HfModules, input_edit_hooks
 from headscope.errors import InputError, ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
 if TYPE_CHECKING:
-    from headscope.backends.path_runs import PathTask
     from headscope.engine import WorkTimer
     from headscope.methods import AblationMethod
 
@@ -369,12 +369,13 @@ class BridgeBackend(Backend):
                 progress(done)
         return out
 
-    def path_logit_diffs(self, task: PathTask, *, path: str = "auto", timer: WorkTimer | None = None
-                         ) -> tuple[np.ndarray, float]:
-        """Path patching on the wrapped model, whole forwards with its own attention where checked at load."""
-        from headscope.backends.path_runs import run_path_task
+    def edge_logit_diffs(self, task: LogitDiffTask, edges: EdgeGroups, progress: Callable[[int], None] | None = None,
+                         *, runner: BlockRunner | None = None, timer: WorkTimer | None = None) -> np.ndarray:
+        """Path patching's edges on the wrapped model: the block runner's input edits, in whole forwards with its
+        own attention where checked at load (or on the fast path the evaluator hands)."""
+        from headscope.backends.path_runs import edge_lds
 
-        return run_path_task(self, task, path=path, timer=timer, route=self.native.swapped)
+        return edge_lds(self, task, edges, runner=runner, timer=timer, progress=progress, route=self.native.swapped)
 
     def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:
         info = self.info

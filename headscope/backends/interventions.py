@@ -4,7 +4,8 @@ the contract that runs it).
 A `Site` (a head's z, its query/key/value input, an MLP's output, the residual at a layer; read-only kinds for
 `Backend.read_sites`), a `ValueSource` (zero, the mean over a reference set, the paired row of another run, a given
 tensor), an `Edit` (site, source, positions) and an `InterventionGroup` (the edits one group of rows carries).
-`LogitDiffTask` is what an intervened run measures; `AblationGroups` is the backends' dense lowering of z/MLP groups.
+`LogitDiffTask` is what an intervened run measures; `AblationGroups` is the backends' dense lowering of z/MLP groups,
+`EdgeGroups` their lowering of path patching's edges (a sender's change carried into one receiver's input).
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ class SiteKind(StrEnum):
 
 
 HEAD_SITES = (SiteKind.Z, SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT, SiteKind.HEAD_OUT)
+COMPONENTLESS = (SiteKind.RESID, SiteKind.ATTN_BIAS)
 
 
 @dataclass(frozen=True)
@@ -204,9 +206,10 @@ class Site:
 
     @property
     def component(self) -> Component:
-        """The component the site belongs to (RESID sites belong to none)."""
-        if self.kind is SiteKind.RESID:
-            raise UnsupportedIntervention("The residual stream is not a component.")
+        """The component the site belongs to: its head, or its layer's MLP (MLP_OUT). RESID and ATTN_BIAS belong to
+        none (the attention's bias is added whatever its heads do; it is no head and no MLP)."""
+        if self.kind in COMPONENTLESS:
+            raise UnsupportedIntervention(f"A {self.kind} site belongs to no component.")
         return Component(self.layer, self.head)
 
     def describe(self) -> str:
@@ -217,22 +220,46 @@ class Site:
 class SourceKind(StrEnum):
     """Where an edit's value comes from: ZERO; MEAN, the position-wise mean over a reference run's prompts (every
     corrupted prompt); PAIRED, the same site on the paired row of another run (the corrupted prompt of this row:
-    resampling, activation patching); GIVEN, a tensor the caller holds, broadcastable over [row, pos, ...site]."""
+    resampling, activation patching); GIVEN, a tensor the caller holds, broadcastable over [row, pos, ...site];
+    SENDER_CHANGE, the site's value in the run plus Δ_S, the change of what a sender head S writes into the residual
+    when its z is replaced (by ZERO, MEAN or PAIRED) — path patching's edge, an additive edit the backend computes:
+    on a Q/K/V input only that receiver reads it; on RESID n_layers at the last position it reaches the logits
+    through the final norm with its scale frozen from the run (the sender's direct path)."""
 
     ZERO = "zero"
     MEAN = "mean"
     PAIRED = "paired"
     GIVEN = "given"
+    SENDER_CHANGE = "sender_change"
+
+
+SENDER_REPLACEMENTS = (SourceKind.ZERO, SourceKind.MEAN, SourceKind.PAIRED)
 
 
 @dataclass(frozen=True)
 class ValueSource:
     """A value source; `reference` names the run MEAN and PAIRED read ("corrupted": the task's corrupted prompts;
-    "clean" for denoising), `value` the GIVEN tensor (compared by identity)."""
+    "clean" for denoising), `value` the GIVEN tensor (compared by identity); SENDER_CHANGE: `sender` and how its z
+    is replaced (`replacement`: ZERO, MEAN or PAIRED from the task's corrupted prompts)."""
 
     kind: SourceKind
     reference: str = "corrupted"
     value: torch.Tensor | None = field(default=None, compare=False, hash=False)
+    sender: Component | None = None
+    replacement: SourceKind | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind is SourceKind.SENDER_CHANGE) != (self.sender is not None):
+            raise ValueError("A sender change, and only a sender change, names its sender.")
+        if self.kind is SourceKind.SENDER_CHANGE and self.replacement not in SENDER_REPLACEMENTS:
+            raise ValueError(f"A sender's z is replaced by one of {', '.join(SENDER_REPLACEMENTS)}.")
+
+    @classmethod
+    def sender_change(cls, sender: Component, replacement: SourceKind, reference: str = "corrupted") -> ValueSource:
+        """Δ of sender head S's write when its z is replaced by `replacement` (path patching's edge value)."""
+        if sender.head is None:
+            raise ValueError(f"A sender is a head, not {sender.label}.")
+        return cls(SourceKind.SENDER_CHANGE, reference, sender=sender, replacement=replacement)
 
 
 @dataclass(frozen=True)
@@ -267,3 +294,94 @@ class InterventionGroup:
     def with_edits_of(self, other: InterventionGroup) -> InterventionGroup:
         """This group's edits and other's together."""
         return InterventionGroup(self.edits | other.edits) if other.edits else self
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Path patching's edges: the backends' lowering of sender-change edits
+
+
+@dataclass(frozen=True)
+class PathEdge:
+    """One path: sender head → receiver site (Q/K/V input of a later head; K/V per KV group), or None: the logits."""
+
+    sender: Component
+    receiver: Site | None
+
+    def edit(self, replacement: SourceKind, n_layers: int, reference: str = "corrupted") -> Edit:
+        """The edge as an edit: the sender's change on the receiver's input, or on the final residual's last
+        position (the logits)."""
+        source = ValueSource.sender_change(self.sender, replacement, reference)
+        if self.receiver is None:
+            return Edit(Site(SiteKind.RESID, n_layers), source, positions=(-1,))
+        return Edit(self.receiver, source)
+
+    def group(self, replacement: SourceKind, n_layers: int, reference: str = "corrupted") -> InterventionGroup:
+        return InterventionGroup(frozenset([self.edit(replacement, n_layers, reference)]))
+
+
+RECEIVER_KINDS = (SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT)
+
+
+def receiver_site(kind: SiteKind, head: Component, heads_per_kv: int) -> Site:
+    """The site a receiver head's input patch acts on: its own query input, or its KV group's key/value input
+    (named by the group's first query head) on a grouped-query model."""
+    assert head.head is not None
+    if kind is SiteKind.Q_INPUT or heads_per_kv == 1:
+        return Site(kind, head.layer, head.head)
+    return Site(kind, head.layer, head.head - head.head % heads_per_kv)
+
+
+@dataclass(frozen=True)
+class EdgeGroups:
+    """The backends' lowering of groups that each carry at most one sender-change edit: edges[group] (None: a group
+    with no edit, the run itself) and how every sender's z is replaced. Path patching states InterventionGroups
+    (`PathEdge.group`); the backends' `edge_logit_diffs` runs this form."""
+
+    edges: tuple[PathEdge | None, ...]
+    replacement: SourceKind
+
+    def __len__(self) -> int:
+        return len(self.edges)
+
+    @staticmethod
+    def applies(groups: Sequence[InterventionGroup]) -> bool:
+        """Whether the groups carry sender changes (then every edit must be one)."""
+        return any(edit.source.kind is SourceKind.SENDER_CHANGE for group in groups for edit in group.edits)
+
+    @classmethod
+    def from_groups(cls, groups: Sequence[InterventionGroup], n_layers: int) -> EdgeGroups:
+        """The edges of groups holding one sender-change edit each (or none), all with one replacement; anything
+        else raises UnsupportedIntervention."""
+        edges: list[PathEdge | None] = []
+        replacement: SourceKind | None = None
+        for group in groups:
+            if not group.edits:
+                edges.append(None)
+                continue
+            if len(group.edits) != 1:
+                raise UnsupportedIntervention("A path group carries one sender change (one edge).")
+            (edit,) = group.edits
+            source, site = edit.source, edit.site
+            if source.kind is not SourceKind.SENDER_CHANGE or source.sender is None:
+                raise UnsupportedIntervention(f"{edit.describe()}: path groups carry sender changes only.")
+            if replacement not in (None, source.replacement):
+                raise UnsupportedIntervention(f"{edit.describe()}: one sender replacement per evaluation "
+                                              f"({replacement} given first).")
+            replacement = source.replacement
+            if site.kind in RECEIVER_KINDS and edit.positions is None:
+                edges.append(PathEdge(source.sender, site))
+            elif site.kind is SiteKind.RESID and site.layer == n_layers and edit.positions == (-1,):
+                edges.append(PathEdge(source.sender, None))
+            else:
+                raise UnsupportedIntervention(f"{edit.describe()}: a sender's change reaches a receiver's Q/K/V "
+                                              "input at every position, or the final residual's last position.")
+        return cls(tuple(edges), replacement or SourceKind.ZERO)
+
+    @property
+    def receivers(self) -> list[tuple[int, PathEdge]]:
+        """(group, edge) of the edges into a head's input."""
+        return [(index, edge) for index, edge in enumerate(self.edges) if edge is not None and edge.receiver]
+
+    @property
+    def senders(self) -> list[Component]:
+        return sorted({edge.sender for edge in self.edges if edge is not None})

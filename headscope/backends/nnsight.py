@@ -37,7 +37,13 @@ from headscope.backends.base import (
     resident_bytes,
 )
 from headscope.backends.bos import BosPolicy, decide_bos
-from headscope.backends.interventions import AblationGroups, LogitDiffTask, Site, UnsupportedIntervention
+from headscope.backends.interventions import (
+    AblationGroups,
+    EdgeGroups,
+    LogitDiffTask,
+    Site,
+    UnsupportedIntervention,
+)
 from headscope.backends.layouts import Layout, LayoutView, check_modules, layout_for
 from headscope.backends.ndif import (
     LOCAL,
@@ -53,7 +59,6 @@ from headscope.errors import ModelLoadError
 from headscope.memory import block_bytes_per_token, plan_chunks
 
 if TYPE_CHECKING:
-    from headscope.backends.path_runs import PathTask
     from headscope.engine import WorkTimer
     from headscope.methods import AblationMethod
 
@@ -394,19 +399,19 @@ class NnsightBackend(Backend):
                 progress(done)
         return out
 
-    def path_logit_diffs(self, task: PathTask, *, path: str = "auto", timer: WorkTimer | None = None
-                         ) -> tuple[np.ndarray, float]:
-        """Path patching: here with hooks on the local model's modules; in the dry run and on NDIF as one nnsight
-        request per chunk of edges (headscope.backends.nnsight_paths, the general path)."""
+    def edge_logit_diffs(self, task: LogitDiffTask, edges: EdgeGroups, progress: Callable[[int], None] | None = None,
+                         *, runner: Any = None, timer: WorkTimer | None = None) -> np.ndarray:
+        """Path patching's edges: here with hooks on the local model's modules (headscope.backends.path_runs); in the
+        dry run and on NDIF as one nnsight request per chunk of edges (headscope.backends.nnsight_paths)."""
         if not self.mode.runs_here:
-            if path == "fast":
+            if runner is not None:
                 raise UnsupportedIntervention("The fast path runs on a model loaded here only.")
-            from headscope.backends.nnsight_paths import nnsight_path_logit_diffs
+            from headscope.backends.nnsight_paths import nnsight_edge_lds
 
-            return nnsight_path_logit_diffs(self, task, _check_input, timer)
-        from headscope.backends.path_runs import run_path_task
+            return nnsight_edge_lds(self, task, edges, _check_input, timer, progress)
+        from headscope.backends.path_runs import edge_lds
 
-        return run_path_task(self, task, path=path, timer=timer)
+        return edge_lds(self, task, edges, runner=runner, timer=timer, progress=progress)
 
     def attribution_effects(self, task: LogitDiffTask, method: AblationMethod) -> AttributionEffects:
         model, layout, dims = self.model, self.layout, self.dims

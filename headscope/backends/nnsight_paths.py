@@ -1,4 +1,5 @@
-"""Path patching on the nnsight backend as nnsight requests: its dry run and NDIF (the general path).
+"""Path patching on the nnsight backend as nnsight requests: its dry run and NDIF lower path patching's edges
+(EdgeGroups, headscope.backends.interventions) to the general path inside one request per chunk of edges.
 
 One request (a session) per chunk of edges. Its first trace runs the run's prompts and, in the same batch, the
 prompts whose sender values replace them (corrupted rows after the run's rows), reading per layer in execution
@@ -12,7 +13,8 @@ prompt each) with those additions on their projections' outputs. Only ld[edge, p
 the logit paths' LDs are saved: remotely nothing larger comes back. An edge's row equals the run's row below its
 receiver's layer, so the run's captured residual is the one its receiver reads.
 
-The functions that run inside requests use torch and their arguments only (shipped by value to NDIF).
+The functions that run inside requests use torch, their arguments and headscope.backends.norms' frozen norm (the
+readout's requests use it too; shipped by value to NDIF).
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import numpy as np
 import torch
 
 from headscope.backends.interventions import Site, SiteKind, SourceKind, UnsupportedIntervention
-from headscope.backends.nnsight_readout import NORM_KINDS, _eps, _first, _frozen
+from headscope.backends.nnsight_readout import _first
+from headscope.backends.norms import freeze_family_norm
 from headscope.backends.path_runs import PROJECTIONS
 
 if TYPE_CHECKING:
-    from headscope.backends.path_runs import PathTask
+    from collections.abc import Callable
+
+    from headscope.backends.interventions import EdgeGroups, LogitDiffTask
     from headscope.engine import WorkTimer
 
 _EXECUTION_ORDER = {SiteKind.Q_INPUT: 0, SiteKind.K_INPUT: 1, SiteKind.V_INPUT: 2}  # Llama-like: q, k, v
@@ -54,8 +59,8 @@ def _capture(model: Any, plan: list, final_path: str, n_run: int) -> tuple:
     return entries, zs, attns, final_last
 
 
-def _sender_deltas(captured: tuple, senders: list, o_projs: dict, posts: dict, kind: str, post_eps: float,
-                   n_run: int, source: str, n_heads: int, d_head: int) -> torch.Tensor:
+def _sender_deltas(captured: tuple, senders: list, o_projs: dict, posts: dict, family: str, n_run: int, source: str,
+                   n_heads: int, d_head: int) -> torch.Tensor:
     """Δ[sender, P, pos, d_model] (float32): each sender's write with its replacement value minus with the run's
     (source "zero", "mean": position-wise mean of the other rows, "paired": the paired other row)."""
     _, zs, attns, _ = captured
@@ -76,7 +81,7 @@ def _sender_deltas(captured: tuple, senders: list, o_projs: dict, posts: dict, k
         write = (o_proj(flat) - o_proj(torch.zeros_like(flat[:1, :1]))).float()
         post = posts[layer]
         if post is not None:
-            write = _frozen(kind, post.weight, post_eps, attns[layer], write)
+            write = freeze_family_norm(family, post, attns[layer]).apply(write)
         out.append(write)
     return torch.stack(out)
 
@@ -93,13 +98,13 @@ def _answer_lds(normed: torch.Tensor, unembed: Any, ids: torch.Tensor, cap: floa
     return logits[..., 0] - logits[..., 1]
 
 
-def _logit_paths(deltas: torch.Tensor, captured: tuple, final_norm: Any, kind: str, eps: float, unembed: Any,
-                 ids: torch.Tensor, cap: float) -> tuple:
+def _logit_paths(deltas: torch.Tensor, captured: tuple, final_norm: Any, family: str, unembed: Any, ids: torch.Tensor,
+                 cap: float) -> tuple:
     """(run ld[P], ld[sender, P] with each sender's Δ at the last position through the final norm frozen on the
     run's final residual), on the CPU."""
     final_last = captured[3]
     normed = final_norm(final_last).float()
-    moved = normed[None] + _frozen(kind, final_norm.weight, eps, final_last, deltas[:, :, -1])
+    moved = normed[None] + freeze_family_norm(family, final_norm, final_last).apply(deltas[:, :, -1])
     return (_answer_lds(normed, unembed, ids, cap).detach().cpu(),
             _answer_lds(moved, unembed, ids, cap).detach().cpu())
 
@@ -140,40 +145,38 @@ def _source_name(source: SourceKind) -> str:
     return {SourceKind.ZERO: "zero", SourceKind.MEAN: "mean"}.get(source, "paired")
 
 
-def nnsight_path_logit_diffs(backend: NnsightBackend, task: PathTask, check_input: Any,
-                             timer: WorkTimer | None = None) -> tuple[np.ndarray, float]:
-    """(ld[edge, prompt] float64, the run's LD) as run_path_task computes it, in one nnsight request per chunk of
-    edges (the general path: whole forwards of the model's own code)."""
+def nnsight_edge_lds(backend: NnsightBackend, task: LogitDiffTask, edges: EdgeGroups, check_input: Any,
+                     timer: WorkTimer | None = None, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """ld[group, prompt] (float64) as headscope.backends.path_runs.edge_lds computes it (a group without an edge:
+    the run's own LDs), in one nnsight request per chunk of edges (the general path: whole forwards of the model's
+    own code)."""
     model, layout, dims = backend.model, backend.layout, backend.dims
     projections = PROJECTIONS.get(layout.family)
     if projections is None:
         raise UnsupportedIntervention(f"Path patching does not know {layout.family}'s projections.")
     n_heads, d_head, n_layers = dims.n_heads, dims.d_head, dims.n_layers
     heads_per_kv = n_heads // dims.n_kv
-    run = task.run.cpu()
-    other = None if task.other is None or task.source is SourceKind.ZERO else task.other.cpu()
+    run = task.clean.cpu()
+    other = None if task.corrupted is None or edges.replacement is SourceKind.ZERO else task.corrupted.cpu()
     if other is not None and other.shape[1] != run.shape[1]:
         raise ValueError(f"the replacement prompts have {other.shape[1]} positions, the run's {run.shape[1]}")
     tokens = run if other is None else torch.cat([run, other])
     n_run, n_prompts = run.shape[0], task.n_prompts
     ids = task.answer_ids.cpu()
-    source = _source_name(task.source)
-    senders = sorted({(edge.sender.layer, int(edge.sender.head)) for edge in task.edges})
+    source = _source_name(edges.replacement)
+    senders = [(sender.layer, int(sender.head)) for sender in edges.senders]  # type: ignore[arg-type]
     sender_index = {sender: i for i, sender in enumerate(senders)}
     sender_layers = sorted({layer for layer, _ in senders})
-    receivers = [(index, edge) for index, edge in enumerate(task.edges) if edge.receiver is not None]
-    logit_edges = [index for index, edge in enumerate(task.edges) if edge.receiver is None]
+    receivers = edges.receivers
+    logit_edges = [index for index, edge in enumerate(edges.edges) if edge is not None and edge.receiver is None]
+    run_groups = [index for index, edge in enumerate(edges.edges) if edge is None]
     receivers.sort(key=lambda item: item[1].receiver.layer)
 
-    kind = NORM_KINDS.get(layout.family, "rms_norm")
     final_path = layout.final_norm
     final_norm, unembed, embed = (backend._path(p) for p in (layout.final_norm, layout.unembed, layout.embed))
     o_projs = {layer: backend._path(layout.block(layer, layout.o_proj)) for layer in sender_layers}
     posts = {layer: None if layout.ln1_post is None else backend._path(layout.block(layer, layout.ln1_post))
              for layer in sender_layers}
-    first_post = next((post for post in posts.values() if post is not None), None)
-    post_eps = _eps(first_post) if first_post is not None else 0.0
-    final_eps = _eps(final_norm)
     cap = dims.logit_cap
 
     per_request = backend._rows_per_request(task.seq_len, max(1, len(receivers)), tokens.shape[0], n_prompts,
@@ -181,8 +184,7 @@ def nnsight_path_logit_diffs(backend: NnsightBackend, task: PathTask, check_inpu
     chunks = [receivers[start:start + per_request] for start in range(0, len(receivers), per_request)] or [[]]
     if timer is not None:
         timer.add_total(len(chunks) * 2 * n_layers + n_layers * len(receivers))
-    out = np.zeros((len(task.edges), n_prompts))
-    run_ld = 0.0
+    out = np.zeros((len(edges), n_prompts))
     for number, chunk in enumerate(chunks):
         receiver_layers = sorted({edge.receiver.layer for _, edge in chunk})
         plan = [(layer, layout.block(layer, layout.ln1) if layer in receiver_layers else None,
@@ -210,8 +212,8 @@ def nnsight_path_logit_diffs(backend: NnsightBackend, task: PathTask, check_inpu
         # every statement in a session on one line: nnsight 0.8.1 maps a session's later traces to their source
         # lines without counting a statement's continuation lines (WithBlockNotFoundError)
         capture_args = (model, plan, final_path, n_run)
-        delta_args = (senders, o_projs, posts, kind, post_eps, n_run, source, n_heads, d_head)
-        logit_args = (final_norm, kind, final_eps, unembed, ids, cap)
+        delta_args = (senders, o_projs, posts, layout.family, n_run, source, n_heads, d_head)
+        logit_args = (final_norm, layout.family, unembed, ids, cap)
         with backend._running():
             job = backend._trace_backend()
             with model.session(backend=job):
@@ -236,13 +238,16 @@ def nnsight_path_logit_diffs(backend: NnsightBackend, task: PathTask, check_inpu
         for slot, (index, _) in enumerate(chunk):
             out[index] = lds[slot].double().numpy()
         if number == 0:
-            run_ld = float(run_lds.double().mean())
+            for index in run_groups:
+                out[index] = run_lds.double().numpy()
             for index in logit_edges:
-                edge = task.edges[index]
-                out[index] = logit_lds[sender_index[(edge.sender.layer, int(edge.sender.head))]].double().numpy()
+                sender = edges.edges[index].sender  # type: ignore[union-attr]
+                out[index] = logit_lds[sender_index[(sender.layer, int(sender.head))]].double().numpy()
         if timer is not None:
             timer.advance(2 * n_layers + n_layers * n_edges, f"{n_edges} paths in one request")
-    return out, run_ld
+        if progress is not None:
+            progress(sum(len(part) for part in chunks[:number + 1]))
+    return out
 
 
-__all__ = ["nnsight_path_logit_diffs"]
+__all__ = ["nnsight_edge_lds"]

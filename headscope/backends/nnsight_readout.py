@@ -6,9 +6,6 @@ headscope.backends.readout's arithmetic runs after it over the model's own modul
 read in a module's own layout (GPT-2's Conv1D) and only the readout's result is saved: remotely only
 [batch, site, k]-sized tensors come back. Run here, the trace's small captures are saved and the same arithmetic
 runs in this process.
-
-NORM_KINDS, _eps, _first and _frozen are the norms restated with tensors only for headscope.backends.nnsight_paths'
-requests.
 """
 
 from __future__ import annotations
@@ -33,35 +30,6 @@ from headscope.backends.readout import (
 # The functions take the NnsightBackend as `backend` and its input check (`_check_input`) as `check_input` (typed
 # Any: headscope.backends.nnsight imports this module, and the package keeps no import circle)
 NnsightBackend = Any
-
-# the final and post-sublayer norms of each family nnsight serves (headscope.backends.layouts' family names)
-NORM_KINDS = {"GPT-2": "layer_norm", "GPT-NeoX": "layer_norm", "Gemma-2": "gemma_rms_norm"}  # else "rms_norm"
-
-
-def _eps(module: Any) -> float:
-    for name in ("variance_epsilon", "eps"):
-        value = getattr(module, name, None)
-        if isinstance(value, float | int):
-            return float(value)
-    raise TypeError(f"The norm {type(module).__name__} states no epsilon.")
-
-
-def _frozen(kind: str, weight: Any, eps: float, reference: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """delta[..., batch, d_model] through a norm whose scale is that of reference[batch, d_model], without its bias
-    (headscope.backends.norms.FrozenNorm, restated with tensors only)."""
-    reference = reference.float()
-    delta = delta.float()
-    if kind == "layer_norm":
-        spread = reference.var(dim=-1, keepdim=True, unbiased=False)
-        delta = delta - delta.mean(dim=-1, keepdim=True)
-    else:
-        spread = reference.pow(2).mean(dim=-1, keepdim=True)
-    out = delta * torch.rsqrt(spread + eps)
-    if weight is None:
-        return out
-    gain = weight.float().to(out.device)
-    return out * (1.0 + gain if kind == "gemma_rms_norm" else gain)
-
 
 def _first(value: Any) -> torch.Tensor:
     return value[0] if isinstance(value, tuple) else value

@@ -39,7 +39,8 @@ def norm_kind(module: Any) -> NormKind:
     raise TypeError(f"headscope does not know the norm {name}: it cannot freeze its scale.")
 
 
-def _eps(module: Any) -> float:
+def norm_eps(module: Any) -> float:
+    """A transformers norm's epsilon (variance_epsilon or eps)."""
     for name in ("variance_epsilon", "eps"):
         value = getattr(module, name, None)
         if isinstance(value, float | int):
@@ -70,7 +71,7 @@ class FrozenNorm:
 def freeze_norm(module: Any, x: torch.Tensor) -> FrozenNorm:
     """The norm `module` (a transformers norm) with the scale of its input x[..., d_model]."""
     return freeze_parts(norm_kind(module), getattr(module, "weight", None), getattr(module, "bias", None),
-                        _eps(module), x)
+                        norm_eps(module), x)
 
 
 # the final and post-sublayer norms of the families the nnsight backend serves (headscope.backends.layouts' family
@@ -81,7 +82,7 @@ FAMILY_NORMS = {"GPT-2": NormKind.LAYER_NORM, "GPT-NeoX": NormKind.LAYER_NORM, "
 def freeze_family_norm(family: str, module: Any, x: torch.Tensor) -> FrozenNorm:
     """The norm `module` of a model of `family` (also an nnsight Envoy) with the scale of its input x[..., d_model]."""
     return freeze_parts(FAMILY_NORMS.get(family, NormKind.RMS_NORM), getattr(module, "weight", None),
-                        getattr(module, "bias", None), _eps(module), x)
+                        getattr(module, "bias", None), norm_eps(module), x)
 
 
 def freeze_parts(kind: NormKind, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
@@ -99,4 +100,5 @@ def freeze_parts(kind: NormKind, weight: torch.Tensor | None, bias: torch.Tensor
                       None if bias is None else bias.detach().float().to(x.device))
 
 
-__all__ = ["FAMILY_NORMS", "FrozenNorm", "NormKind", "freeze_family_norm", "freeze_norm", "freeze_parts", "norm_kind"]
+__all__ = ["FAMILY_NORMS", "FrozenNorm", "NormKind", "freeze_family_norm", "freeze_norm", "freeze_parts", "norm_eps",
+           "norm_kind"]

@@ -1,4 +1,5 @@
-"""Path patching on a local transformers model: the backends' path primitive (bridge and nnsight run locally).
+"""Path patching on a local transformers model: the local backends' lowering of sender-change edits (EdgeGroups,
+headscope.backends.interventions) on the bridge and on nnsight's local model.
 
 An edge S → R adds Δ_S, the change of what sender head S writes into the residual (S's z·W_O with its replacement
 value minus with the run's value; on Gemma-2 through the post-attention norm with its scale frozen from the run),
@@ -7,10 +8,11 @@ R's slice, x being the residual R's block reads in this run, every other reader 
 changed output then runs through the rest of the model. An edge S → logits adds Δ_S at the last position through
 the final norm with its scale frozen from the run, onto the answers' unembedding columns (soft-capping after).
 
-Rows: every edge runs every prompt once (edge-major). The general path runs one hooked forward of the model per chunk
-of edges; the fast path is the one evaluator's joined-group pass (engine.run_joined_groups): each edge a group
-starting at its receiver's layer from the run's stored residual with its sender's change as the block runner's
-input edit (base.InputEdit, applied by `input_edit_hooks`).
+Rows: every edge runs every prompt once (edge-major). Both paths lower an edge to the block runner's input edit
+(base.InputEdit, applied by `input_edit_hooks`): the general path runs one hooked forward of the model per chunk of
+edges with each receiver layer's edits; the fast path (the evaluator hands its block runner) is the evaluator's
+joined-group pass (engine.run_joined_groups): each edge a group starting at its receiver's layer from the run's
+stored residual.
 Hooks sit on the modules the family layout names (backends/layouts.py), unwrapped from TransformerLens' bridge
 components where the bridge wraps them, so the same code serves both local backends.
 """
@@ -26,7 +28,15 @@ import numpy as np
 import torch
 
 from headscope.backends.base import InputEdit
-from headscope.backends.interventions import AblationGroups, Site, SiteKind, SourceKind, UnsupportedIntervention
+from headscope.backends.interventions import (
+    AblationGroups,
+    EdgeGroups,
+    LogitDiffTask,
+    Site,
+    SiteKind,
+    SourceKind,
+    UnsupportedIntervention,
+)
 from headscope.backends.layouts import Layout, layout_for
 from headscope.backends.norms import freeze_norm
 from headscope.component import Component
@@ -34,44 +44,6 @@ from headscope.component import Component
 if TYPE_CHECKING:
     from headscope.backends.base import Backend, BlockRunner
     from headscope.engine import WorkTimer
-
-
-@dataclass(frozen=True)
-class PathEdge:
-    """One path: sender head → receiver site (Q/K/V input of a later head; K/V per KV group), or None: the logits."""
-
-    sender: Component
-    receiver: Site | None
-
-
-@dataclass(frozen=True)
-class PathTask:
-    """run[prompt, pos]: the prompts the patched run reads; other[prompt | reference prompt, pos]: the run whose
-    sender values replace the run's (PAIRED: row by row; MEAN: position-wise mean over its rows; None for ZERO);
-    answer_ids[prompt, 2] (correct, incorrect); edges: one group of rows each."""
-
-    run: torch.Tensor
-    other: torch.Tensor | None
-    source: SourceKind
-    answer_ids: torch.Tensor
-    edges: tuple[PathEdge, ...]
-
-    @property
-    def n_prompts(self) -> int:
-        return int(self.run.shape[0])
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.run.shape[1])
-
-
-def receiver_site(kind: SiteKind, head: Component, heads_per_kv: int) -> Site:
-    """The site a receiver head's input patch acts on: its own query input, or its KV group's key/value input
-    (named by the group's first query head) on a grouped-query model."""
-    assert head.head is not None
-    if kind is SiteKind.Q_INPUT or heads_per_kv == 1:
-        return Site(kind, head.layer, head.head)
-    return Site(kind, head.layer, head.head - head.head % heads_per_kv)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -329,83 +301,38 @@ def input_edit_hooks(modules: HfModules, layer: int, edits: Sequence[InputEdit])
         yield
 
 
-class ReceiverHooks:
-    """Adds each batched edge's change to its receiver's projection output: rows are `rows` (edge-major, n_prompts
-    each), set before every forward or block call."""
-
-    def __init__(self, modules: HfModules, deltas: torch.Tensor, n_prompts: int, frozen_norm: bool) -> None:
-        self.modules, self.deltas, self.n_prompts, self.frozen_norm = modules, deltas, n_prompts, frozen_norm
-        self.rows: list[_Row] = []
-        self._x: dict[int, torch.Tensor] = {}
-
-    @contextlib.contextmanager
-    def installed(self, layers: Sequence[int]) -> Iterator[None]:
-        handles = []
-        kinds = {(row.site.layer, row.site.kind) for row in self.rows} if self.rows else set()
-        for layer in sorted(set(layers)):
-            handles.append(self.modules.ln1_called(layer).register_forward_pre_hook(self._keep_input(layer)))
-            modules_done: set[int] = set()
-            for kind in (SiteKind.Q_INPUT, SiteKind.K_INPUT, SiteKind.V_INPUT):
-                if kinds and (layer, kind) not in kinds:
-                    continue
-                module, _ = self.modules.projection(Site(kind, layer, 0))
-                if id(module) in modules_done:
-                    continue
-                modules_done.add(id(module))
-                handles.append(module.register_forward_hook(self._add(layer, module)))
-        with _hooks(handles):
-            yield
-
-    def _keep_input(self, layer: int) -> Callable:
-        def hook(module: Any, args: tuple) -> None:
-            self._x[layer] = args[0]
-        return hook
-
-    def _add(self, layer: int, module: Any) -> Callable:
-        def hook(mod: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            mine = [(index, row) for index, row in enumerate(self.rows) if row.site.layer == layer
-                    and self.modules.projection(row.site)[0] is module]
-            if not mine:
-                return output
-            p = self.n_prompts
-            index = torch.tensor([i * p + j for i, _ in mine for j in range(p)], device=output.device)
-            which = torch.tensor([row.delta for _, row in mine], device=self.deltas.device)
-            delta = self.deltas[which].flatten(0, 1).to(output.device)  # [rows, pos, d_model]
-            projected = projected_change(self.modules, layer, module, self._x[layer][index], delta, self.frozen_norm)
-            out = output.clone()
-            d_head = self.modules.d_head
-            for slot, (_, row) in enumerate(mine):
-                _, offset = self.modules.projection(row.site)
-                rows = index[slot * p:(slot + 1) * p]
-                out[rows, :, offset:offset + d_head] += projected[slot * p:(slot + 1) * p, :, offset:offset + d_head]
-            return out
-        return hook
-
-
 def _edge_chunks(edges: Sequence[tuple[int, _Row]], per_chunk: int) -> list[list[tuple[int, _Row]]]:
     ordered = sorted(edges, key=lambda item: item[1].site.layer)
     return [ordered[start:start + per_chunk] for start in range(0, len(ordered), per_chunk)]
 
 
-def _general(modules: HfModules, hooks: ReceiverHooks, task: PathTask, chunk: list[tuple[int, _Row]]
-             ) -> torch.Tensor:
-    """ld[edge, P] for a chunk of edges: one hooked forward of the whole model."""
-    hooks.rows = [row for _, row in chunk]
-    n = len(chunk)
+def _general(backend: Backend, modules: HfModules, run: torch.Tensor, answer_ids: torch.Tensor,
+             deltas: torch.Tensor, rows: Sequence[_Row], frozen_norm: bool) -> torch.Tensor:
+    """ld[edge, P] for a chunk of edges: one whole forward of the model, each receiver layer's input edits (built as
+    the fast path builds them, `engine.receiver_input_edits`) applied by the same hooks (`input_edit_hooks`)."""
+    from headscope.engine import ReceiverInput, receiver_input_edits
+
+    n, n_prompts = len(rows), int(run.shape[0])
     final: dict[str, torch.Tensor] = {}
+    inputs = [ReceiverInput(row.site, deltas[row.delta]) for row in rows]
+    like = torch.empty(n * n_prompts, *deltas.shape[2:], device=deltas.device)  # the batch's shape and device
 
     def keep_final(module: Any, args: tuple) -> None:
         final["resid"] = args[0][:, -1]
 
-    with hooks.installed([row.site.layer for row in hooks.rows]), torch.inference_mode(), \
-            _hooks([modules.final_norm_called.register_forward_pre_hook(keep_final)]):
-        modules.hf_model.base_model(input_ids=task.run.repeat(n, 1), use_cache=False)
+    with contextlib.ExitStack() as stack:
+        for layer in sorted({row.site.layer for row in rows}):
+            edits = receiver_input_edits(backend, inputs, range(n), layer, n_prompts, like, frozen_norm)
+            stack.enter_context(input_edit_hooks(modules, layer, edits))
+        stack.enter_context(_hooks([modules.final_norm_called.register_forward_pre_hook(keep_final)]))
+        stack.enter_context(torch.inference_mode())
+        modules.hf_model.base_model(input_ids=run.repeat(n, 1), use_cache=False)
         normed = modules.final_norm.forward(final["resid"].unsqueeze(1)).squeeze(1)
-        logits = modules.answer_logits(normed, task.answer_ids.to(normed.device).repeat(n, 1))
-    return (logits[:, 0] - logits[:, 1]).view(n, task.n_prompts).double()
+        logits = modules.answer_logits(normed, answer_ids.to(normed.device).repeat(n, 1))
+    return (logits[:, 0] - logits[:, 1]).view(n, n_prompts).double()
 
 
-def _fast(backend: Backend, runner: BlockRunner, task: PathTask, run: RunCapture, deltas: torch.Tensor,
+def _fast(backend: Backend, runner: BlockRunner, task: LogitDiffTask, run: RunCapture, deltas: torch.Tensor,
           receivers: Sequence[tuple[int, _Row]], per_chunk: int, frozen_norm: bool, timer: WorkTimer | None
           ) -> np.ndarray:
     """ld[receiver edge, P]: the one evaluator's joined-group pass, each edge a group joining at its receiver's
@@ -423,13 +350,17 @@ def _fast(backend: Backend, runner: BlockRunner, task: PathTask, run: RunCapture
                              receivers=inputs, frozen_receiver_norm=frozen_norm, what="paths")
 
 
-def run_path_task(backend: Backend, task: PathTask, *, path: str = "auto", timer: WorkTimer | None = None,
-                  frozen_norm: bool = False, route: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
-                  max_edges: int | None = None) -> tuple[np.ndarray, float]:
-    """(ld[edge, prompt] float64, the run's LD): each edge's LD per prompt with only that path patched. `route`:
-    the backend's fastest checked way to run the whole model (the bridge's native attention), for full forwards;
-    max_edges: at most this many edges per batch (1: one forward per edge, the unbatched reference)."""
-    from headscope.engine import fast_runner, groups_per_chunk
+def edge_lds(backend: Backend, task: LogitDiffTask, edges: EdgeGroups, *, runner: BlockRunner | None = None,
+             timer: WorkTimer | None = None, progress: Callable[[int], None] | None = None,
+             frozen_norm: bool = False, route: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+             max_edges: int | None = None) -> np.ndarray:
+    """ld[group, prompt] (float64): each edge's LD per prompt with only that path patched, the run's own LDs for a
+    group without an edge. task.clean is the run, task.corrupted the prompts the senders' replacement values come
+    from (edges.replacement: paired, mean or zero). runner: the fast path (the evaluator's choice), else whole
+    forwards, with `route` (the backend's fastest checked way to run the whole model: the bridge's native
+    attention); max_edges: at most this many edges per batch (1: one forward per edge, the unbatched reference).
+    progress(groups done) is called between whole-forward chunks."""
+    from headscope.engine import groups_per_chunk
 
     hf_model = backend.hf_model
     if hf_model is None:
@@ -437,38 +368,46 @@ def run_path_task(backend: Backend, task: PathTask, *, path: str = "auto", timer
                                       "backend does not offer it yet.")
     info = backend.info
     modules = HfModules(hf_model, info.n_heads, info.n_kv_heads, info.d_head)
-    runner = fast_runner(backend, task.seq_len, required=path == "fast") if path != "general" else None
-    sender_layers = sorted({edge.sender.layer for edge in task.edges})
-    receivers = [(index, _Row(edge.receiver, 0)) for index, edge in enumerate(task.edges) if edge.receiver]
-    entry_layers = sorted({row.site.layer for _, row in receivers}) if runner is not None else []
-    senders = sorted({edge.sender for edge in task.edges})
+    senders = edges.senders
     sender_index = {sender: i for i, sender in enumerate(senders)}
-    receivers = [(index, _Row(row.site, sender_index[task.edges[index].sender])) for index, row in receivers]
-    n_layers = info.n_layers
+    sender_layers = sorted({sender.layer for sender in senders})
+    receivers = [(index, _Row(edge.receiver, sender_index[edge.sender])) for index, edge in edges.receivers
+                 if edge.receiver is not None]
+    entry_layers = sorted({row.site.layer for _, row in receivers}) if runner is not None else []
+    n_layers, n_prompts, seq_len = info.n_layers, task.n_prompts, task.seq_len
     if timer is not None:
         per_edge = [(n_layers - row.site.layer) if runner is not None else n_layers for _, row in receivers]
         timer.add_total(2 * n_layers + sum(per_edge))
-    out = np.zeros((len(task.edges), task.n_prompts))
+    out = np.zeros((len(edges), n_prompts))
     whole = route or contextlib.nullcontext
+    other_tokens = None if edges.replacement is SourceKind.ZERO else task.corrupted
     with backend.gate.hold(), whole():
-        run = capture_run(modules, task.run, sender_layers, entry_layers)
-        other = None if task.other is None else capture_run(modules, task.other, sender_layers)
+        run = capture_run(modules, task.clean, sender_layers, entry_layers)
+        other = None if other_tokens is None or not senders else capture_run(modules, other_tokens, sender_layers)
     if timer is not None:
         timer.advance(2 * n_layers, "the run and its replacement values")
-    deltas = sender_deltas(modules, senders, run, other, task.source)
+    answer_ids = task.answer_ids
     assert run.final is not None
     with torch.inference_mode():
         normed = modules.final_norm.forward(run.final[:, -1:]).squeeze(1)
-        base = modules.answer_logits(normed, task.answer_ids.to(normed.device))
-    run_ld = float((base[:, 0] - base[:, 1]).double().mean())
-    logit_edges = [index for index, edge in enumerate(task.edges) if edge.receiver is None]
+        base = modules.answer_logits(normed, answer_ids.to(normed.device))
+    run_lds = (base[:, 0] - base[:, 1]).double().cpu().numpy()
+    for index, edge in enumerate(edges.edges):
+        if edge is None:
+            out[index] = run_lds
+    if not senders:
+        return out
+    deltas = sender_deltas(modules, senders, run, other, edges.replacement)
+    logit_edges = [index for index, edge in enumerate(edges.edges) if edge is not None and edge.receiver is None]
     if logit_edges:
-        lds = logit_path_lds(modules, run, deltas, task.answer_ids.to(deltas.device))
+        lds = logit_path_lds(modules, run, deltas, answer_ids.to(deltas.device))
         for index in logit_edges:
-            out[index] = lds[sender_index[task.edges[index].sender]].cpu().numpy()
+            edge = edges.edges[index]
+            assert edge is not None
+            out[index] = lds[sender_index[edge.sender]].cpu().numpy()
     if receivers:
         kept = deltas.numel() * deltas.element_size()
-        per_chunk = groups_per_chunk(backend, task.n_prompts, task.seq_len, len(receivers), fixed_bytes=kept,
+        per_chunk = groups_per_chunk(backend, n_prompts, seq_len, len(receivers), fixed_bytes=kept,
                                      what="The path patching")
         per_chunk = min(per_chunk, max_edges or per_chunk)
         if runner is not None:
@@ -476,15 +415,19 @@ def run_path_task(backend: Backend, task: PathTask, *, path: str = "auto", timer
             for slot, (index, _) in enumerate(receivers):
                 out[index] = lds[slot]
         else:
-            hooks = ReceiverHooks(modules, deltas, task.n_prompts, frozen_norm)
+            done = 0
             for chunk in _edge_chunks(receivers, per_chunk):
                 with backend.gate.hold(), whole():
-                    lds = _general(modules, hooks, task, chunk)
+                    lds = _general(backend, modules, task.clean, answer_ids, deltas, [row for _, row in chunk],
+                                   frozen_norm)
                 if timer is not None:
                     timer.advance(n_layers * len(chunk), "full forward passes")
                 for slot, (index, _) in enumerate(chunk):  # rows in chunk order (by receiver layer)
                     out[index] = lds[slot].cpu().numpy()
-    return out, run_ld
+                done += len(chunk)
+                if progress is not None:
+                    progress(done)
+    return out
 
 
-__all__ = ["PathEdge", "PathTask", "receiver_site", "run_path_task"]
+__all__ = ["edge_lds"]

@@ -149,8 +149,9 @@ def test_a_link_reopens_the_receiver_view_with_its_selected_head(embedded_model)
     assert "LD with the path patched" in app.get("plotly_chart")[0].proto.spec  # show=patched LD's colour bar
     assert any("the k input of 1.4 is its KV group's (1.3, 1.4, 1.5)" in shown(i.value) for i in app.info)
     assert _metrics(app)["Run's LD"] == f"{computed.corrupt_ld:.3f}"  # denoise patches the corrupted run
-    # intervals of the corrupted run's paired effects (a clean run's LDs would be refused), one path per KV group
-    assert _metrics(app)["Stable in the top-10"] == "3"  # 9 senders in 3 KV groups: 3 distinct paths, each kept
+    # intervals of the corrupted run's paired effects; the receiver's k input is its KV group's, but each of the 9
+    # senders is its own path (its own value), so all 9 count, and with 9 cells the top-9 keeps every one
+    assert _metrics(app)["Stable in the top-10"] == "9"
     detail = next(shown(m.value) for m in app.markdown if m.value.startswith("**Head"))
     change = computed.ld[0, 7] - computed.corrupt_ld  # below 0.0005 here: two significant digits, never "-0.000"
     written = f"{change:+.3f}" if abs(change) >= 0.0005 else f"{change:+.2g}"
@@ -223,7 +224,8 @@ def test_a_link_to_an_uploaded_datasets_paths_opens_them_from_the_cache(embedded
     assert any("The paths of 'two.json' from the results cache" in shown(c.value) for c in linked.caption)
     assert _metrics(linked)["Clean LD"] == f"{computed.clean_ld:.3f}"
     assert sorted(_cells(linked)) == [(29, head) for head in range(9)]
-    assert any("Intervals need the result's prompts" in shown(c.value) for c in linked.caption)
+    # the result keeps its run's per-prompt LDs: its intervals show without the file
+    assert not any("Intervals need" in shown(c.value) for c in linked.caption)
     other = open_page(PAGE, {**params, "sender": "27.1"})  # a query nobody ran on that file
     assert not other.exception and not other.get("plotly_chart")
     assert any("not in this server's results cache" in shown(i.value) for i in other.info)
@@ -234,7 +236,7 @@ def test_a_backend_without_path_patching_says_so(embedded_model, monkeypatch):
     default, as a new backend starts) gets the page's message, not a traceback, and nothing is cached."""
     from headscope.backends.base import Backend
 
-    monkeypatch.setattr(type(embedded_model), "path_logit_diffs", Backend.path_logit_diffs)
+    monkeypatch.setattr(type(embedded_model), "edge_logit_diffs", Backend.edge_logit_diffs)
     app = open_page(PAGE, {"n": "2", "view": "Every head → logits (direct effect)"})
     app.button(key="pa_run").click().run(timeout=TIMEOUT)
     assert not app.exception

@@ -292,22 +292,21 @@ def test_cancel_while_queued_stops_waiting_and_frees_the_model(tiny_pair):
 def test_path_patching_through_ndif_equals_local_and_returns_only_lds(tiny_pair):
     """Path patching on NDIF (the general path: one session per chunk of edges) = the local backend's hooks, per
     prompt; only the edges' per-prompt LDs, the run's and the logit paths' come back."""
-    from headscope.backends.interventions import SiteKind, SourceKind
-    from headscope.backends.path_runs import PathEdge, PathTask, receiver_site
+    from headscope.backends.interventions import InterventionGroup, PathEdge, SiteKind, SourceKind, receiver_site
 
     local, remote, ndif = tiny_pair
     task = _task()
     sender = Component(0, 1)
     edges = [PathEdge(sender, receiver_site(kind, Component(layer, head), 2)) for layer in (1, 2)
              for head in range(4) for kind in (SiteKind.Q_INPUT, SiteKind.K_INPUT)] + [PathEdge(sender, None)]
-    path_task = PathTask(task.clean, task.corrupted, SourceKind.PAIRED, task.answer_ids, tuple(edges))
+    n_layers = local.info.n_layers
+    groups = [InterventionGroup.nothing()] + [edge.group(SourceKind.PAIRED, n_layers) for edge in edges]
     sent, sizes = remote.requests_sent, len(ndif.result_sizes)
-    got, run_ld = remote.path_logit_diffs(path_task)
-    expected, expected_run = local.path_logit_diffs(path_task)
-    assert got.shape == expected.shape == (len(edges), 4)
-    assert np.abs(expected - expected_run).max() > 1e-3  # the paths move the LD (LDs ~1: far above float32 noise)
+    got = remote.logit_diffs(task, groups, per_prompt=True)
+    expected = local.logit_diffs(task, groups, per_prompt=True)
+    assert got.shape == expected.shape == (1 + len(edges), 4)
+    assert np.abs(expected[1:] - expected[0]).max() > 1e-3  # the paths move the LD (LDs ~1: far above float32 noise)
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
-    assert run_ld == pytest.approx(expected_run, abs=1e-5)
     assert remote.requests_sent == sent + 1  # all 17 edges in one request
     # what came back: [edges, prompts] + [prompts] + [senders, prompts] float32 values and their pickling
     assert len(ndif.result_sizes) == sizes + 1 and ndif.result_sizes[-1] < 4_000

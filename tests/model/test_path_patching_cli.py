@@ -126,3 +126,15 @@ def test_notebook_api_matches_the_command(tiny_model, tiny_model_dir, dataset, c
     assert shown.to_json()["ld"] == printed["ld"]
     frame = shown.to_frame()
     assert len(frame) == 2 * 4 and set(frame["layer"]) == {0, 1}
+    # .confidence() gives the intervals and top-k shares that --per-prompt prints (KV groups counted once)
+    assert main([*_common(tiny_model_dir, dataset), "--receiver", "2.1", "--into", "v", "--method", "mean",
+                 "--json", "--per-prompt"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    confidence = shown.confidence()
+    assert np.array(printed["per_prompt_run_ld"]).tolist() == shown.run_prompt_ld.tolist()
+    for key, got in (("change_low", confidence.intervals.low), ("change_high", confidence.intervals.high),
+                     ("in_top_k", confidence.stability.frequency)):
+        np.testing.assert_allclose(np.array(printed[key], dtype=float)[:2], got[:2], atol=1e-12)
+    # a receiver's K/V input is its group's, but each cell is its own sender: every sender counts
+    assert printed["bootstrap"] == {"level": 0.95, "resamples": 1000, "seed": 0, "k": 8, "unit": "head"}
+    assert confidence.stability.k == 8 and int(confidence.stability.in_top.sum()) == 8

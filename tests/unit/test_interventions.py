@@ -13,8 +13,10 @@ import torch
 
 from headscope.backends.interventions import (
     AblationGroups,
+    EdgeGroups,
     Edit,
     InterventionGroup,
+    PathEdge,
     Site,
     SiteKind,
     SourceKind,
@@ -83,6 +85,37 @@ def test_sites_name_a_head_exactly_when_their_kind_needs_one():
             Site(kind, 1, head)
     with pytest.raises(UnsupportedIntervention):
         _ = Site(SiteKind.RESID, 3).component
+    assert Site(SiteKind.MLP_OUT, 3).component == Component.mlp(3)
+    with pytest.raises(UnsupportedIntervention, match="attn_bias site belongs to no component"):
+        _ = Site(SiteKind.ATTN_BIAS, 3).component  # the attention's bias is no MLP (nor a head)
+
+
+def test_path_edges_are_edits_and_lower_back_to_their_edges():
+    """An edge S → R(k) is a sender-change edit on R's input, S → logits one on the final residual's last position;
+    groups of them lower to the edges (an empty group: the run), and anything else is refused by name."""
+    sender = Component(0, 1)
+    edges = [PathEdge(sender, Site(SiteKind.K_INPUT, 2, 0)), PathEdge(sender, None)]
+    groups = [InterventionGroup.nothing()] + [edge.group(SourceKind.MEAN, 3) for edge in edges]
+    (to_logits,) = groups[2].edits
+    assert to_logits.site == Site(SiteKind.RESID, 3) and to_logits.positions == (-1,)
+    assert to_logits.source == ValueSource.sender_change(sender, SourceKind.MEAN)
+    assert EdgeGroups.applies(groups) and not EdgeGroups.applies([InterventionGroup.ablating([sender], MEAN)])
+    lowered = EdgeGroups.from_groups(groups, 3)
+    assert lowered == EdgeGroups((None, *edges), SourceKind.MEAN)
+    assert lowered.receivers == [(1, edges[0])] and lowered.senders == [sender]
+    with pytest.raises(UnsupportedIntervention, match="one sender replacement"):
+        EdgeGroups.from_groups([edges[0].group(SourceKind.MEAN, 3), edges[1].group(SourceKind.ZERO, 3)], 3)
+    with pytest.raises(UnsupportedIntervention, match="one edge"):
+        EdgeGroups.from_groups([groups[1].with_edits_of(groups[2])], 3)
+    with pytest.raises(UnsupportedIntervention, match="sender changes only"):
+        EdgeGroups.from_groups([groups[1], InterventionGroup.ablating([Component(1, 0)], MEAN)], 3)
+    at_z = Edit(Site(SiteKind.Z, 1, 0), ValueSource.sender_change(sender, SourceKind.ZERO))
+    with pytest.raises(UnsupportedIntervention, match=r"z of 1\.0"):
+        EdgeGroups.from_groups([InterventionGroup(frozenset({at_z}))], 3)
+    with pytest.raises(ValueError):
+        ValueSource.sender_change(Component.mlp(0), SourceKind.ZERO)
+    with pytest.raises(ValueError):
+        ValueSource(SourceKind.SENDER_CHANGE, sender=sender, replacement=SourceKind.GIVEN)
 
 
 def test_every_method_is_a_value_source_and_the_help_names_each():

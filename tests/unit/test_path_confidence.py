@@ -1,6 +1,6 @@
 """Intervals of path effects (headscope.path_confidence) against a bootstrap written here from the draw
 headscope.confidence states (numpy's default_rng(seed).integers(0, P, (resamples, P))): paired per-prompt effects,
-non-partners left out, KV groups counted once, and run LDs that are not the result's refused."""
+non-partners left out, KV groups counted once, each prompt's effect against its own run LD (the result's)."""
 
 import numpy as np
 import pytest
@@ -24,8 +24,8 @@ def _result(into: str = "q", kv_grouped: bool = False, seed: int = 5) -> tuple[P
     per_prompt[:, 0] = np.nan  # the sender's own layer: no partner
     result = PathResult(model="m", task="t", query=PathQuery(sender=Component(0, 1), into=into), clean_ld=run.mean(),
                         corrupt_ld=None, ld=per_prompt.mean(axis=0),
-                        per_prompt_ld=per_prompt, to_logits_ld=None, kv_grouped=kv_grouped, n_prompts=N_PROMPTS,
-                        seconds=0.0)
+                        per_prompt_ld=per_prompt, run_prompt_ld=run, to_logits_ld=None, kv_grouped=kv_grouped,
+                        n_prompts=N_PROMPTS, seconds=0.0)
     return result, run
 
 
@@ -42,7 +42,7 @@ def _bootstrap(cells: np.ndarray, resamples: int, seed: int, k: int):
 
 def test_intervals_are_of_the_paired_effects_and_skip_non_partners():
     result, run = _result()
-    got = path_confidence(result, run, k=3, resamples=300, seed=4)
+    got = path_confidence(result, k=3, resamples=300, seed=4)
     effects = result.per_prompt_ld[:, 1:].reshape(N_PROMPTS, -1) - run[:, None]
     low, high, share = _bootstrap(effects, 300, 4, 3)
     np.testing.assert_allclose(got.intervals.low[1:].ravel(), low, atol=1e-12)
@@ -57,7 +57,7 @@ def test_intervals_are_of_the_paired_effects_and_skip_non_partners():
 
 def test_kv_groups_count_once_and_every_head_of_a_group_shows_its_interval():
     result, run = _result(into="k", kv_grouped=True)
-    got = path_confidence(result, run, heads_per_kv=2, k=2, resamples=200, seed=0)
+    got = path_confidence(result, heads_per_kv=2, k=2, resamples=200, seed=0)
     groups = (result.per_prompt_ld[:, 1:, ::2] - run[:, None, None]).reshape(N_PROMPTS, -1)
     low, high, share = _bootstrap(groups, 200, 0, 2)
     np.testing.assert_allclose(got.intervals.low[1:, ::2].ravel(), low, atol=1e-12)
@@ -69,10 +69,9 @@ def test_kv_groups_count_once_and_every_head_of_a_group_shows_its_interval():
     assert got.stability.frequency.sum() == pytest.approx(4)
 
 
-def test_run_lds_of_other_prompts_are_refused():
+def test_effects_are_paired_with_each_prompts_own_run_ld():
     result, run = _result()
-    with pytest.raises(ValueError, match="cover 5 prompts"):
-        path_effects(result, run[:5])
-    with pytest.raises(ValueError, match="not of the same prompts"):
-        path_effects(result, run[::-1] + 0.5)
-    np.testing.assert_allclose(path_effects(result, run)[:, 1:].mean(axis=0), result.change[1:], atol=1e-12)
+    effects = path_effects(result)
+    np.testing.assert_allclose(effects[:, 1:], result.per_prompt_ld[:, 1:] - run[:, None, None], atol=1e-12)
+    np.testing.assert_allclose(effects[:, 1:].mean(axis=0), result.change[1:], atol=1e-12)
+    assert np.isnan(effects[:, 0]).all()

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from headscope.backends.interventions import Site, SiteKind, SourceKind
-from headscope.backends.path_runs import PathEdge, PathTask, receiver_site
+from headscope.backends.interventions import PathEdge, Site, SiteKind, receiver_site
 from headscope.component import Component
 from headscope.errors import InputError
 from headscope.path_patching import PathQuery, PathResult, _grid, partners
@@ -31,10 +29,8 @@ def test_grid_spreads_a_group_value_over_its_query_heads_and_keeps_the_logits_pa
     query = PathQuery(sender=Component(0, 1), into="v")
     edges = (PathEdge(Component(0, 1), Site(SiteKind.V_INPUT, 1, 0)),
              PathEdge(Component(0, 1), Site(SiteKind.V_INPUT, 1, 2)), PathEdge(Component(0, 1), None))
-    task = PathTask(torch.zeros(2, 3, dtype=torch.long), None, SourceKind.ZERO, torch.zeros(2, 2, dtype=torch.long),
-                    edges)
     per_edge = np.array([[1.0, 3.0], [5.0, 7.0], [9.0, 11.0]])
-    grid, to_logits = _grid(task, per_edge, query, n_layers=2, n_heads=4, heads_per_kv=2)
+    grid, to_logits = _grid(edges, per_edge, query, n_layers=2, n_heads=4, heads_per_kv=2)
     assert to_logits == 10.0
     assert np.isnan(grid[:, 0]).all()
     assert grid[:, 1].tolist() == [[1.0, 1.0, 5.0, 5.0], [3.0, 3.0, 7.0, 7.0]]
@@ -55,7 +51,8 @@ def test_options_without_a_query_are_refused(query, message):
 def test_top_paths_rank_by_the_size_of_the_change():
     ld = np.array([[np.nan, np.nan], [1.5, 0.2], [1.1, 0.9]])
     result = PathResult(model="m", task="t", query=PathQuery(sender=Component(0, 0)), clean_ld=1.0,
-                        corrupt_ld=0.0, ld=ld, per_prompt_ld=ld[None], to_logits_ld=None, kv_grouped=False,
+                        corrupt_ld=0.0, ld=ld, per_prompt_ld=ld[None], run_prompt_ld=np.array([1.0]),
+                        to_logits_ld=None, kv_grouped=False,
                         n_prompts=1, seconds=0.0)
     ranked = result.top_paths(3)
     assert [head.label for head, _ in ranked] == ["1.1", "1.0", "2.0"]

@@ -19,7 +19,8 @@ MAP_COLUMN_PX = 400  # half the main area at 1280×720 with the sidebar open (me
 def test_the_grid_and_its_title_fit_the_map_column(query):
     ld = np.ones((30, 9))
     result = PathResult(model="SmolLM2-135M-Instruct", task="number-words", query=query, clean_ld=2.0,
-                        corrupt_ld=0.5, ld=ld, per_prompt_ld=ld[None], to_logits_ld=None, kv_grouped=False,
+                        corrupt_ld=0.5, ld=ld, per_prompt_ld=ld[None], run_prompt_ld=np.array([2.0]),
+                        to_logits_ld=None, kv_grouped=False,
                         n_prompts=1, seconds=0.0)
     figure = path_figure(result)
     assert figure.layout.width <= MAP_COLUMN_PX
