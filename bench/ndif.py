@@ -20,6 +20,7 @@ import contextlib
 import io
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -32,12 +33,17 @@ from headscope.cli import main
 HOSTED = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TESTBED = os.environ.get("NDIF_TESTBED_DIR", "/tmp/headscope-ndif")
 TINY = ("headscope-tiny/llama", os.path.join(TESTBED, "tiny", "llama"))
+OUT = tempfile.mkdtemp(prefix="headscope-bench-ndif-")  # patterns' HTML view, and a results folder of its own:
+os.environ["HEADSCOPE_RESULTS_DIR"] = os.path.join(OUT, "results")  # a cached result would send no job
 COMMANDS = {
     "tokens": ["tokens", "The capital of France is", "--answer", " Paris"],
     "ablate": ["ablate", "--task", "digits", "--n-prompts", "4", "--method", "zero", "--no-cache"],
     "heads": ["heads", "--score", "induction", "--prompt", "a b c d e a b c d e", "--no-cache"],
     "lens": ["lens", "1 2 3 4 ", "--answer", "5", "--contrast", "6"],
     "dla": ["dla", "--task", "digits", "--n-prompts", "4", "--no-cache"],
+    "patterns": ["patterns", "--prompt", "When Mary and John went to the store, John gave a drink to", "--heads",
+                 "0.1,1.2", "--html", os.path.join(OUT, "patterns.html")],
+    "circuit": ["circuit", "--task", "digits", "--n-prompts", "4", "--method", "mean", "--one-pass", "--no-cache"],
     "paths": ["paths", "--task", "digits", "--n-prompts", "4", "--receiver", "logits", "--no-cache"],
 }
 
