@@ -7,6 +7,7 @@
 #   tests/ndif/serve.sh env       the client's environment (NDIF_HOST, HF_HOME, ...) as `export` lines
 #   tests/ndif/serve.sh status    what runs, and NDIF's /status
 #   tests/ndif/serve.sh restart-api   the API (and its dispatcher) anew: after it lost Ray (503 "reconnecting")
+#   tests/ndif/serve.sh evict ID  take a deployed model's replicas down (the cold model is cold again)
 #   tests/ndif/serve.sh extra-api PORT   one more API on the same queue and Ray (with NDIF_TESTBED_MIN_NNSIGHT, or
 #                                 NDIF_TESTBED_AUTH=1: NDIF's key check against a local Postgres holding the one key)
 #
@@ -33,6 +34,9 @@ RAY_PORT=$((BASE + 385)); RAY_CLIENT_PORT=$((BASE + 1)); RAY_DASHBOARD_PORT=$((B
 PG_PORT=$((BASE + 432))
 PG_BIN="${NDIF_TESTBED_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)}"
 EMBEDDED_ID="HuggingFaceTB/SmolLM2-135M-Instruct"
+# The tiny Llama once more, downloaded but never deployed by `start`: NDIF lists it COLD and deploys it on its first
+# request (the PROVISIONING and DEPLOYING job states); `evict` makes it cold again
+COLD_ID="headscope-cold/llama"
 EMBEDDED_DIR="$(ls -d "$REPO"/cache/models/SmolLM2-135M-Instruct-* 2>/dev/null | head -1 || true)"
 PIDS="$TESTBED/pids"
 LOGS="$TESTBED/logs"
@@ -114,6 +118,11 @@ build_tiny_models() {
         || { log "building the tiny models failed (see $LOGS/tiny.log)"; exit 1; }
     local folder
     for folder in "$TESTBED"/tiny/*/; do hf_cache_entry "headscope-tiny/$(basename "$folder")" "${folder%/}"; done
+    hf_cache_entry "$COLD_ID" "$TESTBED/tiny/llama"
+}
+
+model_key() {  # repo_id: the model key as nnsight's client spells it (TransformersModel, task text-generation)
+    echo "nnsight.modeling.transformers.TransformersModel:{\"repo_id\": \"$1\", \"revision\": null, \"task\": \"text-generation\"}"
 }
 
 cmd_install() {
@@ -191,7 +200,7 @@ cmd_start() {
         echo "models:"
         for id in "${ids[@]}"; do
             echo "  - checkpoint: $id"
-            echo "    model_key: 'nnsight.modeling.transformers.TransformersModel:{\"repo_id\": \"$id\", \"revision\": null, \"task\": \"text-generation\"}'"
+            echo "    model_key: '$(model_key "$id")'"
             echo "    task: text-generation"
             echo "    dtype: float32"
             echo "    pinned: true"
@@ -321,6 +330,13 @@ cmd_restart_api() {  # the main NDIF API (and its queue dispatcher) anew, e.g. a
     log "API restarted"
 }
 
+cmd_evict() {  # repo_id: its replicas taken down through NDIF's own evict (by model key: `ndif evict ID` builds the
+    server_env  # key through nnsight's meta load, which fails here like `ndif deploy ID`)
+    (cd "$TESTBED" && python -c 'import sys; from ndif.cli.lib.evict import evict
+print(evict(model_keys=[sys.argv[1]], on_message=print))' "$(model_key "$1")") >>"$LOGS/evict.log" 2>&1 \
+        || { log "evict failed (see $LOGS/evict.log)"; exit 1; }
+}
+
 cmd_status() {
     for name in redis s3 ray api; do
         local pid=""; [ -s "$PIDS/$name" ] && pid="$(cat "$PIDS/$name")"
@@ -338,5 +354,6 @@ case "${1:-}" in
     status) cmd_status ;;
     extra-api) cmd_extra_api "$2" ;;
     restart-api) cmd_restart_api ;;
-    *) echo "usage: $0 install|start|stop|env|status|restart-api|extra-api PORT" >&2; exit 2 ;;
+    evict) cmd_evict "$2" ;;
+    *) echo "usage: $0 install|start|stop|env|status|restart-api|extra-api PORT|evict ID" >&2; exit 2 ;;
 esac

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -54,10 +55,24 @@ code = main(spec["args"])
 print("WATCHED " + json.dumps({"code": code, "states": seen}), file=sys.stderr)
 """
 
+COLD = "headscope-cold/llama"  # serve.sh: downloaded, never deployed by start, so NDIF lists it COLD
+# WATCHED_CLI with headscope's NDIF probe also counting COLD models as hosted (as shipped it counts HOT and WARM only,
+# and refuses the others before any job): NDIF then deploys the model on its first job
+WATCHED_COLD_LET_THROUGH = WATCHED_CLI.replace("nb.wait_for_job = spy\n", """nb.wait_for_job = spy
+real_probe = nb.probe_ndif
+def probe_with_cold(host, timeout=nb.NDIF_PROBE_SECONDS):
+    import httpx
+    listed = httpx.get(host + "/status", timeout=60).json()["deployments"].values()
+    cold = {v["repo_id"] for v in listed if v.get("deployment_level") == "COLD"}
+    return sorted(set(real_probe(host, timeout) or []) | cold)
+nb.probe_ndif = probe_with_cold
+""")
 
-def _watched(args: list[str], env_extra: dict, results: Path, kill_pgid: int | None = None) -> tuple[dict, str]:
+
+def _watched(args: list[str], env_extra: dict, results: Path, kill_pgid: int | None = None,
+             script: str = WATCHED_CLI) -> tuple[dict, str]:
     env = {**os.environ, **env_extra, "HEADSCOPE_RESULTS_DIR": str(results)}
-    done = subprocess.run([sys.executable, "-c", WATCHED_CLI, json.dumps({"args": args, "kill_pgid": kill_pgid})],
+    done = subprocess.run([sys.executable, "-c", script, json.dumps({"args": args, "kill_pgid": kill_pgid})],
                           capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
     lines = done.stderr.strip().splitlines()
     report = json.loads(lines[-1].removeprefix("WATCHED "))
@@ -106,6 +121,45 @@ def test_job_states_seen_while_waiting(ndif, tmp_path):
     assert states[-1] == "completed"
     assert set(states) <= set(ndif_backend._STATE_WORDS.values()), states
     assert {"received", "queued", "running"} & set(states[:-1]), states
+
+
+def _deployment_level(ndif: dict, repo_id: str) -> str | None:
+    import httpx
+
+    listed = httpx.get(f"{ndif['NDIF_HOST']}/status", timeout=60).json()["deployments"].values()
+    return next((v.get("deployment_level") for v in listed if v.get("repo_id") == repo_id), None)
+
+
+def _made_cold(ndif: dict) -> None:
+    """The cold model evicted (an earlier run may have deployed it), then waited for until NDIF's /status, which NDIF
+    caches for 60 s, lists it COLD (a cached COLD from before a deployment would let the run below find it HOT)."""
+    subprocess.run(["bash", str(SERVE), "evict", COLD], check=True, timeout=300)
+    deadline = time.monotonic() + 180
+    while _deployment_level(ndif, COLD) != "COLD":
+        assert time.monotonic() < deadline, f"{COLD} is not listed COLD after its eviction"
+        time.sleep(5)
+
+
+def test_cold_model_first_job_goes_through_deployment(ndif, tmp_path):
+    import headscope.backends.ndif as ndif_backend
+
+    if _deployment_level(ndif, COLD) is None:
+        pytest.skip(f"serve.sh did not register {COLD} (NDIF_TESTBED_TINY=0, or a stack from before it did)")
+    _made_cold(ndif)
+    tokens = ["tokens", "The capital of France is", "--model", COLD, "--backend", "nnsight", "--remote", "--json"]
+    # as shipped: a model NDIF lists COLD is refused before any job, in one line, though NDIF would deploy it
+    line = one_line_error(run_cli(tokens, ndif, tmp_path / "plain", timeout=300))
+    assert f"does not host {COLD}" in line and TINY in line
+    # let through, its first job waits while NDIF provisions and deploys it (PROVISIONING, then DEPLOYING for 15-25 s
+    # here): headscope shows "starting the model" until it runs, then its result
+    try:
+        report, stderr = _watched(tokens, ndif, tmp_path / "cold", script=WATCHED_COLD_LET_THROUGH)
+    finally:
+        subprocess.run(["bash", str(SERVE), "evict", COLD], check=True, timeout=300)  # cold for the next run
+    assert report["code"] == 0, stderr[-2000:]
+    states = report["states"]
+    assert states[-1] == "completed" and "starting the model" in states[:-1], states
+    assert set(states) <= set(ndif_backend._STATE_WORDS.values()), states
 
 
 def test_model_not_deployed_is_one_line(ndif, tmp_path):
