@@ -150,12 +150,11 @@ def test_cold_model_first_job_goes_through_deployment(ndif, tmp_path):
     # as shipped: a model NDIF lists COLD is refused before any job, in one line, though NDIF would deploy it
     line = one_line_error(run_cli(tokens, ndif, tmp_path / "plain", timeout=300))
     assert f"does not host {COLD}" in line and TINY in line
-    # let through, its first job waits while NDIF provisions and deploys it (PROVISIONING, then DEPLOYING for 15-25 s
-    # here): headscope shows "starting the model" until it runs, then its result
-    try:
-        report, stderr = _watched(tokens, ndif, tmp_path / "cold", script=WATCHED_COLD_LET_THROUGH)
-    finally:
-        subprocess.run(["bash", str(SERVE), "evict", COLD], check=True, timeout=300)  # cold for the next run
+    # let through, its first job waits while NDIF provisions and deploys it (PROVISIONING, then DEPLOYING for 15-50 s
+    # here; after an eviction NDIF's API first sends it to the evicted replica, re-queues it and deploys anew):
+    # headscope shows "starting the model" until it runs, then its result. The model stays deployed (the next run
+    # evicts it first: an eviction at the end once hung in Ray's client connect past 300 s on a loaded machine)
+    report, stderr = _watched(tokens, ndif, tmp_path / "cold", script=WATCHED_COLD_LET_THROUGH)
     assert report["code"] == 0, stderr[-2000:]
     states = report["states"]
     assert states[-1] == "completed" and "starting the model" in states[:-1], states
