@@ -102,16 +102,20 @@ NDIF_LISTING = "model_ndif_listing"  # (host, NdifListing | None, error | None) 
 def _ndif_models(sidebar) -> None:
     """NDIF's models on request (a click: no request to NDIF unasked): deployed ones, and cold ones marked as such
     (headscope sends jobs to those too; the first one waits while NDIF starts the model)."""
+    clicked = sidebar.button("Models on NDIF", key="model_ndif_list",
+                             help="Ask NDIF (NDIF_HOST) which models it runs now and which it lists as cold")
+    if not clicked and NDIF_LISTING not in st.session_state:
+        return  # nnsight (the host's default) not imported for nothing: it takes seconds
     from headscope.backends.ndif import ndif_host, probe_ndif, shown_host
 
     host = ndif_host()
-    if sidebar.button("Models on NDIF", key="model_ndif_list", help=f"Ask {shown_host(host)} which models it hosts"):
+    if clicked:
         try:
             st.session_state[NDIF_LISTING] = (host, probe_ndif(host), None)
         except ModelLoadError as error:
             st.session_state[NDIF_LISTING] = (host, None, str(error))
-    shown = st.session_state.get(NDIF_LISTING)
-    if not shown or shown[0] != host:
+    shown = st.session_state[NDIF_LISTING]
+    if shown[0] != host:
         return
     _host, listing, error = shown
     if error:
