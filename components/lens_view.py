@@ -10,13 +10,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from components.long_prompt import run_on_request
 from components.presentation import present_figure
-from components.text import md, quoted
-from headscope.errors import HeadscopeError
-from headscope.lens import LensResult, logit_lens
-
-MEMO = "pt_lens"  # (question, answer) of the last lens computed in this session
+from components.text import quoted
+from headscope.lens import LensResult
 
 
 def layer_name(layer: int) -> str:
@@ -87,44 +83,9 @@ def show_first_top1(result: LensResult) -> None:
         st.markdown(f"The answer {quoted(result.answer)} is first the top-1 token after layer {layer:d}.")
 
 
-def _hooks_on_request(model, key: str) -> bool:
-    """Until the hooks are ready: a note and a button that sets them up now; True once they are."""
-    st.caption("The logit lens reads every layer through TransformerLens' hooks, which are being set up in the "
-               "background (once per model, a few seconds): it shows on the next run of this page.")
-    if not st.button("Show the logit lens now", key=f"{key}_now"):
-        return False
-    try:
-        with st.spinner(md(f"Setting up TransformerLens' hooks on {model.info.name}…")):
-            model.prepare_hooks()
-    except HeadscopeError as error:
-        st.error(md(str(error)))
-        return False
-    return True
-
-
-def lens_panel(model, prompt: str, answer: str, contrast: str | None, key: str = "pt_lens_chart",
-               n_tokens: int = 0) -> LensResult | None:
-    """The lens of one prompt (one forward, kept for reruns with the same question), as a chart and a table.
-
-    It reads each layer's residual through TransformerLens' hooks; the prompt tester answers before those are set up
-    (app.py sets them up in the background after the first page), so until then the lens waits for a click instead
-    of holding the page for the set-up. On a long prompt (n_tokens) its forward waits for a click too."""
-    asked = (str(model.identity), prompt, answer, contrast)
-    memo = st.session_state.get(MEMO)
-    known = memo is not None and memo[0] == asked
-    if not known and not run_on_request(n_tokens, prompt, "The logit lens", key):
-        return None
-    if not model.hooks_ready and not _hooks_on_request(model, key):
-        return None
-    try:
-        if known:
-            result = memo[1]
-        else:
-            result = logit_lens(model, prompt, answer, contrast)
-            st.session_state[MEMO] = (asked, result)
-    except HeadscopeError as error:
-        st.error(md(str(error)))
-        return None
+def lens_panel(result: LensResult, key: str = "pt_lens_chart") -> None:
+    """The lens of one prompt as a chart and a table. The prompt tester reads it from its own forward
+    (analyze_prompt(lens=True)): it needs no TransformerLens hook and no forward of its own, on a long prompt too."""
     show_first_top1(result)
     chart_col, table_col = st.columns([3, 2])
     figure = lens_figure(result)
@@ -133,4 +94,3 @@ def lens_panel(model, prompt: str, answer: str, contrast: str | None, key: str =
     with table_col:  # as tall as the chart beside it
         st.dataframe(lens_frame(result), hide_index=True, width="stretch", column_config=LENS_COLUMNS,
                      height=int(figure.layout.height))
-    return result

@@ -91,7 +91,7 @@ def resid_hooks(blocks: Sequence[Any]) -> Iterator[dict[str, torch.Tensor]]:
 
     def keep(name: str, value: Any) -> None:
         value = value[0] if isinstance(value, tuple) else value
-        seen[name] = value[:, -1].detach()
+        seen[name] = value[:, -1].detach().clone()  # the row alone: a view would keep the whole [pos, d_model]
 
     handles = [blocks[0].register_forward_pre_hook(
         lambda module, args, kwargs: keep("embed", args[0] if args else kwargs["hidden_states"]), with_kwargs=True)]
