@@ -8,7 +8,6 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from components.presentation import present_figure
 from components.text import quoted
@@ -43,33 +42,48 @@ LENS_COLUMNS = {
 }
 
 
+ROW_GAP = 0.08  # between the lens figure's panels, in figure heights
+
+
+def _axis(row: int) -> str:
+    """Plotly's name of the y axis of panel `row` (0 on top): y, y2, y3."""
+    return "y" if row == 0 else f"y{row + 1}"
+
+
 def lens_figure(result: LensResult) -> go.Figure:
-    """Rank (log scale), probability and logit difference against the layer; the first top-1 layer marked."""
+    """Rank (log scale), probability and logit difference against the layer, one panel each over one x axis; the
+    first top-1 layer marked. Built as one layout (no make_subplots, add_vline): a third of the script's figure
+    time on the prompt tester's Ctrl+Enter."""
     rows = 3 if result.contrast is not None else 2
     titles = ["rank of the answer (log scale)", "probability of the answer", "logit[answer] − logit[contrast]"]
-    figure = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                           subplot_titles=titles[:rows])
+    series = [[e.rank for e in result.layers], [e.prob for e in result.layers],
+              [e.logit_diff for e in result.layers]]
     xs = [entry.layer for entry in result.layers]
-    hover = "after %{customdata}<br>%{y}<extra></extra>"
     names = [layer_name(x) for x in xs]
-    figure.add_trace(go.Scatter(x=xs, y=[e.rank for e in result.layers], mode="lines+markers", customdata=names,
-                                hovertemplate=hover), row=1, col=1)
-    figure.add_trace(go.Scatter(x=xs, y=[e.prob for e in result.layers], mode="lines+markers", customdata=names,
-                                hovertemplate=hover), row=2, col=1)
-    if rows == 3:
-        figure.add_trace(go.Scatter(x=xs, y=[e.logit_diff for e in result.layers], mode="lines+markers",
-                                    customdata=names, hovertemplate=hover), row=3, col=1)
+    span = (1 - ROW_GAP * (rows - 1)) / rows
+    tops = [1 - row * (span + ROW_GAP) for row in range(rows)]  # row 0 on top
     worst = max(entry.rank for entry in result.layers)
     decades = [10**power for power in range(len(str(worst)) + 1)]  # 1, 10, 100, … past the worst rank
-    figure.update_yaxes(type="log", autorange="reversed", tickvals=decades, row=1, col=1)
-    figure.update_yaxes(range=[0, 1], row=2, col=1)
-    if result.first_top1_layer is not None:
-        for row in range(1, rows + 1):
-            figure.add_vline(x=result.first_top1_layer, line={"dash": "dot", "color": "#e4572e"}, row=row, col=1)
-    figure.update_xaxes(range=[min(xs) - 0.5, max(xs) + 0.5], dtick=1 if len(xs) <= 40 else 4)
-    figure.update_xaxes(title_text="after layer (−1: embeddings)", row=rows, col=1)
-    figure.update_layout(height=170 * rows + 80, margin={"l": 60, "r": 20, "t": 40, "b": 50}, showlegend=False)
-    return figure
+    layout: dict = {
+        "height": 170 * rows + 80, "margin": {"l": 60, "r": 20, "t": 40, "b": 50}, "showlegend": False,
+        "xaxis": {"anchor": _axis(rows - 1), "range": [min(xs) - 0.5, max(xs) + 0.5],
+                  "dtick": 1 if len(xs) <= 40 else 4, "title": {"text": "after layer (−1: embeddings)"}},
+        "annotations": [{"text": title, "x": 0.5, "y": top, "xref": "paper", "yref": "paper", "xanchor": "center",
+                         "yanchor": "bottom", "showarrow": False, "font": {"size": 16}}
+                        for title, top in zip(titles, tops, strict=False)],
+        "shapes": [] if result.first_top1_layer is None else [
+            {"type": "line", "x0": result.first_top1_layer, "x1": result.first_top1_layer, "xref": "x",
+             "y0": 0, "y1": 1, "yref": f"{_axis(row)} domain", "line": {"dash": "dot", "color": "#e4572e"}}
+            for row in range(rows)],
+    }
+    own_axes = [{"type": "log", "autorange": "reversed", "tickvals": decades}, {"range": [0, 1]}, {}]
+    for row in range(rows):
+        layout["yaxis" if row == 0 else f"yaxis{row + 1}"] = {"domain": [tops[row] - span, tops[row]],
+                                                              "anchor": "x", **own_axes[row]}
+    data = [go.Scatter(x=xs, y=ys, mode="lines+markers", customdata=names, yaxis=_axis(row),
+                       hovertemplate="after %{customdata}<br>%{y}<extra></extra>")
+            for row, ys in enumerate(series[:rows])]
+    return go.Figure(data=data, layout=layout)
 
 
 def show_first_top1(result: LensResult) -> None:
