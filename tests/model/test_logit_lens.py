@@ -111,9 +111,13 @@ def test_the_prompt_testers_lens_comes_from_its_own_forward(family, tiny_family_
     """analyze_prompt(lens=True) reads the lens from next_tokens' forward: before TransformerLens is set up (the
     model's own layers) and after (the bridge's blocks), equal to logit_lens (read_sites' forward) and to the hand
     loop on the untouched model; the prediction itself is the same as without the lens."""
+    from headscope.backends.bridge import HOOKS_LATER_FAMILIES
+    from headscope.backends.layouts import LAYOUTS
     from headscope.loading import ModelRequest, load_model
     from headscope.predict import analyze_prompt
 
+    # every family served before TransformerLens is set up has a layout: its lens never waits for the set-up
+    assert set(HOOKS_LATER_FAMILIES) <= set(LAYOUTS)
     loaded = tiny_family_loader(family)
     prompt = "1 2 3 4 "
     tokens = torch.tensor([[embedded_tokenizer.bos_token_id,
