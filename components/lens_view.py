@@ -78,7 +78,7 @@ def lens_figure(result: LensResult) -> go.Figure:
     }
     own_axes = [{"type": "log", "autorange": "reversed", "tickvals": decades}, {"range": [0, 1]}, {}]
     for row in range(rows):
-        layout["yaxis" if row == 0 else f"yaxis{row + 1}"] = {"domain": [tops[row] - span, tops[row]],
+        layout["yaxis" if row == 0 else f"yaxis{row + 1}"] = {"domain": [max(tops[row] - span, 0.0), tops[row]],
                                                               "anchor": "x", **own_axes[row]}
     data = [go.Scatter(x=xs, y=ys, mode="lines+markers", customdata=names, yaxis=_axis(row),
                        hovertemplate="after %{customdata}<br>%{y}<extra></extra>")
