@@ -5,6 +5,7 @@ is headscope.backends.readout's over the bridge's FamilyView (TransformerLens' p
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -85,11 +86,16 @@ def lens_route(backend: BridgeBackend) -> tuple[Sequence[Any], Any]:
 
 @contextlib.contextmanager
 def resid_hooks(blocks: Sequence[Any]) -> Iterator[dict[str, torch.Tensor]]:
-    """Plain torch hooks that keep, from whatever forward runs inside, the last position's residual entering block 0
-    ("embed": after the embeddings, their scale and position embeddings) and after each block (0, 1, …)."""
+    """Plain torch hooks that keep, from the forward this thread runs inside, the last position's residual entering
+    block 0 ("embed": after the embeddings, their scale and position embeddings) and after each block (0, 1, …)."""
     seen: dict[str, torch.Tensor] = {}
+    # the hooks sit on the shared model: a caller served during a hand-over between layers (LayerTurns) runs the
+    # same blocks on its own thread, and must not overwrite this forward's rows
+    mine = threading.get_ident()
 
     def keep(name: str, value: Any) -> None:
+        if threading.get_ident() != mine:
+            return
         value = value[0] if isinstance(value, tuple) else value
         seen[name] = value[:, -1].detach().clone()  # the row alone: a view would keep the whole [pos, d_model]
 
