@@ -34,6 +34,8 @@ def session_id() -> str:
 def waiting_text(status: sharing.GateStatus, what: str) -> str:
     """What a waiting request is told: the other job's time left is that job's, not this request's wait (a request
     goes in at the job's next step), so it is said as the job's."""
+    if status.own_remote_job:
+        return f"Waiting for NDIF: {status.describe()}…"
     if status.eta_seconds is not None:
         timing = f"about {status.eta_seconds:.0f} s left for that job as a whole"
     else:
@@ -70,7 +72,8 @@ class WaitingNotice:
                 # "Waited … s for …" at once: the page may end (st.stop()) before app.py could finish the notice
                 self.finish()
             return
-        self.last = what  # for "Waited 3.1 s for …" (its time left is stale)
+        # for "Waited 3.1 s for …" (its time left is stale, as is an NDIF job's state)
+        self.last = "your NDIF job" if status.own_remote_job else what
         # nobody's job (the server's own set-up of the model) leaves no "Waited" line once over: nobody asked for it
         self.server_job = status.owner is None
         self.text_slot.info(md(waiting_text(status, what)), icon=":material/hourglass_top:")

@@ -35,12 +35,15 @@ class GateStatus:
     held_seconds: float = 0.0
     eta_seconds: float | None = None
     waiting: int = 0
+    own_remote_job: bool = False  # the caller's own NDIF job (not another job holding the model): said as theirs
 
     def describe(self, me: str | None = None, timing: bool = True) -> str:
         """'an exact sweep in another session, about 40 s left' (or in this session); without the time left (or taken
         so far) where timing=False."""
         if not self.busy:
             return "nothing"
+        if self.own_remote_job:
+            return f"{self.job}, {readable_duration(self.held_seconds)} so far" if timing else self.job
         where = "" if self.owner is None else (" in this session" if self.owner == me else " in another session")
         if not timing:
             return f"{self.job or 'a computation'}{where}"

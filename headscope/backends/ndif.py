@@ -113,10 +113,12 @@ def wait_for_job(job: Any, *, timeout: float, on_state: Callable[[RemoteJobState
 
 
 def gate_on_state(state: RemoteJobState) -> None:
-    """Show the job's state through the caller's on_wait callback (see headscope.sharing), which may cancel."""
+    """Show the job's state through the caller's on_wait callback (see headscope.sharing), which may cancel; a
+    completed job ends the wait (the CLI clears its progress line, the page its notice)."""
     callback = current_on_wait()
     if callback is not None:
-        callback(GateStatus(True, f"the NDIF job ({state.state})", current_owner(), state.elapsed, None, 0))
+        callback(GateStatus(state.state != "completed", f"the NDIF job ({state.state})", current_owner(),
+                            state.elapsed, None, 0, own_remote_job=True))
 
 
 class _NdifJob(RemoteBackend):

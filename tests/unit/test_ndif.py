@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import headscope.backends.ndif as ndif_backend
+from components.turns import waiting_text
 from headscope.backends.ndif import (
     NdifListing,
     NdifRun,
@@ -244,8 +245,12 @@ def test_the_job_state_reaches_the_callers_on_wait():
     seen = []
     with caller("session-a", on_wait=seen.append):
         gate_on_state(RemoteJobState("job-1", "queued", 12.0))
-    assert len(seen) == 1 and seen[0].busy
-    assert seen[0].describe("session-a") == "the NDIF job (queued) in this session, running for 12 s"
+        gate_on_state(RemoteJobState("job-1", "completed", 13.5))
+    assert len(seen) == 2 and seen[0].busy
+    # the caller's own job: not "in this session" (a CLI has no session), the time so far
+    assert seen[0].describe("session-a") == "the NDIF job (queued), 12 s so far"
+    assert waiting_text(seen[0], "") == "Waiting for NDIF: the NDIF job (queued), 12 s so far…"
+    assert not seen[1].busy  # the wait is over: the CLI clears its line, the page its notice
 
 
 @pytest.mark.parametrize(("args", "message"), [
