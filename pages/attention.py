@@ -38,6 +38,7 @@ from headscope.patterns import (
     single_head_view,
     standalone_html,
 )
+from headscope.profile import timed
 from headscope.scores import score_heads
 from headscope.tasks import task_names
 
@@ -79,16 +80,20 @@ title_col.title("Attention patterns")
 line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption("Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →. "
            "Views are drawn offline (circuitsvis, inlined).")
-model = require_model(hooks=True)
+with timed("attention: model"):
+    model = require_model(hooks=True)
 info = model.info
 if PENDING_HEADS in st.session_state:
     st.session_state[HEADS_BOX] = st.session_state.pop(PENDING_HEADS)
 
 with controls():
-    prompt = prompt_box(st, default_prompt(model), height=80,
+    with timed("attention: default prompt"):
+        default = default_prompt(model)
+    prompt = prompt_box(st, default, height=80,
                         help="Default: a digits prompt from the built-in task, fitted to this tokenizer. The prompt "
                              "tester shares this box.")
-    sweeps = cached_sweeps(model)
+    with timed("attention: cached sweeps"):
+        sweeps = cached_sweeps(model)
     # the presets every server has come first, so the default (the first) never depends on what happens to be cached
     preset_names = [preset.name for preset in model_presets(info)]
     score_presets = [f"Top {TOP_K} by {SCORE_TITLES[score].lower()}" for score in SCORE_NAMES]
@@ -121,7 +126,8 @@ if heads:
         if memo is not None and memo[0] == memo_key:
             result = memo[1]
         else:
-            result = shared_pattern_memo().patterns(model, prompt, heads)  # only heads not seen on it
+            with timed("attention: patterns"):
+                result = shared_pattern_memo().patterns(model, prompt, heads)  # only heads not seen on it
             st.session_state["ap_patterns"] = (memo_key, result)
     except HeadscopeError as error:
         st.error(md(str(error)))
@@ -146,7 +152,8 @@ if result is not None:
                    f"; attention to earlier positions ({100 * result.outside_share():.0f}% of each row on average) is "
                    f"not drawn. The views number the drawn positions from 0: add {result.first_position:,}. The "
                    "downloads hold this window, with positions counted in the whole prompt.")
-    circuits_frame(grid_view(result), description="Attention patterns of the selected heads")
+    with timed("attention: grid view"):
+        circuits_frame(grid_view(result), description="Attention patterns of the selected heads")
     if result.grouped_query:
         st.caption(f"Grouped-query attention: {info.n_heads:d} query heads share {info.n_kv_heads:d} key/value "
                    "heads; each query head's KV head is in its name and below.")
@@ -159,8 +166,9 @@ if result is not None:
                                 help="layer.head; the grid above names each head with its KV head")
     mirror_choice("single", single_label, labels[0])
     single = labels.index(single_label) if single_label in labels else 0
-    circuits_frame(single_head_view(result, single), max_width=SINGLE_MAX_WIDTH,
-                   description=plain(f"Attention pattern of head {result.head_name(single)} with token labels"))
+    with timed("attention: single view"):
+        circuits_frame(single_head_view(result, single), max_width=SINGLE_MAX_WIDTH,
+                       description=plain(f"Attention pattern of head {result.head_name(single)} with token labels"))
     html_col = csv_col = st.container(horizontal=True, wrap=True)
     html_col.download_button(
         "Download view as offline HTML (for slides)",
@@ -181,7 +189,8 @@ if result is not None:
         icon=":material/table:",
     )
     st.subheader(f"What head {md(result.heads[single].label)} writes")
-    head_writes_panel(model, result.prompt, result.heads[single], key="ap_writes")
+    with timed("attention: head writes"):
+        head_writes_panel(model, result.prompt, result.heads[single], key="ap_writes")
 
 st.header("Head-type scores")
 with controls("Score controls"):
@@ -204,7 +213,8 @@ copy_link(link_col, notebook_code(
                  single=single_shown if heads and single_shown != heads[0].label else None)] if heads else []),
     call_code("scores", score, prompt=score_prompt, task=task if score == "sequence" else None)))
 try:
-    scores = score_heads(model, score, prompt=score_prompt, task=task, compute=False)
+    with timed("attention: scores"):
+        scores = score_heads(model, score, prompt=score_prompt, task=task, compute=False)
     if scores is None:
         # message and button in one placeholder, cleared once the score is there
         pending = st.empty()
