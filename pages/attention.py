@@ -120,14 +120,16 @@ except HeadscopeError as error:
 
 result = None
 memo = st.session_state.get("ap_patterns")
+window_start = st.session_state.get("ap_window")  # a long prompt's drawn window, as last chosen (None: the last)
 if heads:
-    memo_key = (str(model.identity), prompt, heads)
+    memo_key = (str(model.identity), prompt, heads, window_start)
     try:
         if memo is not None and memo[0] == memo_key:
             result = memo[1]
         else:
             with timed("attention: patterns"):
-                result = shared_pattern_memo().patterns(model, prompt, heads)  # only heads not seen on it
+                # one forward per prompt: a head change or a new window reuses it
+                result = shared_pattern_memo().window(model, prompt, heads, window_start)
             st.session_state["ap_patterns"] = (memo_key, result)
     except HeadscopeError as error:
         st.error(md(str(error)))
@@ -139,15 +141,17 @@ if failed and memo is not None and memo[0][0] == str(model.identity):
 if result is not None:
     shown_prompt = result.prompt if len(result.prompt) <= 60 else f"{result.prompt[:57]}…"
     settings_line(line, f"{info.name} · heads {format_heads(result.heads)} · prompt {shown_prompt!r}")
-    st.subheader(f"{plural(len(result.heads), 'head')} on {plural(len(result.tokens), 'token')}")
-    if len(result.tokens) > MAX_VIEW_TOKENS:
-        last_start = len(result.tokens) - MAX_VIEW_TOKENS
-        start = st.number_input(
+    n_tokens = result.prompt_tokens or len(result.tokens)
+    st.subheader(f"{plural(len(result.heads), 'head')} on {plural(n_tokens, 'token')}")
+    if result.is_window:
+        last_start = n_tokens - MAX_VIEW_TOKENS
+        if st.session_state.get("ap_window") != result.first_position:  # first drawn, or another prompt's window
+            st.session_state["ap_window"] = result.first_position
+        st.number_input(
             f"Window: the {MAX_VIEW_TOKENS:d} positions drawn start at", min_value=0, max_value=last_start,
-            value=last_start, step=MAX_VIEW_TOKENS // 2, key="ap_window",
+            step=MAX_VIEW_TOKENS // 2, key="ap_window",
             help="A long prompt is drawn as a square window of its positions (destination and source); the "
                  "patterns were computed on the whole prompt.")
-        result = result.window(int(start))
         st.caption(f"Drawing positions {result.first_position:,}–{result.last_position:,} of {result.prompt_tokens:,}"
                    f"; attention to earlier positions ({100 * result.outside_share():.0f}% of each row on average) is "
                    f"not drawn. The views number the drawn positions from 0: add {result.first_position:,}. The "
