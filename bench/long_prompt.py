@@ -6,6 +6,7 @@ forward of the same prompt, run in the same process.
     python bench/long_prompt.py --browser --chars 16000   # the app in Chromium (bench/app_jobs.py's long steps)
 
 `--browser`: a server with HEADSCOPE_PROFILE=1 (its `profile <call> <seconds>` lines are printed after the run), the
+server warmed (the prompt tester and the attention page on their defaults, as after bench/app_jobs.py's sweep), the
 long prompt opened by link on the prompt tester and on the attention page (4 heads), one head added, each beside a
 plain forward of the same prompt in its own process after the browser, with the bytes the browser received.
 
@@ -64,7 +65,7 @@ def browser_run(chars: int) -> None:
     from playwright.sync_api import sync_playwright
 
     from bench.app_jobs import long_prompt_pages, plain_forward
-    from bench.browser import wait_healthy
+    from bench.browser import IDLE, wait_healthy
     from bench.load import CHROMIUM_ARGS, RUN_RECORDER, free_port
 
     results = tempfile.mkdtemp(prefix="hs-long-")
@@ -86,6 +87,14 @@ def browser_run(chars: int) -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.add_init_script(RUN_RECORDER)
             page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: received.append(len(payload))))
+            for path in ("/", "/attention"):  # warm, as after bench/app_jobs.py's sweep: model and hooks set up
+                page.goto(f"http://localhost:{port}{path}")
+                page.wait_for_selector("iframe" if path == "/attention" else '[data-testid="hs-token-strip"]',
+                                      timeout=600_000)
+                page.wait_for_selector(IDLE, timeout=600_000)
+            page.wait_for_timeout(15_000)  # the background first-use work (pattern route check, block cost) ends
+            began = time.time()
+            received.clear()
             figures = long_prompt_pages(page, port, chars)
             browser.close()
     finally:
@@ -97,7 +106,10 @@ def browser_run(chars: int) -> None:
                       "x plain forward": ratios, "plain forward s": round(forward, 2), "tokens": tokens,
                       "browser received MB": round(sum(received) / 2**20, 1),
                       "load": (load_before, os.getloadavg()[0])}), flush=True)
-    print("".join(line for line in log.read_text().splitlines(keepends=True) if line.startswith("profile ")))
+    for line in log.read_text().splitlines():  # profile <call> <seconds> <wall clock at its end>
+        if line.startswith("profile "):
+            *name, seconds, end = line.split()[1:]
+            print(f"  {' '.join(name):<28} {float(seconds):7.2f} s, ended at {float(end) - began:7.2f} s")
     shutil.rmtree(results, ignore_errors=True)
 
 

@@ -1,5 +1,5 @@
 """Timings of a page's expensive calls, for finding where a slow page spends its time: with HEADSCOPE_PROFILE=1 each
-`timed` block writes one line `profile <name> <seconds>` to stderr (the server's log); otherwise it costs nothing."""
+`timed` block writes one line `profile <name> <seconds> <wall clock at its end>` to stderr (the server's log); otherwise it costs nothing."""
 
 from __future__ import annotations
 
@@ -20,4 +20,4 @@ def timed(name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        print(f"profile {name} {time.perf_counter() - started:.3f}", file=sys.stderr, flush=True)
+        print(f"profile {name} {time.perf_counter() - started:.3f} {time.time():.3f}", file=sys.stderr, flush=True)

@@ -31,6 +31,7 @@ from headscope.heads import (
 )
 from headscope.pattern_memo import shared_pattern_memo
 from headscope.patterns import (
+    DEFAULT_VIEW_TOKENS,
     MAX_VIEW_TOKENS,
     default_prompt,
     grid_view,
@@ -121,15 +122,16 @@ except HeadscopeError as error:
 result = None
 memo = st.session_state.get("ap_patterns")
 window_start = st.session_state.get("ap_window")  # a long prompt's drawn window, as last chosen (None: the last)
+window_size = int(st.session_state.get("ap_window_size", DEFAULT_VIEW_TOKENS))
 if heads:
-    memo_key = (str(model.identity), prompt, heads, window_start)
+    memo_key = (str(model.identity), prompt, heads, window_start, window_size)
     try:
         if memo is not None and memo[0] == memo_key:
             result = memo[1]
         else:
             with timed("attention: patterns"):
                 # one forward per prompt: a head change or a new window reuses it
-                result = shared_pattern_memo().window(model, prompt, heads, window_start)
+                result = shared_pattern_memo().window(model, prompt, heads, window_start, window_size)
             st.session_state["ap_patterns"] = (memo_key, result)
     except HeadscopeError as error:
         st.error(md(str(error)))
@@ -143,13 +145,23 @@ if result is not None:
     settings_line(line, f"{info.name} · heads {format_heads(result.heads)} · prompt {shown_prompt!r}")
     n_tokens = result.prompt_tokens or len(result.tokens)
     st.subheader(f"{plural(len(result.heads), 'head')} on {plural(n_tokens, 'token')}")
+    if n_tokens > DEFAULT_VIEW_TOKENS:  # shown whenever it can matter, so that its choice stays
+        widest = min(MAX_VIEW_TOKENS, n_tokens)
+        if not 16 <= st.session_state.get("ap_window_size", 0) <= widest:
+            st.session_state["ap_window_size"] = min(DEFAULT_VIEW_TOKENS, widest)
+        size_col, start_col = st.columns(2)
+        size_col.number_input(
+            "Positions drawn", min_value=16, max_value=widest, step=16, key="ap_window_size",
+            help=f"The browser draws every cell of every head: {MAX_VIEW_TOKENS} positions take seconds per view "
+                 f"(about 15 s for four heads on a 2-core machine), {DEFAULT_VIEW_TOKENS} about one.")
     if result.is_window:
-        last_start = n_tokens - MAX_VIEW_TOKENS
+        drawn = len(result.tokens)
+        last_start = n_tokens - drawn
         if st.session_state.get("ap_window") != result.first_position:  # first drawn, or another prompt's window
             st.session_state["ap_window"] = result.first_position
-        st.number_input(
-            f"Window: the {MAX_VIEW_TOKENS:d} positions drawn start at", min_value=0, max_value=last_start,
-            step=MAX_VIEW_TOKENS // 2, key="ap_window",
+        start_col.number_input(
+            f"Window: the {drawn:d} positions drawn start at", min_value=0, max_value=last_start,
+            step=max(drawn // 2, 1), key="ap_window",
             help="A long prompt is drawn as a square window of its positions (destination and source); the "
                  "patterns were computed on the whole prompt.")
         st.caption(f"Drawing positions {result.first_position:,}–{result.last_position:,} of {result.prompt_tokens:,}"
