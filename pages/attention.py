@@ -145,7 +145,7 @@ if result is not None:
     settings_line(line, f"{info.name} · heads {format_heads(result.heads)} · prompt {shown_prompt!r}")
     n_tokens = result.prompt_tokens or len(result.tokens)
     st.subheader(f"{plural(len(result.heads), 'head')} on {plural(n_tokens, 'token')}")
-    if n_tokens > DEFAULT_VIEW_TOKENS:  # shown whenever it can matter, so that its choice stays
+    if n_tokens > DEFAULT_VIEW_TOKENS or result.is_window:  # shown whenever it can matter, so that its choice stays
         widest = min(MAX_VIEW_TOKENS, n_tokens)
         if not 16 <= st.session_state.get("ap_window_size", 0) <= widest:
             st.session_state["ap_window_size"] = min(DEFAULT_VIEW_TOKENS, widest)

@@ -160,3 +160,15 @@ def test_a_sweep_preset_names_what_the_user_chose_and_the_default_preset_ignores
     assert app.selectbox(key="preset").value == default  # a cached sweep does not become the default
     (preset,) = [option for option in app.selectbox(key="preset").options if "by ablation" in option]
     assert preset == "Top 8 by ablation: digits · mean · 3 prompts · seed 1 · estimate"
+
+
+def test_a_narrow_window_stays_usable_on_a_shorter_prompt(run_page):
+    # the count of positions drawn, chosen on a long prompt, outlives it: a 20-token prompt is then drawn in a window too
+    app = run_page("pages/attention.py")
+    app.text_area(key="prompt").input("The cat sat on the mat while the dog slept by the door. " * 8)
+    app.text_input(key="heads").input("3.4").run()
+    app.number_input(key="ap_window_size").set_value(16).run()
+    app.text_area(key="prompt").input("The cat sat on the mat while the dog slept by the door. The cat sat").run()
+    assert not app.exception and not app.error
+    assert app.number_input(key="ap_window_size").value == 16
+    assert any(c.value.startswith("Drawing positions") for c in app.caption)
