@@ -1,5 +1,6 @@
 """Timings of a page's expensive calls, for finding where a slow page spends its time: with HEADSCOPE_PROFILE=1 each
-`timed` block writes one line `profile <name> <seconds> <wall clock at its end>` to stderr (the server's log); otherwise it costs nothing."""
+`timed` block writes one line `profile <name> <seconds> <wall clock at its end>` to stderr (the server's log);
+otherwise it costs nothing. The wall clock lines a server's calls up with a browser's timings (bench/long_prompt.py)."""
 
 from __future__ import annotations
 

@@ -163,7 +163,7 @@ def test_a_sweep_preset_names_what_the_user_chose_and_the_default_preset_ignores
 
 
 def test_a_narrow_window_stays_usable_on_a_shorter_prompt(run_page):
-    # the count of positions drawn, chosen on a long prompt, outlives it: a 20-token prompt is then drawn in a window too
+    # the count of positions drawn, chosen on a long prompt, outlives it: a shorter prompt is then drawn in a window
     app = run_page("pages/attention.py")
     app.text_area(key="prompt").input("The cat sat on the mat while the dog slept by the door. " * 8)
     app.text_input(key="heads").input("3.4").run()
