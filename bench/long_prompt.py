@@ -3,6 +3,12 @@ forward of the same prompt, run in the same process.
 
     python bench/long_prompt.py                   # 20,000 characters of English (this repository's README)
     python bench/long_prompt.py --chars 8000 --heads 3.4,17.2
+    python bench/long_prompt.py --browser --chars 16000   # the app in Chromium (bench/app_jobs.py's long steps)
+
+`--browser`: a server with HEADSCOPE_PROFILE=1 (its `profile <call> <seconds>` lines are printed after the run), the
+server warmed (the prompt tester and the attention page on their defaults, as after bench/app_jobs.py's sweep), the
+long prompt opened by link on the prompt tester and on the attention page (4 heads), one head added, each beside a
+plain forward of the same prompt in its own process after the browser, with the bytes the browser received.
 
 Baseline: the model loaded by plain transformers (SDPA attention, float32), one forward returning the logits of every
 position. Target: the prompt tester (every position's top-1, the top-k and the answer at the last position) and the
@@ -49,12 +55,74 @@ def timed(label: str, fn, repeats: int = 1):
     return best, value
 
 
+def browser_run(chars: int) -> None:
+    """The app's long-prompt steps in Chromium (bench/app_jobs.py's `long_prompt_pages`), then a plain forward."""
+    import json
+    import shutil
+    import subprocess
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    from bench.app_jobs import long_prompt_pages, plain_forward
+    from bench.browser import IDLE, wait_healthy
+    from bench.load import CHROMIUM_ARGS, RUN_RECORDER, free_port
+
+    results = tempfile.mkdtemp(prefix="hs-long-")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), HEADSCOPE_RESULTS_DIR=results,
+               HEADSCOPE_MAX_JOB_SECONDS="86400", HEADSCOPE_PROFILE="1")
+    load_before = os.getloadavg()[0]
+    port = free_port()
+    log = Path(results) / "server.log"
+    with open(log, "w") as stderr:
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                                   "--server.headless", "true"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=stderr)
+    received: list[int] = []
+    try:
+        wait_healthy(port, time.time() + 240)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                                 args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.add_init_script(RUN_RECORDER)
+            page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: received.append(len(payload))))
+            for path in ("/", "/attention"):  # warm, as after bench/app_jobs.py's sweep: model and hooks set up
+                page.goto(f"http://localhost:{port}{path}")
+                page.wait_for_selector("iframe" if path == "/attention" else '[data-testid="hs-token-strip"]',
+                                      timeout=600_000)
+                page.wait_for_selector(IDLE, timeout=600_000)
+            page.wait_for_timeout(15_000)  # the background first-use work (pattern route check, block cost) ends
+            began = time.time()
+            received.clear()
+            figures = long_prompt_pages(page, port, chars)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    tokens, forward = plain_forward(chars, env)
+    ratios = {name: round(value if name.endswith(" s") else value / forward, 2) for name, value in figures.items()}
+    print(json.dumps({"seconds": {name: round(value, 2) for name, value in figures.items()},
+                      "x plain forward": ratios, "plain forward s": round(forward, 2), "tokens": tokens,
+                      "browser received MB": round(sum(received) / 2**20, 1),
+                      "load": (load_before, os.getloadavg()[0])}), flush=True)
+    for line in log.read_text().splitlines():  # profile <call> <seconds> <wall clock at its end>
+        if line.startswith("profile "):
+            *name, seconds, end = line.split()[1:]
+            print(f"  {' '.join(name):<28} {float(seconds):7.2f} s, ended at {float(end) - began:7.2f} s")
+    shutil.rmtree(results, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chars", type=int, default=20_000)
     parser.add_argument("--heads", default="3.4,9.1,17.2,23.3", help="heads of the pattern view")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--browser", action="store_true", help="the app's pages in Chromium instead")
     args = parser.parse_args()
+    if args.browser:
+        browser_run(args.chars)
+        return
 
     from transformers import AutoModelForCausalLM
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pandas as pd
 import streamlit as st
 
+from components import long_prompt
 from components.long_prompt import run_on_request
 from components.text import md, plain
 from headscope.component import Component
@@ -66,11 +67,16 @@ def head_writes_panel(model, prompt: str, component: Component, key: str) -> Non
         st.error(md(str(error)))
         return
     pos_col, k_col = st.columns([3, 1])
-    position = pos_col.selectbox(
-        "Position", range(len(tokens)), index=len(tokens) - 1, key=f"{key}_position",
-        format_func=lambda pos: plain(f"{pos}: {tokens[pos].display}"),
-        help="the position whose output of the head is read (BOS included in the positions); the last is the one "
-             "the logit difference is read at")
+    position_help = ("the position whose output of the head is read (BOS included in the positions); the last is the "
+                     "one the logit difference is read at")
+    if len(tokens) <= long_prompt.LONG_PROMPT_TOKENS:
+        position = pos_col.selectbox(
+            "Position", range(len(tokens)), index=len(tokens) - 1, key=f"{key}_position",
+            format_func=lambda pos: plain(f"{pos}: {tokens[pos].display}"), help=position_help)
+    else:  # a list of thousands of options costs the browser seconds on every rerun of the page
+        position = int(pos_col.number_input("Position", min_value=0, max_value=len(tokens) - 1,
+                                            value=len(tokens) - 1, key=f"{key}_long_position", help=position_help))
+        pos_col.caption(plain(f"Token at position {position:,}: {tokens[position].display}"))
     k = int(k_col.number_input("Tokens listed", min_value=1, max_value=MAX_K, value=DEFAULT_K, key=f"{key}_k"))
     identity = str(model.identity)
     asked = (identity, prompt, component, position, k)

@@ -33,6 +33,9 @@ CSV_COLUMNS = ("layer", "head", "kv_head", "dest", "dest_token", "src", "src_tok
 # Positions drawn at once: a view carries heads · n² numbers, so a long prompt is drawn as a square window of its
 # positions (both axes), the last ones by default; the computation itself always covers the whole prompt.
 MAX_VIEW_TOKENS = 200
+# Positions drawn by default: circuitsvis draws every cell of every head, and Chromium took ~15 s for a 4-head grid of
+# 200 positions plus ~3 s for its single-head view (2 cores), against ~1.4 s and ~0.8 s at 64 (docs/benchmarks.md)
+DEFAULT_VIEW_TOKENS = 64
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from headscope.heads import (
 )
 from headscope.pattern_memo import shared_pattern_memo
 from headscope.patterns import (
+    DEFAULT_VIEW_TOKENS,
     MAX_VIEW_TOKENS,
     default_prompt,
     grid_view,
@@ -38,6 +39,7 @@ from headscope.patterns import (
     single_head_view,
     standalone_html,
 )
+from headscope.profile import timed
 from headscope.scores import score_heads
 from headscope.tasks import task_names
 
@@ -79,16 +81,20 @@ title_col.title("Attention patterns")
 line = st.empty()  # presentation mode: the view's settings, in one line under the title
 st.caption("Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →. "
            "Views are drawn offline (circuitsvis, inlined).")
-model = require_model(hooks=True)
+with timed("attention: model"):
+    model = require_model(hooks=True)
 info = model.info
 if PENDING_HEADS in st.session_state:
     st.session_state[HEADS_BOX] = st.session_state.pop(PENDING_HEADS)
 
 with controls():
-    prompt = prompt_box(st, default_prompt(model), height=80,
+    with timed("attention: default prompt"):
+        default = default_prompt(model)
+    prompt = prompt_box(st, default, height=80,
                         help="Default: a digits prompt from the built-in task, fitted to this tokenizer. The prompt "
                              "tester shares this box.")
-    sweeps = cached_sweeps(model)
+    with timed("attention: cached sweeps"):
+        sweeps = cached_sweeps(model)
     # the presets every server has come first, so the default (the first) never depends on what happens to be cached
     preset_names = [preset.name for preset in model_presets(info)]
     score_presets = [f"Top {TOP_K} by {SCORE_TITLES[score].lower()}" for score in SCORE_NAMES]
@@ -115,13 +121,17 @@ except HeadscopeError as error:
 
 result = None
 memo = st.session_state.get("ap_patterns")
+window_start = st.session_state.get("ap_window")  # a long prompt's drawn window, as last chosen (None: the last)
+window_size = int(st.session_state.get("ap_window_size", DEFAULT_VIEW_TOKENS))
 if heads:
-    memo_key = (str(model.identity), prompt, heads)
+    memo_key = (str(model.identity), prompt, heads, window_start, window_size)
     try:
         if memo is not None and memo[0] == memo_key:
             result = memo[1]
         else:
-            result = shared_pattern_memo().patterns(model, prompt, heads)  # only heads not seen on it
+            with timed("attention: patterns"):
+                # one forward per prompt: a head change or a new window reuses it
+                result = shared_pattern_memo().window(model, prompt, heads, window_start, window_size)
             st.session_state["ap_patterns"] = (memo_key, result)
     except HeadscopeError as error:
         st.error(md(str(error)))
@@ -133,20 +143,33 @@ if failed and memo is not None and memo[0][0] == str(model.identity):
 if result is not None:
     shown_prompt = result.prompt if len(result.prompt) <= 60 else f"{result.prompt[:57]}…"
     settings_line(line, f"{info.name} · heads {format_heads(result.heads)} · prompt {shown_prompt!r}")
-    st.subheader(f"{plural(len(result.heads), 'head')} on {plural(len(result.tokens), 'token')}")
-    if len(result.tokens) > MAX_VIEW_TOKENS:
-        last_start = len(result.tokens) - MAX_VIEW_TOKENS
-        start = st.number_input(
-            f"Window: the {MAX_VIEW_TOKENS:d} positions drawn start at", min_value=0, max_value=last_start,
-            value=last_start, step=MAX_VIEW_TOKENS // 2, key="ap_window",
+    n_tokens = result.prompt_tokens or len(result.tokens)
+    st.subheader(f"{plural(len(result.heads), 'head')} on {plural(n_tokens, 'token')}")
+    if n_tokens > DEFAULT_VIEW_TOKENS or result.is_window:  # shown whenever it can matter, so that its choice stays
+        widest = min(MAX_VIEW_TOKENS, n_tokens)
+        if not 16 <= st.session_state.get("ap_window_size", 0) <= widest:
+            st.session_state["ap_window_size"] = min(DEFAULT_VIEW_TOKENS, widest)
+        size_col, start_col = st.columns(2)
+        size_col.number_input(
+            "Positions drawn", min_value=16, max_value=widest, step=16, key="ap_window_size",
+            help=f"The browser draws every cell of every head: {MAX_VIEW_TOKENS} positions take seconds per view "
+                 f"(about 15 s for four heads on a 2-core machine), {DEFAULT_VIEW_TOKENS} about one.")
+    if result.is_window:
+        drawn = len(result.tokens)
+        last_start = n_tokens - drawn
+        if st.session_state.get("ap_window") != result.first_position:  # first drawn, or another prompt's window
+            st.session_state["ap_window"] = result.first_position
+        start_col.number_input(
+            f"Window: the {drawn:d} positions drawn start at", min_value=0, max_value=last_start,
+            step=max(drawn // 2, 1), key="ap_window",
             help="A long prompt is drawn as a square window of its positions (destination and source); the "
                  "patterns were computed on the whole prompt.")
-        result = result.window(int(start))
         st.caption(f"Drawing positions {result.first_position:,}–{result.last_position:,} of {result.prompt_tokens:,}"
                    f"; attention to earlier positions ({100 * result.outside_share():.0f}% of each row on average) is "
                    f"not drawn. The views number the drawn positions from 0: add {result.first_position:,}. The "
                    "downloads hold this window, with positions counted in the whole prompt.")
-    circuits_frame(grid_view(result), description="Attention patterns of the selected heads")
+    with timed("attention: grid view"):
+        circuits_frame(grid_view(result), description="Attention patterns of the selected heads")
     if result.grouped_query:
         st.caption(f"Grouped-query attention: {info.n_heads:d} query heads share {info.n_kv_heads:d} key/value "
                    "heads; each query head's KV head is in its name and below.")
@@ -159,8 +182,9 @@ if result is not None:
                                 help="layer.head; the grid above names each head with its KV head")
     mirror_choice("single", single_label, labels[0])
     single = labels.index(single_label) if single_label in labels else 0
-    circuits_frame(single_head_view(result, single), max_width=SINGLE_MAX_WIDTH,
-                   description=plain(f"Attention pattern of head {result.head_name(single)} with token labels"))
+    with timed("attention: single view"):
+        circuits_frame(single_head_view(result, single), max_width=SINGLE_MAX_WIDTH,
+                       description=plain(f"Attention pattern of head {result.head_name(single)} with token labels"))
     html_col = csv_col = st.container(horizontal=True, wrap=True)
     html_col.download_button(
         "Download view as offline HTML (for slides)",
@@ -181,7 +205,8 @@ if result is not None:
         icon=":material/table:",
     )
     st.subheader(f"What head {md(result.heads[single].label)} writes")
-    head_writes_panel(model, result.prompt, result.heads[single], key="ap_writes")
+    with timed("attention: head writes"):
+        head_writes_panel(model, result.prompt, result.heads[single], key="ap_writes")
 
 st.header("Head-type scores")
 with controls("Score controls"):
@@ -204,7 +229,8 @@ copy_link(link_col, notebook_code(
                  single=single_shown if heads and single_shown != heads[0].label else None)] if heads else []),
     call_code("scores", score, prompt=score_prompt, task=task if score == "sequence" else None)))
 try:
-    scores = score_heads(model, score, prompt=score_prompt, task=task, compute=False)
+    with timed("attention: scores"):
+        scores = score_heads(model, score, prompt=score_prompt, task=task, compute=False)
     if scores is None:
         # message and button in one placeholder, cleared once the score is there
         pending = st.empty()

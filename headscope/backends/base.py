@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from headscope.backends.interventions import (
 from headscope.memory import activation_budget, chunk_target_bytes
 from headscope.methods import AblationMethod, method_for_source
 from headscope.sharing import ModelGate
+
+if TYPE_CHECKING:
+    from headscope.backends.attention_inputs import AttentionInputs
 
 
 @dataclass(frozen=True)
@@ -556,6 +559,12 @@ class Backend(ABC):
         layer has run; only reductions are kept. Blocks above the highest layer asked for are not run. `heads`
         (optional) names the heads of each layer that will be read: a backend may then return only those rows of
         the head axis, in that order."""
+
+    def attention_inputs(self, tokens: torch.Tensor, top_layer: int) -> AttentionInputs | None:
+        """The query, key and mask of layers 0..top_layer on tokens[1, pos] from one forward, so that any of their
+        heads' patterns is recomputed without another (a page's head change on a long prompt); None where this
+        backend has no such route (patterns then come from reduce_attention_patterns)."""
+        return None
 
     # ------------------------------------------------------------------------------------------------ weights
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from headscope.backends import bridge_hooks, weights
+from headscope.backends.attention_inputs import AttentionInputs
 from headscope.backends.base import (
     AttributionEffects,
     Backend,
@@ -47,7 +48,7 @@ from headscope.backends.base import (
 from headscope.backends.bos import BosPolicy, decide_bos
 from headscope.backends.bridge_checks import RouteChecks
 from headscope.backends.bridge_hooks import apply_mlp_edit, apply_z_edit
-from headscope.backends.bridge_patterns import bridge_patterns, native_patterns
+from headscope.backends.bridge_patterns import bridge_patterns, native_attention_inputs, native_patterns
 from headscope.backends.bridge_routes import LayerTurns, NativeAttention, StopForward
 from headscope.backends.bridge_setup import (
     LazyBridge,
@@ -432,6 +433,12 @@ class BridgeBackend(Backend):
         if self.native_patterns:
             return native_patterns(self, tokens, reduce, wanted, heads)
         return bridge_patterns(self, tokens, reduce, wanted, heads)
+
+    @torch.inference_mode()
+    def attention_inputs(self, tokens: torch.Tensor, top_layer: int) -> AttentionInputs | None:
+        if not self.native_patterns:
+            return None
+        return native_attention_inputs(self, tokens, top_layer)
 
     @property
     def native_patterns(self) -> bool:

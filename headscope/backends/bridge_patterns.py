@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from headscope.backends.attention_inputs import AttentionInputs, LayerInputs
 from headscope.backends.bridge_routes import StopForward, capturing_sdpa, head_patterns
 from headscope.memory import block_bytes_per_token, plan_chunks
 
@@ -57,20 +58,53 @@ def native_patterns(backend: Any, tokens: torch.Tensor, reduce: Callable[[int, t
     plan_chunks(f"Attention patterns of {seq:,} tokens", 1,
                 2 * 4 * batch * widest * seq * seq
                 + block_bytes_per_token(backend.info, backend.dtype, 1) * batch * seq, backend.budget_bytes())
+    reduced: dict[int, Any] = {}
+
+    def capture(layer: int, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
+                scaling: float | None, causal: bool) -> None:
+        chosen = list(heads[layer]) if heads is not None and layer in heads else list(range(backend.info.n_heads))
+        reduced[layer] = reduce(layer, head_patterns(query, key, mask, scaling, causal, chosen))
+
+    _native_forward(backend, tokens, wanted, capture)
+    return reduced
+
+
+def native_attention_inputs(backend: Any, tokens: torch.Tensor, top_layer: int) -> AttentionInputs:
+    """The query, key and mask of layers 0..top_layer from one forward of the model's own attention (batch 1), kept
+    so that any of their heads' patterns is recomputed without another forward."""
+    seq = int(tokens.shape[1])
+    info = backend.info
+    kept_per_token = (top_layer + 1) * (info.n_heads + info.n_kv_heads) * info.d_head * backend.dtype.itemsize
+    plan_chunks(f"Attention inputs of {seq:,} tokens", 1,
+                kept_per_token * seq + block_bytes_per_token(info, backend.dtype, 1) * seq, backend.budget_bytes())
+    layers: dict[int, LayerInputs] = {}
+
+    def capture(layer: int, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
+                scaling: float | None, causal: bool) -> None:
+        layers[layer] = LayerInputs(query[:1].detach(), key[:1].detach(),
+                                    None if mask is None else mask[:1].detach(), scaling, bool(causal))
+
+    _native_forward(backend, tokens[:1], set(range(top_layer + 1)), capture)
+    return AttentionInputs(layers, top_layer, seq)
+
+
+def _native_forward(backend: Any, tokens: torch.Tensor, wanted: set[int],
+                    capture: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor | None, float | None, bool],
+                                      None]) -> None:
+    """One forward of the model's own attention up to the highest wanted layer; capture(layer, query, key, mask,
+    scaling, causal) for each wanted layer as its attention kernel is called."""
     layer_of = {id(attention.original_component): index for index, (_, _, attention)
                 in enumerate(backend.native.slots()) if index in wanted}
     top = max(wanted)
-    reduced: dict[int, Any] = {}
     mine = threading.get_ident()
 
-    def capture(module: Any, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
+    def on_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
                 scaling: float | None, is_causal: bool | None) -> None:
         layer = layer_of.get(id(module))
         if layer is None:
             return
-        chosen = list(heads[layer]) if heads is not None and layer in heads else list(range(backend.info.n_heads))
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-        reduced[layer] = reduce(layer, head_patterns(query, key, mask, scaling, causal, chosen))
+        capture(layer, query, key, mask, scaling, causal)
 
     def stop(module: Any, args: tuple) -> None:
         if threading.get_ident() == mine:
@@ -79,7 +113,7 @@ def native_patterns(backend: Any, tokens: torch.Tensor, reduce: Callable[[int, t
     slots = backend.native.slots()
     handle = slots[top + 1][0].register_forward_pre_hook(stop) if top + 1 < len(slots) else None
     try:
-        with backend.gate.hold(), capturing_sdpa(mine, capture), backend.native.swapped() as native, \
+        with backend.gate.hold(), capturing_sdpa(mine, on_sdpa), backend.native.swapped() as native, \
                 backend.turns.during(), contextlib.suppress(StopForward):
             if not native:
                 raise RuntimeError("the native attention route is off")
@@ -87,7 +121,6 @@ def native_patterns(backend: Any, tokens: torch.Tensor, reduce: Callable[[int, t
     finally:
         if handle is not None:
             handle.remove()
-    return reduced
 
 
-__all__ = ["bridge_patterns", "native_patterns"]
+__all__ = ["bridge_patterns", "native_attention_inputs", "native_patterns"]

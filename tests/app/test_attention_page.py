@@ -103,26 +103,32 @@ def test_a_pending_heatmap_click_lands_in_the_heads_box(run_page):
 
 
 def test_a_long_prompt_is_drawn_as_a_movable_window_of_its_positions(run_page):
-    from headscope.patterns import MAX_VIEW_TOKENS
+    from headscope.patterns import DEFAULT_VIEW_TOKENS as DRAWN
 
     app = run_page("pages/attention.py")
     app.text_area(key="prompt").input("The cat sat on the mat while the dog slept by the door. " * 30)
     app.text_input(key="heads").input("3.4, 17.2").run()
     assert not app.exception and not app.error
     n = int(app.subheader[0].value.split(" on ")[1].split()[0].replace(",", ""))
-    assert n > MAX_VIEW_TOKENS
+    assert n > DRAWN
     window = app.number_input(key="ap_window")
-    assert window.value == n - MAX_VIEW_TOKENS
+    assert window.value == n - DRAWN
     caption = next(c.value for c in app.caption if c.value.startswith("Drawing positions"))
-    assert caption.startswith(f"Drawing positions {n - MAX_VIEW_TOKENS:,}–{n - 1:,} of {n:,}")
-    assert f"from 0: add {n - MAX_VIEW_TOKENS:,}." in caption  # circuitsvis numbers labels within the window
+    assert caption.startswith(f"Drawing positions {n - DRAWN:,}–{n - 1:,} of {n:,}")
+    assert f"from 0: add {n - DRAWN:,}." in caption  # circuitsvis numbers labels within the window
     grid = _frames(app)[0]
     labels = grid.split('"tokens": [', 1)[1].split("]", 1)[0]
-    assert labels.count('", "') == MAX_VIEW_TOKENS - 1  # one label per drawn position
+    assert labels.count('", "') == DRAWN - 1  # one label per drawn position
     window.set_value(0).run()
     assert not app.exception
-    assert any(c.value.startswith(f"Drawing positions 0–{MAX_VIEW_TOKENS - 1:,} of") for c in app.caption)
+    assert any(c.value.startswith(f"Drawing positions 0–{DRAWN - 1:,} of") for c in app.caption)
     assert _frames(app)[0] != grid
+    # more positions drawn on request (each costs the browser n² cells per head); the start stays where it was
+    app.number_input(key="ap_window_size").set_value(DRAWN + 16).run()
+    assert not app.exception
+    labels = _frames(app)[0].split('"tokens": [', 1)[1].split("]", 1)[0]
+    assert labels.count('", "') == DRAWN + 16 - 1
+    assert any(c.value.startswith(f"Drawing positions 0–{DRAWN + 15:,} of") for c in app.caption)
 
 
 def test_every_cached_sweep_is_its_own_preset(run_page, embedded_model):
@@ -154,3 +160,15 @@ def test_a_sweep_preset_names_what_the_user_chose_and_the_default_preset_ignores
     assert app.selectbox(key="preset").value == default  # a cached sweep does not become the default
     (preset,) = [option for option in app.selectbox(key="preset").options if "by ablation" in option]
     assert preset == "Top 8 by ablation: digits · mean · 3 prompts · seed 1 · estimate"
+
+
+def test_a_narrow_window_stays_usable_on_a_shorter_prompt(run_page):
+    # the count of positions drawn, chosen on a long prompt, outlives it: a shorter prompt is then drawn in a window
+    app = run_page("pages/attention.py")
+    app.text_area(key="prompt").input("The cat sat on the mat while the dog slept by the door. " * 8)
+    app.text_input(key="heads").input("3.4").run()
+    app.number_input(key="ap_window_size").set_value(16).run()
+    app.text_area(key="prompt").input("The cat sat on the mat while the dog slept by the door. The cat sat").run()
+    assert not app.exception and not app.error
+    assert app.number_input(key="ap_window_size").value == 16
+    assert any(c.value.startswith("Drawing positions") for c in app.caption)

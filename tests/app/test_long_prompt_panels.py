@@ -39,3 +39,15 @@ def test_what_a_head_writes_on_a_long_prompt_runs_when_asked(run_page, embedded_
     assert any("OV view of head" in block.value for block in app.markdown)
     app.button(key="ap_writes_long_prompt_button").click().run()
     assert not app.exception and _writes_shown(app)
+
+
+def test_a_long_prompts_position_is_a_number_not_a_list_of_every_token(run_page, embedded_model):
+    # a selectbox of 4,343 options cost the browser seconds on every rerun of the attention page
+    app = run_page("pages/attention.py", heads="3.4")
+    assert not app.exception
+    assert not [box for box in app.selectbox if box.key == "ap_writes_position"]
+    position = app.number_input(key="ap_writes_long_position")
+    assert position.value == 8  # "1 2 3 4 " with BOS: the last of 9 positions
+    assert any(caption.value == "Token at position 8: ·" for caption in app.caption)
+    position.set_value(1).run()
+    assert any(caption.value == "Token at position 1: 1" for caption in app.caption)

@@ -1,5 +1,6 @@
-"""A change of the attention page's head list computes only the heads it adds (a long prompt's whole forward ran
-again on every change); the ablation page's head view reads the same memo."""
+"""A change of the attention page's head list, or of its window, runs no forward: the prompt's one forward serves
+them all (a long prompt's whole forward ran again on every change); the ablation page's head view reads the same
+memo."""
 
 import pytest
 
@@ -11,20 +12,24 @@ def own_results_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSCOPE_RESULTS_DIR", str(tmp_path / "results"))
 
 
-def test_changing_the_head_list_computes_only_the_added_heads(run_page):
+def test_changing_the_head_list_runs_no_forward(run_page):
     app = run_page("pages/attention.py")
-    app.text_area(key="prompt").input("Monday Tuesday Wednesday Thursday").run()
-    app.text_input(key="heads").input("4.4, 2.1").run()
-    assert not app.exception and not app.error
     memo = shared_pattern_memo()
-    before = memo.computed_heads
-    app.text_input(key="heads").input("2.1, 4.4, 7.3").run()  # one head added, the others reordered
+    app.text_input(key="heads").input("4.4, 2.1").run()
+    before = memo.forwards
+    app.text_area(key="prompt").input("Monday Tuesday Wednesday Thursday").run()  # a new prompt: one forward
     assert not app.exception and not app.error
-    assert memo.computed_heads == before + 1
+    assert memo.forwards == before + 1
+    before = memo.forwards
+    app.text_input(key="heads").input("2.1, 4.4, 3.3").run()  # one head added below the top one, the others reordered
+    assert not app.exception and not app.error
+    assert memo.forwards == before
     assert app.subheader[0].value == "3 heads on 5 tokens"
-    app.text_input(key="heads").input("7.3").run()  # a head already seen: nothing computed
-    assert memo.computed_heads == before + 1
-    assert app.subheader[0].value == "1 head on 5 tokens"
+    app.text_input(key="heads").input("7.3").run()  # a head above them: one forward, up to its layer
+    assert memo.forwards == before + 1
+    app.text_input(key="heads").input("0.0, 7.3").run()
+    assert memo.forwards == before + 1
+    assert app.subheader[0].value == "2 heads on 5 tokens"
 
 
 def test_a_prompt_tester_rerun_with_the_same_inputs_reuses_its_forward(run_page, monkeypatch):

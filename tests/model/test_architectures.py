@@ -367,6 +367,13 @@ def test_attention_patterns_equal_the_reference_attention_weights(family, route,
         torch.testing.assert_close(mine[layer], expected[layer], atol=1e-5, rtol=0, msg=f"{name} layer {layer}")
     assert list(few) == [0]
     torch.testing.assert_close(few[0], expected[0][:, chosen[0]], atol=1e-5, rtol=0)
+    kept = model.attention_inputs(tokens, model.info.n_layers - 1)  # the pattern memo's route: rows of a window
+    assert (kept is not None) == (route == "as loaded" and model.native_patterns)
+    if kept is not None:
+        top, n = model.info.n_layers - 1, tokens.shape[1]
+        rows = kept.rows(top, [0, model.info.n_heads - 1], 3, n - 2)
+        np.testing.assert_allclose(rows, expected[top][0, [0, model.info.n_heads - 1], 3:n - 2, :n - 2].numpy(),
+                                   atol=1e-5, rtol=0, err_msg=f"{name} window rows")
 
 
 # ---------------------------------------------------------------------------------------------------------------
