@@ -44,6 +44,7 @@ from components.logit_attribution import (
 )
 from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import active_request, require_model
+from components.preload import preload_result_elements
 from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, set_url_value, task_arguments, url_value
 from components.text import md, plural, quoted
@@ -162,6 +163,7 @@ if result is None:
         first = "Choose a task" if source == BUILT_IN else "Upload a dataset"
         st.info(f"{md(first)} and press **Run exact sweep** (or the instant estimate). Results are cached on disk, so "
                 "a sweep precomputed with `python -m headscope ablate` appears here at once.")
+    preload_result_elements()  # the browser loads the chart and table code now, not after the sweep
     st.stop()
 
 summary(result)
