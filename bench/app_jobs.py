@@ -122,12 +122,16 @@ def head_clicks(page, heads=((5, 2), (8, 1), (12, 4)), trace: Path | None = None
         if tracing:
             page.context.browser.start_tracing(page=page, screenshots=False)
         began = time.perf_counter()
+        sent = page.evaluate("performance.now()")
         page.mouse.click(x, y)
         page.get_by_text(f"Attention pattern of head {layer}.{head}", exact=False).wait_for(timeout=180_000)
         page.frame_locator('[data-testid="stIFrame"], iframe').last.locator("canvas, svg").first.wait_for(
             timeout=120_000)
         page.wait_for_selector(IDLE, timeout=180_000)
         times.append(time.perf_counter() - began)
+        runs = [(t, state) for t, state in page.evaluate("window.__hsRuns") if t > sent]
+        print(f"  click on {layer}.{head}: {times[-1]:.2f} s; script runs (s after the click): " + ", ".join(
+            f"{state} {(t - sent) / 1000:.2f}" for t, state in runs), flush=True)
         if tracing:
             trace.write_bytes(page.context.browser.stop_tracing())
     return times

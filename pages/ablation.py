@@ -182,10 +182,9 @@ map_col, detail_col = st.columns([1, 1])
 with map_col:
     # one chart key per sweep, the same whether the sweep was just computed or read back from the cache
     chart_key = f"ab_map_{result.key.get('dataset_hash', '')[:16]}_{result.method}_{result.estimate}{dla is None}"
-    click = clickable_heatmap(present_figure(figure), key=chart_key, filename=f"ablation-{result.task}-{result.method}")
-    if click is not None and click.component != selected:
-        set_url_value("head", SELECTED, click.component, show_head)
-        st.rerun()
+    # a click selects its cell before the next run (one run per click, not a run to read it and one to show it)
+    clickable_heatmap(present_figure(figure), key=chart_key, filename=f"ablation-{result.task}-{result.method}",
+                      on_click=lambda cell: set_url_value("head", SELECTED, cell.component, show_head))
     grid_name = f"ablation-{result.task}-{result.method}{'-estimate' if result.estimate else ''}"
     if dla is not None:
         grid_name = f"direct-effects-{result.task}"
