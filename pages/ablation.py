@@ -164,6 +164,8 @@ if result is None:
         st.info(f"{md(first)} and press **Run exact sweep** (or the instant estimate). Results are cached on disk, so "
                 "a sweep precomputed with `python -m headscope ablate` appears here at once.")
     preload_result_elements()  # the browser loads the chart and table code now, not after the sweep
+    if encoded is not None:  # this machine's cost of a block, measured once per model and prompt length: now, not
+        sweep_estimate(model, encoded, method, False)  # after the click on Run (the time limit's estimate)
     st.stop()
 
 summary(result)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from components.preload import HIDDEN, is_preload
+from headscope import job_time
 from headscope.component import Component
 from tests.shown import shown
 
@@ -30,6 +31,14 @@ def test_before_a_sweep_the_chart_and_table_code_is_preloaded_hidden(run_page):
     assert not app.exception and not shown_charts(app)
     assert [is_preload(chart.proto.id) for chart in app.get("plotly_chart")] == [True]
     assert len(app.dataframe) == 1 and any(HIDDEN in block.proto.body for block in app.get("html"))
+
+
+def test_the_block_cost_is_measured_before_the_click(run_page, monkeypatch):
+    # the time limit's estimate measures a block once per model and prompt length: on the page's first run, so that
+    # the click on Run does not wait for it
+    monkeypatch.setattr(job_time, "_measured", {})
+    app = run_page("pages/ablation.py")
+    assert not app.exception and len(job_time._measured) == 1
 
 
 def test_exact_sweep_shows_heatmap_metrics_and_top_heads(run_page, embedded_model):
