@@ -124,7 +124,7 @@ def head_clicks(page, heads=((5, 2), (8, 1), (12, 4)), trace: Path | None = None
         began = time.perf_counter()
         sent = page.evaluate("performance.now()")
         page.mouse.click(x, y)
-        page.get_by_text(f"Attention pattern of head {layer}.{head}", exact=False).wait_for(timeout=180_000)
+        page.get_by_text(f"Attention pattern of head {layer}.{head} on", exact=False).wait_for(timeout=180_000)
         page.frame_locator('[data-testid="stIFrame"], iframe').last.locator("canvas, svg").first.wait_for(
             timeout=120_000)
         page.wait_for_selector(IDLE, timeout=180_000)

@@ -46,11 +46,11 @@ def test_run_sweep_click_cell_see_pattern(page, app_url):
     page.wait_for_selector(IDLE, timeout=120_000)
     page.evaluate(COUNT_RUNS)
     click_plotly_point(page, chart, points.nth(8 * 9 + 1))  # layer 8, head 1, then another cell
-    page.get_by_text("Attention pattern of head 8.1", exact=False).wait_for(timeout=120_000)
+    page.get_by_text("Attention pattern of head 8.1 on", exact=False).wait_for(timeout=120_000)
     page.wait_for_selector(IDLE, timeout=120_000)
     page.evaluate(COUNT_RUNS)
     click_plotly_point(page, chart, points.nth(5 * 9 + 2))  # layer 5, head 2
-    heading = page.get_by_text("Attention pattern of head 5.2", exact=False)
+    heading = page.get_by_text("Attention pattern of head 5.2 on", exact=False)  # not the spinner
     heading.wait_for(timeout=120_000)
     frame = page.frame_locator('[data-testid="stIFrame"], iframe').last
     frame.locator("canvas, svg").first.wait_for(timeout=60_000)
