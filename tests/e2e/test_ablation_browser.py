@@ -57,6 +57,7 @@ def test_run_sweep_click_cell_see_pattern(page, app_url):
     page.wait_for_selector(IDLE, timeout=120_000)
     # the click is read by a callback before the page's run: one run per click, not one to read it and one to show it
     assert page.evaluate("window.__hsRunsStarted") == 1
+    assert "head=5.2" in page.url  # the callback wrote the selection to the link as well
     page.set_viewport_size({"width": 1400, "height": 2000})
     next_frames(page)
     page.screenshot(path=str(ARTIFACTS / "ablation-heatmap.png"))
