@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from headscope.backends.base import ReadNorm, Readout
+from headscope.backends.base import ReadNorm, Readout, SiteReadings
 from headscope.backends.interventions import Site, SiteKind
 from headscope.errors import InputError
 from headscope.serialize import to_payload
@@ -58,27 +58,52 @@ def _first_id(model: Backend, prompt: str, text: str | None, role: str) -> int |
     return ids[0]
 
 
-def logit_lens(model: Backend, prompt: str, answer: str, contrast: str | None = None) -> LensResult:
-    """The logit lens at the prompt's last position for `answer` (and `contrast`), by their first tokens."""
+@dataclass(frozen=True, eq=False)  # holds a tensor: compared by identity
+class LensQuestion:
+    """A lens asked of one prompt: the answer's and contrast's first token ids and the readout that reads them at
+    every RESID site (next_tokens' `lens`, or read_sites')."""
+
+    prompt: str
+    answer: str
+    contrast: str | None
+    answer_id: int
+    contrast_id: int | None
+    readout: Readout
+
+
+def lens_question(model: Backend, prompt: str, answer: str, contrast: str | None = None) -> LensQuestion:
+    """The lens's lowering: the answer's (and contrast's) first token after `prompt` and the decoding readout."""
     if prompt == "":
         raise InputError("The prompt is empty: give some text to read the logit lens on.")
     answer_id = _first_id(model, prompt, answer, "answer")
     contrast_id = _first_id(model, prompt, contrast, "contrast")
     assert answer_id is not None
     ids = [answer_id] + ([contrast_id] if contrast_id is not None else [])
-    tokens = model.tensor([model.input_ids(prompt)])
-    sites = [Site(SiteKind.RESID, layer) for layer in range(model.info.n_layers + 1)]
     readout = Readout(ReadNorm.DECODE, whole_vocabulary=True, rank_ids=torch.tensor([ids], device=model.device))
-    lens = model.read_sites(tokens, -1, sites, readout)
+    return LensQuestion(prompt, answer, contrast, answer_id, contrast_id, readout)
+
+
+def lens_result(model: Backend, question: LensQuestion, lens: SiteReadings) -> LensResult:
+    """The LensResult of the RESID sites 0..n_layers read through the question's readout."""
     assert lens.rank is not None and lens.log_norm is not None
     layers = []
     for row in range(lens.values.shape[1]):
         logit = float(lens.values[0, row, 0])
-        diff = None if contrast_id is None else logit - float(lens.values[0, row, 1])
+        diff = None if question.contrast_id is None else logit - float(lens.values[0, row, 1])
         layers.append(LensLayer(row - 1, int(lens.rank[0, row, 0]), math.exp(logit - float(lens.log_norm[0, row])),
                                 diff))
     first = next((layer.layer for layer in layers if layer.rank == 1), None)
-    return LensResult(answer, contrast, tuple(layers), first, answer_id, contrast_id, prompt, model.info.name)
+    return LensResult(question.answer, question.contrast, tuple(layers), first, question.answer_id,
+                      question.contrast_id, question.prompt, model.info.name)
 
 
-__all__ = ["LensLayer", "LensResult", "logit_lens"]
+def logit_lens(model: Backend, prompt: str, answer: str, contrast: str | None = None) -> LensResult:
+    """The logit lens at the prompt's last position for `answer` (and `contrast`), by their first tokens (a forward
+    of its own; the prompt tester reads it from its own forward: analyze_prompt(..., lens=True))."""
+    question = lens_question(model, prompt, answer, contrast)
+    tokens = model.tensor([model.input_ids(prompt)])
+    sites = [Site(SiteKind.RESID, layer) for layer in range(model.info.n_layers + 1)]
+    return lens_result(model, question, model.read_sites(tokens, -1, sites, question.readout))
+
+
+__all__ = ["LensLayer", "LensQuestion", "LensResult", "lens_question", "lens_result", "logit_lens"]

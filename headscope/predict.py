@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from headscope.errors import InputError
+from headscope.lens import LensResult, lens_question, lens_result
 from headscope.tokens import (
     TokenDescriber,
     TokenInfo,
@@ -110,6 +111,7 @@ class PromptAnalysis:
     logit_diff: float | None  # logit(answer first token) - logit(contrast first token) at `position`
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
+    lens: LensResult | None = None  # the logit lens at the last position, from the same forward (lens=True)
 
     @property
     def tokens(self) -> tuple[TokenInfo, ...]:
@@ -165,14 +167,18 @@ def analyze_prompt(
     top_k: int = 10,
     position: int | None = None,
     progress: Callable[[float], None] | None = None,
+    lens: bool = False,
 ) -> PromptAnalysis:
     """Run the prompt once and report predictions, answer ranks and diagnostics (`progress(fraction)` while the
-    forward pass runs)."""
+    forward pass runs); with `lens` and an answer, the logit lens at the last position too, read from the same
+    forward (`PromptAnalysis.lens`)."""
     validate_top_k(top_k)
     describer = TokenDescriber(model)
     tokenized = tokenize_prompt(model, prompt, describer)
     pos = resolve_position(position, len(tokenized))
-    summary = model.next_tokens(model.tensor([tokenized.ids]), pos, progress)
+    question = lens_question(model, prompt, answer, contrast or None) if lens and answer else None
+    summary = model.next_tokens(model.tensor([tokenized.ids]), pos, progress,
+                                None if question is None else question.readout)
     logits_at = summary.logits_at.float()  # [vocab] at `pos`
     logprobs_at = torch.log_softmax(logits_at, dim=-1)
     warnings: list[str] = []
@@ -211,6 +217,7 @@ def analyze_prompt(
         logit_diff=logit_diff,
         warnings=tuple(warnings),
         notes=tuple(notes),
+        lens=None if question is None or summary.lens is None else lens_result(model, question, summary.lens),
     )
 
 

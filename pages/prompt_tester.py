@@ -63,7 +63,7 @@ try:
         analysis = memo[1]
     else:
         analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position),
-                                  progress=forward_progress)
+                                  progress=forward_progress, lens=True)  # the logit lens from the same forward
         st.session_state["pt_memo"] = (asked, analysis)
     st.session_state["pt_last_good"] = (model.identity, analysis)
     progress_slot.empty()  # the forward is over: its bar goes
@@ -107,11 +107,11 @@ if analysis is not None:
         if analysis.contrast:
             answer_panel("contrast", analysis.contrast)
 
-    if analysis.answer:
+    if analysis.lens is not None:
         st.subheader("Logit lens at the last position")
         st.caption("The residual after the embeddings and after each layer, through the final norm (recomputed on "
                    "that residual) and the unembedding: where in depth the answer emerges.")
-        lens_panel(model, analysis.prompt, answer, contrast or None, n_tokens=len(analysis.tokens))
+        lens_panel(analysis.lens)
 
     st.subheader("Compare two variants")
     compare = st.toggle("Compare with a variant of the prompt", value=False, key="compare", **BOUND,

@@ -193,6 +193,10 @@ class NextTokenSummary:
     top1_id: torch.Tensor
     top1_logit: torch.Tensor
     top1_logprob: torch.Tensor
+    # with next_tokens' `lens` readout: the residual at the LAST position after the embeddings and after each layer
+    # (sites RESID 0..n_layers, in that order) read through it, from the same forward (the logit lens without a
+    # second one): values[1, n_layers + 1, k] (and rank / log_norm with rank_ids); None when no lens was asked
+    lens: SiteReadings | None = None
 
 
 class ReadNorm(StrEnum):
@@ -453,9 +457,13 @@ class Backend(ABC):
 
     @abstractmethod
     def next_tokens(self, tokens: torch.Tensor, position: int,
-                    progress: Callable[[float], None] | None = None) -> NextTokenSummary:
+                    progress: Callable[[float], None] | None = None, lens: Readout | None = None
+                    ) -> NextTokenSummary:
         """Predictions for tokens[1, pos]: the full logits at `position`, the top-1 at every position.
-        `progress(fraction)` may be called while it runs (a long prompt takes a while on a CPU)."""
+        `progress(fraction)` may be called while it runs (a long prompt takes a while on a CPU). With `lens`, the
+        residual at the last position after the embeddings and after each layer is read through that readout inside
+        the backend, from the same forward (`NextTokenSummary.lens`, as `read_sites` would give for the RESID sites
+        0..n_layers at position -1), so the prompt tester's logit lens costs no second forward."""
 
     @abstractmethod
     def last_logits(self, tokens: torch.Tensor) -> torch.Tensor:

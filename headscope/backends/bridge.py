@@ -245,11 +245,19 @@ class BridgeBackend(Backend):
 
     @torch.inference_mode()
     def next_tokens(self, tokens: torch.Tensor, position: int,
-                    progress: Callable[[float], None] | None = None) -> NextTokenSummary:
+                    progress: Callable[[float], None] | None = None, lens: Readout | None = None
+                    ) -> NextTokenSummary:
+        from headscope.backends.bridge_readout import lens_readings, lens_route, resid_hooks
+
         top_ids, top_logits, top_logprobs = [], [], []
         logits_at = None
+        lens_read = None
         with self.gate.hold():  # one hold: the unembedding follows the forward without queueing again
-            normed = self._plain_normed(tokens, progress)[0]  # [pos, d_model]
+            blocks, view = lens_route(self) if lens is not None else ((), None)
+            with resid_hooks(blocks) if lens is not None else contextlib.nullcontext({}) as seen:
+                normed = self._plain_normed(tokens, progress)[0]  # [pos, d_model]
+            if lens is not None:
+                lens_read = lens_readings(self, view, seen, lens)
             for start in range(0, normed.shape[0], UNEMBED_CHUNK_TOKENS):
                 chunk = self.unembed_all(normed[start:start + UNEMBED_CHUNK_TOKENS]).float()
                 values, ids = chunk.max(-1)
@@ -262,7 +270,7 @@ class BridgeBackend(Backend):
         if progress is not None:
             progress(1.0)
         return NextTokenSummary(logits_at.cpu(), torch.cat(top_ids).cpu(), torch.cat(top_logits).cpu(),
-                                torch.cat(top_logprobs).cpu())
+                                torch.cat(top_logprobs).cpu(), lens_read)
 
     @torch.inference_mode()
     def last_logits(self, tokens: torch.Tensor) -> torch.Tensor:

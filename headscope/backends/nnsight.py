@@ -284,7 +284,12 @@ class NnsightBackend(Backend):
     # ------------------------------------------------------------------------------------------------ forward
 
     def next_tokens(self, tokens: torch.Tensor, position: int,
-                    progress: Callable[[float], None] | None = None) -> NextTokenSummary:
+                    progress: Callable[[float], None] | None = None, lens: Readout | None = None
+                    ) -> NextTokenSummary:
+        if lens is not None:
+            from headscope.backends.nnsight_readout import nnsight_next_tokens_with_lens
+
+            return nnsight_next_tokens_with_lens(self, tokens, position, lens, _check_input, _next_token_summary)
         model, layout, cap = self.model, self.layout, self.dims.logit_cap
         embed, final_norm, unembed = (self._path(p) for p in (layout.embed, layout.final_norm, layout.unembed))
         tokens = tokens.cpu()

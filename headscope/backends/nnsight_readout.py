@@ -10,14 +10,14 @@ runs in this process.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nnsight
 import torch
 
-from headscope.backends.base import Readout, SiteReadings
-from headscope.backends.interventions import Site
+from headscope.backends.base import NextTokenSummary, Readout, SiteReadings
+from headscope.backends.interventions import Site, SiteKind
 from headscope.backends.readout import (
     Captures,
     PlainReadout,
@@ -106,4 +106,49 @@ def nnsight_read_sites(backend: NnsightBackend, tokens: torch.Tensor, position: 
     return SiteReadings(tuple(sites), *joined, soft_cap=dims.logit_cap)
 
 
-__all__ = ["nnsight_read_sites"]
+# ---------------------------------------------------------------------------------------------------------------
+# The logit lens inside next_tokens: the same trace as the predictions (on NDIF: one request, not two)
+
+
+def _resid_capture(model: Any, paths: dict, n_layers: int) -> Captures:
+    """Inside a trace: the last position's residual entering block 0 and after each block, in execution order."""
+    embed = _first(model.get(paths["block"][0]).input)[:, -1]
+    afters = [_first(model.get(paths["block"][layer]).output)[:, -1] for layer in range(n_layers)]
+    return Captures(embed, [], [], afters)
+
+
+def nnsight_next_tokens_with_lens(backend: NnsightBackend, tokens: torch.Tensor, position: int, readout: Readout,
+                                  check_input: Any, summarize: Callable[..., tuple]) -> NextTokenSummary:
+    """Backend.next_tokens with its `lens`: summarize(unembed, normed[pos, d_model], position, cap)'s predictions
+    and the RESID sites 0..n_layers at the last position through `readout`, from one trace (read_captured's
+    arithmetic: here after the trace, in the same request's session on a dry run or NDIF)."""
+    model, dims, layout = backend.model, backend.dims, backend.layout
+    paths = _paths(backend)
+    view = backend._family_view(())
+    embed, final_norm, unembed = (backend._path(p) for p in (layout.embed, layout.final_norm, layout.unembed))
+    sites = [Site(SiteKind.RESID, layer) for layer in range(dims.n_layers + 1)]
+    plain, whole = plain_sites(sites), plain_readout(readout)
+    tokens = tokens.cpu()
+    with backend._running():
+        if backend.mode.runs_here:
+            backend.requests_sent += 1
+            with model.trace(tokens, use_cache=False, logits_to_keep=1) as tracer:
+                check_input(embed.input, tokens)
+                captures = nnsight.save(_resid_capture(model, paths, dims.n_layers))
+                summary = nnsight.save(summarize(unembed, final_norm.output[0], position, dims.logit_cap))
+                tracer.stop()
+            read = read_captured(view, Captures(*captures), plain, whole)
+        else:
+            job = backend._trace_backend()
+            with model.session(backend=job):
+                with model.trace(tokens, use_cache=False, logits_to_keep=1) as tracer:
+                    check_input(embed.input, tokens)
+                    captures = _resid_capture(model, paths, dims.n_layers)
+                    summary = summarize(unembed, final_norm.output[0], position, dims.logit_cap)
+                    tracer.stop()
+                out = nnsight.save((summary, read_captured(view, captures, plain, whole)))
+            ((summary, read),) = backend._outputs(job, locals(), "out")
+    return NextTokenSummary(*summary, SiteReadings(tuple(sites), *read, soft_cap=dims.logit_cap))
+
+
+__all__ = ["nnsight_next_tokens_with_lens", "nnsight_read_sites"]

@@ -25,7 +25,10 @@ from headscope.backends.base import Readout
 from headscope.backends.interventions import Site, SiteKind
 from headscope.backends.weights import BlockNorm, normed_logits
 
-DECODE_ROWS_PER_CHUNK = 8  # sites decoded over the whole vocabulary at a time (each a [batch, vocab] block)
+DECODE_ROWS_PER_CHUNK = 8  # sites decoded over the whole vocabulary at a time (each a [batch, vocab] block), at least
+# ... or as many as fit DECODE_LOGITS_PER_CHUNK logits: each chunk reads all of W_U (113 MB for the embedded model,
+# ≈ 0.03 s on this CPU whatever the rows), so one prompt's lens (31 sites) is one pass, not four
+DECODE_LOGITS_PER_CHUNK = 1 << 22
 
 PlainSite = tuple[str, int, int]  # (SiteKind value, layer, head or −1)
 
@@ -159,8 +162,9 @@ def _decode(view: Any, vectors: torch.Tensor, readout: PlainReadout) -> tuple:
         cap = view.logit_cap
         return ((cap * torch.tanh(values / cap) if cap > 0 else values).detach().cpu(),)
     picked, ranks, norms = [], [], []
-    for start in range(0, vectors.shape[0], DECODE_ROWS_PER_CHUNK):
-        every = normed_logits(view.final_norm(vectors[start:start + DECODE_ROWS_PER_CHUNK]), rows, bias,
+    per_chunk = max(DECODE_ROWS_PER_CHUNK, DECODE_LOGITS_PER_CHUNK // max(batch * rows.shape[0], 1))
+    for start in range(0, vectors.shape[0], per_chunk):
+        every = normed_logits(view.final_norm(vectors[start:start + per_chunk]), rows, bias,
                               view.logit_cap).transpose(0, 1)  # [b, s, V]
         if readout.rank_ids is None:
             picked.append(every.detach().cpu())
@@ -191,5 +195,5 @@ def read_captured(view: Any, captures: Captures, sites: list, readout: PlainRead
     return tuple(out) + (None,) * (4 - len(out))
 
 
-__all__ = ["DECODE_ROWS_PER_CHUNK", "Captures", "PlainReadout", "check_sites", "plain_readout", "plain_sites",
-           "read_captured", "site_vectors"]
+__all__ = ["DECODE_LOGITS_PER_CHUNK", "DECODE_ROWS_PER_CHUNK", "Captures", "PlainReadout", "check_sites",
+           "plain_readout", "plain_sites", "read_captured", "site_vectors"]

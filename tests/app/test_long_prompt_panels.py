@@ -19,16 +19,12 @@ def _chart_keys(app) -> list[str]:
     return [chart.proto.id for chart in app.get("plotly_chart")]
 
 
-def test_the_lens_on_a_long_prompt_runs_when_asked_and_stays(run_page, embedded_model):
-    embedded_model.prepare_hooks()
+def test_the_lens_on_a_long_prompt_needs_no_click(run_page, embedded_model):
+    """The prompt tester's lens comes from its own forward: a long prompt shows it at once, with no second forward."""
     app = run_page("pages/prompt_tester.py")
     assert not app.exception
-    assert "pt_lens" not in app.session_state and len(app.get("plotly_chart")) == 1  # the top-k chart only
-    assert any("one more forward over all 9 tokens" in caption.value for caption in app.caption)
-    app.button(key="pt_lens_chart_long_prompt_button").click().run()
-    assert not app.exception and len(app.get("plotly_chart")) == 2  # the lens drawn
-    app.run()  # any later run of the page keeps it, without another click
-    assert len(app.get("plotly_chart")) == 2
+    assert len(app.get("plotly_chart")) == 2  # the top-k chart and the lens
+    assert not any("one more forward" in caption.value for caption in app.caption)
 
 
 def _writes_shown(app) -> bool:

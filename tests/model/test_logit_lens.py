@@ -104,3 +104,41 @@ def test_cli_lens_json_and_bad_input(capsys, tiny_model_dir):
     assert "empty" in one_line_error(capsys, ["lens", "", "--answer", "5", *model])
     assert "empty" in one_line_error(capsys, ["lens", "1 2", "--answer", "", *model])
     one_line_error(capsys, ["lens", "1 2", *model])  # --answer is required
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma2"])
+def test_the_prompt_testers_lens_comes_from_its_own_forward(family, tiny_family_loader, embedded_tokenizer):
+    """analyze_prompt(lens=True) reads the lens from next_tokens' forward: before TransformerLens is set up (the
+    model's own layers) and after (the bridge's blocks), equal to logit_lens (read_sites' forward) and to the hand
+    loop on the untouched model; the prediction itself is the same as without the lens."""
+    from headscope.backends.bridge import HOOKS_LATER_FAMILIES
+    from headscope.backends.layouts import LAYOUTS
+    from headscope.loading import ModelRequest, load_model
+    from headscope.predict import analyze_prompt
+
+    # every family served before TransformerLens is set up has a layout: its lens never waits for the set-up
+    assert set(HOOKS_LATER_FAMILIES) <= set(LAYOUTS)
+    loaded = tiny_family_loader(family)
+    prompt = "1 2 3 4 "
+    tokens = torch.tensor([[embedded_tokenizer.bos_token_id,
+                            *embedded_tokenizer(prompt, add_special_tokens=False).input_ids]])
+    logits = hand_lens(Reference(family, loaded.reference), tokens)
+    answer = int(logits[-1].argmax())
+    contrast = embedded_tokenizer("4", add_special_tokens=False).input_ids[0]
+    separate = logit_lens(loaded.backend, prompt, embedded_tokenizer.decode([answer]), "4")
+    model = load_model(ModelRequest(str(loaded.folder), device="cpu"), hooks_later=True)
+    for route in ("the model's own layers", "the bridge's blocks"):
+        if route == "the bridge's blocks":
+            model.prepare_hooks()
+        assert model.hooks_ready == (route == "the bridge's blocks")
+        fused = analyze_prompt(model, prompt, embedded_tokenizer.decode([answer]), "4", lens=True)
+        assert fused.lens is not None and fused.lens.answer_id == answer and fused.lens.contrast_id == contrast
+        _check(fused.lens, logits, answer, contrast)
+        for ours, theirs in zip(fused.lens.layers, separate.layers, strict=True):
+            assert (ours.layer, ours.rank) == (theirs.layer, theirs.rank)
+            assert ours.prob == pytest.approx(theirs.prob, abs=1e-6, rel=1e-4)
+            assert ours.logit_diff == pytest.approx(theirs.logit_diff, abs=1e-4)
+        plain = analyze_prompt(model, prompt, embedded_tokenizer.decode([answer]), "4")
+        assert plain.lens is None
+        assert [p.id for p in plain.top1_per_position] == [p.id for p in fused.top1_per_position]
+        assert fused.top_k[0].logit == pytest.approx(plain.top_k[0].logit, abs=1e-5)

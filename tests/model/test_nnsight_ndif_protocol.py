@@ -335,3 +335,26 @@ def test_reading_sites_through_ndif_equals_local_and_returns_only_the_readout(ti
                 torch.testing.assert_close(getattr(got, name), getattr(expected, name), atol=1e-5, rtol=1e-5)
         # [4 prompts, 21 sites, 2] values (+ ranks and log-norms) and their pickling, never a [.., d_model] vector
         assert len(ndif.result_sizes) == sizes + 1 and ndif.result_sizes[-1] < 4_000
+
+
+def test_the_prompt_testers_lens_comes_in_its_predictions_request(tiny_pair):
+    """next_tokens with a lens readout: the predictions and the logit lens (the residuals decoded over the whole
+    vocabulary, reduced to two tokens' ranks) from one request, equal to the local trace's and to read_sites'."""
+    from headscope.backends.base import ReadNorm, Readout
+    from headscope.backends.interventions import Site, SiteKind
+
+    local, remote, ndif = tiny_pair
+    tokens = _task().clean[:1]
+    readout = Readout(ReadNorm.DECODE, whole_vocabulary=True, rank_ids=torch.tensor([[5, 9]]))
+    sites = [Site(SiteKind.RESID, layer) for layer in range(3 + 1)]
+    expected = local.read_sites(tokens, -1, sites, readout)
+    plain = local.next_tokens(tokens, 2)
+    sizes = len(ndif.result_sizes)
+    for backend in (local, remote):
+        got = backend.next_tokens(tokens, 2, lens=readout)
+        for name in ("logits_at", "top1_id", "top1_logit", "top1_logprob"):
+            torch.testing.assert_close(getattr(got, name), getattr(plain, name), atol=1e-5, rtol=1e-5)
+        assert got.lens.sites == tuple(sites)
+        for name in ("values", "rank", "log_norm"):
+            torch.testing.assert_close(getattr(got.lens, name), getattr(expected, name), atol=1e-5, rtol=1e-5)
+    assert len(ndif.result_sizes) == sizes + 1  # one request for both

@@ -120,3 +120,29 @@ def test_giving_up_while_a_forward_has_handed_the_model_over_leaves_the_model_wh
     assert not model.gate.status().busy and not model.gate.has_waiters()
     again = model.next_tokens(model.tensor([other_ids]), len(other_ids) - 1)  # and the model still works as before
     torch.testing.assert_close(again.logits_at, other_alone.logits_at, rtol=0, atol=1e-4)
+
+
+def test_a_request_served_between_the_layers_leaves_the_lens_of_the_long_forward_alone(embedded_model):
+    """The prompt tester's lens hooks sit on the shared blocks: a batch served during a hand-over runs them too, on
+    its own thread, and must not overwrite the long forward's rows (seen: a 1,500-token prompt's lens failed with
+    'stack expects each tensor to be equal size' when another page's forward ran meanwhile)."""
+    from headscope.lens import lens_question
+
+    model = embedded_model
+    text = "one two three four five six seven eight nine ten " * 60
+    long_tokens = model.tensor([model.tokenizer(text)["input_ids"]])
+    readout = lens_question(model, text, " one").readout
+    alone = model.next_tokens(long_tokens, long_tokens.shape[1] - 1, lens=readout).lens
+    batch = model.tensor([model.tokenizer("1 2 3 4 ")["input_ids"]] * 3)
+    other: list[threading.Thread] = []
+    served: dict[str, torch.Tensor] = {}
+
+    def long_progress(fraction: float) -> None:
+        if fraction > 0:
+            _ask_meanwhile(model, other, lambda: served.setdefault("batch", model.last_logits(batch)))
+
+    meanwhile = model.next_tokens(long_tokens, long_tokens.shape[1] - 1, long_progress, lens=readout).lens
+    other[0].join(120)
+    assert served["batch"].shape[0] == 3
+    torch.testing.assert_close(meanwhile.values, alone.values, atol=1e-4, rtol=1e-5)
+    assert torch.equal(meanwhile.rank, alone.rank)
