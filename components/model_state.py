@@ -96,6 +96,38 @@ def _ndif_key(sidebar) -> str | None:
     return typed or env_key
 
 
+NDIF_LISTING = "model_ndif_listing"  # (host, NdifListing | None, error | None) of the last "Models on NDIF" click
+
+
+def _ndif_models(sidebar) -> None:
+    """NDIF's models on request (a click: no request to NDIF unasked): deployed ones, and cold ones marked as such
+    (headscope sends jobs to those too; the first one waits while NDIF starts the model)."""
+    clicked = sidebar.button("Models on NDIF", key="model_ndif_list",
+                             help="Ask NDIF (NDIF_HOST) which models it runs now and which it lists as cold")
+    if not clicked and NDIF_LISTING not in st.session_state:
+        return  # nnsight (the host's default) not imported for nothing: it takes seconds
+    from headscope.backends.ndif import ndif_host, probe_ndif, shown_host
+
+    host = ndif_host()
+    if clicked:
+        try:
+            st.session_state[NDIF_LISTING] = (host, probe_ndif(host), None)
+        except ModelLoadError as error:
+            st.session_state[NDIF_LISTING] = (host, None, str(error))
+    shown = st.session_state[NDIF_LISTING]
+    if shown[0] != host:
+        return
+    _host, listing, error = shown
+    if error:
+        sidebar.caption(md(error))
+    elif listing is None:
+        sidebar.caption(md(f"{shown_host(host)} did not list its models."))
+    else:
+        cold = ", ".join(listing.cold) or "none"
+        sidebar.caption(md(f"Running on NDIF: {', '.join(listing.deployed) or 'none'}. Cold (the first job waits "
+                           f"while NDIF starts it): {cold}."))
+
+
 def model_sidebar() -> None:
     """Sidebar: model source (embedded preselected), backend, device, dtype, and a card of the loaded model.
 
@@ -129,6 +161,7 @@ def model_sidebar() -> None:
         sidebar.caption(md(f"Local folders: {where}." + ("" if policy.allow_hub else " Hub loading is off.")))
     if remote:
         device, dtype = "auto", "auto"
+        _ndif_models(sidebar)
         api_key = _ndif_key(sidebar)
     else:
         device = sidebar.selectbox("Device", DEVICE_CHOICES, index=DEVICE_CHOICES.index(active.device),
@@ -239,4 +272,10 @@ def require_model(hooks: bool = False) -> Backend:
     ))
     for fallback in info.fallbacks:  # a load-time check chose a slower route: say which and why
         st.sidebar.caption(md(f"Slower route: {fallback}"))
+    if info.backend == "ndif":  # NDIF listed the model COLD at load: until its first job has run
+        from headscope.backends.ndif import starting_notice
+
+        notice = starting_notice(model)
+        if notice:
+            st.sidebar.info(md(notice), icon=":material/hourglass_top:")
     return model

@@ -222,7 +222,14 @@ def load_for_cli(args: argparse.Namespace):
     from headscope.loading import ModelRequest, load_model
 
     request = ModelRequest(args.model, args.device, args.dtype, backend=backend_for(args), bos=args.bos)
-    return load_model(request, hooks_later=True)
+    model = load_model(request, hooks_later=True)
+    if request.backend == "ndif":  # NDIF lists the model COLD: say once, before its first job, that it will wait
+        from headscope.backends.ndif import starting_notice
+
+        notice = starting_notice(model)
+        if notice:
+            print(notice, file=sys.stderr)
+    return model
 
 
 def _show_wait(status) -> None:

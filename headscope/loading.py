@@ -507,11 +507,11 @@ def load_remote(request: ModelRequest, progress: ProgressCallback | None = None)
     host = ndif_host()
     if progress is not None:
         progress(f"Checking that NDIF ({shown_host(host)}) answers", 0.1)
-    hosted = probe_ndif(host)
-    if hosted is not None and source.lower() not in {h.lower() for h in hosted}:
-        listed = ", ".join(hosted) if hosted else "none right now"
-        raise ModelLoadError(f"NDIF does not host {source} now. Hosted models: {listed}. Choose one of those, or a "
-                             "local backend.")
+    listing = probe_ndif(host)
+    if listing is not None and not (listing.is_deployed(source) or listing.is_cold(source)):
+        raise ModelLoadError(f"NDIF does not host {source} now. Hosted models: {listing.describe()}. Choose one of "
+                             "those, or a local backend.")
+    cold = listing is not None and listing.is_cold(source)  # accepted: NDIF starts it for its first job
     if progress is not None:
         progress(f"Reading the config and tokenizer of {source} (no weights)", 0.4)
     kwargs: dict[str, Any] = {} if hub_reachable() else {"local_files_only": True}
@@ -554,9 +554,10 @@ def load_remote(request: ModelRequest, progress: ProgressCallback | None = None)
     info = replace(info, fallbacks=fallbacks)
     timeout = positive_env("HEADSCOPE_NDIF_TIMEOUT", NDIF_DEFAULT_TIMEOUT, maximum=7 * 24 * 3600.0)
     backend = NnsightBackend(model, tokenizer, info, placement, layout, dims,
-                             mode=NdifRun(NdifTarget(host, model_key, timeout)), api_key=api_key)
+                             mode=NdifRun(NdifTarget(host, model_key, timeout, source if cold else None)),
+                             api_key=api_key)
     if progress is not None:
-        progress("Ready (runs on NDIF)", 1.0)
+        progress("Ready (runs on NDIF; NDIF starts it at its first job)" if cold else "Ready (runs on NDIF)", 1.0)
     return backend
 
 

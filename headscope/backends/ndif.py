@@ -29,6 +29,9 @@ from headscope.sharing import GateStatus, current_on_wait, current_owner
 REMOTE_MAX_TOKENS = 1 << 16  # tokens (rows × positions) in one NDIF request
 NDIF_PROBE_SECONDS = 3.0  # how long the reachability probe waits before saying NDIF is unreachable
 NDIF_DEFAULT_TIMEOUT = 30 * 60.0  # seconds to wait for one job (HEADSCOPE_NDIF_TIMEOUT overrides)
+# how long a job may wait while NDIF starts its model (a COLD model's first job: PROVISIONING, DEPLOYING), at least;
+# that wait is not counted in the job's own timeout (a large model on NDIF can take minutes to start)
+NDIF_START_SECONDS = 30 * 60.0
 NDIF_KEY_URL = "https://login.ndif.us"
 
 
@@ -49,8 +52,9 @@ class RemoteJobState:
     elapsed: float
 
 
-_STATE_WORDS = {"RECEIVED": "received", "QUEUED": "queued", "PROVISIONING": "starting the model",
-                "DEPLOYING": "starting the model", "DISPATCHED": "running", "RUNNING": "running",
+STARTING = "starting the model"  # NDIF's PROVISIONING and DEPLOYING: a replica of a COLD model is being started
+_STATE_WORDS = {"RECEIVED": "received", "QUEUED": "queued", "PROVISIONING": STARTING,
+                "DEPLOYING": STARTING, "DISPATCHED": "running", "RUNNING": "running",
                 "COMPLETED": "completed", "ERROR": "failed", "LOG": "running"}
 
 
@@ -60,10 +64,13 @@ def wait_for_job(job: Any, *, timeout: float, on_state: Callable[[RemoteJobState
 
     `on_state` sees the state and elapsed time after every poll and may raise to stop waiting (the job itself keeps
     running on NDIF: nnsight has no cancel call). Raises RemoteJobError when the job fails, when NDIF stops
-    answering, or after `timeout` seconds."""
+    answering, or after `timeout` seconds. Time spent while NDIF starts the model (a COLD model's first job) is not
+    counted in `timeout`: that wait has its own bound, max(timeout, NDIF_START_SECONDS)."""
     started = time.perf_counter() if started is None else started
     job_id = getattr(job, "job_id", None)
     interval = poll_seconds
+    starting_seconds = 0.0  # time between polls of which one saw NDIF starting the model
+    last_poll, last_state = started, None
     while True:
         try:
             result = job.poll()
@@ -73,18 +80,33 @@ def wait_for_job(job: Any, *, timeout: float, on_state: Callable[[RemoteJobState
             raise RemoteJobError(f"Lost contact with NDIF while waiting for job {job_id}: {error}. The job may "
                                  "still finish there; try again in a moment.") from error
         status = getattr(getattr(job, "status", None), "value", None) or "RECEIVED"
-        elapsed = time.perf_counter() - started
+        now = time.perf_counter()
+        elapsed = now - started
         if result is not None:
             if on_state is not None:
                 on_state(RemoteJobState(job_id, "completed", elapsed))
             return result
+        state = _STATE_WORDS.get(status, status.lower())
+        if STARTING in (state, last_state):
+            starting_seconds += now - last_poll
+        if last_state == STARTING and state != STARTING:
+            interval = poll_seconds  # the model runs now: the job itself follows soon
+        last_poll, last_state = now, state
         if on_state is not None:
-            on_state(RemoteJobState(job_id, _STATE_WORDS.get(status, status.lower()), elapsed))
-        if elapsed > timeout:
+            on_state(RemoteJobState(job_id, state, elapsed))
+        start_limit = max(timeout, NDIF_START_SECONDS)
+        if state == STARTING and starting_seconds > start_limit:
             raise RemoteJobError(
-                f"The NDIF job {job_id} did not finish within {timeout:.0f} s (last state: "
-                f"{_STATE_WORDS.get(status, status.lower())}). NDIF may be busy: try again later, or allow longer "
-                "with HEADSCOPE_NDIF_TIMEOUT (seconds)."
+                f"NDIF was still starting the model after {starting_seconds:.0f} s (the NDIF job {job_id} waits for "
+                "it; a model NDIF lists as cold is started by its first job). Try again later: once the model runs, "
+                "jobs start at once."
+            )
+        if state != STARTING and elapsed - starting_seconds > timeout:
+            starting = (f" after {starting_seconds:.0f} s in which NDIF started the model (not counted)"
+                        if starting_seconds else "")
+            raise RemoteJobError(
+                f"The NDIF job {job_id} did not finish within {timeout:.0f} s{starting} (last state: {state}). NDIF "
+                "may be busy: try again later, or allow longer with HEADSCOPE_NDIF_TIMEOUT (seconds)."
             )
         time.sleep(interval)
         interval = min(2.0, interval * 1.5)
@@ -115,6 +137,7 @@ class NdifTarget:
     host: str
     model_key: str
     timeout: float
+    cold_repo_id: str | None = None  # the model, when NDIF listed it COLD at load: its first job waits for its start
 
 # ---------------------------------------------------------------------------------------------------------------
 # Run modes
@@ -168,6 +191,14 @@ class NdifRun(RunMode):
 
     def __init__(self, target: NdifTarget) -> None:
         self.target = target
+        self.jobs_completed = 0  # a cold model's first completed job has started it on NDIF
+
+    @property
+    def starting_notice(self) -> str | None:
+        """The one line said before a COLD model's first job (None once a job has completed, or for a deployed
+        model)."""
+        cold = self.target.cold_repo_id
+        return None if cold is None or self.jobs_completed else cold_model_notice(cold)
 
     def job(self, model: Any, api_key: str | None, attn_implementation: str | None = None) -> Any:
         env = dict(model._remoteable_get_env())
@@ -182,6 +213,7 @@ class NdifRun(RunMode):
         if getattr(job, "job_id", None) is None:
             raise RemoteJobError("NDIF did not accept the request (no job id came back).")
         result = wait_for_job(job, timeout=self.target.timeout, on_state=on_state)
+        self.jobs_completed += 1
         missing = [name for name in names if name not in result]
         if missing:
             raise RemoteJobError(f"The NDIF job {job.job_id} finished without {', '.join(missing)}.")
@@ -239,10 +271,42 @@ def _without_credentials(text: str, host: str) -> str:
     return text.replace(host, shown_host(host)) if host else text
 
 
-def probe_ndif(host: str, timeout: float = NDIF_PROBE_SECONDS) -> list[str] | None:
-    """Ask NDIF's status call within `timeout` seconds. Returns the repo ids NDIF serves now (deployed, not only
-    downloaded), or None when the answer holds no list; raises a ModelLoadError when NDIF does not answer at all or
-    answers that it is down."""
+@dataclass(frozen=True)
+class NdifListing:
+    """The models NDIF's /status lists, by repo id: `deployed` (HOT or WARM: a replica serves it now) and `cold`
+    (downloaded, no replica: NDIF starts one for the model's first job, which waits meanwhile)."""
+
+    deployed: tuple[str, ...]
+    cold: tuple[str, ...] = ()
+
+    def _find(self, ids: tuple[str, ...], repo_id: str) -> bool:
+        return repo_id.lower() in {known.lower() for known in ids}
+
+    def is_deployed(self, repo_id: str) -> bool:
+        return self._find(self.deployed, repo_id)
+
+    def is_cold(self, repo_id: str) -> bool:
+        return not self.is_deployed(repo_id) and self._find(self.cold, repo_id)
+
+    def describe(self) -> str:
+        """'a, b, c (cold)', or 'none right now'."""
+        names = [*self.deployed, *(f"{name} (cold)" for name in self.cold if name not in self.deployed)]
+        return ", ".join(names) if names else "none right now"
+
+
+_LISTED_LEVELS = {"HOT": "deployed", "WARM": "deployed", "COLD": "cold"}  # NDIF's deployment_level values
+
+
+def cold_model_notice(model: str) -> str:
+    """The one line said before a COLD model's first job (the CLI's stderr, the page's sidebar)."""
+    return (f"NDIF lists {model} as cold (no replica running): its first job waits while NDIF starts the model "
+            "(seconds for a small model, minutes for a large one); later jobs run at once.")
+
+
+def probe_ndif(host: str, timeout: float = NDIF_PROBE_SECONDS) -> NdifListing | None:
+    """Ask NDIF's status call within `timeout` seconds. Returns the models NDIF lists (deployed now, or cold), or None
+    when the answer holds no list; raises a ModelLoadError when NDIF does not answer at all or answers that it is
+    down."""
     import httpx
 
     parsed = urlparse(host)
@@ -269,11 +333,12 @@ def probe_ndif(host: str, timeout: float = NDIF_PROBE_SECONDS) -> list[str] | No
         return None
     if not isinstance(deployments, dict):
         return None
-    hosted = set()
+    listed: dict[str, set[str]] = {"deployed": set(), "cold": set()}
     for name, value in deployments.items():
-        if isinstance(value, dict) and value.get("deployment_level") in ("HOT", "WARM"):
-            hosted.add(str(value.get("repo_id", name)))
-    return sorted(hosted)
+        kind = _LISTED_LEVELS.get(value.get("deployment_level")) if isinstance(value, dict) else None
+        if kind is not None:
+            listed[kind].add(str(value.get("repo_id", name)))
+    return NdifListing(tuple(sorted(listed["deployed"])), tuple(sorted(listed["cold"] - listed["deployed"])))
 
 
 def _without_key(text: str, api_key: str | None) -> str:
@@ -297,6 +362,13 @@ def _request_error(error: Exception, host: str, api_key: str | None = None) -> H
     return RemoteJobError(f"The NDIF request failed: {name}: {text}")
 
 
-__all__ = ["DRY_RUN", "LOCAL", "NDIF_DEFAULT_TIMEOUT", "NDIF_KEY_URL", "REMOTE_MAX_TOKENS", "RUN_MODES", "DryRun",
-           "LocalRun", "NdifRun", "NdifTarget", "RemoteJobError", "RemoteJobState", "RunMode", "gate_on_state",
-           "ndif_host", "no_key_message", "probe_ndif", "resolve_api_key", "shown_host", "wait_for_job"]
+def starting_notice(model: Any) -> str | None:
+    """What to say before a loaded model's first job when NDIF listed it COLD at load (None otherwise)."""
+    mode = getattr(model, "mode", None)
+    return mode.starting_notice if isinstance(mode, NdifRun) else None
+
+
+__all__ = ["DRY_RUN", "LOCAL", "NDIF_DEFAULT_TIMEOUT", "NDIF_KEY_URL", "NDIF_START_SECONDS", "REMOTE_MAX_TOKENS",
+           "RUN_MODES", "STARTING", "DryRun", "LocalRun", "NdifListing", "NdifRun", "NdifTarget", "RemoteJobError",
+           "RemoteJobState", "RunMode", "cold_model_notice", "gate_on_state", "ndif_host", "no_key_message",
+           "probe_ndif", "resolve_api_key", "shown_host", "starting_notice", "wait_for_job"]

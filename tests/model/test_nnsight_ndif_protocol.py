@@ -52,6 +52,7 @@ class StandInNdif:
         self.payloads: list[bytes] = []
         self.result_sizes: list[int] = []
         self.fail_with: str | None = None
+        self.cold_seconds = 0.0  # > 0: the model is COLD, and the next job waits this long while it is started
         self.refuse_with: int | None = None
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -72,6 +73,13 @@ class StandInNdif:
 
         job = self.jobs[job_id]
         job["status"] = self.Status.QUEUED
+        if self.cold_seconds:  # as NDIF's queue does for a model without a replica: provision, deploy, re-queue
+            start, self.cold_seconds = self.cold_seconds, 0.0
+            job["status"] = self.Status.PROVISIONING
+            time.sleep(start / 4)
+            job["status"] = self.Status.DEPLOYING
+            time.sleep(start * 3 / 4)
+            job["status"] = self.Status.QUEUED
         self.leave_queue.wait(self.queue_seconds)
         with self.lock:
             job["status"] = self.Status.RUNNING
@@ -242,6 +250,31 @@ def test_waiting_shows_the_job_state_and_the_key_travels_only_in_a_header(tiny_p
                if path.startswith("/response"))
     assert not any(SECRET in path for _method, path, _headers in ndif.requests)
     assert not any(SECRET.encode() in payload for payload in ndif.payloads)
+
+
+def test_a_cold_models_first_job_waits_for_its_start_and_its_timeout_is_not_tripped(tiny_pair):
+    """A model NDIF lists COLD: its first job goes through PROVISIONING and DEPLOYING (shown as "starting the model")
+    for longer than the job timeout, which counts only the job's own time; the notice said before that job is gone
+    after it, and the next job starts at once."""
+    from headscope.backends.ndif import starting_notice
+
+    local, remote, ndif = tiny_pair
+    cold = NnsightBackend(remote.model, remote.tokenizer, remote.info, remote.placement, remote.layout, remote.dims,
+                          mode=NdifRun(NdifTarget(ndif.host, "test:tiny", 0.5, cold_repo_id="test/tiny")),
+                          api_key=SECRET)
+    assert starting_notice(cold).startswith("NDIF lists test/tiny as cold")
+    seen = []
+    ndif.cold_seconds = 1.6
+    with caller("session-a", on_wait=seen.append):
+        logits = cold.last_logits(_task().clean)
+    torch.testing.assert_close(logits, local.last_logits(_task().clean))
+    states = [status.job for status in seen]
+    assert states.count("the NDIF job (starting the model)") >= 2 and states[-1] == "the NDIF job (completed)"
+    assert cold.last_job.elapsed >= 1.6 and starting_notice(cold) is None
+    seen.clear()
+    with caller("session-a", on_wait=seen.append):
+        cold.last_logits(_task().clean)
+    assert "the NDIF job (starting the model)" not in [status.job for status in seen]
 
 
 def test_a_failed_or_refused_job_says_what_happened(tiny_pair):

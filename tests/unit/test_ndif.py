@@ -11,7 +11,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from headscope.backends.ndif import RemoteJobError, RemoteJobState, gate_on_state, wait_for_job
+import headscope.backends.ndif as ndif_backend
+from headscope.backends.ndif import (
+    NdifListing,
+    NdifRun,
+    NdifTarget,
+    RemoteJobError,
+    RemoteJobState,
+    gate_on_state,
+    probe_ndif,
+    starting_notice,
+    wait_for_job,
+)
 from headscope.errors import Cancelled, ModelLoadError
 from headscope.loading import ModelRequest, load_model
 from headscope.sharing import caller
@@ -122,12 +133,19 @@ def test_credentials_in_the_ndif_address_never_reach_a_message(monkeypatch, clos
     assert "hunter2" not in message and "bob" not in message and "127.0.0.1" in message
 
 
-def test_a_model_ndif_does_not_host_is_refused_with_the_hosted_list(monkeypatch, status_server):
+def test_a_model_ndif_does_not_list_is_refused_with_the_hosted_list(monkeypatch, status_server):
     monkeypatch.setenv("NDIF_HOST", status_server)
     with pytest.raises(ModelLoadError, match=r"does not host mistralai/Mistral-7B-v0\.1") as caught:
         load_model(ModelRequest("mistralai/Mistral-7B-v0.1", backend="ndif", api_key=SECRET))
     message = str(caught.value)
-    assert HOSTED in message and "openai-community/gpt2" in message and "cold-model" not in message
+    assert f"Hosted models: {HOSTED}, openai-community/gpt2, some/cold-model (cold)." in message
+
+
+def test_the_probe_lists_deployed_and_cold_models_apart(status_server):
+    listing = probe_ndif(status_server)
+    assert listing == NdifListing(deployed=(HOSTED, "openai-community/gpt2"), cold=("some/cold-model",))
+    assert listing.is_cold("Some/Cold-Model") and not listing.is_cold(HOSTED) and listing.is_deployed(HOSTED)
+    assert not listing.is_deployed("some/cold-model") and not listing.is_cold("some/other")
 
 
 def test_ndif_runs_hub_models_only(monkeypatch):
@@ -182,6 +200,35 @@ def test_a_job_that_takes_too_long_times_out():
     assert time.perf_counter() - started < 20  # the 1,000 queued polls (up to 2 s apart) would take many minutes
 
 
+def test_the_wait_while_ndif_starts_a_cold_model_is_not_counted_in_the_timeout():
+    """A COLD model's first job: PROVISIONING, then DEPLOYING for longer than the job's timeout, then it runs. The
+    start is said as "starting the model" and does not trip HEADSCOPE_NDIF_TIMEOUT's limit."""
+    seen = []
+    job = _Job(["RECEIVED", "PROVISIONING", *["DEPLOYING"] * 8, "QUEUED", "RUNNING"], result={"x": 1})
+    assert wait_for_job(job, timeout=0.1, on_state=seen.append, poll_seconds=0.01) == {"x": 1}
+    states = [s.state for s in seen]
+    assert states == ["received", *["starting the model"] * 9, "queued", "running", "completed"]
+    assert seen[-2].elapsed > 0.1  # the job itself was seen past the timeout: only the start made it so
+
+
+def test_a_model_start_past_its_own_bound_says_ndif_was_starting_it(monkeypatch):
+    monkeypatch.setattr(ndif_backend, "NDIF_START_SECONDS", 0.05)
+    with pytest.raises(RemoteJobError, match=r"NDIF was still starting the model after \d+ s.*job job-1"):
+        wait_for_job(_Job(["PROVISIONING", *["DEPLOYING"] * 1000]), timeout=0.01, on_state=None, poll_seconds=0.01)
+
+
+def test_a_cold_models_notice_is_said_until_its_first_job_completes():
+    cold = NdifRun(NdifTarget("http://127.0.0.1:1", "key", 60.0, cold_repo_id="some/cold-model"))
+    model = type("Model", (), {"mode": cold})()
+    assert starting_notice(model) == ("NDIF lists some/cold-model as cold (no replica running): its first job waits "
+                                      "while NDIF starts the model (seconds for a small model, minutes for a large "
+                                      "one); later jobs run at once.")
+    assert cold.outputs(_Job(["DEPLOYING"], result={"a": 3}), {}, ("a",)) == (3,)
+    assert starting_notice(model) is None
+    model.mode = NdifRun(NdifTarget("http://127.0.0.1:1", "key", 60.0))  # a deployed model: nothing to say
+    assert starting_notice(model) is None
+
+
 def test_cancel_stops_waiting():
     job = _Job(["QUEUED"] * 1000)
 
@@ -220,11 +267,13 @@ def test_cli_never_prints_the_key(closed_host, monkeypatch, capsys):
     assert SECRET not in done.stdout + done.stderr
 
 
-def test_a_hosted_model_goes_on_to_read_only_its_config_and_tokenizer(monkeypatch, status_server):
-    """Past the NDIF checks, loading needs only the config and tokenizer from the hub (offline here: a clear error)."""
+@pytest.mark.parametrize("listed", [HOSTED, "some/cold-model"])
+def test_a_deployed_or_cold_model_goes_on_to_read_only_its_config_and_tokenizer(monkeypatch, status_server, listed):
+    """Past the NDIF checks, loading needs only the config and tokenizer from the hub (offline here: a clear error).
+    A model NDIF lists COLD passes them too: NDIF starts it for its first job."""
     monkeypatch.setenv("NDIF_HOST", status_server)
-    with pytest.raises(ModelLoadError, match="Could not read the config and tokenizer of meta-llama/Llama-2-7b-hf"):
-        load_model(ModelRequest(HOSTED, backend="ndif", api_key=SECRET))
+    with pytest.raises(ModelLoadError, match=f"Could not read the config and tokenizer of {listed}"):
+        load_model(ModelRequest(listed, backend="ndif", api_key=SECRET))
 
 
 def _hub_cache_holding(tiny_model_dir, root) -> str:
