@@ -58,16 +58,30 @@ def page_circuit(page, port: int) -> tuple[float, str]:
     return seconds, " ".join(shown)
 
 
-def page_sweep(page, port: int) -> tuple[float, int, str]:
+# With --trace: each change of the script state also stamps the Chromium trace ("hs:running", "hs:notRunning").
+TRACE_STAMPS = """
+new MutationObserver(() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (app) console.timeStamp('hs:' + app.getAttribute('data-test-script-state'));
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ['data-test-script-state']});
+"""
+
+
+def page_sweep(page, port: int, trace: Path | None = None) -> tuple[float, int, str]:
     """Click to heatmap drawn and idle; `shown` also says, on the page's own clock, how long after the click its
-    script runs began and ended (the rest is the browser drawing)."""
+    script runs began and ended (the rest is the browser drawing). `trace`: a Chromium performance trace of the
+    click to idle span is written there (load it in chrome://tracing or `bench/trace_summary.py`)."""
     frames = []
     page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(time.perf_counter())))
     page.add_init_script(RUN_RECORDER)
+    if trace is not None:
+        page.add_init_script(TRACE_STAMPS)
     page.goto(f"http://localhost:{port}/ablation")
     page.wait_for_selector("text=Run exact sweep", timeout=240_000)
     page.wait_for_selector(IDLE, timeout=240_000)
     page.wait_for_timeout(500)
+    if trace is not None:
+        page.context.browser.start_tracing(page=page, screenshots=False)
     began = time.perf_counter()
     sent = page.evaluate("performance.now()")
     page.get_by_role("button", name="Run exact sweep").click()
@@ -78,19 +92,22 @@ def page_sweep(page, port: int) -> tuple[float, int, str]:
         raise
     page.wait_for_selector(IDLE, timeout=600_000)
     seconds = time.perf_counter() - began
+    if trace is not None:
+        trace.write_bytes(page.context.browser.stop_tracing())
     drawn = page.evaluate("performance.now()")
     shown = page.locator('[data-testid="stMetric"]').filter(has_text="Time").inner_text().split("\n")
     runs = [(t, state) for t, state in page.evaluate("window.__hsRuns") if t > sent]
     first = next((t for t, state in runs if state == "running"), sent)
     last = max((t for t, state in runs if state == "notRunning"), default=drawn)
     script = (f"script runs from {(first - sent) / 1000:.2f} s to {(last - sent) / 1000:.2f} s after the click, "
-              f"{sum(1 for _, state in runs if state == 'running')} runs")
+              f"{sum(1 for _, state in runs if state == 'running')} runs, the last message "
+              f"{max(frames, default=began) - began:.2f} s after the click")
     return seconds, sum(1 for t in frames if t >= began), " ".join(shown) + "; " + script
 
 
-def head_clicks(page, heads=((5, 2), (8, 1), (12, 4))) -> list[float]:
+def head_clicks(page, heads=((5, 2), (8, 1), (12, 4)), trace: Path | None = None) -> list[float]:
     """Click heatmap cells one after another; each time from the click to that head's heading shown, its pattern
-    frame drawn and the script idle."""
+    frame drawn and the script idle. `trace`: a Chromium performance trace of the first click written there."""
     times = []
     chart = page.locator(CHART).first
     page.wait_for_timeout(1500)  # the layout settles after the progress bar goes
@@ -101,13 +118,22 @@ def head_clicks(page, heads=((5, 2), (8, 1), (12, 4))) -> list[float]:
         x, y = cell["x"] + cell["width"] / 2, cell["y"] + cell["height"] / 2
         page.mouse.move(x, y)  # plotly clicks the point under the hover
         page.wait_for_timeout(300)
+        tracing = trace is not None and not times
+        if tracing:
+            page.context.browser.start_tracing(page=page, screenshots=False)
         began = time.perf_counter()
+        sent = page.evaluate("performance.now()")
         page.mouse.click(x, y)
-        page.get_by_text(f"Attention pattern of head {layer}.{head}", exact=False).wait_for(timeout=180_000)
+        page.get_by_text(f"Attention pattern of head {layer}.{head} on", exact=False).wait_for(timeout=180_000)
         page.frame_locator('[data-testid="stIFrame"], iframe').last.locator("canvas, svg").first.wait_for(
             timeout=120_000)
         page.wait_for_selector(IDLE, timeout=180_000)
         times.append(time.perf_counter() - began)
+        runs = [(t, state) for t, state in page.evaluate("window.__hsRuns") if t > sent]
+        print(f"  click on {layer}.{head}: {times[-1]:.2f} s; script runs (s after the click): " + ", ".join(
+            f"{state} {(t - sent) / 1000:.2f}" for t, state in runs), flush=True)
+        if tracing:
+            trace.write_bytes(page.context.browser.stop_tracing())
     return times
 
 
@@ -180,6 +206,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-clicks", action="store_true")
     parser.add_argument("--no-circuit", action="store_true", help="leave out the circuit search (page and CLI)")
+    parser.add_argument("--trace", type=Path, default=None,
+                        help="write Chromium performance traces of the sweep's click to idle (sweep.json) and of "
+                             "the first head click (click.json) to this folder")
     parser.add_argument("--long-chars", type=int, default=0,
                         help="also a long prompt of this many characters (16000: about 4,400 tokens) on both pages")
     args = parser.parse_args()
@@ -202,9 +231,11 @@ def main() -> None:
                                                      args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 shutil.rmtree(results, ignore_errors=True)  # the CLI's run is not read back by the page
-                seconds, messages, shown = page_sweep(page, port)
+                if args.trace is not None:
+                    args.trace.mkdir(parents=True, exist_ok=True)
+                seconds, messages, shown = page_sweep(page, port, args.trace and args.trace / "sweep.json")
                 print(f"  page sweep {seconds:.1f} s ({shown}; {messages} messages), CLI {cli:.1f} s", flush=True)
-                clicks = [] if args.no_clicks else head_clicks(page)
+                clicks = [] if args.no_clicks else head_clicks(page, trace=args.trace and args.trace / "click.json")
                 circuit = None if args.no_circuit else page_circuit(page, port)
                 if circuit is not None:
                     print(f"  page circuit {circuit[0]:.1f} s ({circuit[1]}), CLI {cli_circuit:.1f} s", flush=True)

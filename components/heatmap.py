@@ -5,6 +5,7 @@ with the (layer, head) in customdata, the same in a notebook); st.plotly_chart(o
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
@@ -29,12 +30,22 @@ class CellClick:
 
 
 
-def clickable_heatmap(figure: go.Figure, key: str, filename: str = "heatmap") -> CellClick | None:
-    """Render the figure; returns the clicked cell (layer, head) or None."""
+def clickable_heatmap(figure: go.Figure, key: str, filename: str = "heatmap",
+                      on_click: Callable[[CellClick], None] | None = None) -> CellClick | None:
+    """Render the figure; returns the clicked cell (layer, head) or None.
+
+    With `on_click`, a click is handed to it before the page's next run (a callback): the page then runs once per
+    click, already with the new selection, instead of twice (one run to read the click, a second to show it)."""
+
+    def clicked() -> None:
+        cell = click_from_event(st.session_state.get(key))
+        if cell is not None and on_click is not None:
+            on_click(cell)
+
     event = st.plotly_chart(
         figure,
         key=key,
-        on_select="rerun",
+        on_select="rerun" if on_click is None else clicked,
         selection_mode="points",
         width="content",  # the figure's own width: cells stay square
         config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2}},

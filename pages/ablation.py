@@ -44,6 +44,7 @@ from components.logit_attribution import (
 )
 from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import active_request, require_model
+from components.preload import preload_result_elements
 from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, set_url_value, task_arguments, url_value
 from components.text import md, plural, quoted
@@ -162,6 +163,9 @@ if result is None:
         first = "Choose a task" if source == BUILT_IN else "Upload a dataset"
         st.info(f"{md(first)} and press **Run exact sweep** (or the instant estimate). Results are cached on disk, so "
                 "a sweep precomputed with `python -m headscope ablate` appears here at once.")
+    preload_result_elements()  # the browser loads the chart and table code now, not after the sweep
+    if encoded is not None:  # this machine's cost of a block, measured once per model and prompt length: now, not
+        sweep_estimate(model, encoded, method, False)  # after the click on Run (the time limit's estimate)
     st.stop()
 
 summary(result)
@@ -180,10 +184,9 @@ map_col, detail_col = st.columns([1, 1])
 with map_col:
     # one chart key per sweep, the same whether the sweep was just computed or read back from the cache
     chart_key = f"ab_map_{result.key.get('dataset_hash', '')[:16]}_{result.method}_{result.estimate}{dla is None}"
-    click = clickable_heatmap(present_figure(figure), key=chart_key, filename=f"ablation-{result.task}-{result.method}")
-    if click is not None and click.component != selected:
-        set_url_value("head", SELECTED, click.component, show_head)
-        st.rerun()
+    # a click selects its cell before the next run (one run per click, not a run to read it and one to show it)
+    clickable_heatmap(present_figure(figure), key=chart_key, filename=f"ablation-{result.task}-{result.method}",
+                      on_click=lambda cell: set_url_value("head", SELECTED, cell.component, show_head))
     grid_name = f"ablation-{result.task}-{result.method}{'-estimate' if result.estimate else ''}"
     if dla is not None:
         grid_name = f"direct-effects-{result.task}"

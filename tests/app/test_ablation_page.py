@@ -5,6 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
+from components.preload import HIDDEN, is_preload
+from headscope import job_time
 from headscope.component import Component
 from tests.shown import shown
 
@@ -16,6 +18,27 @@ def private_results(tmp_path, monkeypatch):
 
 def _frames(app):
     return [df.value for df in app.dataframe]
+
+
+def shown_charts(app):
+    """The page's charts less the hidden one that preloads the chart code (components/preload.py)."""
+    return [chart for chart in app.get("plotly_chart") if not is_preload(chart.proto.id)]
+
+
+def test_before_a_sweep_the_chart_and_table_code_is_preloaded_hidden(run_page):
+    # the browser evaluates Plotly's code (~0.9 s) the first time a page shows a chart: before the sweep, not after
+    app = run_page("pages/ablation.py")
+    assert not app.exception and not shown_charts(app)
+    assert [is_preload(chart.proto.id) for chart in app.get("plotly_chart")] == [True]
+    assert len(app.dataframe) == 1 and any(HIDDEN in block.proto.body for block in app.get("html"))
+
+
+def test_the_block_cost_is_measured_before_the_click(run_page, monkeypatch):
+    # the time limit's estimate measures a block once per model and prompt length: on the page's first run, so that
+    # the click on Run does not wait for it
+    monkeypatch.setattr(job_time, "_measured", {})
+    app = run_page("pages/ablation.py")
+    assert not app.exception and len(job_time._measured) == 1
 
 
 def test_exact_sweep_shows_heatmap_metrics_and_top_heads(run_page, embedded_model):
@@ -128,7 +151,7 @@ def test_another_models_sweep_is_never_shown_as_this_ones(run_page):
     identity, sweep = app.session_state["ab_result"]
     app.session_state["ab_result"] = ({**identity, "model_source": "another/model"}, sweep)
     app.number_input(key="n").set_value(5).run()  # a configuration with nothing cached
-    assert not app.exception and not app.get("plotly_chart")
+    assert not app.exception and not shown_charts(app)
     assert any("not of the model loaded now" in c.value for c in app.caption)
 
 

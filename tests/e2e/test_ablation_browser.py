@@ -11,6 +11,21 @@ from tests.e2e.browser_helpers import (
     wait_for_app,
 )
 
+# counts the script runs that start from now on (the app's script state turning to "running"); one observer per page
+COUNT_RUNS = """() => {
+  window.__hsRunsStarted = 0;
+  if (window.__hsRunCounter) return;
+  let last = null;
+  window.__hsRunCounter = new MutationObserver(() => {
+    const state = document.querySelector('[data-testid="stApp"]')?.getAttribute('data-test-script-state');
+    if (state === 'running' && last !== 'running') window.__hsRunsStarted += 1;
+    last = state;
+  });
+  window.__hsRunCounter.observe(document, {subtree: true, attributes: true,
+                                           attributeFilter: ['data-test-script-state']});
+}"""
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
 
 def test_run_sweep_click_cell_see_pattern(page, app_url):
     wait_for_app(page, f"{app_url}/ablation")
@@ -28,11 +43,21 @@ def test_run_sweep_click_cell_see_pattern(page, app_url):
     chart.wait_for(timeout=60_000)
     points = chart.locator(".scatterlayer .trace").first.locator("path.point")
     assert points.count() == 30 * 9 + 30  # every head plus the MLP column
+    page.wait_for_selector(IDLE, timeout=120_000)
+    page.evaluate(COUNT_RUNS)
+    click_plotly_point(page, chart, points.nth(8 * 9 + 1))  # layer 8, head 1, then another cell
+    page.get_by_text("Attention pattern of head 8.1 on", exact=False).wait_for(timeout=120_000)
+    page.wait_for_selector(IDLE, timeout=120_000)
+    page.evaluate(COUNT_RUNS)
     click_plotly_point(page, chart, points.nth(5 * 9 + 2))  # layer 5, head 2
-    heading = page.get_by_text("Attention pattern of head 5.2", exact=False)
+    heading = page.get_by_text("Attention pattern of head 5.2 on", exact=False)  # not the spinner
     heading.wait_for(timeout=120_000)
     frame = page.frame_locator('[data-testid="stIFrame"], iframe').last
     frame.locator("canvas, svg").first.wait_for(timeout=60_000)
+    page.wait_for_selector(IDLE, timeout=120_000)
+    # the click is read by a callback before the page's run: one run per click, not one to read it and one to show it
+    assert page.evaluate("window.__hsRunsStarted") == 1
+    assert "head=5.2" in page.url  # the callback wrote the selection to the link as well
     page.set_viewport_size({"width": 1400, "height": 2000})
     next_frames(page)
     page.screenshot(path=str(ARTIFACTS / "ablation-heatmap.png"))
