@@ -72,11 +72,11 @@ def head_writes_panel(model, prompt: str, component: Component, key: str) -> Non
     if len(tokens) <= long_prompt.LONG_PROMPT_TOKENS:
         position = pos_col.selectbox(
             "Position", range(len(tokens)), index=len(tokens) - 1, key=f"{key}_position",
-            format_func=lambda pos: plain(f"{pos}: {tokens[pos].display}"), help=position_help)
+            format_func=lambda pos: plain(f"{pos}: {tokens[pos].display}"), help=md(position_help))
     else:  # a list of thousands of options costs the browser seconds on every rerun of the page
         position = int(pos_col.number_input("Position", min_value=0, max_value=len(tokens) - 1,
-                                            value=len(tokens) - 1, key=f"{key}_long_position", help=position_help))
-        pos_col.caption(plain(f"Token at position {position:,}: {tokens[position].display}"))
+                                            value=len(tokens) - 1, key=f"{key}_long_position", help=md(position_help)))
+        pos_col.caption(md(f"Token at position {position:,}: {tokens[position].display}"))
     k = int(k_col.number_input("Tokens listed", min_value=1, max_value=MAX_K, value=DEFAULT_K, key=f"{key}_k"))
     identity = str(model.identity)
     asked = (identity, prompt, component, position, k)

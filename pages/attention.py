@@ -152,8 +152,8 @@ if result is not None:
         size_col, start_col = st.columns(2)
         size_col.number_input(
             "Positions drawn", min_value=16, max_value=widest, step=16, key="ap_window_size",
-            help=f"The browser draws every cell of every head: {MAX_VIEW_TOKENS} positions take seconds per view "
-                 f"(about 15 s for four heads on a 2-core machine), {DEFAULT_VIEW_TOKENS} about one.")
+            help=f"The browser draws every cell of every head: {MAX_VIEW_TOKENS:d} positions take seconds per view "
+                 f"(about 15 s for four heads on a 2-core machine), {DEFAULT_VIEW_TOKENS:d} about one.")
     if result.is_window:
         drawn = len(result.tokens)
         last_start = n_tokens - drawn
