@@ -8,7 +8,9 @@ import time
 import streamlit as st
 
 from components.lens_view import lens_panel
+from components.long_prompt import LONG_PROMPT_TOKENS
 from components.model_state import active_request, require_model
+from components.preload import preload_result_elements
 from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, prompt_box
 from components.text import md, md_code, plain, plural, quoted
@@ -16,6 +18,7 @@ from components.token_view import answer_panel, diagnostics, token_strip, token_
 from headscope.api import call_code, notebook_code
 from headscope.errors import HeadscopeError
 from headscope.predict import MAX_TOP_K, analyze_prompt, toggle_trailing_space
+from headscope.profile import timed
 
 COMPARE_TOP_K = 5  # next tokens listed per side of the compare
 
@@ -26,9 +29,10 @@ st.caption(
     "Positions count the model's real input, BOS included. Whitespace is visible: space ·, newline ↵, tab →; "
     "invisible characters show as ⟨U+XXXX⟩."
 )
-model = require_model()
+with timed("prompt tester: model"):
+    model = require_model()
 
-with controls("Prompt and answers"):
+with controls("Prompt and answers"), timed("prompt tester: controls"):
     left, right = st.columns([3, 2])
     with left:
         prompt = prompt_box(st, "1 2 3 4 ", height=90,
@@ -42,9 +46,10 @@ with controls("Prompt and answers"):
         top_k = k_col.number_input("Top-k", min_value=1, max_value=MAX_TOP_K, value=10, step=1, key="top_k", **BOUND)
         position = p_col.number_input("Position (-1 = last)", value=-1, step=1, key="position", **BOUND)
 
-copy_link(link_col, notebook_code(active_request(), call_code(
-    "tokens", prompt, answer=answer or None, contrast=contrast or None, top_k=None if top_k == 10 else int(top_k),
-    position=None if position == -1 else int(position))))
+with timed("prompt tester: copy link"):
+    copy_link(link_col, notebook_code(active_request(), call_code(
+        "tokens", prompt, answer=answer or None, contrast=contrast or None, top_k=None if top_k == 10 else int(top_k),
+        position=None if position == -1 else int(position))))
 
 progress_slot = st.empty()
 
@@ -62,8 +67,12 @@ try:
     if memo is not None and memo[0] == asked:
         analysis = memo[1]
     else:
-        analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position),
-                                  progress=forward_progress, lens=True)  # the logit lens from the same forward
+        if len(prompt) > LONG_PROMPT_TOKENS and len(model.input_ids(prompt)) > LONG_PROMPT_TOKENS:
+            # the browser loads its chart and table code while the long forward runs, not after it
+            preload_result_elements()
+        with timed("prompt tester: analyze_prompt"):  # the logit lens from the same forward
+            analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position),
+                                      progress=forward_progress, lens=True)
         st.session_state["pt_memo"] = (asked, analysis)
     st.session_state["pt_last_good"] = (model.identity, analysis)
     progress_slot.empty()  # the forward is over: its bar goes
@@ -80,8 +89,9 @@ if analysis is not None:
                         f"top {int(top_k)} at position {analysis.position}")
     diagnostics(analysis)
     st.subheader(plural(len(analysis.tokens), "token"))
-    token_strip(analysis)
-    with st.expander("Token table", expanded=False):
+    with timed("prompt tester: token strip"):
+        token_strip(analysis)
+    with st.expander("Token table", expanded=False), timed("prompt tester: token table"):
         token_table(analysis)
 
     chosen = analysis.tokens[analysis.position]

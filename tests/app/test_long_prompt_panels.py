@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 import components.long_prompt
+from components.preload import is_preload
 from tests.shown import shown
 
 
@@ -24,8 +25,23 @@ def test_the_lens_on_a_long_prompt_needs_no_click(run_page, embedded_model):
     """The prompt tester's lens comes from its own forward: a long prompt shows it at once, with no second forward."""
     app = run_page("pages/prompt_tester.py")
     assert not app.exception
-    assert len(app.get("plotly_chart")) == 2  # the top-k chart and the lens
+    shown_charts = [chart for chart in app.get("plotly_chart") if not is_preload(chart.proto.id)]
+    assert len(shown_charts) == 2  # the top-k chart and the lens
     assert not any("one more forward" in caption.value for caption in app.caption)
+
+
+def test_a_long_prompts_forward_lets_the_browser_load_the_chart_code_meanwhile(run_page, embedded_model,
+                                                                              monkeypatch):
+    """Opened by link, a long prompt's page showed no chart until its forward ended, and then the browser spent
+    about 1 s loading its chart and table code: a hidden chart is drawn before a long forward, not before a short one
+    (nor on a rerun that reuses the forward)."""
+    app = run_page("pages/prompt_tester.py")
+    assert not app.exception and any(is_preload(chart.proto.id) for chart in app.get("plotly_chart"))
+    app.run()  # the same question: the forward is reused, nothing to wait for
+    assert not any(is_preload(chart.proto.id) for chart in app.get("plotly_chart"))
+    monkeypatch.setattr(components.long_prompt, "LONG_PROMPT_TOKENS", 1024)
+    app = run_page("pages/prompt_tester.py")
+    assert not app.exception and not any(is_preload(chart.proto.id) for chart in app.get("plotly_chart"))
 
 
 def _writes_shown(app) -> bool:
