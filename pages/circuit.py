@@ -28,6 +28,7 @@ from components.head_writes import head_writes_panel
 from components.heatmap import clickable_heatmap, parse_head, png_download, show_head
 from components.long_run import progress_with_cancel, say_if_stopped, within_time_limit
 from components.model_state import active_request, require_model
+from components.preload import preload_result_elements
 from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, set_url_value, task_arguments, url_value
 from components.text import md, plural
@@ -128,6 +129,7 @@ if result is None and not refused:
     first = "Choose a task" if source == BUILT_IN else "Upload a dataset"
     st.info(f"{md(first)} and press **Find circuit** (or the instant estimate). Circuits are cached on disk, so one "
             "precomputed with `python -m headscope circuit` appears here at once.")
+    preload_result_elements()  # the browser loads the chart and table code now, not after the search
 elif result is not None:
     if result.estimate:
         st.warning("**Estimate** (attribution-ranked greedy pruning: one forward and one backward pass, effects "
