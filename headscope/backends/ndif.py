@@ -70,6 +70,7 @@ def wait_for_job(job: Any, *, timeout: float, on_state: Callable[[RemoteJobState
     job_id = getattr(job, "job_id", None)
     interval = poll_seconds
     starting_seconds = 0.0  # time between polls of which one saw NDIF starting the model
+    start_limit = max(timeout, NDIF_START_SECONDS)
     last_poll, last_state = started, None
     while True:
         try:
@@ -94,7 +95,6 @@ def wait_for_job(job: Any, *, timeout: float, on_state: Callable[[RemoteJobState
         last_poll, last_state = now, state
         if on_state is not None:
             on_state(RemoteJobState(job_id, state, elapsed))
-        start_limit = max(timeout, NDIF_START_SECONDS)
         if state == STARTING and starting_seconds > start_limit:
             raise RemoteJobError(
                 f"NDIF was still starting the model after {starting_seconds:.0f} s (the NDIF job {job_id} waits for "
