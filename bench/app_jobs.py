@@ -6,10 +6,11 @@ the circuit page (the same prompts, until stable).
     python bench/app_jobs.py --rounds 1
 
 Each round starts from an empty results cache (HEADSCOPE_RESULTS_DIR, a temporary folder), so nothing comes from the
-cache. Per round: the CLI (`python -m headscope ablate ... --no-cache --json`, its reported compute seconds), then the
-page: from the click on "Run exact sweep" to the heatmap drawn and the script idle, with the number of websocket
-messages the browser received meanwhile and the sweep's own compute time as the page reports it. The load average
-is printed beside each figure: on a shared machine compare only figures of the same round.
+cache. Per round: the CLI (`python -m headscope ablate ... --no-cache --json`, its reported compute seconds) before and
+after the page, whose figure is compared with the mean of the two; the page: from the click on "Run exact sweep" to the
+heatmap drawn and the script idle, with the number of websocket messages the browser received meanwhile and the
+sweep's own compute time as the page reports it. The load average is printed beside each figure: on a shared machine
+compare only figures of the same round.
 """
 
 from __future__ import annotations
@@ -220,8 +221,11 @@ def main() -> None:
             env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), HEADSCOPE_RESULTS_DIR=results,
                        HEADSCOPE_MAX_JOB_SECONDS="86400")
             load_before = os.getloadavg()[0]
-            cli = cli_seconds(env)
-            cli_circuit = None if args.no_circuit else cli_seconds(env, "circuit")
+            # the CLI runs before and after the page, and the page is compared with their mean: this machine's speed
+            # drifts between minutes by more than the target's margin, and one run on one side biases the ratio
+            cli_runs = [cli_seconds(env)]
+            circuit_runs = [] if args.no_circuit else [cli_seconds(env, "circuit")]
+            forward_before = plain_forward(args.long_chars, env)[1] if args.long_chars else 0.0
             port = free_port()
             os.environ.update(HEADSCOPE_RESULTS_DIR=results, HEADSCOPE_MAX_JOB_SECONDS="86400")
             server = start([sys.executable, "-m", "streamlit", "run", "app.py"], port)
@@ -234,30 +238,44 @@ def main() -> None:
                 if args.trace is not None:
                     args.trace.mkdir(parents=True, exist_ok=True)
                 seconds, messages, shown = page_sweep(page, port, args.trace and args.trace / "sweep.json")
-                print(f"  page sweep {seconds:.1f} s ({shown}; {messages} messages), CLI {cli:.1f} s", flush=True)
+                print(f"  page sweep {seconds:.1f} s ({shown}; {messages} messages)", flush=True)
                 clicks = [] if args.no_clicks else head_clicks(page, trace=args.trace and args.trace / "click.json")
                 circuit = None if args.no_circuit else page_circuit(page, port)
                 if circuit is not None:
-                    print(f"  page circuit {circuit[0]:.1f} s ({circuit[1]}), CLI {cli_circuit:.1f} s", flush=True)
+                    print(f"  page circuit {circuit[0]:.1f} s ({circuit[1]})", flush=True)
                 long_figures = long_prompt_pages(page, port, args.long_chars) if args.long_chars else {}
                 browser.close()
             finally:
                 server.terminate()
                 server.wait(timeout=30)
+            cli_runs.append(cli_seconds(env))
+            cli = statistics.mean(cli_runs)
+            if not args.no_circuit:
+                circuit_runs.append(cli_seconds(env, "circuit"))
+            cli_circuit = statistics.mean(circuit_runs) if circuit_runs else None
+            print(f"  CLI sweep {' and '.join(f'{t:.1f}' for t in cli_runs)} s, circuit "
+                  f"{' and '.join(f'{t:.1f}' for t in circuit_runs)} s (before and after the page)", flush=True)
             if args.long_chars:
                 tokens, forward = plain_forward(args.long_chars, env)
+                forward = (forward + forward_before) / 2  # before and after the browser
                 long_figures = {name: round(value if name.endswith(" s") else value / forward, 2)
                                 for name, value in long_figures.items()}
                 long_figures |= {"plain forward s": round(forward, 1), "tokens": tokens}
             row = {"long prompt (x plain forward)": long_figures,
-                   "cli": cli, "page": seconds, "ratio": seconds / cli, "messages": messages, "shown": shown,
-                   "clicks": clicks, "load": (load_before, os.getloadavg()[0]),
-                   "circuit": None if circuit is None else {"cli": cli_circuit, "page": circuit[0],
-                                                            "ratio": circuit[0] / cli_circuit, "shown": circuit[1]}}
+                   "cli": cli, "cli runs": cli_runs, "page": seconds, "ratio": seconds / cli, "messages": messages,
+                   "shown": shown, "clicks": clicks, "load": (load_before, os.getloadavg()[0]),
+                   "circuit": None if circuit is None else {"cli": cli_circuit, "cli runs": circuit_runs,
+                                                            "page": circuit[0], "ratio": circuit[0] / cli_circuit,
+                                                            "shown": circuit[1]}}
             rows.append(row)
             print(json.dumps(row), flush=True)
     cli, shown = statistics.median(r["cli"] for r in rows), statistics.median(r["page"] for r in rows)
     print(f"median: CLI {cli:.1f} s, page {shown:.1f} s, ratio {statistics.median(r['ratio'] for r in rows):.2f}")
+    circuits = [r["circuit"] for r in rows if r["circuit"] is not None]
+    if circuits:
+        print(f"median circuit: CLI {statistics.median(c['cli'] for c in circuits):.1f} s, page "
+              f"{statistics.median(c['page'] for c in circuits):.1f} s, ratio "
+              f"{statistics.median(c['ratio'] for c in circuits):.2f}")
 
 
 if __name__ == "__main__":

@@ -30,14 +30,29 @@ STRIP_CSS = """
 """
 
 
-def token_strip_html(analysis: PromptAnalysis, show_predictions: bool = True) -> str:
-    """The tokens as chips (position, visible-whitespace text) with each position's top-1 prediction underneath.
+STRIP_MAX_TOKENS = 256  # chips drawn at most: a long prompt's strip shows a window, the token table every position
+STRIP_AFTER_CHOSEN = 16  # positions drawn after the chosen one, where the prompt has them
+
+
+def strip_window(n_tokens: int, position: int, limit: int = STRIP_MAX_TOKENS) -> range:
+    """The positions the strip draws: all of a short prompt; of a long one, `limit` positions holding the chosen one,
+    with the ones before it (what the prediction reads) and a few after. Thousands of chips are unreadable and cost
+    the browser about a second to lay out."""
+    if n_tokens <= limit:
+        return range(n_tokens)
+    start = max(0, min(position + STRIP_AFTER_CHOSEN + 1 - limit, n_tokens - limit))
+    return range(start, start + limit)
+
+
+def token_strip_html(analysis: PromptAnalysis, show_predictions: bool = True, window: range | None = None) -> str:
+    """The tokens as chips (position, visible-whitespace text) with each position's top-1 prediction underneath;
+    `window`: only these positions (default: every one).
 
     A prediction is green when it equals the next input token. All token text is HTML-escaped.
     """
     tokens = analysis.tokens
     chips = []
-    for token in tokens:
+    for token in tokens if window is None else tokens[window.start:window.stop]:
         classes = ["hs-tok"]
         if token.special:
             classes.append("special")
@@ -60,7 +75,12 @@ def token_strip_html(analysis: PromptAnalysis, show_predictions: bool = True) ->
 
 
 def token_strip(analysis: PromptAnalysis, show_predictions: bool = True) -> None:
-    st.html(token_strip_html(analysis, show_predictions))
+    """The strip of a short prompt; of a long one, the window around the chosen position, said in a caption."""
+    window = strip_window(len(analysis.tokens), analysis.position)
+    if len(window) < len(analysis.tokens):
+        st.caption(f"Drawn: positions {window.start:,}–{window.stop - 1:,} of {len(analysis.tokens):,}, around the "
+                   "chosen position (change Position to move the window); the token table lists every position.")
+    st.html(token_strip_html(analysis, show_predictions, window))
 
 
 def token_frame(analysis: PromptAnalysis) -> pd.DataFrame:

@@ -9,6 +9,7 @@ import streamlit as st
 
 from components.lens_view import lens_panel
 from components.long_prompt import LONG_PROMPT_TOKENS
+from components.long_run import REDRAW_SECONDS, still_progress_bars
 from components.model_state import active_request, require_model
 from components.preload import preload_result_elements
 from components.presentation import controls, present_figure, settings_line
@@ -54,9 +55,15 @@ with timed("prompt tester: copy link"):
 progress_slot = st.empty()
 
 
-def forward_progress(fraction: float, started: float = time.perf_counter()) -> None:
-    """A progress bar for a long prompt (shown only once a forward pass has taken more than half a second)."""
-    if time.perf_counter() - started > 0.5:
+forward_clock = {"started": time.perf_counter(), "drawn": 0.0}
+
+
+def forward_progress(fraction: float) -> None:
+    """A progress bar for a long prompt (shown only once a forward pass has taken more than half a second), redrawn
+    at most every REDRAW_SECONDS: each redraw is a message the browser renders while the forward needs the cores."""
+    now = time.perf_counter()
+    if now - forward_clock["started"] > 0.5 and now - forward_clock["drawn"] >= REDRAW_SECONDS:
+        forward_clock["drawn"] = now
         progress_slot.progress(min(fraction, 1.0), text=f"Running the model on the prompt: {100 * fraction:.0f}%")
 
 
@@ -70,6 +77,7 @@ try:
         if len(prompt) > LONG_PROMPT_TOKENS and len(model.input_ids(prompt)) > LONG_PROMPT_TOKENS:
             # the browser loads its chart and table code while the long forward runs, not after it
             preload_result_elements()
+            still_progress_bars()
         with timed("prompt tester: analyze_prompt"):  # the logit lens from the same forward
             analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position),
                                       progress=forward_progress, lens=True)
@@ -91,8 +99,15 @@ if analysis is not None:
     st.subheader(plural(len(analysis.tokens), "token"))
     with timed("prompt tester: token strip"):
         token_strip(analysis)
-    with st.expander("Token table", expanded=False), timed("prompt tester: token table"):
-        token_table(analysis)
+    if len(analysis.tokens) <= LONG_PROMPT_TOKENS:
+        with st.expander("Token table", expanded=False), timed("prompt tester: token table"):
+            token_table(analysis)
+    else:  # thousands of rows: sent when the table is opened (the browser lays them out even while it is folded)
+        table_box = st.expander(f"Token table (all {len(analysis.tokens):,} positions)", key="pt_token_table",
+                                on_change="rerun")
+        if table_box.open:
+            with table_box, timed("prompt tester: token table"):
+                token_table(analysis)
 
     chosen = analysis.tokens[analysis.position]
     st.subheader(f"Next token after position {analysis.position:d} ({md_code(chosen.display)})")

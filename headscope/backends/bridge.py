@@ -261,12 +261,13 @@ class BridgeBackend(Backend):
                 lens_read = lens_readings(self, view, seen, lens)
             for start in range(0, normed.shape[0], UNEMBED_CHUNK_TOKENS):
                 chunk = self.unembed_all(normed[start:start + UNEMBED_CHUNK_TOKENS]).float()
+                if start <= position < start + chunk.shape[0]:
+                    logits_at = chunk[position - start].clone()
                 values, ids = chunk.max(-1)
                 top_ids.append(ids)
                 top_logits.append(values)
-                top_logprobs.append(values - torch.logsumexp(chunk, -1))
-                if start <= position < start + chunk.shape[0]:
-                    logits_at = chunk[position - start].clone()
+                # log p(top-1) = -log Σ exp(logit - top-1 logit), in place: one pass over [chunk, vocab], no copies
+                top_logprobs.append(-chunk.sub_(values[:, None]).exp_().sum(-1).log())
         assert logits_at is not None
         if progress is not None:
             progress(1.0)

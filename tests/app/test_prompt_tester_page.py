@@ -152,6 +152,20 @@ def test_a_long_prompts_progress_bar_goes_when_the_result_is_there(run_page):
     assert not app.exception and not app.error
     assert app.subheader[0].value.endswith(" tokens") and int(app.subheader[0].value.split()[0].replace(",", "")) > 1000
     assert not app.get("progress")
+    # the strip draws the 256 positions up to the chosen (last) one; the token table keeps every position, sent when
+    # it is opened
+    n_tokens = int(app.subheader[0].value.split()[0].replace(",", ""))
+    assert not [df for df in app.dataframe if "top-1 next" in df.value.columns]
+    strip = next(h.proto.body for h in app.get("html") if "hs-token-strip" in h.proto.body)
+    drawn = [int(p) for p in re.findall(r'<div class="hs-pos">(\d+)</div>', strip)]
+    assert drawn == list(range(n_tokens - 256, n_tokens))
+    assert any(c.value.startswith(f"Drawn: positions {n_tokens - 256:,}–{n_tokens - 1:,} of {n_tokens:,}")
+               for c in app.caption)
+    analysis = app.session_state["pt_memo"][1]
+    app.session_state["pt_token_table"] = True  # the table opened: its rows come, from the same forward
+    app.run()
+    assert not app.exception and len(_token_table(app)) == n_tokens
+    assert app.session_state["pt_memo"][1] is analysis
 
 
 def test_the_prompt_tester_answers_before_transformerlens_is_set_up(run_page, monkeypatch):

@@ -36,3 +36,20 @@ def test_token_table_keeps_raw_text_for_plain_rendering():
     frame = token_frame(_analysis(["<script>", "b"]))
     assert list(frame["token"]) == ["<script>", "b"]
     assert len(frame) == 2
+
+
+def test_strip_window_keeps_the_chosen_position_and_what_it_reads():
+    from components.token_view import STRIP_AFTER_CHOSEN, strip_window
+
+    assert strip_window(40, 39, limit=64) == range(40)  # a short prompt: every position
+    assert strip_window(1000, 999, limit=64) == range(936, 1000)  # the last position: the 64 up to it
+    assert strip_window(1000, 500, limit=64) == range(500 + STRIP_AFTER_CHOSEN + 1 - 64, 500 + STRIP_AFTER_CHOSEN + 1)
+    assert strip_window(1000, 3, limit=64) == range(64)  # near the start: from position 0
+
+
+def test_token_strip_html_draws_only_its_window():
+    analysis = _analysis([f"t{i}" for i in range(10)])
+    html = token_strip_html(analysis, window=range(6, 10))
+    assert html.count('class="hs-pos"') == 4
+    assert '<div class="hs-pos">6</div>' in html and '<div class="hs-pos">5</div>' not in html
+    assert html.count("chosen") == 2  # position 9 is in the window

@@ -30,3 +30,17 @@ def test_the_bar_is_redrawn_a_few_times_however_often_progress_comes(monkeypatch
     assert len(bar.drawn) <= 3  # the first, the last, and perhaps one in between on a slow machine
     assert bar.drawn[-1][0] == 1.0  # the end is always drawn
     assert "about 10 d 9 h left" in bar.drawn[0][1]  # readable units
+
+
+def test_the_bar_jumps_instead_of_sliding(monkeypatch):
+    """Streamlit's bar animates every change, on the browser's main thread while the computation needs the cores:
+    the run's bar comes with the style that stills it, drawn before the bar."""
+    drawn = []
+    monkeypatch.setattr(long_run.st, "html", lambda body: drawn.append(("html", body)))
+    monkeypatch.setattr(long_run.st, "progress", lambda *args, **kwargs: drawn.append(("bar", args)) or _Element())
+    monkeypatch.setattr(long_run.st, "empty", _Element)
+    monkeypatch.setattr(long_run.st, "session_state", {})
+    with long_run.progress_with_cancel("t", "sweep") as report:
+        report(Progress(0.5, 1.0, "layer 1"))
+    assert drawn[0] == ("html", long_run.STILL_BAR_CSS) and drawn[1][0] == "bar"
+    assert "[data-testid='stProgress']" in long_run.STILL_BAR_CSS and "transition: none" in long_run.STILL_BAR_CSS
