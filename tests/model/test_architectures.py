@@ -274,6 +274,11 @@ def test_top_k_logits_equal_the_reference_forward(family):
         log_probs = torch.log_softmax(logits[analysis.position], -1)[expected_ids]
         np.testing.assert_allclose([p.logprob for p in analysis.top_k], log_probs.numpy(), atol=ATOL, rtol=0)
         assert [p.id for p in analysis.top1_per_position] == logits.argmax(-1).tolist()
+        # every position's top-1 logit and log-probability (the token strip and table), against the reference's
+        np.testing.assert_allclose([p.logit for p in analysis.top1_per_position], logits.max(-1).values.numpy(),
+                                   atol=ATOL, rtol=0)
+        np.testing.assert_allclose([p.logprob for p in analysis.top1_per_position],
+                                   torch.log_softmax(logits, -1).max(-1).values.numpy(), atol=ATOL, rtol=0)
     # the model's real input: BOS first exactly where TransformerLens prepends it (detect_head's input too)
     assert list(analysis.tokenized.ids) == model.bridge.to_tokens(prompt)[0].tolist()
 
