@@ -22,11 +22,12 @@ def is_preload(element_id: str | None) -> bool:
     return KEY in (element_id or "")
 
 
-def preload_result_elements() -> None:
-    """A tiny chart, table and frame in a hidden container (only their code matters)."""
+def preload_result_elements(frame: bool = True) -> None:
+    """A tiny chart, table and (with `frame`) frame in a hidden container (only their code matters)."""
     with st.container(key=KEY):
         st.html(HIDDEN)
         st.plotly_chart(go.Figure(layout={"width": 40, "height": 40}), key=f"{KEY}_chart", width="content",
                         config={"staticPlot": True, "displayModeBar": False})
         st.dataframe(pd.DataFrame({"": [0]}), key=f"{KEY}_table", hide_index=True)
-        st.iframe("<p></p>", height=10, alt="preload")  # the frame that shows a clicked head's pattern
+        if frame:
+            st.iframe("<p></p>", height=10, alt="preload")  # the frame that shows a clicked head's pattern

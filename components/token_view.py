@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from components.text import md, md_list, plain, plotly_text
-from headscope.predict import AnswerReport, Prediction, PromptAnalysis
+from headscope.predict import AnswerReport, Prediction, PromptAnalysis, window_around
 
 STRIP_CSS = """
 <style>
@@ -31,17 +31,13 @@ STRIP_CSS = """
 
 
 STRIP_MAX_TOKENS = 256  # chips drawn at most: a long prompt's strip shows a window, the token table every position
-STRIP_AFTER_CHOSEN = 16  # positions drawn after the chosen one, where the prompt has them
 
 
-def strip_window(n_tokens: int, position: int, limit: int = STRIP_MAX_TOKENS) -> range:
-    """The positions the strip draws: all of a short prompt; of a long one, `limit` positions holding the chosen one,
-    with the ones before it (what the prediction reads) and a few after. Thousands of chips are unreadable and cost
-    the browser about a second to lay out."""
-    if n_tokens <= limit:
-        return range(n_tokens)
-    start = max(0, min(position + STRIP_AFTER_CHOSEN + 1 - limit, n_tokens - limit))
-    return range(start, start + limit)
+def strip_window(n_tokens: int, position: int) -> range:
+    """The positions the strip draws: all of a short prompt; of a long one, STRIP_MAX_TOKENS positions holding the
+    chosen one, with the ones before it and a few after. Thousands of chips are unreadable and cost the browser about
+    a second to lay out."""
+    return window_around(n_tokens, position, STRIP_MAX_TOKENS)
 
 
 def token_strip_html(analysis: PromptAnalysis, show_predictions: bool = True, window: range | None = None) -> str:
@@ -62,8 +58,8 @@ def token_strip_html(analysis: PromptAnalysis, show_predictions: bool = True, wi
             f'<div class="hs-pos">{token.position}</div>',
             f'<div class="hs-text">{html.escape(token.display)}</div>',
         ]
-        if show_predictions:
-            predicted = analysis.top1_per_position[token.position]
+        predicted = analysis.top1_at(token.position) if show_predictions else None
+        if predicted is not None:
             following = tokens[token.position + 1] if token.position + 1 < len(tokens) else None
             hit = " hit" if following is not None and following.id == predicted.id else ""
             parts.append(f'<div class="hs-next{hit}" title="top-1 next token">{html.escape(predicted.display)}</div>')
@@ -86,7 +82,7 @@ def token_strip(analysis: PromptAnalysis, show_predictions: bool = True) -> None
 def token_frame(analysis: PromptAnalysis) -> pd.DataFrame:
     rows = []
     for token in analysis.tokens:
-        predicted = analysis.top1_per_position[token.position]
+        predicted = analysis.top1_at(token.position)
         rows.append({
             "position": token.position,
             "id": token.id,
@@ -94,8 +90,8 @@ def token_frame(analysis: PromptAnalysis) -> pd.DataFrame:
             "raw": plain(token.raw),
             "special": token.special,
             "span": "" if token.char_start is None else f"{token.char_start}–{token.char_end}",
-            "top-1 next": predicted.display,
-            "p(top-1)": predicted.prob,
+            "top-1 next": "" if predicted is None else predicted.display,
+            "p(top-1)": None if predicted is None else predicted.prob,
         })
     return pd.DataFrame(rows)
 

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 def tokens_frame(result: PromptAnalysis) -> pd.DataFrame:
     """One row per position of the real input (BOS included), with the model's top-1 prediction after it."""
     rows = []
-    for token, top1 in zip(result.tokens, result.top1_per_position, strict=False):
+    for token in result.tokens:
+        top1 = result.top1_at(token.position)
         rows.append({"position": token.position, "id": token.id, "text": token.text, "display": token.display,
-                     "special": token.special, "top1": top1.display, "top1_prob": top1.prob})
+                     "special": token.special, "top1": None if top1 is None else top1.display,
+                     "top1_prob": None if top1 is None else top1.prob})
     return pd.DataFrame(rows)
 
 

@@ -105,17 +105,24 @@ class PromptAnalysis:
     tokenized: TokenizedPrompt
     position: int
     top_k: tuple[Prediction, ...]  # at `position`
-    top1_per_position: tuple[Prediction, ...]  # top1_per_position[pos]: the prediction after token pos
+    # top1_per_position[i]: the prediction after token top1_start + i (every position unless a window was asked)
+    top1_per_position: tuple[Prediction, ...]
     answer: AnswerReport | None
     contrast: AnswerReport | None
     logit_diff: float | None  # logit(answer first token) - logit(contrast first token) at `position`
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
     lens: LensResult | None = None  # the logit lens at the last position, from the same forward (lens=True)
+    top1_start: int = 0  # analyze_prompt's top1_window: the positions before it were not unembedded
 
     @property
     def tokens(self) -> tuple[TokenInfo, ...]:
         return self.tokenized.tokens
+
+    def top1_at(self, position: int) -> Prediction | None:
+        """The top-1 prediction after token `position`; None before `top1_start` (not unembedded)."""
+        index = position - self.top1_start
+        return self.top1_per_position[index] if 0 <= index < len(self.top1_per_position) else None
 
     def to_json(self) -> dict:
         return {
@@ -136,6 +143,18 @@ def validate_top_k(top_k: int) -> int:
     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
         raise InputError(f"top-k must be a whole number from 1 to {MAX_TOP_K}, got {top_k!r}.")
     return top_k
+
+
+TOP1_AFTER_CHOSEN = 16  # a window of positions holds this many after the chosen one, where the prompt has them
+
+
+def window_around(n_tokens: int, position: int, size: int) -> range:
+    """`size` positions holding `position`: the ones before it (what the prediction reads) and a few after; all of a
+    prompt of at most `size` tokens."""
+    if n_tokens <= size:
+        return range(n_tokens)
+    start = max(0, min(position + TOP1_AFTER_CHOSEN + 1 - size, n_tokens - size))
+    return range(start, start + size)
 
 
 def resolve_position(position: int | None, n_tokens: int) -> int:
@@ -168,17 +187,21 @@ def analyze_prompt(
     position: int | None = None,
     progress: Callable[[float], None] | None = None,
     lens: bool = False,
+    top1_window: int | None = None,
 ) -> PromptAnalysis:
     """Run the prompt once and report predictions, answer ranks and diagnostics (`progress(fraction)` while the
     forward pass runs); with `lens` and an answer, the logit lens at the last position too, read from the same
-    forward (`PromptAnalysis.lens`)."""
+    forward (`PromptAnalysis.lens`). With `top1_window`, the top-1 prediction only from the start of the window of
+    that many positions around the chosen one (`window_around`) on: a page drawing only those saves unembedding the
+    rest of a long prompt, about a tenth of its forward."""
     validate_top_k(top_k)
     describer = TokenDescriber(model)
     tokenized = tokenize_prompt(model, prompt, describer)
     pos = resolve_position(position, len(tokenized))
     question = lens_question(model, prompt, answer, contrast or None) if lens and answer else None
+    top1_from = 0 if top1_window is None else window_around(len(tokenized), pos, top1_window).start
     summary = model.next_tokens(model.tensor([tokenized.ids]), pos, progress,
-                                None if question is None else question.readout)
+                                None if question is None else question.readout, top1_from)
     logits_at = summary.logits_at.float()  # [vocab] at `pos`
     logprobs_at = torch.log_softmax(logits_at, dim=-1)
     warnings: list[str] = []
@@ -218,6 +241,7 @@ def analyze_prompt(
         warnings=tuple(warnings),
         notes=tuple(notes),
         lens=None if question is None or summary.lens is None else lens_result(model, question, summary.lens),
+        top1_start=summary.top1_start,
     )
 
 

@@ -15,13 +15,22 @@ from components.preload import preload_result_elements
 from components.presentation import controls, present_figure, settings_line
 from components.share import BOUND, copy_link, prompt_box
 from components.text import md, md_code, plain, plural, quoted
-from components.token_view import answer_panel, diagnostics, token_strip, token_table, topk_chart, topk_table
+from components.token_view import (
+    STRIP_MAX_TOKENS,
+    answer_panel,
+    diagnostics,
+    token_strip,
+    token_table,
+    topk_chart,
+    topk_table,
+)
 from headscope.api import call_code, notebook_code
 from headscope.errors import HeadscopeError
 from headscope.predict import MAX_TOP_K, analyze_prompt, toggle_trailing_space
 from headscope.profile import timed
 
 COMPARE_TOP_K = 5  # next tokens listed per side of the compare
+TABLE_OPEN = "pt_token_table"  # a long prompt's token table expander: True while it is open
 
 title_col, link_col = st.columns([4, 1], vertical_alignment="bottom")
 title_col.title("Prompt tester")
@@ -70,17 +79,22 @@ def forward_progress(fraction: float) -> None:
 # a rerun with the same inputs (a toggle, an expander, a link copied) reuses the forward: a long prompt's costs seconds
 asked = (str(model.identity), prompt, answer or None, contrast or None, int(top_k), int(position))
 try:
+    long_prompt = len(prompt) > LONG_PROMPT_TOKENS and len(model.input_ids(prompt)) > LONG_PROMPT_TOKENS
+    # a long prompt's strip draws a window of positions, and its token table (every position) comes when opened:
+    # until then only the window's top-1 predictions are unembedded, a tenth of the forward at 4,320 tokens
+    every_position = not long_prompt or bool(st.session_state.get(TABLE_OPEN))
     memo = st.session_state.get("pt_memo")
-    if memo is not None and memo[0] == asked:
+    if memo is not None and memo[0] == asked and (memo[1].top1_start == 0 or not every_position):
         analysis = memo[1]
     else:
-        if len(prompt) > LONG_PROMPT_TOKENS and len(model.input_ids(prompt)) > LONG_PROMPT_TOKENS:
+        if long_prompt:
             # the browser loads its chart and table code while the long forward runs, not after it
-            preload_result_elements()
+            preload_result_elements(frame=False)  # the prompt tester shows no frame
             still_progress_bars()
         with timed("prompt tester: analyze_prompt"):  # the logit lens from the same forward
             analysis = analyze_prompt(model, prompt, answer or None, contrast or None, int(top_k), int(position),
-                                      progress=forward_progress, lens=True)
+                                      progress=forward_progress, lens=True,
+                                      top1_window=None if every_position else STRIP_MAX_TOKENS)
         st.session_state["pt_memo"] = (asked, analysis)
     st.session_state["pt_last_good"] = (model.identity, analysis)
     progress_slot.empty()  # the forward is over: its bar goes
@@ -103,7 +117,10 @@ if analysis is not None:
         with st.expander("Token table", expanded=False), timed("prompt tester: token table"):
             token_table(analysis)
     else:  # thousands of rows: sent when the table is opened (the browser lays them out even while it is folded)
-        table_box = st.expander(f"Token table (all {len(analysis.tokens):,} positions)", key="pt_token_table",
+        if analysis.top1_start:  # (said outside the label: a label that changes would close the table again)
+            st.caption("The token table's top-1 column covers every position: opening it runs the model again over "
+                       "the whole prompt.")
+        table_box = st.expander(f"Token table (all {len(analysis.tokens):,} positions)", key=TABLE_OPEN,
                                 on_change="rerun")
         if table_box.open:
             with table_box, timed("prompt tester: token table"):

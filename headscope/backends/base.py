@@ -190,7 +190,8 @@ class AttributionEffects:
 @dataclass(frozen=True)
 class NextTokenSummary:
     """The next-token predictions of one prompt: logits_at[vocab] at the chosen position (float32), and at every
-    position the top-1 id, its logit and log-probability (top1_id[pos], top1_logit[pos], top1_logprob[pos])."""
+    position from top1_start on the top-1 id, its logit and log-probability (top1_id[i], top1_logit[i],
+    top1_logprob[i] for position top1_start + i)."""
 
     logits_at: torch.Tensor
     top1_id: torch.Tensor
@@ -200,6 +201,13 @@ class NextTokenSummary:
     # (sites RESID 0..n_layers, in that order) read through it, from the same forward (the logit lens without a
     # second one): values[1, n_layers + 1, k] (and rank / log_norm with rank_ids); None when no lens was asked
     lens: SiteReadings | None = None
+    top1_start: int = 0  # next_tokens' top1_from: the positions before it were not unembedded
+
+
+def check_top1_from(top1_from: int, position: int) -> None:
+    """next_tokens' `top1_from` may not pass the chosen position: its logits come from the same unembedding."""
+    if not 0 <= top1_from <= position:
+        raise ValueError(f"top1_from must be from 0 to the chosen position {position}, got {top1_from}")
 
 
 class ReadNorm(StrEnum):
@@ -460,13 +468,15 @@ class Backend(ABC):
 
     @abstractmethod
     def next_tokens(self, tokens: torch.Tensor, position: int,
-                    progress: Callable[[float], None] | None = None, lens: Readout | None = None
-                    ) -> NextTokenSummary:
-        """Predictions for tokens[1, pos]: the full logits at `position`, the top-1 at every position.
-        `progress(fraction)` may be called while it runs (a long prompt takes a while on a CPU). With `lens`, the
-        residual at the last position after the embeddings and after each layer is read through that readout inside
-        the backend, from the same forward (`NextTokenSummary.lens`, as `read_sites` would give for the RESID sites
-        0..n_layers at position -1), so the prompt tester's logit lens costs no second forward."""
+                    progress: Callable[[float], None] | None = None, lens: Readout | None = None,
+                    top1_from: int = 0) -> NextTokenSummary:
+        """Predictions for tokens[1, pos]: the full logits at `position`, the top-1 at every position from
+        `top1_from` (≤ position) on: a long prompt's page shows a window of positions, and unembedding all of them
+        is about a tenth of its forward (4,320 tokens, 2 cores). `progress(fraction)` may be called while it runs (a
+        long prompt takes a while on a CPU). With `lens`, the residual at the last position after the embeddings and
+        after each layer is read through that readout inside the backend, from the same forward
+        (`NextTokenSummary.lens`, as `read_sites` would give for the RESID sites 0..n_layers at position -1), so the
+        prompt tester's logit lens costs no second forward."""
 
     @abstractmethod
     def last_logits(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ from headscope.backends.base import (
     Readout,
     SiteReadings,
     ZEdit,
+    check_top1_from,
     config_dims,
     config_model_info,
     resident_bytes,
@@ -246,9 +247,11 @@ class BridgeBackend(Backend):
 
     @torch.inference_mode()
     def next_tokens(self, tokens: torch.Tensor, position: int,
-                    progress: Callable[[float], None] | None = None, lens: Readout | None = None
-                    ) -> NextTokenSummary:
+                    progress: Callable[[float], None] | None = None, lens: Readout | None = None,
+                    top1_from: int = 0) -> NextTokenSummary:
         from headscope.backends.bridge_readout import lens_readings, lens_route, resid_hooks
+
+        check_top1_from(top1_from, position)
 
         top_ids, top_logits, top_logprobs = [], [], []
         logits_at = None
@@ -259,7 +262,7 @@ class BridgeBackend(Backend):
                 normed = self._plain_normed(tokens, progress)[0]  # [pos, d_model]
             if lens is not None:
                 lens_read = lens_readings(self, view, seen, lens)
-            for start in range(0, normed.shape[0], UNEMBED_CHUNK_TOKENS):
+            for start in range(top1_from, normed.shape[0], UNEMBED_CHUNK_TOKENS):
                 chunk = self.unembed_all(normed[start:start + UNEMBED_CHUNK_TOKENS]).float()
                 if start <= position < start + chunk.shape[0]:
                     logits_at = chunk[position - start].clone()
@@ -272,7 +275,7 @@ class BridgeBackend(Backend):
         if progress is not None:
             progress(1.0)
         return NextTokenSummary(logits_at.cpu(), torch.cat(top_ids).cpu(), torch.cat(top_logits).cpu(),
-                                torch.cat(top_logprobs).cpu(), lens_read)
+                                torch.cat(top_logprobs).cpu(), lens_read, top1_from)
 
     @torch.inference_mode()
     def last_logits(self, tokens: torch.Tensor) -> torch.Tensor:

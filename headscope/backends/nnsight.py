@@ -32,6 +32,7 @@ from headscope.backends.base import (
     Placement,
     Readout,
     SiteReadings,
+    check_top1_from,
     config_dims,
     config_model_info,
     resident_bytes,
@@ -284,12 +285,14 @@ class NnsightBackend(Backend):
     # ------------------------------------------------------------------------------------------------ forward
 
     def next_tokens(self, tokens: torch.Tensor, position: int,
-                    progress: Callable[[float], None] | None = None, lens: Readout | None = None
-                    ) -> NextTokenSummary:
+                    progress: Callable[[float], None] | None = None, lens: Readout | None = None,
+                    top1_from: int = 0) -> NextTokenSummary:
+        check_top1_from(top1_from, position)
         if lens is not None:
             from headscope.backends.nnsight_readout import nnsight_next_tokens_with_lens
 
-            return nnsight_next_tokens_with_lens(self, tokens, position, lens, _check_input, _next_token_summary)
+            return nnsight_next_tokens_with_lens(self, tokens, position, lens, _check_input, _next_token_summary,
+                                                 top1_from)
         model, layout, cap = self.model, self.layout, self.dims.logit_cap
         embed, final_norm, unembed = (self._path(p) for p in (layout.embed, layout.final_norm, layout.unembed))
         tokens = tokens.cpu()
@@ -297,11 +300,11 @@ class NnsightBackend(Backend):
             job = self._trace_backend()
             with model.trace(tokens, backend=job, use_cache=False, logits_to_keep=1) as tracer:
                 _check_input(embed.input, tokens)
-                summary = _next_token_summary(unembed, final_norm.output[0], position, cap)
+                summary = _next_token_summary(unembed, final_norm.output[0][top1_from:], position - top1_from, cap)
                 summary = nnsight.save(summary)
                 tracer.stop()
             (summary,) = self._outputs(job, locals(), "summary")
-        return NextTokenSummary(*summary)
+        return NextTokenSummary(*summary, top1_start=top1_from)
 
     def _last_position_logits(self, tokens: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
         model, embed = self.model, self._path(self.layout.embed)

@@ -161,11 +161,23 @@ def test_a_long_prompts_progress_bar_goes_when_the_result_is_there(run_page):
     assert drawn == list(range(n_tokens - 256, n_tokens))
     assert any(c.value.startswith(f"Drawn: positions {n_tokens - 256:,}–{n_tokens - 1:,} of {n_tokens:,}")
                for c in app.caption)
-    analysis = app.session_state["pt_memo"][1]
-    app.session_state["pt_token_table"] = True  # the table opened: its rows come, from the same forward
+    # only the drawn window's top-1 predictions were unembedded, and each drawn chip has its own
+    windowed = app.session_state["pt_memo"][1]
+    assert windowed.top1_start == n_tokens - 256 and len(windowed.top1_per_position) == 256
+    assert strip.count('class="hs-next') == 256
+    assert [e.label for e in app.expander if e.label.startswith("Token table")] == [
+        f"Token table (all {n_tokens:,} positions)"]
+    assert any("opening it runs the model again" in c.value for c in app.caption)
+    app.session_state["pt_token_table"] = True  # the table opened: every position's row, with its top-1
     app.run()
-    assert not app.exception and len(_token_table(app)) == n_tokens
-    assert app.session_state["pt_memo"][1] is analysis
+    assert not app.exception
+    table = _token_table(app)
+    full = app.session_state["pt_memo"][1]
+    assert full.top1_start == 0 and len(table) == n_tokens and table["top-1 next"].ne("").all()
+    # the window read the same predictions
+    assert [p.id for p in full.top1_per_position[-256:]] == [p.id for p in windowed.top1_per_position]
+    app.run()  # a rerun with the table still open reuses that forward
+    assert app.session_state["pt_memo"][1] is full
 
 
 def test_the_prompt_tester_answers_before_transformerlens_is_set_up(run_page, monkeypatch):

@@ -279,6 +279,12 @@ def test_top_k_logits_equal_the_reference_forward(family):
                                    atol=ATOL, rtol=0)
         np.testing.assert_allclose([p.logprob for p in analysis.top1_per_position],
                                    torch.log_softmax(logits, -1).max(-1).values.numpy(), atol=ATOL, rtol=0)
+    # a window's top-1 (a long prompt's strip): from its start on, the reference's argmax, and nothing before it
+    windowed = analyze_prompt(model, prompt, top_k=10, top1_window=4)
+    n_tokens = len(windowed.tokens)
+    assert windowed.top1_start == n_tokens - 4
+    assert [windowed.top1_at(p) and windowed.top1_at(p).id for p in range(n_tokens)] == \
+        [None] * (n_tokens - 4) + logits.argmax(-1)[-4:].tolist()
     # the model's real input: BOS first exactly where TransformerLens prepends it (detect_head's input too)
     assert list(analysis.tokenized.ids) == model.bridge.to_tokens(prompt)[0].tolist()
 

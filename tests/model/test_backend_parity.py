@@ -20,6 +20,7 @@ import torch
 from headscope.ablation import exact_sweep, prepare_dataset
 from headscope.heads import SCORE_NAMES
 from headscope.loading import ModelRequest, load_model
+from headscope.predict import analyze_prompt
 from headscope.results_cache import ResultsCache
 from headscope.scores import score_heads
 from headscope.tasks import build_task_dataset
@@ -108,6 +109,34 @@ def test_logits_agree(trio):
         _close(got.logits_at, expected_next.logits_at, f"{name} logits at position 2")
         assert got.top1_id.tolist() == expected_next.top1_id.tolist(), name
         _close(got.top1_logit, expected_next.top1_logit, f"{name} top-1 logits")
+
+
+def test_top1_from_an_offset_is_the_full_summarys_tail(trio):
+    """next_tokens' top1_from (a page drawing a window of a long prompt): the top-1 of the positions from it on, the
+    same as the full summary's, and the chosen position's logits unchanged, on every backend (nnsight's from inside
+    its trace, with and without the lens)."""
+    bridge = trio.backends["bridge"]
+    tokens = bridge.tensor([bridge.input_ids(PROMPTS[1])])
+    last = tokens.shape[1] - 1
+    full = bridge.next_tokens(tokens, last)
+    for name, backend in trio.backends.items():
+        for top1_from in (2, last):
+            got = backend.next_tokens(tokens, last, top1_from=top1_from)
+            assert got.top1_start == top1_from and got.top1_id.tolist() == full.top1_id[top1_from:].tolist(), name
+            _close(got.top1_logprob, full.top1_logprob[top1_from:], f"{name} top-1 log-probabilities")
+            _close(got.logits_at, full.logits_at, f"{name} logits at the last position")
+        with pytest.raises(ValueError, match="top1_from"):
+            backend.next_tokens(tokens, 1, top1_from=2)  # past the chosen position
+        # the prompt tester's call: the lens read from the same forward, the top-1 of the last 3 positions
+        whole = analyze_prompt(backend, PROMPTS[0], "5", "4", lens=True)
+        window = analyze_prompt(backend, PROMPTS[0], "5", "4", lens=True, top1_window=3)
+        assert window.top1_start == len(whole.tokens) - 3, name
+        assert [p.id for p in window.top1_per_position] == [p.id for p in whole.top1_per_position[-3:]], name
+        _close(torch.tensor([p.logprob for p in window.top1_per_position]),
+               torch.tensor([p.logprob for p in whole.top1_per_position[-3:]]), f"{name} top-1 log-probabilities")
+        assert [layer.rank for layer in window.lens.layers] == [layer.rank for layer in whole.lens.layers], name
+        _close(torch.tensor([layer.logit_diff for layer in window.lens.layers]),
+               torch.tensor([layer.logit_diff for layer in whole.lens.layers]), f"{name} lens")
 
 
 def test_every_ld_of_a_sweep_agrees(trio):

@@ -14,7 +14,7 @@ def _analysis(texts):
     predictions = tuple(Prediction(1, 99, "<b>x</b>", "<b>x</b>", 1.0, 0.5, -0.7) for _ in texts)
     return SimpleNamespace(
         tokens=tokens, tokenized=TokenizedPrompt("".join(texts), tokens, False), position=len(texts) - 1,
-        top1_per_position=predictions,
+        top1_per_position=predictions, top1_at=lambda position: predictions[position],
     )
 
 
@@ -38,13 +38,13 @@ def test_token_table_keeps_raw_text_for_plain_rendering():
     assert len(frame) == 2
 
 
-def test_strip_window_keeps_the_chosen_position_and_what_it_reads():
-    from components.token_view import STRIP_AFTER_CHOSEN, strip_window
+def test_a_window_keeps_the_chosen_position_and_what_it_reads():
+    from headscope.predict import TOP1_AFTER_CHOSEN, window_around
 
-    assert strip_window(40, 39, limit=64) == range(40)  # a short prompt: every position
-    assert strip_window(1000, 999, limit=64) == range(936, 1000)  # the last position: the 64 up to it
-    assert strip_window(1000, 500, limit=64) == range(500 + STRIP_AFTER_CHOSEN + 1 - 64, 500 + STRIP_AFTER_CHOSEN + 1)
-    assert strip_window(1000, 3, limit=64) == range(64)  # near the start: from position 0
+    assert window_around(40, 39, 64) == range(40)  # a short prompt: every position
+    assert window_around(1000, 999, 64) == range(936, 1000)  # the last position: the 64 up to it
+    assert window_around(1000, 500, 64) == range(500 + TOP1_AFTER_CHOSEN + 1 - 64, 500 + TOP1_AFTER_CHOSEN + 1)
+    assert window_around(1000, 3, 64) == range(64)  # near the start: from position 0
 
 
 def test_token_strip_html_draws_only_its_window():
