@@ -37,7 +37,12 @@ def load(source: str = "embedded", *, device: str = "auto", dtype: str = "auto",
 
     request = ModelRequest(source, device, dtype, backend=backend_name(backend, remote, device, dtype),
                            api_key=api_key)
-    return Model(load_model(request, hooks_later=True), request)
+    model = load_model(request, hooks_later=True)
+    if request.backend == "ndif":  # NDIF lists the model COLD: its first job waits while NDIF starts it
+        from headscope.backends.ndif import say_starting_notice
+
+        say_starting_notice(model)
+    return Model(model, request)
 
 
 def backend_name(backend: str | None, remote: bool, device: str = "auto", dtype: str = "auto") -> str:

@@ -224,11 +224,9 @@ def load_for_cli(args: argparse.Namespace):
     request = ModelRequest(args.model, args.device, args.dtype, backend=backend_for(args), bos=args.bos)
     model = load_model(request, hooks_later=True)
     if request.backend == "ndif":  # NDIF lists the model COLD: say once, before its first job, that it will wait
-        from headscope.backends.ndif import starting_notice
+        from headscope.backends.ndif import say_starting_notice
 
-        notice = starting_notice(model)
-        if notice:
-            print(notice, file=sys.stderr)
+        say_starting_notice(model)
     return model
 
 

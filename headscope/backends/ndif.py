@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -370,7 +371,15 @@ def starting_notice(model: Any) -> str | None:
     return mode.starting_notice if isinstance(mode, NdifRun) else None
 
 
+def say_starting_notice(model: Any) -> None:
+    """The command line's and the Python API's way to say starting_notice: one line on stderr, right after the load
+    (the app shows it under the model card instead)."""
+    notice = starting_notice(model)
+    if notice:
+        print(notice, file=sys.stderr)
+
+
 __all__ = ["DRY_RUN", "LOCAL", "NDIF_DEFAULT_TIMEOUT", "NDIF_KEY_URL", "NDIF_START_SECONDS", "REMOTE_MAX_TOKENS",
            "RUN_MODES", "STARTING", "DryRun", "LocalRun", "NdifListing", "NdifRun", "NdifTarget", "RemoteJobError",
            "RemoteJobState", "RunMode", "cold_model_notice", "gate_on_state", "ndif_host", "no_key_message",
-           "probe_ndif", "resolve_api_key", "shown_host", "starting_notice", "wait_for_job"]
+           "probe_ndif", "resolve_api_key", "say_starting_notice", "shown_host", "starting_notice", "wait_for_job"]

@@ -281,14 +281,14 @@ def test_a_deployed_or_cold_model_goes_on_to_read_only_its_config_and_tokenizer(
         load_model(ModelRequest(listed, backend="ndif", api_key=SECRET))
 
 
-def _hub_cache_holding(tiny_model_dir, root) -> str:
-    """A Hugging Face hub cache in which HOSTED's config and tokenizer are the tiny model's (no weights: NDIF runs
+def _hub_cache_holding(tiny_model_dir, root, repo_id: str = HOSTED) -> str:
+    """A Hugging Face hub cache in which repo_id's config and tokenizer are the tiny model's (no weights: NDIF runs
     those), as a user's cache holds them after a first online load."""
     import shutil
     from pathlib import Path
 
     commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = Path(root) / f"models--{HOSTED.replace('/', '--')}"
+    repo = Path(root) / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
     for path in Path(tiny_model_dir).iterdir():
@@ -324,3 +324,18 @@ def test_the_ndif_job_timeout_is_read_from_headscope_ndif_timeout(status_server,
     for line in lines[1::2]:  # the hub is offline: the id goes to NDIF as written, and the model card says why
         assert line.startswith("fallbacks (\"The hub's spelling of the model id off: OfflineModeIsEnabled"), line
         assert line.endswith(f"NDIF gets '{HOSTED}' as written\",)"), line
+
+
+def test_the_python_api_says_once_that_a_cold_models_first_job_waits(status_server, tiny_model_dir, tmp_path):
+    """hs.load of a model NDIF lists COLD says so on stderr, as the command line does (the stand-in server lists
+    some/cold-model COLD; its config and tokenizer come from a hub cache, in a process of its own)."""
+    code = ("import headscope as hs\n"
+            "model = hs.load('some/cold-model', remote=True, api_key='k')\n"
+            "print('loaded', model.info.name)\n")
+    env = cpu_env(HF_HUB_CACHE=_hub_cache_holding(tiny_model_dir, tmp_path / "hub", "some/cold-model"),
+                  NDIF_HOST=status_server)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("loaded ")
+    assert done.stderr.count("NDIF lists some/cold-model as cold (no replica running): its first job waits") == 1
