@@ -33,16 +33,11 @@ def load(source: str = "embedded", *, device: str = "auto", dtype: str = "auto",
     """A model, as `--model/--device/--dtype/--backend/--remote` load it: the embedded model by default, a hub id or
     a local folder; backend "bridge" (TransformerLens, the default) or "nnsight"; remote=True runs it on NDIF through
     nnsight (the key from `api_key` or NDIF_API_KEY)."""
-    from headscope.loading import ModelRequest, load_model
+    from headscope.loading import ModelRequest, load_for_console
 
     request = ModelRequest(source, device, dtype, backend=backend_name(backend, remote, device, dtype),
                            api_key=api_key)
-    model = load_model(request, hooks_later=True)
-    if request.backend == "ndif":  # NDIF lists the model COLD: its first job waits while NDIF starts it
-        from headscope.backends.ndif import say_starting_notice
-
-        say_starting_notice(model)
-    return Model(model, request)
+    return Model(load_for_console(request), request)
 
 
 def backend_name(backend: str | None, remote: bool, device: str = "auto", dtype: str = "auto") -> str:

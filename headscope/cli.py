@@ -219,15 +219,9 @@ def backend_for(args: argparse.Namespace) -> str:
 def load_for_cli(args: argparse.Namespace):
     """The model of --model/--device/--dtype/--backend; TransformerLens is set up only by the commands that use its
     hooks (`tokens` runs without it, seconds sooner)."""
-    from headscope.loading import ModelRequest, load_model
+    from headscope.loading import ModelRequest, load_for_console
 
-    request = ModelRequest(args.model, args.device, args.dtype, backend=backend_for(args), bos=args.bos)
-    model = load_model(request, hooks_later=True)
-    if request.backend == "ndif":  # NDIF lists the model COLD: say once, before its first job, that it will wait
-        from headscope.backends.ndif import say_starting_notice
-
-        say_starting_notice(model)
-    return model
+    return load_for_console(ModelRequest(args.model, args.device, args.dtype, backend=backend_for(args), bos=args.bos))
 
 
 def _show_wait(status) -> None:

@@ -445,6 +445,18 @@ def load_model(
     return backend
 
 
+def load_for_console(request: ModelRequest) -> Backend:
+    """load_model for the command line and the Python API (TransformerLens set up on first need). A model NDIF lists
+    COLD says so on stderr, once, right after the load: its first job waits while NDIF starts it (the app shows that
+    notice under the model card instead)."""
+    model = load_model(request, hooks_later=True)
+    if request.backend == "ndif":  # nnsight (behind headscope.backends.ndif) imported only for NDIF
+        from headscope.backends.ndif import say_starting_notice
+
+        say_starting_notice(model)
+    return model
+
+
 def wrap_local_model(
     backend: str,
     hf_model: Any,

@@ -147,11 +147,11 @@ def _weighted_ld(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor 
     return diff if weights is None else (diff * weights.to(diff.device)).sum(1)
 
 
-def _next_token_summary(unembed: Any, normed: torch.Tensor, position: int, cap: float) -> tuple:
-    """(logits_at[vocab], top1_id[pos], top1_logit[pos], top1_logprob[pos]) from normed[pos, d_model], unembedded
-    UNEMBED_CHUNK_TOKENS positions at a time."""
+def _next_token_summary(unembed: Any, normed: torch.Tensor, position: int, cap: float, top1_from: int = 0) -> tuple:
+    """(logits_at[vocab], top1_id[i], top1_logit[i], top1_logprob[i]) for positions top1_from + i, from
+    normed[pos, d_model], unembedded UNEMBED_CHUNK_TOKENS positions at a time (top1_from ≤ position)."""
     ids, values, logprobs, at = [], [], [], None
-    for start in range(0, normed.shape[0], UNEMBED_CHUNK_TOKENS):
+    for start in range(top1_from, normed.shape[0], UNEMBED_CHUNK_TOKENS):
         chunk = normed_logits(normed[start:start + UNEMBED_CHUNK_TOKENS], unembed.weight, unembed.bias, cap)
         best, best_id = chunk.max(-1)
         ids.append(best_id)
@@ -300,7 +300,7 @@ class NnsightBackend(Backend):
             job = self._trace_backend()
             with model.trace(tokens, backend=job, use_cache=False, logits_to_keep=1) as tracer:
                 _check_input(embed.input, tokens)
-                summary = _next_token_summary(unembed, final_norm.output[0][top1_from:], position - top1_from, cap)
+                summary = _next_token_summary(unembed, final_norm.output[0], position, cap, top1_from)
                 summary = nnsight.save(summary)
                 tracer.stop()
             (summary,) = self._outputs(job, locals(), "summary")

@@ -120,9 +120,10 @@ def _resid_capture(model: Any, paths: dict, n_layers: int) -> Captures:
 def nnsight_next_tokens_with_lens(backend: NnsightBackend, tokens: torch.Tensor, position: int, readout: Readout,
                                   check_input: Any, summarize: Callable[..., tuple], top1_from: int = 0
                                   ) -> NextTokenSummary:
-    """Backend.next_tokens with its `lens`: summarize(unembed, normed[pos, d_model], position, cap)'s predictions
-    (from position `top1_from` on) and the RESID sites 0..n_layers at the last position through `readout`, from one
-    trace (read_captured's arithmetic: here after the trace, in the same request's session on a dry run or NDIF)."""
+    """Backend.next_tokens with its `lens`: summarize(unembed, normed[pos, d_model], position, cap, top1_from)'s
+    predictions (from position `top1_from` on) and the RESID sites 0..n_layers at the last position through
+    `readout`, from one trace (read_captured's arithmetic: here after the trace, in the same request's session on a
+    dry run or NDIF)."""
     model, dims, layout = backend.model, backend.dims, backend.layout
     paths = _paths(backend)
     view = backend._family_view(())
@@ -136,8 +137,7 @@ def nnsight_next_tokens_with_lens(backend: NnsightBackend, tokens: torch.Tensor,
             with model.trace(tokens, use_cache=False, logits_to_keep=1) as tracer:
                 check_input(embed.input, tokens)
                 captures = nnsight.save(_resid_capture(model, paths, dims.n_layers))
-                summary = nnsight.save(summarize(unembed, final_norm.output[0][top1_from:], position - top1_from,
-                                                 dims.logit_cap))
+                summary = nnsight.save(summarize(unembed, final_norm.output[0], position, dims.logit_cap, top1_from))
                 tracer.stop()
             read = read_captured(view, Captures(*captures), plain, whole)
         else:
@@ -146,8 +146,7 @@ def nnsight_next_tokens_with_lens(backend: NnsightBackend, tokens: torch.Tensor,
                 with model.trace(tokens, use_cache=False, logits_to_keep=1) as tracer:
                     check_input(embed.input, tokens)
                     captures = _resid_capture(model, paths, dims.n_layers)
-                    summary = summarize(unembed, final_norm.output[0][top1_from:], position - top1_from,
-                                        dims.logit_cap)
+                    summary = summarize(unembed, final_norm.output[0], position, dims.logit_cap, top1_from)
                     tracer.stop()
                 out = nnsight.save((summary, read_captured(view, captures, plain, whole)))
             ((summary, read),) = backend._outputs(job, locals(), "out")
